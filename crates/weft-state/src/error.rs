@@ -1,0 +1,29 @@
+//! Why a command was refused. The messages are Consul's, since clients and people read them.
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("Missing node name")]
+    MissingNode,
+    #[error("Missing node address")]
+    MissingAddress,
+    #[error("Missing service name")]
+    MissingServiceName,
+    #[error("Missing check name")]
+    MissingCheckName,
+    #[error("Node \"{0}\" does not exist")]
+    UnknownNode(String),
+    #[error("Unknown service ID \"{0}\" for check")]
+    UnknownServiceForCheck(String),
+    #[error("Check \"{0}\" does not exist")]
+    UnknownCheck(String),
+    #[error("Invalid session \"{0}\"")]
+    InvalidSession(String),
+    #[error("Check '{0}' is in critical state")]
+    CriticalCheck(String),
+    #[error("Missing check '{0}' registration")]
+    MissingSessionCheck(String),
+    #[error("Missing key name")]
+    MissingKey,
+    #[error("{0}")]
+    TxnFailed(String),
+}

@@ -1,0 +1,156 @@
+//! The state store: catalog, health, KV and sessions in one place, every change stamped with the log index that
+//! made it.
+//!
+//! It is pure: no I/O, no clocks (time comes in with the command), no runtime. Writers call [`Store::apply`] with a
+//! [`Command`]; readers use the query methods and the per-table indexes, and park on [`Watches`] to block until a table
+//! moves past the index they have seen. Snapshots are the store's own serialisation.
+
+mod catalog;
+mod command;
+mod error;
+mod kv;
+mod session;
+mod watch;
+
+pub use command::{Command, KvOp, Registration};
+pub use error::StoreError;
+pub use watch::{Table, Watches};
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use weft_types::{DirEntry, HealthCheck, Node, NodeService, Session};
+
+/// What a command produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApplyResult {
+    /// Catalog writes and most KV verbs answer `true`/`false`.
+    Bool(bool),
+    /// Results of a transaction's operations (entries read or written, in order).
+    Txn(Vec<DirEntry>),
+    /// A transaction rolled back: the failing operation's position and reason.
+    TxnRolledBack { op_index: usize, what: String },
+}
+
+/// `(node, service id)`: how service instances are addressed.
+pub type InstanceKey = (String, String);
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Tables {
+    index: u64,
+    nodes: BTreeMap<String, Node>,
+    services: BTreeMap<String, BTreeMap<String, NodeService>>,
+    checks: BTreeMap<String, BTreeMap<String, HealthCheck>>,
+    kv: BTreeMap<String, DirEntry>,
+    /// Deleted keys and the index of their deletion, so a prefix's index never goes back.
+    kv_tombstones: BTreeMap<String, u64>,
+    sessions: BTreeMap<String, Session>,
+    /// Keys in lock-delay after an invalidation: unix milliseconds until which `acquire` is refused.
+    lock_delays: BTreeMap<String, u64>,
+    table_indexes: BTreeMap<Table, u64>,
+    /// `service.<name>` indexes: bumped by anything that changes that service's health or catalog view.
+    service_indexes: BTreeMap<String, u64>,
+}
+
+/// The store. Wrap it in a lock; queries borrow, commands take `&mut`.
+#[derive(Debug, Default)]
+pub struct Store {
+    t: Tables,
+    /// Derived lookup: service name → instances (not serialised; rebuilt on restore).
+    by_name: HashMap<String, BTreeSet<InstanceKey>>,
+    /// Derived lookup: Connect destination name → proxies and native instances for it.
+    connect_by_dest: HashMap<String, BTreeSet<InstanceKey>>,
+    watches: Watches,
+    /// The clock of the command being applied (unix ms), for lock-delay decisions deep inside a write.
+    clock_ms: u64,
+}
+
+impl Store {
+    pub fn new() -> Store {
+        Store::default()
+    }
+
+    /// The index of the last applied command.
+    pub fn last_index(&self) -> u64 {
+        self.t.index
+    }
+
+    pub fn watches(&self) -> &Watches {
+        &self.watches
+    }
+
+    /// The highest index that changed `table` (0 when never written).
+    pub fn table_index(&self, table: Table) -> u64 {
+        self.t.table_indexes.get(&table).copied().unwrap_or(0)
+    }
+
+    /// Applies one command at log index `index` (which must exceed every earlier one); `now_ms` is the leader's clock
+    /// when it proposed the command, so every replica makes the same lock-delay decisions.
+    pub fn apply(&mut self, index: u64, now_ms: u64, cmd: &Command) -> Result<ApplyResult, StoreError> {
+        let index = index.max(self.t.index + 1);
+        let mut touched = BTreeSet::new();
+        self.clock_ms = now_ms;
+        let result = match cmd {
+            Command::Register(reg) => self.register(index, reg, &mut touched).map(|()| ApplyResult::Bool(true)),
+            Command::Deregister { node, service_id, check_id } => self
+                .deregister(index, now_ms, node, service_id.as_deref(), check_id.as_deref(), &mut touched)
+                .map(|()| ApplyResult::Bool(true)),
+            Command::UpdateCheck { node, check_id, status, output } => self
+                .update_check(index, now_ms, node, check_id, *status, output, &mut touched)
+                .map(|()| ApplyResult::Bool(true)),
+            Command::Kv(op) => self.kv_apply(index, now_ms, op, &mut touched).map(|(ok, _)| ApplyResult::Bool(ok)),
+            Command::Txn(ops) => Ok(self.txn(index, now_ms, ops, &mut touched)),
+            Command::SessionCreate(session) => {
+                self.session_create(index, session, &mut touched).map(|()| ApplyResult::Bool(true))
+            }
+            Command::SessionDestroy { id } => {
+                self.session_destroy(index, now_ms, id, &mut touched);
+                Ok(ApplyResult::Bool(true))
+            }
+        };
+        // Failed commands still consume their index, as a Raft entry would, so indexes stay monotonic.
+        self.t.index = index;
+        for table in &touched {
+            self.t.table_indexes.insert(*table, index);
+        }
+        self.watches.notify(&touched, index);
+        result
+    }
+
+    fn bump_service(&mut self, index: u64, name: &str, touched: &mut BTreeSet<Table>) {
+        self.t.service_indexes.insert(name.to_string(), index);
+        touched.insert(Table::Services);
+    }
+
+    /// Serialises the whole state (tables and indexes) for a snapshot.
+    pub fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.t).unwrap_or_default()
+    }
+
+    /// Replaces the state with a snapshot's; every watcher is woken so blocking queries re-evaluate.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), serde_json::Error> {
+        let t: Tables = serde_json::from_slice(bytes)?;
+        self.t = t;
+        self.rebuild_lookups();
+        let all: BTreeSet<Table> = Table::ALL.into_iter().collect();
+        self.watches.notify(&all, self.t.index);
+        Ok(())
+    }
+
+    fn rebuild_lookups(&mut self) {
+        self.by_name.clear();
+        self.connect_by_dest.clear();
+        let instances: Vec<NodeService> = self.t.services.values().flat_map(|m| m.values().cloned()).collect();
+        let nodes: Vec<(String, String)> = self
+            .t
+            .services
+            .iter()
+            .flat_map(|(n, m)| m.keys().map(move |id| (n.clone(), id.clone())))
+            .collect();
+        for ((node, _), svc) in nodes.into_iter().zip(instances) {
+            self.index_instance(&node, &svc);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,23 @@
+//! Weft's domain and wire types.
+//!
+//! One set of types serves the store, the API and the CLI: serde attributes give them Consul's exact JSON casing, and
+//! [`lenient`] gives request bodies Consul's forgiving decoding. Nothing here does I/O.
+
+pub mod check;
+pub mod duration;
+pub mod ids;
+pub mod kv;
+pub mod lenient;
+pub mod node;
+pub mod service;
+pub mod session;
+pub mod views;
+
+pub use check::{CheckDefinition, CheckKind, CheckStatus, HealthCheck, HealthCheckDefinition};
+pub use kv::DirEntry;
+pub use node::Node;
+pub use service::{ConnectProxyConfig, NodeService, ServiceDefinition, Upstream, Weights};
+pub use session::{Session, SessionBehavior, SessionRequest};
+
+/// The version Weft reports, and the Consul API version it speaks.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
