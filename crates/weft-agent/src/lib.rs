@@ -1,1 +1,477 @@
-//! placeholder
+//! The agent role.
+//!
+//! An [`Agent`] owns this host's services and checks (the source of truth), runs the checks, and writes every local
+//! change through to the catalog on its server. In dev mode the server is in the same process; the cluster issue
+//! puts RPC and anti-entropy between them without changing the agent's API.
+
+pub mod definition;
+mod error;
+mod local;
+mod runner;
+
+pub use error::AgentError;
+pub use local::Source;
+
+use local::{LocalCheck, LocalService, LocalState};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use weft_server::Server;
+use weft_state::{Command, Registration};
+use weft_types::{CheckDefinition, CheckKind, CheckStatus, HealthCheck, Node, NodeService, ServiceDefinition};
+
+/// The node-level check every agent keeps passing while it is alive.
+pub const SERF_HEALTH: &str = "serfHealth";
+pub const NODE_MAINTENANCE: &str = "_node_maintenance";
+
+/// `_service_maintenance:<id>`, Consul's maintenance check for one service.
+pub fn service_maintenance_id(service_id: &str) -> String {
+    format!("_service_maintenance:{service_id}")
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub node_id: String,
+    pub datacenter: String,
+    /// The address other nodes and the catalog use for this node.
+    pub advertise_addr: String,
+    pub node_meta: BTreeMap<String, String>,
+    pub server: bool,
+    pub server_port: u16,
+}
+
+/// A cheap handle to the agent; clones share its state.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    config: AgentConfig,
+    server: Server,
+    local: Mutex<LocalState>,
+    /// Bumped on every local change: the wake-up for hash-based blocking on `/v1/agent/service/:id`.
+    changes: watch::Sender<u64>,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig, server: Server) -> Agent {
+        Agent {
+            inner: Arc::new(Inner {
+                config,
+                server,
+                local: Mutex::new(LocalState::default()),
+                changes: watch::channel(0).0,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.inner.config
+    }
+
+    pub fn server(&self) -> &Server {
+        &self.inner.server
+    }
+
+    /// Registers this node (with its passing `serfHealth` check, and the `consul` service on servers) and starts
+    /// the critical-service reaper. Call inside a Tokio runtime.
+    pub fn start(&self) -> Result<(), AgentError> {
+        let cfg = &self.inner.config;
+        let mut node = Node {
+            id: cfg.node_id.clone(),
+            node: cfg.node_name.clone(),
+            address: cfg.advertise_addr.clone(),
+            datacenter: cfg.datacenter.clone(),
+            meta: cfg.node_meta.clone(),
+            ..Node::default()
+        };
+        node.meta.entry("consul-network-segment".into()).or_default();
+        node.fill_default_tagged_addresses();
+        let service = cfg.server.then(|| NodeService {
+            id: "consul".into(),
+            service: "consul".into(),
+            port: cfg.server_port,
+            meta: [("version".to_string(), weft_types::VERSION.to_string())].into_iter().collect(),
+            ..NodeService::default()
+        });
+        let serf = HealthCheck {
+            node: cfg.node_name.clone(),
+            check_id: SERF_HEALTH.into(),
+            name: "Serf Health Status".into(),
+            status: CheckStatus::Passing,
+            output: "Agent alive and reachable".into(),
+            ..HealthCheck::default()
+        };
+        self.inner.server.write(Command::Register(Registration {
+            node,
+            skip_node_update: false,
+            service,
+            checks: vec![serf],
+        }))?;
+        let weak = Arc::downgrade(&self.inner);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::spawn(runner::reap_critical_services(weak));
+        }
+        Ok(())
+    }
+
+    /// Leaves the catalog: the node and everything on it are deregistered.
+    pub fn leave(&self) -> Result<(), AgentError> {
+        self.inner.local().checks.clear();
+        self.inner.local().services.clear();
+        self.inner.server.write(Command::Deregister {
+            node: self.inner.config.node_name.clone(),
+            service_id: None,
+            check_id: None,
+        })?;
+        self.inner.notify();
+        Ok(())
+    }
+
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    /// `PUT /v1/agent/service/register`: upserts a service and its checks, locally and in the catalog.
+    pub fn register_service(
+        &self,
+        def: &ServiceDefinition,
+        replace_existing_checks: bool,
+        source: Source,
+    ) -> Result<(), AgentError> {
+        let service = definition::build_service(def)?;
+        let check_defs = definition::service_checks(def, &service);
+        let mut built = Vec::with_capacity(check_defs.len());
+        for cd in &check_defs {
+            let (check, kind) = definition::build_check(cd, &self.inner.config.node_name, Some(&service))?;
+            built.push((check, kind, cd.clone()));
+        }
+        let mut local = self.inner.local();
+        if replace_existing_checks {
+            let keep: Vec<&str> = built.iter().map(|(c, _, _)| c.check_id.as_str()).collect();
+            let stale: Vec<String> = local
+                .service_check_ids(&service.id)
+                .into_iter()
+                .filter(|id| !keep.contains(&id.as_str()) && !id.starts_with("_service_maintenance:"))
+                .collect();
+            for id in stale {
+                local.checks.remove(&id);
+                self.inner.server.write(Command::Deregister {
+                    node: self.inner.config.node_name.clone(),
+                    service_id: None,
+                    check_id: Some(id),
+                })?;
+            }
+        }
+        let mut checks = Vec::new();
+        for (mut check, kind, cd) in built {
+            // Re-registering a check keeps its current status, so a re-register does not flap health.
+            if let Some(existing) = local.checks.get(&check.check_id) {
+                if existing.kind == kind && cd.status.is_none() {
+                    check.status = existing.check.status;
+                    check.output = existing.check.output.clone();
+                }
+            }
+            checks.push(check.clone());
+            self.inner.install_check(&mut local, check, kind, cd, source);
+        }
+        self.inner.server.write(Command::Register(Registration {
+            node: self.own_node_stub(),
+            skip_node_update: true,
+            service: Some(service.clone()),
+            checks,
+        }))?;
+        local.services.insert(service.id.clone(), LocalService { service, source });
+        drop(local);
+        self.inner.notify();
+        Ok(())
+    }
+
+    /// `PUT /v1/agent/service/deregister/:id`: removes the service and its checks.
+    pub fn deregister_service(&self, id: &str) -> Result<(), AgentError> {
+        let mut local = self.inner.local();
+        if local.services.remove(id).is_none() {
+            return Err(AgentError::NotFound(format!(
+                "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
+            )));
+        }
+        for check_id in local.service_check_ids(id) {
+            local.checks.remove(&check_id);
+        }
+        drop(local);
+        self.inner.server.write(Command::Deregister {
+            node: self.inner.config.node_name.clone(),
+            service_id: Some(id.to_string()),
+            check_id: None,
+        })?;
+        self.inner.notify();
+        Ok(())
+    }
+
+    /// `PUT /v1/agent/check/register`.
+    pub fn register_check(&self, def: &CheckDefinition, source: Source) -> Result<(), AgentError> {
+        if def.name.is_empty() {
+            return Err(AgentError::BadRequest("Missing check name".into()));
+        }
+        if def.status.as_deref().is_some_and(|s| !s.is_empty() && s.parse::<CheckStatus>().is_err()) {
+            return Err(AgentError::BadRequest("Bad check status".into()));
+        }
+        let mut local = self.inner.local();
+        let owner = if def.service_id.is_empty() {
+            None
+        } else {
+            match local.services.get(&def.service_id) {
+                Some(s) => Some(s.service.clone()),
+                None => return Err(AgentError::NotFound(format!("ServiceID {:?} does not exist", def.service_id))),
+            }
+        };
+        let (check, kind) = definition::build_check(def, &self.inner.config.node_name, owner.as_ref())?;
+        self.inner.server.write(Command::Register(Registration {
+            node: self.own_node_stub(),
+            skip_node_update: true,
+            service: None,
+            checks: vec![check.clone()],
+        }))?;
+        self.inner.install_check(&mut local, check, kind, def.clone(), source);
+        drop(local);
+        self.inner.notify();
+        Ok(())
+    }
+
+    /// `PUT /v1/agent/check/deregister/:id`.
+    pub fn deregister_check(&self, id: &str) -> Result<(), AgentError> {
+        if self.inner.local().checks.remove(id).is_none() {
+            return Err(AgentError::NotFound(format!(
+                "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
+            )));
+        }
+        self.inner.server.write(Command::Deregister {
+            node: self.inner.config.node_name.clone(),
+            service_id: None,
+            check_id: Some(id.to_string()),
+        })?;
+        self.inner.notify();
+        Ok(())
+    }
+
+    /// `PUT /v1/agent/check/pass|warn|fail|update/:id`: sets a TTL check's status and restarts its timer.
+    pub fn update_ttl_check(&self, id: &str, status: CheckStatus, output: &str) -> Result<(), AgentError> {
+        {
+            let mut local = self.inner.local();
+            let Some(check) = local.checks.get_mut(id) else {
+                return Err(AgentError::NotFound(format!(
+                    "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
+                )));
+            };
+            let CheckKind::Ttl(ttl) = check.kind else {
+                return Err(AgentError::Internal(format!("CheckID {id:?} does not have associated TTL")));
+            };
+            check.ttl_deadline = Some(Instant::now() + ttl);
+        }
+        let max = self.inner.local().checks.get(id).map(|c| c.definition.output_max_size).unwrap_or(0);
+        self.inner.set_check_status(id, status, &truncate_output(output, max))
+    }
+
+    /// `PUT /v1/agent/service/maintenance/:id?enable=...`.
+    pub fn service_maintenance(&self, id: &str, enable: bool, reason: &str) -> Result<(), AgentError> {
+        if !self.inner.local().services.contains_key(id) {
+            return Err(AgentError::NotFound(format!("No service registered with ID {id:?}")));
+        }
+        let check_id = service_maintenance_id(id);
+        if !enable {
+            return match self.deregister_check(&check_id) {
+                Err(AgentError::NotFound(_)) => Ok(()),
+                other => other,
+            };
+        }
+        let notes = if reason.is_empty() {
+            "Maintenance mode is enabled for this service, but no reason was provided. This is a default message."
+        } else {
+            reason
+        };
+        self.register_check(
+            &CheckDefinition {
+                check_id,
+                name: "Service Maintenance Mode".into(),
+                notes: notes.into(),
+                service_id: id.into(),
+                status: Some("critical".into()),
+                ..CheckDefinition::default()
+            },
+            Source::Api,
+        )
+    }
+
+    /// `PUT /v1/agent/maintenance?enable=...`.
+    pub fn node_maintenance(&self, enable: bool, reason: &str) -> Result<(), AgentError> {
+        if !enable {
+            return match self.deregister_check(NODE_MAINTENANCE) {
+                Err(AgentError::NotFound(_)) => Ok(()),
+                other => other,
+            };
+        }
+        let notes = if reason.is_empty() {
+            "Maintenance mode is enabled for this node, but no reason was provided. This is a default message."
+        } else {
+            reason
+        };
+        self.register_check(
+            &CheckDefinition {
+                check_id: NODE_MAINTENANCE.into(),
+                name: "Node Maintenance Mode".into(),
+                notes: notes.into(),
+                status: Some("critical".into()),
+                ..CheckDefinition::default()
+            },
+            Source::Api,
+        )
+    }
+
+    /// Replaces the registrations that came from config files with `services` and `checks` (start and reload).
+    pub fn apply_config(&self, services: &[ServiceDefinition], checks: &[CheckDefinition]) -> Result<(), AgentError> {
+        let wanted_services: Vec<String> =
+            services.iter().map(|s| if s.id.is_empty() { s.name.clone() } else { s.id.clone() }).collect();
+        let wanted_checks: Vec<String> =
+            checks.iter().map(|c| if c.check_id.is_empty() { c.name.clone() } else { c.check_id.clone() }).collect();
+        let (stale_services, stale_checks) = {
+            let local = self.inner.local();
+            let s: Vec<String> = local
+                .services
+                .values()
+                .filter(|s| s.source == Source::Config && !wanted_services.contains(&s.service.id))
+                .map(|s| s.service.id.clone())
+                .collect();
+            let c: Vec<String> = local
+                .checks
+                .values()
+                .filter(|c| c.source == Source::Config && c.check.service_id.is_empty())
+                .filter(|c| !wanted_checks.contains(&c.check.check_id))
+                .map(|c| c.check.check_id.clone())
+                .collect();
+            (s, c)
+        };
+        for id in stale_services {
+            self.deregister_service(&id)?;
+        }
+        for id in stale_checks {
+            self.deregister_check(&id)?;
+        }
+        for s in services {
+            self.register_service(s, true, Source::Config)?;
+        }
+        for c in checks {
+            self.register_check(c, Source::Config)?;
+        }
+        Ok(())
+    }
+
+    // ---- local reads ----
+
+    pub fn services(&self) -> Vec<NodeService> {
+        self.inner.local().services.values().map(|s| s.service.clone()).collect()
+    }
+
+    pub fn service(&self, id: &str) -> Option<NodeService> {
+        self.inner.local().services.get(id).map(|s| s.service.clone())
+    }
+
+    pub fn checks(&self) -> Vec<HealthCheck> {
+        let mut checks: Vec<HealthCheck> = self.inner.local().checks.values().map(|c| c.check.clone()).collect();
+        // The agent's own node check lives in the catalog; show it here as Consul does.
+        let store = self.inner.server.read();
+        checks.extend(store.node_checks(&self.inner.config.node_name).filter(|c| c.check_id == SERF_HEALTH).cloned());
+        checks
+    }
+
+    /// A service with the checks that decide its health: its own checks plus node-level checks.
+    pub fn service_health(&self, id: &str) -> Option<(NodeService, Vec<HealthCheck>)> {
+        let service = self.service(id)?;
+        let checks = self
+            .checks()
+            .into_iter()
+            .filter(|c| c.service_id == service.id || c.service_id.is_empty())
+            .collect();
+        Some((service, checks))
+    }
+
+    fn own_node_stub(&self) -> Node {
+        Node { node: self.inner.config.node_name.clone(), ..Node::default() }
+    }
+}
+
+impl Inner {
+    pub(crate) fn local(&self) -> MutexGuard<'_, LocalState> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn notify(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    fn install_check(
+        self: &Arc<Self>,
+        local: &mut LocalState,
+        check: HealthCheck,
+        kind: CheckKind,
+        definition: CheckDefinition,
+        source: Source,
+    ) {
+        let ttl_deadline = match kind {
+            CheckKind::Ttl(ttl) => Some(Instant::now() + ttl),
+            _ => None,
+        };
+        let critical_since = (check.status == CheckStatus::Critical).then(Instant::now);
+        let id = check.check_id.clone();
+        let runner = runner::spawn(Arc::downgrade(self), id.clone(), kind.clone(), definition.clone());
+        local.checks.insert(
+            id,
+            LocalCheck { check, definition, kind, source, ttl_deadline, critical_since, runner },
+        );
+    }
+
+    /// Records a check's new status and output, and writes it to the catalog when either changed.
+    pub(crate) fn set_check_status(&self, id: &str, status: CheckStatus, output: &str) -> Result<(), AgentError> {
+        {
+            let mut local = self.local();
+            let Some(check) = local.checks.get_mut(id) else { return Ok(()) };
+            if check.check.status == status && check.check.output == output {
+                return Ok(());
+            }
+            if status == CheckStatus::Critical {
+                check.critical_since.get_or_insert_with(Instant::now);
+            } else {
+                check.critical_since = None;
+            }
+            check.check.status = status;
+            check.check.output = output.to_string();
+        }
+        let result = self.server.write(Command::UpdateCheck {
+            node: self.config.node_name.clone(),
+            check_id: id.to_string(),
+            status,
+            output: output.to_string(),
+        });
+        self.notify();
+        result.map(|_| ()).map_err(AgentError::from)
+    }
+}
+
+/// Cuts check output to `max` bytes (Consul's `OutputMaxSize`, default 4096) on a character boundary.
+pub fn truncate_output(output: &str, max: usize) -> String {
+    let max = if max == 0 { 4096 } else { max };
+    if output.len() <= max {
+        return output.to_string();
+    }
+    let mut end = max;
+    while !output.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} ...\n(Output truncated)", &output[..end])
+}
+
+/// How often the critical-service reaper looks (Consul: every 30 s; we look more often so short test timeouts work).
+pub(crate) const REAP_INTERVAL: Duration = Duration::from_secs(1);

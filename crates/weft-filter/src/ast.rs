@@ -68,8 +68,7 @@ impl Literal {
         let number = if let Ok(i) = raw.parse::<i128>() {
             Some(Number::Int(i))
         } else {
-            raw
-                .parse::<f64>()
+            raw.parse::<f64>()
                 .ok()
                 .filter(|f| f.is_finite())
                 .map(Number::Float)

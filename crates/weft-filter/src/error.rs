@@ -63,9 +63,9 @@ mod tests {
 
     #[test]
     fn position_is_line_column_offset() {
-        let e = FilterError::at("ab\ncdé f", 9, "boom");
-        assert_eq!((e.line(), e.column(), e.offset()), (2, 5, 9));
-        assert_eq!(e.to_string(), "2:5 (9): boom");
+        let e = FilterError::at("ab\ncdé f", 8, "boom");
+        assert_eq!((e.line(), e.column(), e.offset()), (2, 5, 8));
+        assert_eq!(e.to_string(), "2:5 (8): boom");
     }
 
     #[test]

@@ -128,7 +128,6 @@ fn number_eq(n: &serde_json::Number, lit: Number) -> bool {
         .or_else(|| n.as_u64().map(i128::from));
     match (int, lit) {
         (Some(a), Number::Int(b)) => a == b,
-        #[allow(clippy::cast_precision_loss)]
         (None, Number::Int(b)) => n.as_f64() == Some(b as f64),
         (_, Number::Float(f)) => n.as_f64() == Some(f),
     }

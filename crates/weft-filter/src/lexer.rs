@@ -256,10 +256,7 @@ mod tests {
             kinds(r#""a\"b\\c\nd\te\u00e9\/""#),
             vec![TokenKind::Str("a\"b\\c\nd\te\u{e9}/".into())]
         );
-        assert_eq!(
-            kinds(r"`a\nb`"),
-            vec![TokenKind::Raw("a\\nb".into())]
-        );
+        assert_eq!(kinds(r"`a\nb`"), vec![TokenKind::Raw("a\\nb".into())]);
     }
 
     #[test]

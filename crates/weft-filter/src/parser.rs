@@ -105,7 +105,10 @@ impl Parser<'_> {
             [one] => (*one).to_owned(),
             [init @ .., last] => format!("one of {} or {last}", init.join(", ")),
         };
-        self.error(tok.start, format!("expected {list}, found {}", describe(tok)))
+        self.error(
+            tok.start,
+            format!("expected {list}, found {}", describe(tok)),
+        )
     }
 
     fn parse_or(&mut self, depth: usize) -> Result<Expr, FilterError> {
@@ -126,8 +129,8 @@ impl Parser<'_> {
 
     fn parse_unary(&mut self, depth: usize) -> Result<Expr, FilterError> {
         let tok = self.peek();
-        let nests = matches!(tok.kind, TokenKind::LParen) || self.is_word_at(0, "not");
-        if nests && depth >= MAX_NESTING_DEPTH {
+        let is_paren = matches!(tok.kind, TokenKind::LParen);
+        if (is_paren || self.is_word_at(0, "not")) && depth >= MAX_NESTING_DEPTH {
             return Err(self.error(
                 tok.start,
                 format!(
@@ -138,7 +141,7 @@ impl Parser<'_> {
         if self.eat_word("not") {
             return Ok(Expr::Not(Box::new(self.parse_unary(depth + 1)?)));
         }
-        if matches!(tok.kind, TokenKind::LParen) {
+        if is_paren {
             let open = self.next();
             let inner = self.parse_or(depth + 1)?;
             let close = self.peek();
@@ -168,13 +171,11 @@ impl Parser<'_> {
             }
             TokenKind::Word(ref w) if is_keyword(w) => Err(self.error(
                 tok.start,
-                format!(
-                    "expected a selector, a value, \"not\" or \"(\", found keyword \"{w}\""
-                ),
+                format!("expected a selector, a value, \"not\" or \"(\", found keyword \"{w}\""),
             )),
             TokenKind::Word(_) => {
-                let value_first =
-                    self.is_word_at(1, "in") || (self.is_word_at(1, "not") && self.is_word_at(2, "in"));
+                let value_first = self.is_word_at(1, "in")
+                    || (self.is_word_at(1, "not") && self.is_word_at(2, "in"));
                 if value_first {
                     let (value, _) = self.parse_value()?;
                     self.parse_in(value)
@@ -236,13 +237,13 @@ impl Parser<'_> {
                     TokenKind::Word(w) if w == "contains" => {
                         MatchOp::NotContains(self.parse_value()?.0)
                     }
-                    TokenKind::Word(w) if w == "matches" => MatchOp::NotMatches(self.parse_regex()?),
-                    TokenKind::Word(w) if w == "in" => {
-                        return Err(self.error(
-                            tok.start,
-                            "\"not in\" takes the value on the left: write <value> not in <selector>",
-                        ))
+                    TokenKind::Word(w) if w == "matches" => {
+                        MatchOp::NotMatches(self.parse_regex()?)
                     }
+                    TokenKind::Word(w) if w == "in" => return Err(self.error(
+                        tok.start,
+                        "\"not in\" takes the value on the left: write <value> not in <selector>",
+                    )),
                     _ => return Err(self.unexpected(&next, &["\"contains\"", "\"matches\""])),
                 }
             }
@@ -294,7 +295,11 @@ impl Parser<'_> {
             .map_err(|e| {
                 self.error(
                     start,
-                    format!("invalid regular expression {:?}: {}", value.raw, regex_reason(&e)),
+                    format!(
+                        "invalid regular expression {:?}: {}",
+                        value.raw,
+                        regex_reason(&e)
+                    ),
                 )
             })
     }
@@ -358,10 +363,9 @@ impl Parser<'_> {
             let mut chars = segment.char_indices();
             match chars.next() {
                 None => {
-                    return Err(self.error(
-                        at,
-                        "empty selector segment (stray \".\" in the selector)",
-                    ))
+                    return Err(
+                        self.error(at, "empty selector segment (stray \".\" in the selector)")
+                    )
                 }
                 Some((_, c)) if !(c.is_ascii_alphabetic() || c == '_') => {
                     return Err(self.error(
@@ -462,7 +466,10 @@ mod tests {
     #[test]
     fn selectors() {
         assert_eq!(path("Service.Meta.env == x"), ["Service", "Meta", "env"]);
-        assert_eq!(path(r#"Service.Meta["a-b"] is empty"#), ["Service", "Meta", "a-b"]);
+        assert_eq!(
+            path(r#"Service.Meta["a-b"] is empty"#),
+            ["Service", "Meta", "a-b"]
+        );
         assert_eq!(path(r#"Meta["x.y"] == 1"#), ["Meta", "x.y"]);
         assert_eq!(
             path(r#"A["b"].c.d[`e f`]["g"].h contains x"#),
@@ -495,8 +502,12 @@ mod tests {
         let shape = |src: &str| {
             fn walk(e: &Expr) -> String {
                 match e {
-                    Expr::Or(v) => format!("or({})", v.iter().map(walk).collect::<Vec<_>>().join(",")),
-                    Expr::And(v) => format!("and({})", v.iter().map(walk).collect::<Vec<_>>().join(",")),
+                    Expr::Or(v) => {
+                        format!("or({})", v.iter().map(walk).collect::<Vec<_>>().join(","))
+                    }
+                    Expr::And(v) => {
+                        format!("and({})", v.iter().map(walk).collect::<Vec<_>>().join(","))
+                    }
                     Expr::Not(e) => format!("not({})", walk(e)),
                     Expr::Match(m) => m.selector.path.join("."),
                 }
@@ -536,9 +547,15 @@ mod tests {
         let e = err(r#"a["b" == 1"#);
         assert!(e.message().contains("\"]\""), "{e}");
         let e = err("a in and");
-        assert!(e.message().contains("expected a selector, found keyword"), "{e}");
+        assert!(
+            e.message().contains("expected a selector, found keyword"),
+            "{e}"
+        );
         let e = err("a in \"b\"");
-        assert!(e.message().contains("expected a selector, found string"), "{e}");
+        assert!(
+            e.message().contains("expected a selector, found string"),
+            "{e}"
+        );
         let e = err("a == and");
         assert!(e.message().contains("keyword \"and\""), "{e}");
         let e = err("a is full");
@@ -556,7 +573,11 @@ mod tests {
 
     #[test]
     fn nesting_limit() {
-        let ok = format!("{}a is empty{}", "(".repeat(MAX_NESTING_DEPTH), ")".repeat(MAX_NESTING_DEPTH));
+        let ok = format!(
+            "{}a is empty{}",
+            "(".repeat(MAX_NESTING_DEPTH),
+            ")".repeat(MAX_NESTING_DEPTH)
+        );
         assert!(parse(&ok).is_ok());
         let deep = format!("{}a is empty{}", "(".repeat(64), ")".repeat(64));
         assert!(err(&deep).message().contains("nested too deeply"));

@@ -1,1 +1,143 @@
-//! placeholder
+//! Consul's HTTP API, `/v1/...`, served by every agent.
+//!
+//! Routing is Consul's: prefix routes whose remainder is the path parameter (slashes included), a declared method
+//! set per route (405 with `Allow` otherwise, `OPTIONS` answered), and Consul's 404 texts. Each area (agent, catalog,
+//! health, kv, txn, session, status) lists its routes in one table; handlers take a [`Ctx`] and return a [`Reply`]
+//! or an [`ApiError`], which becomes a plain-text answer in one place.
+
+mod agent;
+pub mod blocking;
+mod catalog;
+pub mod ctx;
+mod health;
+mod kv;
+pub mod reply;
+mod routes;
+mod session;
+mod status;
+mod txn;
+
+pub use ctx::Ctx;
+pub use reply::{ApiError, Reply};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::Response;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use weft_agent::Agent;
+use weft_types::{CheckDefinition, ServiceDefinition};
+
+/// Re-reads the config files for `/v1/agent/reload`: the services and checks they declare, or why they could not be
+/// read.
+pub type ConfigReloader =
+    Arc<dyn Fn() -> Result<(Vec<ServiceDefinition>, Vec<CheckDefinition>), String> + Send + Sync>;
+
+/// Everything handlers need; cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub agent: Agent,
+    pub reload: Option<ConfigReloader>,
+    /// Largest KV value accepted (Consul's `kv_max_value_size`, 512 KiB by default).
+    pub kv_max_value_size: usize,
+    /// Shortest session TTL accepted (Consul's `session_ttl_min`, 10 s by default).
+    pub session_ttl_min: std::time::Duration,
+    /// Notified by `/v1/agent/leave` so the process can shut down after leaving.
+    pub shutdown: Arc<Notify>,
+}
+
+impl ApiState {
+    pub fn new(agent: Agent) -> ApiState {
+        ApiState {
+            agent,
+            reload: None,
+            kv_max_value_size: 512 * 1024,
+            session_ttl_min: std::time::Duration::from_secs(10),
+            shutdown: Arc::new(Notify::new()),
+        }
+    }
+}
+
+/// Largest body read for endpoints other than KV and txn.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The whole API as an axum router.
+pub fn router(state: ApiState) -> axum::Router {
+    axum::Router::new().fallback(dispatch).with_state(state)
+}
+
+async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
+    let reply = handle(state, req).await;
+    let mut builder = Response::builder().status(reply.status);
+    if let Some(headers) = builder.headers_mut() {
+        headers.extend(reply.headers);
+        headers.insert("x-consul-default-acl-policy", header::HeaderValue::from_static("allow"));
+    }
+    builder.body(Body::from(reply.body)).unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+/// Handles one request without sockets; tests call this (through the router) directly.
+pub async fn handle(state: ApiState, req: Request) -> Reply {
+    let raw_path = req.uri().path().to_string();
+    let path = match percent_encoding::percent_decode_str(&raw_path).decode_utf8() {
+        Ok(p) => p.into_owned(),
+        Err(_) => return Reply::text(StatusCode::BAD_REQUEST, "Invalid URL path: not valid UTF-8"),
+    };
+    if path.chars().any(|c| c.is_control()) {
+        return Reply::text(StatusCode::BAD_REQUEST, format!("Invalid URL path: {raw_path:?} contains unprintable characters"));
+    }
+    if path == "/" {
+        let mut r = Reply::text(StatusCode::OK, "Weft agent: the HTTP API is under /v1/\n");
+        r.set("x-weft", "agent");
+        return r;
+    }
+    let Some((route, rest)) = routes::find(&path) else {
+        let text = if path.contains("/v1/") {
+            "Invalid URL path: not a recognized HTTP API endpoint\n"
+        } else {
+            "Invalid URL path: if attempting to use the HTTP API, ensure the path starts with '/v1/'\n"
+        };
+        return Reply::text(StatusCode::NOT_FOUND, text);
+    };
+    let method = req.method().clone();
+    let allow = || {
+        let mut names = vec!["OPTIONS"];
+        names.extend(route.methods.iter().map(|m| m.as_str()));
+        names.join(",")
+    };
+    if method == Method::OPTIONS {
+        let mut r = Reply::empty();
+        r.set("allow", allow());
+        return r;
+    }
+    if !route.methods.contains(&method) {
+        let mut r = Reply::text(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} not allowed"));
+        r.set("allow", allow());
+        return r;
+    }
+    let query: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let headers = req.headers().clone();
+    let limit = MAX_BODY.max(state.kv_max_value_size + 1);
+    let body = match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(b) => b.to_vec(),
+        Err(_) => {
+            return Reply::text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Request body too large, max size: {limit} bytes"),
+            )
+        }
+    };
+    let ctx = Ctx { state, method, rest: rest.to_string(), query, headers, body };
+    match (route.handler)(ctx).await {
+        Ok(reply) => reply,
+        Err(e) => e.into_reply(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

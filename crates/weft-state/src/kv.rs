@@ -75,32 +75,12 @@ impl Store {
                 }
                 _ => Ok((false, Vec::new())),
             },
-            KvOp::Get { key } => match self.t.kv.get(key) {
-                Some(e) => Ok((true, vec![e.clone()])),
-                None => Err(StoreError::TxnFailed(format!("key \"{key}\" doesn't exist"))),
-            },
-            KvOp::GetOrEmpty { key } => Ok((true, self.t.kv.get(key).cloned().into_iter().collect())),
-            KvOp::GetTree { prefix } => Ok((true, self.kv_list(prefix).cloned().collect())),
-            KvOp::CheckIndex { key, index: want } => match self.t.kv.get(key) {
-                Some(e) if e.modify_index == *want => Ok((true, vec![e.clone()])),
-                Some(e) => Err(StoreError::TxnFailed(format!(
-                    "current modify index {} != {want}",
-                    e.modify_index
-                ))),
-                None => Err(StoreError::TxnFailed(format!("key \"{key}\" doesn't exist"))),
-            },
-            KvOp::CheckSession { key, session } => match self.t.kv.get(key) {
-                Some(e) if e.session == *session => Ok((true, vec![e.clone()])),
-                Some(e) => Err(StoreError::TxnFailed(format!(
-                    "current session {:?} != {session:?}",
-                    e.session
-                ))),
-                None => Err(StoreError::TxnFailed(format!("key \"{key}\" doesn't exist"))),
-            },
-            KvOp::CheckNotExists { key } => match self.t.kv.get(key) {
-                Some(_) => Err(StoreError::TxnFailed(format!("key \"{key}\" exists"))),
-                None => Ok((true, Vec::new())),
-            },
+            KvOp::Get { .. }
+            | KvOp::GetOrEmpty { .. }
+            | KvOp::GetTree { .. }
+            | KvOp::CheckIndex { .. }
+            | KvOp::CheckSession { .. }
+            | KvOp::CheckNotExists { .. } => self.kv_read(op).map(|entries| (true, entries)),
             KvOp::Delete { key } => {
                 self.kv_delete(index, key, touched, undo);
                 Ok((true, Vec::new()))
@@ -122,6 +102,51 @@ impl Store {
                 _ => Ok((false, Vec::new())),
             },
         }
+    }
+
+    /// Evaluates a read-only operation (`get`, `check-*`): the entries it yields, or why it fails a transaction.
+    fn kv_read(&self, op: &KvOp) -> Result<Vec<DirEntry>, StoreError> {
+        match op {
+            KvOp::Get { key } => match self.t.kv.get(key) {
+                Some(e) => Ok(vec![e.clone()]),
+                None => Err(StoreError::TxnFailed(format!("key \"{key}\" doesn't exist"))),
+            },
+            KvOp::GetOrEmpty { key } => Ok(self.t.kv.get(key).cloned().into_iter().collect()),
+            KvOp::GetTree { prefix } => Ok(self.kv_list(prefix).cloned().collect()),
+            KvOp::CheckIndex { key, index: want } => match self.t.kv.get(key) {
+                Some(e) if e.modify_index == *want => Ok(vec![e.clone()]),
+                Some(e) => Err(StoreError::TxnFailed(format!(
+                    "current modify index {} != {want}",
+                    e.modify_index
+                ))),
+                None => Err(StoreError::TxnFailed(format!("key \"{key}\" doesn't exist"))),
+            },
+            KvOp::CheckSession { key, session } => match self.t.kv.get(key) {
+                Some(e) if e.session == *session => Ok(vec![e.clone()]),
+                Some(e) => Err(StoreError::TxnFailed(format!(
+                    "current session {:?} != {session:?}",
+                    e.session
+                ))),
+                None => Err(StoreError::TxnFailed(format!("key \"{key}\" doesn't exist"))),
+            },
+            KvOp::CheckNotExists { key } => match self.t.kv.get(key) {
+                Some(_) => Err(StoreError::TxnFailed(format!("key \"{key}\" exists"))),
+                None => Ok(Vec::new()),
+            },
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Runs a read-only transaction without a log entry (all operations must be reads).
+    pub fn txn_read(&self, ops: &[KvOp]) -> ApplyResult {
+        let mut results = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            match self.kv_read(op) {
+                Ok(entries) => results.extend(entries),
+                Err(e) => return ApplyResult::TxnRolledBack { op_index: i, what: e.to_string() },
+            }
+        }
+        ApplyResult::Txn(results)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -111,6 +111,11 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     serde_json::from_value(normalize_keys(raw)).map_err(|e| DecodeError::Json(e.to_string()))
 }
 
+/// Decodes an already-parsed JSON value leniently (config files, nested definitions).
+pub fn decode_value<T: DeserializeOwned>(raw: Value) -> Result<T, DecodeError> {
+    serde_json::from_value(normalize_keys(raw)).map_err(|e| DecodeError::Json(e.to_string()))
+}
+
 /// Like [`decode`], but an empty body decodes as `T::default()` (session create, maintenance bodies).
 pub fn decode_or_default<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, DecodeError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {

@@ -1,1 +1,83 @@
-fn main() {}
+//! The `weft` binary: the agent and the CLI that talks to it.
+//!
+//! Arguments are accepted Go-style (`-dev`, `-http-port=8501`) as well as `--long`, because users and tools call
+//! Weft exactly as they call Consul. Errors print one line and exit 1.
+
+mod agent_cmd;
+mod args;
+mod client;
+mod commands;
+mod config;
+
+use clap::{Parser, Subcommand};
+use commands::{catalog, kv, misc, services};
+
+#[derive(Parser, Debug)]
+#[command(name = "weft", version = weft_types::VERSION, about = "Service registry and service mesh, Consul-compatible")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs an agent (today: `weft agent -dev`, a single-node server and agent in memory).
+    Agent(agent_cmd::AgentArgs),
+    /// Lists the members of the cluster.
+    Members(misc::MembersArgs),
+    /// Reads the catalog.
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCmd),
+    /// Registers and deregisters services with the local agent.
+    #[command(subcommand)]
+    Services(services::ServicesCmd),
+    /// Reads and writes the KV store.
+    #[command(subcommand)]
+    Kv(kv::KvCmd),
+    /// Shows the agent's runtime statistics.
+    Info(misc::PlainArgs),
+    /// Prints the version.
+    Version,
+    /// Makes the agent leave the cluster and shut down.
+    Leave(misc::PlainArgs),
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let argv = args::normalize(std::env::args());
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error starting the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Agent(a) => agent_cmd::run(a).await.map(|()| 0),
+            Command::Members(a) => misc::members(a).await,
+            Command::Catalog(c) => catalog::run(c).await,
+            Command::Services(c) => services::run(c).await,
+            Command::Kv(c) => kv::run(c).await,
+            Command::Info(a) => misc::info(a).await,
+            Command::Version => Ok(misc::version()),
+            Command::Leave(a) => misc::leave(a).await,
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("{e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Turning registration bodies into stored records: validation with Consul's messages, default IDs and names,
+//! tagged addresses. Pure functions, so every rule is unit-tested without an agent.
+
+use crate::AgentError;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use weft_types::duration::format_duration;
+use weft_types::service::ServiceAddress;
+use weft_types::{CheckDefinition, CheckKind, HealthCheck, NodeService, ServiceDefinition, Weights};
+
+const MAX_META_PAIRS: usize = 64;
+const MAX_META_KEY: usize = 128;
+const MAX_META_VALUE: usize = 512;
+
+fn bad(msg: impl Into<String>) -> AgentError {
+    AgentError::BadRequest(msg.into())
+}
+
+/// Validates a registration body and builds the service record (without checks; see [`service_checks`]).
+pub fn build_service(def: &ServiceDefinition) -> Result<NodeService, AgentError> {
+    if def.name.is_empty() {
+        return Err(bad("Missing service name"));
+    }
+    if def.namespace.len() > 1 && def.namespace != "default" {
+        return Err(bad(format!("Invalid namespace {:?}: namespaces are a Consul Enterprise feature", def.namespace)));
+    }
+    if matches!(def.address.as_str(), "0.0.0.0" | "::" | "[::]") {
+        return Err(bad("Invalid service address"));
+    }
+    if let Some(w) = def.weights {
+        if w.passing <= 0 {
+            return Err(bad("Invalid Weights: Passing must be greater than 0"));
+        }
+        if w.warning < 0 {
+            return Err(bad("Invalid Weights: Warning must be greater or equal than 0"));
+        }
+    }
+    validate_meta(&def.meta).map_err(|e| bad(format!("Invalid Service Meta: {e}")))?;
+    match def.kind.as_str() {
+        "" => {}
+        "connect-proxy" => {
+            if def.port == 0 && def.socket_path.is_empty() {
+                return Err(bad("Validation failed: Port or SocketPath must be set for a connect-proxy"));
+            }
+            let dest = def.proxy.as_ref().map(|p| p.destination_service_name.as_str()).unwrap_or("");
+            if dest.is_empty() {
+                return Err(bad(
+                    "Validation failed: Proxy.DestinationServiceName must be non-empty for Connect proxy services",
+                ));
+            }
+        }
+        "ingress-gateway" | "terminating-gateway" | "mesh-gateway" | "api-gateway" => {}
+        other => return Err(bad(format!("Invalid service kind: {other:?}"))),
+    }
+    let native = def.connect.as_ref().is_some_and(|c| c.native);
+    if native && def.port == 0 && def.socket_path.is_empty() {
+        return Err(bad("Validation failed: Port or SocketPath must be set for a Connect native service."));
+    }
+    if def.connect.as_ref().is_some_and(|c| c.sidecar_service.is_some()) {
+        return Err(bad("Connect.SidecarService registration is not available in this build of Weft yet"));
+    }
+    let mut tagged = def.tagged_addresses.clone();
+    if let Ok(ip) = def.address.parse::<IpAddr>() {
+        let family = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
+        for scope in ["lan", "wan"] {
+            tagged
+                .entry(format!("{scope}_{family}"))
+                .or_insert_with(|| ServiceAddress { address: def.address.clone(), port: def.port });
+        }
+    }
+    Ok(NodeService {
+        kind: def.kind.clone(),
+        id: if def.id.is_empty() { def.name.clone() } else { def.id.clone() },
+        service: def.name.clone(),
+        tags: def.tags.clone(),
+        address: def.address.clone(),
+        tagged_addresses: tagged,
+        meta: def.meta.clone(),
+        port: def.port,
+        socket_path: def.socket_path.clone(),
+        weights: def.weights.unwrap_or_default(),
+        enable_tag_override: def.enable_tag_override,
+        proxy: def.proxy.clone().unwrap_or_default(),
+        connect: weft_types::service::ServiceConnect { native },
+        ..NodeService::default()
+    })
+}
+
+fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), String> {
+    if meta.len() > MAX_META_PAIRS {
+        return Err(format!("Node metadata cannot contain more than {MAX_META_PAIRS} key/value pairs"));
+    }
+    for (k, v) in meta {
+        if k.is_empty() {
+            return Err("Key cannot be blank".into());
+        }
+        if k.len() > MAX_META_KEY {
+            return Err(format!("Key is too long (limit: {MAX_META_KEY} characters)"));
+        }
+        if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(format!("Key contains invalid characters: {k:?}"));
+        }
+        if k.starts_with("consul-") {
+            return Err(format!("Key prefix 'consul-' is reserved for internal use: {k:?}"));
+        }
+        if v.len() > MAX_META_VALUE {
+            return Err(format!("Value is too long (limit: {MAX_META_VALUE} characters)"));
+        }
+    }
+    Ok(())
+}
+
+/// The check definitions of a service registration, with Consul's default IDs (`service:<id>`, or
+/// `service:<id>:<n>` when there are several) and names.
+pub fn service_checks(def: &ServiceDefinition, svc: &NodeService) -> Vec<CheckDefinition> {
+    let all: Vec<&CheckDefinition> = def.check.iter().chain(def.checks.iter()).collect();
+    let several = all.len() > 1;
+    all.into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut c = c.clone();
+            if c.check_id.is_empty() {
+                c.check_id =
+                    if several { format!("service:{}:{}", svc.id, i + 1) } else { format!("service:{}", svc.id) };
+            }
+            if c.name.is_empty() {
+                c.name = format!("Service '{}' check", svc.service);
+            }
+            c.service_id = svc.id.clone();
+            c
+        })
+        .collect()
+}
+
+/// Validates a check definition and builds its catalog record for `node`. `service` supplies the owner's name and
+/// tags for service checks.
+pub fn build_check(
+    def: &CheckDefinition,
+    node: &str,
+    service: Option<&NodeService>,
+) -> Result<(HealthCheck, CheckKind), AgentError> {
+    let kind = def.kind().map_err(|e| bad(e.to_string()))?;
+    let status = def.initial_status().map_err(|e| bad(e.to_string()))?;
+    let interval = match &kind {
+        CheckKind::Http { interval, .. } | CheckKind::Tcp { interval, .. } => format_duration(*interval),
+        _ => String::new(),
+    };
+    let check = HealthCheck {
+        node: node.to_string(),
+        check_id: if def.check_id.is_empty() { def.name.clone() } else { def.check_id.clone() },
+        name: def.name.clone(),
+        status,
+        notes: def.notes.clone(),
+        output: def.output.clone(),
+        service_id: def.service_id.clone(),
+        service_name: service.map(|s| s.service.clone()).unwrap_or_default(),
+        service_tags: service.map(|s| s.tags.clone()).unwrap_or_default(),
+        check_type: kind.type_name().to_string(),
+        interval,
+        timeout: def.timeout.map(format_duration).unwrap_or_default(),
+        exposed_port: 0,
+        definition: def.to_definition(),
+        create_index: 0,
+        modify_index: 0,
+    };
+    Ok((check, kind))
+}
+
+/// Default weights when a registration gave none.
+pub fn default_weights() -> Weights {
+    Weights::default()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use weft_types::lenient::decode;
+
+    fn def(json: &str) -> ServiceDefinition {
+        decode(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn defaults_and_tagged_addresses() {
+        let d = def(r#"{"name":"web","address":"10.0.0.5","port":8080}"#);
+        let s = build_service(&d).unwrap();
+        assert_eq!(s.id, "web");
+        assert_eq!(s.tagged_addresses["lan_ipv4"].address, "10.0.0.5");
+        assert_eq!(s.weights, Weights { passing: 1, warning: 1 });
+    }
+
+    #[test]
+    fn validation_messages() {
+        let cases = [
+            (r#"{"port":1}"#, "Missing service name"),
+            (r#"{"name":"a","address":"0.0.0.0"}"#, "Invalid service address"),
+            (r#"{"name":"a","weights":{"passing":0,"warning":1}}"#, "Invalid Weights: Passing must be greater than 0"),
+            (r#"{"name":"a","meta":{"consul-x":"1"}}"#, "Invalid Service Meta:"),
+            (r#"{"name":"a","kind":"connect-proxy"}"#, "Port or SocketPath must be set for a connect-proxy"),
+            (r#"{"name":"a","kind":"connect-proxy","port":1}"#, "Proxy.DestinationServiceName must be non-empty"),
+        ];
+        for (body, want) in cases {
+            let err = build_service(&def(body)).unwrap_err().to_string();
+            assert!(err.contains(want), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn check_ids_follow_consul() {
+        let d = def(r#"{"name":"web","id":"web1","checks":[{"ttl":"10s"},{"tcp":"127.0.0.1:1","interval":"5s"}]}"#);
+        let s = build_service(&d).unwrap();
+        let checks = service_checks(&d, &s);
+        assert_eq!(checks[0].check_id, "service:web1:1");
+        assert_eq!(checks[1].check_id, "service:web1:2");
+        assert_eq!(checks[0].name, "Service 'web' check");
+        let (hc, kind) = build_check(&checks[1], "n1", Some(&s)).unwrap();
+        assert_eq!(hc.check_type, "tcp");
+        assert_eq!(hc.interval, "5s");
+        assert!(matches!(kind, CheckKind::Tcp { .. }));
+        let single = def(r#"{"name":"web","check":{"ttl":"10s","status":"passing"}}"#);
+        let s = build_service(&single).unwrap();
+        let c = service_checks(&single, &s);
+        assert_eq!(c[0].check_id, "service:web");
+        assert_eq!(build_check(&c[0], "n1", Some(&s)).unwrap().0.status, weft_types::CheckStatus::Passing);
+    }
+
+    #[test]
+    fn bad_checks_are_refused() {
+        for body in [
+            r#"{"name":"c","http":"http://x","interval":"0s"}"#,
+            r#"{"name":"c","http":"ftp://x","interval":"1s"}"#,
+            r#"{"name":"c","ttl":"10s","status":"bogus"}"#,
+            r#"{"name":"c","args":["/bin/true"],"interval":"1s"}"#,
+        ] {
+            let c: CheckDefinition = decode(body.as_bytes()).unwrap();
+            assert!(build_check(&c, "n1", None).is_err(), "{body}");
+        }
+    }
+}

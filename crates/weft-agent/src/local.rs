@@ -1,0 +1,53 @@
+//! The agent's local state: the services and checks registered on this host. The agent is their source of truth;
+//! the catalog holds a copy that the agent keeps in step.
+
+use std::collections::BTreeMap;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use weft_types::{CheckDefinition, CheckKind, HealthCheck, NodeService};
+
+/// Where a registration came from: config files are re-read on reload, API registrations are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Api,
+    Config,
+}
+
+#[derive(Debug)]
+pub struct LocalService {
+    pub service: NodeService,
+    pub source: Source,
+}
+
+#[derive(Debug)]
+pub struct LocalCheck {
+    pub check: HealthCheck,
+    pub definition: CheckDefinition,
+    pub kind: CheckKind,
+    pub source: Source,
+    /// When a TTL check expires unless updated first.
+    pub ttl_deadline: Option<Instant>,
+    /// Since when the check has been critical, for `DeregisterCriticalServiceAfter`.
+    pub critical_since: Option<Instant>,
+    pub runner: Option<AbortHandle>,
+}
+
+impl Drop for LocalCheck {
+    fn drop(&mut self) {
+        if let Some(r) = self.runner.take() {
+            r.abort();
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct LocalState {
+    pub services: BTreeMap<String, LocalService>,
+    pub checks: BTreeMap<String, LocalCheck>,
+}
+
+impl LocalState {
+    pub fn service_check_ids(&self, service_id: &str) -> Vec<String> {
+        self.checks.values().filter(|c| c.check.service_id == service_id).map(|c| c.check.check_id.clone()).collect()
+    }
+}

@@ -1,0 +1,177 @@
+//! Check runners: one task per check, probing on its interval and reporting through `Inner::set_check_status`,
+//! plus the reaper behind `DeregisterCriticalServiceAfter`. Tasks hold a weak handle, so a dropped agent stops them.
+
+use crate::{AgentError, Inner, REAP_INTERVAL};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use weft_types::{CheckDefinition, CheckKind, CheckStatus};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) fn spawn(agent: Weak<Inner>, id: String, kind: CheckKind, def: CheckDefinition) -> Option<AbortHandle> {
+    tokio::runtime::Handle::try_current().ok()?;
+    let handle = match kind {
+        CheckKind::Ttl(ttl) => tokio::spawn(run_ttl(agent, id, ttl)),
+        CheckKind::Http { url, interval } => tokio::spawn(run_http(agent, id, url, interval, def)),
+        CheckKind::Tcp { address, interval } => tokio::spawn(run_tcp(agent, id, address, interval, def)),
+        CheckKind::AliasService(service) => tokio::spawn(run_alias(agent, id, service)),
+        CheckKind::Manual => return None,
+    };
+    Some(handle.abort_handle())
+}
+
+fn report(agent: &Arc<Inner>, id: &str, status: CheckStatus, output: &str) {
+    if let Err(e) = agent.set_check_status(id, status, output) {
+        tracing::warn!(check = %id, error = %e, "could not record check result");
+    }
+}
+
+async fn run_ttl(agent: Weak<Inner>, id: String, ttl: Duration) {
+    loop {
+        let Some(inner) = agent.upgrade() else { return };
+        let deadline = inner.local().checks.get(&id).and_then(|c| c.ttl_deadline);
+        let Some(deadline) = deadline else { return };
+        let now = Instant::now();
+        if now >= deadline {
+            report(&inner, &id, CheckStatus::Critical, "TTL expired");
+            drop(inner);
+            // Nothing to do until an update pushes the deadline; look again one TTL later.
+            tokio::time::sleep(ttl).await;
+        } else {
+            drop(inner);
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+async fn run_http(agent: Weak<Inner>, id: String, url: String, interval: Duration, def: CheckDefinition) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let timeout = def.timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_TIMEOUT);
+    let redirects =
+        if def.disable_redirects { reqwest::redirect::Policy::none() } else { reqwest::redirect::Policy::limited(10) };
+    let client = match reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(redirects)
+        .tls_danger_accept_invalid_certs(def.tls_skip_verify)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(inner) = agent.upgrade() {
+                report(&inner, &id, CheckStatus::Critical, &format!("cannot build HTTP client: {e}"));
+            }
+            return;
+        }
+    };
+    let method_name = if def.method.is_empty() { "GET".to_string() } else { def.method.to_uppercase() };
+    let method = reqwest::Method::from_bytes(method_name.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let mut request = client.request(method.clone(), &url).header("User-Agent", "Weft Health Check");
+        for (name, values) in &def.header {
+            for value in values {
+                request = request.header(name.as_str(), value.as_str());
+            }
+        }
+        if !def.body.is_empty() {
+            request = request.body(def.body.clone());
+        }
+        let (status, output) = match request.send().await {
+            Ok(resp) => {
+                let code = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                let status = if code.is_success() {
+                    CheckStatus::Passing
+                } else if code.as_u16() == 429 {
+                    CheckStatus::Warning
+                } else {
+                    CheckStatus::Critical
+                };
+                (status, format!("HTTP {method_name} {url}: {code} Output: {body}"))
+            }
+            Err(e) => (CheckStatus::Critical, format!("Get \"{url}\": {e}")),
+        };
+        let Some(inner) = agent.upgrade() else { return };
+        let max = def.output_max_size;
+        report(&inner, &id, status, &crate::truncate_output(&output, max));
+    }
+}
+
+async fn run_tcp(agent: Weak<Inner>, id: String, address: String, interval: Duration, def: CheckDefinition) {
+    let timeout = def.timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_TIMEOUT);
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let attempt = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address.as_str())).await;
+        let (status, output) = match attempt {
+            Ok(Ok(_)) => (CheckStatus::Passing, format!("TCP connect {address}: Success")),
+            Ok(Err(e)) => (CheckStatus::Critical, format!("dial tcp {address}: {e}")),
+            Err(_) => (CheckStatus::Critical, format!("dial tcp {address}: i/o timeout")),
+        };
+        let Some(inner) = agent.upgrade() else { return };
+        report(&inner, &id, status, &output);
+    }
+}
+
+/// Mirrors the health of a service on this agent, re-evaluated on every local change.
+async fn run_alias(agent: Weak<Inner>, id: String, service_id: String) {
+    let mut changes = match agent.upgrade() {
+        Some(inner) => inner.changes.subscribe(),
+        None => return,
+    };
+    loop {
+        let Some(inner) = agent.upgrade() else { return };
+        let (status, output) = {
+            let local = inner.local();
+            if !local.services.contains_key(&service_id) {
+                (CheckStatus::Critical, format!("Service {service_id} could not be found on this agent"))
+            } else {
+                let worst = local
+                    .checks
+                    .values()
+                    .filter(|c| c.check.check_id != id && c.check.service_id == service_id)
+                    .fold(CheckStatus::Passing, |acc, c| acc.worst(c.check.status));
+                (worst, format!("All checks of service {service_id} are {worst}"))
+            }
+        };
+        report(&inner, &id, status, &output);
+        drop(inner);
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Deregisters services whose checks have been critical for longer than their `DeregisterCriticalServiceAfter`.
+pub(crate) async fn reap_critical_services(agent: Weak<Inner>) {
+    let mut ticker = tokio::time::interval(REAP_INTERVAL);
+    loop {
+        ticker.tick().await;
+        let Some(inner) = agent.upgrade() else { return };
+        let now = Instant::now();
+        let doomed: Vec<String> = {
+            let local = inner.local();
+            local
+                .checks
+                .values()
+                .filter(|c| !c.check.service_id.is_empty())
+                .filter(|c| match (c.definition.deregister_critical_service_after, c.critical_since) {
+                    (Some(after), Some(since)) => now.duration_since(since) >= after,
+                    _ => false,
+                })
+                .map(|c| c.check.service_id.clone())
+                .collect()
+        };
+        for service_id in doomed {
+            tracing::info!(service = %service_id, "check critical past DeregisterCriticalServiceAfter; deregistering");
+            let agent = crate::Agent { inner: inner.clone() };
+            match agent.deregister_service(&service_id) {
+                Ok(()) | Err(AgentError::NotFound(_)) => {}
+                Err(e) => tracing::warn!(service = %service_id, error = %e, "could not reap service"),
+            }
+        }
+    }
+}

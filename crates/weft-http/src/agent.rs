@@ -1,0 +1,312 @@
+//! `/v1/agent/...`: this agent's own view (self, members, local services and checks) and its local writes.
+
+use crate::blocking::wait_local_change;
+use crate::ctx::{filter_map, Ctx};
+use crate::reply::{ApiError, Reply};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::hash::{Hash, Hasher};
+use tokio::time::Instant;
+use weft_agent::Source;
+use weft_types::views::AgentService;
+use weft_types::{CheckDefinition, CheckStatus, HealthCheck, NodeService, ServiceDefinition, VERSION};
+
+fn member(ctx: &Ctx) -> Value {
+    let cfg = ctx.state.agent.config();
+    json!({
+        "Name": cfg.node_name,
+        "Addr": cfg.advertise_addr,
+        "Port": 8301,
+        "Tags": {
+            "role": if cfg.server { "consul" } else { "node" },
+            "dc": cfg.datacenter,
+            "build": format!("{VERSION}:weft"),
+            "id": cfg.node_id,
+            "port": cfg.server_port.to_string(),
+            "vsn": "2", "vsn_min": "2", "vsn_max": "3", "raft_vsn": "3", "segment": "",
+            "bootstrap": if cfg.server { "1" } else { "0" },
+        },
+        "Status": 1,
+        "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
+        "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
+    })
+}
+
+pub async fn self_(ctx: Ctx) -> Result<Reply, ApiError> {
+    let cfg = ctx.state.agent.config();
+    let (services, checks) = (ctx.state.agent.services().len(), ctx.state.agent.checks().len());
+    let last_index = ctx.state.agent.server().read().last_index();
+    let body = json!({
+        "Config": {
+            "Datacenter": cfg.datacenter, "PrimaryDatacenter": cfg.datacenter, "NodeName": cfg.node_name,
+            "NodeID": cfg.node_id, "Revision": "weft", "Server": cfg.server, "Version": VERSION, "BuildDate": "",
+        },
+        "DebugConfig": {},
+        "Coord": {"Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05},
+        "Member": member(&ctx),
+        "Stats": {
+            "agent": {"services": services.to_string(), "checks": checks.to_string()},
+            "build": {"product": "weft", "version": VERSION, "revision": "weft"},
+            "consul": {"server": cfg.server.to_string(), "leader": cfg.server.to_string(), "known_datacenters": "1"},
+            "raft": {"state": if cfg.server { "Leader" } else { "Follower" }, "last_log_index": last_index.to_string(),
+                     "applied_index": last_index.to_string(), "num_peers": "0"},
+        },
+        "Meta": {"consul-network-segment": ""},
+    });
+    Ok(ctx.json(&body))
+}
+
+pub async fn members(ctx: Ctx) -> Result<Reply, ApiError> {
+    if ctx.param("segment").is_some_and(|s| !s.is_empty()) && ctx.flag("wan") {
+        return Err(ApiError::bad_request("Cannot provide a segment with wan=true"));
+    }
+    Ok(ctx.json(&json!([member(&ctx)])))
+}
+
+pub async fn version(ctx: Ctx) -> Result<Reply, ApiError> {
+    Ok(ctx.json(&json!({"SHA": "weft", "BuildDate": "", "HumanVersion": VERSION, "FIPS": ""})))
+}
+
+fn agent_service_json(svc: &NodeService, dc: &str) -> Value {
+    serde_json::to_value(AgentService::new(svc, dc)).unwrap_or(Value::Null)
+}
+
+pub async fn services(ctx: Ctx) -> Result<Reply, ApiError> {
+    ctx.check_scope()?;
+    let filter = ctx.filter()?;
+    let dc = ctx.datacenter().to_string();
+    let map: Map<String, Value> =
+        ctx.state.agent.services().iter().map(|s| (s.id.clone(), agent_service_json(s, &dc))).collect();
+    Ok(ctx.json(&Value::Object(filter_map(map, &filter))))
+}
+
+fn content_hash(value: &Value) -> String {
+    let mut hasher = std::hash::DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// `GET /v1/agent/service/:id`, with hash-based blocking (`?hash=&wait=`).
+pub async fn service(ctx: Ctx) -> Result<Reply, ApiError> {
+    ctx.check_scope()?;
+    let id = ctx.required_rest("service id")?;
+    let wait = ctx.blocking_wait()?;
+    let want_hash = ctx.param("hash").map(str::to_string);
+    let mut changes = ctx.state.agent.subscribe_changes();
+    let deadline = Instant::now() + wait;
+    loop {
+        changes.borrow_and_update();
+        let svc = ctx
+            .state
+            .agent
+            .service(&id)
+            .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))?;
+        let mut value = agent_service_json(&svc, ctx.datacenter());
+        let hash = content_hash(&value);
+        let unchanged = want_hash.as_deref().is_some_and(|h| !h.is_empty() && h == hash);
+        if !unchanged || !wait_local_change(&mut changes, deadline).await {
+            if let Value::Object(map) = &mut value {
+                map.insert("ContentHash".into(), Value::String(hash.clone()));
+            }
+            let mut reply = ctx.json(&value);
+            reply.set("x-consul-contenthash", &hash);
+            return Ok(reply);
+        }
+    }
+}
+
+pub async fn register_service(ctx: Ctx) -> Result<Reply, ApiError> {
+    ctx.check_scope()?;
+    let def: ServiceDefinition = ctx.decode()?;
+    let replace = ctx.flag("replace-existing-checks");
+    ctx.state.agent.register_service(&def, replace, Source::Api)?;
+    Ok(Reply::empty())
+}
+
+pub async fn deregister_service(ctx: Ctx) -> Result<Reply, ApiError> {
+    let id = ctx.required_rest("service id")?;
+    ctx.state.agent.deregister_service(&id)?;
+    Ok(Reply::empty())
+}
+
+fn enable_param(ctx: &Ctx) -> Result<bool, ApiError> {
+    match ctx.param("enable") {
+        None | Some("") => Err(ApiError::bad_request("Missing value for enable")),
+        Some(v) => match v {
+            "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(true),
+            "false" | "0" | "f" | "F" | "FALSE" | "False" => Ok(false),
+            other => Err(ApiError::bad_request(format!("Invalid value for enable: {other:?}"))),
+        },
+    }
+}
+
+pub async fn service_maintenance(ctx: Ctx) -> Result<Reply, ApiError> {
+    let id = ctx.required_rest("service id")?;
+    let enable = enable_param(&ctx)?;
+    ctx.state.agent.service_maintenance(&id, enable, ctx.param("reason").unwrap_or(""))?;
+    Ok(Reply::empty())
+}
+
+pub async fn node_maintenance(ctx: Ctx) -> Result<Reply, ApiError> {
+    let enable = enable_param(&ctx)?;
+    ctx.state.agent.node_maintenance(enable, ctx.param("reason").unwrap_or(""))?;
+    Ok(Reply::empty())
+}
+
+pub async fn checks(ctx: Ctx) -> Result<Reply, ApiError> {
+    ctx.check_scope()?;
+    let filter = ctx.filter()?;
+    let map: Map<String, Value> = ctx
+        .state
+        .agent
+        .checks()
+        .into_iter()
+        .map(|c| (c.check_id.clone(), serde_json::to_value(&c).unwrap_or(Value::Null)))
+        .collect();
+    Ok(ctx.json(&Value::Object(filter_map(map, &filter))))
+}
+
+pub async fn register_check(ctx: Ctx) -> Result<Reply, ApiError> {
+    ctx.check_scope()?;
+    let def: CheckDefinition = ctx.decode()?;
+    ctx.state.agent.register_check(&def, Source::Api)?;
+    Ok(Reply::empty())
+}
+
+pub async fn deregister_check(ctx: Ctx) -> Result<Reply, ApiError> {
+    let id = ctx.required_rest("check id")?;
+    ctx.state.agent.deregister_check(&id)?;
+    Ok(Reply::empty())
+}
+
+async fn set_ttl(ctx: Ctx, status: CheckStatus) -> Result<Reply, ApiError> {
+    let id = ctx.required_rest("check id")?;
+    ctx.state.agent.update_ttl_check(&id, status, ctx.param("note").unwrap_or(""))?;
+    Ok(Reply::empty())
+}
+
+pub async fn check_pass(ctx: Ctx) -> Result<Reply, ApiError> {
+    set_ttl(ctx, CheckStatus::Passing).await
+}
+
+pub async fn check_warn(ctx: Ctx) -> Result<Reply, ApiError> {
+    set_ttl(ctx, CheckStatus::Warning).await
+}
+
+pub async fn check_fail(ctx: Ctx) -> Result<Reply, ApiError> {
+    set_ttl(ctx, CheckStatus::Critical).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct CheckUpdate {
+    status: String,
+    output: String,
+}
+
+pub async fn check_update(ctx: Ctx) -> Result<Reply, ApiError> {
+    let id = ctx.required_rest("check id")?;
+    let update: CheckUpdate = ctx.decode()?;
+    let status: CheckStatus = update
+        .status
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("Invalid check status: '{}'", update.status)))?;
+    ctx.state.agent.update_ttl_check(&id, status, &update.output)?;
+    Ok(Reply::empty())
+}
+
+fn wants_text(ctx: &Ctx) -> bool {
+    ctx.param("format") == Some("text")
+        || ctx.headers.get("accept").and_then(|v| v.to_str().ok()).is_some_and(|a| a.starts_with("text/plain"))
+}
+
+fn health_status_code(status: CheckStatus) -> StatusCode {
+    match status {
+        CheckStatus::Passing => StatusCode::OK,
+        CheckStatus::Warning => StatusCode::TOO_MANY_REQUESTS,
+        CheckStatus::Critical => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn aggregate(checks: &[HealthCheck]) -> CheckStatus {
+    checks.iter().fold(CheckStatus::Passing, |acc, c| acc.worst(c.status))
+}
+
+fn health_entry(svc: &NodeService, checks: &[HealthCheck], dc: &str) -> Value {
+    json!({"AggregatedStatus": aggregate(checks), "Service": agent_service_json(svc, dc), "Checks": checks})
+}
+
+pub async fn health_by_id(ctx: Ctx) -> Result<Reply, ApiError> {
+    let id = ctx.required_rest("serviceID")?;
+    let Some((svc, checks)) = ctx.state.agent.service_health(&id) else {
+        let reason = format!("ServiceId {id} not found");
+        if wants_text(&ctx) {
+            return Ok(Reply::text(StatusCode::NOT_FOUND, reason));
+        }
+        let mut reply =
+            ctx.json(&json!({"AggregatedStatus": "critical", "Service": null, "Checks": null})).with_status(StatusCode::NOT_FOUND);
+        reply.set("x-consul-reason", reason);
+        return Ok(reply);
+    };
+    let status = aggregate(&checks);
+    let mut reply = if wants_text(&ctx) {
+        Reply::text(StatusCode::OK, status.as_str())
+    } else {
+        ctx.json(&health_entry(&svc, &checks, ctx.datacenter()))
+    };
+    reply.set("x-consul-reason", status.as_str());
+    Ok(reply.with_status(health_status_code(status)))
+}
+
+pub async fn health_by_name(ctx: Ctx) -> Result<Reply, ApiError> {
+    let name = ctx.required_rest("service name")?;
+    let instances: Vec<(NodeService, Vec<HealthCheck>)> = ctx
+        .state
+        .agent
+        .services()
+        .into_iter()
+        .filter(|s| s.service == name)
+        .filter_map(|s| ctx.state.agent.service_health(&s.id))
+        .collect();
+    if instances.is_empty() {
+        let reason = format!("ServiceName {name} Not Found");
+        if wants_text(&ctx) {
+            return Ok(Reply::text(StatusCode::NOT_FOUND, reason));
+        }
+        let mut reply = ctx.json(&json!([])).with_status(StatusCode::NOT_FOUND);
+        reply.set("x-consul-reason", reason);
+        return Ok(reply);
+    }
+    let status = instances.iter().fold(CheckStatus::Passing, |acc, (_, c)| acc.worst(aggregate(c)));
+    let mut reply = if wants_text(&ctx) {
+        Reply::text(StatusCode::OK, status.as_str())
+    } else {
+        let list: Vec<Value> = instances.iter().map(|(s, c)| health_entry(s, c, ctx.datacenter())).collect();
+        ctx.json(&Value::Array(list))
+    };
+    reply.set("x-consul-reason", status.as_str());
+    Ok(reply.with_status(health_status_code(status)))
+}
+
+pub async fn reload(ctx: Ctx) -> Result<Reply, ApiError> {
+    let Some(reload) = ctx.state.reload.clone() else {
+        return Err(ApiError::internal("This agent was started without config files to reload"));
+    };
+    let (services, checks) = reload().map_err(|e| ApiError::internal(format!("Failed to reload configs: {e}")))?;
+    ctx.state.agent.apply_config(&services, &checks)?;
+    Ok(Reply::empty())
+}
+
+pub async fn leave(ctx: Ctx) -> Result<Reply, ApiError> {
+    ctx.state.agent.leave()?;
+    ctx.state.shutdown.notify_one();
+    Ok(Reply::empty())
+}
+
+pub async fn join(ctx: Ctx) -> Result<Reply, ApiError> {
+    let addr = ctx.required_rest("address")?;
+    Err(ApiError::internal(format!(
+        "Failed to join {addr}: this agent runs in dev mode as a single-node cluster and cannot join others"
+    )))
+}

@@ -1,0 +1,254 @@
+//! `/v1/catalog/...`: the cluster-wide registry of nodes and services, read with blocking queries and written by
+//! hand (`register`/`deregister`, which run no checks).
+
+use crate::blocking::{prepare, read, read_reply};
+use crate::ctx::{filter_list, Ctx};
+use crate::reply::{ApiError, Reply};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use weft_state::{Command, Registration, Store, Table};
+use weft_types::service::NodeService;
+use weft_types::views::{NodeServiceList, NodeServices, ServiceNode};
+use weft_types::{CheckStatus, HealthCheck, HealthCheckDefinition, Node};
+
+/// A check in a catalog registration: like `HealthCheck`, but the status is checked by hand so a bad value gets
+/// Consul's message and an empty one means critical.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct CatalogCheck {
+    node: String,
+    #[serde(rename = "CheckID", alias = "ID")]
+    check_id: String,
+    name: String,
+    status: String,
+    notes: String,
+    output: String,
+    #[serde(rename = "ServiceID")]
+    service_id: String,
+    definition: HealthCheckDefinition,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RegisterRequest {
+    #[serde(rename = "ID")]
+    id: String,
+    node: String,
+    address: String,
+    datacenter: String,
+    tagged_addresses: BTreeMap<String, String>,
+    node_meta: BTreeMap<String, String>,
+    service: Option<NodeService>,
+    check: Option<CatalogCheck>,
+    checks: Vec<CatalogCheck>,
+    skip_node_update: bool,
+}
+
+fn check_dc(ctx: &Ctx, dc: &str) -> Result<(), ApiError> {
+    if !dc.is_empty() && dc != ctx.datacenter() {
+        return Err(ApiError::internal("No path to datacenter"));
+    }
+    Ok(())
+}
+
+pub async fn register(ctx: Ctx) -> Result<Reply, ApiError> {
+    ctx.check_scope()?;
+    let req: RegisterRequest = ctx.decode()?;
+    check_dc(&ctx, &req.datacenter)?;
+    if req.node.is_empty() {
+        return Err(ApiError::bad_request("Missing node name"));
+    }
+    if req.address.is_empty() && !req.skip_node_update {
+        return Err(ApiError::bad_request("Missing node address"));
+    }
+    let mut checks = Vec::new();
+    for c in req.check.into_iter().chain(req.checks) {
+        if !c.node.is_empty() && c.node != req.node {
+            return Err(ApiError::bad_request(format!("Check node {:?} does not match {:?}", c.node, req.node)));
+        }
+        let status = match c.status.as_str() {
+            "" => CheckStatus::Critical,
+            s => s.parse().map_err(|_| ApiError::bad_request(format!("Invalid check status: '{s}'")))?,
+        };
+        checks.push(HealthCheck {
+            node: req.node.clone(),
+            check_id: c.check_id,
+            name: c.name,
+            status,
+            notes: c.notes,
+            output: c.output,
+            service_id: c.service_id,
+            definition: c.definition,
+            ..HealthCheck::default()
+        });
+    }
+    if let Some(svc) = &req.service {
+        if svc.service.is_empty() {
+            return Err(ApiError::bad_request("Must provide service name with ID"));
+        }
+    }
+    let mut node = Node {
+        id: req.id,
+        node: req.node,
+        address: req.address,
+        datacenter: ctx.datacenter().to_string(),
+        tagged_addresses: req.tagged_addresses,
+        meta: req.node_meta,
+        ..Node::default()
+    };
+    node.fill_default_tagged_addresses();
+    let reg = Registration { node, skip_node_update: req.skip_node_update, service: req.service, checks };
+    ctx.state.agent.server().write(Command::Register(reg))?;
+    Ok(Reply::bool(true))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct DeregisterRequest {
+    node: String,
+    datacenter: String,
+    #[serde(rename = "ServiceID")]
+    service_id: String,
+    #[serde(rename = "CheckID")]
+    check_id: String,
+}
+
+pub async fn deregister(ctx: Ctx) -> Result<Reply, ApiError> {
+    ctx.check_scope()?;
+    let req: DeregisterRequest = ctx.decode()?;
+    check_dc(&ctx, &req.datacenter)?;
+    if req.node.is_empty() {
+        return Err(ApiError::bad_request("Missing node name"));
+    }
+    ctx.state.agent.server().write(Command::Deregister {
+        node: req.node,
+        service_id: Some(req.service_id).filter(|s| !s.is_empty()),
+        check_id: Some(req.check_id).filter(|s| !s.is_empty()),
+    })?;
+    Ok(Reply::bool(true))
+}
+
+pub async fn datacenters(ctx: Ctx) -> Result<Reply, ApiError> {
+    Ok(ctx.json(&json!([ctx.datacenter()])))
+}
+
+fn meta_matches(node: &Node, wanted: &[(String, String)]) -> bool {
+    wanted.iter().all(|(k, v)| node.meta.get(k) == Some(v))
+}
+
+fn to_json<T: serde::Serialize>(value: T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+pub async fn nodes(ctx: Ctx) -> Result<Reply, ApiError> {
+    let consistency = prepare(&ctx)?;
+    let filter = ctx.filter()?;
+    let meta = ctx.node_meta();
+    let (index, value) = read(&ctx, &[Table::Nodes], |s: &Store| {
+        let list: Vec<Value> = s.nodes().filter(|n| meta_matches(n, &meta)).map(to_json).collect();
+        (s.table_index(Table::Nodes), Value::Array(list))
+    })
+    .await?;
+    Ok(ctx.read_meta(ctx.json(&filtered(value, &filter)), index, consistency))
+}
+
+/// Applies a filter to the elements of a JSON array.
+pub fn filtered(value: Value, filter: &Option<weft_filter::Filter>) -> Value {
+    match value {
+        Value::Array(items) => Value::Array(filter_list(items, filter)),
+        other => other,
+    }
+}
+
+pub async fn services(ctx: Ctx) -> Result<Reply, ApiError> {
+    let consistency = prepare(&ctx)?;
+    let filter = ctx.filter()?;
+    let meta = ctx.node_meta();
+    let (index, value) = read(&ctx, &[Table::Services, Table::Nodes], |s: &Store| {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if meta.is_empty() && filter.is_none() {
+            for (name, tags) in s.service_tags() {
+                out.insert(name.to_string(), tags.into_iter().map(str::to_string).collect());
+            }
+        } else {
+            // Filters apply to the instances (ServiceNode fields), then the names and tags are gathered.
+            for node in s.nodes().filter(|n| meta_matches(n, &meta)) {
+                for svc in s.node_services(&node.node) {
+                    if filter.as_ref().is_some_and(|f| !f.matches(&to_json(ServiceNode::new(node, svc)))) {
+                        continue;
+                    }
+                    let tags = out.entry(svc.service.clone()).or_default();
+                    tags.extend(svc.tags.iter().cloned());
+                    tags.sort();
+                    tags.dedup();
+                }
+            }
+        }
+        (s.table_index(Table::Services).max(s.table_index(Table::Nodes)), to_json(out))
+    })
+    .await?;
+    Ok(ctx.read_meta(ctx.json(&value), index, consistency))
+}
+
+async fn service_nodes(ctx: Ctx, connect: bool) -> Result<Reply, ApiError> {
+    let name = ctx.required_rest("service name")?;
+    let filter = ctx.filter()?;
+    let tags: Vec<String> = ctx.params("tag").into_iter().map(str::to_string).collect();
+    let meta = ctx.node_meta();
+    let reply = read_reply(&ctx, &[Table::Services, Table::Nodes], |s: &Store| {
+        let instances = if connect { s.connect_instances(&name) } else { s.instances(&name) };
+        let list: Vec<Value> = instances
+            .into_iter()
+            .filter(|(n, svc)| meta_matches(n, &meta) && tags.iter().all(|t| svc.tags.contains(t)))
+            .map(|(n, svc)| to_json(ServiceNode::new(n, svc)))
+            .collect();
+        (s.service_index(&name), Value::Array(filter_list(list, &filter)))
+    })
+    .await?;
+    Ok(reply)
+}
+
+pub async fn service(ctx: Ctx) -> Result<Reply, ApiError> {
+    service_nodes(ctx, false).await
+}
+
+pub async fn connect(ctx: Ctx) -> Result<Reply, ApiError> {
+    service_nodes(ctx, true).await
+}
+
+pub async fn node(ctx: Ctx) -> Result<Reply, ApiError> {
+    let name = ctx.required_rest("node name")?;
+    let filter = ctx.filter()?;
+    read_reply(&ctx, &[Table::Nodes, Table::Services], |s: &Store| {
+        let index = s.table_index(Table::Nodes).max(s.table_index(Table::Services));
+        let Some(node) = s.node(&name) else { return (index, Value::Null) };
+        let services = NodeServices { node, services: s.node_services(&name).map(|v| (v.id.as_str(), v)).collect() };
+        let mut value = to_json(services);
+        if let Some(Value::Object(map)) = value.get_mut("Services") {
+            let kept: Map<String, Value> = std::mem::take(map)
+                .into_iter()
+                .filter(|(_, v)| filter.as_ref().is_none_or(|f| f.matches(v)))
+                .collect();
+            *map = kept;
+        }
+        (index, value)
+    })
+    .await
+}
+
+pub async fn node_services(ctx: Ctx) -> Result<Reply, ApiError> {
+    let name = ctx.required_rest("node name")?;
+    let filter = ctx.filter()?;
+    read_reply(&ctx, &[Table::Nodes, Table::Services], |s: &Store| {
+        let index = s.table_index(Table::Nodes).max(s.table_index(Table::Services));
+        let Some(node) = s.node(&name) else { return (index, json!({"Node": null, "Services": null})) };
+        let list = NodeServiceList { node, services: s.node_services(&name).collect() };
+        let mut value = to_json(list);
+        if let Some(services) = value.get_mut("Services") {
+            *services = filtered(std::mem::take(services), &filter);
+        }
+        (index, value)
+    })
+    .await
+}

@@ -1,0 +1,86 @@
+//! `/v1/health/...`: checks by node, service and state, and service instances with their health.
+
+use crate::blocking::read_reply;
+use crate::catalog::filtered;
+use crate::ctx::Ctx;
+use crate::reply::{ApiError, Reply};
+use serde_json::Value;
+use weft_state::{Store, Table};
+use weft_types::CheckStatus;
+
+fn to_json<T: serde::Serialize>(value: T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+pub async fn node(ctx: Ctx) -> Result<Reply, ApiError> {
+    let name = ctx.required_rest("node name")?;
+    let filter = ctx.filter()?;
+    read_reply(&ctx, &[Table::Checks], |s: &Store| {
+        let list: Vec<Value> = s.node_checks(&name).map(to_json).collect();
+        (s.table_index(Table::Checks), filtered(Value::Array(list), &filter))
+    })
+    .await
+}
+
+pub async fn checks(ctx: Ctx) -> Result<Reply, ApiError> {
+    let name = ctx.required_rest("service name")?;
+    let filter = ctx.filter()?;
+    read_reply(&ctx, &[Table::Checks, Table::Services], |s: &Store| {
+        let list: Vec<Value> = s.service_checks(&name).into_iter().map(to_json).collect();
+        (s.service_index(&name), filtered(Value::Array(list), &filter))
+    })
+    .await
+}
+
+pub async fn state(ctx: Ctx) -> Result<Reply, ApiError> {
+    let state = ctx.required_rest("check state")?;
+    let wanted: Option<CheckStatus> = match state.as_str() {
+        "any" => None,
+        other => Some(other.parse().map_err(|_| ApiError::bad_request(format!("Invalid check state: {other:?}")))?),
+    };
+    let filter = ctx.filter()?;
+    read_reply(&ctx, &[Table::Checks], |s: &Store| {
+        let list: Vec<Value> =
+            s.all_checks().filter(|c| wanted.is_none_or(|w| c.status == w)).map(to_json).collect();
+        (s.table_index(Table::Checks), filtered(Value::Array(list), &filter))
+    })
+    .await
+}
+
+/// `?passing`: presence, `1`, `true` (and `""`) mean yes; Consul's error for anything unparseable.
+fn passing_param(ctx: &Ctx) -> Result<bool, ApiError> {
+    match ctx.param("passing") {
+        None => Ok(false),
+        Some("" | "1" | "true" | "t" | "T" | "TRUE" | "True") => Ok(true),
+        Some("0" | "false" | "f" | "F" | "FALSE" | "False") => Ok(false),
+        Some(_) => Err(ApiError::bad_request("Invalid value for ?passing")),
+    }
+}
+
+async fn service_health(ctx: Ctx, connect: bool) -> Result<Reply, ApiError> {
+    let name = ctx.required_rest("service name")?;
+    let filter = ctx.filter()?;
+    let passing = passing_param(&ctx)?;
+    let tags: Vec<String> = ctx.params("tag").into_iter().map(str::to_string).collect();
+    let meta = ctx.node_meta();
+    read_reply(&ctx, &[Table::Services, Table::Checks, Table::Nodes], |s: &Store| {
+        let list: Vec<Value> = s
+            .check_service_nodes(&name, connect)
+            .into_iter()
+            .filter(|csn| tags.iter().all(|t| csn.service.tags.contains(t)))
+            .filter(|csn| meta.iter().all(|(k, v)| csn.node.meta.get(k) == Some(v)))
+            .filter(|csn| !passing || csn.checks.iter().all(|c| c.status == CheckStatus::Passing))
+            .map(to_json)
+            .collect();
+        (s.service_index(&name), filtered(Value::Array(list), &filter))
+    })
+    .await
+}
+
+pub async fn service(ctx: Ctx) -> Result<Reply, ApiError> {
+    service_health(ctx, false).await
+}
+
+pub async fn connect(ctx: Ctx) -> Result<Reply, ApiError> {
+    service_health(ctx, true).await
+}

@@ -1,0 +1,100 @@
+//! Answers and errors in Consul's wire form: JSON (minified, or indented with `?pretty`), `true`/`false` bodies,
+//! empty 200s for agent writes, and plain-text errors with Consul's status codes.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde_json::Value;
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// 200 with no body and no content type: what Consul's agent writes answer.
+    pub fn empty() -> Reply {
+        Reply { status: StatusCode::OK, headers: HeaderMap::new(), body: Vec::new() }
+    }
+
+    pub fn json(value: &Value, pretty: bool) -> Reply {
+        let body = if pretty {
+            let mut out = serde_json::to_vec_pretty(value).unwrap_or_default();
+            out.push(b'\n');
+            out
+        } else {
+            serde_json::to_vec(value).unwrap_or_default()
+        };
+        let mut reply = Reply { status: StatusCode::OK, headers: HeaderMap::new(), body };
+        reply.set("content-type", "application/json");
+        reply
+    }
+
+    pub fn bool(value: bool) -> Reply {
+        Reply::json(&Value::Bool(value), false)
+    }
+
+    pub fn text(status: StatusCode, text: impl Into<String>) -> Reply {
+        let mut reply = Reply { status, headers: HeaderMap::new(), body: text.into().into_bytes() };
+        reply.set("content-type", "text/plain; charset=utf-8");
+        reply
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Reply {
+        self.status = status;
+        self
+    }
+
+    pub fn set(&mut self, name: &'static str, value: impl AsRef<str>) {
+        if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+            self.headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+}
+
+/// A refusal: a status code and a one-line plain-text reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+    pub fn into_reply(self) -> Reply {
+        Reply::text(self.status, self.message)
+    }
+}
+
+impl From<weft_agent::AgentError> for ApiError {
+    fn from(e: weft_agent::AgentError) -> Self {
+        use weft_agent::AgentError::*;
+        match e {
+            BadRequest(m) => ApiError::bad_request(m),
+            NotFound(m) => ApiError::not_found(m),
+            Internal(m) => ApiError::internal(m),
+        }
+    }
+}
+
+impl From<weft_state::StoreError> for ApiError {
+    fn from(e: weft_state::StoreError) -> Self {
+        ApiError::from(weft_agent::AgentError::from(e))
+    }
+}
+
+/// Body decoding failures, in Consul's words.
+pub fn decode_error(e: weft_types::lenient::DecodeError) -> ApiError {
+    ApiError::bad_request(format!("Request decode failed: {e}"))
+}

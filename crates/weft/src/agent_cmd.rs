@@ -1,0 +1,209 @@
+//! `weft agent`: the composition root. Builds the runtime config from flags and files, then the server, the agent
+//! and the HTTP API in order, and serves until SIGINT/SIGTERM or `/v1/agent/leave`.
+
+use crate::config::FileConfig;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use weft_agent::{Agent, AgentConfig, Source};
+use weft_http::ApiState;
+use weft_server::{Server, ServerConfig};
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Run a single-node, in-memory server and agent for development.
+    #[arg(long)]
+    pub dev: bool,
+    /// Run as a server (clustering arrives with the cluster issue; only -dev runs today).
+    #[arg(long)]
+    pub server: bool,
+    #[arg(long = "bootstrap-expect")]
+    pub bootstrap_expect: Option<u32>,
+    #[arg(long = "retry-join")]
+    pub retry_join: Vec<String>,
+    /// This node's name (default: the hostname).
+    #[arg(long)]
+    pub node: Option<String>,
+    #[arg(long = "node-id")]
+    pub node_id: Option<String>,
+    #[arg(long)]
+    pub datacenter: Option<String>,
+    /// Address for cluster communication (default 127.0.0.1 in dev mode).
+    #[arg(long)]
+    pub bind: Option<String>,
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Address the HTTP API listens on (default 127.0.0.1).
+    #[arg(long)]
+    pub client: Option<String>,
+    /// HTTP API port (default 8500; 0 picks a free one).
+    #[arg(long = "http-port")]
+    pub http_port: Option<u16>,
+    #[arg(long = "data-dir")]
+    pub data_dir: Option<String>,
+    /// A JSON config file (repeatable; later files win).
+    #[arg(long = "config-file")]
+    pub config_file: Vec<PathBuf>,
+    /// A directory of JSON config files, read alphabetically (repeatable).
+    #[arg(long = "config-dir")]
+    pub config_dir: Vec<PathBuf>,
+    #[arg(long = "log-level")]
+    pub log_level: Option<String>,
+    /// Accepted for Consul compatibility: the UI is always served.
+    #[arg(long)]
+    pub ui: bool,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "weft".to_string())
+}
+
+/// The log filter for a Consul log level name.
+pub fn log_filter(level: &str) -> Result<&'static str> {
+    Ok(match level.to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" | "" => "info",
+        "warn" | "warning" => "warn",
+        "err" | "error" => "error",
+        other => bail!("Invalid log level: {other:?} (use trace, debug, info, warn or err)"),
+    })
+}
+
+pub async fn run(args: AgentArgs) -> Result<()> {
+    let files = FileConfig::load(&args.config_file, &args.config_dir)?;
+    let level = args.log_level.clone().or(files.log_level.clone()).unwrap_or_else(|| "info".into());
+    let filter = log_filter(&level)?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!("{filter},hyper=warn,reqwest=warn")))
+        .with_writer(std::io::stderr)
+        .try_init();
+
+    if !args.dev {
+        if args.data_dir.is_none() && files.data_dir.is_none() {
+            bail!("data_dir cannot be empty");
+        }
+        bail!(
+            "only -dev mode is available in this build of Weft: servers with -data-dir, -bootstrap-expect and \
+             -retry-join arrive with clustering"
+        );
+    }
+    let bind = args.bind.clone().or(files.bind_addr.clone()).unwrap_or_else(|| "127.0.0.1".into());
+    let client = args.client.clone().or(files.client_addr.clone()).unwrap_or_else(|| "127.0.0.1".into());
+    let advertise = args.advertise.clone().or(files.advertise_addr.clone()).unwrap_or_else(|| bind.clone());
+    let http_port = args.http_port.or(files.http_port).unwrap_or(8500);
+    let datacenter = args.datacenter.clone().or(files.datacenter.clone()).unwrap_or_else(|| "dc1".into());
+    if datacenter.is_empty() || !datacenter.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        bail!("datacenter must be alpha-numeric with underscores and hyphens only: {datacenter:?}");
+    }
+    let node_name = args.node.clone().or(files.node_name.clone()).unwrap_or_else(hostname);
+    if node_name.is_empty() {
+        bail!("node name cannot be empty");
+    }
+    let node_id = args.node_id.clone().or(files.node_id.clone()).unwrap_or_else(weft_types::ids::new_uuid);
+    if !weft_types::ids::is_uuid(&node_id) {
+        bail!("node ID must be a UUID: {node_id:?}");
+    }
+    let http_addr: SocketAddr = format!("{client}:{http_port}")
+        .parse()
+        .or_else(|_| format!("[{client}]:{http_port}").parse())
+        .with_context(|| format!("invalid client address {client:?}"))?;
+
+    let server_port = 8300;
+    let server = Server::new(ServerConfig {
+        datacenter: datacenter.clone(),
+        node_name: node_name.clone(),
+        rpc_addr: format!("{advertise}:{server_port}"),
+    });
+    let _leader_loops = server.spawn_leader_loops();
+    let agent = Agent::new(
+        AgentConfig {
+            node_name: node_name.clone(),
+            node_id,
+            datacenter: datacenter.clone(),
+            advertise_addr: advertise.clone(),
+            node_meta: Default::default(),
+            server: true,
+            server_port,
+        },
+        server,
+    );
+    agent.start().map_err(|e| anyhow::anyhow!("cannot register this node: {e}"))?;
+    for svc in &files.services {
+        agent.register_service(svc, true, Source::Config).map_err(|e| anyhow::anyhow!("service {:?}: {e}", svc.name))?;
+    }
+    for check in &files.checks {
+        agent.register_check(check, Source::Config).map_err(|e| anyhow::anyhow!("check {:?}: {e}", check.name))?;
+    }
+
+    let mut state = ApiState::new(agent.clone());
+    if let Some(max) = files.kv_max_value_size {
+        state.kv_max_value_size = max;
+    }
+    if let Some(min) = files.session_ttl_min {
+        state.session_ttl_min = min;
+    }
+    let (config_files, config_dirs) = (args.config_file.clone(), args.config_dir.clone());
+    state.reload = Some(Arc::new(move || {
+        FileConfig::load(&config_files, &config_dirs).map(|c| (c.services, c.checks)).map_err(|e| format!("{e:#}"))
+    }));
+    let shutdown = state.shutdown.clone();
+
+    let listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+    let local = listener.local_addr()?;
+    println!("==> Weft agent running!");
+    println!("             Version: '{}'", weft_types::VERSION);
+    println!("           Node name: '{node_name}'");
+    println!("          Datacenter: '{datacenter}'");
+    println!("              Server: true (Bootstrap: true, dev mode)");
+    println!("         Client Addr: [{client}] (HTTP: {})", local.port());
+    println!("        Cluster Addr: {advertise}");
+    println!("            HTTP API: http://{local}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let app = weft_http::router(state);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("caught signal; shutting down"),
+        _ = shutdown.notified() => tracing::info!("left the cluster; shutting down"),
+    }
+    let _ = stop_tx.send(());
+    // Blocking queries may park for minutes: give in-flight requests a moment, then stop regardless.
+    match tokio::time::timeout(std::time::Duration::from_secs(2), serve).await {
+        Ok(Ok(Err(e))) => return Err(e).context("HTTP server failed"),
+        Ok(_) | Err(_) => {}
+    }
+    println!("==> Weft agent stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

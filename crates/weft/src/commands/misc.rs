@@ -1,0 +1,121 @@
+//! Small commands: `members`, `info`, `version`, `leave`.
+
+use crate::client::{columns, Api, HttpArgs};
+use anyhow::{bail, Result};
+use clap::Args;
+use reqwest::Method;
+use serde_json::Value;
+
+#[derive(Args, Debug)]
+pub struct MembersArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// Show every tag of each member.
+    #[arg(long)]
+    pub detailed: bool,
+    /// Only members whose status matches this regular expression... as a plain substring here.
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub wan: bool,
+}
+
+fn s(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn status_name(code: i64) -> &'static str {
+    match code {
+        1 => "alive",
+        2 => "leaving",
+        3 => "left",
+        4 => "failed",
+        _ => "none",
+    }
+}
+
+/// Prints the members table; exit code 2 when no member matches (Consul's convention).
+pub async fn members(args: MembersArgs) -> Result<i32> {
+    let api = Api::new(&args.http)?;
+    let list = api.get_json(if args.wan { "/v1/agent/members?wan=1" } else { "/v1/agent/members" }).await?;
+    let mut members: Vec<&Value> = list.as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    members.sort_by_key(|m| (m["Tags"]["role"] != "consul", s(m, "Name")));
+    let mut rows = vec![vec!["Node", "Address", "Status", "Type", "Build", "Protocol", "DC", "Partition", "Segment"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()];
+    for m in members {
+        let status = status_name(m["Status"].as_i64().unwrap_or(0));
+        if args.status.as_deref().is_some_and(|want| !status.contains(want)) {
+            continue;
+        }
+        let server = m["Tags"]["role"] == "consul";
+        let build = s(&m["Tags"], "build");
+        let mut row = vec![
+            s(m, "Name"),
+            format!("{}:{}", s(m, "Addr"), s(m, "Port")),
+            status.to_string(),
+            if server { "server" } else { "client" }.to_string(),
+            build.split(':').next().unwrap_or("").to_string(),
+            s(m, "ProtocolCur"),
+            s(&m["Tags"], "dc"),
+            "default".to_string(),
+            if server { "<all>" } else { "<default>" }.to_string(),
+        ];
+        if args.detailed {
+            let tags: Vec<String> = m["Tags"]
+                .as_object()
+                .map(|t| t.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
+                .unwrap_or_default();
+            row.push(tags.join(","));
+        }
+        rows.push(row);
+    }
+    if rows.len() == 1 {
+        return Ok(2);
+    }
+    if args.detailed {
+        rows[0].push("Tags".into());
+    }
+    print!("{}", columns(&rows));
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct PlainArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+pub async fn info(args: PlainArgs) -> Result<i32> {
+    let api = Api::new(&args.http)?;
+    let me = api.get_json("/v1/agent/self").await?;
+    let Some(stats) = me["Stats"].as_object() else { bail!("the agent's answer has no Stats") };
+    for (section, values) in stats {
+        println!("{section}:");
+        if let Some(values) = values.as_object() {
+            for (k, v) in values {
+                println!("\t{k} = {}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub fn version() -> i32 {
+    println!("Weft v{}", weft_types::VERSION);
+    println!("Speaks Consul's HTTP API (v1)");
+    println!("Protocol 2 spoken by default, understands 2 to 3 (agent will automatically use protocol >2 when speaking to compatible agents)");
+    0
+}
+
+pub async fn leave(args: PlainArgs) -> Result<i32> {
+    let api = Api::new(&args.http)?;
+    api.ok(Method::PUT, "/v1/agent/leave", None).await?;
+    println!("Graceful leave complete");
+    Ok(0)
+}

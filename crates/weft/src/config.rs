@@ -1,0 +1,165 @@
+//! Agent configuration: flags, JSON config files and config directories merged into one validated runtime config,
+//! built once and passed down (nothing reads files or the environment deeper in).
+//!
+//! Files merge in order (a directory's `*.json` files alphabetically): later scalars win, `services` and `checks`
+//! lists append, as in Consul. Flags override files. Keys are Consul's snake_case names; service and check entries
+//! accept every spelling the HTTP API does.
+
+use anyhow::{bail, Context, Result};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use weft_types::lenient::decode_value;
+use weft_types::{CheckDefinition, ServiceDefinition};
+
+/// What config files can set.
+#[derive(Debug, Default, Clone)]
+pub struct FileConfig {
+    pub datacenter: Option<String>,
+    pub node_name: Option<String>,
+    pub node_id: Option<String>,
+    pub bind_addr: Option<String>,
+    pub client_addr: Option<String>,
+    pub advertise_addr: Option<String>,
+    pub data_dir: Option<String>,
+    pub log_level: Option<String>,
+    pub http_port: Option<u16>,
+    pub server: Option<bool>,
+    pub kv_max_value_size: Option<usize>,
+    pub session_ttl_min: Option<Duration>,
+    pub services: Vec<ServiceDefinition>,
+    pub checks: Vec<CheckDefinition>,
+}
+
+fn string(map: &Map<String, Value>, key: &str) -> Result<Option<String>> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => bail!("{key}: expected a string, got {other}"),
+    }
+}
+
+fn items(value: Option<&Value>) -> Vec<Value> {
+    match value {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a.clone(),
+        Some(other) => vec![other.clone()],
+    }
+}
+
+impl FileConfig {
+    /// Merges one parsed file over this config.
+    fn merge_json(&mut self, value: Value, origin: &Path) -> Result<()> {
+        let Value::Object(map) = value else { bail!("{}: the top level must be a JSON object", origin.display()) };
+        let at = |e: anyhow::Error| e.context(format!("in {}", origin.display()));
+        macro_rules! set_string {
+            ($field:ident, $key:expr) => {
+                if let Some(v) = string(&map, $key).map_err(at)? {
+                    self.$field = Some(v);
+                }
+            };
+        }
+        set_string!(datacenter, "datacenter");
+        set_string!(node_name, "node_name");
+        set_string!(node_id, "node_id");
+        set_string!(bind_addr, "bind_addr");
+        set_string!(client_addr, "client_addr");
+        set_string!(advertise_addr, "advertise_addr");
+        set_string!(data_dir, "data_dir");
+        set_string!(log_level, "log_level");
+        if let Some(v) = map.get("server") {
+            self.server = Some(v.as_bool().with_context(|| format!("{}: server must be true or false", origin.display()))?);
+        }
+        if let Some(ports) = map.get("ports").and_then(Value::as_object) {
+            if let Some(p) = ports.get("http") {
+                let port = p.as_u64().filter(|p| *p <= 65535);
+                self.http_port =
+                    Some(port.with_context(|| format!("{}: ports.http must be 0-65535", origin.display()))? as u16);
+            }
+        }
+        if let Some(limits) = map.get("limits").and_then(Value::as_object) {
+            if let Some(v) = limits.get("kv_max_value_size") {
+                self.kv_max_value_size = Some(
+                    v.as_u64().with_context(|| format!("{}: kv_max_value_size must be a number", origin.display()))?
+                        as usize,
+                );
+            }
+        }
+        if let Some(v) = map.get("kv_max_value_size") {
+            self.kv_max_value_size =
+                Some(v.as_u64().with_context(|| format!("{}: kv_max_value_size must be a number", origin.display()))?
+                    as usize);
+        }
+        if let Some(v) = string(&map, "session_ttl_min").map_err(at)? {
+            self.session_ttl_min = Some(weft_types::duration::parse_duration(&v).map_err(|e| anyhow::anyhow!(e)).map_err(at)?);
+        }
+        for (key, plural) in [("service", false), ("services", true)] {
+            for (i, item) in items(map.get(key)).into_iter().enumerate() {
+                let def: ServiceDefinition = decode_value(item)
+                    .map_err(|e| anyhow::anyhow!("{}: {key}[{i}]: {e}", origin.display()))?;
+                let _ = plural;
+                self.services.push(def);
+            }
+        }
+        for key in ["check", "checks"] {
+            for (i, item) in items(map.get(key)).into_iter().enumerate() {
+                let def: CheckDefinition =
+                    decode_value(item).map_err(|e| anyhow::anyhow!("{}: {key}[{i}]: {e}", origin.display()))?;
+                self.checks.push(def);
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads `files` and every `*.json` in `dirs` (directories first, each alphabetically, then files in order).
+    pub fn load(files: &[PathBuf], dirs: &[PathBuf]) -> Result<FileConfig> {
+        let mut paths = Vec::new();
+        for dir in dirs {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+                .with_context(|| format!("cannot read config dir {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "hcl"))
+                .collect();
+            entries.sort();
+            paths.extend(entries);
+        }
+        paths.extend(files.iter().cloned());
+        let mut config = FileConfig::default();
+        for path in paths {
+            if path.extension().is_some_and(|x| x == "hcl") {
+                bail!("{}: HCL config files are not supported yet; write the same keys as JSON", path.display());
+            }
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
+            let value: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: invalid JSON", path.display()))?;
+            config.merge_json(value, &path)?;
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_files_and_reads_services() {
+        let dir = std::env::temp_dir().join(format!("weft-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("a.json"),
+            r#"{"datacenter":"east","services":[{"name":"web","port":80,"check":{"ttl":"10s"}}]}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.join("b.json"), r#"{"datacenter":"west","service":{"Name":"db","Port":5432}}"#).unwrap();
+        let c = FileConfig::load(&[], std::slice::from_ref(&dir)).unwrap();
+        assert_eq!(c.datacenter.as_deref(), Some("west"));
+        assert_eq!(c.services.len(), 2);
+        assert_eq!(c.services[0].check.as_ref().unwrap().ttl, Some(Duration::from_secs(10)));
+        std::fs::write(dir.join("c.json"), r#"{"datacenter": 5}"#).unwrap();
+        assert!(FileConfig::load(&[], std::slice::from_ref(&dir)).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
