@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use weft_types::duration::format_duration;
 use weft_types::service::ServiceAddress;
-use weft_types::{CheckDefinition, CheckKind, HealthCheck, NodeService, ServiceDefinition, Weights};
+use weft_types::{
+    CheckDefinition, CheckKind, HealthCheck, NodeService, ServiceDefinition, Weights,
+};
 
 const MAX_META_PAIRS: usize = 64;
 const MAX_META_KEY: usize = 128;
@@ -22,7 +24,10 @@ pub fn build_service(def: &ServiceDefinition) -> Result<NodeService, AgentError>
         return Err(bad("Missing service name"));
     }
     if def.namespace.len() > 1 && def.namespace != "default" {
-        return Err(bad(format!("Invalid namespace {:?}: namespaces are a Consul Enterprise feature", def.namespace)));
+        return Err(bad(format!(
+            "Invalid namespace {:?}: namespaces are a Consul Enterprise feature",
+            def.namespace
+        )));
     }
     if matches!(def.address.as_str(), "0.0.0.0" | "::" | "[::]") {
         return Err(bad("Invalid service address"));
@@ -32,7 +37,9 @@ pub fn build_service(def: &ServiceDefinition) -> Result<NodeService, AgentError>
             return Err(bad("Invalid Weights: Passing must be greater than 0"));
         }
         if w.warning < 0 {
-            return Err(bad("Invalid Weights: Warning must be greater or equal than 0"));
+            return Err(bad(
+                "Invalid Weights: Warning must be greater or equal than 0",
+            ));
         }
     }
     validate_meta(&def.meta).map_err(|e| bad(format!("Invalid Service Meta: {e}")))?;
@@ -40,9 +47,15 @@ pub fn build_service(def: &ServiceDefinition) -> Result<NodeService, AgentError>
         "" => {}
         "connect-proxy" => {
             if def.port == 0 && def.socket_path.is_empty() {
-                return Err(bad("Validation failed: Port or SocketPath must be set for a connect-proxy"));
+                return Err(bad(
+                    "Validation failed: Port or SocketPath must be set for a connect-proxy",
+                ));
             }
-            let dest = def.proxy.as_ref().map(|p| p.destination_service_name.as_str()).unwrap_or("");
+            let dest = def
+                .proxy
+                .as_ref()
+                .map(|p| p.destination_service_name.as_str())
+                .unwrap_or("");
             if dest.is_empty() {
                 return Err(bad(
                     "Validation failed: Proxy.DestinationServiceName must be non-empty for Connect proxy services",
@@ -54,10 +67,18 @@ pub fn build_service(def: &ServiceDefinition) -> Result<NodeService, AgentError>
     }
     let native = def.connect.as_ref().is_some_and(|c| c.native);
     if native && def.port == 0 && def.socket_path.is_empty() {
-        return Err(bad("Validation failed: Port or SocketPath must be set for a Connect native service."));
+        return Err(bad(
+            "Validation failed: Port or SocketPath must be set for a Connect native service.",
+        ));
     }
-    if def.connect.as_ref().is_some_and(|c| c.sidecar_service.is_some()) {
-        return Err(bad("Connect.SidecarService registration is not available in this build of Weft yet"));
+    if def
+        .connect
+        .as_ref()
+        .is_some_and(|c| c.sidecar_service.is_some())
+    {
+        return Err(bad(
+            "Connect.SidecarService registration is not available in this build of Weft yet",
+        ));
     }
     let mut tagged = def.tagged_addresses.clone();
     if let Ok(ip) = def.address.parse::<IpAddr>() {
@@ -65,12 +86,19 @@ pub fn build_service(def: &ServiceDefinition) -> Result<NodeService, AgentError>
         for scope in ["lan", "wan"] {
             tagged
                 .entry(format!("{scope}_{family}"))
-                .or_insert_with(|| ServiceAddress { address: def.address.clone(), port: def.port });
+                .or_insert_with(|| ServiceAddress {
+                    address: def.address.clone(),
+                    port: def.port,
+                });
         }
     }
     Ok(NodeService {
         kind: def.kind.clone(),
-        id: if def.id.is_empty() { def.name.clone() } else { def.id.clone() },
+        id: if def.id.is_empty() {
+            def.name.clone()
+        } else {
+            def.id.clone()
+        },
         service: def.name.clone(),
         tags: def.tags.clone(),
         address: def.address.clone(),
@@ -88,23 +116,34 @@ pub fn build_service(def: &ServiceDefinition) -> Result<NodeService, AgentError>
 
 fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), String> {
     if meta.len() > MAX_META_PAIRS {
-        return Err(format!("Node metadata cannot contain more than {MAX_META_PAIRS} key/value pairs"));
+        return Err(format!(
+            "Node metadata cannot contain more than {MAX_META_PAIRS} key/value pairs"
+        ));
     }
     for (k, v) in meta {
         if k.is_empty() {
             return Err("Key cannot be blank".into());
         }
         if k.len() > MAX_META_KEY {
-            return Err(format!("Key is too long (limit: {MAX_META_KEY} characters)"));
+            return Err(format!(
+                "Key is too long (limit: {MAX_META_KEY} characters)"
+            ));
         }
-        if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if !k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(format!("Key contains invalid characters: {k:?}"));
         }
         if k.starts_with("consul-") {
-            return Err(format!("Key prefix 'consul-' is reserved for internal use: {k:?}"));
+            return Err(format!(
+                "Key prefix 'consul-' is reserved for internal use: {k:?}"
+            ));
         }
         if v.len() > MAX_META_VALUE {
-            return Err(format!("Value is too long (limit: {MAX_META_VALUE} characters)"));
+            return Err(format!(
+                "Value is too long (limit: {MAX_META_VALUE} characters)"
+            ));
         }
     }
     Ok(())
@@ -120,8 +159,11 @@ pub fn service_checks(def: &ServiceDefinition, svc: &NodeService) -> Vec<CheckDe
         .map(|(i, c)| {
             let mut c = c.clone();
             if c.check_id.is_empty() {
-                c.check_id =
-                    if several { format!("service:{}:{}", svc.id, i + 1) } else { format!("service:{}", svc.id) };
+                c.check_id = if several {
+                    format!("service:{}:{}", svc.id, i + 1)
+                } else {
+                    format!("service:{}", svc.id)
+                };
             }
             if c.name.is_empty() {
                 c.name = format!("Service '{}' check", svc.service);
@@ -142,12 +184,18 @@ pub fn build_check(
     let kind = def.kind().map_err(|e| bad(e.to_string()))?;
     let status = def.initial_status().map_err(|e| bad(e.to_string()))?;
     let interval = match &kind {
-        CheckKind::Http { interval, .. } | CheckKind::Tcp { interval, .. } => format_duration(*interval),
+        CheckKind::Http { interval, .. } | CheckKind::Tcp { interval, .. } => {
+            format_duration(*interval)
+        }
         _ => String::new(),
     };
     let check = HealthCheck {
         node: node.to_string(),
-        check_id: if def.check_id.is_empty() { def.name.clone() } else { def.check_id.clone() },
+        check_id: if def.check_id.is_empty() {
+            def.name.clone()
+        } else {
+            def.check_id.clone()
+        },
         name: def.name.clone(),
         status,
         notes: def.notes.clone(),
@@ -187,18 +235,39 @@ mod tests {
         let s = build_service(&d).unwrap();
         assert_eq!(s.id, "web");
         assert_eq!(s.tagged_addresses["lan_ipv4"].address, "10.0.0.5");
-        assert_eq!(s.weights, Weights { passing: 1, warning: 1 });
+        assert_eq!(
+            s.weights,
+            Weights {
+                passing: 1,
+                warning: 1
+            }
+        );
     }
 
     #[test]
     fn validation_messages() {
         let cases = [
             (r#"{"port":1}"#, "Missing service name"),
-            (r#"{"name":"a","address":"0.0.0.0"}"#, "Invalid service address"),
-            (r#"{"name":"a","weights":{"passing":0,"warning":1}}"#, "Invalid Weights: Passing must be greater than 0"),
-            (r#"{"name":"a","meta":{"consul-x":"1"}}"#, "Invalid Service Meta:"),
-            (r#"{"name":"a","kind":"connect-proxy"}"#, "Port or SocketPath must be set for a connect-proxy"),
-            (r#"{"name":"a","kind":"connect-proxy","port":1}"#, "Proxy.DestinationServiceName must be non-empty"),
+            (
+                r#"{"name":"a","address":"0.0.0.0"}"#,
+                "Invalid service address",
+            ),
+            (
+                r#"{"name":"a","weights":{"passing":0,"warning":1}}"#,
+                "Invalid Weights: Passing must be greater than 0",
+            ),
+            (
+                r#"{"name":"a","meta":{"consul-x":"1"}}"#,
+                "Invalid Service Meta:",
+            ),
+            (
+                r#"{"name":"a","kind":"connect-proxy"}"#,
+                "Port or SocketPath must be set for a connect-proxy",
+            ),
+            (
+                r#"{"name":"a","kind":"connect-proxy","port":1}"#,
+                "Proxy.DestinationServiceName must be non-empty",
+            ),
         ];
         for (body, want) in cases {
             let err = build_service(&def(body)).unwrap_err().to_string();
@@ -208,7 +277,9 @@ mod tests {
 
     #[test]
     fn check_ids_follow_consul() {
-        let d = def(r#"{"name":"web","id":"web1","checks":[{"ttl":"10s"},{"tcp":"127.0.0.1:1","interval":"5s"}]}"#);
+        let d = def(
+            r#"{"name":"web","id":"web1","checks":[{"ttl":"10s"},{"tcp":"127.0.0.1:1","interval":"5s"}]}"#,
+        );
         let s = build_service(&d).unwrap();
         let checks = service_checks(&d, &s);
         assert_eq!(checks[0].check_id, "service:web1:1");
@@ -222,7 +293,10 @@ mod tests {
         let s = build_service(&single).unwrap();
         let c = service_checks(&single, &s);
         assert_eq!(c[0].check_id, "service:web");
-        assert_eq!(build_check(&c[0], "n1", Some(&s)).unwrap().0.status, weft_types::CheckStatus::Passing);
+        assert_eq!(
+            build_check(&c[0], "n1", Some(&s)).unwrap().0.status,
+            weft_types::CheckStatus::Passing
+        );
     }
 
     #[test]

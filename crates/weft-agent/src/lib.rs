@@ -20,7 +20,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use weft_server::Server;
 use weft_state::{Command, Registration};
-use weft_types::{CheckDefinition, CheckKind, CheckStatus, HealthCheck, Node, NodeService, ServiceDefinition};
+use weft_types::{
+    CheckDefinition, CheckKind, CheckStatus, HealthCheck, Node, NodeService, ServiceDefinition,
+};
 
 /// The node-level check every agent keeps passing while it is alive.
 pub const SERF_HEALTH: &str = "serfHealth";
@@ -89,13 +91,17 @@ impl Agent {
             meta: cfg.node_meta.clone(),
             ..Node::default()
         };
-        node.meta.entry("consul-network-segment".into()).or_default();
+        node.meta
+            .entry("consul-network-segment".into())
+            .or_default();
         node.fill_default_tagged_addresses();
         let service = cfg.server.then(|| NodeService {
             id: "consul".into(),
             service: "consul".into(),
             port: cfg.server_port,
-            meta: [("version".to_string(), weft_types::VERSION.to_string())].into_iter().collect(),
+            meta: [("version".to_string(), weft_types::VERSION.to_string())]
+                .into_iter()
+                .collect(),
             ..NodeService::default()
         });
         let serf = HealthCheck {
@@ -106,12 +112,14 @@ impl Agent {
             output: "Agent alive and reachable".into(),
             ..HealthCheck::default()
         };
-        self.inner.server.write(Command::Register(Registration {
-            node,
-            skip_node_update: false,
-            service,
-            checks: vec![serf],
-        }))?;
+        self.inner
+            .server
+            .write(Command::Register(Box::new(Registration {
+                node,
+                skip_node_update: false,
+                service,
+                checks: vec![serf],
+            })))?;
         let weak = Arc::downgrade(&self.inner);
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(runner::reap_critical_services(weak));
@@ -147,7 +155,8 @@ impl Agent {
         let check_defs = definition::service_checks(def, &service);
         let mut built = Vec::with_capacity(check_defs.len());
         for cd in &check_defs {
-            let (check, kind) = definition::build_check(cd, &self.inner.config.node_name, Some(&service))?;
+            let (check, kind) =
+                definition::build_check(cd, &self.inner.config.node_name, Some(&service))?;
             built.push((check, kind, cd.clone()));
         }
         let mut local = self.inner.local();
@@ -156,7 +165,9 @@ impl Agent {
             let stale: Vec<String> = local
                 .service_check_ids(&service.id)
                 .into_iter()
-                .filter(|id| !keep.contains(&id.as_str()) && !id.starts_with("_service_maintenance:"))
+                .filter(|id| {
+                    !keep.contains(&id.as_str()) && !id.starts_with("_service_maintenance:")
+                })
                 .collect();
             for id in stale {
                 local.checks.remove(&id);
@@ -177,15 +188,20 @@ impl Agent {
                 }
             }
             checks.push(check.clone());
-            self.inner.install_check(&mut local, check, kind, cd, source);
+            self.inner
+                .install_check(&mut local, check, kind, cd, source);
         }
-        self.inner.server.write(Command::Register(Registration {
-            node: self.own_node_stub(),
-            skip_node_update: true,
-            service: Some(service.clone()),
-            checks,
-        }))?;
-        local.services.insert(service.id.clone(), LocalService { service, source });
+        self.inner
+            .server
+            .write(Command::Register(Box::new(Registration {
+                node: self.own_node_stub(),
+                skip_node_update: true,
+                service: Some(service.clone()),
+                checks,
+            })))?;
+        local
+            .services
+            .insert(service.id.clone(), LocalService { service, source });
         drop(local);
         self.inner.notify();
         Ok(())
@@ -217,7 +233,11 @@ impl Agent {
         if def.name.is_empty() {
             return Err(AgentError::BadRequest("Missing check name".into()));
         }
-        if def.status.as_deref().is_some_and(|s| !s.is_empty() && s.parse::<CheckStatus>().is_err()) {
+        if def
+            .status
+            .as_deref()
+            .is_some_and(|s| !s.is_empty() && s.parse::<CheckStatus>().is_err())
+        {
             return Err(AgentError::BadRequest("Bad check status".into()));
         }
         let mut local = self.inner.local();
@@ -226,17 +246,26 @@ impl Agent {
         } else {
             match local.services.get(&def.service_id) {
                 Some(s) => Some(s.service.clone()),
-                None => return Err(AgentError::NotFound(format!("ServiceID {:?} does not exist", def.service_id))),
+                None => {
+                    return Err(AgentError::NotFound(format!(
+                        "ServiceID {:?} does not exist",
+                        def.service_id
+                    )))
+                }
             }
         };
-        let (check, kind) = definition::build_check(def, &self.inner.config.node_name, owner.as_ref())?;
-        self.inner.server.write(Command::Register(Registration {
-            node: self.own_node_stub(),
-            skip_node_update: true,
-            service: None,
-            checks: vec![check.clone()],
-        }))?;
-        self.inner.install_check(&mut local, check, kind, def.clone(), source);
+        let (check, kind) =
+            definition::build_check(def, &self.inner.config.node_name, owner.as_ref())?;
+        self.inner
+            .server
+            .write(Command::Register(Box::new(Registration {
+                node: self.own_node_stub(),
+                skip_node_update: true,
+                service: None,
+                checks: vec![check.clone()],
+            })))?;
+        self.inner
+            .install_check(&mut local, check, kind, def.clone(), source);
         drop(local);
         self.inner.notify();
         Ok(())
@@ -259,7 +288,12 @@ impl Agent {
     }
 
     /// `PUT /v1/agent/check/pass|warn|fail|update/:id`: sets a TTL check's status and restarts its timer.
-    pub fn update_ttl_check(&self, id: &str, status: CheckStatus, output: &str) -> Result<(), AgentError> {
+    pub fn update_ttl_check(
+        &self,
+        id: &str,
+        status: CheckStatus,
+        output: &str,
+    ) -> Result<(), AgentError> {
         {
             let mut local = self.inner.local();
             let Some(check) = local.checks.get_mut(id) else {
@@ -268,18 +302,34 @@ impl Agent {
                 )));
             };
             let CheckKind::Ttl(ttl) = check.kind else {
-                return Err(AgentError::Internal(format!("CheckID {id:?} does not have associated TTL")));
+                return Err(AgentError::Internal(format!(
+                    "CheckID {id:?} does not have associated TTL"
+                )));
             };
             check.ttl_deadline = Some(Instant::now() + ttl);
         }
-        let max = self.inner.local().checks.get(id).map(|c| c.definition.output_max_size).unwrap_or(0);
-        self.inner.set_check_status(id, status, &truncate_output(output, max))
+        let max = self
+            .inner
+            .local()
+            .checks
+            .get(id)
+            .map(|c| c.definition.output_max_size)
+            .unwrap_or(0);
+        self.inner
+            .set_check_status(id, status, &truncate_output(output, max))
     }
 
     /// `PUT /v1/agent/service/maintenance/:id?enable=...`.
-    pub fn service_maintenance(&self, id: &str, enable: bool, reason: &str) -> Result<(), AgentError> {
+    pub fn service_maintenance(
+        &self,
+        id: &str,
+        enable: bool,
+        reason: &str,
+    ) -> Result<(), AgentError> {
         if !self.inner.local().services.contains_key(id) {
-            return Err(AgentError::NotFound(format!("No service registered with ID {id:?}")));
+            return Err(AgentError::NotFound(format!(
+                "No service registered with ID {id:?}"
+            )));
         }
         let check_id = service_maintenance_id(id);
         if !enable {
@@ -332,11 +382,31 @@ impl Agent {
     }
 
     /// Replaces the registrations that came from config files with `services` and `checks` (start and reload).
-    pub fn apply_config(&self, services: &[ServiceDefinition], checks: &[CheckDefinition]) -> Result<(), AgentError> {
-        let wanted_services: Vec<String> =
-            services.iter().map(|s| if s.id.is_empty() { s.name.clone() } else { s.id.clone() }).collect();
-        let wanted_checks: Vec<String> =
-            checks.iter().map(|c| if c.check_id.is_empty() { c.name.clone() } else { c.check_id.clone() }).collect();
+    pub fn apply_config(
+        &self,
+        services: &[ServiceDefinition],
+        checks: &[CheckDefinition],
+    ) -> Result<(), AgentError> {
+        let wanted_services: Vec<String> = services
+            .iter()
+            .map(|s| {
+                if s.id.is_empty() {
+                    s.name.clone()
+                } else {
+                    s.id.clone()
+                }
+            })
+            .collect();
+        let wanted_checks: Vec<String> = checks
+            .iter()
+            .map(|c| {
+                if c.check_id.is_empty() {
+                    c.name.clone()
+                } else {
+                    c.check_id.clone()
+                }
+            })
+            .collect();
         let (stale_services, stale_checks) = {
             let local = self.inner.local();
             let s: Vec<String> = local
@@ -372,18 +442,38 @@ impl Agent {
     // ---- local reads ----
 
     pub fn services(&self) -> Vec<NodeService> {
-        self.inner.local().services.values().map(|s| s.service.clone()).collect()
+        self.inner
+            .local()
+            .services
+            .values()
+            .map(|s| s.service.clone())
+            .collect()
     }
 
     pub fn service(&self, id: &str) -> Option<NodeService> {
-        self.inner.local().services.get(id).map(|s| s.service.clone())
+        self.inner
+            .local()
+            .services
+            .get(id)
+            .map(|s| s.service.clone())
     }
 
     pub fn checks(&self) -> Vec<HealthCheck> {
-        let mut checks: Vec<HealthCheck> = self.inner.local().checks.values().map(|c| c.check.clone()).collect();
+        let mut checks: Vec<HealthCheck> = self
+            .inner
+            .local()
+            .checks
+            .values()
+            .map(|c| c.check.clone())
+            .collect();
         // The agent's own node check lives in the catalog; show it here as Consul does.
         let store = self.inner.server.read();
-        checks.extend(store.node_checks(&self.inner.config.node_name).filter(|c| c.check_id == SERF_HEALTH).cloned());
+        checks.extend(
+            store
+                .node_checks(&self.inner.config.node_name)
+                .filter(|c| c.check_id == SERF_HEALTH)
+                .cloned(),
+        );
         checks
     }
 
@@ -399,7 +489,10 @@ impl Agent {
     }
 
     fn own_node_stub(&self) -> Node {
-        Node { node: self.inner.config.node_name.clone(), ..Node::default() }
+        Node {
+            node: self.inner.config.node_name.clone(),
+            ..Node::default()
+        }
     }
 }
 
@@ -426,18 +519,38 @@ impl Inner {
         };
         let critical_since = (check.status == CheckStatus::Critical).then(Instant::now);
         let id = check.check_id.clone();
-        let runner = runner::spawn(Arc::downgrade(self), id.clone(), kind.clone(), definition.clone());
+        let runner = runner::spawn(
+            Arc::downgrade(self),
+            id.clone(),
+            kind.clone(),
+            definition.clone(),
+        );
         local.checks.insert(
             id,
-            LocalCheck { check, definition, kind, source, ttl_deadline, critical_since, runner },
+            LocalCheck {
+                check,
+                definition,
+                kind,
+                source,
+                ttl_deadline,
+                critical_since,
+                runner,
+            },
         );
     }
 
     /// Records a check's new status and output, and writes it to the catalog when either changed.
-    pub(crate) fn set_check_status(&self, id: &str, status: CheckStatus, output: &str) -> Result<(), AgentError> {
+    pub(crate) fn set_check_status(
+        &self,
+        id: &str,
+        status: CheckStatus,
+        output: &str,
+    ) -> Result<(), AgentError> {
         {
             let mut local = self.local();
-            let Some(check) = local.checks.get_mut(id) else { return Ok(()) };
+            let Some(check) = local.checks.get_mut(id) else {
+                return Ok(());
+            };
             if check.check.status == status && check.check.output == output {
                 return Ok(());
             }

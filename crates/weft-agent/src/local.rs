@@ -48,6 +48,10 @@ pub struct LocalState {
 
 impl LocalState {
     pub fn service_check_ids(&self, service_id: &str) -> Vec<String> {
-        self.checks.values().filter(|c| c.check.service_id == service_id).map(|c| c.check.check_id.clone()).collect()
+        self.checks
+            .values()
+            .filter(|c| c.check.service_id == service_id)
+            .map(|c| c.check.check_id.clone())
+            .collect()
     }
 }

@@ -10,12 +10,19 @@ use weft_types::{CheckDefinition, CheckKind, CheckStatus};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) fn spawn(agent: Weak<Inner>, id: String, kind: CheckKind, def: CheckDefinition) -> Option<AbortHandle> {
+pub(crate) fn spawn(
+    agent: Weak<Inner>,
+    id: String,
+    kind: CheckKind,
+    def: CheckDefinition,
+) -> Option<AbortHandle> {
     tokio::runtime::Handle::try_current().ok()?;
     let handle = match kind {
         CheckKind::Ttl(ttl) => tokio::spawn(run_ttl(agent, id, ttl)),
         CheckKind::Http { url, interval } => tokio::spawn(run_http(agent, id, url, interval, def)),
-        CheckKind::Tcp { address, interval } => tokio::spawn(run_tcp(agent, id, address, interval, def)),
+        CheckKind::Tcp { address, interval } => {
+            tokio::spawn(run_tcp(agent, id, address, interval, def))
+        }
         CheckKind::AliasService(service) => tokio::spawn(run_alias(agent, id, service)),
         CheckKind::Manual => return None,
     };
@@ -46,11 +53,23 @@ async fn run_ttl(agent: Weak<Inner>, id: String, ttl: Duration) {
     }
 }
 
-async fn run_http(agent: Weak<Inner>, id: String, url: String, interval: Duration, def: CheckDefinition) {
+async fn run_http(
+    agent: Weak<Inner>,
+    id: String,
+    url: String,
+    interval: Duration,
+    def: CheckDefinition,
+) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let timeout = def.timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_TIMEOUT);
-    let redirects =
-        if def.disable_redirects { reqwest::redirect::Policy::none() } else { reqwest::redirect::Policy::limited(10) };
+    let timeout = def
+        .timeout
+        .filter(|t| !t.is_zero())
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let redirects = if def.disable_redirects {
+        reqwest::redirect::Policy::none()
+    } else {
+        reqwest::redirect::Policy::limited(10)
+    };
     let client = match reqwest::Client::builder()
         .timeout(timeout)
         .redirect(redirects)
@@ -60,17 +79,29 @@ async fn run_http(agent: Weak<Inner>, id: String, url: String, interval: Duratio
         Ok(c) => c,
         Err(e) => {
             if let Some(inner) = agent.upgrade() {
-                report(&inner, &id, CheckStatus::Critical, &format!("cannot build HTTP client: {e}"));
+                report(
+                    &inner,
+                    &id,
+                    CheckStatus::Critical,
+                    &format!("cannot build HTTP client: {e}"),
+                );
             }
             return;
         }
     };
-    let method_name = if def.method.is_empty() { "GET".to_string() } else { def.method.to_uppercase() };
-    let method = reqwest::Method::from_bytes(method_name.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let method_name = if def.method.is_empty() {
+        "GET".to_string()
+    } else {
+        def.method.to_uppercase()
+    };
+    let method =
+        reqwest::Method::from_bytes(method_name.as_bytes()).unwrap_or(reqwest::Method::GET);
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
-        let mut request = client.request(method.clone(), &url).header("User-Agent", "Weft Health Check");
+        let mut request = client
+            .request(method.clone(), &url)
+            .header("User-Agent", "Weft Health Check");
         for (name, values) in &def.header {
             for value in values {
                 request = request.header(name.as_str(), value.as_str());
@@ -90,7 +121,10 @@ async fn run_http(agent: Weak<Inner>, id: String, url: String, interval: Duratio
                 } else {
                     CheckStatus::Critical
                 };
-                (status, format!("HTTP {method_name} {url}: {code} Output: {body}"))
+                (
+                    status,
+                    format!("HTTP {method_name} {url}: {code} Output: {body}"),
+                )
             }
             Err(e) => (CheckStatus::Critical, format!("Get \"{url}\": {e}")),
         };
@@ -100,16 +134,32 @@ async fn run_http(agent: Weak<Inner>, id: String, url: String, interval: Duratio
     }
 }
 
-async fn run_tcp(agent: Weak<Inner>, id: String, address: String, interval: Duration, def: CheckDefinition) {
-    let timeout = def.timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_TIMEOUT);
+async fn run_tcp(
+    agent: Weak<Inner>,
+    id: String,
+    address: String,
+    interval: Duration,
+    def: CheckDefinition,
+) {
+    let timeout = def
+        .timeout
+        .filter(|t| !t.is_zero())
+        .unwrap_or(DEFAULT_TIMEOUT);
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
-        let attempt = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address.as_str())).await;
+        let attempt =
+            tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address.as_str())).await;
         let (status, output) = match attempt {
-            Ok(Ok(_)) => (CheckStatus::Passing, format!("TCP connect {address}: Success")),
+            Ok(Ok(_)) => (
+                CheckStatus::Passing,
+                format!("TCP connect {address}: Success"),
+            ),
             Ok(Err(e)) => (CheckStatus::Critical, format!("dial tcp {address}: {e}")),
-            Err(_) => (CheckStatus::Critical, format!("dial tcp {address}: i/o timeout")),
+            Err(_) => (
+                CheckStatus::Critical,
+                format!("dial tcp {address}: i/o timeout"),
+            ),
         };
         let Some(inner) = agent.upgrade() else { return };
         report(&inner, &id, status, &output);
@@ -127,14 +177,20 @@ async fn run_alias(agent: Weak<Inner>, id: String, service_id: String) {
         let (status, output) = {
             let local = inner.local();
             if !local.services.contains_key(&service_id) {
-                (CheckStatus::Critical, format!("Service {service_id} could not be found on this agent"))
+                (
+                    CheckStatus::Critical,
+                    format!("Service {service_id} could not be found on this agent"),
+                )
             } else {
                 let worst = local
                     .checks
                     .values()
                     .filter(|c| c.check.check_id != id && c.check.service_id == service_id)
                     .fold(CheckStatus::Passing, |acc, c| acc.worst(c.check.status));
-                (worst, format!("All checks of service {service_id} are {worst}"))
+                (
+                    worst,
+                    format!("All checks of service {service_id} are {worst}"),
+                )
             }
         };
         report(&inner, &id, status, &output);
@@ -158,19 +214,28 @@ pub(crate) async fn reap_critical_services(agent: Weak<Inner>) {
                 .checks
                 .values()
                 .filter(|c| !c.check.service_id.is_empty())
-                .filter(|c| match (c.definition.deregister_critical_service_after, c.critical_since) {
-                    (Some(after), Some(since)) => now.duration_since(since) >= after,
-                    _ => false,
+                .filter(|c| {
+                    match (
+                        c.definition.deregister_critical_service_after,
+                        c.critical_since,
+                    ) {
+                        (Some(after), Some(since)) => now.duration_since(since) >= after,
+                        _ => false,
+                    }
                 })
                 .map(|c| c.check.service_id.clone())
                 .collect()
         };
         for service_id in doomed {
             tracing::info!(service = %service_id, "check critical past DeregisterCriticalServiceAfter; deregistering");
-            let agent = crate::Agent { inner: inner.clone() };
+            let agent = crate::Agent {
+                inner: inner.clone(),
+            };
             match agent.deregister_service(&service_id) {
                 Ok(()) | Err(AgentError::NotFound(_)) => {}
-                Err(e) => tracing::warn!(service = %service_id, error = %e, "could not reap service"),
+                Err(e) => {
+                    tracing::warn!(service = %service_id, error = %e, "could not reap service")
+                }
             }
         }
     }

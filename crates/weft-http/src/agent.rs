@@ -10,7 +10,9 @@ use std::hash::{Hash, Hasher};
 use tokio::time::Instant;
 use weft_agent::Source;
 use weft_types::views::AgentService;
-use weft_types::{CheckDefinition, CheckStatus, HealthCheck, NodeService, ServiceDefinition, VERSION};
+use weft_types::{
+    CheckDefinition, CheckStatus, HealthCheck, NodeService, ServiceDefinition, VERSION,
+};
 
 fn member(ctx: &Ctx) -> Value {
     let cfg = ctx.state.agent.config();
@@ -35,7 +37,10 @@ fn member(ctx: &Ctx) -> Value {
 
 pub async fn self_(ctx: Ctx) -> Result<Reply, ApiError> {
     let cfg = ctx.state.agent.config();
-    let (services, checks) = (ctx.state.agent.services().len(), ctx.state.agent.checks().len());
+    let (services, checks) = (
+        ctx.state.agent.services().len(),
+        ctx.state.agent.checks().len(),
+    );
     let last_index = ctx.state.agent.server().read().last_index();
     let body = json!({
         "Config": {
@@ -59,7 +64,9 @@ pub async fn self_(ctx: Ctx) -> Result<Reply, ApiError> {
 
 pub async fn members(ctx: Ctx) -> Result<Reply, ApiError> {
     if ctx.param("segment").is_some_and(|s| !s.is_empty()) && ctx.flag("wan") {
-        return Err(ApiError::bad_request("Cannot provide a segment with wan=true"));
+        return Err(ApiError::bad_request(
+            "Cannot provide a segment with wan=true",
+        ));
     }
     Ok(ctx.json(&json!([member(&ctx)])))
 }
@@ -76,8 +83,13 @@ pub async fn services(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
     let filter = ctx.filter()?;
     let dc = ctx.datacenter().to_string();
-    let map: Map<String, Value> =
-        ctx.state.agent.services().iter().map(|s| (s.id.clone(), agent_service_json(s, &dc))).collect();
+    let map: Map<String, Value> = ctx
+        .state
+        .agent
+        .services()
+        .iter()
+        .map(|s| (s.id.clone(), agent_service_json(s, &dc)))
+        .collect();
     Ok(ctx.json(&Value::Object(filter_map(map, &filter))))
 }
 
@@ -104,7 +116,9 @@ pub async fn service(ctx: Ctx) -> Result<Reply, ApiError> {
             .ok_or_else(|| ApiError::not_found(format!("unknown service ID: {id}")))?;
         let mut value = agent_service_json(&svc, ctx.datacenter());
         let hash = content_hash(&value);
-        let unchanged = want_hash.as_deref().is_some_and(|h| !h.is_empty() && h == hash);
+        let unchanged = want_hash
+            .as_deref()
+            .is_some_and(|h| !h.is_empty() && h == hash);
         if !unchanged || !wait_local_change(&mut changes, deadline).await {
             if let Value::Object(map) = &mut value {
                 map.insert("ContentHash".into(), Value::String(hash.clone()));
@@ -120,7 +134,9 @@ pub async fn register_service(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
     let def: ServiceDefinition = ctx.decode()?;
     let replace = ctx.flag("replace-existing-checks");
-    ctx.state.agent.register_service(&def, replace, Source::Api)?;
+    ctx.state
+        .agent
+        .register_service(&def, replace, Source::Api)?;
     Ok(Reply::empty())
 }
 
@@ -136,7 +152,9 @@ fn enable_param(ctx: &Ctx) -> Result<bool, ApiError> {
         Some(v) => match v {
             "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(true),
             "false" | "0" | "f" | "F" | "FALSE" | "False" => Ok(false),
-            other => Err(ApiError::bad_request(format!("Invalid value for enable: {other:?}"))),
+            other => Err(ApiError::bad_request(format!(
+                "Invalid value for enable: {other:?}"
+            ))),
         },
     }
 }
@@ -144,13 +162,17 @@ fn enable_param(ctx: &Ctx) -> Result<bool, ApiError> {
 pub async fn service_maintenance(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.required_rest("service id")?;
     let enable = enable_param(&ctx)?;
-    ctx.state.agent.service_maintenance(&id, enable, ctx.param("reason").unwrap_or(""))?;
+    ctx.state
+        .agent
+        .service_maintenance(&id, enable, ctx.param("reason").unwrap_or(""))?;
     Ok(Reply::empty())
 }
 
 pub async fn node_maintenance(ctx: Ctx) -> Result<Reply, ApiError> {
     let enable = enable_param(&ctx)?;
-    ctx.state.agent.node_maintenance(enable, ctx.param("reason").unwrap_or(""))?;
+    ctx.state
+        .agent
+        .node_maintenance(enable, ctx.param("reason").unwrap_or(""))?;
     Ok(Reply::empty())
 }
 
@@ -162,7 +184,12 @@ pub async fn checks(ctx: Ctx) -> Result<Reply, ApiError> {
         .agent
         .checks()
         .into_iter()
-        .map(|c| (c.check_id.clone(), serde_json::to_value(&c).unwrap_or(Value::Null)))
+        .map(|c| {
+            (
+                c.check_id.clone(),
+                serde_json::to_value(&c).unwrap_or(Value::Null),
+            )
+        })
         .collect();
     Ok(ctx.json(&Value::Object(filter_map(map, &filter))))
 }
@@ -182,7 +209,9 @@ pub async fn deregister_check(ctx: Ctx) -> Result<Reply, ApiError> {
 
 async fn set_ttl(ctx: Ctx, status: CheckStatus) -> Result<Reply, ApiError> {
     let id = ctx.required_rest("check id")?;
-    ctx.state.agent.update_ttl_check(&id, status, ctx.param("note").unwrap_or(""))?;
+    ctx.state
+        .agent
+        .update_ttl_check(&id, status, ctx.param("note").unwrap_or(""))?;
     Ok(Reply::empty())
 }
 
@@ -212,13 +241,19 @@ pub async fn check_update(ctx: Ctx) -> Result<Reply, ApiError> {
         .status
         .parse()
         .map_err(|_| ApiError::bad_request(format!("Invalid check status: '{}'", update.status)))?;
-    ctx.state.agent.update_ttl_check(&id, status, &update.output)?;
+    ctx.state
+        .agent
+        .update_ttl_check(&id, status, &update.output)?;
     Ok(Reply::empty())
 }
 
 fn wants_text(ctx: &Ctx) -> bool {
     ctx.param("format") == Some("text")
-        || ctx.headers.get("accept").and_then(|v| v.to_str().ok()).is_some_and(|a| a.starts_with("text/plain"))
+        || ctx
+            .headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.starts_with("text/plain"))
 }
 
 fn health_status_code(status: CheckStatus) -> StatusCode {
@@ -230,7 +265,9 @@ fn health_status_code(status: CheckStatus) -> StatusCode {
 }
 
 fn aggregate(checks: &[HealthCheck]) -> CheckStatus {
-    checks.iter().fold(CheckStatus::Passing, |acc, c| acc.worst(c.status))
+    checks
+        .iter()
+        .fold(CheckStatus::Passing, |acc, c| acc.worst(c.status))
 }
 
 fn health_entry(svc: &NodeService, checks: &[HealthCheck], dc: &str) -> Value {
@@ -244,8 +281,9 @@ pub async fn health_by_id(ctx: Ctx) -> Result<Reply, ApiError> {
         if wants_text(&ctx) {
             return Ok(Reply::text(StatusCode::NOT_FOUND, reason));
         }
-        let mut reply =
-            ctx.json(&json!({"AggregatedStatus": "critical", "Service": null, "Checks": null})).with_status(StatusCode::NOT_FOUND);
+        let mut reply = ctx
+            .json(&json!({"AggregatedStatus": "critical", "Service": null, "Checks": null}))
+            .with_status(StatusCode::NOT_FOUND);
         reply.set("x-consul-reason", reason);
         return Ok(reply);
     };
@@ -278,11 +316,16 @@ pub async fn health_by_name(ctx: Ctx) -> Result<Reply, ApiError> {
         reply.set("x-consul-reason", reason);
         return Ok(reply);
     }
-    let status = instances.iter().fold(CheckStatus::Passing, |acc, (_, c)| acc.worst(aggregate(c)));
+    let status = instances
+        .iter()
+        .fold(CheckStatus::Passing, |acc, (_, c)| acc.worst(aggregate(c)));
     let mut reply = if wants_text(&ctx) {
         Reply::text(StatusCode::OK, status.as_str())
     } else {
-        let list: Vec<Value> = instances.iter().map(|(s, c)| health_entry(s, c, ctx.datacenter())).collect();
+        let list: Vec<Value> = instances
+            .iter()
+            .map(|(s, c)| health_entry(s, c, ctx.datacenter()))
+            .collect();
         ctx.json(&Value::Array(list))
     };
     reply.set("x-consul-reason", status.as_str());
@@ -291,9 +334,12 @@ pub async fn health_by_name(ctx: Ctx) -> Result<Reply, ApiError> {
 
 pub async fn reload(ctx: Ctx) -> Result<Reply, ApiError> {
     let Some(reload) = ctx.state.reload.clone() else {
-        return Err(ApiError::internal("This agent was started without config files to reload"));
+        return Err(ApiError::internal(
+            "This agent was started without config files to reload",
+        ));
     };
-    let (services, checks) = reload().map_err(|e| ApiError::internal(format!("Failed to reload configs: {e}")))?;
+    let (services, checks) =
+        reload().map_err(|e| ApiError::internal(format!("Failed to reload configs: {e}")))?;
     ctx.state.agent.apply_config(&services, &checks)?;
     Ok(Reply::empty())
 }

@@ -1,12 +1,18 @@
 //! Blocking reads: evaluate, and if the result's index has not passed the client's `?index`, park on the watches
 //! of the tables the query reads until one moves or `?wait` runs out. Evaluation happens under the store's read
-//! lock and yields JSON, so nothing borrowed escapes and filtering happens after the lock is released.
+//! lock and yields JSON, so nothing borrowed escapes the lock.
+//!
+//! Identical blocking queries (same path and query, whatever their `index`/`wait`) share one evaluation per store
+//! change through [`SharedReads`]: when a write wakes a thousand watchers of one service, the first evaluates and
+//! the rest copy its answer, so discovery storms do not multiply work on the server.
 
 use crate::ctx::{Consistency, Ctx};
 use crate::reply::{ApiError, Reply};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -19,24 +25,118 @@ where
 {
     let blocking = ctx.blocking()?;
     let server = ctx.state.agent.server();
-    let mut receivers: Vec<watch::Receiver<u64>> = tables.iter().map(|t| server.subscribe(*t)).collect();
-    let deadline = blocking.map(|b| Instant::now() + b.wait);
-    loop {
+    let Some(b) = blocking else {
+        let store = server.read();
+        return Ok(eval(&store));
+    };
+    let mut receivers: Vec<watch::Receiver<u64>> =
+        tables.iter().map(|t| server.subscribe(*t)).collect();
+    let deadline = Instant::now() + b.wait;
+    let slot = SlotGuard::join(ctx.state.shared_reads.clone(), ctx.share_key());
+    let result = loop {
         for r in receivers.iter_mut() {
             r.borrow_and_update();
         }
-        let (index, value) = {
-            let store = server.read();
-            eval(&store)
-        };
-        let (Some(b), Some(deadline)) = (blocking, deadline) else { return Ok((index, value)) };
+        let (index, value) = slot.evaluate(server, &eval);
         if index > b.min_index {
-            return Ok((index, value));
+            break (index, value);
         }
         tokio::select! {
             _ = any_changed(&mut receivers) => continue,
-            _ = tokio::time::sleep_until(deadline) => return Ok((index, value)),
+            _ = tokio::time::sleep_until(deadline) => break (index, value),
         }
+    };
+    drop(slot);
+    Ok(result)
+}
+
+/// Membership of one parked query in a shared slot; leaving happens on drop, so a client that hangs up mid-wait
+/// does not leak its slot.
+struct SlotGuard {
+    shared: Arc<SharedReads>,
+    key: String,
+    slot: Option<Arc<SharedSlot>>,
+}
+
+impl SlotGuard {
+    fn join(shared: Arc<SharedReads>, key: String) -> SlotGuard {
+        let slot = Some(shared.join(&key));
+        SlotGuard { shared, key, slot }
+    }
+
+    fn evaluate<F: Fn(&Store) -> (u64, Value)>(
+        &self,
+        server: &weft_server::Server,
+        eval: &F,
+    ) -> (u64, Value) {
+        match &self.slot {
+            Some(slot) => slot.evaluate(server, eval),
+            None => eval(&server.read()),
+        }
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.shared.leave(&self.key, slot);
+        }
+    }
+}
+
+/// The last evaluation of one query: the store index it was made at, and its result.
+#[derive(Default)]
+pub struct SharedSlot {
+    last: Mutex<Option<(u64, u64, Value)>>,
+}
+
+impl SharedSlot {
+    fn evaluate<F: Fn(&Store) -> (u64, Value)>(
+        &self,
+        server: &weft_server::Server,
+        eval: &F,
+    ) -> (u64, Value) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let store = server.read();
+        let at = store.last_index();
+        if let Some((seen, index, value)) = last.as_ref() {
+            if *seen == at {
+                return (*index, value.clone());
+            }
+        }
+        let (index, value) = eval(&store);
+        *last = Some((at, index, value.clone()));
+        (index, value)
+    }
+}
+
+/// Slots of the blocking queries in flight, by [`Ctx::share_key`]; a slot lives while a query waits on it.
+#[derive(Default)]
+pub struct SharedReads {
+    slots: Mutex<HashMap<String, Arc<SharedSlot>>>,
+}
+
+impl SharedReads {
+    fn join(&self, key: &str) -> Arc<SharedSlot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(key.to_string()).or_default().clone()
+    }
+
+    fn leave(&self, key: &str, slot: Arc<SharedSlot>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        drop(slot);
+        if slots.get(key).is_some_and(|s| Arc::strong_count(s) == 1) {
+            slots.remove(key);
+        }
+    }
+
+    /// How many distinct queries are parked (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -57,9 +157,15 @@ pub fn prepare(ctx: &Ctx) -> Result<Consistency, ApiError> {
     ctx.consistency()
 }
 
+/// One receiver's pending `changed()`.
+type ChangeWait<'a> =
+    Pin<Box<dyn Future<Output = Result<(), watch::error::RecvError>> + Send + 'a>>;
+
 async fn any_changed(receivers: &mut [watch::Receiver<u64>]) {
-    let mut waits: Vec<Pin<Box<dyn Future<Output = Result<(), watch::error::RecvError>> + Send + '_>>> =
-        receivers.iter_mut().map(|r| Box::pin(r.changed()) as Pin<Box<_>>).collect();
+    let mut waits: Vec<ChangeWait<'_>> = receivers
+        .iter_mut()
+        .map(|r| Box::pin(r.changed()) as ChangeWait<'_>)
+        .collect();
     if waits.is_empty() {
         return std::future::pending().await;
     }

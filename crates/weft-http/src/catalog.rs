@@ -65,11 +65,16 @@ pub async fn register(ctx: Ctx) -> Result<Reply, ApiError> {
     let mut checks = Vec::new();
     for c in req.check.into_iter().chain(req.checks) {
         if !c.node.is_empty() && c.node != req.node {
-            return Err(ApiError::bad_request(format!("Check node {:?} does not match {:?}", c.node, req.node)));
+            return Err(ApiError::bad_request(format!(
+                "Check node {:?} does not match {:?}",
+                c.node, req.node
+            )));
         }
         let status = match c.status.as_str() {
             "" => CheckStatus::Critical,
-            s => s.parse().map_err(|_| ApiError::bad_request(format!("Invalid check status: '{s}'")))?,
+            s => s
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("Invalid check status: '{s}'")))?,
         };
         checks.push(HealthCheck {
             node: req.node.clone(),
@@ -98,8 +103,16 @@ pub async fn register(ctx: Ctx) -> Result<Reply, ApiError> {
         ..Node::default()
     };
     node.fill_default_tagged_addresses();
-    let reg = Registration { node, skip_node_update: req.skip_node_update, service: req.service, checks };
-    ctx.state.agent.server().write(Command::Register(reg))?;
+    let reg = Registration {
+        node,
+        skip_node_update: req.skip_node_update,
+        service: req.service,
+        checks,
+    };
+    ctx.state
+        .agent
+        .server()
+        .write(Command::Register(Box::new(reg)))?;
     Ok(Reply::bool(true))
 }
 
@@ -146,7 +159,11 @@ pub async fn nodes(ctx: Ctx) -> Result<Reply, ApiError> {
     let filter = ctx.filter()?;
     let meta = ctx.node_meta();
     let (index, value) = read(&ctx, &[Table::Nodes], |s: &Store| {
-        let list: Vec<Value> = s.nodes().filter(|n| meta_matches(n, &meta)).map(to_json).collect();
+        let list: Vec<Value> = s
+            .nodes()
+            .filter(|n| meta_matches(n, &meta))
+            .map(to_json)
+            .collect();
         (s.table_index(Table::Nodes), Value::Array(list))
     })
     .await?;
@@ -169,13 +186,19 @@ pub async fn services(ctx: Ctx) -> Result<Reply, ApiError> {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
         if meta.is_empty() && filter.is_none() {
             for (name, tags) in s.service_tags() {
-                out.insert(name.to_string(), tags.into_iter().map(str::to_string).collect());
+                out.insert(
+                    name.to_string(),
+                    tags.into_iter().map(str::to_string).collect(),
+                );
             }
         } else {
             // Filters apply to the instances (ServiceNode fields), then the names and tags are gathered.
             for node in s.nodes().filter(|n| meta_matches(n, &meta)) {
                 for svc in s.node_services(&node.node) {
-                    if filter.as_ref().is_some_and(|f| !f.matches(&to_json(ServiceNode::new(node, svc)))) {
+                    if filter
+                        .as_ref()
+                        .is_some_and(|f| !f.matches(&to_json(ServiceNode::new(node, svc))))
+                    {
                         continue;
                     }
                     let tags = out.entry(svc.service.clone()).or_default();
@@ -185,7 +208,11 @@ pub async fn services(ctx: Ctx) -> Result<Reply, ApiError> {
                 }
             }
         }
-        (s.table_index(Table::Services).max(s.table_index(Table::Nodes)), to_json(out))
+        (
+            s.table_index(Table::Services)
+                .max(s.table_index(Table::Nodes)),
+            to_json(out),
+        )
     })
     .await?;
     Ok(ctx.read_meta(ctx.json(&value), index, consistency))
@@ -197,13 +224,20 @@ async fn service_nodes(ctx: Ctx, connect: bool) -> Result<Reply, ApiError> {
     let tags: Vec<String> = ctx.params("tag").into_iter().map(str::to_string).collect();
     let meta = ctx.node_meta();
     let reply = read_reply(&ctx, &[Table::Services, Table::Nodes], |s: &Store| {
-        let instances = if connect { s.connect_instances(&name) } else { s.instances(&name) };
+        let instances = if connect {
+            s.connect_instances(&name)
+        } else {
+            s.instances(&name)
+        };
         let list: Vec<Value> = instances
             .into_iter()
             .filter(|(n, svc)| meta_matches(n, &meta) && tags.iter().all(|t| svc.tags.contains(t)))
             .map(|(n, svc)| to_json(ServiceNode::new(n, svc)))
             .collect();
-        (s.service_index(&name), Value::Array(filter_list(list, &filter)))
+        (
+            s.service_index(&name),
+            Value::Array(filter_list(list, &filter)),
+        )
     })
     .await?;
     Ok(reply)
@@ -221,9 +255,16 @@ pub async fn node(ctx: Ctx) -> Result<Reply, ApiError> {
     let name = ctx.required_rest("node name")?;
     let filter = ctx.filter()?;
     read_reply(&ctx, &[Table::Nodes, Table::Services], |s: &Store| {
-        let index = s.table_index(Table::Nodes).max(s.table_index(Table::Services));
-        let Some(node) = s.node(&name) else { return (index, Value::Null) };
-        let services = NodeServices { node, services: s.node_services(&name).map(|v| (v.id.as_str(), v)).collect() };
+        let index = s
+            .table_index(Table::Nodes)
+            .max(s.table_index(Table::Services));
+        let Some(node) = s.node(&name) else {
+            return (index, Value::Null);
+        };
+        let services = NodeServices {
+            node,
+            services: s.node_services(&name).map(|v| (v.id.as_str(), v)).collect(),
+        };
         let mut value = to_json(services);
         if let Some(Value::Object(map)) = value.get_mut("Services") {
             let kept: Map<String, Value> = std::mem::take(map)
@@ -241,9 +282,16 @@ pub async fn node_services(ctx: Ctx) -> Result<Reply, ApiError> {
     let name = ctx.required_rest("node name")?;
     let filter = ctx.filter()?;
     read_reply(&ctx, &[Table::Nodes, Table::Services], |s: &Store| {
-        let index = s.table_index(Table::Nodes).max(s.table_index(Table::Services));
-        let Some(node) = s.node(&name) else { return (index, json!({"Node": null, "Services": null})) };
-        let list = NodeServiceList { node, services: s.node_services(&name).collect() };
+        let index = s
+            .table_index(Table::Nodes)
+            .max(s.table_index(Table::Services));
+        let Some(node) = s.node(&name) else {
+            return (index, json!({"Node": null, "Services": null}));
+        };
+        let list = NodeServiceList {
+            node,
+            services: s.node_services(&name).collect(),
+        };
         let mut value = to_json(list);
         if let Some(services) = value.get_mut("Services") {
             *services = filtered(std::mem::take(services), &filter);

@@ -13,6 +13,8 @@ use weft_types::duration::parse_duration;
 pub struct Ctx {
     pub state: ApiState,
     pub method: Method,
+    /// The whole decoded path (`/v1/kv/a/b`).
+    pub path: String,
     /// The path after the route's prefix, URL-decoded (`/v1/kv/a/b` → `a/b`).
     pub rest: String,
     pub query: Vec<(String, String)>,
@@ -51,12 +53,19 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 impl Ctx {
     /// The first value of a query parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of a repeatable parameter (`?tag=a&tag=b`).
     pub fn params(&self, name: &str) -> Vec<&str> {
-        self.query.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+        self.query
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// Presence-style flags: `?recurse`, `?recurse=`, `?recurse=1` all mean yes; `=false`/`=0` mean no.
@@ -90,10 +99,12 @@ impl Ctx {
             ("ns", "x-consul-namespace", "Namespaces"),
             ("partition", "x-consul-partition", "Partitions"),
         ] {
-            let value = self
-                .param(param)
-                .map(str::to_string)
-                .or_else(|| self.headers.get(header).and_then(|v| v.to_str().ok()).map(str::to_string));
+            let value = self.param(param).map(str::to_string).or_else(|| {
+                self.headers
+                    .get(header)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            });
             if let Some(v) = value {
                 if !v.is_empty() && v != "default" {
                     return Err(ApiError::bad_request(format!(
@@ -109,14 +120,20 @@ impl Ctx {
         let stale = self.param("stale").is_some();
         let consistent = self.param("consistent").is_some();
         if stale && consistent {
-            return Err(ApiError::bad_request("Cannot specify ?stale with ?consistent, conflicting semantics."));
+            return Err(ApiError::bad_request(
+                "Cannot specify ?stale with ?consistent, conflicting semantics.",
+            ));
         }
         if self.param("cached").is_some() && consistent {
-            return Err(ApiError::bad_request("Cannot specify ?cached with ?consistent, conflicting semantics."));
+            return Err(ApiError::bad_request(
+                "Cannot specify ?cached with ?consistent, conflicting semantics.",
+            ));
         }
         if let Some(ms) = self.param("max_stale") {
             if parse_duration(ms).is_err() {
-                return Err(ApiError::bad_request(format!("Invalid max_stale value {ms:?}")));
+                return Err(ApiError::bad_request(format!(
+                    "Invalid max_stale value {ms:?}"
+                )));
             }
         }
         Ok(if stale {
@@ -132,7 +149,9 @@ impl Ctx {
     pub fn blocking_wait(&self) -> Result<Duration, ApiError> {
         match self.param("wait") {
             None | Some("") => Ok(DEFAULT_WAIT),
-            Some(w) => Ok(parse_duration(w).map_err(|_| ApiError::bad_request("Invalid wait time"))?.min(MAX_WAIT)),
+            Some(w) => Ok(parse_duration(w)
+                .map_err(|_| ApiError::bad_request("Invalid wait time"))?
+                .min(MAX_WAIT)),
         }
     }
 
@@ -140,14 +159,23 @@ impl Ctx {
         let wait = self.blocking_wait()?;
         let index = match self.param("index") {
             None | Some("") => 0,
-            Some(i) => i.parse::<u64>().map_err(|_| ApiError::bad_request("Invalid index"))?,
+            Some(i) => i
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad_request("Invalid index"))?,
         };
         if index == 0 {
             return Ok(None);
         }
         let jitter_ms = (wait.as_millis() as u64) / 16;
-        let jitter = if jitter_ms > 0 { rand::rng().random_range(0..jitter_ms) } else { 0 };
-        Ok(Some(Blocking { min_index: index, wait: wait + Duration::from_millis(jitter) }))
+        let jitter = if jitter_ms > 0 {
+            rand::rng().random_range(0..jitter_ms)
+        } else {
+            0
+        };
+        Ok(Some(Blocking {
+            min_index: index,
+            wait: wait + Duration::from_millis(jitter),
+        }))
     }
 
     /// `?filter`, parsed once; a malformed expression is a 400 with the parser's reason.
@@ -155,7 +183,9 @@ impl Ctx {
         match self.param("filter") {
             None | Some("") => Ok(None),
             Some(src) => Filter::parse(src).map(Some).map_err(|e| {
-                ApiError::bad_request(format!("Failed to create boolean expression evaluator: {e}"))
+                ApiError::bad_request(format!(
+                    "Failed to create boolean expression evaluator: {e}"
+                ))
             }),
         }
     }
@@ -185,8 +215,29 @@ impl Ctx {
         weft_types::lenient::decode(&self.body).map_err(crate::reply::decode_error)
     }
 
-    pub fn decode_or_default<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+    pub fn decode_or_default<T: serde::de::DeserializeOwned + Default>(
+        &self,
+    ) -> Result<T, ApiError> {
         weft_types::lenient::decode_or_default(&self.body).map_err(crate::reply::decode_error)
+    }
+
+    /// What identifies a read for sharing one evaluation among identical blocking queries: the path and the query
+    /// without the parameters that only say how long to wait.
+    pub fn share_key(&self) -> String {
+        let mut pairs: Vec<&(String, String)> = self
+            .query
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "index" | "wait" | "hash"))
+            .collect();
+        pairs.sort();
+        let mut key = self.path.clone();
+        for (k, v) in pairs {
+            key.push('\u{1f}');
+            key.push_str(k);
+            key.push('=');
+            key.push_str(v);
+        }
+        key
     }
 
     /// The path remainder, required to be non-empty.
@@ -208,7 +259,10 @@ pub fn filter_list(items: Vec<Value>, filter: &Option<Filter>) -> Vec<Value> {
 }
 
 /// Keeps the map entries whose value a filter accepts (`/agent/services`, `/agent/checks`).
-pub fn filter_map(map: serde_json::Map<String, Value>, filter: &Option<Filter>) -> serde_json::Map<String, Value> {
+pub fn filter_map(
+    map: serde_json::Map<String, Value>,
+    filter: &Option<Filter>,
+) -> serde_json::Map<String, Value> {
     match filter {
         None => map,
         Some(f) => map.into_iter().filter(|(_, v)| f.matches(v)).collect(),

@@ -17,7 +17,10 @@ pub async fn node(ctx: Ctx) -> Result<Reply, ApiError> {
     let filter = ctx.filter()?;
     read_reply(&ctx, &[Table::Checks], |s: &Store| {
         let list: Vec<Value> = s.node_checks(&name).map(to_json).collect();
-        (s.table_index(Table::Checks), filtered(Value::Array(list), &filter))
+        (
+            s.table_index(Table::Checks),
+            filtered(Value::Array(list), &filter),
+        )
     })
     .await
 }
@@ -27,7 +30,10 @@ pub async fn checks(ctx: Ctx) -> Result<Reply, ApiError> {
     let filter = ctx.filter()?;
     read_reply(&ctx, &[Table::Checks, Table::Services], |s: &Store| {
         let list: Vec<Value> = s.service_checks(&name).into_iter().map(to_json).collect();
-        (s.service_index(&name), filtered(Value::Array(list), &filter))
+        (
+            s.service_index(&name),
+            filtered(Value::Array(list), &filter),
+        )
     })
     .await
 }
@@ -36,13 +42,23 @@ pub async fn state(ctx: Ctx) -> Result<Reply, ApiError> {
     let state = ctx.required_rest("check state")?;
     let wanted: Option<CheckStatus> = match state.as_str() {
         "any" => None,
-        other => Some(other.parse().map_err(|_| ApiError::bad_request(format!("Invalid check state: {other:?}")))?),
+        other => Some(
+            other
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("Invalid check state: {other:?}")))?,
+        ),
     };
     let filter = ctx.filter()?;
     read_reply(&ctx, &[Table::Checks], |s: &Store| {
-        let list: Vec<Value> =
-            s.all_checks().filter(|c| wanted.is_none_or(|w| c.status == w)).map(to_json).collect();
-        (s.table_index(Table::Checks), filtered(Value::Array(list), &filter))
+        let list: Vec<Value> = s
+            .all_checks()
+            .filter(|c| wanted.is_none_or(|w| c.status == w))
+            .map(to_json)
+            .collect();
+        (
+            s.table_index(Table::Checks),
+            filtered(Value::Array(list), &filter),
+        )
     })
     .await
 }
@@ -63,17 +79,26 @@ async fn service_health(ctx: Ctx, connect: bool) -> Result<Reply, ApiError> {
     let passing = passing_param(&ctx)?;
     let tags: Vec<String> = ctx.params("tag").into_iter().map(str::to_string).collect();
     let meta = ctx.node_meta();
-    read_reply(&ctx, &[Table::Services, Table::Checks, Table::Nodes], |s: &Store| {
-        let list: Vec<Value> = s
-            .check_service_nodes(&name, connect)
-            .into_iter()
-            .filter(|csn| tags.iter().all(|t| csn.service.tags.contains(t)))
-            .filter(|csn| meta.iter().all(|(k, v)| csn.node.meta.get(k) == Some(v)))
-            .filter(|csn| !passing || csn.checks.iter().all(|c| c.status == CheckStatus::Passing))
-            .map(to_json)
-            .collect();
-        (s.service_index(&name), filtered(Value::Array(list), &filter))
-    })
+    read_reply(
+        &ctx,
+        &[Table::Services, Table::Checks, Table::Nodes],
+        |s: &Store| {
+            let list: Vec<Value> = s
+                .check_service_nodes(&name, connect)
+                .into_iter()
+                .filter(|csn| tags.iter().all(|t| csn.service.tags.contains(t)))
+                .filter(|csn| meta.iter().all(|(k, v)| csn.node.meta.get(k) == Some(v)))
+                .filter(|csn| {
+                    !passing || csn.checks.iter().all(|c| c.status == CheckStatus::Passing)
+                })
+                .map(to_json)
+                .collect();
+            (
+                s.service_index(&name),
+                filtered(Value::Array(list), &filter),
+            )
+        },
+    )
     .await
 }
 

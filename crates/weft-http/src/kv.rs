@@ -25,7 +25,11 @@ async fn get(ctx: Ctx) -> Result<Reply, ApiError> {
     if key.is_empty() && !recurse && !keys {
         return Err(ApiError::bad_request("Missing key name"));
     }
-    let separator = ctx.param("separator").or(ctx.param("seperator")).unwrap_or("").to_string();
+    let separator = ctx
+        .param("separator")
+        .or(ctx.param("seperator"))
+        .unwrap_or("")
+        .to_string();
     let (index, value) = read(&ctx, &[Table::Kv], |s: &Store| {
         let index = s.kv_index(&key);
         let value = if keys {
@@ -52,12 +56,27 @@ async fn get(ctx: Ctx) -> Result<Reply, ApiError> {
     })
     .await?;
     if value.is_null() {
-        let reply = Reply { status: StatusCode::NOT_FOUND, headers: Default::default(), body: Vec::new() };
+        let reply = Reply {
+            status: StatusCode::NOT_FOUND,
+            headers: Default::default(),
+            body: Vec::new(),
+        };
         return Ok(ctx.read_meta(reply, index, consistency));
     }
     if ctx.param("raw").is_some() && !recurse && !keys {
-        let raw = ctx.state.agent.server().read().kv_get(&key).map(|e| e.value.clone()).unwrap_or_default();
-        let mut reply = Reply { status: StatusCode::OK, headers: Default::default(), body: raw };
+        let raw = ctx
+            .state
+            .agent
+            .server()
+            .read()
+            .kv_get(&key)
+            .map(|e| e.value.clone())
+            .unwrap_or_default();
+        let mut reply = Reply {
+            status: StatusCode::OK,
+            headers: Default::default(),
+            body: raw,
+        };
         reply.set("content-type", "text/plain");
         reply.set("x-content-type-options", "nosniff");
         reply.set("content-security-policy", "sandbox");
@@ -67,14 +86,19 @@ async fn get(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 fn conflicting(ctx: &Ctx) -> ApiError {
-    let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(ctx.query.iter()).finish();
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(ctx.query.iter())
+        .finish();
     ApiError::bad_request(format!("Conflicting flags: {query}\n"))
 }
 
 fn u64_param(ctx: &Ctx, name: &str) -> Result<Option<u64>, ApiError> {
     match ctx.param(name) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| ApiError::bad_request(format!("Invalid {name} value: {v:?}"))),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("Invalid {name} value: {v:?}"))),
     }
 }
 
@@ -83,7 +107,10 @@ fn put(ctx: Ctx) -> Result<Reply, ApiError> {
     if key.is_empty() {
         return Err(ApiError::bad_request("Missing key name"));
     }
-    let present = ["cas", "acquire", "release"].iter().filter(|p| ctx.param(p).is_some()).count();
+    let present = ["cas", "acquire", "release"]
+        .iter()
+        .filter(|p| ctx.param(p).is_some())
+        .count();
     if present > 1 {
         return Err(conflicting(&ctx));
     }
@@ -100,11 +127,26 @@ fn put(ctx: Ctx) -> Result<Reply, ApiError> {
     let flags = u64_param(&ctx, "flags")?.unwrap_or(0);
     let value = ctx.body.clone();
     let op = if let Some(index) = u64_param(&ctx, "cas")? {
-        KvOp::Cas { key, value, flags, index }
+        KvOp::Cas {
+            key,
+            value,
+            flags,
+            index,
+        }
     } else if let Some(session) = ctx.param("acquire") {
-        KvOp::Lock { key, value, flags, session: session.to_string() }
+        KvOp::Lock {
+            key,
+            value,
+            flags,
+            session: session.to_string(),
+        }
     } else if let Some(session) = ctx.param("release") {
-        KvOp::Unlock { key, value, flags, session: session.to_string() }
+        KvOp::Unlock {
+            key,
+            value,
+            flags,
+            session: session.to_string(),
+        }
     } else {
         KvOp::Set { key, value, flags }
     };
@@ -132,6 +174,8 @@ fn delete(ctx: Ctx) -> Result<Reply, ApiError> {
 fn write(ctx: &Ctx, op: KvOp) -> Result<Reply, ApiError> {
     match ctx.state.agent.server().write(Command::Kv(op))? {
         ApplyResult::Bool(ok) => Ok(Reply::bool(ok)),
-        other => Err(ApiError::internal(format!("unexpected KV result {other:?}"))),
+        other => Err(ApiError::internal(format!(
+            "unexpected KV result {other:?}"
+        ))),
     }
 }

@@ -45,6 +45,8 @@ pub struct ApiState {
     pub session_ttl_min: std::time::Duration,
     /// Notified by `/v1/agent/leave` so the process can shut down after leaving.
     pub shutdown: Arc<Notify>,
+    /// Identical blocking queries share one evaluation per change.
+    pub shared_reads: Arc<blocking::SharedReads>,
 }
 
 impl ApiState {
@@ -55,6 +57,7 @@ impl ApiState {
             kv_max_value_size: 512 * 1024,
             session_ttl_min: std::time::Duration::from_secs(10),
             shutdown: Arc::new(Notify::new()),
+            shared_reads: Arc::default(),
         }
     }
 }
@@ -72,9 +75,14 @@ async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
     let mut builder = Response::builder().status(reply.status);
     if let Some(headers) = builder.headers_mut() {
         headers.extend(reply.headers);
-        headers.insert("x-consul-default-acl-policy", header::HeaderValue::from_static("allow"));
+        headers.insert(
+            "x-consul-default-acl-policy",
+            header::HeaderValue::from_static("allow"),
+        );
     }
-    builder.body(Body::from(reply.body)).unwrap_or_else(|_| Response::new(Body::empty()))
+    builder
+        .body(Body::from(reply.body))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
 /// Handles one request without sockets; tests call this (through the router) directly.
@@ -85,7 +93,10 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
         Err(_) => return Reply::text(StatusCode::BAD_REQUEST, "Invalid URL path: not valid UTF-8"),
     };
     if path.chars().any(|c| c.is_control()) {
-        return Reply::text(StatusCode::BAD_REQUEST, format!("Invalid URL path: {raw_path:?} contains unprintable characters"));
+        return Reply::text(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid URL path: {raw_path:?} contains unprintable characters"),
+        );
     }
     if path == "/" {
         let mut r = Reply::text(StatusCode::OK, "Weft agent: the HTTP API is under /v1/\n");
@@ -112,7 +123,10 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
         return r;
     }
     if !route.methods.contains(&method) {
-        let mut r = Reply::text(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} not allowed"));
+        let mut r = Reply::text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} not allowed"),
+        );
         r.set("allow", allow());
         return r;
     }
@@ -132,7 +146,15 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
             )
         }
     };
-    let ctx = Ctx { state, method, rest: rest.to_string(), query, headers, body };
+    let ctx = Ctx {
+        state,
+        method,
+        path: path.clone(),
+        rest: rest.to_string(),
+        query,
+        headers,
+        body,
+    };
     match (route.handler)(ctx).await {
         Ok(reply) => reply,
         Err(e) => e.into_reply(),

@@ -14,7 +14,11 @@ pub struct Reply {
 impl Reply {
     /// 200 with no body and no content type: what Consul's agent writes answer.
     pub fn empty() -> Reply {
-        Reply { status: StatusCode::OK, headers: HeaderMap::new(), body: Vec::new() }
+        Reply {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Vec::new(),
+        }
     }
 
     pub fn json(value: &Value, pretty: bool) -> Reply {
@@ -25,7 +29,11 @@ impl Reply {
         } else {
             serde_json::to_vec(value).unwrap_or_default()
         };
-        let mut reply = Reply { status: StatusCode::OK, headers: HeaderMap::new(), body };
+        let mut reply = Reply {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body,
+        };
         reply.set("content-type", "application/json");
         reply
     }
@@ -35,7 +43,11 @@ impl Reply {
     }
 
     pub fn text(status: StatusCode, text: impl Into<String>) -> Reply {
-        let mut reply = Reply { status, headers: HeaderMap::new(), body: text.into().into_bytes() };
+        let mut reply = Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: text.into().into_bytes(),
+        };
         reply.set("content-type", "text/plain; charset=utf-8");
         reply
     }
@@ -61,7 +73,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)

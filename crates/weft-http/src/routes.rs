@@ -33,18 +33,34 @@ fn table() -> Vec<Route> {
         route!("/v1/agent/services", [GET], agent::services),
         route!("/v1/agent/service/", [GET], agent::service),
         route!("/v1/agent/service/register", [PUT], agent::register_service),
-        route!("/v1/agent/service/deregister/", [PUT], agent::deregister_service),
-        route!("/v1/agent/service/maintenance/", [PUT], agent::service_maintenance),
+        route!(
+            "/v1/agent/service/deregister/",
+            [PUT],
+            agent::deregister_service
+        ),
+        route!(
+            "/v1/agent/service/maintenance/",
+            [PUT],
+            agent::service_maintenance
+        ),
         route!("/v1/agent/maintenance", [PUT], agent::node_maintenance),
         route!("/v1/agent/checks", [GET], agent::checks),
         route!("/v1/agent/check/register", [PUT], agent::register_check),
-        route!("/v1/agent/check/deregister/", [PUT], agent::deregister_check),
+        route!(
+            "/v1/agent/check/deregister/",
+            [PUT],
+            agent::deregister_check
+        ),
         route!("/v1/agent/check/pass/", [PUT], agent::check_pass),
         route!("/v1/agent/check/warn/", [PUT], agent::check_warn),
         route!("/v1/agent/check/fail/", [PUT], agent::check_fail),
         route!("/v1/agent/check/update/", [PUT], agent::check_update),
         route!("/v1/agent/health/service/id/", [GET], agent::health_by_id),
-        route!("/v1/agent/health/service/name/", [GET], agent::health_by_name),
+        route!(
+            "/v1/agent/health/service/name/",
+            [GET],
+            agent::health_by_name
+        ),
         route!("/v1/agent/reload", [PUT], agent::reload),
         route!("/v1/agent/leave", [PUT], agent::leave),
         route!("/v1/agent/join/", [PUT], agent::join),
@@ -89,7 +105,13 @@ fn routes() -> &'static [Route] {
 pub fn find(path: &str) -> Option<(&'static Route, &str)> {
     routes()
         .iter()
-        .filter(|r| if r.path.ends_with('/') { path.starts_with(r.path) } else { path == r.path })
+        .filter(|r| {
+            if r.path.ends_with('/') {
+                path.starts_with(r.path)
+            } else {
+                path == r.path
+            }
+        })
         .max_by_key(|r| r.path.len())
         .map(|r| (r, &path[r.path.len()..]))
 }

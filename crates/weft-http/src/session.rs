@@ -19,7 +19,11 @@ pub async fn create(ctx: Ctx) -> Result<Reply, ApiError> {
     let behavior = match req.behavior.as_deref() {
         None | Some("") | Some("release") => SessionBehavior::Release,
         Some("delete") => SessionBehavior::Delete,
-        Some(other) => return Err(ApiError::bad_request(format!("Invalid Behavior setting '{other}'"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid Behavior setting '{other}'"
+            )))
+        }
     };
     let ttl = req.ttl.filter(|t| !t.is_zero());
     if let Some(ttl) = ttl {
@@ -33,7 +37,10 @@ pub async fn create(ctx: Ctx) -> Result<Reply, ApiError> {
             )));
         }
     }
-    let lock_delay = req.lock_delay.unwrap_or(DEFAULT_LOCK_DELAY).min(MAX_LOCK_DELAY);
+    let lock_delay = req
+        .lock_delay
+        .unwrap_or(DEFAULT_LOCK_DELAY)
+        .min(MAX_LOCK_DELAY);
     let node_checks = match (req.node_checks, req.checks) {
         (Some(c), _) => c,
         (None, Some(c)) => c,
@@ -42,7 +49,11 @@ pub async fn create(ctx: Ctx) -> Result<Reply, ApiError> {
     let session = Session {
         id: weft_types::ids::new_uuid(),
         name: req.name,
-        node: if req.node.is_empty() { ctx.state.agent.config().node_name.clone() } else { req.node },
+        node: if req.node.is_empty() {
+            ctx.state.agent.config().node_name.clone()
+        } else {
+            req.node
+        },
         lock_delay: lock_delay.as_nanos() as u64,
         behavior,
         ttl: ttl.map(format_duration).unwrap_or_default(),
@@ -62,7 +73,10 @@ pub async fn create(ctx: Ctx) -> Result<Reply, ApiError> {
 pub async fn destroy(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
     let id = ctx.required_rest("session")?;
-    ctx.state.agent.server().write(Command::SessionDestroy { id })?;
+    ctx.state
+        .agent
+        .server()
+        .write(Command::SessionDestroy { id })?;
     Ok(Reply::bool(true))
 }
 
@@ -81,23 +95,38 @@ pub async fn renew(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 fn list_json<'a>(sessions: impl Iterator<Item = &'a Session>) -> Value {
-    Value::Array(sessions.map(|s| serde_json::to_value(s).unwrap_or(Value::Null)).collect())
+    Value::Array(
+        sessions
+            .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
+            .collect(),
+    )
 }
 
 pub async fn info(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.required_rest("session")?;
     read_reply(&ctx, &[Table::Sessions], |s: &Store| {
-        (s.table_index(Table::Sessions), list_json(s.session(&id).into_iter()))
+        (
+            s.table_index(Table::Sessions),
+            list_json(s.session(&id).into_iter()),
+        )
     })
     .await
 }
 
 pub async fn node(ctx: Ctx) -> Result<Reply, ApiError> {
     let node = ctx.required_rest("node")?;
-    read_reply(&ctx, &[Table::Sessions], |s: &Store| (s.table_index(Table::Sessions), list_json(s.node_sessions(&node))))
-        .await
+    read_reply(&ctx, &[Table::Sessions], |s: &Store| {
+        (
+            s.table_index(Table::Sessions),
+            list_json(s.node_sessions(&node)),
+        )
+    })
+    .await
 }
 
 pub async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
-    read_reply(&ctx, &[Table::Sessions], |s: &Store| (s.table_index(Table::Sessions), list_json(s.sessions()))).await
+    read_reply(&ctx, &[Table::Sessions], |s: &Store| {
+        (s.table_index(Table::Sessions), list_json(s.sessions()))
+    })
+    .await
 }

@@ -55,16 +55,32 @@ impl TestApi {
             server,
         );
         agent.start().unwrap();
-        TestApi { state: ApiState::new(agent) }
+        TestApi {
+            state: ApiState::new(agent),
+        }
     }
 
     pub async fn call(&self, method: &str, uri: &str, body: &str) -> Answer {
-        let req = Request::builder().method(method).uri(uri).body(Body::from(body.to_string())).unwrap();
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from(body.to_string()))
+            .unwrap();
         let resp = router(self.state.clone()).oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
-        Answer { status, headers, body }
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Answer {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, uri: &str) -> Answer {
@@ -107,7 +123,11 @@ fn normalize(mut v: Value) -> Value {
 }
 
 fn assert_read_meta(a: &Answer) {
-    let index: u64 = a.header("x-consul-index").expect("X-Consul-Index").parse().unwrap();
+    let index: u64 = a
+        .header("x-consul-index")
+        .expect("X-Consul-Index")
+        .parse()
+        .unwrap();
     assert!(index > 0);
     assert_eq!(a.header("x-consul-knownleader"), Some("true"));
     assert_eq!(a.header("x-consul-lastcontact"), Some("0"));
@@ -142,7 +162,10 @@ fn web_tagged() -> Value {
 #[tokio::test]
 async fn agent_services_golden() {
     let api = TestApi::new();
-    assert_eq!(api.put("/v1/agent/service/register", WEB).await.status, StatusCode::OK);
+    assert_eq!(
+        api.put("/v1/agent/service/register", WEB).await.status,
+        StatusCode::OK
+    );
     let a = api.get("/v1/agent/services").await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(
@@ -155,7 +178,10 @@ async fn agent_services_golden() {
     let hash = one.header("x-consul-contenthash").unwrap().to_string();
     assert_eq!(one.json()["ContentHash"], json!(hash));
     let missing = api.get("/v1/agent/service/nope").await;
-    assert_eq!((missing.status, missing.text()), (StatusCode::NOT_FOUND, "unknown service ID: nope".into()));
+    assert_eq!(
+        (missing.status, missing.text()),
+        (StatusCode::NOT_FOUND, "unknown service ID: nope".into())
+    );
 }
 
 #[tokio::test]
@@ -168,16 +194,31 @@ async fn agent_checks_and_health_golden() {
     let h = api.get("/v1/agent/health/service/id/web1").await;
     assert_eq!(h.status, StatusCode::OK);
     assert_eq!(h.json()["AggregatedStatus"], "passing");
-    api.put("/v1/agent/check/warn/service:web1?note=slow", "").await;
-    let h = api.get("/v1/agent/health/service/name/web?format=text").await;
-    assert_eq!((h.status, h.text()), (StatusCode::TOO_MANY_REQUESTS, "warning".into()));
+    api.put("/v1/agent/check/warn/service:web1?note=slow", "")
+        .await;
+    let h = api
+        .get("/v1/agent/health/service/name/web?format=text")
+        .await;
+    assert_eq!(
+        (h.status, h.text()),
+        (StatusCode::TOO_MANY_REQUESTS, "warning".into())
+    );
     api.put("/v1/agent/check/fail/service:web1", "").await;
-    assert_eq!(api.get("/v1/agent/health/service/id/web1").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        api.get("/v1/agent/health/service/id/web1").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     let unknown = api.get("/v1/agent/health/service/id/zzz").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
-    assert_eq!(unknown.json(), json!({"AggregatedStatus":"critical","Service":null,"Checks":null}));
+    assert_eq!(
+        unknown.json(),
+        json!({"AggregatedStatus":"critical","Service":null,"Checks":null})
+    );
     let unknown = api.get("/v1/agent/health/service/name/zzz").await;
-    assert_eq!((unknown.status, unknown.json()), (StatusCode::NOT_FOUND, json!([])));
+    assert_eq!(
+        (unknown.status, unknown.json()),
+        (StatusCode::NOT_FOUND, json!([]))
+    );
 }
 
 #[tokio::test]
@@ -205,20 +246,38 @@ async fn catalog_golden() {
             "ServiceProxy":{"Mode":"","MeshGateway":{},"Expose":{}},"ServiceConnect":{},"ServiceLocality":null,
             "CreateIndex":0,"ModifyIndex":0}])
     );
-    assert_eq!(api.get("/v1/catalog/service/web?tag=v2").await.json(), json!([]));
-    assert_eq!(api.get("/v1/catalog/service/nothing").await.json(), json!([]));
-    assert_eq!(api.get("/v1/catalog/datacenters").await.json(), json!(["dc1"]));
+    assert_eq!(
+        api.get("/v1/catalog/service/web?tag=v2").await.json(),
+        json!([])
+    );
+    assert_eq!(
+        api.get("/v1/catalog/service/nothing").await.json(),
+        json!([])
+    );
+    assert_eq!(
+        api.get("/v1/catalog/datacenters").await.json(),
+        json!(["dc1"])
+    );
 
     let node = api.get("/v1/catalog/node/n1").await.json();
     assert_eq!(normalize(node["Node"].clone()), node_json());
     assert_eq!(node["Services"]["web1"]["Service"], "web");
-    assert_eq!(node["Services"]["web1"]["Proxy"], json!({"Mode":"","MeshGateway":{},"Expose":{}}));
+    assert_eq!(
+        node["Services"]["web1"]["Proxy"],
+        json!({"Mode":"","MeshGateway":{},"Expose":{}})
+    );
     let unknown = api.get("/v1/catalog/node/nobody").await;
     assert_read_meta(&unknown);
-    assert_eq!((unknown.status, unknown.text()), (StatusCode::OK, "null".into()));
+    assert_eq!(
+        (unknown.status, unknown.text()),
+        (StatusCode::OK, "null".into())
+    );
     let list = api.get("/v1/catalog/node-services/n1").await.json();
     assert_eq!(list["Services"].as_array().unwrap().len(), 2);
-    let filtered = api.get("/v1/catalog/node-services/n1?filter=Service%20%3D%3D%20web").await.json();
+    let filtered = api
+        .get("/v1/catalog/node-services/n1?filter=Service%20%3D%3D%20web")
+        .await
+        .json();
     assert_eq!(filtered["Services"].as_array().unwrap().len(), 1);
 }
 
@@ -233,13 +292,42 @@ async fn catalog_register_and_deregister() {
     assert_eq!(h.as_array().unwrap().len(), 1);
     assert_eq!(h[0]["Service"]["ID"], "db");
     assert_eq!(h[0]["Checks"][0]["CheckID"], "db alive");
-    let bad = api.put("/v1/catalog/register", r#"{"node":"x","address":"1.1.1.1","check":{"name":"c","status":"meh"}}"#).await;
-    assert_eq!((bad.status, bad.text()), (StatusCode::BAD_REQUEST, "Invalid check status: 'meh'".into()));
-    let a = api.put("/v1/catalog/deregister", r#"{"Node":"ext","ServiceID":"db"}"#).await;
+    let bad = api
+        .put(
+            "/v1/catalog/register",
+            r#"{"node":"x","address":"1.1.1.1","check":{"name":"c","status":"meh"}}"#,
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.text()),
+        (
+            StatusCode::BAD_REQUEST,
+            "Invalid check status: 'meh'".into()
+        )
+    );
+    let a = api
+        .put(
+            "/v1/catalog/deregister",
+            r#"{"Node":"ext","ServiceID":"db"}"#,
+        )
+        .await;
     assert_eq!(a.text(), "true");
     assert_eq!(api.get("/v1/catalog/service/db").await.json(), json!([]));
-    assert_eq!(api.put("/v1/catalog/deregister", r#"{"Node":"ext"}"#).await.text(), "true");
-    assert_eq!(api.get("/v1/catalog/nodes").await.json().as_array().unwrap().len(), 1);
+    assert_eq!(
+        api.put("/v1/catalog/deregister", r#"{"Node":"ext"}"#)
+            .await
+            .text(),
+        "true"
+    );
+    assert_eq!(
+        api.get("/v1/catalog/nodes")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -257,18 +345,48 @@ async fn health_golden() {
             "Proxy":{"Mode":"","MeshGateway":{},"Expose":{}},"Connect":{},"PeerName":"","CreateIndex":0,"ModifyIndex":0})
     );
     assert_eq!(v[0]["Checks"], json!([serf_check(), web_check()]));
-    assert_eq!(normalize(api.get("/v1/health/node/n1").await.json()), json!([serf_check(), web_check()]));
-    assert_eq!(normalize(api.get("/v1/health/checks/web").await.json()), json!([web_check()]));
+    assert_eq!(
+        normalize(api.get("/v1/health/node/n1").await.json()),
+        json!([serf_check(), web_check()])
+    );
+    assert_eq!(
+        normalize(api.get("/v1/health/checks/web").await.json()),
+        json!([web_check()])
+    );
     assert_eq!(api.get("/v1/health/state/critical").await.json(), json!([]));
-    assert_eq!(api.get("/v1/health/state/any").await.json().as_array().unwrap().len(), 2);
+    assert_eq!(
+        api.get("/v1/health/state/any")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let bad = api.get("/v1/health/state/bogus").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     api.put("/v1/agent/check/fail/service:web1", "").await;
-    assert_eq!(api.get("/v1/health/service/web?passing=1").await.json(), json!([]));
-    assert_eq!(api.get("/v1/health/service/web").await.json().as_array().unwrap().len(), 1);
+    assert_eq!(
+        api.get("/v1/health/service/web?passing=1").await.json(),
+        json!([])
+    );
+    assert_eq!(
+        api.get("/v1/health/service/web")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let bad = api.get("/v1/health/service/web?passing=maybe").await;
-    assert_eq!((bad.status, bad.text()), (StatusCode::BAD_REQUEST, "Invalid value for ?passing".into()));
-    let filtered = api.get("/v1/health/service/web?filter=Service.Meta.env%20%3D%3D%20dev").await;
+    assert_eq!(
+        (bad.status, bad.text()),
+        (StatusCode::BAD_REQUEST, "Invalid value for ?passing".into())
+    );
+    let filtered = api
+        .get("/v1/health/service/web?filter=Service.Meta.env%20%3D%3D%20dev")
+        .await;
     assert_eq!(filtered.json(), json!([]));
 }
 
@@ -287,10 +405,16 @@ async fn kv_golden() {
         json!([{"LockIndex":0,"Key":"a","Flags":42,"Value":"aGVsbG8=","CreateIndex":0,"ModifyIndex":0}])
     );
     let raw = api.get("/v1/kv/a?raw").await;
-    assert_eq!((raw.text(), raw.header("content-type")), ("hello".into(), Some("text/plain")));
+    assert_eq!(
+        (raw.text(), raw.header("content-type")),
+        ("hello".into(), Some("text/plain"))
+    );
     api.put("/v1/kv/dir/x", "1").await;
     api.put("/v1/kv/dir/sub/y", "").await;
-    assert_eq!(api.get("/v1/kv/dir/?keys&separator=/").await.json(), json!(["dir/sub/", "dir/x"]));
+    assert_eq!(
+        api.get("/v1/kv/dir/?keys&separator=/").await.json(),
+        json!(["dir/sub/", "dir/x"])
+    );
     let rec = api.get("/v1/kv/dir/?recurse").await.json();
     assert_eq!(rec.as_array().unwrap().len(), 2);
     assert_eq!(rec[0]["Value"], Value::Null);
@@ -298,21 +422,32 @@ async fn kv_golden() {
     assert_eq!(conflict.status, StatusCode::BAD_REQUEST);
     assert!(conflict.text().starts_with("Conflicting flags: "));
     assert_eq!(api.put("/v1/kv/a?cas=0", "x").await.text(), "false");
-    assert_eq!(api.call("DELETE", "/v1/kv/dir?recurse", "").await.text(), "true");
-    assert_eq!(api.get("/v1/kv/dir/?recurse").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.call("DELETE", "/v1/kv/dir?recurse", "").await.text(),
+        "true"
+    );
+    assert_eq!(
+        api.get("/v1/kv/dir/?recurse").await.status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(api.get("/v1/kv/").await.text(), "Missing key name");
     let mut small = api.state.clone();
     small.kv_max_value_size = 4;
     let big = TestApi { state: small }.put("/v1/kv/big", "12345").await;
     assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(big.text().starts_with("Request body(5 bytes) too large, max size: 4 bytes."));
+    assert!(big
+        .text()
+        .starts_with("Request body(5 bytes) too large, max size: 4 bytes."));
 }
 
 #[tokio::test]
 async fn txn_commits_or_rolls_back() {
     let api = TestApi::new();
     let ok = api
-        .put("/v1/txn", r#"[{"KV":{"Verb":"set","Key":"t1","Value":"dg=="}},{"KV":{"Verb":"get","Key":"t1"}}]"#)
+        .put(
+            "/v1/txn",
+            r#"[{"KV":{"Verb":"set","Key":"t1","Value":"dg=="}},{"KV":{"Verb":"get","Key":"t1"}}]"#,
+        )
         .await;
     assert_eq!(ok.status, StatusCode::OK);
     let v = normalize(ok.json());
@@ -331,15 +466,24 @@ async fn txn_commits_or_rolls_back() {
     let bad = api.put("/v1/txn", "{").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.text().starts_with("Failed to parse body: "));
-    let many: Vec<Value> = (0..129).map(|i| json!({"KV":{"Verb":"get","Key":format!("k{i}")}})).collect();
-    let too_many = api.put("/v1/txn", &serde_json::to_string(&many).unwrap()).await;
+    let many: Vec<Value> = (0..129)
+        .map(|i| json!({"KV":{"Verb":"get","Key":format!("k{i}")}}))
+        .collect();
+    let too_many = api
+        .put("/v1/txn", &serde_json::to_string(&many).unwrap())
+        .await;
     assert_eq!(too_many.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test]
 async fn sessions_golden() {
     let api = TestApi::new();
-    let created = api.put("/v1/session/create", r#"{"name":"lock","lockdelay":"5s","behavior":"release"}"#).await;
+    let created = api
+        .put(
+            "/v1/session/create",
+            r#"{"name":"lock","lockdelay":"5s","behavior":"release"}"#,
+        )
+        .await;
     assert_eq!(created.status, StatusCode::OK);
     let id = created.json()["ID"].as_str().unwrap().to_string();
     assert!(weft_types::ids::is_uuid(&id));
@@ -350,28 +494,77 @@ async fn sessions_golden() {
         json!([{"ID":id,"Name":"lock","Node":"n1","LockDelay":5_000_000_000u64,"Behavior":"release","TTL":"",
             "NodeChecks":["serfHealth"],"ServiceChecks":[],"CreateIndex":0,"ModifyIndex":0}])
     );
-    assert_eq!(api.get("/v1/session/list").await.json().as_array().unwrap().len(), 1);
-    assert_eq!(api.get("/v1/session/node/n1").await.json().as_array().unwrap().len(), 1);
-    assert_eq!(api.put(&format!("/v1/kv/l?acquire={id}"), "me").await.text(), "true");
+    assert_eq!(
+        api.get("/v1/session/list")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        api.get("/v1/session/node/n1")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        api.put(&format!("/v1/kv/l?acquire={id}"), "me")
+            .await
+            .text(),
+        "true"
+    );
     assert_eq!(api.get("/v1/kv/l").await.json()[0]["Session"], json!(id));
-    assert_eq!(api.put(&format!("/v1/session/renew/{id}"), "").await.status, StatusCode::OK);
+    assert_eq!(
+        api.put(&format!("/v1/session/renew/{id}"), "").await.status,
+        StatusCode::OK
+    );
     let bad_ttl = api.put("/v1/session/create", r#"{"TTL":"1s"}"#).await;
     assert_eq!(bad_ttl.status, StatusCode::BAD_REQUEST);
     assert!(bad_ttl.text().starts_with("Invalid Session TTL '1s'"));
-    let bad = api.put("/v1/session/create", r#"{"Behavior":"explode"}"#).await;
-    assert_eq!((bad.status, bad.text()), (StatusCode::BAD_REQUEST, "Invalid Behavior setting 'explode'".into()));
-    assert_eq!(api.put(&format!("/v1/session/destroy/{id}"), "").await.text(), "true");
+    let bad = api
+        .put("/v1/session/create", r#"{"Behavior":"explode"}"#)
+        .await;
+    assert_eq!(
+        (bad.status, bad.text()),
+        (
+            StatusCode::BAD_REQUEST,
+            "Invalid Behavior setting 'explode'".into()
+        )
+    );
+    assert_eq!(
+        api.put(&format!("/v1/session/destroy/{id}"), "")
+            .await
+            .text(),
+        "true"
+    );
     assert_eq!(api.get("/v1/kv/l").await.json()[0].get("Session"), None);
-    assert_eq!(api.get(&format!("/v1/session/info/{id}")).await.json(), json!([]));
+    assert_eq!(
+        api.get(&format!("/v1/session/info/{id}")).await.json(),
+        json!([])
+    );
     let renew = api.put("/v1/session/renew/nope", "").await;
-    assert_eq!((renew.status, renew.text()), (StatusCode::NOT_FOUND, "Session id 'nope' not found".into()));
+    assert_eq!(
+        (renew.status, renew.text()),
+        (StatusCode::NOT_FOUND, "Session id 'nope' not found".into())
+    );
 }
 
 #[tokio::test]
 async fn status_and_self() {
     let api = TestApi::new();
-    assert_eq!(api.get("/v1/status/leader").await.json(), json!("127.0.0.1:8300"));
-    assert_eq!(api.get("/v1/status/peers").await.json(), json!(["127.0.0.1:8300"]));
+    assert_eq!(
+        api.get("/v1/status/leader").await.json(),
+        json!("127.0.0.1:8300")
+    );
+    assert_eq!(
+        api.get("/v1/status/peers").await.json(),
+        json!(["127.0.0.1:8300"])
+    );
     let me = api.get("/v1/agent/self").await.json();
     assert_eq!(me["Config"]["NodeName"], "n1");
     assert_eq!(me["Config"]["Datacenter"], "dc1");
@@ -385,35 +578,72 @@ async fn status_and_self() {
 async fn routing_errors() {
     let api = TestApi::new();
     let a = api.get("/v1/nope").await;
-    assert_eq!((a.status, a.text()), (StatusCode::NOT_FOUND, "Invalid URL path: not a recognized HTTP API endpoint\n".into()));
+    assert_eq!(
+        (a.status, a.text()),
+        (
+            StatusCode::NOT_FOUND,
+            "Invalid URL path: not a recognized HTTP API endpoint\n".into()
+        )
+    );
     let a = api.get("/nope").await;
     assert!(a.text().contains("ensure the path starts with '/v1/'"));
     let a = api.call("POST", "/v1/kv/x", "").await;
-    assert_eq!((a.status, a.text()), (StatusCode::METHOD_NOT_ALLOWED, "method POST not allowed".into()));
+    assert_eq!(
+        (a.status, a.text()),
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method POST not allowed".into()
+        )
+    );
     assert_eq!(a.header("allow"), Some("OPTIONS,GET,PUT,DELETE"));
     let a = api.call("OPTIONS", "/v1/agent/services", "").await;
-    assert_eq!((a.status, a.header("allow")), (StatusCode::OK, Some("OPTIONS,GET")));
+    assert_eq!(
+        (a.status, a.header("allow")),
+        (StatusCode::OK, Some("OPTIONS,GET"))
+    );
     assert_eq!(api.get("/v1/kv/x%0a").await.status, StatusCode::BAD_REQUEST);
     let a = api.get("/v1/catalog/nodes?index=abc").await;
-    assert_eq!((a.status, a.text()), (StatusCode::BAD_REQUEST, "Invalid index".into()));
+    assert_eq!(
+        (a.status, a.text()),
+        (StatusCode::BAD_REQUEST, "Invalid index".into())
+    );
     let a = api.get("/v1/catalog/nodes?index=1&wait=soon").await;
-    assert_eq!((a.status, a.text()), (StatusCode::BAD_REQUEST, "Invalid wait time".into()));
+    assert_eq!(
+        (a.status, a.text()),
+        (StatusCode::BAD_REQUEST, "Invalid wait time".into())
+    );
     let a = api.get("/v1/catalog/nodes?stale&consistent").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     let a = api.get("/v1/catalog/nodes?dc=dc9").await;
-    assert_eq!((a.status, a.text()), (StatusCode::INTERNAL_SERVER_ERROR, "No path to datacenter".into()));
+    assert_eq!(
+        (a.status, a.text()),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "No path to datacenter".into()
+        )
+    );
     let a = api.get("/v1/catalog/nodes?ns=team").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert_eq!(api.get("/v1/catalog/nodes?ns=default").await.status, StatusCode::OK);
+    assert_eq!(
+        api.get("/v1/catalog/nodes?ns=default").await.status,
+        StatusCode::OK
+    );
     let a = api.get("/v1/catalog/nodes?filter=Node%20%3D%3D").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(a.text().starts_with("Failed to create boolean expression evaluator: "));
+    assert!(a
+        .text()
+        .starts_with("Failed to create boolean expression evaluator: "));
     let a = api.put("/v1/agent/service/register", "{not json").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(a.text().starts_with("Request decode failed: "));
     let a = api.put("/v1/agent/service/register", "").await;
     assert_eq!(a.text(), "Request decode failed: EOF");
-    let a = api.put("/v1/agent/service/register", r#"{"Name":"x","Port":"eighty"}"#).await;
+    let a = api
+        .put(
+            "/v1/agent/service/register",
+            r#"{"Name":"x","Port":"eighty"}"#,
+        )
+        .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     let p = api.get("/v1/status/leader?pretty").await;
     assert_eq!(p.text(), "\"127.0.0.1:8300\"\n");
@@ -424,31 +654,126 @@ async fn routing_errors() {
 async fn agent_writes_and_maintenance() {
     let api = TestApi::new();
     let r = api.put("/v1/agent/service/register", WEB).await;
-    assert_eq!((r.status, r.body.len(), r.header("content-type")), (StatusCode::OK, 0, None));
-    assert_eq!(api.put("/v1/agent/service/maintenance/web1", "").await.text(), "Missing value for enable");
-    let r = api.put("/v1/agent/service/maintenance/web1?enable=maybe", "").await;
+    assert_eq!(
+        (r.status, r.body.len(), r.header("content-type")),
+        (StatusCode::OK, 0, None)
+    );
+    assert_eq!(
+        api.put("/v1/agent/service/maintenance/web1", "")
+            .await
+            .text(),
+        "Missing value for enable"
+    );
+    let r = api
+        .put("/v1/agent/service/maintenance/web1?enable=maybe", "")
+        .await;
     assert_eq!(r.text(), "Invalid value for enable: \"maybe\"");
-    assert_eq!(api.put("/v1/agent/service/maintenance/web1?enable=true&reason=upgrade", "").await.status, StatusCode::OK);
+    assert_eq!(
+        api.put(
+            "/v1/agent/service/maintenance/web1?enable=true&reason=upgrade",
+            ""
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
     let checks = api.get("/v1/health/checks/web").await.json();
-    let maint = checks.as_array().unwrap().iter().find(|c| c["CheckID"] == "_service_maintenance:web1").unwrap();
-    assert_eq!((maint["Status"].as_str(), maint["Notes"].as_str()), (Some("critical"), Some("upgrade")));
-    api.put("/v1/agent/service/maintenance/web1?enable=false", "").await;
-    assert_eq!(api.get("/v1/health/checks/web").await.json().as_array().unwrap().len(), 1);
+    let maint = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["CheckID"] == "_service_maintenance:web1")
+        .unwrap();
+    assert_eq!(
+        (maint["Status"].as_str(), maint["Notes"].as_str()),
+        (Some("critical"), Some("upgrade"))
+    );
+    api.put("/v1/agent/service/maintenance/web1?enable=false", "")
+        .await;
+    assert_eq!(
+        api.get("/v1/health/checks/web")
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     api.put("/v1/agent/maintenance?enable=true", "").await;
-    assert!(api.get("/v1/health/node/n1").await.json().as_array().unwrap().iter().any(|c| c["CheckID"] == "_node_maintenance"));
-    let r = api.put("/v1/agent/check/register", r#"{"Name":"mem","TTL":"10s","ServiceID":"ghost"}"#).await;
-    assert_eq!((r.status, r.text()), (StatusCode::NOT_FOUND, "ServiceID \"ghost\" does not exist".into()));
-    let r = api.put("/v1/agent/check/register", r#"{"Name":"mem","TTL":"10s","Status":"sideways"}"#).await;
-    assert_eq!((r.status, r.text()), (StatusCode::BAD_REQUEST, "Bad check status".into()));
-    assert_eq!(api.put("/v1/agent/check/register", r#"{"Name":"mem","TTL":"10s"}"#).await.status, StatusCode::OK);
-    let r = api.put("/v1/agent/check/update/mem", r#"{"Status":"bogus"}"#).await;
+    assert!(api
+        .get("/v1/health/node/n1")
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["CheckID"] == "_node_maintenance"));
+    let r = api
+        .put(
+            "/v1/agent/check/register",
+            r#"{"Name":"mem","TTL":"10s","ServiceID":"ghost"}"#,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            StatusCode::NOT_FOUND,
+            "ServiceID \"ghost\" does not exist".into()
+        )
+    );
+    let r = api
+        .put(
+            "/v1/agent/check/register",
+            r#"{"Name":"mem","TTL":"10s","Status":"sideways"}"#,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.text()),
+        (StatusCode::BAD_REQUEST, "Bad check status".into())
+    );
+    assert_eq!(
+        api.put("/v1/agent/check/register", r#"{"Name":"mem","TTL":"10s"}"#)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = api
+        .put("/v1/agent/check/update/mem", r#"{"Status":"bogus"}"#)
+        .await;
     assert_eq!(r.text(), "Invalid check status: 'bogus'");
-    assert_eq!(api.put("/v1/agent/check/update/mem", r#"{"Status":"passing","Output":"fine"}"#).await.status, StatusCode::OK);
-    assert_eq!(api.get("/v1/agent/checks").await.json()["mem"]["Output"], "fine");
-    assert_eq!(api.put("/v1/agent/check/deregister/mem", "").await.status, StatusCode::OK);
-    assert_eq!(api.put("/v1/agent/check/pass/mem", "").await.status, StatusCode::NOT_FOUND);
-    assert_eq!(api.put("/v1/agent/service/deregister/web1", "").await.status, StatusCode::OK);
-    assert_eq!(api.put("/v1/agent/service/deregister/web1", "").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.put(
+            "/v1/agent/check/update/mem",
+            r#"{"Status":"passing","Output":"fine"}"#
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.get("/v1/agent/checks").await.json()["mem"]["Output"],
+        "fine"
+    );
+    assert_eq!(
+        api.put("/v1/agent/check/deregister/mem", "").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.put("/v1/agent/check/pass/mem", "").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.put("/v1/agent/service/deregister/web1", "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.put("/v1/agent/service/deregister/web1", "")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(api.get("/v1/catalog/service/web").await.json(), json!([]));
 }
 
@@ -460,21 +785,37 @@ async fn blocking_query_wakes_on_write() {
     let waiter = {
         let state = api.state.clone();
         tokio::spawn(async move {
-            TestApi { state }.get(&format!("/v1/health/service/web?index={index}&wait=30s")).await
+            TestApi { state }
+                .get(&format!("/v1/health/service/web?index={index}&wait=30s"))
+                .await
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert!(!waiter.is_finished());
     let started = std::time::Instant::now();
     api.put("/v1/agent/service/register", WEB).await;
-    let woken = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
+    let woken = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     let new_index: u64 = woken.header("x-consul-index").unwrap().parse().unwrap();
     assert!(new_index > index);
     assert_eq!(woken.json().as_array().unwrap().len(), 1);
     // A wait that runs out answers with the unchanged result.
-    let timed_out = api.get(&format!("/v1/health/service/web?index={new_index}&wait=50ms")).await;
-    assert_eq!(timed_out.header("x-consul-index").unwrap().parse::<u64>().unwrap(), new_index);
+    let timed_out = api
+        .get(&format!(
+            "/v1/health/service/web?index={new_index}&wait=50ms"
+        ))
+        .await;
+    assert_eq!(
+        timed_out
+            .header("x-consul-index")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap(),
+        new_index
+    );
 }
 
 mod fuzz {
@@ -542,7 +883,11 @@ mod fuzz {
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         });
-        prop_oneof![value.prop_map(|v| v.to_string()), ".{0,40}", Just(String::new())]
+        prop_oneof![
+            value.prop_map(|v| v.to_string()),
+            ".{0,40}",
+            Just(String::new())
+        ]
     }
 
     fn query() -> impl Strategy<Value = String> {
@@ -564,7 +909,12 @@ mod fuzz {
             Just("ns"),
             Just("pretty"),
         ];
-        let value = prop_oneof![Just(String::new()), "[0-9]{1,3}", "[a-z=! .\"()]{0,12}", Just("1ms".to_string())];
+        let value = prop_oneof![
+            Just(String::new()),
+            "[0-9]{1,3}",
+            "[a-z=! .\"()]{0,12}",
+            Just("1ms".to_string())
+        ];
         prop::collection::vec((name, value), 0..4).prop_map(|pairs| {
             pairs
                 .into_iter()
@@ -578,11 +928,17 @@ mod fuzz {
     }
 
     fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
     }
 
     fn acceptable(a: &Answer) -> bool {
-        a.status.is_success() || a.status.is_client_error() || (a.status.is_server_error() && !a.body.is_empty())
+        a.status.is_success()
+            || a.status.is_client_error()
+            || (a.status.is_server_error() && !a.body.is_empty())
     }
 
     proptest! {
@@ -622,4 +978,44 @@ mod fuzz {
             })?;
         }
     }
+}
+
+#[tokio::test]
+async fn identical_blocking_queries_share_one_slot() {
+    let api = TestApi::new();
+    let index: u64 = api
+        .get("/v1/health/service/web")
+        .await
+        .header("x-consul-index")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut waiters = Vec::new();
+    for _ in 0..50 {
+        let state = api.state.clone();
+        let uri = format!("/v1/health/service/web?index={index}&wait=30s");
+        waiters.push(tokio::spawn(
+            async move { TestApi { state }.get(&uri).await },
+        ));
+    }
+    let shared = api.state.shared_reads.clone();
+    for _ in 0..100 {
+        if !shared.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(shared.len(), 1, "fifty identical queries park on one slot");
+    api.put("/v1/agent/service/register", WEB).await;
+    for w in waiters {
+        let a = tokio::time::timeout(std::time::Duration::from_secs(5), w)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.json().as_array().unwrap().len(), 1);
+    }
+    assert!(
+        shared.is_empty(),
+        "slots are dropped when their last waiter leaves"
+    );
 }

@@ -42,9 +42,24 @@ fn kv_op(kv: TxnKv) -> Result<KvOp, String> {
     let (key, flags, index, session) = (kv.key, kv.flags, kv.index, kv.session);
     Ok(match kv.verb.as_str() {
         "set" => KvOp::Set { key, value, flags },
-        "cas" => KvOp::Cas { key, value, flags, index },
-        "lock" => KvOp::Lock { key, value, flags, session },
-        "unlock" => KvOp::Unlock { key, value, flags, session },
+        "cas" => KvOp::Cas {
+            key,
+            value,
+            flags,
+            index,
+        },
+        "lock" => KvOp::Lock {
+            key,
+            value,
+            flags,
+            session,
+        },
+        "unlock" => KvOp::Unlock {
+            key,
+            value,
+            flags,
+            session,
+        },
         "get" => KvOp::Get { key },
         "get-or-empty" => KvOp::GetOrEmpty { key },
         "get-tree" => KvOp::GetTree { prefix: key },
@@ -63,7 +78,10 @@ pub async fn txn(ctx: Ctx) -> Result<Reply, ApiError> {
     if ctx.body.len() > MAX_BODY {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Request body({} bytes) too large, max size: {MAX_BODY} bytes", ctx.body.len()),
+            format!(
+                "Request body({} bytes) too large, max size: {MAX_BODY} bytes",
+                ctx.body.len()
+            ),
         ));
     }
     let ops: Vec<TxnOp> = weft_types::lenient::decode(&ctx.body)
@@ -71,7 +89,10 @@ pub async fn txn(ctx: Ctx) -> Result<Reply, ApiError> {
     if ops.len() > MAX_OPS {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Transaction contains too many operations ({} > {MAX_OPS})", ops.len()),
+            format!(
+                "Transaction contains too many operations ({} > {MAX_OPS})",
+                ops.len()
+            ),
         ));
     }
     let mut kv_ops = Vec::with_capacity(ops.len());
@@ -89,7 +110,9 @@ pub async fn txn(ctx: Ctx) -> Result<Reply, ApiError> {
         }
     }
     if !errors.is_empty() {
-        return Ok(ctx.json(&json!({"Results": null, "Errors": errors})).with_status(StatusCode::CONFLICT));
+        return Ok(ctx
+            .json(&json!({"Results": null, "Errors": errors}))
+            .with_status(StatusCode::CONFLICT));
     }
     let read_only = kv_ops.iter().all(KvOp::is_read);
     let result = if read_only {

@@ -36,12 +36,21 @@ struct Inner {
 
 /// Milliseconds since the Unix epoch: the clock commands carry.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Server {
     pub fn new(config: ServerConfig) -> Server {
-        Server { inner: Arc::new(Inner { config, store: RwLock::new(Store::new()), sessions: SessionTimers::default() }) }
+        Server {
+            inner: Arc::new(Inner {
+                config,
+                store: RwLock::new(Store::new()),
+                sessions: SessionTimers::default(),
+            }),
+        }
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -51,7 +60,11 @@ impl Server {
     /// Applies a command at the next index. Writes are serialised by the store's lock, which is what a log gives.
     pub fn write(&self, cmd: Command) -> Result<ApplyResult, StoreError> {
         let result = {
-            let mut store = self.inner.store.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut store = self
+                .inner
+                .store
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let index = store.last_index() + 1;
             store.apply(index, now_ms(), &cmd)
         };
@@ -63,7 +76,10 @@ impl Server {
 
     /// A read view of the store. Keep it short: writers wait while it is held.
     pub fn read(&self) -> RwLockReadGuard<'_, Store> {
-        self.inner.store.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .store
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn subscribe(&self, table: Table) -> watch::Receiver<u64> {

@@ -48,7 +48,11 @@ impl SessionTimers {
 
     fn expired(&self, now: Instant) -> (Vec<String>, Option<Instant>) {
         let map = self.lock();
-        let expired = map.iter().filter(|(_, (d, _))| *d <= now).map(|(id, _)| id.clone()).collect();
+        let expired = map
+            .iter()
+            .filter(|(_, (d, _))| *d <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
         let next = map.values().map(|(d, _)| *d).filter(|d| *d > now).min();
         (expired, next)
     }
@@ -57,7 +61,11 @@ impl SessionTimers {
 pub(crate) async fn expiry_loop(server: Server) {
     let timers = server.session_timers();
     // A new leader gives every TTL session found in the store a fresh timer.
-    let existing: Vec<(String, String)> = server.read().sessions().map(|s| (s.id.clone(), s.ttl.clone())).collect();
+    let existing: Vec<(String, String)> = server
+        .read()
+        .sessions()
+        .map(|s| (s.id.clone(), s.ttl.clone()))
+        .collect();
     for (id, ttl) in existing {
         if let Ok(ttl) = weft_types::duration::parse_duration(&ttl) {
             if !ttl.is_zero() {

@@ -59,13 +59,20 @@ impl Store {
                 let owner = service
                     .as_ref()
                     .filter(|s| s.id == check.service_id)
-                    .or_else(|| self.t.services.get(&node_name).and_then(|m| m.get(&check.service_id)));
+                    .or_else(|| {
+                        self.t
+                            .services
+                            .get(&node_name)
+                            .and_then(|m| m.get(&check.service_id))
+                    });
                 match owner {
                     Some(owner) => {
                         check.service_name = owner.service.clone();
                         check.service_tags = owner.tags.clone();
                     }
-                    None => return Err(StoreError::UnknownServiceForCheck(check.service_id.clone())),
+                    None => {
+                        return Err(StoreError::UnknownServiceForCheck(check.service_id.clone()))
+                    }
                 }
             }
             checks.push(check);
@@ -114,8 +121,19 @@ impl Store {
         }
     }
 
-    fn upsert_service(&mut self, index: u64, node: &str, mut svc: NodeService, touched: &mut BTreeSet<Table>) {
-        let previous = self.t.services.get(node).and_then(|m| m.get(&svc.id)).cloned();
+    fn upsert_service(
+        &mut self,
+        index: u64,
+        node: &str,
+        mut svc: NodeService,
+        touched: &mut BTreeSet<Table>,
+    ) {
+        let previous = self
+            .t
+            .services
+            .get(node)
+            .and_then(|m| m.get(&svc.id))
+            .cloned();
         if let Some(prev) = &previous {
             if same_service(&svc, prev) {
                 return;
@@ -145,12 +163,20 @@ impl Store {
                 }
             }
         }
-        self.t.services.entry(node.to_string()).or_default().insert(svc.id.clone(), svc);
+        self.t
+            .services
+            .entry(node.to_string())
+            .or_default()
+            .insert(svc.id.clone(), svc);
     }
 
     fn upsert_check(&mut self, index: u64, mut check: HealthCheck, touched: &mut BTreeSet<Table>) {
         let node = check.node.clone();
-        let previous = self.t.checks.get(&node).and_then(|m| m.get(&check.check_id));
+        let previous = self
+            .t
+            .checks
+            .get(&node)
+            .and_then(|m| m.get(&check.check_id));
         match previous {
             Some(prev) if same_check(&check, prev) => return,
             Some(prev) => check.create_index = prev.create_index,
@@ -160,7 +186,11 @@ impl Store {
         let critical = check.status == CheckStatus::Critical;
         let check_id = check.check_id.clone();
         self.bump_for_check(index, &node, &check.service_id, touched);
-        self.t.checks.entry(node.clone()).or_default().insert(check_id.clone(), check);
+        self.t
+            .checks
+            .entry(node.clone())
+            .or_default()
+            .insert(check_id.clone(), check);
         touched.insert(Table::Checks);
         if critical {
             self.invalidate_sessions_for_check(index, &node, &check_id, touched);
@@ -168,7 +198,13 @@ impl Store {
     }
 
     /// A check change moves its service's index, or every service on the node for a node-level check.
-    fn bump_for_check(&mut self, index: u64, node: &str, service_id: &str, touched: &mut BTreeSet<Table>) {
+    fn bump_for_check(
+        &mut self,
+        index: u64,
+        node: &str,
+        service_id: &str,
+        touched: &mut BTreeSet<Table>,
+    ) {
         let names: Vec<String> = if service_id.is_empty() {
             self.service_names_on(node)
         } else {
@@ -187,7 +223,13 @@ impl Store {
 
     fn service_names_on(&self, node: &str) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
-        for svc in self.t.services.get(node).into_iter().flat_map(|m| m.values()) {
+        for svc in self
+            .t
+            .services
+            .get(node)
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
             names.push(svc.service.clone());
             names.extend(connect_destination(svc));
         }
@@ -236,32 +278,64 @@ impl Store {
             return Ok(());
         }
         match (service_id, check_id) {
-            (Some(sid), _) if !sid.is_empty() => self.remove_service(index, now_ms, node, sid, touched),
-            (_, Some(cid)) if !cid.is_empty() => self.remove_check(index, now_ms, node, cid, touched),
+            (Some(sid), _) if !sid.is_empty() => {
+                self.remove_service(index, now_ms, node, sid, touched)
+            }
+            (_, Some(cid)) if !cid.is_empty() => {
+                self.remove_check(index, now_ms, node, cid, touched)
+            }
             _ => self.remove_node(index, now_ms, node, touched),
         }
         Ok(())
     }
 
-    fn remove_check(&mut self, index: u64, now_ms: u64, node: &str, check_id: &str, touched: &mut BTreeSet<Table>) {
-        let Some(check) = self.t.checks.get_mut(node).and_then(|m| m.remove(check_id)) else { return };
+    fn remove_check(
+        &mut self,
+        index: u64,
+        now_ms: u64,
+        node: &str,
+        check_id: &str,
+        touched: &mut BTreeSet<Table>,
+    ) {
+        let Some(check) = self.t.checks.get_mut(node).and_then(|m| m.remove(check_id)) else {
+            return;
+        };
         touched.insert(Table::Checks);
         self.bump_for_check(index, node, &check.service_id, touched);
         let _ = now_ms;
         self.invalidate_sessions_for_check(index, node, check_id, touched);
     }
 
-    fn remove_service(&mut self, index: u64, now_ms: u64, node: &str, service_id: &str, touched: &mut BTreeSet<Table>) {
+    fn remove_service(
+        &mut self,
+        index: u64,
+        now_ms: u64,
+        node: &str,
+        service_id: &str,
+        touched: &mut BTreeSet<Table>,
+    ) {
         let check_ids: Vec<String> = self
             .t
             .checks
             .get(node)
-            .map(|m| m.values().filter(|c| c.service_id == service_id).map(|c| c.check_id.clone()).collect())
+            .map(|m| {
+                m.values()
+                    .filter(|c| c.service_id == service_id)
+                    .map(|c| c.check_id.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         for cid in check_ids {
             self.remove_check(index, now_ms, node, &cid, touched);
         }
-        let Some(svc) = self.t.services.get_mut(node).and_then(|m| m.remove(service_id)) else { return };
+        let Some(svc) = self
+            .t
+            .services
+            .get_mut(node)
+            .and_then(|m| m.remove(service_id))
+        else {
+            return;
+        };
         self.unindex_instance(node, &svc);
         self.bump_service(index, &svc.service, touched);
         if let Some(dest) = connect_destination(&svc) {
@@ -270,12 +344,21 @@ impl Store {
     }
 
     fn remove_node(&mut self, index: u64, now_ms: u64, node: &str, touched: &mut BTreeSet<Table>) {
-        let service_ids: Vec<String> =
-            self.t.services.get(node).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let service_ids: Vec<String> = self
+            .t
+            .services
+            .get(node)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         for sid in service_ids {
             self.remove_service(index, now_ms, node, &sid, touched);
         }
-        let check_ids: Vec<String> = self.t.checks.get(node).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let check_ids: Vec<String> = self
+            .t
+            .checks
+            .get(node)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         for cid in check_ids {
             self.remove_check(index, now_ms, node, &cid, touched);
         }
@@ -283,8 +366,13 @@ impl Store {
         self.t.checks.remove(node);
         self.t.nodes.remove(node);
         touched.insert(Table::Nodes);
-        let sessions: Vec<String> =
-            self.t.sessions.values().filter(|s| s.node == node).map(|s| s.id.clone()).collect();
+        let sessions: Vec<String> = self
+            .t
+            .sessions
+            .values()
+            .filter(|s| s.node == node)
+            .map(|s| s.id.clone())
+            .collect();
         for id in sessions {
             self.session_destroy(index, now_ms, &id, touched);
         }
@@ -292,7 +380,10 @@ impl Store {
 
     pub(crate) fn index_instance(&mut self, node: &str, svc: &NodeService) {
         let key: InstanceKey = (node.to_string(), svc.id.clone());
-        self.by_name.entry(svc.service.clone()).or_default().insert(key.clone());
+        self.by_name
+            .entry(svc.service.clone())
+            .or_default()
+            .insert(key.clone());
         if let Some(dest) = connect_destination(svc) {
             self.connect_by_dest.entry(dest).or_default().insert(key);
         }
@@ -328,14 +419,20 @@ impl Store {
 
     /// The services registered on a node, by ID.
     pub fn node_services(&self, node: &str) -> impl Iterator<Item = &NodeService> {
-        self.t.services.get(node).into_iter().flat_map(|m| m.values())
+        self.t
+            .services
+            .get(node)
+            .into_iter()
+            .flat_map(|m| m.values())
     }
 
     /// Every service name with the union of its instances' tags (`/v1/catalog/services`).
     pub fn service_tags(&self) -> BTreeMap<&str, BTreeSet<&str>> {
         let mut out: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for svc in self.t.services.values().flat_map(|m| m.values()) {
-            out.entry(&svc.service).or_default().extend(svc.tags.iter().map(String::as_str));
+            out.entry(&svc.service)
+                .or_default()
+                .extend(svc.tags.iter().map(String::as_str));
         }
         out
     }
@@ -375,14 +472,19 @@ impl Store {
         self.instances(name)
             .into_iter()
             .flat_map(|(node, svc)| {
-                self.node_checks(&node.node).filter(move |c| c.service_id == svc.id && !c.service_id.is_empty())
+                self.node_checks(&node.node)
+                    .filter(move |c| c.service_id == svc.id && !c.service_id.is_empty())
             })
             .collect()
     }
 
     /// Instances with node checks and their own checks (`/v1/health/service`, `/v1/health/connect`).
     pub fn check_service_nodes(&self, name: &str, connect: bool) -> Vec<CheckServiceNode<'_>> {
-        let instances = if connect { self.connect_instances(name) } else { self.instances(name) };
+        let instances = if connect {
+            self.connect_instances(name)
+        } else {
+            self.instances(name)
+        };
         instances
             .into_iter()
             .map(|(node, svc)| CheckServiceNode {
@@ -398,7 +500,11 @@ impl Store {
 
     /// The index a query on one service name reports and blocks on.
     pub fn service_index(&self, name: &str) -> u64 {
-        self.t.service_indexes.get(name).copied().unwrap_or_else(|| self.table_index(Table::Services))
+        self.t
+            .service_indexes
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| self.table_index(Table::Services))
     }
 }
 

@@ -7,17 +7,28 @@ use weft_types::{CheckStatus, HealthCheck, Node, NodeService, Session};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Upserts a node, and optionally one service and some checks on it (`/v1/catalog/register`, agent sync).
-    Register(Registration),
+    Register(Box<Registration>),
     /// Removes a whole node, one service (with its checks) or one check (`/v1/catalog/deregister`).
-    Deregister { node: String, service_id: Option<String>, check_id: Option<String> },
+    Deregister {
+        node: String,
+        service_id: Option<String>,
+        check_id: Option<String>,
+    },
     /// A check runner's verdict.
-    UpdateCheck { node: String, check_id: String, status: CheckStatus, output: String },
+    UpdateCheck {
+        node: String,
+        check_id: String,
+        status: CheckStatus,
+        output: String,
+    },
     Kv(KvOp),
     /// KV operations applied all-or-nothing.
     Txn(Vec<KvOp>),
     SessionCreate(Session),
     /// Destroy, TTL expiry or invalidation: the session's locks are released or deleted per its behaviour.
-    SessionDestroy { id: String },
+    SessionDestroy {
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -32,19 +43,59 @@ pub struct Registration {
 /// One KV operation, with Consul's verbs (`/v1/kv` and `/v1/txn`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum KvOp {
-    Set { key: String, value: Vec<u8>, flags: u64 },
-    Cas { key: String, value: Vec<u8>, flags: u64, index: u64 },
-    Lock { key: String, value: Vec<u8>, flags: u64, session: String },
-    Unlock { key: String, value: Vec<u8>, flags: u64, session: String },
-    Get { key: String },
-    GetOrEmpty { key: String },
-    GetTree { prefix: String },
-    CheckIndex { key: String, index: u64 },
-    CheckSession { key: String, session: String },
-    CheckNotExists { key: String },
-    Delete { key: String },
-    DeleteTree { prefix: String },
-    DeleteCas { key: String, index: u64 },
+    Set {
+        key: String,
+        value: Vec<u8>,
+        flags: u64,
+    },
+    Cas {
+        key: String,
+        value: Vec<u8>,
+        flags: u64,
+        index: u64,
+    },
+    Lock {
+        key: String,
+        value: Vec<u8>,
+        flags: u64,
+        session: String,
+    },
+    Unlock {
+        key: String,
+        value: Vec<u8>,
+        flags: u64,
+        session: String,
+    },
+    Get {
+        key: String,
+    },
+    GetOrEmpty {
+        key: String,
+    },
+    GetTree {
+        prefix: String,
+    },
+    CheckIndex {
+        key: String,
+        index: u64,
+    },
+    CheckSession {
+        key: String,
+        session: String,
+    },
+    CheckNotExists {
+        key: String,
+    },
+    Delete {
+        key: String,
+    },
+    DeleteTree {
+        prefix: String,
+    },
+    DeleteCas {
+        key: String,
+        index: u64,
+    },
 }
 
 impl KvOp {

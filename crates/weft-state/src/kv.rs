@@ -38,7 +38,12 @@ impl Store {
                 let entry = self.kv_write(index, key, value, *flags, None, touched, undo)?;
                 Ok((true, vec![entry]))
             }
-            KvOp::Cas { key, value, flags, index: want } => {
+            KvOp::Cas {
+                key,
+                value,
+                flags,
+                index: want,
+            } => {
                 let current = self.t.kv.get(key).map(|e| e.modify_index);
                 let matches = match (*want, current) {
                     (0, None) => true,
@@ -52,25 +57,57 @@ impl Store {
                 let entry = self.kv_write(index, key, value, *flags, None, touched, undo)?;
                 Ok((true, vec![entry]))
             }
-            KvOp::Lock { key, value, flags, session } => {
+            KvOp::Lock {
+                key,
+                value,
+                flags,
+                session,
+            } => {
                 if !self.t.sessions.contains_key(session) {
                     return Err(StoreError::InvalidSession(session.clone()));
                 }
-                if self.t.lock_delays.get(key).is_some_and(|until| *until > now_ms) {
+                if self
+                    .t
+                    .lock_delays
+                    .get(key)
+                    .is_some_and(|until| *until > now_ms)
+                {
                     return Ok((false, Vec::new()));
                 }
                 match self.t.kv.get(key).map(|e| e.session.as_str()) {
-                    Some(holder) if !holder.is_empty() && holder != session => Ok((false, Vec::new())),
+                    Some(holder) if !holder.is_empty() && holder != session => {
+                        Ok((false, Vec::new()))
+                    }
                     _ => {
-                        let entry =
-                            self.kv_write(index, key, value, *flags, Some(LockChange::Acquire(session)), touched, undo)?;
+                        let entry = self.kv_write(
+                            index,
+                            key,
+                            value,
+                            *flags,
+                            Some(LockChange::Acquire(session)),
+                            touched,
+                            undo,
+                        )?;
                         Ok((true, vec![entry]))
                     }
                 }
             }
-            KvOp::Unlock { key, value, flags, session } => match self.t.kv.get(key) {
+            KvOp::Unlock {
+                key,
+                value,
+                flags,
+                session,
+            } => match self.t.kv.get(key) {
                 Some(e) if e.session == *session => {
-                    let entry = self.kv_write(index, key, value, *flags, Some(LockChange::Release), touched, undo)?;
+                    let entry = self.kv_write(
+                        index,
+                        key,
+                        value,
+                        *flags,
+                        Some(LockChange::Release),
+                        touched,
+                        undo,
+                    )?;
                     Ok((true, vec![entry]))
                 }
                 _ => Ok((false, Vec::new())),
@@ -109,7 +146,9 @@ impl Store {
         match op {
             KvOp::Get { key } => match self.t.kv.get(key) {
                 Some(e) => Ok(vec![e.clone()]),
-                None => Err(StoreError::TxnFailed(format!("key \"{key}\" doesn't exist"))),
+                None => Err(StoreError::TxnFailed(format!(
+                    "key \"{key}\" doesn't exist"
+                ))),
             },
             KvOp::GetOrEmpty { key } => Ok(self.t.kv.get(key).cloned().into_iter().collect()),
             KvOp::GetTree { prefix } => Ok(self.kv_list(prefix).cloned().collect()),
@@ -119,7 +158,9 @@ impl Store {
                     "current modify index {} != {want}",
                     e.modify_index
                 ))),
-                None => Err(StoreError::TxnFailed(format!("key \"{key}\" doesn't exist"))),
+                None => Err(StoreError::TxnFailed(format!(
+                    "key \"{key}\" doesn't exist"
+                ))),
             },
             KvOp::CheckSession { key, session } => match self.t.kv.get(key) {
                 Some(e) if e.session == *session => Ok(vec![e.clone()]),
@@ -127,7 +168,9 @@ impl Store {
                     "current session {:?} != {session:?}",
                     e.session
                 ))),
-                None => Err(StoreError::TxnFailed(format!("key \"{key}\" doesn't exist"))),
+                None => Err(StoreError::TxnFailed(format!(
+                    "key \"{key}\" doesn't exist"
+                ))),
             },
             KvOp::CheckNotExists { key } => match self.t.kv.get(key) {
                 Some(_) => Err(StoreError::TxnFailed(format!("key \"{key}\" exists"))),
@@ -143,7 +186,12 @@ impl Store {
         for (i, op) in ops.iter().enumerate() {
             match self.kv_read(op) {
                 Ok(entries) => results.extend(entries),
-                Err(e) => return ApplyResult::TxnRolledBack { op_index: i, what: e.to_string() },
+                Err(e) => {
+                    return ApplyResult::TxnRolledBack {
+                        op_index: i,
+                        what: e.to_string(),
+                    }
+                }
             }
         }
         ApplyResult::Txn(results)
@@ -164,18 +212,25 @@ impl Store {
             return Err(StoreError::MissingKey);
         }
         let previous = self.t.kv.get(key).cloned();
-        undo.push(Undo { key: key.to_string(), entry: previous.clone(), tombstone: self.t.kv_tombstones.get(key).copied() });
-        let mut entry = previous.unwrap_or(DirEntry { key: key.to_string(), create_index: index, ..DirEntry::default() });
+        undo.push(Undo {
+            key: key.to_string(),
+            entry: previous.clone(),
+            tombstone: self.t.kv_tombstones.get(key).copied(),
+        });
+        let mut entry = previous.unwrap_or(DirEntry {
+            key: key.to_string(),
+            create_index: index,
+            ..DirEntry::default()
+        });
         entry.value = value.to_vec();
         entry.flags = flags;
         entry.modify_index = index;
         match lock {
-            Some(LockChange::Acquire(session)) => {
-                if entry.session != session {
-                    entry.lock_index += 1;
-                    entry.session = session.to_string();
-                }
+            Some(LockChange::Acquire(session)) if entry.session != session => {
+                entry.lock_index += 1;
+                entry.session = session.to_string();
             }
+            Some(LockChange::Acquire(_)) => {}
             Some(LockChange::Release) => entry.session.clear(),
             None => {}
         }
@@ -185,7 +240,13 @@ impl Store {
         Ok(entry)
     }
 
-    fn kv_delete(&mut self, index: u64, key: &str, touched: &mut BTreeSet<Table>, undo: &mut Vec<Undo>) {
+    fn kv_delete(
+        &mut self,
+        index: u64,
+        key: &str,
+        touched: &mut BTreeSet<Table>,
+        undo: &mut Vec<Undo>,
+    ) {
         if let Some(previous) = self.t.kv.remove(key) {
             undo.push(Undo {
                 key: key.to_string(),
@@ -243,7 +304,9 @@ impl Store {
                     None
                 }
                 Ok((false, _)) => Some(match op {
-                    KvOp::Lock { key, session, .. } => format!("failed to lock key \"{key}\" with session {session}"),
+                    KvOp::Lock { key, session, .. } => {
+                        format!("failed to lock key \"{key}\" with session {session}")
+                    }
                     KvOp::Unlock { key, session, .. } => {
                         format!("failed to unlock key \"{key}\" with session {session}")
                     }
@@ -277,7 +340,11 @@ impl Store {
 
     /// Entries whose key starts with `prefix`, in key order.
     pub fn kv_list<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a DirEntry> + 'a {
-        self.t.kv.range(prefix.to_string()..).take_while(move |(k, _)| k.starts_with(prefix)).map(|(_, e)| e)
+        self.t
+            .kv
+            .range(prefix.to_string()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(_, e)| e)
     }
 
     /// Key names under `prefix`; with a separator, each key is cut after the first separator past the prefix and

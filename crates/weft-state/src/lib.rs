@@ -85,23 +85,48 @@ impl Store {
 
     /// Applies one command at log index `index` (which must exceed every earlier one); `now_ms` is the leader's clock
     /// when it proposed the command, so every replica makes the same lock-delay decisions.
-    pub fn apply(&mut self, index: u64, now_ms: u64, cmd: &Command) -> Result<ApplyResult, StoreError> {
+    pub fn apply(
+        &mut self,
+        index: u64,
+        now_ms: u64,
+        cmd: &Command,
+    ) -> Result<ApplyResult, StoreError> {
         let index = index.max(self.t.index + 1);
         let mut touched = BTreeSet::new();
         self.clock_ms = now_ms;
         let result = match cmd {
-            Command::Register(reg) => self.register(index, reg, &mut touched).map(|()| ApplyResult::Bool(true)),
-            Command::Deregister { node, service_id, check_id } => self
-                .deregister(index, now_ms, node, service_id.as_deref(), check_id.as_deref(), &mut touched)
+            Command::Register(reg) => self
+                .register(index, reg, &mut touched)
                 .map(|()| ApplyResult::Bool(true)),
-            Command::UpdateCheck { node, check_id, status, output } => self
+            Command::Deregister {
+                node,
+                service_id,
+                check_id,
+            } => self
+                .deregister(
+                    index,
+                    now_ms,
+                    node,
+                    service_id.as_deref(),
+                    check_id.as_deref(),
+                    &mut touched,
+                )
+                .map(|()| ApplyResult::Bool(true)),
+            Command::UpdateCheck {
+                node,
+                check_id,
+                status,
+                output,
+            } => self
                 .update_check(index, now_ms, node, check_id, *status, output, &mut touched)
                 .map(|()| ApplyResult::Bool(true)),
-            Command::Kv(op) => self.kv_apply(index, now_ms, op, &mut touched).map(|(ok, _)| ApplyResult::Bool(ok)),
+            Command::Kv(op) => self
+                .kv_apply(index, now_ms, op, &mut touched)
+                .map(|(ok, _)| ApplyResult::Bool(ok)),
             Command::Txn(ops) => Ok(self.txn(index, now_ms, ops, &mut touched)),
-            Command::SessionCreate(session) => {
-                self.session_create(index, session, &mut touched).map(|()| ApplyResult::Bool(true))
-            }
+            Command::SessionCreate(session) => self
+                .session_create(index, session, &mut touched)
+                .map(|()| ApplyResult::Bool(true)),
             Command::SessionDestroy { id } => {
                 self.session_destroy(index, now_ms, id, &mut touched);
                 Ok(ApplyResult::Bool(true))
@@ -139,7 +164,12 @@ impl Store {
     fn rebuild_lookups(&mut self) {
         self.by_name.clear();
         self.connect_by_dest.clear();
-        let instances: Vec<NodeService> = self.t.services.values().flat_map(|m| m.values().cloned()).collect();
+        let instances: Vec<NodeService> = self
+            .t
+            .services
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect();
         let nodes: Vec<(String, String)> = self
             .t
             .services

@@ -17,7 +17,12 @@ impl Store {
             return Err(StoreError::UnknownNode(session.node.clone()));
         }
         for check_id in session.check_ids() {
-            match self.t.checks.get(&session.node).and_then(|m| m.get(check_id)) {
+            match self
+                .t
+                .checks
+                .get(&session.node)
+                .and_then(|m| m.get(check_id))
+            {
                 None => return Err(StoreError::MissingSessionCheck(check_id.to_string())),
                 Some(c) if c.status == CheckStatus::Critical => {
                     return Err(StoreError::CriticalCheck(check_id.to_string()))
@@ -33,10 +38,24 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) fn session_destroy(&mut self, index: u64, now_ms: u64, id: &str, touched: &mut BTreeSet<Table>) {
-        let Some(session) = self.t.sessions.remove(id) else { return };
+    pub(crate) fn session_destroy(
+        &mut self,
+        index: u64,
+        now_ms: u64,
+        id: &str,
+        touched: &mut BTreeSet<Table>,
+    ) {
+        let Some(session) = self.t.sessions.remove(id) else {
+            return;
+        };
         touched.insert(Table::Sessions);
-        let held: Vec<String> = self.t.kv.values().filter(|e| e.session == id).map(|e| e.key.clone()).collect();
+        let held: Vec<String> = self
+            .t
+            .kv
+            .values()
+            .filter(|e| e.session == id)
+            .map(|e| e.key.clone())
+            .collect();
         let delay_ms = session.lock_delay / 1_000_000;
         let until = if delay_ms > 0 { now_ms + delay_ms } else { 0 };
         let delete = session.behavior == SessionBehavior::Delete;
@@ -81,6 +100,9 @@ impl Store {
 
     /// Whether `key` is in lock-delay at `now_ms`.
     pub fn in_lock_delay(&self, key: &str, now_ms: u64) -> bool {
-        self.t.lock_delays.get(key).is_some_and(|until| *until > now_ms)
+        self.t
+            .lock_delays
+            .get(key)
+            .is_some_and(|until| *until > now_ms)
     }
 }

@@ -18,7 +18,13 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [Table::Nodes, Table::Services, Table::Checks, Table::Kv, Table::Sessions];
+    pub const ALL: [Table; 5] = [
+        Table::Nodes,
+        Table::Services,
+        Table::Checks,
+        Table::Kv,
+        Table::Sessions,
+    ];
 
     fn slot(self) -> usize {
         self as usize
@@ -32,7 +38,9 @@ pub struct Watches {
 
 impl Default for Watches {
     fn default() -> Self {
-        Watches { senders: Table::ALL.iter().map(|_| watch::channel(0).0).collect() }
+        Watches {
+            senders: Table::ALL.iter().map(|_| watch::channel(0).0).collect(),
+        }
     }
 }
 

@@ -8,7 +8,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckStatus {
     Passing,
@@ -78,7 +80,11 @@ pub struct HealthCheckDefinition {
     pub alias_node: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub alias_service: String,
-    #[serde(rename = "TTL", skip_serializing_if = "Option::is_none", with = "opt_go")]
+    #[serde(
+        rename = "TTL",
+        skip_serializing_if = "Option::is_none",
+        with = "opt_go"
+    )]
     pub ttl: Option<Duration>,
 }
 
@@ -111,8 +117,14 @@ pub struct HealthCheck {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CheckKind {
     Ttl(Duration),
-    Http { url: String, interval: Duration },
-    Tcp { address: String, interval: Duration },
+    Http {
+        url: String,
+        interval: Duration,
+    },
+    Tcp {
+        address: String,
+        interval: Duration,
+    },
     AliasService(String),
     /// Set and updated only through the API (catalog checks, maintenance checks).
     Manual,
@@ -196,7 +208,9 @@ impl CheckDefinition {
         let needs_interval = |what: &str| -> Result<Duration, CheckError> {
             match self.interval {
                 Some(i) if !i.is_zero() => Ok(i),
-                _ => Err(CheckError::Invalid(format!("Interval must be > 0 for {what} checks"))),
+                _ => Err(CheckError::Invalid(format!(
+                    "Interval must be > 0 for {what} checks"
+                ))),
             }
         };
         for (set, what) in [
@@ -208,7 +222,9 @@ impl CheckDefinition {
             (!self.os_service.is_empty(), "OS service"),
         ] {
             if set {
-                return Err(CheckError::Invalid(format!("{what} checks are not supported by this agent")));
+                return Err(CheckError::Invalid(format!(
+                    "{what} checks are not supported by this agent"
+                )));
             }
         }
         if let Some(ttl) = self.ttl.filter(|t| !t.is_zero()) {
@@ -217,19 +233,30 @@ impl CheckDefinition {
         if !self.http.is_empty() {
             let interval = needs_interval("HTTP")?;
             if !(self.http.starts_with("http://") || self.http.starts_with("https://")) {
-                return Err(CheckError::Invalid(format!("HTTP check URL must be http:// or https://: {:?}", self.http)));
+                return Err(CheckError::Invalid(format!(
+                    "HTTP check URL must be http:// or https://: {:?}",
+                    self.http
+                )));
             }
-            return Ok(CheckKind::Http { url: self.http.clone(), interval });
+            return Ok(CheckKind::Http {
+                url: self.http.clone(),
+                interval,
+            });
         }
         if !self.tcp.is_empty() {
             let interval = needs_interval("TCP")?;
-            return Ok(CheckKind::Tcp { address: self.tcp.clone(), interval });
+            return Ok(CheckKind::Tcp {
+                address: self.tcp.clone(),
+                interval,
+            });
         }
         if !self.alias_service.is_empty() {
             return Ok(CheckKind::AliasService(self.alias_service.clone()));
         }
         if !self.alias_node.is_empty() {
-            return Err(CheckError::Invalid("alias checks on nodes are not supported by this agent".into()));
+            return Err(CheckError::Invalid(
+                "alias checks on nodes are not supported by this agent".into(),
+            ));
         }
         if self.interval.is_some() || self.ttl.is_some() {
             return Err(CheckError::Invalid("TTL must be > 0 for TTL checks".into()));

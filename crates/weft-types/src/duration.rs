@@ -114,7 +114,9 @@ pub mod opt_go {
         match Option::<StringOrNumber>::deserialize(d)? {
             None => Ok(None),
             Some(StringOrNumber::Text(t)) if t.is_empty() => Ok(None),
-            Some(StringOrNumber::Text(t)) => parse_duration(&t).map(Some).map_err(serde::de::Error::custom),
+            Some(StringOrNumber::Text(t)) => parse_duration(&t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
             Some(StringOrNumber::Number(n)) if n <= 0.0 => Ok(None),
             Some(StringOrNumber::Number(n)) => Ok(Some(Duration::from_nanos(n as u64))),
         }
@@ -131,7 +133,10 @@ mod tests {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("300000ms").unwrap(), Duration::from_secs(300));
+        assert_eq!(
+            parse_duration("300000ms").unwrap(),
+            Duration::from_secs(300)
+        );
         assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert_eq!(parse_duration("-5s").unwrap(), Duration::ZERO);

@@ -13,26 +13,137 @@ use std::sync::OnceLock;
 /// Every field name that request bodies may carry, in canonical spelling. A unit test checks the request types
 /// against this list so a new field cannot be forgotten.
 const KNOWN_KEYS: &[&str] = &[
-    "ID", "Name", "Kind", "Tags", "Port", "Address", "SocketPath", "TaggedAddresses", "EnableTagOverride", "Meta",
-    "Weights", "Passing", "Warning", "Check", "Checks", "Proxy", "Connect", "Native", "SidecarService", "Token",
-    "Namespace", "Partition", "Locality", "Region", "Zone", "Service", "Services", "Node", "NodeMeta", "Datacenter",
-    "SkipNodeUpdate", "CheckID", "ServiceID", "ServiceName", "ServiceTags", "Notes", "Status", "Output", "Interval",
-    "Timeout", "TTL", "HTTP", "Header", "Method", "Body", "DisableRedirects", "TCP", "TCPUseTLS", "UDP", "GRPC",
-    "GRPCUseTLS", "H2PING", "H2PingUseTLS", "OSService", "TLSServerName", "TLSSkipVerify", "AliasNode", "AliasService",
-    "ScriptArgs", "DockerContainerID", "Shell", "SuccessBeforePassing", "FailuresBeforeWarning",
-    "FailuresBeforeCritical", "OutputMaxSize", "DeregisterCriticalServiceAfter", "Definition", "Type",
-    "DestinationServiceName", "DestinationServiceID", "LocalServiceAddress", "LocalServicePort",
-    "LocalServiceSocketPath", "Mode", "Upstreams", "DestinationType", "DestinationName", "DestinationNamespace",
-    "DestinationPartition", "DestinationPeer", "LocalBindAddress", "LocalBindPort", "LocalBindSocketPath",
-    "LocalBindSocketMode", "MeshGateway", "Expose", "Paths", "Path", "LocalPathPort", "ListenerPort", "Protocol",
-    "Config", "TransparentProxy", "OutboundListenerPort", "DialedDirectly", "LockDelay", "Behavior", "NodeChecks",
-    "ServiceChecks", "Verb", "Key", "Value", "Flags", "Index", "Session", "Target", "ClientCertURI",
-    "ClientCertSerial", "CreateIndex", "ModifyIndex", "LockIndex", "WriteRequest", "PeerName", "ExposedPort",
-    "Services", "Checks", "CentrallyConfigured", "EnvoyExtensions", "AccessLogs", "Datacenters",
+    "ID",
+    "Name",
+    "Kind",
+    "Tags",
+    "Port",
+    "Address",
+    "SocketPath",
+    "TaggedAddresses",
+    "EnableTagOverride",
+    "Meta",
+    "Weights",
+    "Passing",
+    "Warning",
+    "Check",
+    "Checks",
+    "Proxy",
+    "Connect",
+    "Native",
+    "SidecarService",
+    "Token",
+    "Namespace",
+    "Partition",
+    "Locality",
+    "Region",
+    "Zone",
+    "Service",
+    "Services",
+    "Node",
+    "NodeMeta",
+    "Datacenter",
+    "SkipNodeUpdate",
+    "CheckID",
+    "ServiceID",
+    "ServiceName",
+    "ServiceTags",
+    "Notes",
+    "Status",
+    "Output",
+    "Interval",
+    "Timeout",
+    "TTL",
+    "HTTP",
+    "Header",
+    "Method",
+    "Body",
+    "DisableRedirects",
+    "TCP",
+    "TCPUseTLS",
+    "UDP",
+    "GRPC",
+    "GRPCUseTLS",
+    "H2PING",
+    "H2PingUseTLS",
+    "OSService",
+    "TLSServerName",
+    "TLSSkipVerify",
+    "AliasNode",
+    "AliasService",
+    "ScriptArgs",
+    "DockerContainerID",
+    "Shell",
+    "SuccessBeforePassing",
+    "FailuresBeforeWarning",
+    "FailuresBeforeCritical",
+    "OutputMaxSize",
+    "DeregisterCriticalServiceAfter",
+    "Definition",
+    "Type",
+    "DestinationServiceName",
+    "DestinationServiceID",
+    "LocalServiceAddress",
+    "LocalServicePort",
+    "LocalServiceSocketPath",
+    "Mode",
+    "Upstreams",
+    "DestinationType",
+    "DestinationName",
+    "DestinationNamespace",
+    "DestinationPartition",
+    "DestinationPeer",
+    "LocalBindAddress",
+    "LocalBindPort",
+    "LocalBindSocketPath",
+    "LocalBindSocketMode",
+    "MeshGateway",
+    "Expose",
+    "Paths",
+    "Path",
+    "LocalPathPort",
+    "ListenerPort",
+    "Protocol",
+    "Config",
+    "TransparentProxy",
+    "OutboundListenerPort",
+    "DialedDirectly",
+    "LockDelay",
+    "Behavior",
+    "NodeChecks",
+    "ServiceChecks",
+    "Verb",
+    "Key",
+    "Value",
+    "Flags",
+    "Index",
+    "Session",
+    "Target",
+    "ClientCertURI",
+    "ClientCertSerial",
+    "CreateIndex",
+    "ModifyIndex",
+    "LockIndex",
+    "WriteRequest",
+    "PeerName",
+    "ExposedPort",
+    "Services",
+    "Checks",
+    "CentrallyConfigured",
+    "EnvoyExtensions",
+    "AccessLogs",
+    "Datacenters",
 ];
 
 /// Keys whose object value is a user map: its keys are data and keep their spelling, and so do its values.
-const OPAQUE_KEYS: &[&str] = &["Meta", "NodeMeta", "ServiceMeta", "Header", "Config", "EnvoyExtensions"];
+const OPAQUE_KEYS: &[&str] = &[
+    "Meta",
+    "NodeMeta",
+    "ServiceMeta",
+    "Header",
+    "Config",
+    "EnvoyExtensions",
+];
 
 /// Keys whose object value is a user-keyed map of structs: keys kept, values normalised.
 const KEYED_STRUCT_MAPS: &[&str] = &["TaggedAddresses", "ServiceTaggedAddresses"];
@@ -41,13 +152,17 @@ const KEYED_STRUCT_MAPS: &[&str] = &["TaggedAddresses", "ServiceTaggedAddresses"
 const ALIASES: &[(&str, &str)] = &[("args", "ScriptArgs"), ("scriptargs", "ScriptArgs")];
 
 fn canonical(key: &str) -> String {
-    key.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()
+    key.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 fn dictionary() -> &'static HashMap<String, &'static str> {
     static DICT: OnceLock<HashMap<String, &'static str>> = OnceLock::new();
     DICT.get_or_init(|| {
-        let mut map: HashMap<String, &'static str> = KNOWN_KEYS.iter().map(|k| (canonical(k), *k)).collect();
+        let mut map: HashMap<String, &'static str> =
+            KNOWN_KEYS.iter().map(|k| (canonical(k), *k)).collect();
         for (alias, target) in ALIASES {
             map.insert((*alias).to_string(), target);
         }
@@ -72,23 +187,27 @@ fn normalize_object(map: Map<String, Value>) -> Map<String, Value> {
         if value.is_null() {
             continue;
         }
-        let name = dict.get(&canonical(&key)).map(|k| k.to_string()).unwrap_or(key);
+        let name = dict
+            .get(&canonical(&key))
+            .map(|k| k.to_string())
+            .unwrap_or(key);
         let value = if OPAQUE_KEYS.contains(&name.as_str()) {
             value
         } else if KEYED_STRUCT_MAPS.contains(&name.as_str()) {
             match value {
-                Value::Object(inner) => {
-                    Value::Object(inner.into_iter().map(|(k, v)| (k, normalize_keys(v))).collect())
-                }
+                Value::Object(inner) => Value::Object(
+                    inner
+                        .into_iter()
+                        .map(|(k, v)| (k, normalize_keys(v)))
+                        .collect(),
+                ),
                 other => other,
             }
         } else {
             normalize_keys(value)
         };
-        // An exact canonical key wins over a differently-cased duplicate, as in Go.
-        if !(out.contains_key(&name) && !KNOWN_KEYS.contains(&name.as_str())) {
-            out.insert(name, value);
-        }
+        // Duplicates that name the same field: the last one wins, as in Go.
+        out.insert(name, value);
     }
     out
 }
@@ -132,8 +251,10 @@ mod tests {
 
     #[test]
     fn snake_and_lower_case_become_pascal() {
-        let v = normalize_keys(json!({"name": "web", "enable_tag_override": true, "tagged_addresses":
-            {"lan": {"address": "1.2.3.4", "port": 1}}, "meta": {"my_Key": "x"}, "check": {"http": "u", "args": ["a"]}}));
+        let v = normalize_keys(
+            json!({"name": "web", "enable_tag_override": true, "tagged_addresses":
+            {"lan": {"address": "1.2.3.4", "port": 1}}, "meta": {"my_Key": "x"}, "check": {"http": "u", "args": ["a"]}}),
+        );
         assert_eq!(
             v,
             json!({"Name": "web", "EnableTagOverride": true, "TaggedAddresses": {"lan": {"Address": "1.2.3.4", "Port": 1}},

@@ -23,9 +23,20 @@ impl Node {
         if self.address.is_empty() {
             return;
         }
-        let family = if self.address.parse::<std::net::Ipv6Addr>().is_ok() { "ipv6" } else { "ipv4" };
-        for name in ["lan".to_string(), "wan".to_string(), format!("lan_{family}"), format!("wan_{family}")] {
-            self.tagged_addresses.entry(name).or_insert_with(|| self.address.clone());
+        let family = if self.address.parse::<std::net::Ipv6Addr>().is_ok() {
+            "ipv6"
+        } else {
+            "ipv4"
+        };
+        for name in [
+            "lan".to_string(),
+            "wan".to_string(),
+            format!("lan_{family}"),
+            format!("wan_{family}"),
+        ] {
+            self.tagged_addresses
+                .entry(name)
+                .or_insert_with(|| self.address.clone());
         }
     }
 }

@@ -20,7 +20,10 @@ pub struct Weights {
 
 impl Default for Weights {
     fn default() -> Self {
-        Weights { passing: 1, warning: 1 }
+        Weights {
+            passing: 1,
+            warning: 1,
+        }
     }
 }
 
@@ -71,7 +74,10 @@ pub struct Upstream {
 pub struct ConnectProxyConfig {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub destination_service_name: String,
-    #[serde(rename = "DestinationServiceID", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "DestinationServiceID",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub destination_service_id: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub local_service_address: String,

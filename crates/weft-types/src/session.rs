@@ -41,7 +41,10 @@ pub struct Session {
 impl Session {
     /// All check IDs the session is tied to.
     pub fn check_ids(&self) -> impl Iterator<Item = &str> {
-        self.node_checks.iter().map(String::as_str).chain(self.service_checks.iter().map(|c| c.id.as_str()))
+        self.node_checks
+            .iter()
+            .map(String::as_str)
+            .chain(self.service_checks.iter().map(|c| c.id.as_str()))
     }
 }
 
@@ -58,7 +61,9 @@ fn lock_delay<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Er
         Some(Raw::Number(n)) if n < 0.0 => Ok(Some(Duration::ZERO)),
         Some(Raw::Number(n)) if n < 1000.0 => Ok(Some(Duration::from_secs_f64(n))),
         Some(Raw::Number(n)) => Ok(Some(Duration::from_nanos(n as u64))),
-        Some(Raw::Text(t)) => crate::duration::parse_duration(&t).map(Some).map_err(serde::de::Error::custom),
+        Some(Raw::Text(t)) => crate::duration::parse_duration(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
     }
 }
 

@@ -130,7 +130,9 @@ pub struct CheckServiceNode<'a> {
 impl CheckServiceNode<'_> {
     /// The worst status among the checks, or passing when there are none.
     pub fn aggregated_status(&self) -> CheckStatus {
-        self.checks.iter().fold(CheckStatus::Passing, |acc, c| acc.worst(c.status))
+        self.checks
+            .iter()
+            .fold(CheckStatus::Passing, |acc, c| acc.worst(c.status))
     }
 }
 

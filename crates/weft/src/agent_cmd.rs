@@ -78,10 +78,16 @@ pub fn log_filter(level: &str) -> Result<&'static str> {
 
 pub async fn run(args: AgentArgs) -> Result<()> {
     let files = FileConfig::load(&args.config_file, &args.config_dir)?;
-    let level = args.log_level.clone().or(files.log_level.clone()).unwrap_or_else(|| "info".into());
+    let level = args
+        .log_level
+        .clone()
+        .or(files.log_level.clone())
+        .unwrap_or_else(|| "info".into());
     let filter = log_filter(&level)?;
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!("{filter},hyper=warn,reqwest=warn")))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "{filter},hyper=warn,reqwest=warn"
+        )))
         .with_writer(std::io::stderr)
         .try_init();
 
@@ -94,19 +100,47 @@ pub async fn run(args: AgentArgs) -> Result<()> {
              -retry-join arrive with clustering"
         );
     }
-    let bind = args.bind.clone().or(files.bind_addr.clone()).unwrap_or_else(|| "127.0.0.1".into());
-    let client = args.client.clone().or(files.client_addr.clone()).unwrap_or_else(|| "127.0.0.1".into());
-    let advertise = args.advertise.clone().or(files.advertise_addr.clone()).unwrap_or_else(|| bind.clone());
+    let bind = args
+        .bind
+        .clone()
+        .or(files.bind_addr.clone())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let client = args
+        .client
+        .clone()
+        .or(files.client_addr.clone())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let advertise = args
+        .advertise
+        .clone()
+        .or(files.advertise_addr.clone())
+        .unwrap_or_else(|| bind.clone());
     let http_port = args.http_port.or(files.http_port).unwrap_or(8500);
-    let datacenter = args.datacenter.clone().or(files.datacenter.clone()).unwrap_or_else(|| "dc1".into());
-    if datacenter.is_empty() || !datacenter.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    let datacenter = args
+        .datacenter
+        .clone()
+        .or(files.datacenter.clone())
+        .unwrap_or_else(|| "dc1".into());
+    if datacenter.is_empty()
+        || !datacenter
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         bail!("datacenter must be alpha-numeric with underscores and hyphens only: {datacenter:?}");
     }
-    let node_name = args.node.clone().or(files.node_name.clone()).unwrap_or_else(hostname);
+    let node_name = args
+        .node
+        .clone()
+        .or(files.node_name.clone())
+        .unwrap_or_else(hostname);
     if node_name.is_empty() {
         bail!("node name cannot be empty");
     }
-    let node_id = args.node_id.clone().or(files.node_id.clone()).unwrap_or_else(weft_types::ids::new_uuid);
+    let node_id = args
+        .node_id
+        .clone()
+        .or(files.node_id.clone())
+        .unwrap_or_else(weft_types::ids::new_uuid);
     if !weft_types::ids::is_uuid(&node_id) {
         bail!("node ID must be a UUID: {node_id:?}");
     }
@@ -134,12 +168,18 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         },
         server,
     );
-    agent.start().map_err(|e| anyhow::anyhow!("cannot register this node: {e}"))?;
+    agent
+        .start()
+        .map_err(|e| anyhow::anyhow!("cannot register this node: {e}"))?;
     for svc in &files.services {
-        agent.register_service(svc, true, Source::Config).map_err(|e| anyhow::anyhow!("service {:?}: {e}", svc.name))?;
+        agent
+            .register_service(svc, true, Source::Config)
+            .map_err(|e| anyhow::anyhow!("service {:?}: {e}", svc.name))?;
     }
     for check in &files.checks {
-        agent.register_check(check, Source::Config).map_err(|e| anyhow::anyhow!("check {:?}: {e}", check.name))?;
+        agent
+            .register_check(check, Source::Config)
+            .map_err(|e| anyhow::anyhow!("check {:?}: {e}", check.name))?;
     }
 
     let mut state = ApiState::new(agent.clone());
@@ -151,7 +191,9 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     }
     let (config_files, config_dirs) = (args.config_file.clone(), args.config_dir.clone());
     state.reload = Some(Arc::new(move || {
-        FileConfig::load(&config_files, &config_dirs).map(|c| (c.services, c.checks)).map_err(|e| format!("{e:#}"))
+        FileConfig::load(&config_files, &config_dirs)
+            .map(|c| (c.services, c.checks))
+            .map_err(|e| format!("{e:#}"))
     }));
     let shutdown = state.shutdown.clone();
 
@@ -185,9 +227,8 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     }
     let _ = stop_tx.send(());
     // Blocking queries may park for minutes: give in-flight requests a moment, then stop regardless.
-    match tokio::time::timeout(std::time::Duration::from_secs(2), serve).await {
-        Ok(Ok(Err(e))) => return Err(e).context("HTTP server failed"),
-        Ok(_) | Err(_) => {}
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(std::time::Duration::from_secs(2), serve).await {
+        return Err(e).context("HTTP server failed");
     }
     println!("==> Weft agent stopped");
     Ok(())

@@ -17,7 +17,8 @@ pub fn normalize<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
             continue;
         }
         let bytes = arg.as_bytes();
-        let long_single_dash = bytes.len() > 2 && bytes[0] == b'-' && bytes[1].is_ascii_alphabetic();
+        let long_single_dash =
+            bytes.len() > 2 && bytes[0] == b'-' && bytes[1].is_ascii_alphabetic();
         if long_single_dash {
             out.push(format!("-{arg}"));
         } else {
@@ -38,7 +39,13 @@ mod tests {
     #[test]
     fn go_style_flags_become_long_flags() {
         assert_eq!(n(&["weft", "agent", "-dev"]), ["weft", "agent", "--dev"]);
-        assert_eq!(n(&["-http-port=8501", "--node", "x"]), ["--http-port=8501", "--node", "x"]);
-        assert_eq!(n(&["-h", "-5", "-", "--", "-raw"]), ["-h", "-5", "-", "--", "-raw"]);
+        assert_eq!(
+            n(&["-http-port=8501", "--node", "x"]),
+            ["--http-port=8501", "--node", "x"]
+        );
+        assert_eq!(
+            n(&["-h", "-5", "-", "--", "-raw"]),
+            ["-h", "-5", "-", "--", "-raw"]
+        );
     }
 }

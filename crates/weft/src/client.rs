@@ -36,7 +36,8 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> Result<serde_json::Value> {
-        serde_json::from_slice(&self.body).map_err(|e| anyhow!("unexpected answer from the agent: {e}"))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| anyhow!("unexpected answer from the agent: {e}"))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).trim().to_string()
@@ -44,7 +45,9 @@ impl Answer {
 }
 
 fn env(names: &[&str]) -> Option<String> {
-    names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
 }
 
 impl Api {
@@ -61,9 +64,20 @@ impl Api {
         } else {
             format!("http://{addr}")
         };
-        let http = reqwest::Client::builder().build().map_err(|e| anyhow!("cannot build HTTP client: {e}"))?;
-        let token = args.token.clone().or_else(|| env(&["WEFT_HTTP_TOKEN", "CONSUL_HTTP_TOKEN"]));
-        Ok(Api { base, http, token, datacenter: args.datacenter.clone(), stale: args.stale })
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| anyhow!("cannot build HTTP client: {e}"))?;
+        let token = args
+            .token
+            .clone()
+            .or_else(|| env(&["WEFT_HTTP_TOKEN", "CONSUL_HTTP_TOKEN"]));
+        Ok(Api {
+            base,
+            http,
+            token,
+            datacenter: args.datacenter.clone(),
+            stale: args.stale,
+        })
     }
 
     /// Sends a request; the path includes `/v1/...` and any query string.
@@ -87,9 +101,16 @@ impl Api {
         if let Some(b) = body {
             req = req.body(b);
         }
-        let resp = req.send().await.map_err(|e| anyhow!("Error connecting to Weft agent at {}: {e}", self.base))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow!("Error connecting to Weft agent at {}: {e}", self.base))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| anyhow!("Error reading answer: {e}"))?.to_vec();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| anyhow!("Error reading answer: {e}"))?
+            .to_vec();
         Ok(Answer { status, body })
     }
 
@@ -97,7 +118,11 @@ impl Api {
     pub async fn ok(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Answer> {
         let answer = self.call(method, path, body).await?;
         if !answer.status.is_success() {
-            bail!("Unexpected response code: {} ({})", answer.status.as_u16(), answer.text());
+            bail!(
+                "Unexpected response code: {} ({})",
+                answer.status.as_u16(),
+                answer.text()
+            );
         }
         Ok(answer)
     }
@@ -123,8 +148,15 @@ pub fn encode(text: &str) -> String {
 /// Space-padded columns, like Consul's columnize output.
 pub fn columns(rows: &[Vec<String>]) -> String {
     let width = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..width).map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..width)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();

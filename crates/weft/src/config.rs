@@ -50,7 +50,9 @@ fn items(value: Option<&Value>) -> Vec<Value> {
 impl FileConfig {
     /// Merges one parsed file over this config.
     fn merge_json(&mut self, value: Value, origin: &Path) -> Result<()> {
-        let Value::Object(map) = value else { bail!("{}: the top level must be a JSON object", origin.display()) };
+        let Value::Object(map) = value else {
+            bail!("{}: the top level must be a JSON object", origin.display())
+        };
         let at = |e: anyhow::Error| e.context(format!("in {}", origin.display()));
         macro_rules! set_string {
             ($field:ident, $key:expr) => {
@@ -68,30 +70,38 @@ impl FileConfig {
         set_string!(data_dir, "data_dir");
         set_string!(log_level, "log_level");
         if let Some(v) = map.get("server") {
-            self.server = Some(v.as_bool().with_context(|| format!("{}: server must be true or false", origin.display()))?);
+            self.server =
+                Some(v.as_bool().with_context(|| {
+                    format!("{}: server must be true or false", origin.display())
+                })?);
         }
         if let Some(ports) = map.get("ports").and_then(Value::as_object) {
             if let Some(p) = ports.get("http") {
                 let port = p.as_u64().filter(|p| *p <= 65535);
                 self.http_port =
-                    Some(port.with_context(|| format!("{}: ports.http must be 0-65535", origin.display()))? as u16);
+                    Some(port.with_context(|| {
+                        format!("{}: ports.http must be 0-65535", origin.display())
+                    })? as u16);
             }
         }
         if let Some(limits) = map.get("limits").and_then(Value::as_object) {
             if let Some(v) = limits.get("kv_max_value_size") {
-                self.kv_max_value_size = Some(
-                    v.as_u64().with_context(|| format!("{}: kv_max_value_size must be a number", origin.display()))?
-                        as usize,
-                );
+                self.kv_max_value_size = Some(v.as_u64().with_context(|| {
+                    format!("{}: kv_max_value_size must be a number", origin.display())
+                })? as usize);
             }
         }
         if let Some(v) = map.get("kv_max_value_size") {
-            self.kv_max_value_size =
-                Some(v.as_u64().with_context(|| format!("{}: kv_max_value_size must be a number", origin.display()))?
-                    as usize);
+            self.kv_max_value_size = Some(v.as_u64().with_context(|| {
+                format!("{}: kv_max_value_size must be a number", origin.display())
+            })? as usize);
         }
         if let Some(v) = string(&map, "session_ttl_min").map_err(at)? {
-            self.session_ttl_min = Some(weft_types::duration::parse_duration(&v).map_err(|e| anyhow::anyhow!(e)).map_err(at)?);
+            self.session_ttl_min = Some(
+                weft_types::duration::parse_duration(&v)
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .map_err(at)?,
+            );
         }
         for (key, plural) in [("service", false), ("services", true)] {
             for (i, item) in items(map.get(key)).into_iter().enumerate() {
@@ -103,8 +113,8 @@ impl FileConfig {
         }
         for key in ["check", "checks"] {
             for (i, item) in items(map.get(key)).into_iter().enumerate() {
-                let def: CheckDefinition =
-                    decode_value(item).map_err(|e| anyhow::anyhow!("{}: {key}[{i}]: {e}", origin.display()))?;
+                let def: CheckDefinition = decode_value(item)
+                    .map_err(|e| anyhow::anyhow!("{}: {key}[{i}]: {e}", origin.display()))?;
                 self.checks.push(def);
             }
         }
@@ -127,10 +137,13 @@ impl FileConfig {
         let mut config = FileConfig::default();
         for path in paths {
             if path.extension().is_some_and(|x| x == "hcl") {
-                bail!("{}: HCL config files are not supported yet; write the same keys as JSON", path.display());
+                bail!(
+                    "{}: HCL config files are not supported yet; write the same keys as JSON",
+                    path.display()
+                );
             }
-            let text =
-                std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
             let value: Value = serde_json::from_str(&text)
                 .with_context(|| format!("{}: invalid JSON", path.display()))?;
             config.merge_json(value, &path)?;
@@ -153,11 +166,18 @@ mod tests {
             r#"{"datacenter":"east","services":[{"name":"web","port":80,"check":{"ttl":"10s"}}]}"#,
         )
         .unwrap();
-        std::fs::write(dir.join("b.json"), r#"{"datacenter":"west","service":{"Name":"db","Port":5432}}"#).unwrap();
+        std::fs::write(
+            dir.join("b.json"),
+            r#"{"datacenter":"west","service":{"Name":"db","Port":5432}}"#,
+        )
+        .unwrap();
         let c = FileConfig::load(&[], std::slice::from_ref(&dir)).unwrap();
         assert_eq!(c.datacenter.as_deref(), Some("west"));
         assert_eq!(c.services.len(), 2);
-        assert_eq!(c.services[0].check.as_ref().unwrap().ttl, Some(Duration::from_secs(10)));
+        assert_eq!(
+            c.services[0].check.as_ref().unwrap().ttl,
+            Some(Duration::from_secs(10))
+        );
         std::fs::write(dir.join("c.json"), r#"{"datacenter": 5}"#).unwrap();
         assert!(FileConfig::load(&[], std::slice::from_ref(&dir)).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

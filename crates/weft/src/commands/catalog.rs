@@ -70,7 +70,13 @@ pub async fn run(cmd: CatalogCmd) -> Result<i32> {
     match cmd {
         CatalogCmd::Datacenters(a) => {
             let api = Api::new(&a.http)?;
-            for dc in api.get_json("/v1/catalog/datacenters").await?.as_array().into_iter().flatten() {
+            for dc in api
+                .get_json("/v1/catalog/datacenters")
+                .await?
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 println!("{}", dc.as_str().unwrap_or(""));
             }
             Ok(0)
@@ -87,12 +93,23 @@ async fn nodes(a: NodesArgs) -> Result<i32> {
         query.push(format!("filter={}", encode(f)));
     }
     let query: Vec<String> = query.into_iter().filter(|q| !q.is_empty()).collect();
-    let q = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+    let q = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    };
     let nodes = api.get_json(&format!("/v1/catalog/nodes{q}")).await?;
     let mut list: Vec<Value> = nodes.as_array().cloned().unwrap_or_default();
     if let Some(service) = &a.service {
-        let instances = api.get_json(&format!("/v1/catalog/service/{}", encode(service))).await?;
-        let on: BTreeSet<String> = instances.as_array().into_iter().flatten().map(|i| s(i, "Node")).collect();
+        let instances = api
+            .get_json(&format!("/v1/catalog/service/{}", encode(service)))
+            .await?;
+        let on: BTreeSet<String> = instances
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| s(i, "Node"))
+            .collect();
         list.retain(|n| on.contains(&s(n, "Node")));
     }
     if list.is_empty() {
@@ -106,12 +123,20 @@ async fn nodes(a: NodesArgs) -> Result<i32> {
     let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
     for n in &list {
         let id = s(n, "ID");
-        let short = if a.detailed { id } else { id.split('-').next().unwrap_or("").to_string() };
+        let short = if a.detailed {
+            id
+        } else {
+            id.split('-').next().unwrap_or("").to_string()
+        };
         let mut row = vec![s(n, "Node"), short, s(n, "Address"), s(n, "Datacenter")];
         if a.detailed {
             let kv = |v: &Value| -> String {
                 v.as_object()
-                    .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>())
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                            .collect::<Vec<_>>()
+                    })
                     .unwrap_or_default()
                     .join(", ")
             };
@@ -127,13 +152,20 @@ async fn nodes(a: NodesArgs) -> Result<i32> {
 async fn services(a: ServicesArgs) -> Result<i32> {
     let api = Api::new(&a.http)?;
     let entries: Vec<(String, Vec<String>)> = if let Some(node) = &a.node {
-        let v = api.get_json(&format!("/v1/catalog/node-services/{}", encode(node))).await?;
+        let v = api
+            .get_json(&format!("/v1/catalog/node-services/{}", encode(node)))
+            .await?;
         let mut out: Vec<(String, Vec<String>)> = v["Services"]
             .as_array()
             .into_iter()
             .flatten()
             .map(|svc| {
-                let tags = svc["Tags"].as_array().into_iter().flatten().filter_map(Value::as_str).map(String::from);
+                let tags = svc["Tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(String::from);
                 (s(svc, "Service"), tags.collect())
             })
             .collect();
@@ -142,13 +174,22 @@ async fn services(a: ServicesArgs) -> Result<i32> {
         out
     } else {
         let q = meta_query(&a.node_meta);
-        let path = if q.is_empty() { "/v1/catalog/services".to_string() } else { format!("/v1/catalog/services?{q}") };
+        let path = if q.is_empty() {
+            "/v1/catalog/services".to_string()
+        } else {
+            format!("/v1/catalog/services?{q}")
+        };
         let v = api.get_json(&path).await?;
         v.as_object()
             .map(|m| {
                 m.iter()
                     .map(|(name, tags)| {
-                        let tags = tags.as_array().into_iter().flatten().filter_map(Value::as_str).map(String::from);
+                        let tags = tags
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .map(String::from);
                         (name.clone(), tags.collect())
                     })
                     .collect()
@@ -160,7 +201,10 @@ async fn services(a: ServicesArgs) -> Result<i32> {
         return Ok(0);
     }
     if a.tags {
-        let rows: Vec<Vec<String>> = entries.into_iter().map(|(n, t)| vec![n, t.join(",")]).collect();
+        let rows: Vec<Vec<String>> = entries
+            .into_iter()
+            .map(|(n, t)| vec![n, t.join(",")])
+            .collect();
         print!("{}", columns(&rows));
     } else {
         for (name, _) in entries {

@@ -102,7 +102,10 @@ fn print_detailed(entry: &Value, as_base64: bool) {
         ("Key", entry["Key"].as_str().unwrap_or("").to_string()),
         ("LockIndex", entry["LockIndex"].to_string()),
         ("ModifyIndex", entry["ModifyIndex"].to_string()),
-        ("Session", entry["Session"].as_str().unwrap_or("-").to_string()),
+        (
+            "Session",
+            entry["Session"].as_str().unwrap_or("-").to_string(),
+        ),
         ("Value", show(&decode_value(entry), as_base64)),
     ];
     for (k, v) in rows {
@@ -117,7 +120,11 @@ async fn get(a: GetArgs) -> Result<i32> {
         bail!("Missing KEY argument");
     }
     if a.keys {
-        let path = format!("/v1/kv/{}?keys&separator={}", encode(&key), encode(&a.separator));
+        let path = format!(
+            "/v1/kv/{}?keys&separator={}",
+            encode(&key),
+            encode(&a.separator)
+        );
         let answer = api.call(Method::GET, &path, None).await?;
         if answer.status == StatusCode::NOT_FOUND {
             return Ok(0);
@@ -127,7 +134,11 @@ async fn get(a: GetArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    let path = format!("/v1/kv/{}{}", encode(&key), if a.recurse { "?recurse" } else { "" });
+    let path = format!(
+        "/v1/kv/{}{}",
+        encode(&key),
+        if a.recurse { "?recurse" } else { "" }
+    );
     let answer = api.call(Method::GET, &path, None).await?;
     if answer.status == StatusCode::NOT_FOUND {
         if a.recurse {
@@ -147,7 +158,11 @@ async fn get(a: GetArgs) -> Result<i32> {
             }
             print_detailed(entry, a.base64);
         } else if a.recurse {
-            println!("{}:{}", entry["Key"].as_str().unwrap_or(""), show(&decode_value(entry), a.base64));
+            println!(
+                "{}:{}",
+                entry["Key"].as_str().unwrap_or(""),
+                show(&decode_value(entry), a.base64)
+            );
         } else {
             println!("{}", show(&decode_value(entry), a.base64));
         }
@@ -160,7 +175,9 @@ fn read_value(a: &PutArgs) -> Result<Vec<u8>> {
         None => Vec::new(),
         Some("-") => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("Failed to read stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("Failed to read stdin")?;
             buf
         }
         Some(v) if v.starts_with('@') => {
@@ -185,17 +202,33 @@ async fn put(a: PutArgs) -> Result<i32> {
     let value = read_value(&a)?;
     let mut query = vec![format!("flags={}", a.flags)];
     if a.cas {
-        let index = a.modify_index.ok_or_else(|| anyhow!("Must specify -modify-index with -cas!"))?;
+        let index = a
+            .modify_index
+            .ok_or_else(|| anyhow!("Must specify -modify-index with -cas!"))?;
         query.push(format!("cas={index}"));
     }
     if a.acquire || a.release {
-        let session = a.session.as_deref().ok_or_else(|| anyhow!("Must specify -session with -acquire or -release"))?;
-        query.push(format!("{}={}", if a.acquire { "acquire" } else { "release" }, encode(session)));
+        let session = a
+            .session
+            .as_deref()
+            .ok_or_else(|| anyhow!("Must specify -session with -acquire or -release"))?;
+        query.push(format!(
+            "{}={}",
+            if a.acquire { "acquire" } else { "release" },
+            encode(session)
+        ));
     }
     let path = format!("/v1/kv/{}?{}", encode(&a.key), query.join("&"));
-    let answer = api.ok(Method::PUT, &path, Some(value)).await.map_err(|e| anyhow!("Error! Failed writing data: {e}"))?;
+    let answer = api
+        .ok(Method::PUT, &path, Some(value))
+        .await
+        .map_err(|e| anyhow!("Error! Failed writing data: {e}"))?;
     if answer.text() != "true" {
-        let why = if a.cas { "CAS failed" } else { "lock is held by another session" };
+        let why = if a.cas {
+            "CAS failed"
+        } else {
+            "lock is held by another session"
+        };
         eprintln!("Error! Did not write to {}: {why}", a.key);
         return Ok(1);
     }
@@ -216,10 +249,15 @@ async fn delete(a: DeleteArgs) -> Result<i32> {
     if a.recurse {
         path.push_str("?recurse");
     } else if a.cas {
-        let index = a.modify_index.ok_or_else(|| anyhow!("Must specify -modify-index with -cas!"))?;
+        let index = a
+            .modify_index
+            .ok_or_else(|| anyhow!("Must specify -modify-index with -cas!"))?;
         path.push_str(&format!("?cas={index}"));
     }
-    let answer = api.ok(Method::DELETE, &path, None).await.map_err(|e| anyhow!("Error! Did not delete key: {e}"))?;
+    let answer = api
+        .ok(Method::DELETE, &path, None)
+        .await
+        .map_err(|e| anyhow!("Error! Did not delete key: {e}"))?;
     if answer.text() != "true" {
         eprintln!("Error! Did not delete key {key}: CAS failed");
         return Ok(1);

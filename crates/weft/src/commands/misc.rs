@@ -41,16 +41,39 @@ fn status_name(code: i64) -> &'static str {
 /// Prints the members table; exit code 2 when no member matches (Consul's convention).
 pub async fn members(args: MembersArgs) -> Result<i32> {
     let api = Api::new(&args.http)?;
-    let list = api.get_json(if args.wan { "/v1/agent/members?wan=1" } else { "/v1/agent/members" }).await?;
-    let mut members: Vec<&Value> = list.as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let list = api
+        .get_json(if args.wan {
+            "/v1/agent/members?wan=1"
+        } else {
+            "/v1/agent/members"
+        })
+        .await?;
+    let mut members: Vec<&Value> = list
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     members.sort_by_key(|m| (m["Tags"]["role"] != "consul", s(m, "Name")));
-    let mut rows = vec![vec!["Node", "Address", "Status", "Type", "Build", "Protocol", "DC", "Partition", "Segment"]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>()];
+    let mut rows = vec![vec![
+        "Node",
+        "Address",
+        "Status",
+        "Type",
+        "Build",
+        "Protocol",
+        "DC",
+        "Partition",
+        "Segment",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>()];
     for m in members {
         let status = status_name(m["Status"].as_i64().unwrap_or(0));
-        if args.status.as_deref().is_some_and(|want| !status.contains(want)) {
+        if args
+            .status
+            .as_deref()
+            .is_some_and(|want| !status.contains(want))
+        {
             continue;
         }
         let server = m["Tags"]["role"] == "consul";
@@ -69,7 +92,11 @@ pub async fn members(args: MembersArgs) -> Result<i32> {
         if args.detailed {
             let tags: Vec<String> = m["Tags"]
                 .as_object()
-                .map(|t| t.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
+                .map(|t| {
+                    t.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect()
+                })
                 .unwrap_or_default();
             row.push(tags.join(","));
         }
@@ -94,12 +121,19 @@ pub struct PlainArgs {
 pub async fn info(args: PlainArgs) -> Result<i32> {
     let api = Api::new(&args.http)?;
     let me = api.get_json("/v1/agent/self").await?;
-    let Some(stats) = me["Stats"].as_object() else { bail!("the agent's answer has no Stats") };
+    let Some(stats) = me["Stats"].as_object() else {
+        bail!("the agent's answer has no Stats")
+    };
     for (section, values) in stats {
         println!("{section}:");
         if let Some(values) = values.as_object() {
             for (k, v) in values {
-                println!("\t{k} = {}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+                println!(
+                    "\t{k} = {}",
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                );
             }
         }
     }

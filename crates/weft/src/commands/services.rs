@@ -50,13 +50,23 @@ pub struct DeregisterArgs {
 
 /// The service definitions a file declares: `{"service": {...}}`, `{"services": [...]}` or a bare definition.
 fn definitions(path: &PathBuf) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("Error reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("Error reading {}", path.display()))?;
     if path.extension().is_some_and(|e| e == "hcl") {
-        bail!("{}: HCL service files are not supported yet; use JSON", path.display());
+        bail!(
+            "{}: HCL service files are not supported yet; use JSON",
+            path.display()
+        );
     }
-    let value: Value = serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
-    let Value::Object(map) = value else { bail!("{}: expected a JSON object", path.display()) };
-    let lower: Map<String, Value> = map.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+    let value: Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
+    let Value::Object(map) = value else {
+        bail!("{}: expected a JSON object", path.display())
+    };
+    let lower: Map<String, Value> = map
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
     Ok(match (lower.get("service"), lower.get("services")) {
         (Some(s), _) => vec![s.clone()],
         (None, Some(Value::Array(list))) => list.clone(),
@@ -67,7 +77,10 @@ fn definitions(path: &PathBuf) -> Result<Vec<Value>> {
 fn name_and_id(def: &Value) -> (String, String) {
     let get = |keys: &[&str]| -> String {
         def.as_object()
-            .and_then(|m| m.iter().find(|(k, _)| keys.contains(&k.to_ascii_lowercase().as_str())))
+            .and_then(|m| {
+                m.iter()
+                    .find(|(k, _)| keys.contains(&k.to_ascii_lowercase().as_str()))
+            })
             .and_then(|(_, v)| v.as_str())
             .unwrap_or("")
             .to_string()
@@ -93,7 +106,9 @@ async fn register(a: RegisterArgs) -> Result<i32> {
         }
         let mut meta = Map::new();
         for pair in &a.meta {
-            let (k, v) = pair.split_once('=').ok_or_else(|| anyhow!("Invalid -meta {pair:?}: expected key=value"))?;
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| anyhow!("Invalid -meta {pair:?}: expected key=value"))?;
             meta.insert(k.to_string(), json!(v));
         }
         defs.push(json!({
@@ -110,9 +125,13 @@ async fn register(a: RegisterArgs) -> Result<i32> {
     }
     for def in defs {
         let (name, _) = name_and_id(&def);
-        api.ok(Method::PUT, "/v1/agent/service/register", Some(serde_json::to_vec(&def)?))
-            .await
-            .map_err(|e| anyhow!("Error registering service {name:?}: {e}"))?;
+        api.ok(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(serde_json::to_vec(&def)?),
+        )
+        .await
+        .map_err(|e| anyhow!("Error registering service {name:?}: {e}"))?;
         println!("Registered service: {name}");
     }
     Ok(0)
@@ -131,9 +150,13 @@ async fn deregister(a: DeregisterArgs) -> Result<i32> {
         bail!("Must specify -id or at least one service definition file");
     }
     for id in ids {
-        api.ok(Method::PUT, &format!("/v1/agent/service/deregister/{}", encode(&id)), None)
-            .await
-            .map_err(|e| anyhow!("Error deregistering service {id:?}: {e}"))?;
+        api.ok(
+            Method::PUT,
+            &format!("/v1/agent/service/deregister/{}", encode(&id)),
+            None,
+        )
+        .await
+        .map_err(|e| anyhow!("Error deregistering service {id:?}: {e}"))?;
         println!("Deregistered service: {id}");
     }
     Ok(0)
