@@ -71,15 +71,6 @@ pub fn build_service(def: &ServiceDefinition) -> Result<NodeService, AgentError>
             "Validation failed: Port or SocketPath must be set for a Connect native service.",
         ));
     }
-    if def
-        .connect
-        .as_ref()
-        .is_some_and(|c| c.sidecar_service.is_some())
-    {
-        return Err(bad(
-            "Connect.SidecarService registration is not available in this build of Weft yet",
-        ));
-    }
     let mut tagged = def.tagged_addresses.clone();
     if let Ok(ip) = def.address.parse::<IpAddr>() {
         let family = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
@@ -108,7 +99,15 @@ pub fn build_service(def: &ServiceDefinition) -> Result<NodeService, AgentError>
         socket_path: def.socket_path.clone(),
         weights: def.weights.unwrap_or_default(),
         enable_tag_override: def.enable_tag_override,
-        proxy: def.proxy.clone().unwrap_or_default(),
+        proxy: {
+            let mut proxy = def.proxy.clone().unwrap_or_default();
+            for upstream in &mut proxy.upstreams {
+                if upstream.destination_type.is_empty() {
+                    upstream.destination_type = "service".into();
+                }
+            }
+            proxy
+        },
         connect: weft_types::service::ServiceConnect { native },
         ..NodeService::default()
     })
@@ -212,6 +211,95 @@ pub fn build_check(
         modify_index: 0,
     };
     Ok((check, kind))
+}
+
+/// The sidecar registration a `Connect.SidecarService` block stands for (Consul's `sidecar_service.go`): ID
+/// `<parent-id>-sidecar-proxy`, name `<parent-name>-sidecar-proxy`, the proxy pointed at the parent on
+/// 127.0.0.1, and a listening check plus an alias of the parent when the block defines no checks. `port` is the
+/// port the caller allocated.
+pub fn expand_sidecar(
+    parent: &ServiceDefinition,
+    port: u16,
+) -> Result<ServiceDefinition, AgentError> {
+    let Some(sc) = parent
+        .connect
+        .as_ref()
+        .and_then(|c| c.sidecar_service.as_deref())
+    else {
+        return Err(bad("no SidecarService to expand"));
+    };
+    if !sc.id.is_empty() {
+        return Err(bad(
+            "A SidecarService cannot specify an ID as this is managed by the agent",
+        ));
+    }
+    if sc
+        .connect
+        .as_ref()
+        .is_some_and(|c| c.sidecar_service.is_some())
+    {
+        return Err(bad("A SidecarService cannot have a nested SidecarService"));
+    }
+    let parent_id = if parent.id.is_empty() {
+        parent.name.clone()
+    } else {
+        parent.id.clone()
+    };
+    let mut side = sc.clone();
+    side.id = format!("{parent_id}-sidecar-proxy");
+    if side.name.is_empty() {
+        side.name = format!("{}-sidecar-proxy", parent.name);
+    }
+    if side.kind.is_empty() {
+        side.kind = "connect-proxy".into();
+    }
+    if side.address.is_empty() {
+        side.address = parent.address.clone();
+    }
+    if side.tags.is_empty() {
+        side.tags = parent.tags.clone();
+    }
+    if side.meta.is_empty() {
+        side.meta = parent.meta.clone();
+    }
+    if side.port == 0 {
+        side.port = port;
+    }
+    let mut proxy = side.proxy.take().unwrap_or_default();
+    proxy.destination_service_name = parent.name.clone();
+    proxy.destination_service_id = parent_id.clone();
+    if proxy.local_service_address.is_empty()
+        && proxy.local_service_port == 0
+        && proxy.local_service_socket_path.is_empty()
+    {
+        proxy.local_service_address = "127.0.0.1".into();
+        proxy.local_service_port = parent.port;
+    }
+    side.proxy = Some(proxy);
+    if side.check.is_none() && side.checks.is_empty() {
+        let addr = if side.address.is_empty() {
+            "127.0.0.1".to_string()
+        } else {
+            side.address.clone()
+        };
+        side.checks = vec![
+            CheckDefinition {
+                name: "Connect Sidecar Listening".into(),
+                tcp: format!("{addr}:{}", side.port),
+                interval: Some(std::time::Duration::from_secs(10)),
+                ..CheckDefinition::default()
+            },
+            CheckDefinition {
+                name: format!("Connect Sidecar Aliasing {parent_id}"),
+                alias_service: parent_id,
+                ..CheckDefinition::default()
+            },
+        ];
+    }
+    if side.token.is_empty() {
+        side.token = parent.token.clone();
+    }
+    Ok(side)
 }
 
 /// Default weights when a registration gave none.

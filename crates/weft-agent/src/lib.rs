@@ -6,6 +6,7 @@
 
 pub mod definition;
 mod error;
+mod leaf;
 mod local;
 mod runner;
 
@@ -27,6 +28,9 @@ use weft_types::{
 /// The node-level check every agent keeps passing while it is alive.
 pub const SERF_HEALTH: &str = "serfHealth";
 pub const NODE_MAINTENANCE: &str = "_node_maintenance";
+/// Consul's default range for sidecar public ports.
+pub const SIDECAR_MIN_PORT: u16 = 21000;
+pub const SIDECAR_MAX_PORT: u16 = 21255;
 
 /// `_service_maintenance:<id>`, Consul's maintenance check for one service.
 pub fn service_maintenance_id(service_id: &str) -> String {
@@ -43,6 +47,8 @@ pub struct AgentConfig {
     pub node_meta: BTreeMap<String, String>,
     pub server: bool,
     pub server_port: u16,
+    /// After a CA root change, leaves are re-issued at a random point within this window (Consul: 30 s).
+    pub root_change_jitter: Duration,
 }
 
 /// A cheap handle to the agent; clones share its state.
@@ -57,6 +63,7 @@ pub(crate) struct Inner {
     local: Mutex<LocalState>,
     /// Bumped on every local change: the wake-up for hash-based blocking on `/v1/agent/service/:id`.
     changes: watch::Sender<u64>,
+    leaves: leaf::LeafCache,
 }
 
 impl Agent {
@@ -67,6 +74,7 @@ impl Agent {
                 server,
                 local: Mutex::new(LocalState::default()),
                 changes: watch::channel(0).0,
+                leaves: leaf::LeafCache::default(),
             }),
         }
     }
@@ -120,6 +128,12 @@ impl Agent {
                 service,
                 checks: vec![serf],
             })))?;
+        if cfg.server {
+            self.inner
+                .server
+                .ensure_ca()
+                .map_err(|e| AgentError::Internal(format!("CA initialisation failed: {e}")))?;
+        }
         let weak = Arc::downgrade(&self.inner);
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(runner::reap_critical_services(weak));
@@ -150,6 +164,58 @@ impl Agent {
         def: &ServiceDefinition,
         replace_existing_checks: bool,
         source: Source,
+    ) -> Result<(), AgentError> {
+        let has_sidecar = def
+            .connect
+            .as_ref()
+            .is_some_and(|c| c.sidecar_service.is_some());
+        if !has_sidecar {
+            return self.register_one(def, replace_existing_checks, source, None);
+        }
+        let parent_id = if def.id.is_empty() {
+            def.name.clone()
+        } else {
+            def.id.clone()
+        };
+        let sidecar_id = format!("{parent_id}-sidecar-proxy");
+        let port = self.sidecar_port(&sidecar_id)?;
+        let sidecar = definition::expand_sidecar(def, port)?;
+        // Validate the sidecar completely before anything is registered, so a bad block changes nothing.
+        let side_service = definition::build_service(&sidecar)?;
+        for cd in definition::service_checks(&sidecar, &side_service) {
+            definition::build_check(&cd, &self.inner.config.node_name, Some(&side_service))?;
+        }
+        let mut parent = def.clone();
+        if let Some(c) = parent.connect.as_mut() {
+            c.sidecar_service = None;
+        }
+        self.register_one(&parent, replace_existing_checks, source, None)?;
+        self.register_one(&sidecar, replace_existing_checks, source, Some(parent_id))
+    }
+
+    /// The port for a sidecar: the one it already has, else the lowest free one in 21000-21255.
+    fn sidecar_port(&self, sidecar_id: &str) -> Result<u16, AgentError> {
+        let local = self.inner.local();
+        if let Some(existing) = local.services.get(sidecar_id) {
+            if existing.service.port != 0 {
+                return Ok(existing.service.port);
+            }
+        }
+        let used: std::collections::BTreeSet<u16> =
+            local.services.values().map(|s| s.service.port).collect();
+        (SIDECAR_MIN_PORT..=SIDECAR_MAX_PORT).find(|p| !used.contains(p)).ok_or_else(|| {
+            AgentError::BadRequest(format!(
+                "no port provided for sidecar_service and none left in the configured range [{SIDECAR_MIN_PORT}, {SIDECAR_MAX_PORT}]"
+            ))
+        })
+    }
+
+    fn register_one(
+        &self,
+        def: &ServiceDefinition,
+        replace_existing_checks: bool,
+        source: Source,
+        sidecar_of: Option<String>,
     ) -> Result<(), AgentError> {
         let service = definition::build_service(def)?;
         let check_defs = definition::service_checks(def, &service);
@@ -199,9 +265,14 @@ impl Agent {
                 service: Some(service.clone()),
                 checks,
             })))?;
-        local
-            .services
-            .insert(service.id.clone(), LocalService { service, source });
+        local.services.insert(
+            service.id.clone(),
+            LocalService {
+                service,
+                source,
+                sidecar_of,
+            },
+        );
         drop(local);
         self.inner.notify();
         Ok(())
@@ -218,6 +289,12 @@ impl Agent {
         for check_id in local.service_check_ids(id) {
             local.checks.remove(&check_id);
         }
+        let sidecars: Vec<String> = local
+            .services
+            .values()
+            .filter(|s| s.sidecar_of.as_deref() == Some(id))
+            .map(|s| s.service.id.clone())
+            .collect();
         drop(local);
         self.inner.server.write(Command::Deregister {
             node: self.inner.config.node_name.clone(),
@@ -225,6 +302,12 @@ impl Agent {
             check_id: None,
         })?;
         self.inner.notify();
+        for sidecar in sidecars {
+            match self.deregister_service(&sidecar) {
+                Ok(()) | Err(AgentError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
     }
 

@@ -17,6 +17,8 @@ pub enum Source {
 pub struct LocalService {
     pub service: NodeService,
     pub source: Source,
+    /// Registered through a parent's `Connect.SidecarService`: removed with the parent.
+    pub sidecar_of: Option<String>,
 }
 
 #[derive(Debug)]

@@ -8,8 +8,10 @@
 mod agent;
 pub mod blocking;
 mod catalog;
+mod connect;
 pub mod ctx;
 mod health;
+mod intentions;
 mod kv;
 pub mod reply;
 mod routes;
@@ -47,6 +49,8 @@ pub struct ApiState {
     pub shutdown: Arc<Notify>,
     /// Identical blocking queries share one evaluation per change.
     pub shared_reads: Arc<blocking::SharedReads>,
+    /// What authorization decides when no intention matches (Consul: the ACL default policy; allow in dev).
+    pub intention_default_allow: bool,
 }
 
 impl ApiState {
@@ -58,6 +62,7 @@ impl ApiState {
             session_ttl_min: std::time::Duration::from_secs(10),
             shutdown: Arc::new(Notify::new()),
             shared_reads: Arc::default(),
+            intention_default_allow: true,
         }
     }
 }

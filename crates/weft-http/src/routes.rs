@@ -3,7 +3,7 @@
 
 use crate::ctx::Ctx;
 use crate::reply::{ApiError, Reply};
-use crate::{agent, catalog, health, kv, session, status, txn};
+use crate::{agent, catalog, connect, health, intentions, kv, session, status, txn};
 use axum::http::Method;
 use std::future::Future;
 use std::pin::Pin;
@@ -90,6 +90,39 @@ fn table() -> Vec<Route> {
         route!("/v1/session/info/", [GET], session::info),
         route!("/v1/session/node/", [GET], session::node),
         route!("/v1/session/list", [GET], session::list),
+        // connect
+        route!("/v1/connect/ca/roots", [GET], connect::roots),
+        route!("/v1/agent/connect/ca/roots", [GET], connect::roots),
+        route!(
+            "/v1/connect/ca/configuration",
+            [GET, PUT],
+            connect::configuration
+        ),
+        route!("/v1/agent/connect/ca/leaf/", [GET], connect::leaf),
+        route!(
+            "/v1/agent/connect/authorize",
+            [POST, PUT],
+            connect::authorize
+        ),
+        route!(
+            "/v1/connect/intentions",
+            [GET, POST],
+            intentions::list_or_create
+        ),
+        route!(
+            "/v1/connect/intentions/exact",
+            [GET, PUT, DELETE],
+            intentions::exact
+        ),
+        route!("/v1/connect/intentions/match", [GET], intentions::matches),
+        route!("/v1/connect/intentions/check", [GET], intentions::check),
+        route!(
+            "/v1/connect/intentions/",
+            [GET, PUT, DELETE],
+            intentions::by_id
+        ),
+        route!("/v1/config", [PUT], intentions::config_put),
+        route!("/v1/config/", [GET, DELETE], intentions::config_entry),
         // status
         route!("/v1/status/leader", [GET], status::leader),
         route!("/v1/status/peers", [GET], status::peers),

@@ -37,11 +37,7 @@ pub(crate) const NODE_ID: &str = "0b3d3d2f-7a6c-4b57-9e0a-4f6a1d7c2e11";
 
 impl TestApi {
     pub fn new() -> TestApi {
-        let server = Server::new(ServerConfig {
-            datacenter: "dc1".into(),
-            node_name: "n1".into(),
-            rpc_addr: "127.0.0.1:8300".into(),
-        });
+        let server = Server::new(ServerConfig::new("dc1", "n1", "127.0.0.1:8300"));
         let agent = Agent::new(
             AgentConfig {
                 node_name: "n1".into(),
@@ -51,6 +47,7 @@ impl TestApi {
                 node_meta: Default::default(),
                 server: true,
                 server_port: 8300,
+                root_change_jitter: std::time::Duration::from_millis(100),
             },
             server,
         );

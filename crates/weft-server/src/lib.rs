@@ -4,6 +4,7 @@
 //! index. In dev mode the log is in memory and this process is its own leader; the cluster issue puts Raft behind
 //! [`Server::write`] without changing its callers. The leader's loops (session TTL expiry) live here too.
 
+mod ca;
 mod sessions;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -11,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use weft_state::{ApplyResult, Command, Store, StoreError, Table};
 
+pub use ca::CaManagerError;
 pub use sessions::SessionTimers;
 
 /// Static facts about this server.
@@ -20,6 +22,26 @@ pub struct ServerConfig {
     pub node_name: String,
     /// The address peers and clients see for server RPC (`/v1/status/leader`).
     pub rpc_addr: String,
+    /// The CA configuration used when the cluster first initialises its CA.
+    pub ca_config: weft_ca::CaConfig,
+    /// The shortest leaf TTL accepted: Consul's 1 h, or a few seconds in dev mode for renewal tests.
+    pub min_leaf_ttl: std::time::Duration,
+    /// How often rotated-out roots are checked for pruning.
+    pub ca_prune_interval: std::time::Duration,
+}
+
+impl ServerConfig {
+    /// A configuration with Consul's defaults for the CA (72 h leaves, 1 h minimum, hourly pruning).
+    pub fn new(datacenter: &str, node_name: &str, rpc_addr: &str) -> ServerConfig {
+        ServerConfig {
+            datacenter: datacenter.into(),
+            node_name: node_name.into(),
+            rpc_addr: rpc_addr.into(),
+            ca_config: weft_ca::CaConfig::default(),
+            min_leaf_ttl: std::time::Duration::from_secs(3600),
+            ca_prune_interval: std::time::Duration::from_secs(3600),
+        }
+    }
 }
 
 /// A cheap handle to the server; clones share one store.
@@ -59,19 +81,24 @@ impl Server {
 
     /// Applies a command at the next index. Writes are serialised by the store's lock, which is what a log gives.
     pub fn write(&self, cmd: Command) -> Result<ApplyResult, StoreError> {
-        let result = {
+        self.write_indexed(cmd).1
+    }
+
+    /// Like [`Server::write`], also returning the log index the command was applied at.
+    pub fn write_indexed(&self, cmd: Command) -> (u64, Result<ApplyResult, StoreError>) {
+        let (index, result) = {
             let mut store = self
                 .inner
                 .store
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let index = store.last_index() + 1;
-            store.apply(index, now_ms(), &cmd)
+            (index, store.apply(index, now_ms(), &cmd))
         };
         if let (Command::SessionDestroy { id }, Ok(_)) = (&cmd, &result) {
             self.inner.sessions.forget(id);
         }
-        result
+        (index, result)
     }
 
     /// A read view of the store. Keep it short: writers wait while it is held.
@@ -102,6 +129,10 @@ impl Server {
     /// Starts the leader's session-expiry loop; it ends when the returned handle is dropped or aborted.
     pub fn spawn_leader_loops(&self) -> tokio::task::JoinHandle<()> {
         let server = self.clone();
-        tokio::spawn(async move { sessions::expiry_loop(server).await })
+        tokio::spawn(async move {
+            let pruner = tokio::spawn(ca::prune_loop(server.clone()));
+            sessions::expiry_loop(server).await;
+            pruner.abort();
+        })
     }
 }

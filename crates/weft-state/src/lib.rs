@@ -7,18 +7,20 @@
 
 mod catalog;
 mod command;
+mod connect;
 mod error;
 mod kv;
 mod session;
 mod watch;
 
-pub use command::{Command, KvOp, Registration};
+pub use command::{CaSetup, Command, KvOp, Registration};
+pub use connect::CaState;
 pub use error::StoreError;
 pub use watch::{Table, Watches};
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use weft_types::{DirEntry, HealthCheck, Node, NodeService, Session};
+use weft_types::{DirEntry, HealthCheck, Intention, Node, NodeService, Session};
 
 /// What a command produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +49,9 @@ struct Tables {
     /// Keys in lock-delay after an invalidation: unix milliseconds until which `acquire` is refused.
     lock_delays: BTreeMap<String, u64>,
     table_indexes: BTreeMap<Table, u64>,
+    /// Intentions by (destination, source): one per pair, as in Consul.
+    intentions: BTreeMap<(String, String), Intention>,
+    ca: CaState,
     /// `service.<name>` indexes: bumped by anything that changes that service's health or catalog view.
     service_indexes: BTreeMap<String, u64>,
 }
@@ -131,6 +136,13 @@ impl Store {
                 self.session_destroy(index, now_ms, id, &mut touched);
                 Ok(ApplyResult::Bool(true))
             }
+            Command::IntentionUpsert(_)
+            | Command::IntentionDelete { .. }
+            | Command::IntentionsReplace { .. }
+            | Command::CaSet(_)
+            | Command::CaLeafIssued { .. } => self
+                .apply_connect(index, cmd, &mut touched)
+                .map(|()| ApplyResult::Bool(true)),
         };
         // Failed commands still consume their index, as a Raft entry would, so indexes stay monotonic.
         self.t.index = index;

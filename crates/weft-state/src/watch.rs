@@ -15,19 +15,24 @@ pub enum Table {
     Checks,
     Kv,
     Sessions,
+    Intentions,
+    ConnectCa,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 7] = [
         Table::Nodes,
         Table::Services,
         Table::Checks,
         Table::Kv,
         Table::Sessions,
+        Table::Intentions,
+        Table::ConnectCa,
     ];
 
+    /// The table's position in [`Table::ALL`]; a unit test checks every variant is listed.
     fn slot(self) -> usize {
-        self as usize
+        Table::ALL.iter().position(|t| *t == self).unwrap_or(0)
     }
 }
 
@@ -53,6 +58,21 @@ impl Watches {
     pub(crate) fn notify(&self, tables: &BTreeSet<Table>, index: u64) {
         for table in tables {
             self.senders[table.slot()].send_replace(index);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_has_its_own_slot() {
+        let slots: BTreeSet<usize> = Table::ALL.iter().map(|t| t.slot()).collect();
+        assert_eq!(slots.len(), Table::ALL.len());
+        let w = Watches::default();
+        for t in Table::ALL {
+            let _ = w.subscribe(t);
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod check;
 pub mod duration;
 pub mod ids;
+pub mod intention;
 pub mod kv;
 pub mod lenient;
 pub mod node;
@@ -14,6 +15,7 @@ pub mod session;
 pub mod views;
 
 pub use check::{CheckDefinition, CheckKind, CheckStatus, HealthCheck, HealthCheckDefinition};
+pub use intention::Intention;
 pub use kv::DirEntry;
 pub use node::Node;
 pub use service::{ConnectProxyConfig, NodeService, ServiceDefinition, Upstream, Weights};

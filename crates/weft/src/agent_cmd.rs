@@ -150,11 +150,26 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         .with_context(|| format!("invalid client address {client:?}"))?;
 
     let server_port = 8300;
-    let server = Server::new(ServerConfig {
-        datacenter: datacenter.clone(),
-        node_name: node_name.clone(),
-        rpc_addr: format!("{advertise}:{server_port}"),
-    });
+    let mut server_config = ServerConfig::new(
+        &datacenter,
+        &node_name,
+        &format!("{advertise}:{server_port}"),
+    );
+    // Dev mode accepts leaf TTLs of a few seconds, so renewal can be watched (and tested) for real.
+    server_config.min_leaf_ttl = std::time::Duration::from_secs(2);
+    if let Some(ca) = &files.ca_config {
+        let wire = weft_ca::CaConfigWire {
+            config: ca.clone(),
+            ..Default::default()
+        };
+        server_config.ca_config = weft_ca::CaConfig::from_wire(
+            &wire,
+            &weft_ca::CaConfig::default(),
+            server_config.min_leaf_ttl,
+        )
+        .map_err(|e| anyhow::anyhow!("connect.ca_config: {e}"))?;
+    }
+    let server = Server::new(server_config);
     let _leader_loops = server.spawn_leader_loops();
     let agent = Agent::new(
         AgentConfig {
@@ -165,6 +180,9 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             node_meta: Default::default(),
             server: true,
             server_port,
+            root_change_jitter: files
+                .root_change_jitter
+                .unwrap_or(std::time::Duration::from_secs(30)),
         },
         server,
     );
@@ -195,6 +213,8 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             .map(|c| (c.services, c.checks))
             .map_err(|e| format!("{e:#}"))
     }));
+    // Dev mode allows what no intention denies, as Consul's dev agent does; `acl.default_policy` overrides.
+    state.intention_default_allow = files.acl_default_policy.as_deref() != Some("deny");
     let shutdown = state.shutdown.clone();
 
     let listener = tokio::net::TcpListener::bind(http_addr)

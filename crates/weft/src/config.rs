@@ -29,6 +29,12 @@ pub struct FileConfig {
     pub session_ttl_min: Option<Duration>,
     pub services: Vec<ServiceDefinition>,
     pub checks: Vec<CheckDefinition>,
+    /// `connect.ca_config`, in the CA configuration's own keys (snake_case or CamelCase).
+    pub ca_config: Option<Map<String, Value>>,
+    /// `connect.leaf_root_change_jitter`: how soon leaves follow a root rotation (Consul: within 30 s).
+    pub root_change_jitter: Option<Duration>,
+    /// `acl.default_policy`: what authorization decides when no intention matches.
+    pub acl_default_policy: Option<String>,
 }
 
 fn string(map: &Map<String, Value>, key: &str) -> Result<Option<String>> {
@@ -102,6 +108,28 @@ impl FileConfig {
                     .map_err(|e| anyhow::anyhow!(e))
                     .map_err(at)?,
             );
+        }
+        if let Some(connect) = map.get("connect").and_then(Value::as_object) {
+            if let Some(ca) = connect.get("ca_config").and_then(Value::as_object) {
+                self.ca_config = Some(ca.clone());
+            }
+            if let Some(v) = string(connect, "leaf_root_change_jitter").map_err(at)? {
+                self.root_change_jitter = Some(
+                    weft_types::duration::parse_duration(&v)
+                        .map_err(|e| anyhow::anyhow!(e))
+                        .map_err(at)?,
+                );
+            }
+        }
+        if let Some(acl) = map.get("acl").and_then(Value::as_object) {
+            if let Some(v) = string(acl, "default_policy").map_err(at)? {
+                if v != "allow" && v != "deny" {
+                    return Err(at(anyhow::anyhow!(
+                        "acl.default_policy must be \"allow\" or \"deny\", got {v:?}"
+                    )));
+                }
+                self.acl_default_policy = Some(v);
+            }
         }
         for (key, plural) in [("service", false), ("services", true)] {
             for (i, item) in items(map.get(key)).into_iter().enumerate() {

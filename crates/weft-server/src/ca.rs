@@ -1,0 +1,202 @@
+//! The CA manager, run by the leader: initialises the cluster's CA on first start, signs leaf CSRs, applies
+//! configuration changes (rotating the root with a cross-signature when the key changes) and prunes old roots.
+//! Key generation and signing happen here; what gets stored is the result, as a command.
+
+use crate::{now_ms, Server};
+use std::time::Duration;
+use weft_ca::root::{cross_sign, generate_root, prunable};
+use weft_ca::{CaConfig, CaConfigWire, CaError, IssuedCert};
+use weft_state::{ApplyResult, CaSetup, Command, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaManagerError {
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cluster has no CA bootstrapped yet")]
+    NotInitialised,
+}
+
+fn now_unix() -> u64 {
+    now_ms() / 1000
+}
+
+impl Server {
+    /// Creates the cluster ID and the first root, unless the store already has a CA.
+    pub fn ensure_ca(&self) -> Result<(), CaManagerError> {
+        if self.read().ca().config.is_some() {
+            return Ok(());
+        }
+        let config = self.config().ca_config.clone();
+        config
+            .validate(self.config().min_leaf_ttl)
+            .map_err(|e| CaError::BadConfig(e.to_string()))?;
+        let cluster_id = weft_types::ids::new_uuid();
+        let serial = 1;
+        let root = generate_root(&config, &cluster_id, serial, now_unix())?;
+        tracing::info!(trust_domain = %weft_ca::spiffe::trust_domain(&cluster_id), root = %root.root.id, "initialised the CA");
+        self.write(Command::CaSet(Box::new(CaSetup {
+            cluster_id,
+            config,
+            roots: vec![root],
+            serial,
+        })))?;
+        Ok(())
+    }
+
+    /// Signs a leaf CSR with the active root (checks in `weft_ca::leaf::sign`). The serial is recorded in the log.
+    pub fn sign_leaf(&self, csr_pem: &str, datacenter: &str) -> Result<IssuedCert, CaManagerError> {
+        let (root, trust_domain, serial, ttl) = {
+            let store = self.read();
+            let ca = store.ca();
+            let root = ca
+                .active_root()
+                .cloned()
+                .ok_or(CaManagerError::NotInitialised)?;
+            let ttl = ca
+                .config
+                .as_ref()
+                .map(|c| c.leaf_cert_ttl)
+                .unwrap_or(Duration::from_secs(72 * 3600));
+            (root, ca.trust_domain(), ca.serial + 1, ttl)
+        };
+        let ctx = weft_ca::leaf::SigningContext {
+            root: &root,
+            trust_domain: &trust_domain,
+            datacenter,
+            serial,
+            now_unix: now_unix(),
+            ttl,
+        };
+        let (mut issued, _) = weft_ca::leaf::sign(csr_pem, &ctx)?;
+        let (index, result) = self.write_indexed(Command::CaLeafIssued { serial });
+        result?;
+        issued.create_index = index;
+        issued.modify_index = index;
+        Ok(issued)
+    }
+
+    /// The current configuration in its wire form.
+    pub fn ca_configuration(&self) -> Result<CaConfigWire, CaManagerError> {
+        let store = self.read();
+        let ca = store.ca();
+        let config = ca.config.as_ref().ok_or(CaManagerError::NotInitialised)?;
+        Ok(config.to_wire(ca.config_create_index, ca.config_modify_index))
+    }
+
+    /// Applies a new configuration. A new key (supplied, or a different key type or size) rotates the root: the
+    /// old root cross-signs the new one, stays listed (inactive) until its leaves have expired, and every agent
+    /// re-issues its leaves.
+    pub fn set_ca_configuration(&self, wire: &CaConfigWire) -> Result<(), CaManagerError> {
+        let (current, roots, cluster_id, mut serial) = {
+            let store = self.read();
+            let ca = store.ca();
+            let current = ca.config.clone().ok_or(CaManagerError::NotInitialised)?;
+            (current, ca.roots.clone(), ca.cluster_id.clone(), ca.serial)
+        };
+        let new = CaConfig::from_wire(wire, &current, self.config().min_leaf_ttl)
+            .map_err(|e| CaError::BadConfig(e.to_string()))?;
+        let active = roots
+            .iter()
+            .find(|r| r.root.active)
+            .cloned()
+            .ok_or(CaManagerError::NotInitialised)?;
+        let supplied_changes_root =
+            !new.root_cert.is_empty() && new.root_cert.trim() != active.root.root_cert.trim();
+        let supplied_key_changes =
+            !new.private_key.is_empty() && new.private_key.trim() != active.private_key_pem.trim();
+        let rotate = supplied_changes_root
+            || supplied_key_changes
+            || new.private_key_type != current.private_key_type
+            || new.private_key_bits != current.private_key_bits;
+        let mut stored = new.clone();
+        // Supplied key material lives in the root record, not in the configuration that GET shows.
+        stored.private_key.clear();
+        stored.root_cert.clear();
+        let mut roots = roots;
+        if rotate {
+            let now = now_unix();
+            serial += 1;
+            let mut next = generate_root(&new, &cluster_id, serial, now)?;
+            if next.root.id == active.root.id {
+                return Err(CaError::BadConfig("the new root is the current root".into()).into());
+            }
+            serial += 1;
+            let cross = cross_sign(&active, &next, serial, now)?;
+            next.root.intermediate_certs = Some(vec![cross]);
+            for r in roots.iter_mut().filter(|r| r.root.active) {
+                r.root.active = false;
+                r.rotated_out_unix = now;
+                r.root.rotated_out_at = time_rfc3339(now);
+            }
+            tracing::info!(old = %active.root.id, new = %next.root.id, "rotating the CA root (cross-signed)");
+            roots.push(next);
+        }
+        self.write(Command::CaSet(Box::new(CaSetup {
+            cluster_id,
+            config: stored,
+            roots,
+            serial,
+        })))?;
+        Ok(())
+    }
+
+    /// Drops rotated-out roots whose leaves have all expired. Returns how many were pruned.
+    pub fn prune_roots(&self, now_unix: u64) -> Result<usize, CaManagerError> {
+        let setup = {
+            let store = self.read();
+            let ca = store.ca();
+            let Some(config) = ca.config.clone() else {
+                return Ok(0);
+            };
+            let keep: Vec<_> = ca
+                .roots
+                .iter()
+                .filter(|r| !prunable(r, now_unix, config.leaf_cert_ttl))
+                .cloned()
+                .collect();
+            if keep.len() == ca.roots.len() {
+                return Ok(0);
+            }
+            CaSetup {
+                cluster_id: ca.cluster_id.clone(),
+                config,
+                roots: keep,
+                serial: ca.serial,
+            }
+        };
+        let before = self.read().ca().roots.len();
+        let after = setup.roots.len();
+        match self.write(Command::CaSet(Box::new(setup)))? {
+            ApplyResult::Bool(_) => Ok(before - after),
+            _ => Ok(0),
+        }
+    }
+}
+
+fn time_rfc3339(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) async fn prune_loop(server: Server) {
+    let interval = server
+        .config()
+        .ca_prune_interval
+        .max(Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        match server.prune_roots(now_unix()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned rotated-out CA roots"),
+            Err(e) => tracing::warn!(error = %e, "could not prune CA roots"),
+        }
+    }
+}
