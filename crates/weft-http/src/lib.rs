@@ -76,13 +76,19 @@ pub fn router(state: ApiState) -> axum::Router {
 }
 
 async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
+    // The default decision for connections no intention covers; proxies read it from this header.
+    let policy = if state.intention_default_allow {
+        "allow"
+    } else {
+        "deny"
+    };
     let reply = handle(state, req).await;
     let mut builder = Response::builder().status(reply.status);
     if let Some(headers) = builder.headers_mut() {
         headers.extend(reply.headers);
         headers.insert(
             "x-consul-default-acl-policy",
-            header::HeaderValue::from_static("allow"),
+            header::HeaderValue::from_static(policy),
         );
     }
     builder

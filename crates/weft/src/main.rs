@@ -10,7 +10,7 @@ mod commands;
 mod config;
 
 use clap::{Parser, Subcommand};
-use commands::{catalog, kv, misc, services};
+use commands::{catalog, connect, intention, kv, misc, services};
 
 #[derive(Parser, Debug)]
 #[command(name = "weft", version = weft_types::VERSION, about = "Service registry and service mesh, Consul-compatible")]
@@ -34,6 +34,12 @@ enum Command {
     /// Reads and writes the KV store.
     #[command(subcommand)]
     Kv(kv::KvCmd),
+    /// Service mesh: the sidecar proxy and the CA.
+    #[command(subcommand)]
+    Connect(connect::ConnectCmd),
+    /// Manages intentions: which services may connect to which.
+    #[command(subcommand)]
+    Intention(intention::IntentionCmd),
     /// Shows the agent's runtime statistics.
     Info(misc::PlainArgs),
     /// Prints the version.
@@ -71,6 +77,8 @@ fn main() {
             Command::Catalog(c) => catalog::run(c).await,
             Command::Services(c) => services::run(c).await,
             Command::Kv(c) => kv::run(c).await,
+            Command::Connect(c) => connect::run(c).await,
+            Command::Intention(c) => intention::run(c).await,
             Command::Info(a) => misc::info(a).await,
             Command::Version => Ok(misc::version()),
             Command::Leave(a) => misc::leave(a).await,

@@ -1,6 +1,8 @@
 //! The CLI commands that talk to an agent over HTTP, one file per area.
 
 pub mod catalog;
+pub mod connect;
+pub mod intention;
 pub mod kv;
 pub mod misc;
 pub mod services;

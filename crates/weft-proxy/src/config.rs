@@ -1,0 +1,212 @@
+//! What one proxy does: its identity, its public listener (if any) and its upstreams. Built from flags or from a
+//! sidecar registration read from the agent (`-sidecar-for`).
+
+use crate::control::{AgentClient, ControlError};
+use serde_json::Value;
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublicListener {
+    pub bind: SocketAddr,
+    /// The local application, `host:port`.
+    pub local_service: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub destination: String,
+    pub datacenter: String,
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    /// The identity: the service whose certificate the proxy presents.
+    pub service: String,
+    pub public: Option<PublicListener>,
+    pub upstreams: Vec<Upstream>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+/// Parses `-upstream name:port`, `name:host:port` (Consul's forms).
+pub fn parse_upstream(value: &str, datacenter: &str) -> Result<Upstream, ConfigError> {
+    let bad = || ConfigError::Invalid(format!("Upstream value should be name:addr, got {value:?}"));
+    let (name, addr) = value.split_once(':').ok_or_else(bad)?;
+    let name = name.strip_suffix(".service").unwrap_or(name);
+    if name.is_empty() || name.ends_with(".query") {
+        return Err(if name.ends_with(".query") {
+            ConfigError::Invalid(format!(
+                "prepared-query upstreams are not supported: {value:?}"
+            ))
+        } else {
+            bad()
+        });
+    }
+    let bind: SocketAddr = if addr.contains(':') {
+        addr.parse().map_err(|_| bad())?
+    } else {
+        let port: u16 = addr.parse().map_err(|_| bad())?;
+        SocketAddr::from(([127, 0, 0, 1], port))
+    };
+    Ok(Upstream {
+        destination: name.to_string(),
+        datacenter: datacenter.to_string(),
+        bind,
+    })
+}
+
+fn host_port(host: &str, port: u64) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The configuration of the sidecar registered for service instance `service_id` on the local agent.
+pub async fn from_sidecar(
+    agent: &AgentClient,
+    service_id: &str,
+    datacenter: &str,
+) -> Result<ProxyConfig, ConfigError> {
+    let services = agent.get("/v1/agent/services").await?.body;
+    let matches: Vec<&Value> = services
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter(|s| s["Kind"] == "connect-proxy")
+        .filter(|s| {
+            s["Proxy"]["DestinationServiceID"]
+                .as_str()
+                .is_some_and(|d| d.eq_ignore_ascii_case(service_id))
+        })
+        .collect();
+    let proxy = match matches.as_slice() {
+        [] => return Err(ConfigError::Invalid(format!("No sidecar proxy registered for {service_id}"))),
+        [one] => *one,
+        _ => {
+            return Err(ConfigError::Invalid(format!(
+                "More than one sidecar proxy registered for {service_id}. Start proxy with -proxy-id instead."
+            )))
+        }
+    };
+    from_registration(proxy, datacenter)
+}
+
+/// The configuration of a connect-proxy registration (`/v1/agent/service/:id`).
+pub fn from_registration(proxy: &Value, datacenter: &str) -> Result<ProxyConfig, ConfigError> {
+    let p = &proxy["Proxy"];
+    let service = p["DestinationServiceName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ConfigError::Invalid("service is not a valid connect proxy".into()))?
+        .to_string();
+    let port = proxy["Port"].as_u64().filter(|p| *p > 0 && *p <= 65535);
+    let public = match port {
+        None => None,
+        Some(port) => {
+            let host = match proxy["Address"].as_str() {
+                Some(a) if !a.is_empty() => a,
+                _ => "0.0.0.0",
+            };
+            let bind = host_port(host, port)
+                .parse()
+                .map_err(|_| ConfigError::Invalid(format!("invalid proxy address {host:?}")))?;
+            let local_host = p["LocalServiceAddress"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("127.0.0.1");
+            let local_port = p["LocalServicePort"]
+                .as_u64()
+                .filter(|p| *p > 0 && *p <= 65535)
+                .ok_or_else(|| ConfigError::Invalid("Proxy.LocalServicePort is not set".into()))?;
+            Some(PublicListener {
+                bind,
+                local_service: host_port(local_host, local_port),
+            })
+        }
+    };
+    let mut upstreams = Vec::new();
+    for u in p["Upstreams"].as_array().into_iter().flatten() {
+        if u["DestinationType"]
+            .as_str()
+            .is_some_and(|t| t == "prepared_query")
+        {
+            return Err(ConfigError::Invalid(
+                "prepared-query upstreams are not supported".into(),
+            ));
+        }
+        let name = u["DestinationName"].as_str().unwrap_or("").to_string();
+        let port = u["LocalBindPort"]
+            .as_u64()
+            .filter(|p| *p > 0 && *p <= 65535);
+        let Some(port) = port else {
+            tracing::warn!(upstream = %name, "skipping an upstream without LocalBindPort");
+            continue;
+        };
+        let host = u["LocalBindAddress"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("127.0.0.1");
+        let bind = host_port(host, port)
+            .parse()
+            .map_err(|_| ConfigError::Invalid(format!("invalid LocalBindAddress {host:?}")))?;
+        let dc = u["Datacenter"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(datacenter)
+            .to_string();
+        upstreams.push(Upstream {
+            destination: name,
+            datacenter: dc,
+            bind,
+        });
+    }
+    upstreams.sort_by(|a, b| a.destination.cmp(&b.destination));
+    Ok(ProxyConfig {
+        service,
+        public,
+        upstreams,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn upstream_flags() {
+        let u = parse_upstream("greeter:8080", "dc1").unwrap();
+        assert_eq!(
+            (u.destination.as_str(), u.bind.to_string()),
+            ("greeter", "127.0.0.1:8080".to_string())
+        );
+        let u = parse_upstream("db:127.0.0.10:8282", "dc1").unwrap();
+        assert_eq!(u.bind.to_string(), "127.0.0.10:8282");
+        for bad in ["greeter", ":80", "x:notaport", "q.query:80"] {
+            assert!(parse_upstream(bad, "dc1").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sidecar_registration() {
+        let reg = json!({"Kind":"connect-proxy","ID":"web-sidecar-proxy","Port":21000,"Address":"",
+            "Proxy":{"DestinationServiceName":"web","DestinationServiceID":"web","LocalServiceAddress":"127.0.0.1",
+            "LocalServicePort":9090,"Upstreams":[{"DestinationName":"db","LocalBindPort":9191}]}});
+        let c = from_registration(&reg, "dc1").unwrap();
+        assert_eq!(c.service, "web");
+        let public = c.public.unwrap();
+        assert_eq!(public.bind.to_string(), "0.0.0.0:21000");
+        assert_eq!(public.local_service, "127.0.0.1:9090");
+        assert_eq!(c.upstreams[0].bind.to_string(), "127.0.0.1:9191");
+    }
+}

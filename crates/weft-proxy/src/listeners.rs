@@ -1,0 +1,288 @@
+//! The two kinds of listener. Public: mutual TLS in, plaintext to the local application. Upstream: plaintext in
+//! from the local application, mutual TLS out to a healthy instance of the destination, retrying another instance
+//! when a dial or handshake fails. Both pipe bytes with `copy_bidirectional`, which keeps half-closes intact.
+
+use crate::balance::Balancer;
+use crate::config::Upstream;
+use crate::control::Endpoint;
+use crate::metrics::{Metrics, Refusal};
+use crate::tls::MeshTls;
+use rand::RngExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+const MAX_ATTEMPTS: usize = 3;
+
+pub type TlsWatch = watch::Receiver<Option<Arc<MeshTls>>>;
+pub type EndpointWatch = watch::Receiver<Option<Arc<Vec<Endpoint>>>>;
+
+/// Open connections, so a draining proxy knows when it may exit.
+#[derive(Default)]
+pub struct Tracker {
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+pub struct Tracked(Arc<Tracker>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Tracker {
+    pub fn track(self: &Arc<Self>) -> Tracked {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Tracked(self.clone())
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Waits until no connection is open (or `grace` passes); returns how many were still open.
+    pub async fn drained(&self, grace: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let notified = self.idle.notified();
+            if self.active() == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.active();
+            }
+        }
+    }
+}
+
+/// Waits for the first usable TLS state (roots and leaf loaded).
+async fn ready(tls: &mut TlsWatch) -> Option<Arc<MeshTls>> {
+    let wait = async {
+        loop {
+            if let Some(t) = tls.borrow_and_update().clone() {
+                return Some(t);
+            }
+            if tls.changed().await.is_err() {
+                return None;
+            }
+        }
+    };
+    tokio::time::timeout(READY_TIMEOUT, wait)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn rustls_error(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+}
+
+pub async fn serve_public(
+    listener: TcpListener,
+    local_service: String,
+    tls: TlsWatch,
+    metrics: Arc<Metrics>,
+    tracker: Arc<Tracker>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "public listener accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (mut tls, metrics, local) = (tls.clone(), metrics.clone(), local_service.clone());
+        let guard = tracker.track();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let Some(state) = ready(&mut tls).await else {
+                tracing::warn!(%peer, "no certificate yet; dropping inbound connection");
+                return;
+            };
+            let Some(server) = state.server.clone() else {
+                return;
+            };
+            let accepted =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(server).accept(tcp))
+                    .await;
+            let mut stream = match accepted {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    match rustls_error(&e) {
+                        // Certificate problems were counted, with their reason, by the verifier.
+                        Some(rustls::Error::InvalidCertificate(_)) => {}
+                        Some(rustls::Error::NoCertificatesPresented) => {
+                            metrics.refused(Refusal::NoCertificate);
+                            tracing::info!(%peer, reason = Refusal::NoCertificate.code(), "refused a client without a certificate");
+                        }
+                        // A bare TCP probe (the sidecar's own listening check) connects and leaves.
+                        None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            tracing::debug!(%peer, "connection closed before a TLS handshake");
+                        }
+                        _ => {
+                            metrics.refused(Refusal::Handshake);
+                            tracing::info!(%peer, reason = Refusal::Handshake.code(), error = %e, "TLS handshake failed");
+                        }
+                    }
+                    return;
+                }
+                Err(_) => {
+                    metrics.refused(Refusal::Handshake);
+                    tracing::info!(%peer, reason = Refusal::Handshake.code(), "TLS handshake timed out");
+                    return;
+                }
+            };
+            metrics.inbound_accepted.fetch_add(1, Ordering::Relaxed);
+            let app =
+                tokio::time::timeout(LOCAL_CONNECT_TIMEOUT, TcpStream::connect(local.as_str()))
+                    .await;
+            let mut app = match app {
+                Ok(Ok(a)) => a,
+                Ok(Err(e)) => {
+                    tracing::warn!(%local, error = %e, "failed to dial the local application");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%local, "timed out dialing the local application");
+                    return;
+                }
+            };
+            let _ = app.set_nodelay(true);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut app).await {
+                tracing::debug!(%peer, error = %e, "inbound connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Why one dial failed, in words a person can act on.
+fn describe_dial_error(e: &std::io::Error) -> String {
+    match rustls_error(e) {
+        Some(rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)) => {
+            "refused by intention".into()
+        }
+        Some(rustls::Error::AlertReceived(a)) => format!("peer refused the TLS handshake ({a:?})"),
+        Some(other) => format!("TLS: {other}"),
+        None => e.to_string(),
+    }
+}
+
+pub async fn serve_upstream(
+    listener: TcpListener,
+    upstream: Upstream,
+    tls: TlsWatch,
+    endpoints: EndpointWatch,
+    metrics: Arc<Metrics>,
+    tracker: Arc<Tracker>,
+) {
+    let balancer = Arc::new(Balancer::default());
+    loop {
+        let (mut client, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream listener accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = client.set_nodelay(true);
+        let (mut tls, endpoints, metrics, balancer, upstream) = (
+            tls.clone(),
+            endpoints.clone(),
+            metrics.clone(),
+            balancer.clone(),
+            upstream.clone(),
+        );
+        let guard = tracker.track();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let Some(state) = ready(&mut tls).await else {
+                tracing::warn!(%peer, upstream = %upstream.destination, "no certificate yet; dropping connection");
+                return;
+            };
+            let list = endpoints.borrow().clone().unwrap_or_default();
+            let mut failed: Vec<String> = Vec::new();
+            for _ in 0..MAX_ATTEMPTS.min(list.len().max(1)) {
+                let (r1, r2): (f64, f64) = {
+                    let mut rng = rand::rng();
+                    (rng.random(), rng.random())
+                };
+                let Some(endpoint) = balancer.pick(&list, &failed, r1, r2) else {
+                    break;
+                };
+                let lease = balancer.lease(&endpoint.address);
+                match dial(&state, endpoint, &upstream).await {
+                    Ok(mut stream) => {
+                        metrics.upstream_connections.fetch_add(1, Ordering::Relaxed);
+                        let result = tokio::io::copy_bidirectional(&mut client, &mut stream).await;
+                        if let Err(e) = result {
+                            let why = describe_dial_error(&e);
+                            if why == "refused by intention" {
+                                metrics.refused(Refusal::IntentionDeny);
+                            }
+                            tracing::info!(upstream = %upstream.destination, instance = %endpoint.address, error = %why, "upstream connection ended");
+                        }
+                        drop(lease);
+                        return;
+                    }
+                    Err(why) => {
+                        metrics
+                            .upstream_dial_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(upstream = %upstream.destination, instance = %endpoint.address, error = %why, "dial failed; trying another instance");
+                        failed.push(endpoint.address.clone());
+                    }
+                }
+            }
+            if list.is_empty() {
+                tracing::warn!(upstream = %upstream.destination, "no healthy instances found");
+            } else {
+                tracing::warn!(upstream = %upstream.destination, tried = failed.len(), "every attempt failed");
+            }
+        });
+    }
+}
+
+async fn dial(
+    state: &MeshTls,
+    endpoint: &Endpoint,
+    upstream: &Upstream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let dc = if endpoint.datacenter.is_empty() {
+        upstream.datacenter.as_str()
+    } else {
+        endpoint.datacenter.as_str()
+    };
+    let config = state
+        .client_for(&endpoint.service, dc)
+        .map_err(|e| e.to_string())?;
+    let attempt = async {
+        let tcp = TcpStream::connect(endpoint.address.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let name = rustls_pki_types::ServerName::try_from("mesh.weft.invalid")
+            .map_err(|e| e.to_string())?;
+        TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| describe_dial_error(&e))
+    };
+    tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, attempt)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}

@@ -1,0 +1,89 @@
+//! Counters with stable reason codes: every refused connection is counted and logged under one of these.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NoCertificate,
+    UntrustedChain,
+    Expired,
+    WrongTrustDomain,
+    NotAService,
+    IntentionDeny,
+    Handshake,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 7] = [
+        Refusal::NoCertificate,
+        Refusal::UntrustedChain,
+        Refusal::Expired,
+        Refusal::WrongTrustDomain,
+        Refusal::NotAService,
+        Refusal::IntentionDeny,
+        Refusal::Handshake,
+    ];
+
+    /// The stable code used in logs and metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::NoCertificate => "no_client_certificate",
+            Refusal::UntrustedChain => "untrusted_chain",
+            Refusal::Expired => "certificate_expired",
+            Refusal::WrongTrustDomain => "wrong_trust_domain",
+            Refusal::NotAService => "not_a_service_identity",
+            Refusal::IntentionDeny => "intention_deny",
+            Refusal::Handshake => "handshake_failed",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    refusals: [AtomicU64; 7],
+    pub inbound_accepted: AtomicU64,
+    pub upstream_connections: AtomicU64,
+    pub upstream_dial_failures: AtomicU64,
+}
+
+impl Metrics {
+    pub fn refused(&self, reason: Refusal) {
+        if let Some(slot) = Refusal::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .and_then(|i| self.refusals.get(i))
+        {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn refusals(&self, reason: Refusal) -> u64 {
+        Refusal::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .and_then(|i| self.refusals.get(i))
+            .map(|c| c.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// One line with every counter, for logs at shutdown.
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = Refusal::ALL
+            .iter()
+            .map(|r| format!("{}={}", r.code(), self.refusals(*r)))
+            .collect();
+        parts.push(format!(
+            "inbound_accepted={}",
+            self.inbound_accepted.load(Ordering::Relaxed)
+        ));
+        parts.push(format!(
+            "upstream_connections={}",
+            self.upstream_connections.load(Ordering::Relaxed)
+        ));
+        parts.push(format!(
+            "upstream_dial_failures={}",
+            self.upstream_dial_failures.load(Ordering::Relaxed)
+        ));
+        parts.join(" ")
+    }
+}

@@ -1,0 +1,316 @@
+//! `weft connect proxy` and `weft connect ca get-config|set-config`.
+
+use crate::client::{Api, HttpArgs};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::json;
+use std::time::Duration;
+use weft_proxy::config::{self, ProxyConfig, PublicListener};
+use weft_proxy::control::AgentClient;
+use weft_proxy::Proxy;
+
+#[derive(Subcommand, Debug)]
+pub enum ConnectCmd {
+    /// Runs a sidecar proxy: mutual TLS in and out, under intentions.
+    Proxy(ProxyArgs),
+    /// Reads and changes the CA configuration.
+    #[command(subcommand)]
+    Ca(CaCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCmd {
+    /// Prints the CA configuration.
+    GetConfig(CaGetArgs),
+    /// Applies a CA configuration from a JSON file (a new key rotates the root).
+    SetConfig(CaSetArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CaGetArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CaSetArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[arg(long = "config-file")]
+    pub config_file: String,
+    #[arg(long = "force-without-cross-signing")]
+    pub force_without_cross_signing: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// The identity: the service this proxy represents.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// An upstream, `name:port` or `name:host:port` (repeatable).
+    #[arg(long = "upstream")]
+    pub upstreams: Vec<String>,
+    /// Public mutual-TLS listener, `host:port` (needs -service-addr).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The local application for inbound traffic, `host:port`.
+    #[arg(long = "service-addr")]
+    pub service_addr: Option<String>,
+    /// Register this proxy with the local agent (with -service and -listen).
+    #[arg(long)]
+    pub register: bool,
+    #[arg(long = "register-id")]
+    pub register_id: Option<String>,
+    /// Run as the sidecar registered for this service instance ID.
+    #[arg(long = "sidecar-for", env = "CONNECT_SIDECAR_FOR")]
+    pub sidecar_for: Option<String>,
+    /// Run as this connect-proxy registration.
+    #[arg(long = "proxy-id", env = "CONNECT_PROXY_ID")]
+    pub proxy_id: Option<String>,
+    #[arg(long = "log-level", default_value = "info")]
+    pub log_level: String,
+    /// How long open connections may finish after SIGTERM.
+    #[arg(long = "drain-timeout", default_value = "10s")]
+    pub drain_timeout: String,
+}
+
+pub async fn run(cmd: ConnectCmd) -> Result<i32> {
+    match cmd {
+        ConnectCmd::Proxy(a) => proxy(a).await,
+        ConnectCmd::Ca(CaCmd::GetConfig(a)) => {
+            let api = Api::new(&a.http)?;
+            let v = api.get_json("/v1/connect/ca/configuration").await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(0)
+        }
+        ConnectCmd::Ca(CaCmd::SetConfig(a)) => {
+            let api = Api::new(&a.http)?;
+            let text = std::fs::read_to_string(&a.config_file)
+                .with_context(|| format!("Error reading config file {:?}", a.config_file))?;
+            let mut v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: invalid JSON", a.config_file))?;
+            if a.force_without_cross_signing {
+                v["ForceWithoutCrossSigning"] = json!(true);
+            }
+            api.ok(
+                Method::PUT,
+                "/v1/connect/ca/configuration",
+                Some(serde_json::to_vec(&v)?),
+            )
+            .await
+            .map_err(|e| anyhow!("Error setting CA configuration: {e}"))?;
+            println!("Configuration updated!");
+            Ok(0)
+        }
+    }
+}
+
+fn http_addr(args: &HttpArgs) -> String {
+    args.http_addr
+        .clone()
+        .or_else(|| {
+            std::env::var("WEFT_HTTP_ADDR")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .or_else(|| {
+            std::env::var("CONSUL_HTTP_ADDR")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "127.0.0.1:8500".into())
+}
+
+async fn proxy(a: ProxyArgs) -> Result<i32> {
+    let filter = crate::agent_cmd::log_filter(&a.log_level)?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "{filter},hyper=warn,reqwest=warn"
+        )))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let drain = weft_types::duration::parse_duration(&a.drain_timeout)
+        .map_err(|e| anyhow!("-drain-timeout: {e}"))?;
+    let agent = AgentClient::new(&http_addr(&a.http), a.http.token.clone())?;
+    let me = agent
+        .get("/v1/agent/self")
+        .await
+        .map_err(|e| anyhow!("Error talking to the local agent: {e}"))?;
+    let datacenter = me.body["Config"]["Datacenter"]
+        .as_str()
+        .unwrap_or("dc1")
+        .to_string();
+
+    let (config, mode) = if let Some(id) = &a.proxy_id {
+        let reg = agent
+            .get(&format!("/v1/agent/service/{}", crate::client::encode(id)))
+            .await
+            .map_err(|e| anyhow!("Error reading proxy registration {id:?}: {e}"))?;
+        if reg.body["Kind"] != "connect-proxy" {
+            bail!("service {id:?} is not a valid connect proxy");
+        }
+        (config::from_registration(&reg.body, &datacenter)?, "Agent")
+    } else if let Some(id) = &a.sidecar_for {
+        (
+            config::from_sidecar(&agent, id, &datacenter).await?,
+            "Agent",
+        )
+    } else {
+        let Some(service) = a.service.clone().filter(|s| !s.is_empty()) else {
+            bail!("One of -service, -sidecar-for or -proxy-id must be specified");
+        };
+        if !weft_ca::spiffe::valid_service_name(&service) {
+            bail!("Invalid -service {service:?}: use letters, digits, '-', '_' and '.'");
+        }
+        let public = match &a.listen {
+            None => None,
+            Some(listen) => {
+                let Some(local) = &a.service_addr else {
+                    bail!("-service-addr must be specified with -listen so the proxy can forward inbound traffic");
+                };
+                let bind = listen
+                    .parse()
+                    .map_err(|_| anyhow!("Invalid -listen {listen:?}: expected host:port"))?;
+                Some(PublicListener {
+                    bind,
+                    local_service: local.clone(),
+                })
+            }
+        };
+        let mut upstreams = Vec::new();
+        for u in &a.upstreams {
+            upstreams.push(config::parse_upstream(u, &datacenter)?);
+        }
+        upstreams.sort_by(|x, y| x.destination.cmp(&y.destination));
+        (
+            ProxyConfig {
+                service,
+                public,
+                upstreams,
+            },
+            "Flags",
+        )
+    };
+    if a.register && (a.sidecar_for.is_some() || a.proxy_id.is_some() || config.public.is_none()) {
+        bail!("-register needs -service and -listen");
+    }
+
+    println!("==> Weft Connect proxy starting...");
+    println!("    Configuration mode: {mode}");
+    println!("               Service: {}", config.service);
+    for u in &config.upstreams {
+        println!("              Upstream: {} => {}", u.destination, u.bind);
+    }
+    match &config.public {
+        Some(p) => println!("       Public listener: {} => {}", p.bind, p.local_service),
+        None => println!("       Public listener: Disabled"),
+    }
+    let proxy = Proxy::start(config.clone(), agent.clone()).await?;
+    if let Some(addr) = proxy.public_addr {
+        println!("  Public listener addr: {addr}");
+    }
+    for (name, addr) in &proxy.upstream_addrs {
+        println!("    Upstream listening: {name} {addr}");
+    }
+    let registration = if a.register {
+        Some(register(&agent, &config, a.register_id.as_deref(), proxy.public_addr).await?)
+    } else {
+        None
+    };
+    if proxy.ready(Duration::from_secs(30)).await {
+        println!("==> Proxy loaded config and ready to serve");
+    } else {
+        eprintln!(
+            "==> Proxy has no certificate yet; it will serve as soon as the agent provides one"
+        );
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let heartbeat = registration.clone().map(|(_, check)| {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                let path = format!("/v1/agent/check/pass/{}", crate::client::encode(&check));
+                if let Err(e) = agent.request(Method::PUT, &path, None).await {
+                    tracing::warn!(error = %e, "proxy heartbeat failed");
+                }
+            }
+        })
+    });
+    wait_for_signal().await;
+    println!("==> Draining: no new connections; open ones may finish");
+    if let Some(h) = heartbeat {
+        h.abort();
+    }
+    if let Some((id, _)) = registration {
+        let path = format!(
+            "/v1/agent/service/deregister/{}",
+            crate::client::encode(&id)
+        );
+        for _ in 0..3 {
+            if agent.request(Method::PUT, &path, None).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let left = proxy.drain(drain).await;
+    if left > 0 {
+        eprintln!("==> Closed {left} connection(s) still open after the drain timeout");
+    }
+    Ok(0)
+}
+
+/// `-register`: a `<svc>-proxy` connect-proxy registration with a TTL heartbeat check.
+async fn register(
+    agent: &AgentClient,
+    config: &ProxyConfig,
+    suffix: Option<&str>,
+    public: Option<std::net::SocketAddr>,
+) -> Result<(String, String)> {
+    let Some(addr) = public else {
+        bail!("-register needs -listen")
+    };
+    let id = match suffix {
+        Some(s) if !s.is_empty() => format!("{}-proxy-{s}", config.service),
+        _ => format!("{}-proxy", config.service),
+    };
+    let check = format!("{id}-ttl");
+    let body = json!({
+        "Kind": "connect-proxy", "ID": id, "Name": format!("{}-proxy", config.service),
+        "Address": addr.ip().to_string(), "Port": addr.port(),
+        "Proxy": {"DestinationServiceName": config.service,
+                  "LocalServiceAddress": config.public.as_ref().map(|p| p.local_service.split(':').next().unwrap_or("127.0.0.1")).unwrap_or("127.0.0.1")},
+        "Check": {"CheckID": check, "Name": "proxy heartbeat", "TTL": "30s", "Status": "passing"},
+    });
+    agent
+        .request(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(body.to_string()),
+        )
+        .await
+        .map_err(|e| anyhow!("Error registering the proxy: {e}"))?;
+    Ok((id, check))
+}
+
+pub async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
