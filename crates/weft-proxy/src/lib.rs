@@ -231,3 +231,6 @@ async fn build_tls(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -59,12 +59,8 @@ impl Store {
                 source,
                 destination,
             } => {
-                if self
-                    .t
-                    .intentions
-                    .remove(&(destination.clone(), source.clone()))
-                    .is_some()
-                {
+                let removed = self.t.intentions.remove(&(destination.clone(), source.clone()));
+                if removed.is_some() {
                     touched.insert(Table::Intentions);
                 }
             }

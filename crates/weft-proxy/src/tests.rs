@@ -1,0 +1,345 @@
+//! Handshakes between real rustls endpoints over loopback, with certificates from the real CA: who gets in, who
+//! is refused and with which reason, and rotation through a cross-signed root.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::control::{Intentions, Leaf, Roots};
+use crate::metrics::{Metrics, Refusal};
+use crate::tls::MeshTls;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use weft_ca::leaf::{new_request, sign, SigningContext};
+use weft_ca::root::{cross_sign, generate_root};
+use weft_ca::{CaConfig, ServiceId, StoredRoot};
+use weft_types::Intention;
+
+const CLUSTER: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn td() -> String {
+    weft_ca::spiffe::trust_domain(CLUSTER)
+}
+
+struct Ca {
+    root: StoredRoot,
+    serial: u64,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        Ca {
+            root: generate_root(&CaConfig::default(), CLUSTER, 1, now()).unwrap(),
+            serial: 10,
+        }
+    }
+
+    fn leaf_at(&mut self, service: &str, at: u64, ttl: Duration) -> Leaf {
+        self.serial += 1;
+        let id = ServiceId::new(&td(), "dc1", service);
+        let (key, csr) = new_request(&id).unwrap();
+        let ctx = SigningContext {
+            root: &self.root,
+            trust_domain: &td(),
+            datacenter: "dc1",
+            serial: self.serial,
+            now_unix: at,
+            ttl,
+        };
+        let (issued, _) = sign(&csr, &ctx).unwrap();
+        Leaf {
+            chain: CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap(),
+            key: PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            serial: issued.serial_number,
+        }
+    }
+
+    fn leaf(&mut self, service: &str) -> Leaf {
+        self.leaf_at(service, now(), Duration::from_secs(3600))
+    }
+
+    fn roots(&self) -> Roots {
+        Roots {
+            trust_domain: td(),
+            certs: CertificateDer::pem_slice_iter(self.root.root.root_cert.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap(),
+        }
+    }
+}
+
+fn intentions(
+    list: Vec<(&str, &str, &str)>,
+    default_allow: bool,
+) -> watch::Receiver<Option<Arc<Intentions>>> {
+    let list = list
+        .into_iter()
+        .map(|(s, d, a)| {
+            let mut i = Intention {
+                source_name: s.into(),
+                destination_name: d.into(),
+                action: a.into(),
+                ..Intention::default()
+            };
+            i.normalize().unwrap();
+            i
+        })
+        .collect();
+    watch::channel(Some(Arc::new(Intentions {
+        list,
+        default_allow,
+    })))
+    .1
+}
+
+/// Runs one TLS server accept on loopback; returns its address and the handshake outcome.
+async fn serve_once(
+    tls: Arc<MeshTls>,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<(), String>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone().unwrap());
+        let mut s = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
+        s.write_all(b"hello").await.map_err(|e| e.to_string())?;
+        s.shutdown().await.map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    (addr, handle)
+}
+
+/// Dials as `client` expecting to reach `service`; returns what the client could read.
+async fn dial(
+    client: &MeshTls,
+    addr: std::net::SocketAddr,
+    service: &str,
+) -> Result<Vec<u8>, String> {
+    let config = client.client_for(service, "dc1").unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("mesh.weft.invalid").unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .map_err(|e| e.to_string())?;
+    Ok(buf)
+}
+
+fn server(
+    ca: &mut Ca,
+    service: &str,
+    rx: watch::Receiver<Option<Arc<Intentions>>>,
+    metrics: Arc<Metrics>,
+) -> Arc<MeshTls> {
+    Arc::new(
+        MeshTls::build(
+            Arc::new(ca.roots()),
+            Arc::new(ca.leaf(service)),
+            service,
+            Some(rx),
+            metrics,
+        )
+        .unwrap(),
+    )
+}
+
+fn client_with(roots: Roots, leaf: Leaf, service: &str) -> MeshTls {
+    MeshTls::build(
+        Arc::new(roots),
+        Arc::new(leaf),
+        service,
+        None,
+        Arc::new(Metrics::default()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn allowed_client_gets_through() {
+    let mut ca = Ca::new();
+    let metrics = Arc::new(Metrics::default());
+    let srv = server(
+        &mut ca,
+        "web",
+        intentions(vec![("test", "web", "allow")], false),
+        metrics.clone(),
+    );
+    let client = client_with(ca.roots(), ca.leaf("test"), "test");
+    let (addr, h) = serve_once(srv).await;
+    assert_eq!(dial(&client, addr, "web").await.unwrap(), b"hello");
+    h.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn deny_intention_refuses_with_access_denied() {
+    let mut ca = Ca::new();
+    let metrics = Arc::new(Metrics::default());
+    let srv = server(
+        &mut ca,
+        "web",
+        intentions(vec![("test", "web", "deny")], true),
+        metrics.clone(),
+    );
+    let client = client_with(ca.roots(), ca.leaf("test"), "test");
+    let (addr, h) = serve_once(srv).await;
+    let err = dial(&client, addr, "web").await.unwrap_err();
+    assert!(err.contains("AccessDenied"), "{err}");
+    assert!(h.await.unwrap().is_err());
+    assert_eq!(metrics.refusals(Refusal::IntentionDeny), 1);
+}
+
+#[tokio::test]
+async fn default_policy_applies_when_nothing_matches() {
+    let mut ca = Ca::new();
+    let metrics = Arc::new(Metrics::default());
+    let srv = server(&mut ca, "web", intentions(vec![], false), metrics.clone());
+    let client = client_with(ca.roots(), ca.leaf("test"), "test");
+    let (addr, _h) = serve_once(srv).await;
+    assert!(dial(&client, addr, "web").await.is_err());
+    assert_eq!(metrics.refusals(Refusal::IntentionDeny), 1);
+}
+
+#[tokio::test]
+async fn certificate_from_another_ca_is_refused() {
+    let mut ca = Ca::new();
+    let mut other = Ca::new();
+    let metrics = Arc::new(Metrics::default());
+    let srv = server(&mut ca, "web", intentions(vec![], true), metrics.clone());
+    // The client trusts our roots (so it accepts the server) but presents a leaf from another CA.
+    let client = client_with(ca.roots(), other.leaf("test"), "test");
+    let (addr, h) = serve_once(srv).await;
+    assert!(dial(&client, addr, "web").await.is_err());
+    assert!(h.await.unwrap().is_err());
+    assert_eq!(metrics.refusals(Refusal::UntrustedChain), 1);
+}
+
+#[tokio::test]
+async fn expired_certificate_is_refused() {
+    let mut ca = Ca::new();
+    let metrics = Arc::new(Metrics::default());
+    let srv = server(&mut ca, "web", intentions(vec![], true), metrics.clone());
+    let stale = ca.leaf_at("test", now() - 7200, Duration::from_secs(600));
+    let client = client_with(ca.roots(), stale, "test");
+    let (addr, _h) = serve_once(srv).await;
+    assert!(dial(&client, addr, "web").await.is_err());
+    assert_eq!(metrics.refusals(Refusal::Expired), 1);
+}
+
+#[tokio::test]
+async fn client_without_certificate_is_refused() {
+    let mut ca = Ca::new();
+    let metrics = Arc::new(Metrics::default());
+    let srv = server(&mut ca, "web", intentions(vec![], true), metrics.clone());
+    let (addr, h) = serve_once(srv).await;
+    // A plain TLS client that trusts the root but has no client certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ca.roots().certs {
+        roots.add(c).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let result = async {
+        let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("x.invalid").unwrap(), tcp)
+            .await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    }
+    .await;
+    assert!(result.is_err());
+    let server_err = h.await.unwrap().unwrap_err();
+    assert!(server_err.contains("no certificates"), "{server_err}");
+    let _ = roots;
+}
+
+#[tokio::test]
+async fn upstream_must_name_the_expected_service() {
+    let mut ca = Ca::new();
+    let metrics = Arc::new(Metrics::default());
+    // The server is "db", but the client dials expecting "web".
+    let srv = server(&mut ca, "db", intentions(vec![], true), metrics);
+    let client = client_with(ca.roots(), ca.leaf("test"), "test");
+    let (addr, _h) = serve_once(srv).await;
+    let err = dial(&client, addr, "web").await.unwrap_err();
+    assert!(err.contains("peer certificate mismatch"), "{err}");
+}
+
+#[tokio::test]
+async fn rotation_keeps_old_and_new_interoperating() {
+    let mut old = Ca::new();
+    let mut new_root = generate_root(&CaConfig::default(), CLUSTER, 2, now()).unwrap();
+    let cross = cross_sign(&old.root, &new_root, 3, now()).unwrap();
+    new_root.root.intermediate_certs = Some(vec![cross]);
+    let mut new = Ca {
+        root: new_root,
+        serial: 100,
+    };
+    // A server that only knows the old root accepts a client whose leaf comes from the new root.
+    let metrics = Arc::new(Metrics::default());
+    let srv = server(&mut old, "web", intentions(vec![], true), metrics);
+    let client = client_with(old.roots(), new.leaf("test"), "test");
+    let (addr, h) = serve_once(srv).await;
+    assert_eq!(dial(&client, addr, "web").await.unwrap(), b"hello");
+    h.await.unwrap().unwrap();
+}
+
+#[derive(Debug)]
+struct AcceptAny;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        crate::tls::provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
