@@ -671,3 +671,6 @@ pub fn truncate_output(output: &str, max: usize) -> String {
 
 /// How often the critical-service reaper looks (Consul: every 30 s; we look more often so short test timeouts work).
 pub(crate) const REAP_INTERVAL: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+//! The agent in-process: sidecar expansion, and leaf certificates renewed on an injected (paused) clock and
+//! re-issued after a root rotation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use std::time::Duration;
+use weft_server::ServerConfig;
+use weft_types::lenient::decode;
+
+fn agent() -> Agent {
+    let server = Server::new(ServerConfig::new("dc1", "n1", "127.0.0.1:8300"));
+    let agent = Agent::new(
+        AgentConfig {
+            node_name: "n1".into(),
+            node_id: weft_types::ids::new_uuid(),
+            datacenter: "dc1".into(),
+            advertise_addr: "127.0.0.1".into(),
+            node_meta: Default::default(),
+            server: true,
+            server_port: 8300,
+            root_change_jitter: Duration::from_secs(30),
+        },
+        server,
+    );
+    agent.start().unwrap();
+    agent
+}
+
+#[tokio::test]
+async fn sidecar_service_is_expanded() {
+    let a = agent();
+    let def: ServiceDefinition = decode(
+        br#"{"ID":"web1","Name":"web","Port":8080,"Connect":{"SidecarService":{"Proxy":{"Upstreams":[{"DestinationName":"db","LocalBindPort":9191}]}}}}"#,
+    )
+    .unwrap();
+    a.register_service(&def, false, Source::Api).unwrap();
+    let side = a.service("web1-sidecar-proxy").unwrap();
+    assert_eq!(
+        (side.kind.as_str(), side.service.as_str(), side.port),
+        ("connect-proxy", "web-sidecar-proxy", 21000)
+    );
+    assert_eq!(side.proxy.destination_service_id, "web1");
+    assert_eq!(
+        (
+            side.proxy.local_service_address.as_str(),
+            side.proxy.local_service_port
+        ),
+        ("127.0.0.1", 8080)
+    );
+    assert_eq!(side.proxy.upstreams[0].destination_type, "service");
+    let names: Vec<String> = a
+        .checks()
+        .into_iter()
+        .filter(|c| c.service_id == "web1-sidecar-proxy")
+        .map(|c| c.name)
+        .collect();
+    assert!(names.contains(&"Connect Sidecar Listening".to_string()));
+    assert!(names.contains(&"Connect Sidecar Aliasing web1".to_string()));
+    // Re-registering keeps the port; a second service gets the next one.
+    a.register_service(&def, false, Source::Api).unwrap();
+    assert_eq!(a.service("web1-sidecar-proxy").unwrap().port, 21000);
+    let other: ServiceDefinition =
+        decode(br#"{"ID":"web2","Name":"web","Port":8081,"Connect":{"SidecarService":{}}}"#)
+            .unwrap();
+    a.register_service(&other, false, Source::Api).unwrap();
+    assert_eq!(a.service("web2-sidecar-proxy").unwrap().port, 21001);
+    assert_eq!(a.server().read().connect_instances("web").len(), 2);
+    // Deregistering the parent removes its sidecar.
+    a.deregister_service("web1").unwrap();
+    assert!(a.service("web1-sidecar-proxy").is_none());
+    let bad: ServiceDefinition =
+        decode(br#"{"Name":"x","Port":1,"Connect":{"SidecarService":{"ID":"mine"}}}"#).unwrap();
+    assert!(a
+        .register_service(&bad, false, Source::Api)
+        .unwrap_err()
+        .to_string()
+        .contains("cannot specify an ID"));
+    assert!(
+        a.service("x").is_none(),
+        "a refused sidecar registers nothing"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn leaf_renews_on_a_fast_clock() {
+    let a = agent();
+    let first = a
+        .leaf_certificate("web", 0, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let info = weft_ca::leaf::inspect(&first.cert_pem).unwrap();
+    assert!(info.uris[0].ends_with("/ns/default/dc/dc1/svc/web"));
+    // The paused clock jumps to the renewal time (60-90 % of 72 h) as soon as nothing else is runnable.
+    let renewed = a
+        .leaf_certificate("web", first.modify_index, Duration::from_secs(80 * 3600))
+        .await
+        .unwrap();
+    assert!(renewed.modify_index > first.modify_index);
+    assert_ne!(renewed.serial_number, first.serial_number);
+    assert_ne!(
+        renewed.private_key_pem, first.private_key_pem,
+        "renewal generates a new key"
+    );
+    // A reader without an index gets the current certificate at once.
+    let now = a
+        .leaf_certificate("web", 0, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(now.modify_index >= renewed.modify_index);
+}
+
+#[tokio::test(start_paused = true)]
+async fn root_rotation_reissues_leaves() {
+    let a = agent();
+    let first = a
+        .leaf_certificate("api", 0, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let old_key = a
+        .server()
+        .read()
+        .ca()
+        .active_root()
+        .unwrap()
+        .root
+        .signing_key_id
+        .clone();
+    assert_eq!(
+        weft_ca::leaf::inspect(&first.cert_pem)
+            .unwrap()
+            .authority_key_id,
+        old_key
+    );
+    let wire: weft_ca::CaConfigWire = serde_json::from_str(
+        r#"{"Provider":"consul","Config":{"PrivateKeyType":"ec","PrivateKeyBits":384}}"#,
+    )
+    .unwrap();
+    a.server().set_ca_configuration(&wire).unwrap();
+    let new_key = a
+        .server()
+        .read()
+        .ca()
+        .active_root()
+        .unwrap()
+        .root
+        .signing_key_id
+        .clone();
+    assert_ne!(new_key, old_key);
+    assert_eq!(
+        a.server().read().ca().roots.len(),
+        2,
+        "the old root stays listed"
+    );
+    let reissued = a
+        .leaf_certificate("api", first.modify_index, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let info = weft_ca::leaf::inspect(&reissued.cert_pem).unwrap();
+    assert_eq!(info.authority_key_id, new_key);
+    assert_eq!(
+        reissued.cert_pem.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "leaf + cross-signed intermediate"
+    );
+}
+
+#[tokio::test]
+async fn leaf_requests_are_validated() {
+    let a = agent();
+    assert!(matches!(
+        a.leaf_certificate("bad name", 0, Duration::from_secs(1))
+            .await,
+        Err(AgentError::BadRequest(_))
+    ));
+}
