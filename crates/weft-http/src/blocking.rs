@@ -7,7 +7,8 @@
 //! the rest copy its answer, so discovery storms do not multiply work on the server.
 
 use crate::ctx::{Consistency, Ctx};
-use crate::reply::{ApiError, Reply};
+use crate::reply::{encode, ApiError, Reply};
+use axum::body::Bytes;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
@@ -19,15 +20,30 @@ use tokio::time::Instant;
 use weft_state::{Store, Table};
 
 /// Runs a read with Consul's blocking semantics and returns its index and value.
-pub async fn read<F>(ctx: &Ctx, tables: &[Table], eval: F) -> Result<(u64, Value), ApiError>
+pub async fn read<F>(ctx: &Ctx, tables: &[Table], eval: F) -> Result<(u64, Arc<Value>), ApiError>
 where
     F: Fn(&Store) -> (u64, Value),
+{
+    let server = ctx.state.agent.server();
+    block(ctx, tables, |slot| match slot {
+        Some(slot) => slot.value(server, &eval),
+        None => {
+            let (index, value) = eval(&server.read());
+            (index, Arc::new(value))
+        }
+    })
+    .await
+}
+
+/// Waits per `?index`/`?wait` around `get`, which evaluates the query (through the shared slot when blocking).
+async fn block<T, G>(ctx: &Ctx, tables: &[Table], get: G) -> Result<(u64, T), ApiError>
+where
+    G: Fn(Option<&SharedSlot>) -> (u64, T),
 {
     let blocking = ctx.blocking()?;
     let server = ctx.state.agent.server();
     let Some(b) = blocking else {
-        let store = server.read();
-        return Ok(eval(&store));
+        return Ok(get(None));
     };
     let mut receivers: Vec<watch::Receiver<u64>> =
         tables.iter().map(|t| server.subscribe(*t)).collect();
@@ -37,7 +53,7 @@ where
         for r in receivers.iter_mut() {
             r.borrow_and_update();
         }
-        let (index, value) = slot.evaluate(server, &eval);
+        let (index, value) = get(slot.slot.as_deref());
         if index > b.min_index {
             break (index, value);
         }
@@ -63,17 +79,6 @@ impl SlotGuard {
         let slot = Some(shared.join(&key));
         SlotGuard { shared, key, slot }
     }
-
-    fn evaluate<F: Fn(&Store) -> (u64, Value)>(
-        &self,
-        server: &weft_server::Server,
-        eval: &F,
-    ) -> (u64, Value) {
-        match &self.slot {
-            Some(slot) => slot.evaluate(server, eval),
-            None => eval(&server.read()),
-        }
-    }
 }
 
 impl Drop for SlotGuard {
@@ -87,26 +92,67 @@ impl Drop for SlotGuard {
 /// The last evaluation of one query: the store index it was made at, and its result.
 #[derive(Default)]
 pub struct SharedSlot {
-    last: Mutex<Option<(u64, u64, Value)>>,
+    last: Mutex<Option<Cached>>,
+}
+
+/// One evaluation: the store index it was made at, the result's index, the value and (once asked for) its encoding.
+struct Cached {
+    at: u64,
+    index: u64,
+    value: Arc<Value>,
+    encoded: Option<Bytes>,
 }
 
 impl SharedSlot {
-    fn evaluate<F: Fn(&Store) -> (u64, Value)>(
+    /// The cached evaluation if the store has not moved since, else a fresh one (which then becomes the cache).
+    fn fresh<'a, F: Fn(&Store) -> (u64, Value)>(
+        last: &'a mut Option<Cached>,
+        server: &weft_server::Server,
+        eval: &F,
+    ) -> &'a mut Cached {
+        let store = server.read();
+        let at = store.last_index();
+        if last.as_ref().is_none_or(|c| c.at != at) {
+            let (index, value) = eval(&store);
+            *last = Some(Cached {
+                at,
+                index,
+                value: Arc::new(value),
+                encoded: None,
+            });
+        }
+        last.get_or_insert_with(|| Cached {
+            at,
+            index: 0,
+            value: Arc::new(Value::Null),
+            encoded: None,
+        })
+    }
+
+    fn value<F: Fn(&Store) -> (u64, Value)>(
         &self,
         server: &weft_server::Server,
         eval: &F,
-    ) -> (u64, Value) {
+    ) -> (u64, Arc<Value>) {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let store = server.read();
-        let at = store.last_index();
-        if let Some((seen, index, value)) = last.as_ref() {
-            if *seen == at {
-                return (*index, value.clone());
-            }
-        }
-        let (index, value) = eval(&store);
-        *last = Some((at, index, value.clone()));
-        (index, value)
+        let c = SharedSlot::fresh(&mut last, server, eval);
+        (c.index, c.value.clone())
+    }
+
+    /// The encoded answer: encoded once per store change however many queries share the slot.
+    fn encoded<F: Fn(&Store) -> (u64, Value)>(
+        &self,
+        server: &weft_server::Server,
+        eval: &F,
+        pretty: bool,
+    ) -> (u64, Bytes) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let c = SharedSlot::fresh(&mut last, server, eval);
+        let bytes = c
+            .encoded
+            .get_or_insert_with(|| encode(&c.value, pretty))
+            .clone();
+        (c.index, bytes)
     }
 }
 
@@ -146,8 +192,17 @@ where
     F: Fn(&Store) -> (u64, Value),
 {
     let consistency = prepare(ctx)?;
-    let (index, value) = read(ctx, tables, eval).await?;
-    Ok(ctx.read_meta(ctx.json(&value), index, consistency))
+    let pretty = ctx.pretty();
+    let server = ctx.state.agent.server();
+    let (index, body) = block(ctx, tables, |slot| match slot {
+        Some(slot) => slot.encoded(server, &eval, pretty),
+        None => {
+            let (index, value) = eval(&server.read());
+            (index, encode(&value, pretty))
+        }
+    })
+    .await?;
+    Ok(ctx.read_meta(Reply::json_bytes(body), index, consistency))
 }
 
 /// The checks every read makes before touching the store.

@@ -155,19 +155,20 @@ fn to_json<T: serde::Serialize>(value: T) -> Value {
 }
 
 pub async fn nodes(ctx: Ctx) -> Result<Reply, ApiError> {
-    let consistency = prepare(&ctx)?;
     let filter = ctx.filter()?;
     let meta = ctx.node_meta();
-    let (index, value) = read(&ctx, &[Table::Nodes], |s: &Store| {
+    read_reply(&ctx, &[Table::Nodes], |s: &Store| {
         let list: Vec<Value> = s
             .nodes()
             .filter(|n| meta_matches(n, &meta))
             .map(to_json)
             .collect();
-        (s.table_index(Table::Nodes), Value::Array(list))
+        (
+            s.table_index(Table::Nodes),
+            filtered(Value::Array(list), &filter),
+        )
     })
-    .await?;
-    Ok(ctx.read_meta(ctx.json(&filtered(value, &filter)), index, consistency))
+    .await
 }
 
 /// Applies a filter to the elements of a JSON array.

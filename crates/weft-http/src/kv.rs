@@ -59,7 +59,7 @@ async fn get(ctx: Ctx) -> Result<Reply, ApiError> {
         let reply = Reply {
             status: StatusCode::NOT_FOUND,
             headers: Default::default(),
-            body: Vec::new(),
+            body: Default::default(),
         };
         return Ok(ctx.read_meta(reply, index, consistency));
     }
@@ -75,7 +75,7 @@ async fn get(ctx: Ctx) -> Result<Reply, ApiError> {
         let mut reply = Reply {
             status: StatusCode::OK,
             headers: Default::default(),
-            body: raw,
+            body: raw.into(),
         };
         reply.set("content-type", "text/plain");
         reply.set("x-content-type-options", "nosniff");

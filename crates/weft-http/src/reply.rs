@@ -1,6 +1,7 @@
 //! Answers and errors in Consul's wire form: JSON (minified, or indented with `?pretty`), `true`/`false` bodies,
 //! empty 200s for agent writes, and plain-text errors with Consul's status codes.
 
+use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::Value;
 
@@ -8,7 +9,7 @@ use serde_json::Value;
 pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 impl Reply {
@@ -17,18 +18,16 @@ impl Reply {
         Reply {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
-            body: Vec::new(),
+            body: Bytes::new(),
         }
     }
 
     pub fn json(value: &Value, pretty: bool) -> Reply {
-        let body = if pretty {
-            let mut out = serde_json::to_vec_pretty(value).unwrap_or_default();
-            out.push(b'\n');
-            out
-        } else {
-            serde_json::to_vec(value).unwrap_or_default()
-        };
+        Reply::json_bytes(encode(value, pretty))
+    }
+
+    /// A JSON answer from an already-encoded body (shared by identical blocking queries).
+    pub fn json_bytes(body: Bytes) -> Reply {
         let mut reply = Reply {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
@@ -46,7 +45,7 @@ impl Reply {
         let mut reply = Reply {
             status,
             headers: HeaderMap::new(),
-            body: text.into().into_bytes(),
+            body: Bytes::from(text.into().into_bytes()),
         };
         reply.set("content-type", "text/plain; charset=utf-8");
         reply
@@ -61,6 +60,17 @@ impl Reply {
         if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
             self.headers.insert(HeaderName::from_static(name), v);
         }
+    }
+}
+
+/// JSON as Consul writes it: minified, or indented with a trailing newline for `?pretty`.
+pub fn encode(value: &Value, pretty: bool) -> Bytes {
+    if pretty {
+        let mut out = serde_json::to_vec_pretty(value).unwrap_or_default();
+        out.push(b'\n');
+        Bytes::from(out)
+    } else {
+        Bytes::from(serde_json::to_vec(value).unwrap_or_default())
     }
 }
 

@@ -11,6 +11,7 @@ use rand::RngExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -169,6 +170,102 @@ pub async fn serve_public(
     }
 }
 
+const REFUSED: &str = "refused by intention";
+
+fn looks_like_http(first: &[u8]) -> bool {
+    [
+        "GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "PATCH ", "OPTIONS ",
+    ]
+    .iter()
+    .any(|m| first.starts_with(m.as_bytes()))
+}
+
+fn http_refusal(upstream: &str, why: &str) -> String {
+    let body = format!("{upstream}: {why}\n");
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nX-Weft-Refusal: {}\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        why.replace(' ', "_"),
+        body.len()
+    )
+}
+
+/// Pipes bytes both ways until both directions are done. If the upstream refuses the connection (an intention
+/// denies it) before answering anything and the client spoke HTTP, the client gets a 503 naming the upstream and
+/// the reason instead of an empty reply; other protocols just see the connection close.
+async fn relay_upstream(
+    client: &mut TcpStream,
+    upstream: tokio_rustls::client::TlsStream<TcpStream>,
+    destination: &str,
+) -> Result<(), String> {
+    use std::sync::atomic::AtomicBool;
+    let (mut ur, mut uw) = tokio::io::split(upstream);
+    let (mut cr, mut cw) = client.split();
+    let first = std::sync::Mutex::new(Vec::<u8>::new());
+    let answered = AtomicBool::new(false);
+    let mut to_upstream = Box::pin(async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = cr.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                let _ = uw.shutdown().await;
+                return Ok::<(), String>(());
+            }
+            {
+                let mut f = first.lock().unwrap_or_else(|p| p.into_inner());
+                if f.len() < 16 {
+                    let take = n.min(16 - f.len());
+                    f.extend_from_slice(&buf[..take]);
+                }
+            }
+            uw.write_all(&buf[..n])
+                .await
+                .map_err(|e| describe_dial_error(&e))?;
+        }
+    });
+    let mut from_upstream = Box::pin(async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = ur
+                .read(&mut buf)
+                .await
+                .map_err(|e| describe_dial_error(&e))?;
+            if n == 0 {
+                let _ = cw.shutdown().await;
+                return Ok::<(), String>(());
+            }
+            answered.store(true, Ordering::Relaxed);
+            cw.write_all(&buf[..n]).await.map_err(|e| e.to_string())?;
+        }
+    });
+    let (mut up_done, mut down_done) = (false, false);
+    let mut outcome = Ok(());
+    while !(up_done && down_done) {
+        tokio::select! {
+            r = &mut to_upstream, if !up_done => {
+                up_done = true;
+                if let Err(e) = r { outcome = Err(e); break; }
+            }
+            r = &mut from_upstream, if !down_done => {
+                down_done = true;
+                if let Err(e) = r { outcome = Err(e); break; }
+            }
+        }
+    }
+    drop(to_upstream);
+    drop(from_upstream);
+    if let Err(why) = &outcome {
+        let spoke_http = looks_like_http(&first.lock().unwrap_or_else(|p| p.into_inner()));
+        if why == REFUSED && !answered.load(Ordering::Relaxed) && spoke_http {
+            let _ = cw
+                .write_all(http_refusal(destination, why).as_bytes())
+                .await;
+            let _ = cw.shutdown().await;
+        }
+    }
+    outcome
+}
+
 /// Why one dial failed, in words a person can act on.
 fn describe_dial_error(e: &std::io::Error) -> String {
     match rustls_error(e) {
@@ -226,12 +323,12 @@ pub async fn serve_upstream(
                 };
                 let lease = balancer.lease(&endpoint.address);
                 match dial(&state, endpoint, &upstream).await {
-                    Ok(mut stream) => {
+                    Ok(stream) => {
                         metrics.upstream_connections.fetch_add(1, Ordering::Relaxed);
-                        let result = tokio::io::copy_bidirectional(&mut client, &mut stream).await;
-                        if let Err(e) = result {
-                            let why = describe_dial_error(&e);
-                            if why == "refused by intention" {
+                        if let Err(why) =
+                            relay_upstream(&mut client, stream, &upstream.destination).await
+                        {
+                            if why == REFUSED {
                                 metrics.refused(Refusal::IntentionDeny);
                             }
                             tracing::info!(upstream = %upstream.destination, instance = %endpoint.address, error = %why, "upstream connection ended");
@@ -248,10 +345,23 @@ pub async fn serve_upstream(
                     }
                 }
             }
-            if list.is_empty() {
+            let why = if list.is_empty() {
                 tracing::warn!(upstream = %upstream.destination, "no healthy instances found");
+                "no healthy instances found"
             } else {
                 tracing::warn!(upstream = %upstream.destination, tried = failed.len(), "every attempt failed");
+                "every instance failed to answer"
+            };
+            // An HTTP client gets a 503 that says why, rather than an empty reply.
+            let mut first = [0u8; 16];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(200), client.read(&mut first)).await
+            {
+                if looks_like_http(&first[..n]) {
+                    let _ = client
+                        .write_all(http_refusal(&upstream.destination, why).as_bytes())
+                        .await;
+                }
             }
         });
     }

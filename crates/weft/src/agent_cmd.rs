@@ -217,8 +217,9 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     state.intention_default_allow = files.acl_default_policy.as_deref() != Some("deny");
     let shutdown = state.shutdown.clone();
 
-    let listener = tokio::net::TcpListener::bind(http_addr)
-        .await
+    // A deep accept backlog: a reconnect storm of watchers must not overflow mio's default of 128 and stall
+    // for a SYN retry.
+    let listener = listen(http_addr, 4096)
         .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
     let local = listener.local_addr()?;
     println!("==> Weft agent running!");
@@ -252,6 +253,18 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     }
     println!("==> Weft agent stopped");
     Ok(())
+}
+
+/// A TCP listener with an explicit accept backlog.
+pub fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,170 @@
+//! The figures a scenario produces and the final table: figure, measured, target, verdict.
+
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Miss,
+    /// A figure printed for context, with no target of its own.
+    Info,
+    /// The scenario could not be measured (the reason is in `measured`).
+    Skipped,
+    /// The scenario failed to run (the error is in `measured`).
+    Error,
+}
+
+impl Verdict {
+    pub fn check(ok: bool) -> Verdict {
+        if ok {
+            Verdict::Pass
+        } else {
+            Verdict::Miss
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Miss => "MISS",
+            Verdict::Info => "-",
+            Verdict::Skipped => "SKIPPED",
+            Verdict::Error => "ERROR",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub figure: String,
+    pub measured: String,
+    pub target: String,
+    pub verdict: Verdict,
+}
+
+impl Row {
+    pub fn new(
+        figure: impl Into<String>,
+        measured: impl Into<String>,
+        target: impl Into<String>,
+        verdict: Verdict,
+    ) -> Row {
+        Row {
+            figure: figure.into(),
+            measured: measured.into(),
+            target: target.into(),
+            verdict,
+        }
+    }
+
+    pub fn info(figure: impl Into<String>, measured: impl Into<String>) -> Row {
+        Row::new(figure, measured, "-", Verdict::Info)
+    }
+}
+
+/// Prints one row as soon as it is known (the table at the end repeats it).
+pub fn announce(row: &Row) {
+    println!(
+        "    {:<44} {:<40} target {:<22} {}",
+        row.figure,
+        row.measured,
+        row.target,
+        row.verdict.label()
+    );
+}
+
+pub fn print_table(rows: &[Row]) {
+    let w_fig = rows
+        .iter()
+        .map(|r| r.figure.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let w_meas = rows
+        .iter()
+        .map(|r| r.measured.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let w_tgt = rows
+        .iter()
+        .map(|r| r.target.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let rule = format!(
+        "{}-+-{}-+-{}-+-{}",
+        "-".repeat(w_fig),
+        "-".repeat(w_meas),
+        "-".repeat(w_tgt),
+        "-".repeat(7)
+    );
+    println!();
+    println!(
+        "{:<w_fig$} | {:<w_meas$} | {:<w_tgt$} | result",
+        "figure", "measured", "target"
+    );
+    println!("{rule}");
+    for r in rows {
+        println!(
+            "{:<w_fig$} | {:<w_meas$} | {:<w_tgt$} | {}",
+            r.figure,
+            r.measured,
+            r.target,
+            r.verdict.label()
+        );
+    }
+    println!("{rule}");
+    let count = |v: Verdict| rows.iter().filter(|r| r.verdict == v).count();
+    println!(
+        "{} PASS, {} MISS, {} SKIPPED, {} ERROR",
+        count(Verdict::Pass),
+        count(Verdict::Miss),
+        count(Verdict::Skipped),
+        count(Verdict::Error)
+    );
+}
+
+/// The nearest-rank percentile `p` (0-100) of `sorted` (ascending); zero for an empty slice.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// A duration in milliseconds with three decimals, e.g. `1.234 ms`.
+pub fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Latency summary of a set of samples (sorted in place): p50, p99, max.
+pub struct Summary {
+    pub n: usize,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl Summary {
+    pub fn of(samples: &mut [Duration]) -> Summary {
+        samples.sort_unstable();
+        Summary {
+            n: samples.len(),
+            p50: percentile(samples, 50.0),
+            p99: percentile(samples, 99.0),
+            max: samples.last().copied().unwrap_or_default(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "p50 {} / p99 {} / max {} (n={})",
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max),
+            self.n
+        )
+    }
+}
