@@ -541,23 +541,14 @@ impl Agent {
             .map(|s| s.service.clone())
     }
 
+    /// The checks this agent owns (not the catalog's `serfHealth`, which Consul also leaves out here).
     pub fn checks(&self) -> Vec<HealthCheck> {
-        let mut checks: Vec<HealthCheck> = self
-            .inner
+        self.inner
             .local()
             .checks
             .values()
             .map(|c| c.check.clone())
-            .collect();
-        // The agent's own node check lives in the catalog; show it here as Consul does.
-        let store = self.inner.server.read();
-        checks.extend(
-            store
-                .node_checks(&self.inner.config.node_name)
-                .filter(|c| c.check_id == SERF_HEALTH)
-                .cloned(),
-        );
-        checks
+            .collect()
     }
 
     /// A service with the checks that decide its health: its own checks plus node-level checks.

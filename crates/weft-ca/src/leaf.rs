@@ -135,7 +135,9 @@ pub fn sign(csr_pem: &str, ctx: &SigningContext<'_>) -> Result<(IssuedCert, Serv
     ];
     p.use_authority_key_identifier_extension = true;
     p.serial_number = Some(SerialNumber::from_slice(&ctx.serial.to_be_bytes()));
-    let not_before = now_datetime(ctx.now_unix.saturating_sub(60));
+    // Backdated a minute (as Consul does) for clock skew, but never by more than a quarter of a short test TTL.
+    let backdate = 60.min(ctx.ttl.as_secs() / 4);
+    let not_before = now_datetime(ctx.now_unix.saturating_sub(backdate));
     p.not_before = not_before;
     p.not_after = not_before + ctx.ttl;
     let cert = req

@@ -66,7 +66,13 @@ impl Reply {
 /// JSON as Consul writes it: minified, or indented with a trailing newline for `?pretty`.
 pub fn encode(value: &Value, pretty: bool) -> Bytes {
     if pretty {
-        let mut out = serde_json::to_vec_pretty(value).unwrap_or_default();
+        // Go's json.MarshalIndent(v, "", "    "): four spaces, then a newline.
+        let mut out = Vec::new();
+        let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+        if serde::Serialize::serialize(value, &mut ser).is_err() {
+            out.clear();
+        }
         out.push(b'\n');
         Bytes::from(out)
     } else {

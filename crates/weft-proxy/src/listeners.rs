@@ -361,6 +361,13 @@ pub async fn serve_upstream(
                     let _ = client
                         .write_all(http_refusal(&upstream.destination, why).as_bytes())
                         .await;
+                    // Close gently: unread request bytes would turn our close into a reset that can overtake
+                    // the answer.
+                    let _ = client.shutdown().await;
+                    let mut sink = [0u8; 4096];
+                    let drain =
+                        async { while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {} };
+                    let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
                 }
             }
         });

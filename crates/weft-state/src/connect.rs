@@ -59,7 +59,10 @@ impl Store {
                 source,
                 destination,
             } => {
-                let removed = self.t.intentions.remove(&(destination.clone(), source.clone()));
+                let removed = self
+                    .t
+                    .intentions
+                    .remove(&(destination.clone(), source.clone()));
                 if removed.is_some() {
                     touched.insert(Table::Intentions);
                 }

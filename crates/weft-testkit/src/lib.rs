@@ -1,1 +1,29 @@
-//! placeholder
+//! End-to-end harness for Weft: starts real `weft agent -dev` processes on ephemeral ports and talks to them the way
+//! users do (raw HTTP, the Consul client library, the `weft` CLI).
+//!
+//! The harness is a library so every test file shares one implementation of the fiddly parts: finding the built
+//! binary, waiting for the agent's "HTTP API" banner without deadlocking on full pipes, cleaning up the child on
+//! panic, and polling for asynchronous outcomes instead of sleeping. Each module has one job:
+//!
+//! - [`binary`]: where the built `weft` binary is.
+//! - [`output`]: drains a child's stdout/stderr in the background and keeps the last lines for error messages.
+//! - [`agent`]: [`DevAgent`], one `weft agent -dev` process per test, killed on drop.
+//! - [`http`]: a tiny raw HTTP client returning status, headers and body untouched.
+//! - [`cli`]: runs `weft` CLI commands against an agent.
+//! - [`eventually`]: polls a condition until it holds or a timeout passes.
+//! - [`tempdir`]: throwaway directories for config files.
+
+pub mod agent;
+pub mod binary;
+pub mod cli;
+pub mod eventually;
+pub mod http;
+pub mod output;
+pub mod tempdir;
+
+pub use agent::{DevAgent, DevAgentBuilder};
+pub use binary::weft_binary;
+pub use cli::{cli, Cli, CliOutput};
+pub use eventually::{eventually, eventually_sync, Attempt};
+pub use http::{Http, Response};
+pub use tempdir::TempDir;

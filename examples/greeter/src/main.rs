@@ -151,6 +151,8 @@ async fn call(client: &reqwest::Client, what: &str, addr: &str) -> Result<String
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    // When built together with the rest of the workspace, reqwest carries rustls without a default provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = match parse(std::env::args().collect()) {
         Ok(a) => a,
         Err(e) => {

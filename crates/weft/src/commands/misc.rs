@@ -13,7 +13,7 @@ pub struct MembersArgs {
     /// Show every tag of each member.
     #[arg(long)]
     pub detailed: bool,
-    /// Only members whose status matches this regular expression... as a plain substring here.
+    /// Only members whose status matches this regular expression.
     #[arg(long)]
     pub status: Option<String>,
     #[arg(long)]
@@ -40,6 +40,13 @@ fn status_name(code: i64) -> &'static str {
 
 /// Prints the members table; exit code 2 when no member matches (Consul's convention).
 pub async fn members(args: MembersArgs) -> Result<i32> {
+    let status_re = match &args.status {
+        Some(re) => Some(
+            regex::Regex::new(re)
+                .map_err(|e| anyhow::anyhow!("Invalid -status regular expression: {e}"))?,
+        ),
+        None => None,
+    };
     let api = Api::new(&args.http)?;
     let list = api
         .get_json(if args.wan {
@@ -69,11 +76,7 @@ pub async fn members(args: MembersArgs) -> Result<i32> {
     .collect::<Vec<_>>()];
     for m in members {
         let status = status_name(m["Status"].as_i64().unwrap_or(0));
-        if args
-            .status
-            .as_deref()
-            .is_some_and(|want| !status.contains(want))
-        {
+        if status_re.as_ref().is_some_and(|re| !re.is_match(status)) {
             continue;
         }
         let server = m["Tags"]["role"] == "consul";

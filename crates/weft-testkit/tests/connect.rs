@@ -1,0 +1,393 @@
+//! Connect end to end with real processes: a dev agent, two instances of a backend each behind
+//! `weft connect proxy -sidecar-for`, and a client proxy `-service test -upstream greeting:PORT`. Traffic spreads,
+//! survives an instance dying, obeys intentions without restarts, keeps flowing through a CA root rotation, and
+//! keeps an open connection across a real certificate renewal.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use weft_testkit::{eventually, weft_binary, DevAgent, TempDir};
+
+/// A child process killed on drop, its output in a file for error messages.
+struct Spawned {
+    child: Child,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Spawned {
+    fn start(bin: &PathBuf, args: &[String]) -> Result<Spawned> {
+        let dir = TempDir::new()?;
+        let log = dir.path().join("out.log");
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot start {} {args:?}", bin.display()))?;
+        Ok(Spawned {
+            child,
+            log,
+            _dir: dir,
+        })
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        for _ in 0..200 {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        bail!("did not exit within 5 s after SIGTERM:\n{}", self.output())
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn greeter_bin() -> PathBuf {
+    let weft = weft_binary().unwrap();
+    let bin = weft.with_file_name("greeter-demo");
+    assert!(
+        bin.is_file(),
+        "build greeter-demo first: cargo build -p greeter-demo"
+    );
+    bin
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+/// One plain HTTP/1.1 GET through a local port; the status line's code and the body.
+fn http_get(port: u16) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: mesh\r\nConnection: close\r\n\r\n")?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &str) -> Result<(u16, String)> {
+    let Some((head, body)) = raw.split_once("\r\n\r\n") else {
+        bail!("no HTTP response: {raw:?}")
+    };
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status code")?;
+    Ok((code, body.to_string()))
+}
+
+struct Mesh {
+    agent: DevAgent,
+    apps: Vec<Spawned>,
+    sidecars: Vec<Spawned>,
+    client: Spawned,
+    upstream_port: u16,
+    _dir: TempDir,
+}
+
+async fn mesh(extra_config: serde_json::Value) -> Result<Mesh> {
+    let dir = TempDir::new()?;
+    let mut config = json!({"connect": {"leaf_root_change_jitter": "1s"}});
+    if let (Some(base), Some(extra)) = (config.as_object_mut(), extra_config.as_object()) {
+        for (k, v) in extra {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    let file = dir.write("agent.json", config.to_string())?;
+    let agent = DevAgent::builder().config_file(file).start()?;
+    let weft = weft_binary()?;
+    let http = agent.addr().to_string();
+    let mut apps = Vec::new();
+    let mut sidecars = Vec::new();
+    for instance in ["a", "b"] {
+        let app_port = free_port();
+        apps.push(Spawned::start(
+            &greeter_bin(),
+            &s(&[
+                "greeting",
+                "-listen",
+                &format!("127.0.0.1:{app_port}"),
+                "-node",
+                &format!("inst-{instance}"),
+            ]),
+        )?);
+        let reg = json!({
+            "ID": format!("greeting-{instance}"), "Name": "greeting", "Port": app_port, "Address": "127.0.0.1",
+            "Check": {"HTTP": format!("http://127.0.0.1:{app_port}/"), "Interval": "1s"},
+            "Connect": {"SidecarService": {"Port": free_port()}},
+        });
+        agent
+            .put_json("/v1/agent/service/register", &reg)
+            .await?
+            .expect_status(200)?;
+        sidecars.push(Spawned::start(
+            &weft,
+            &s(&[
+                "connect",
+                "proxy",
+                "-sidecar-for",
+                &format!("greeting-{instance}"),
+                "-http-addr",
+                &http,
+            ]),
+        )?);
+    }
+    let upstream_port = free_port();
+    let client = Spawned::start(
+        &weft,
+        &s(&[
+            "connect",
+            "proxy",
+            "-service",
+            "test",
+            "-upstream",
+            &format!("greeting:{upstream_port}"),
+            "-http-addr",
+            &http,
+        ]),
+    )?;
+    // Sidecars turn healthy when their listening check (every 10 s) first sees them.
+    eventually(Duration::from_secs(40), async || -> Result<bool> {
+        let r = agent.get("/v1/health/connect/greeting?passing=1").await?;
+        Ok(r.json()?.as_array().map(|a| a.len()) == Some(2))
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "sidecars never became healthy; agent:\n{}",
+            agent.recent_output()
+        )
+    })?;
+    Ok(Mesh {
+        agent,
+        apps,
+        sidecars,
+        client,
+        upstream_port,
+        _dir: dir,
+    })
+}
+
+impl Mesh {
+    fn diagnostics(&self) -> String {
+        let mut out = format!("client proxy:\n{}\n", self.client.output());
+        for (i, s) in self.sidecars.iter().enumerate() {
+            out.push_str(&format!("sidecar {i}:\n{}\n", s.output()));
+        }
+        out
+    }
+
+    /// Which instances answered `n` calls (all must succeed).
+    fn instances(&self, n: usize) -> Result<HashSet<String>> {
+        let mut seen = HashSet::new();
+        for _ in 0..n {
+            let (code, body) = http_get(self.upstream_port).with_context(|| self.diagnostics())?;
+            if code != 200 {
+                bail!("call answered {code}: {body}\n{}", self.diagnostics());
+            }
+            let node = body
+                .trim()
+                .rsplit('(')
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(')')
+                .to_string();
+            seen.insert(node);
+        }
+        Ok(seen)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_spreads_fails_over_and_obeys_intentions() -> Result<()> {
+    let mut m = mesh(json!({})).await?;
+    let seen = tokio::task::block_in_place(|| m.instances(20))?;
+    assert_eq!(
+        seen,
+        HashSet::from(["inst-a".to_string(), "inst-b".to_string()]),
+        "load spreads over both"
+    );
+
+    // A deny intention refuses new connections, with the reason in the answer; no restart needed.
+    let deny = json!({"SourceType": "consul", "Action": "deny"});
+    m.agent
+        .put_json(
+            "/v1/connect/intentions/exact?source=test&destination=greeting",
+            &deny,
+        )
+        .await?
+        .expect_status(200)?;
+    let port = m.upstream_port;
+    eventually(Duration::from_secs(10), async || -> Result<bool> {
+        let (code, body) = tokio::task::block_in_place(|| http_get(port))?;
+        Ok(code == 503 && body.contains("greeting: refused by intention"))
+    })
+    .await
+    .with_context(|| m.diagnostics())?;
+    assert!(
+        m.sidecars
+            .iter()
+            .any(|s| s.output().contains("intention_deny")),
+        "the refusal is logged with its reason"
+    );
+    // An allow restores it.
+    let allow = json!({"SourceType": "consul", "Action": "allow"});
+    m.agent
+        .put_json(
+            "/v1/connect/intentions/exact?source=test&destination=greeting",
+            &allow,
+        )
+        .await?
+        .expect_status(200)?;
+    eventually(Duration::from_secs(10), async || -> Result<bool> {
+        Ok(tokio::task::block_in_place(|| http_get(port))?.0 == 200)
+    })
+    .await?;
+
+    // Kill instance a's application: its check fails, and every later call lands on b.
+    drop(m.apps.remove(0));
+    eventually(Duration::from_secs(15), async || -> Result<bool> {
+        let r = m.agent.get("/v1/health/connect/greeting?passing=1").await?;
+        Ok(r.json()?.as_array().map(|a| a.len()) == Some(1))
+    })
+    .await?;
+    let seen = tokio::task::block_in_place(|| m.instances(20))?;
+    assert_eq!(seen, HashSet::from(["inst-b".to_string()]));
+
+    // Kill b's sidecar (a's app is gone too): the client proxy answers with a clear 503, not a hang.
+    drop(m.sidecars.remove(1));
+    let (code, body) =
+        tokio::task::block_in_place(|| http_get(port)).with_context(|| m.diagnostics())?;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("greeting: "), "{body}");
+
+    // SIGTERM drains and exits.
+    let status = m.client.terminate()?;
+    assert!(
+        status.success(),
+        "client proxy exit: {status:?}\n{}",
+        m.client.output()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_rotation_keeps_traffic_flowing() -> Result<()> {
+    let m = mesh(json!({})).await?;
+    let before = m.agent.get("/v1/connect/ca/roots").await?.json()?;
+    let old_root = before["ActiveRootID"].as_str().unwrap().to_string();
+    let config =
+        json!({"Provider": "consul", "Config": {"PrivateKeyType": "ec", "PrivateKeyBits": 384}});
+    m.agent
+        .put_json("/v1/connect/ca/configuration", &config)
+        .await?
+        .expect_status(200)?;
+    let after = m.agent.get("/v1/connect/ca/roots").await?.json()?;
+    assert_ne!(after["ActiveRootID"].as_str().unwrap(), old_root);
+    assert_eq!(
+        after["Roots"].as_array().unwrap().len(),
+        2,
+        "the old root stays trusted during the change"
+    );
+    // Calls keep succeeding throughout, while every proxy moves to a leaf from the new root (within the jitter).
+    let new_key = after["Roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["Active"] == true)
+        .unwrap()["SigningKeyID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for _ in 0..30 {
+        let (code, body) = tokio::task::block_in_place(|| http_get(m.upstream_port))?;
+        assert_eq!(code, 200, "{body}\n{}", m.diagnostics());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leaf = m
+        .agent
+        .get("/v1/agent/connect/ca/leaf/greeting")
+        .await?
+        .json()?;
+    let pem = leaf["CertPEM"].as_str().unwrap();
+    assert_eq!(
+        pem.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "new leaves carry the cross-signed root"
+    );
+    assert!(
+        m.sidecars
+            .iter()
+            .all(|s| s.output().matches("TLS identity loaded").count() >= 2),
+        "{}",
+        m.diagnostics()
+    );
+    let _ = new_key;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_leaves_renew_without_dropping_connections() -> Result<()> {
+    let m = mesh(
+        json!({"connect": {"leaf_root_change_jitter": "1s", "ca_config": {"leaf_cert_ttl": "4s"}}}),
+    )
+    .await?;
+    // Open one keep-alive connection through the mesh and use it.
+    let mut stream = TcpStream::connect(("127.0.0.1", m.upstream_port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let request = b"GET / HTTP/1.1\r\nHost: mesh\r\n\r\n";
+    let read_one = |stream: &mut TcpStream| -> Result<u16> {
+        stream.write_all(request)?;
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf)?;
+        Ok(parse_response(&String::from_utf8_lossy(&buf[..n]))?.0)
+    };
+    assert_eq!(read_one(&mut stream)?, 200);
+    let loads = |m: &Mesh| m.client.output().matches("TLS identity loaded").count();
+    let before = loads(&m);
+    // A 4 s leaf renews at 60-90 % of its life: the proxies load new certificates without a restart.
+    eventually(Duration::from_secs(15), async || loads(&m) > before)
+        .await
+        .with_context(|| m.diagnostics())?;
+    eventually(Duration::from_secs(15), async || loads(&m) > before + 1)
+        .await
+        .with_context(|| m.diagnostics())?;
+    // The connection opened before the renewals still works, and new connections use the new certificates.
+    assert_eq!(read_one(&mut stream)?, 200);
+    let (code, _) = tokio::task::block_in_place(|| http_get(m.upstream_port))?;
+    assert_eq!(code, 200);
+    Ok(())
+}
