@@ -391,3 +391,53 @@ async fn short_lived_leaves_renew_without_dropping_connections() -> Result<()> {
     assert_eq!(code, 200);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_plaintext_and_keeps_serving_without_the_agent() -> Result<()> {
+    let m = mesh(json!({})).await?;
+    // Plaintext HTTP to a sidecar's public port gets no answer from the application.
+    let sidecar = m
+        .agent
+        .get("/v1/agent/service/greeting-a-sidecar-proxy")
+        .await?
+        .json()?;
+    let public_port = sidecar["Port"].as_u64().context("sidecar port")? as u16;
+    let raw = tokio::task::block_in_place(|| -> Result<Vec<u8>> {
+        let mut s = TcpStream::connect(("127.0.0.1", public_port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        Ok(buf)
+    })?;
+    assert!(
+        !String::from_utf8_lossy(&raw).contains("HTTP/1.1 200"),
+        "plaintext must not reach the app"
+    );
+    eventually(Duration::from_secs(5), async || {
+        m.sidecars[0].output().contains("handshake_failed")
+    })
+    .await?;
+
+    // Fail-static: with the agent gone, the proxies keep serving from what they last knew.
+    let Mesh {
+        agent,
+        apps: _apps,
+        sidecars,
+        client,
+        upstream_port,
+        _dir,
+    } = m;
+    drop(agent);
+    for _ in 0..10 {
+        let (code, body) = tokio::task::block_in_place(|| http_get(upstream_port))?;
+        assert_eq!(code, 200, "{body}\n{}", client.output());
+    }
+    assert!(
+        client.output().contains("keeping the last known state"),
+        "{}",
+        client.output()
+    );
+    drop(sidecars);
+    Ok(())
+}
