@@ -19,12 +19,22 @@ pub struct Upstream {
     pub bind: SocketAddr,
 }
 
+/// An ingress gateway's HTTP listener: requests routed by `Host` to these services.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngressHttp {
+    pub bind: SocketAddr,
+    pub services: Vec<String>,
+    pub datacenter: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxyConfig {
     /// The identity: the service whose certificate the proxy presents.
     pub service: String,
     pub public: Option<PublicListener>,
+    /// Plain TCP local listeners, each carried to one service (an ingress TCP listener is one of these too).
     pub upstreams: Vec<Upstream>,
+    pub ingress_http: Vec<IngressHttp>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +184,7 @@ pub fn from_registration(proxy: &Value, datacenter: &str) -> Result<ProxyConfig,
         service,
         public,
         upstreams,
+        ingress_http: Vec::new(),
     })
 }
 

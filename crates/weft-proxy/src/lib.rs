@@ -8,6 +8,7 @@
 pub mod balance;
 pub mod config;
 pub mod control;
+pub mod ingress;
 pub mod listeners;
 pub mod metrics;
 pub mod tls;
@@ -149,6 +150,43 @@ impl Proxy {
                 upstream.clone(),
                 tls_rx.clone(),
                 rx,
+                metrics.clone(),
+                tracker.clone(),
+            )));
+        }
+        for http in &config.ingress_http {
+            let listener =
+                TcpListener::bind(http.bind)
+                    .await
+                    .map_err(|error| ProxyError::Bind {
+                        addr: http.bind,
+                        error,
+                    })?;
+            if let Ok(addr) = listener.local_addr() {
+                upstream_addrs.push((format!("http:{}", http.services.join(",")), addr));
+            }
+            let mut routes = Vec::new();
+            for service in &http.services {
+                let (tx, rx) = watch::channel::<Option<Arc<Vec<Endpoint>>>>(None);
+                let path = format!("/v1/health/connect/{}?passing=1", encode(service));
+                control::spawn_watch(agent.clone(), path, tx, |a| {
+                    Ok(control::parse_endpoints(&a.body))
+                });
+                routes.push(ingress::Route {
+                    upstream: config::Upstream {
+                        destination: service.clone(),
+                        datacenter: http.datacenter.clone(),
+                        bind: http.bind,
+                    },
+                    hosts: Vec::new(),
+                    endpoints: rx,
+                    balancer: Arc::default(),
+                });
+            }
+            accept_loops.push(tokio::spawn(ingress::serve_http(
+                listener,
+                Arc::new(routes),
+                tls_rx.clone(),
                 metrics.clone(),
                 tracker.clone(),
             )));

@@ -68,7 +68,7 @@ impl Tracker {
 }
 
 /// Waits for the first usable TLS state (roots and leaf loaded).
-async fn ready(tls: &mut TlsWatch) -> Option<Arc<MeshTls>> {
+pub(crate) async fn ready(tls: &mut TlsWatch) -> Option<Arc<MeshTls>> {
     let wait = async {
         loop {
             if let Some(t) = tls.borrow_and_update().clone() {
@@ -195,13 +195,20 @@ fn http_refusal(upstream: &str, why: &str) -> String {
 /// the reason instead of an empty reply; other protocols just see the connection close.
 async fn relay_upstream(
     client: &mut TcpStream,
-    upstream: tokio_rustls::client::TlsStream<TcpStream>,
+    mut upstream: tokio_rustls::client::TlsStream<TcpStream>,
+    prefix: &[u8],
     destination: &str,
 ) -> Result<(), String> {
+    if !prefix.is_empty() {
+        upstream
+            .write_all(prefix)
+            .await
+            .map_err(|e| describe_dial_error(&e))?;
+    }
     use std::sync::atomic::AtomicBool;
     let (mut ur, mut uw) = tokio::io::split(upstream);
     let (mut cr, mut cw) = client.split();
-    let first = std::sync::Mutex::new(Vec::<u8>::new());
+    let first = std::sync::Mutex::new(prefix.iter().take(16).copied().collect::<Vec<u8>>());
     let answered = AtomicBool::new(false);
     let mut to_upstream = Box::pin(async {
         let mut buf = vec![0u8; 16 * 1024];
@@ -288,7 +295,7 @@ pub async fn serve_upstream(
 ) {
     let balancer = Arc::new(Balancer::default());
     loop {
-        let (mut client, peer) = match listener.accept().await {
+        let (client, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "upstream listener accept failed");
@@ -312,65 +319,91 @@ pub async fn serve_upstream(
                 return;
             };
             let list = endpoints.borrow().clone().unwrap_or_default();
-            let mut failed: Vec<String> = Vec::new();
-            for _ in 0..MAX_ATTEMPTS.min(list.len().max(1)) {
-                let (r1, r2): (f64, f64) = {
-                    let mut rng = rand::rng();
-                    (rng.random(), rng.random())
-                };
-                let Some(endpoint) = balancer.pick(&list, &failed, r1, r2) else {
-                    break;
-                };
-                let lease = balancer.lease(&endpoint.address);
-                match dial(&state, endpoint, &upstream).await {
-                    Ok(stream) => {
-                        metrics.upstream_connections.fetch_add(1, Ordering::Relaxed);
-                        if let Err(why) =
-                            relay_upstream(&mut client, stream, &upstream.destination).await
-                        {
-                            if why == REFUSED {
-                                metrics.refused(Refusal::IntentionDeny);
-                            }
-                            tracing::info!(upstream = %upstream.destination, instance = %endpoint.address, error = %why, "upstream connection ended");
-                        }
-                        drop(lease);
-                        return;
-                    }
-                    Err(why) => {
-                        metrics
-                            .upstream_dial_failures
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(upstream = %upstream.destination, instance = %endpoint.address, error = %why, "dial failed; trying another instance");
-                        failed.push(endpoint.address.clone());
-                    }
-                }
-            }
-            let why = if list.is_empty() {
-                tracing::warn!(upstream = %upstream.destination, "no healthy instances found");
-                "no healthy instances found"
-            } else {
-                tracing::warn!(upstream = %upstream.destination, tried = failed.len(), "every attempt failed");
-                "every instance failed to answer"
-            };
-            // An HTTP client gets a 503 that says why, rather than an empty reply.
-            let mut first = [0u8; 16];
-            if let Ok(Ok(n)) =
-                tokio::time::timeout(Duration::from_millis(200), client.read(&mut first)).await
-            {
-                if looks_like_http(&first[..n]) {
-                    let _ = client
-                        .write_all(http_refusal(&upstream.destination, why).as_bytes())
-                        .await;
-                    // Close gently: unread request bytes would turn our close into a reset that can overtake
-                    // the answer.
-                    let _ = client.shutdown().await;
-                    let mut sink = [0u8; 4096];
-                    let drain =
-                        async { while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {} };
-                    let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
-                }
-            }
+            forward(
+                client,
+                Vec::new(),
+                &upstream,
+                &state,
+                &list,
+                &balancer,
+                &metrics,
+            )
+            .await;
         });
+    }
+}
+
+/// Carries one client connection to a healthy instance of `upstream`: picks an instance (power of two choices),
+/// dials it over mutual TLS, retries another instance when the dial or handshake fails, and relays. `prefix` holds
+/// bytes already read from the client (an ingress reads the request head to route it); they go first.
+pub(crate) async fn forward(
+    mut client: TcpStream,
+    prefix: Vec<u8>,
+    upstream: &Upstream,
+    state: &MeshTls,
+    list: &[Endpoint],
+    balancer: &Balancer,
+    metrics: &Metrics,
+) {
+    let mut failed: Vec<String> = Vec::new();
+    for _ in 0..MAX_ATTEMPTS.min(list.len().max(1)) {
+        let (r1, r2): (f64, f64) = {
+            let mut rng = rand::rng();
+            (rng.random(), rng.random())
+        };
+        let Some(endpoint) = balancer.pick(list, &failed, r1, r2) else {
+            break;
+        };
+        let lease = balancer.lease(&endpoint.address);
+        match dial(state, endpoint, upstream).await {
+            Ok(stream) => {
+                metrics.upstream_connections.fetch_add(1, Ordering::Relaxed);
+                if let Err(why) =
+                    relay_upstream(&mut client, stream, &prefix, &upstream.destination).await
+                {
+                    if why == REFUSED {
+                        metrics.refused(Refusal::IntentionDeny);
+                    }
+                    tracing::info!(upstream = %upstream.destination, instance = %endpoint.address, error = %why, "upstream connection ended");
+                }
+                drop(lease);
+                return;
+            }
+            Err(why) => {
+                metrics
+                    .upstream_dial_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(upstream = %upstream.destination, instance = %endpoint.address, error = %why, "dial failed; trying another instance");
+                failed.push(endpoint.address.clone());
+            }
+        }
+    }
+    let why = if list.is_empty() {
+        tracing::warn!(upstream = %upstream.destination, "no healthy instances found");
+        "no healthy instances found"
+    } else {
+        tracing::warn!(upstream = %upstream.destination, tried = failed.len(), "every attempt failed");
+        "every instance failed to answer"
+    };
+    // An HTTP client gets a 503 that says why, rather than an empty reply.
+    let mut first = [0u8; 16];
+    let spoke_http = if prefix.is_empty() {
+        match tokio::time::timeout(Duration::from_millis(200), client.read(&mut first)).await {
+            Ok(Ok(n)) => looks_like_http(&first[..n]),
+            _ => false,
+        }
+    } else {
+        looks_like_http(&prefix)
+    };
+    if spoke_http {
+        let _ = client
+            .write_all(http_refusal(&upstream.destination, why).as_bytes())
+            .await;
+        // Close gently: unread request bytes would turn our close into a reset that can overtake the answer.
+        let _ = client.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let drain = async { while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {} };
+        let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
     }
 }
 

@@ -10,7 +10,7 @@ mod commands;
 mod config;
 
 use clap::{Parser, Subcommand};
-use commands::{catalog, connect, intention, kv, misc, services};
+use commands::{catalog, connect, demo, intention, kv, misc, services};
 
 #[derive(Parser, Debug)]
 #[command(name = "weft", version = weft_types::VERSION, about = "Service registry and service mesh, Consul-compatible")]
@@ -40,6 +40,8 @@ enum Command {
     /// Manages intentions: which services may connect to which.
     #[command(subcommand)]
     Intention(intention::IntentionCmd),
+    /// Runs the whole walkthrough on this machine: agent, services, sidecars, test proxy and ingress.
+    Demo(demo::DemoArgs),
     /// Shows the agent's runtime statistics.
     Info(misc::PlainArgs),
     /// Prints the version.
@@ -79,6 +81,7 @@ fn main() {
             Command::Kv(c) => kv::run(c).await,
             Command::Connect(c) => connect::run(c).await,
             Command::Intention(c) => intention::run(c).await,
+            Command::Demo(a) => demo::run(a).await,
             Command::Info(a) => misc::info(a).await,
             Command::Version => Ok(misc::version()),
             Command::Leave(a) => misc::leave(a).await,

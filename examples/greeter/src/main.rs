@@ -142,10 +142,18 @@ async fn call(client: &reqwest::Client, what: &str, addr: &str) -> Result<String
     if status.is_success() {
         Ok(body.trim().to_string())
     } else {
-        Err(format!(
-            "{what}: {}",
-            body.trim().lines().next().unwrap_or(status.as_str())
-        ))
+        // The mesh answers refusals itself as `<upstream>: <why>`; keep that, or name the upstream ourselves.
+        let line = body
+            .trim()
+            .lines()
+            .next()
+            .unwrap_or(status.as_str())
+            .to_string();
+        if line.starts_with(&format!("{what}:")) {
+            Err(line)
+        } else {
+            Err(format!("{what}: {line}"))
+        }
     }
 }
 
@@ -178,7 +186,9 @@ async fn main() {
             axum::routing::get(move || async move { format!("{} ({node})\n", pick(NAMES)) }),
         ),
         _ => {
+            // A new connection per call: the mesh authorizes connections, so intention changes show at once.
             let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
                 .timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default();

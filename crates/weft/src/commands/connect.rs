@@ -14,9 +14,33 @@ use weft_proxy::Proxy;
 pub enum ConnectCmd {
     /// Runs a sidecar proxy: mutual TLS in and out, under intentions.
     Proxy(ProxyArgs),
+    /// Runs an ingress gateway: plain HTTP/TCP from outside, mutual TLS into the mesh under intentions.
+    Ingress(IngressArgs),
     /// Reads and changes the CA configuration.
     #[command(subcommand)]
     Ca(CaCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct IngressArgs {
+    #[command(flatten)]
+    pub http_args: HttpArgs,
+    /// The gateway's identity (intentions name it as the source).
+    #[arg(long, default_value = "ingress")]
+    pub service: String,
+    /// An HTTP listener routing by Host: `ADDR=service[,service...]` (repeatable).
+    #[arg(long = "http")]
+    pub http: Vec<String>,
+    /// A TCP listener for one service: `ADDR=service` (repeatable).
+    #[arg(long = "tcp")]
+    pub tcp: Vec<String>,
+    /// Register the gateway with the local agent (Kind ingress-gateway).
+    #[arg(long)]
+    pub register: bool,
+    #[arg(long = "log-level", default_value = "info")]
+    pub log_level: String,
+    #[arg(long = "drain-timeout", default_value = "10s")]
+    pub drain_timeout: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,6 +104,7 @@ pub struct ProxyArgs {
 pub async fn run(cmd: ConnectCmd) -> Result<i32> {
     match cmd {
         ConnectCmd::Proxy(a) => proxy(a).await,
+        ConnectCmd::Ingress(a) => ingress(a).await,
         ConnectCmd::Ca(CaCmd::GetConfig(a)) => {
             let api = Api::new(&a.http)?;
             let v = api.get_json("/v1/connect/ca/configuration").await?;
@@ -190,6 +215,7 @@ async fn proxy(a: ProxyArgs) -> Result<i32> {
                 service,
                 public,
                 upstreams,
+                ingress_http: Vec::new(),
             },
             "Flags",
         )
@@ -198,11 +224,37 @@ async fn proxy(a: ProxyArgs) -> Result<i32> {
         bail!("-register needs -service and -listen");
     }
 
+    let registration = if a.register {
+        Some(proxy_registration(&config, a.register_id.as_deref())?)
+    } else {
+        None
+    };
+    serve(agent, config, mode, registration, drain).await
+}
+
+/// A registration to keep alive while serving: its ID, its TTL check and the body to register.
+type Registration = (String, String, serde_json::Value);
+
+/// Starts the proxy, registers it if asked, heartbeats, and on SIGINT/SIGTERM deregisters and drains.
+async fn serve(
+    agent: AgentClient,
+    config: ProxyConfig,
+    mode: &str,
+    registration: Option<Registration>,
+    drain: Duration,
+) -> Result<i32> {
     println!("==> Weft Connect proxy starting...");
     println!("    Configuration mode: {mode}");
     println!("               Service: {}", config.service);
     for u in &config.upstreams {
         println!("              Upstream: {} => {}", u.destination, u.bind);
+    }
+    for h in &config.ingress_http {
+        println!(
+            "          HTTP ingress: {} => {}",
+            h.bind,
+            h.services.join(",")
+        );
     }
     match &config.public {
         Some(p) => println!("       Public listener: {} => {}", p.bind, p.local_service),
@@ -215,11 +267,16 @@ async fn proxy(a: ProxyArgs) -> Result<i32> {
     for (name, addr) in &proxy.upstream_addrs {
         println!("    Upstream listening: {name} {addr}");
     }
-    let registration = if a.register {
-        Some(register(&agent, &config, a.register_id.as_deref(), proxy.public_addr).await?)
-    } else {
-        None
-    };
+    if let Some((_, _, body)) = &registration {
+        agent
+            .request(
+                Method::PUT,
+                "/v1/agent/service/register",
+                Some(body.to_string()),
+            )
+            .await
+            .map_err(|e| anyhow!("Error registering the proxy: {e}"))?;
+    }
     if proxy.ready(Duration::from_secs(30)).await {
         println!("==> Proxy loaded config and ready to serve");
     } else {
@@ -230,7 +287,7 @@ async fn proxy(a: ProxyArgs) -> Result<i32> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    let heartbeat = registration.clone().map(|(_, check)| {
+    let heartbeat = registration.clone().map(|(_, check, _)| {
         let agent = agent.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
@@ -248,7 +305,7 @@ async fn proxy(a: ProxyArgs) -> Result<i32> {
     if let Some(h) = heartbeat {
         h.abort();
     }
-    if let Some((id, _)) = registration {
+    if let Some((id, _, _)) = registration {
         let path = format!(
             "/v1/agent/service/deregister/{}",
             crate::client::encode(&id)
@@ -268,13 +325,8 @@ async fn proxy(a: ProxyArgs) -> Result<i32> {
 }
 
 /// `-register`: a `<svc>-proxy` connect-proxy registration with a TTL heartbeat check.
-async fn register(
-    agent: &AgentClient,
-    config: &ProxyConfig,
-    suffix: Option<&str>,
-    public: Option<std::net::SocketAddr>,
-) -> Result<(String, String)> {
-    let Some(addr) = public else {
+fn proxy_registration(config: &ProxyConfig, suffix: Option<&str>) -> Result<Registration> {
+    let Some(public) = &config.public else {
         bail!("-register needs -listen")
     };
     let id = match suffix {
@@ -282,22 +334,113 @@ async fn register(
         _ => format!("{}-proxy", config.service),
     };
     let check = format!("{id}-ttl");
+    let local = public
+        .local_service
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or("127.0.0.1");
     let body = json!({
         "Kind": "connect-proxy", "ID": id, "Name": format!("{}-proxy", config.service),
-        "Address": addr.ip().to_string(), "Port": addr.port(),
-        "Proxy": {"DestinationServiceName": config.service,
-                  "LocalServiceAddress": config.public.as_ref().map(|p| p.local_service.split(':').next().unwrap_or("127.0.0.1")).unwrap_or("127.0.0.1")},
+        "Address": public.bind.ip().to_string(), "Port": public.bind.port(),
+        "Proxy": {"DestinationServiceName": config.service, "LocalServiceAddress": local},
         "Check": {"CheckID": check, "Name": "proxy heartbeat", "TTL": "30s", "Status": "passing"},
     });
-    agent
-        .request(
-            Method::PUT,
-            "/v1/agent/service/register",
-            Some(body.to_string()),
-        )
+    Ok((id, check, body))
+}
+
+/// `weft connect ingress`'s registration: an `ingress-gateway` service with a TTL heartbeat check.
+fn ingress_registration(service: &str, addr: std::net::SocketAddr) -> Registration {
+    let check = format!("{service}-ttl");
+    let body = json!({
+        "Kind": "ingress-gateway", "ID": service, "Name": service,
+        "Address": addr.ip().to_string(), "Port": addr.port(),
+        "Check": {"CheckID": check, "Name": "ingress gateway heartbeat", "TTL": "30s", "Status": "passing"},
+    });
+    (service.to_string(), check, body)
+}
+
+/// Parses `ADDR=service[,service...]`.
+fn listener_flag(value: &str) -> Result<(std::net::SocketAddr, Vec<String>)> {
+    let (addr, services) = value
+        .split_once('=')
+        .ok_or_else(|| anyhow!("listener {value:?} should be ADDR=service[,service...]"))?;
+    let addr = addr
+        .parse()
+        .map_err(|_| anyhow!("invalid listener address {addr:?} (expected host:port)"))?;
+    let services: Vec<String> = services
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if services.is_empty() {
+        bail!("listener {value:?} names no service");
+    }
+    for s in &services {
+        if !weft_ca::spiffe::valid_service_name(s) {
+            bail!("invalid service name {s:?} in listener {value:?}");
+        }
+    }
+    Ok((addr, services))
+}
+
+async fn ingress(a: IngressArgs) -> Result<i32> {
+    let filter = crate::agent_cmd::log_filter(&a.log_level)?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "{filter},hyper=warn,reqwest=warn"
+        )))
+        .with_writer(std::io::stderr)
+        .try_init();
+    if a.http.is_empty() && a.tcp.is_empty() {
+        bail!("an ingress gateway needs at least one -http or -tcp listener");
+    }
+    if !weft_ca::spiffe::valid_service_name(&a.service) {
+        bail!("Invalid -service {:?}", a.service);
+    }
+    let agent = AgentClient::new(&http_addr(&a.http_args), a.http_args.token.clone())?;
+    let me = agent
+        .get("/v1/agent/self")
         .await
-        .map_err(|e| anyhow!("Error registering the proxy: {e}"))?;
-    Ok((id, check))
+        .map_err(|e| anyhow!("Error talking to the local agent: {e}"))?;
+    let datacenter = me.body["Config"]["Datacenter"]
+        .as_str()
+        .unwrap_or("dc1")
+        .to_string();
+    let mut config = ProxyConfig {
+        service: a.service.clone(),
+        public: None,
+        upstreams: Vec::new(),
+        ingress_http: Vec::new(),
+    };
+    let mut first = None;
+    for h in &a.http {
+        let (bind, services) = listener_flag(h)?;
+        first.get_or_insert(bind);
+        config.ingress_http.push(weft_proxy::config::IngressHttp {
+            bind,
+            services,
+            datacenter: datacenter.clone(),
+        });
+    }
+    for t in &a.tcp {
+        let (bind, services) = listener_flag(t)?;
+        let [service] = services.as_slice() else {
+            bail!("a -tcp listener carries exactly one service: {t:?}")
+        };
+        first.get_or_insert(bind);
+        config.upstreams.push(weft_proxy::config::Upstream {
+            destination: service.clone(),
+            datacenter: datacenter.clone(),
+            bind,
+        });
+    }
+    let drain = weft_types::duration::parse_duration(&a.drain_timeout)
+        .map_err(|e| anyhow!("-drain-timeout: {e}"))?;
+    let registration = match (a.register, first) {
+        (true, Some(addr)) => Some(ingress_registration(&a.service, addr)),
+        _ => None,
+    };
+    serve(agent, config, "Ingress gateway", registration, drain).await
 }
 
 pub async fn wait_for_signal() {

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod connect;
+pub mod demo;
 pub mod intention;
 pub mod kv;
 pub mod misc;

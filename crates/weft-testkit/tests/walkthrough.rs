@@ -1,0 +1,250 @@
+//! The walkthrough as a user runs it: `weft demo` comes up, `curl localhost:<test-port>` answers with the
+//! greeter's line from both instances, the ingress (nginx, and Weft's own gateway) answers the same, a deny
+//! intention is named in the greeter's answer, a dead greeter instance is routed around, and Ctrl-C leaves an
+//! empty catalog and free ports.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use anyhow::{bail, Context, Result};
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use weft_testkit::{eventually_sync, weft_binary, TempDir};
+
+struct Demo {
+    child: Child,
+    log: std::path::PathBuf,
+    _dir: TempDir,
+    http: u16,
+    test: u16,
+    ingress: u16,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // Ask for the orderly teardown first so no child process outlives the test.
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Demo {
+    fn start(ingress: &str) -> Result<Demo> {
+        let dir = TempDir::new()?;
+        let log = dir.path().join("demo.log");
+        let out = std::fs::File::create(&log)?;
+        let (http, test, ingress_port) = (free_port(), free_port(), free_port());
+        let child = Command::new(weft_binary()?)
+            .args([
+                "demo",
+                "-http-port",
+                &http.to_string(),
+                "-test-port",
+                &test.to_string(),
+            ])
+            .args([
+                "-ingress-port",
+                &ingress_port.to_string(),
+                "-ingress",
+                ingress,
+            ])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()?;
+        let demo = Demo {
+            child,
+            log,
+            _dir: dir,
+            http,
+            test,
+            ingress: ingress_port,
+        };
+        eventually_sync(Duration::from_secs(120), || {
+            demo.output().contains("Weft demo ready")
+        })
+        .with_context(|| format!("demo did not come up:\n{}", demo.output()))?;
+        Ok(demo)
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Child processes of the demo whose command line contains `pattern`.
+    fn children(&self, pattern: &str) -> Vec<u32> {
+        let out = Command::new("pgrep")
+            .args(["-P", &self.child.id().to_string(), "-f", pattern])
+            .output();
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+}
+
+fn get(port: u16) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let Some((head, body)) = raw.split_once("\r\n\r\n") else {
+        bail!("not HTTP: {raw:?}")
+    };
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("status")?;
+    Ok((code, body.trim().to_string()))
+}
+
+/// `From <host-b|host-c>: <Greeting> (host-a) <Name> (host-c)`; returns the greeter's host.
+fn greeter_host(line: &str) -> Result<String> {
+    let Some(rest) = line.strip_prefix("From ") else {
+        bail!("bad line {line:?}")
+    };
+    let Some((host, words)) = rest.split_once(": ") else {
+        bail!("bad line {line:?}")
+    };
+    if !["host-b", "host-c"].contains(&host)
+        || !words.contains(" (host-a) ")
+        || !words.ends_with(" (host-c)")
+    {
+        bail!("bad line {line:?}");
+    }
+    Ok(host.to_string())
+}
+
+fn walkthrough(ingress: &str) -> Result<()> {
+    let demo = Demo::start(ingress)?;
+    let out = demo.output();
+    assert!(out.contains(&format!("localhost:{}", demo.http)), "{out}");
+    let mut hosts = HashSet::new();
+    for _ in 0..20 {
+        let (code, line) = get(demo.test)?;
+        assert_eq!(code, 200, "{line}");
+        hosts.insert(greeter_host(&line)?);
+    }
+    assert_eq!(hosts.len(), 2, "both greeter instances answer: {hosts:?}");
+    let (code, line) = get(demo.ingress)?;
+    assert_eq!(code, 200, "ingress: {line}\n{}", demo.output());
+    greeter_host(&line)?;
+
+    // Deny greeter -> name: the greeter names the refused upstream; greeting still works.
+    let agent = format!("127.0.0.1:{}", demo.http);
+    let weft = weft_binary()?;
+    let deny = Command::new(&weft)
+        .args([
+            "intention",
+            "create",
+            "-deny",
+            "-replace",
+            "greeter",
+            "name",
+            "-http-addr",
+            &agent,
+        ])
+        .output()?;
+    assert!(deny.status.success(), "{deny:?}");
+    eventually_sync(Duration::from_secs(10), || -> Result<bool> {
+        let (code, body) = get(demo.test)?;
+        Ok(code == 502 && body == "name: refused by intention")
+    })?;
+    let allow = Command::new(&weft)
+        .args([
+            "intention",
+            "create",
+            "-allow",
+            "-replace",
+            "greeter",
+            "name",
+            "-http-addr",
+            &agent,
+        ])
+        .output()?;
+    assert!(allow.status.success(), "{allow:?}");
+    eventually_sync(Duration::from_secs(10), || -> Result<bool> {
+        Ok(get(demo.test)?.0 == 200)
+    })?;
+
+    // Kill the greeter on host-b: every later call is answered by host-c.
+    let pids = demo.children("greeter-demo greeter .*-node host-b");
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    Command::new("kill")
+        .args(["-KILL", &pids[0].to_string()])
+        .status()?;
+    eventually_sync(Duration::from_secs(20), || -> Result<bool> {
+        let mut all = true;
+        for _ in 0..5 {
+            let (code, line) = get(demo.test)?;
+            all &= code == 200 && greeter_host(&line)? == "host-c";
+        }
+        Ok(all)
+    })
+    .with_context(|| demo.output())?;
+    for _ in 0..10 {
+        let (code, line) = get(demo.test)?;
+        assert_eq!((code, greeter_host(&line)?), (200, "host-c".to_string()));
+    }
+
+    // Ctrl-C: everything deregistered, every port free again.
+    let mut demo = demo;
+    Command::new("kill")
+        .args(["-INT", &demo.child.id().to_string()])
+        .status()?;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(s) = demo.child.try_wait()? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            bail!("demo did not stop:\n{}", demo.output());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = demo.output();
+    assert!(status.success(), "{status:?}\n{out}");
+    assert!(out.contains("Services left in the catalog: none"), "{out}");
+    for port in [demo.http, demo.test, demo.ingress] {
+        TcpListener::bind(("127.0.0.1", port))
+            .with_context(|| format!("port {port} still in use"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn walkthrough_with_the_builtin_ingress() -> Result<()> {
+    walkthrough("builtin")
+}
+
+#[test]
+fn walkthrough_with_nginx() -> Result<()> {
+    if !std::path::Path::new("/usr/sbin/nginx").exists() {
+        // scripts/test installs nginx; a machine without it cannot run this peer.
+        bail!("nginx is not installed: run ./scripts/test, which installs it");
+    }
+    walkthrough("nginx")
+}
