@@ -178,6 +178,31 @@ pub struct CertInfo {
     pub uris: Vec<String>,
 }
 
+fn uris_of(cert: &X509Certificate<'_>) -> Vec<String> {
+    cert.subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The URI SANs of a DER certificate (empty when it does not parse): where a peer's SPIFFE identity is.
+pub fn cert_uris(der: &[u8]) -> Vec<String> {
+    match X509Certificate::from_der(der) {
+        Ok((_, cert)) => uris_of(&cert),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Reads the first certificate of a PEM bundle.
 pub fn inspect(pem: &str) -> Result<CertInfo, CaError> {
     let der = crate::pem_to_der(pem)?;
@@ -197,21 +222,7 @@ pub fn inspect(pem: &str) -> Result<CertInfo, CaError> {
             _ => None,
         })
         .unwrap_or_default();
-    let uris = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let uris = uris_of(&cert);
     Ok(CertInfo {
         serial: hex_colon(cert.raw_serial()),
         valid_after: ts(cert.validity().not_before),

@@ -25,25 +25,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// The SPIFFE URIs in a certificate's SAN.
 pub fn cert_uris(cert: &CertificateDer<'_>) -> Vec<String> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let Ok((_, parsed)) = X509Certificate::from_der(cert.as_ref()) else {
-        return Vec::new();
-    };
-    parsed
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    weft_ca::leaf::cert_uris(cert.as_ref())
 }
 
 fn classify(e: &rustls::Error) -> Refusal {
