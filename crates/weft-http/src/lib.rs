@@ -110,7 +110,13 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
         );
     }
     if path == "/" {
-        let mut r = Reply::text(StatusCode::OK, "Weft agent: the HTTP API is under /v1/\n");
+        // As Consul with its UI enabled: the root leads to the dashboard.
+        let mut r = Reply::text(
+            StatusCode::MOVED_PERMANENTLY,
+            "<a href=\"/ui/\">Moved Permanently</a>.\n\n",
+        );
+        r.set("location", "/ui/");
+        r.set("content-type", "text/html; charset=utf-8");
         r.set("x-weft", "agent");
         return r;
     }

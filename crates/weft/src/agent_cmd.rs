@@ -233,7 +233,8 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    let app = weft_http::router(state);
+    // The dashboard's routes first; everything else (`/`, `/v1/...`) is the API's.
+    let app = weft_ui::router(state.clone()).merge(weft_http::router(state));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -1,0 +1,355 @@
+// Weft dashboard script. Three jobs, no dependencies:
+//  1. Live regions: long-poll the page's own URL with ?live=<index>&hash=<hash>; the server answers when what the
+//     region shows has changed (204 after a quiet 30 s). One request in flight per page, backoff on errors, paused
+//     while the tab is hidden.
+//  2. Filters: search boxes and selects hide rows client-side, and survive live updates.
+//  3. Writes: forms and delete buttons call the /v1 HTTP API (the same one the CLI uses) and show its error text
+//     inline; nothing is changed unless the API accepted it.
+'use strict';
+(() => {
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  // ---------------------------------------------------------------- API calls
+
+  class ApiError extends Error {}
+
+  // Calls the API; resolves to the body text, or throws an ApiError carrying the API's own message.
+  async function api(method, url, body, contentType) {
+    const init = { method, cache: 'no-store', headers: {} };
+    if (body !== undefined) {
+      init.body = body;
+      init.headers['Content-Type'] = contentType || 'application/octet-stream';
+    }
+    let res;
+    try {
+      res = await fetch(url, init);
+    } catch (e) {
+      throw new ApiError(`Cannot reach the agent (${e.message}). Nothing was changed.`);
+    }
+    const text = await res.text();
+    if (!res.ok) {
+      const reason = text.trim() || res.statusText || 'no reason given';
+      throw new ApiError(`${res.status} ${res.statusText}: ${reason}`);
+    }
+    return text;
+  }
+
+  function showError(form, message) {
+    const el = $('.error', form);
+    if (!el) return;
+    el.textContent = message;
+    el.hidden = false;
+    el.focus();
+  }
+
+  function clearMessages(form) {
+    $$('.error, .saved', form).forEach((el) => { el.hidden = true; el.textContent = el.classList.contains('saved') ? 'Saved.' : ''; });
+  }
+
+  function busy(form, on) {
+    $$('button[type=submit]', form).forEach((b) => { b.disabled = on; });
+    form.setAttribute('aria-busy', on ? 'true' : 'false');
+  }
+
+  // KV keys go into the URL path one segment at a time, so '/', '?', '#', '%' and spaces survive.
+  const encodeKey = (key) => key.split('/').map(encodeURIComponent).join('/');
+  // Browsers resolve '.' and '..' segments (even encoded) before sending, so such keys would be written elsewhere.
+  const addressable = (key) => !key.split('/').some((s) => s === '.' || s === '..');
+
+  // ---------------------------------------------------------------- live regions
+
+  const live = $('#live');
+  let pending = null; // an update that arrived while a confirmation was open in the region
+
+  function setConnection(ok) {
+    const s = $('#live-status');
+    if (!s) return;
+    s.classList.toggle('offline', !ok);
+    s.textContent = ok ? 'Live' : 'Reconnecting…';
+  }
+
+  function setLeader(leader) {
+    if (leader === null) return;
+    const banner = $('#no-leader');
+    const tag = $('#leader');
+    if (banner) banner.hidden = leader !== '';
+    if (tag) {
+      tag.textContent = leader ? `Leader ${leader}` : 'No leader';
+      tag.classList.toggle('bad', !leader);
+    }
+  }
+
+  // A selector that finds the "same" focused element in the new HTML, so keyboard users keep their place.
+  function focusKey(el) {
+    if (!el || !live.contains(el)) return null;
+    if (el.id) return `#${CSS.escape(el.id)}`;
+    for (const attr of ['href', 'data-delete']) {
+      const v = el.getAttribute(attr);
+      if (v) return `[${attr}="${CSS.escape(v)}"]`;
+    }
+    return null;
+  }
+
+  function swap(html) {
+    if ($('.confirm', live)) { pending = html; return; }
+    pending = null;
+    const key = focusKey(document.activeElement);
+    live.innerHTML = html;
+    applyFilter();
+    if (key) {
+      const el = $(key, live);
+      if (el) el.focus({ preventScroll: true });
+    }
+    document.dispatchEvent(new CustomEvent('weft:updated'));
+  }
+
+  async function follow() {
+    let index = live.dataset.index || '0';
+    let hash = live.dataset.hash || '';
+    let failures = 0;
+    let last = 0;
+    for (;;) {
+      while (document.hidden) {
+        await new Promise((r) => document.addEventListener('visibilitychange', r, { once: true }));
+      }
+      // At most four updates a second, however busy the cluster is.
+      const gap = 250 - (Date.now() - last);
+      if (gap > 0) await sleep(gap);
+      last = Date.now();
+      try {
+        const url = `${location.pathname}?live=${encodeURIComponent(index)}&hash=${encodeURIComponent(hash)}`;
+        const res = await fetch(url, { cache: 'no-store', headers: { Accept: 'text/html' } });
+        setLeader(res.headers.get('x-weft-leader'));
+        if (res.status === 204) {
+          index = res.headers.get('x-weft-index') || index;
+        } else if (res.ok) {
+          const html = await res.text();
+          index = res.headers.get('x-weft-index') || index;
+          hash = res.headers.get('x-weft-hash') || '';
+          live.dataset.index = index;
+          live.dataset.hash = hash;
+          swap(html);
+        } else {
+          throw new Error(`HTTP ${res.status}`);
+        }
+        failures = 0;
+        setConnection(true);
+      } catch (e) {
+        failures += 1;
+        setConnection(false);
+        await sleep(Math.min(1000 * 2 ** (failures - 1), 15000));
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- filters
+
+  const filterForm = $('form[data-filter]');
+
+  function applyFilter() {
+    if (!filterForm || !live) return;
+    const q = (filterForm.elements.q ? filterForm.elements.q.value : '').trim().toLowerCase();
+    const selects = $$('select', filterForm).filter((s) => s.value);
+    const rows = $$('[data-row]', live);
+    let shown = 0;
+    for (const row of rows) {
+      const ok = (!q || (row.dataset.search || '').includes(q))
+        && selects.every((s) => row.dataset[s.name] === s.value);
+      row.hidden = !ok;
+      if (ok) shown += 1;
+    }
+    const none = $('.no-match', live);
+    if (none) none.hidden = shown > 0 || rows.length === 0;
+    const count = $('[data-count]');
+    if (count) count.textContent = shown === rows.length ? `${rows.length} total` : `${shown} of ${rows.length} shown`;
+  }
+
+  function rememberFilter() {
+    const params = new URLSearchParams();
+    for (const el of filterForm.elements) {
+      if (el.name && el.value) params.set(el.name, el.value);
+    }
+    const qs = params.toString();
+    history.replaceState(null, '', qs ? `${location.pathname}?${qs}` : location.pathname);
+  }
+
+  if (filterForm) {
+    filterForm.addEventListener('input', () => { applyFilter(); rememberFilter(); });
+    filterForm.addEventListener('submit', (ev) => ev.preventDefault());
+  }
+
+  // ---------------------------------------------------------------- deletes, confirmed inline
+
+  function confirmDelete(btn) {
+    const box = document.createElement('span');
+    box.className = 'confirm';
+    box.setAttribute('role', 'group');
+    box.setAttribute('aria-label', 'Confirm deletion');
+    const question = document.createElement('span');
+    question.className = 'confirm-q';
+    question.textContent = `Delete ${btn.dataset.what || 'this'}?`;
+    const yes = document.createElement('button');
+    yes.type = 'button';
+    yes.className = 'button small danger';
+    yes.textContent = 'Yes, delete';
+    yes.dataset.confirmYes = '';
+    const no = document.createElement('button');
+    no.type = 'button';
+    no.className = 'button small';
+    no.textContent = 'Cancel';
+    const err = document.createElement('span');
+    err.className = 'error inline';
+    err.setAttribute('role', 'alert');
+    err.hidden = true;
+    box.append(question, ' ', yes, ' ', no, err);
+    btn.hidden = true;
+    btn.after(box);
+    const close = () => {
+      box.remove();
+      btn.hidden = false;
+      btn.focus();
+      if (pending) swap(pending);
+    };
+    no.addEventListener('click', close);
+    box.addEventListener('keydown', (ev) => { if (ev.key === 'Escape') close(); });
+    yes.addEventListener('click', async () => {
+      yes.disabled = true;
+      try {
+        await api('DELETE', btn.dataset.delete);
+        if (btn.dataset.then) { location.assign(btn.dataset.then); return; }
+        box.remove();
+        btn.hidden = false;
+        if (pending) swap(pending);
+      } catch (e) {
+        err.textContent = e.message;
+        err.hidden = false;
+        yes.disabled = false;
+      }
+    });
+    yes.focus();
+  }
+
+  document.addEventListener('click', (ev) => {
+    const del = ev.target.closest('[data-delete]');
+    if (del) { ev.preventDefault(); confirmDelete(del); }
+  });
+
+  // ---------------------------------------------------------------- intentions
+
+  const precedence = (src, dst) => (dst === '*' ? 6 : 9) - (src === '*' ? 1 : 0);
+
+  const iform = $('form[data-intention-form]');
+  if (iform) {
+    let original = {};
+    try { original = JSON.parse(iform.dataset.original || '{}'); } catch (e) { original = {}; }
+    const f = iform.elements;
+    const showPrecedence = () => {
+      const out = $('[data-precedence]', iform);
+      if (out) out.textContent = precedence(f.source.value.trim(), f.destination.value.trim());
+    };
+    iform.addEventListener('input', showPrecedence);
+    iform.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      clearMessages(iform);
+      const checked = $('input[name=action]:checked', iform);
+      const action = checked ? checked.value : '';
+      busy(iform, true);
+      try {
+        if (iform.dataset.mode === 'edit') {
+          // The exact endpoint keeps the pair; L7 permissions survive unless allow/deny replaces them.
+          const body = {
+            SourceType: original.SourceType || 'consul',
+            Action: action,
+            Permissions: action ? [] : (original.Permissions || []),
+            Description: f.description.value,
+            Meta: original.Meta || {},
+          };
+          await api('PUT', iform.dataset.api, JSON.stringify(body), 'application/json');
+        } else {
+          // The legacy create refuses a pair that already has an intention, so creating never overwrites.
+          const body = {
+            SourceName: f.source.value.trim(),
+            DestinationName: f.destination.value.trim(),
+            Action: action,
+            Description: f.description.value,
+          };
+          await api('POST', '/v1/connect/intentions', JSON.stringify(body), 'application/json');
+        }
+        location.assign(iform.dataset.return);
+      } catch (e) {
+        showError(iform, e.message);
+      } finally {
+        busy(iform, false);
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- KV
+
+  const kvCreate = $('form[data-kv-create]');
+  if (kvCreate) {
+    const f = kvCreate.elements;
+    const valueField = $('[data-value-field]', kvCreate);
+    const folderMode = () => { if (valueField) valueField.hidden = f.key.value.endsWith('/'); };
+    kvCreate.addEventListener('input', folderMode);
+    folderMode();
+    kvCreate.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      clearMessages(kvCreate);
+      const key = (kvCreate.dataset.prefix || '') + f.key.value;
+      if (!addressable(key)) {
+        showError(kvCreate, 'Keys with "." or ".." path segments cannot be sent in a URL (browsers resolve them); use the CLI or /v1/txn. Nothing was written.');
+        return;
+      }
+      const folder = key.endsWith('/');
+      busy(kvCreate, true);
+      try {
+        // ?cas=0 writes only if the key does not exist yet: creating never overwrites.
+        const ok = await api('PUT', `/v1/kv/${encodeKey(key)}?cas=0`, folder ? '' : f.value.value);
+        if (ok.trim() !== 'true') {
+          showError(kvCreate, `"${key}" already exists; open it to edit it. Nothing was written.`);
+          return;
+        }
+        location.assign(kvCreate.dataset.uiBase + encodeKey(key));
+      } catch (e) {
+        showError(kvCreate, e.message);
+      } finally {
+        busy(kvCreate, false);
+      }
+    });
+  }
+
+  const kvEdit = $('form[data-kv-edit]');
+  if (kvEdit) {
+    kvEdit.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      clearMessages(kvEdit);
+      const url = kvEdit.dataset.api;
+      busy(kvEdit, true);
+      try {
+        // ?cas=<index this page loaded> refuses the write if someone else changed the key meanwhile.
+        const q = `?cas=${encodeURIComponent(kvEdit.dataset.cas)}&flags=${encodeURIComponent(kvEdit.dataset.flags || '0')}`;
+        const ok = await api('PUT', url + q, kvEdit.elements.value.value);
+        if (ok.trim() !== 'true') {
+          showError(kvEdit, 'Not saved: the key was changed or deleted since this page loaded it. The current value is shown above; reload to edit it.');
+          return;
+        }
+        const now = JSON.parse(await api('GET', url));
+        if (Array.isArray(now) && now[0]) kvEdit.dataset.cas = now[0].ModifyIndex;
+        const saved = $('.saved', kvEdit);
+        if (saved) saved.hidden = false;
+      } catch (e) {
+        showError(kvEdit, e.message);
+      } finally {
+        busy(kvEdit, false);
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- start
+
+  applyFilter();
+  if (live) follow();
+})();

@@ -1,0 +1,115 @@
+//! The request context every page starts from: which datacenter the URL names (only the agent's own is served), who
+//! leads the cluster, and the page chrome (title, navigation, asset URLs) the layout template draws.
+
+use crate::assets;
+use crate::links;
+use crate::pages::errors::{self, Refused};
+use weft_http::ApiState;
+
+/// The dashboard's top-level sections, for the navigation bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Services,
+    Nodes,
+    Kv,
+    Intentions,
+}
+
+/// One link of the navigation bar.
+pub struct NavItem {
+    pub label: &'static str,
+    pub href: String,
+    pub current: bool,
+}
+
+/// What the layout template needs on every page.
+pub struct Chrome {
+    pub title: String,
+    pub dc: String,
+    pub nav: Vec<NavItem>,
+    /// The Raft leader's address, empty when there is none.
+    pub leader: String,
+    pub css: String,
+    pub js: String,
+    pub version: &'static str,
+}
+
+impl Chrome {
+    pub fn has_leader(&self) -> bool {
+        !self.leader.is_empty()
+    }
+
+    pub fn home(&self) -> String {
+        links::dc_path(&self.dc, "services")
+    }
+}
+
+/// A request for a page of one datacenter.
+#[derive(Clone)]
+pub struct Cx {
+    pub state: ApiState,
+    pub dc: String,
+}
+
+impl Cx {
+    /// The context for `dc`, or the "unknown datacenter" page: this agent serves its own datacenter only.
+    pub fn new(state: ApiState, dc: String) -> Result<Cx, Refused> {
+        let own = state.agent.config().datacenter.clone();
+        if dc != own {
+            return Err(errors::unknown_dc(&state, &dc, &own).into());
+        }
+        Ok(Cx { state, dc })
+    }
+
+    /// The Raft leader's address (`host:port`), empty when the cluster has none.
+    pub fn leader(&self) -> String {
+        self.state.agent.server().leader()
+    }
+
+    /// The node whose agent leads the cluster: this node when the leader is this server, else a node whose address
+    /// is the leader's host (Consul's UI compares addresses).
+    pub fn is_leader_node(&self, node: &weft_types::Node) -> bool {
+        let leader = self.leader();
+        if leader.is_empty() {
+            return false;
+        }
+        let server = self.state.agent.server();
+        if leader == server.config().rpc_addr {
+            return node.node == self.state.agent.config().node_name;
+        }
+        let host = leader
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&leader)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        node.address == host
+    }
+
+    pub fn chrome(&self, title: impl Into<String>, section: Option<Section>) -> Chrome {
+        chrome_for(&self.state, &self.dc, title.into(), section)
+    }
+}
+
+/// The chrome for a datacenter (also used for error pages, which may not have a valid [`Cx`]).
+pub fn chrome_for(state: &ApiState, dc: &str, title: String, section: Option<Section>) -> Chrome {
+    let item = |label, s: Section, path: &str| NavItem {
+        label,
+        href: links::dc_path(dc, path),
+        current: section == Some(s),
+    };
+    Chrome {
+        title,
+        dc: dc.to_string(),
+        nav: vec![
+            item("Services", Section::Services, "services"),
+            item("Nodes", Section::Nodes, "nodes"),
+            item("Key/Value", Section::Kv, "kv/"),
+            item("Intentions", Section::Intentions, "intentions"),
+        ],
+        leader: state.agent.server().leader(),
+        css: assets::url("app.css"),
+        js: assets::url("app.js"),
+        version: weft_types::VERSION,
+    }
+}
