@@ -415,7 +415,10 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
     )
     .await?;
     println!();
-    println!("    Dashboard:  http://localhost:{}/ui/dc1/services  (the dashboard arrives with its own issue; the API is live)", a.http_port);
+    println!(
+        "    Dashboard:  http://localhost:{}/ui/dc1/services",
+        a.http_port
+    );
     println!(
         "    API:        http://localhost:{}/v1/health/service/greeter?pretty",
         a.http_port
