@@ -11,6 +11,7 @@
 //! - [`http`]: a tiny raw HTTP client returning status, headers and body untouched.
 //! - [`cli`]: runs `weft` CLI commands against an agent.
 //! - [`eventually`]: polls a condition until it holds or a timeout passes.
+//! - [`process`]: other processes a test runs (proxies, demo services), killed on drop.
 //! - [`tempdir`]: throwaway directories for config files.
 
 pub mod agent;
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod eventually;
 pub mod http;
 pub mod output;
+pub mod process;
 pub mod tempdir;
 
 pub use agent::{DevAgent, DevAgentBuilder};
@@ -26,4 +28,5 @@ pub use binary::weft_binary;
 pub use cli::{cli, Cli, CliOutput};
 pub use eventually::{eventually, eventually_sync, Attempt};
 pub use http::{Http, Response};
+pub use process::Spawned;
 pub use tempdir::TempDir;

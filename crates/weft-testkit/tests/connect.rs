@@ -10,60 +10,8 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use weft_testkit::{eventually, weft_binary, DevAgent, TempDir};
-
-/// A child process killed on drop, its output in a file for error messages.
-struct Spawned {
-    child: Child,
-    log: PathBuf,
-    _dir: TempDir,
-}
-
-impl Spawned {
-    fn start(bin: &PathBuf, args: &[String]) -> Result<Spawned> {
-        let dir = TempDir::new()?;
-        let log = dir.path().join("out.log");
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new(bin)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("cannot start {} {args:?}", bin.display()))?;
-        Ok(Spawned {
-            child,
-            log,
-            _dir: dir,
-        })
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn terminate(&mut self) -> Result<std::process::ExitStatus> {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        for _ in 0..200 {
-            if let Some(s) = self.child.try_wait()? {
-                return Ok(s);
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        bail!("did not exit within 5 s after SIGTERM:\n{}", self.output())
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use weft_testkit::{eventually, weft_binary, DevAgent, Spawned, TempDir};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -244,7 +244,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             .await
     });
     tokio::select! {
-        _ = shutdown_signal() => tracing::info!("caught signal; shutting down"),
+        _ = crate::signals::wait_for_signal() => tracing::info!("caught signal; shutting down"),
         _ = shutdown.notified() => tracing::info!("left the cluster; shutting down"),
     }
     let _ = stop_tx.send(());
@@ -266,19 +266,4 @@ pub fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::Tcp
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(backlog)
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
 }

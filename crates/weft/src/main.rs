@@ -8,6 +8,7 @@ mod args;
 mod client;
 mod commands;
 mod config;
+mod signals;
 
 use clap::{Parser, Subcommand};
 use commands::{catalog, connect, demo, intention, kv, misc, services};

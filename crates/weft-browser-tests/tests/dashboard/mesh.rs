@@ -6,48 +6,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use weft_testkit::{eventually, weft_binary, DevAgent, TempDir};
-
-/// A child process killed on drop, its output in a file for error messages.
-pub struct Spawned {
-    child: Child,
-    log: PathBuf,
-    _dir: TempDir,
-}
-
-impl Spawned {
-    fn start(bin: &Path, args: &[String]) -> Result<Spawned> {
-        let dir = TempDir::new()?;
-        let log = dir.path().join("out.log");
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new(bin)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("cannot start {} {args:?}", bin.display()))?;
-        Ok(Spawned {
-            child,
-            log,
-            _dir: dir,
-        })
-    }
-
-    pub fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use weft_testkit::{eventually, weft_binary, DevAgent, Spawned};
 
 pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

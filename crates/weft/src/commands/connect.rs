@@ -300,7 +300,7 @@ async fn serve(
             }
         })
     });
-    wait_for_signal().await;
+    crate::signals::wait_for_signal().await;
     println!("==> Draining: no new connections; open ones may finish");
     if let Some(h) = heartbeat {
         h.abort();
@@ -441,19 +441,4 @@ async fn ingress(a: IngressArgs) -> Result<i32> {
         _ => None,
     };
     serve(agent, config, "Ingress gateway", registration, drain).await
-}
-
-pub async fn wait_for_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
 }

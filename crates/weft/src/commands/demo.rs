@@ -446,7 +446,7 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    super::connect::wait_for_signal().await;
+    crate::signals::wait_for_signal().await;
     println!("==> Stopping: ingress and services, then the agent");
     stop_all(ingress);
     for id in &service_ids {

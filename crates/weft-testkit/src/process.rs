@@ -1,0 +1,64 @@
+//! Any other process a test runs (sidecar proxies, `greeter-demo` services): output kept in a file for error
+//! messages, killed on drop so a failing test leaves nothing behind.
+
+use crate::TempDir;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+pub struct Spawned {
+    child: Child,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Spawned {
+    pub fn start(bin: &Path, args: &[String]) -> Result<Spawned> {
+        let dir = TempDir::new()?;
+        let log = dir.path().join("out.log");
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot start {} {args:?}", bin.display()))?;
+        Ok(Spawned {
+            child,
+            log,
+            _dir: dir,
+        })
+    }
+
+    /// Everything the process printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, and the exit status within 5 s.
+    pub fn terminate(&mut self) -> Result<ExitStatus> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        for _ in 0..200 {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        bail!("did not exit within 5 s after SIGTERM:\n{}", self.output())
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
