@@ -3,17 +3,20 @@
 //!
 //! ```text
 //! cargo build --release -p weft -p weft-bench
-//! target/release/weft-bench dev-agent          # all four scenarios
+//! target/release/weft-bench dev-agent          # the four dev-agent scenarios
 //! target/release/weft-bench memory|startup|catalog|blocking
+//! target/release/weft-bench mesh [--install]   # sidecar pair vs no proxy, nginx, HAProxy, stunnel
+//! target/release/weft-bench all                # dev-agent, then mesh
 //! ```
 //!
 //! The `weft` binary is `$WEFT_BIN`, else `release/weft` in the benchmark's own target directory. Every process
 //! started is killed when its scenario ends, also on error. The exit code is 0 when every scenario ran (whatever
-//! the verdicts), 1 when one failed to run, 2 on bad usage.
+//! the verdicts), 1 when one failed to run (or a peer of `mesh` failed), 2 on bad usage.
 
 mod blocking;
 mod catalog;
 mod memory;
+mod mesh;
 mod process;
 mod report;
 mod startup;
@@ -26,11 +29,14 @@ const USAGE: &str = "\
 usage: weft-bench <scenario> [options]
 
 scenarios:
-  dev-agent   all four below, one after another
+  all         dev-agent, then mesh
+  dev-agent   the four below, one after another
   memory      1. idle resident memory of `weft agent -dev` (target <= 15 MB)
   startup     2. spawn -> /v1/status/leader answered (target <= 100 ms)
   catalog     3. 10k services x 2 instances, then catalog/health reads (target p99 <= 2 ms)
   blocking    4. 1,000 blocking queries woken by one write (target all within 50 ms)
+  mesh        sidecar pair (wrk -> upstream proxy -> mTLS -> public proxy -> backend) against no proxy,
+              nginx stream, HAProxy and stunnel pairs: req/s, latency, new connections, bulk MB/s, RSS
 
 options:
   --runs N       start-up runs (default 20)
@@ -41,7 +47,19 @@ options:
   --watchers N   blocking queries in `blocking` (default 1000)
   --close        `blocking` queries send `Connection: close` (default: kept alive, as Consul's clients do)
 
-The weft binary is $WEFT_BIN, else target/release/weft (build it with `cargo build --release -p weft`).";
+mesh options:
+  --duration S        seconds of each keep-alive and new-connection run (default 10)
+  --connections N     concurrent connections of the load generator (default 32)
+  --threads N         wrk threads (default 2)
+  --bulk-mib N        size of the bulk body in MiB (default 64)
+  --bulk-runs N       bulk transfers per topology (default 10)
+  --only LIST         topologies to run, comma-separated: direct,weft,nginx,haproxy,stunnel (default all)
+  --install           apt-get install what is missing (nginx-light libnginx-mod-stream haproxy stunnel4 wrk)
+  --peer-resumption   leave the peers' TLS session resumption on (default off everywhere, as in Weft)
+  --builtin-load      use the built-in load generator even when wrk is installed
+
+The weft binary is $WEFT_BIN, else target/release/weft (build it with `cargo build --release -p weft`); `mesh`
+runs its two `connect proxy` processes from $WEFT_PROXY_BIN when set (a candidate proxy build).";
 
 struct Options {
     scenario: String,
@@ -49,6 +67,7 @@ struct Options {
     catalog: catalog::Config,
     watchers: usize,
     close: bool,
+    mesh: mesh::Config,
 }
 
 fn parse_args() -> Result<Options> {
@@ -62,15 +81,28 @@ fn parse_args() -> Result<Options> {
         catalog: catalog::Config::default(),
         watchers: 1000,
         close: false,
+        mesh: mesh::Config::default(),
     };
     while let Some(flag) = args.next() {
-        if flag == "--close" {
-            opts.close = true;
+        // Switches take no value.
+        let switch = match flag.as_str() {
+            "--close" => Some(&mut opts.close),
+            "--install" => Some(&mut opts.mesh.install),
+            "--peer-resumption" => Some(&mut opts.mesh.peer_resumption),
+            "--builtin-load" => Some(&mut opts.mesh.builtin_load),
+            _ => None,
+        };
+        if let Some(on) = switch {
+            *on = true;
             continue;
         }
         let value = args
             .next()
             .with_context(|| format!("{flag} needs a value"))?;
+        if flag == "--only" {
+            opts.mesh.only = Some(mesh::parse_only(&value)?);
+            continue;
+        }
         let n: usize = value
             .parse()
             .with_context(|| format!("{flag}: {value:?} is not a number"))?;
@@ -84,6 +116,11 @@ fn parse_args() -> Result<Options> {
             "--readers" => opts.catalog.readers = n,
             "--writers" => opts.catalog.writers = n,
             "--watchers" => opts.watchers = n,
+            "--duration" => opts.mesh.duration = std::time::Duration::from_secs(n as u64),
+            "--connections" => opts.mesh.connections = n,
+            "--threads" => opts.mesh.threads = n,
+            "--bulk-mib" => opts.mesh.bulk_mib = n as u64,
+            "--bulk-runs" => opts.mesh.bulk_runs = n,
             other => bail!("unknown option {other}"),
         }
     }
@@ -96,8 +133,16 @@ async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let opts = match parse_args() {
         Ok(o)
-            if ["dev-agent", "memory", "startup", "catalog", "blocking"]
-                .contains(&o.scenario.as_str()) =>
+            if [
+                "all",
+                "dev-agent",
+                "memory",
+                "startup",
+                "catalog",
+                "blocking",
+                "mesh",
+            ]
+            .contains(&o.scenario.as_str()) =>
         {
             o
         }
@@ -137,9 +182,10 @@ async fn run(bin: &Path, opts: &Options) -> bool {
                 .join(" ")
         );
     }
-    let all = opts.scenario == "dev-agent";
+    let all = opts.scenario == "dev-agent" || opts.scenario == "all";
     let mut rows: Vec<Row> = Vec::new();
     let mut failed = false;
+    let mut tables: Vec<String> = Vec::new();
     let mut record = |name: &str, result: Result<Vec<Row>>| match result {
         Ok(r) => rows.extend(r),
         Err(e) => {
@@ -192,6 +238,17 @@ async fn run(bin: &Path, opts: &Options) -> bool {
             blocking::run(bin, opts.watchers, opts.close).await,
         );
     }
+    if opts.scenario == "mesh" || opts.scenario == "all" {
+        println!("\n== mesh: sidecar pair against no proxy and nginx / HAProxy / stunnel pairs");
+        let result = mesh::run(bin, &opts.mesh).await.map(|(r, table)| {
+            tables.push(table);
+            r
+        });
+        record("mesh", result);
+    }
+    for table in &tables {
+        print!("{table}");
+    }
     print_table(&rows);
-    failed
+    failed || rows.iter().any(|r| r.verdict == Verdict::Error)
 }

@@ -105,7 +105,7 @@ fn consul(path: &Path) -> Result<(process::Guard, String)> {
         .arg(http.to_string())
         .args(["-dns-port", "-1", "-grpc-port", "-1"]);
     let (guard, stdout) = process::spawn("consul", &mut cmd)?;
-    drain(stdout);
+    process::drain(stdout);
     Ok((guard, format!("http://127.0.0.1:{http}/v1/status/leader")))
 }
 
@@ -132,13 +132,6 @@ fn etcd(path: &Path) -> Result<(process::Guard, String)> {
         }
     };
     process::also_remove(&mut guard, data);
-    drain(stdout);
+    process::drain(stdout);
     Ok((guard, format!("{client_url}/health")))
-}
-
-/// Reads a child's stdout to the end so it never blocks on a full pipe.
-fn drain(stdout: std::process::ChildStdout) {
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut { stdout }, &mut std::io::sink());
-    });
 }

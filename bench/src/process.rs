@@ -106,7 +106,7 @@ pub fn spawn(name: &str, cmd: &mut Command) -> Result<(Guard, std::process::Chil
 }
 
 /// The last lines of the file a guard's stderr went to (for error messages).
-fn stderr_tail(guard: &Guard) -> String {
+pub fn stderr_tail(guard: &Guard) -> String {
     let Some(log) = guard.cleanup.first() else {
         return String::new();
     };
@@ -291,6 +291,13 @@ pub fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
+}
+
+/// Reads a child's stdout to the end so it never blocks on a full pipe.
+pub fn drain(stdout: std::process::ChildStdout) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut { stdout }, &mut std::io::sink());
+    });
 }
 
 /// Registers a guard's extra clean-up path (e.g. a peer's data directory).

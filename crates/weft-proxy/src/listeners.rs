@@ -163,7 +163,15 @@ pub async fn serve_public(
                 }
             };
             let _ = app.set_nodelay(true);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut app).await {
+            // 16 KiB buffers: full-size TLS records instead of copy_bidirectional's default 8 KiB halves.
+            if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+                &mut stream,
+                &mut app,
+                16 * 1024,
+                16 * 1024,
+            )
+            .await
+            {
                 tracing::debug!(%peer, error = %e, "inbound connection ended with an error");
             }
         });
