@@ -3,6 +3,12 @@
 //! towards this service. Each watch publishes into a `watch` channel; a failed query keeps the last good value
 //! (fail-static) and retries with backoff. Nothing is looked up per connection.
 
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::Method;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
@@ -11,11 +17,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use weft_types::Intention;
 
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// The agent's HTTP API, as the proxy uses it.
 #[derive(Clone)]
 pub struct AgentClient {
     base: String,
-    http: reqwest::Client,
+    http: Client<HttpConnector, Full<Bytes>>,
     token: Option<String>,
 }
 
@@ -38,35 +46,39 @@ pub struct Answer {
 
 impl AgentClient {
     pub fn new(http_addr: &str, token: Option<String>) -> Result<AgentClient, ControlError> {
-        let base = if http_addr.starts_with("http://") || http_addr.starts_with("https://") {
-            http_addr.trim_end_matches('/').to_string()
+        let base = if let Some(rest) = http_addr.strip_prefix("http://") {
+            format!("http://{}", rest.trim_end_matches('/'))
+        } else if http_addr.starts_with("https://") {
+            return Err(ControlError::Unreachable(format!(
+                "{http_addr}: the proxy talks to its local agent over plain HTTP on loopback"
+            )));
         } else {
             format!("http://{http_addr}")
         };
-        // Blocking queries hold a connection for minutes; the timeout covers the longest wait we ask for.
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| ControlError::Unreachable(e.to_string()))?;
+        // A plain-HTTP client: the local agent is on loopback, so no TLS stack, no CA bundle to read at start-up.
+        let http = Client::builder(TokioExecutor::new()).build_http();
         Ok(AgentClient { base, http, token })
     }
 
     pub async fn request(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<String>,
     ) -> Result<Answer, ControlError> {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
         if let Some(t) = &self.token {
             req = req.header("X-Consul-Token", t);
         }
-        if let Some(b) = body {
-            req = req.body(b);
-        }
-        let resp = req
-            .send()
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ControlError::Unreachable(e.to_string()))?;
+        // Blocking queries hold a request for up to a minute; the timeout covers the longest wait we ask for.
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.http.request(req))
             .await
+            .map_err(|_| ControlError::Unreachable("timed out".into()))?
             .map_err(|e| ControlError::Unreachable(e.to_string()))?;
         let status = resp.status();
         let index = resp
@@ -81,9 +93,11 @@ impl AgentClient {
             .and_then(|v| v.to_str().ok())
             .is_none_or(|v| v != "deny");
         let bytes = resp
-            .bytes()
+            .into_body()
+            .collect()
             .await
-            .map_err(|e| ControlError::Unreachable(e.to_string()))?;
+            .map_err(|e| ControlError::Unreachable(e.to_string()))?
+            .to_bytes();
         if !status.is_success() {
             return Err(ControlError::Status {
                 status: status.as_u16(),
@@ -103,7 +117,7 @@ impl AgentClient {
     }
 
     pub async fn get(&self, path: &str) -> Result<Answer, ControlError> {
-        self.request(reqwest::Method::GET, path, None).await
+        self.request(Method::GET, path, None).await
     }
 
     /// A blocking read: waits up to `wait` for the result's index to pass `index`.
