@@ -222,6 +222,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let listener = listen(http_addr, 4096)
         .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
     let local = listener.local_addr()?;
+    let mut signals = crate::signals::Signals::install();
     println!("==> Weft agent running!");
     println!("             Version: '{}'", weft_types::VERSION);
     println!("           Node name: '{node_name}'");
@@ -244,7 +245,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             .await
     });
     tokio::select! {
-        _ = crate::signals::wait_for_signal() => tracing::info!("caught signal; shutting down"),
+        _ = signals.wait() => tracing::info!("caught signal; shutting down"),
         _ = shutdown.notified() => tracing::info!("left the cluster; shutting down"),
     }
     let _ = stop_tx.send(());

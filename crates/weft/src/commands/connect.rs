@@ -260,6 +260,7 @@ async fn serve(
         Some(p) => println!("       Public listener: {} => {}", p.bind, p.local_service),
         None => println!("       Public listener: Disabled"),
     }
+    let mut signals = crate::signals::Signals::install();
     let proxy = Proxy::start(config.clone(), agent.clone()).await?;
     if let Some(addr) = proxy.public_addr {
         println!("  Public listener addr: {addr}");
@@ -300,7 +301,7 @@ async fn serve(
             }
         })
     });
-    crate::signals::wait_for_signal().await;
+    signals.wait().await;
     println!("==> Draining: no new connections; open ones may finish");
     if let Some(h) = heartbeat {
         h.abort();

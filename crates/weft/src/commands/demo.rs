@@ -181,6 +181,7 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
             .to_string(),
     )?;
 
+    let mut signals = crate::signals::Signals::install();
     println!("==> Starting the Weft dev agent on {http_addr} (default-deny intentions)");
     let agent = Proc::spawn(
         "agent",
@@ -446,7 +447,7 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    crate::signals::wait_for_signal().await;
+    signals.wait().await;
     println!("==> Stopping: ingress and services, then the agent");
     stop_all(ingress);
     for id in &service_ids {
