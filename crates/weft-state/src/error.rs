@@ -1,6 +1,6 @@
 //! Why a command was refused. The messages are Consul's, since clients and people read them.
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum StoreError {
     #[error("Missing node name")]
     MissingNode,

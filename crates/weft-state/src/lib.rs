@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use weft_types::{DirEntry, HealthCheck, Intention, Node, NodeService, Session};
 
 /// What a command produced.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ApplyResult {
     /// Catalog writes and most KV verbs answer `true`/`false`.
     Bool(bool),
@@ -50,6 +50,8 @@ struct Tables {
     lock_delays: BTreeMap<String, u64>,
     table_indexes: BTreeMap<Table, u64>,
     /// Intentions by (destination, source): one per pair, as in Consul.
+    /// Serialised as a list: JSON object keys must be strings, and this map is keyed by pairs.
+    #[serde(with = "pair_keyed")]
     intentions: BTreeMap<(String, String), Intention>,
     ca: CaState,
     /// `service.<name>` indexes: bumped by anything that changes that service's health or catalog view.
@@ -160,6 +162,8 @@ impl Store {
 
     /// Serialises the whole state (tables and indexes) for a snapshot.
     pub fn snapshot(&self) -> Vec<u8> {
+        // Every table serialises (string keys, or `pair_keyed` lists), so this cannot fail in practice; an empty
+        // snapshot would be refused by `restore` rather than silently wiping a follower.
         serde_json::to_vec(&self.t).unwrap_or_default()
     }
 
@@ -196,3 +200,23 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+/// Serde for maps keyed by `(a, b)` pairs: a list of `[a, b, value]` entries.
+mod pair_keyed {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer, V: Serialize>(
+        map: &BTreeMap<(String, String), V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter().map(|((a, b), v)| (a, b, v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<(String, String), V>, D::Error> {
+        let entries: Vec<(String, String, V)> = Vec::deserialize(d)?;
+        Ok(entries.into_iter().map(|(a, b, v)| ((a, b), v)).collect())
+    }
+}

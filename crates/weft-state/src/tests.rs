@@ -351,12 +351,21 @@ fn snapshot_round_trip() {
         vec![check("c1", "web1", CheckStatus::Warning)],
     );
     h.kv(set("a/b", "v"));
+    let intention = weft_types::Intention {
+        source_name: "web".into(),
+        destination_name: "db".into(),
+        ..Default::default()
+    };
+    h.apply(Command::IntentionUpsert(Box::new(intention)))
+        .unwrap();
     let bytes = h.store.snapshot();
+    assert!(bytes.len() > 2, "the snapshot must not be empty");
     let mut restored = Store::new();
     restored.restore(&bytes).unwrap();
     assert_eq!(restored.snapshot(), bytes);
     assert_eq!(restored.instances("web").len(), 1);
     assert_eq!(restored.last_index(), h.store.last_index());
+    assert_eq!(restored.intentions().len(), 1);
 }
 
 #[test]

@@ -1,0 +1,256 @@
+//! The Raft log, vote and commit point on disk, in one redb file.
+//!
+//! redb commits are durable (fsync) by default, so an entry is reported flushed to openraft only after the commit
+//! that holds it returns: a write is acknowledged to a client only once a quorum has it on disk.
+
+use crate::{StorageResult, TypeConfig};
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{AnyError, Entry, LogId, LogState, RaftLogId, RaftLogReader, StorageIOError, Vote};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The on-disk format this build writes. A data dir with a higher number was written by a newer Weft.
+pub const FORMAT_VERSION: u64 = 1;
+
+const KEY_FORMAT: &str = "format";
+const KEY_VOTE: &str = "vote";
+const KEY_COMMITTED: &str = "committed";
+const KEY_PURGED: &str = "last_purged";
+
+/// Why a data dir cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the Raft log at {path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("the data dir at {path} was written by a newer Weft (format {found}, this build reads {FORMAT_VERSION})")]
+    NewerFormat { path: String, found: u64 },
+}
+
+/// A cheap handle; clones share the database (openraft reads the log from replication tasks).
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+fn io_err(e: impl std::error::Error + 'static) -> AnyError {
+    AnyError::new(&e)
+}
+
+impl LogStore {
+    /// Opens (or creates) the log at `path`, refusing files of a newer format.
+    pub fn open(path: &Path) -> Result<LogStore, OpenError> {
+        let shown = path.display().to_string();
+        let io = |e: &dyn std::fmt::Display| OpenError::Io {
+            path: shown.clone(),
+            reason: e.to_string(),
+        };
+        let db = Database::create(path).map_err(|e| io(&e))?;
+        let tx = db.begin_write().map_err(|e| io(&e))?;
+        {
+            let _ = tx.open_table(LOG).map_err(|e| io(&e))?;
+            let mut meta = tx.open_table(META).map_err(|e| io(&e))?;
+            let found = meta
+                .get(KEY_FORMAT)
+                .map_err(|e| io(&e))?
+                .and_then(|v| serde_json::from_slice::<u64>(v.value()).ok());
+            match found {
+                Some(found) if found > FORMAT_VERSION => {
+                    return Err(OpenError::NewerFormat { path: shown, found })
+                }
+                Some(_) => {}
+                None => {
+                    let v = serde_json::to_vec(&FORMAT_VERSION).unwrap_or_default();
+                    meta.insert(KEY_FORMAT, v.as_slice()).map_err(|e| io(&e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| io(&e))?;
+        Ok(LogStore { db: Arc::new(db) })
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AnyError> {
+        let tx = self.db.begin_read().map_err(io_err)?;
+        let table = tx.open_table(META).map_err(io_err)?;
+        let Some(v) = table.get(key).map_err(io_err)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| AnyError::new(&e))
+    }
+
+    fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), AnyError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| AnyError::new(&e))?;
+        let tx = self.db.begin_write().map_err(io_err)?;
+        {
+            let mut table = tx.open_table(META).map_err(io_err)?;
+            table.insert(key, bytes.as_slice()).map_err(io_err)?;
+        }
+        tx.commit().map_err(io_err)
+    }
+
+    /// True once this node has voted or holds log entries: it belongs to a cluster and must not bootstrap again.
+    pub fn has_state(&self) -> bool {
+        let vote: Option<Vote<u64>> = self.get_meta(KEY_VOTE).ok().flatten();
+        vote.is_some() || self.last_entry().ok().flatten().is_some()
+    }
+
+    fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, AnyError> {
+        let tx = self.db.begin_read().map_err(io_err)?;
+        let table = tx.open_table(LOG).map_err(io_err)?;
+        let Some((_, v)) = table.last().map_err(io_err)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| AnyError::new(&e))
+    }
+
+    /// Deletes entries whose index is in `range`.
+    fn remove_range(&self, range: impl RangeBounds<u64>) -> Result<(), AnyError> {
+        let tx = self.db.begin_write().map_err(io_err)?;
+        {
+            let mut table = tx.open_table(LOG).map_err(io_err)?;
+            let keys: Vec<u64> = table
+                .range(range)
+                .map_err(io_err)?
+                .filter_map(|r| r.ok().map(|(k, _)| k.value()))
+                .collect();
+            for k in keys {
+                table.remove(k).map_err(io_err)?;
+            }
+        }
+        tx.commit().map_err(io_err)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let read = || -> Result<Vec<Entry<TypeConfig>>, AnyError> {
+            let tx = self.db.begin_read().map_err(io_err)?;
+            let table = tx.open_table(LOG).map_err(io_err)?;
+            let start = match range.start_bound() {
+                Bound::Included(i) => Bound::Included(*i),
+                Bound::Excluded(i) => Bound::Excluded(*i),
+                Bound::Unbounded => Bound::Unbounded,
+            };
+            let end = match range.end_bound() {
+                Bound::Included(i) => Bound::Included(*i),
+                Bound::Excluded(i) => Bound::Excluded(*i),
+                Bound::Unbounded => Bound::Unbounded,
+            };
+            let mut out = Vec::new();
+            for item in table.range::<u64>((start, end)).map_err(io_err)? {
+                let (_, v) = item.map_err(io_err)?;
+                out.push(serde_json::from_slice(v.value()).map_err(|e| AnyError::new(&e))?);
+            }
+            Ok(out)
+        };
+        read().map_err(|e| StorageIOError::read_logs(e).into())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let purged: Option<LogId<u64>> = self
+            .get_meta(KEY_PURGED)
+            .map_err(StorageIOError::read_logs)?;
+        let last = self
+            .last_entry()
+            .map_err(StorageIOError::read_logs)?
+            .map(|e| *e.get_log_id());
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id: last.or(purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> StorageResult<()> {
+        self.put_meta(KEY_VOTE, vote)
+            .map_err(|e| StorageIOError::write_vote(e).into())
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<u64>>> {
+        self.get_meta(KEY_VOTE)
+            .map_err(|e| StorageIOError::read_vote(e).into())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
+        self.put_meta(KEY_COMMITTED, &committed)
+            .map_err(|e| StorageIOError::write(e).into())
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<u64>>> {
+        Ok(self
+            .get_meta::<Option<LogId<u64>>>(KEY_COMMITTED)
+            .map_err(StorageIOError::read)?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let write = || -> Result<(), AnyError> {
+            let tx = self.db.begin_write().map_err(io_err)?;
+            {
+                let mut table = tx.open_table(LOG).map_err(io_err)?;
+                for entry in entries {
+                    let bytes = serde_json::to_vec(&entry).map_err(|e| AnyError::new(&e))?;
+                    table
+                        .insert(entry.get_log_id().index, bytes.as_slice())
+                        .map_err(io_err)?;
+                }
+            }
+            // The default durability fsyncs before `commit` returns.
+            tx.commit().map_err(io_err)
+        };
+        match write() {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(StorageIOError::write_logs(e).into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
+        self.remove_range(log_id.index..)
+            .map_err(|e| StorageIOError::write_logs(e).into())
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
+        self.put_meta(KEY_PURGED, &Some(log_id))
+            .map_err(StorageIOError::write_logs)?;
+        self.remove_range(..=log_id.index)
+            .map_err(|e| StorageIOError::write_logs(e).into())
+    }
+}
+
+/// Opens the log under a data dir's `raft/` folder.
+pub fn open_in(dir: &Path) -> Result<LogStore, OpenError> {
+    std::fs::create_dir_all(dir).map_err(|e| OpenError::Io {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    LogStore::open(&dir.join("raft.redb"))
+}

@@ -1,0 +1,366 @@
+//! One server's Raft member: starting it over a data dir, writing through it, answering peers' RPCs, and the
+//! membership operations (bootstrap, join, remove).
+
+use crate::log_store::{open_in, LogStore, OpenError};
+use crate::network::{http_client, HttpClient, Network};
+use crate::state_machine::StateMachine;
+use crate::{Applied, Request, TypeConfig};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+use weft_state::{ApplyResult, Store, StoreError};
+
+/// Raft timings. The defaults elect a new leader well within a second on a LAN.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+    /// A snapshot is taken after this many entries since the last one; older entries are then purged.
+    pub snapshot_every: u64,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(300),
+            election_max: Duration::from_millis(600),
+            snapshot_every: 8192,
+        }
+    }
+}
+
+/// Why a write did not happen here.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WriteError {
+    /// This server is not the leader; the leader's id and RPC address when known.
+    #[error("not the leader")]
+    ForwardToLeader(Option<(u64, String)>),
+    #[error("No cluster leader")]
+    NoLeader,
+    #[error("raft: {0}")]
+    Fatal(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub struct RaftNode {
+    raft: Raft<TypeConfig>,
+    id: u64,
+    addr: String,
+    log: LogStore,
+    state: StateMachine,
+    client: HttpClient,
+    /// When this follower last heard from a leader (appends and heartbeats): `X-Consul-LastContact`.
+    last_contact: Mutex<Option<Instant>>,
+}
+
+impl RaftNode {
+    /// Opens the log and snapshot under `dir` and starts the member. The store is restored from the snapshot; the
+    /// log after it is re-applied by openraft.
+    pub async fn start(
+        id: u64,
+        addr: &str,
+        dir: &Path,
+        store: Arc<RwLock<Store>>,
+        timings: &Timings,
+    ) -> Result<Arc<RaftNode>, StartError> {
+        let log = open_in(dir)?;
+        let state = StateMachine::open(dir, store).map_err(StartError::Other)?;
+        let config = Config {
+            cluster_name: "weft".into(),
+            heartbeat_interval: timings.heartbeat.as_millis() as u64,
+            election_timeout_min: timings.election_min.as_millis() as u64,
+            election_timeout_max: timings.election_max.as_millis() as u64,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(timings.snapshot_every),
+            max_in_snapshot_log_to_keep: 1024,
+            ..Config::default()
+        };
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| StartError::Other(format!("raft configuration: {e}")))?,
+        );
+        let client = http_client();
+        let raft = Raft::new(
+            id,
+            config,
+            Network::new(client.clone()),
+            log.clone(),
+            state.clone(),
+        )
+        .await
+        .map_err(|e| StartError::Other(format!("raft did not start: {e}")))?;
+        Ok(Arc::new(RaftNode {
+            raft,
+            id,
+            addr: addr.to_string(),
+            log,
+            state,
+            client,
+            last_contact: Mutex::new(None),
+        }))
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    pub fn http(&self) -> &HttpClient {
+        &self.client
+    }
+
+    /// True once this member has a vote or log entries on disk: it must not bootstrap a new cluster.
+    pub fn has_state(&self) -> bool {
+        self.log.has_state()
+    }
+
+    /// Applied commands and snapshot installs, for replica streams to client agents.
+    pub fn subscribe(&self) -> broadcast::Receiver<Applied> {
+        self.state.shared.events.subscribe()
+    }
+
+    pub fn store(&self) -> &Arc<RwLock<Store>> {
+        &self.state.shared.store
+    }
+
+    /// Proposes a command and waits until it is committed and applied here; answers its log index and result.
+    pub async fn write(
+        &self,
+        req: Request,
+    ) -> Result<(u64, Result<ApplyResult, StoreError>), WriteError> {
+        match self.raft.client_write(req).await {
+            Ok(resp) => Ok((resp.log_id.index, resp.data.result)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                match (f.leader_id, f.leader_node) {
+                    (Some(id), Some(node)) => {
+                        Err(WriteError::ForwardToLeader(Some((id, node.addr))))
+                    }
+                    _ => Err(WriteError::NoLeader),
+                }
+            }
+            Err(e) => Err(WriteError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Confirms leadership with a quorum and waits until everything committed so far is applied (`?consistent`).
+    pub async fn ensure_linearizable(&self) -> Result<(), WriteError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                match (f.leader_id, f.leader_node) {
+                    (Some(id), Some(node)) => {
+                        Err(WriteError::ForwardToLeader(Some((id, node.addr))))
+                    }
+                    _ => Err(WriteError::NoLeader),
+                }
+            }
+            Err(RaftError::APIError(_)) => Err(WriteError::NoLeader),
+            Err(e) => Err(WriteError::Fatal(e.to_string())),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// The leader's id and RPC address, as this member knows it.
+    pub fn leader(&self) -> Option<(u64, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?;
+        Some((id, node.addr.clone()))
+    }
+
+    /// Voting members: (id, RPC address).
+    pub fn voters(&self) -> Vec<(u64, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())))
+            .collect()
+    }
+
+    /// Every member (voters and learners) with its address and whether it votes.
+    pub fn members(&self) -> Vec<(u64, String, bool)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone(), voters.contains(id)))
+            .collect()
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    pub fn last_log_index(&self) -> u64 {
+        self.raft.metrics().borrow().last_log_index.unwrap_or(0)
+    }
+
+    pub fn last_applied_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0)
+    }
+
+    /// Milliseconds since this member last heard from the leader: 0 on the leader, `None` when it never has.
+    pub fn last_contact_ms(&self) -> Option<u64> {
+        if self.is_leader() {
+            return Some(0);
+        }
+        let last = *self.last_contact.lock().unwrap_or_else(|p| p.into_inner());
+        last.map(|t| t.elapsed().as_millis() as u64)
+    }
+
+    /// Starts a new cluster with these members. Call on exactly one member with the full list.
+    pub async fn initialize(&self, members: BTreeMap<u64, String>) -> Result<(), String> {
+        let nodes: BTreeMap<u64, BasicNode> = members
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode { addr }))
+            .collect();
+        self.raft.initialize(nodes).await.map_err(|e| e.to_string())
+    }
+
+    /// Leader only: adds a server as a learner, waits until it has caught up, then makes it a voter.
+    pub async fn add_server(&self, id: u64, addr: &str) -> Result<(), WriteError> {
+        let known = self.members().into_iter().find(|(i, _, _)| *i == id);
+        if let Some((_, old_addr, voter)) = &known {
+            if *voter && old_addr == addr {
+                return Ok(());
+            }
+        }
+        let node = BasicNode { addr: addr.into() };
+        self.raft
+            .add_learner(id, node, true)
+            .await
+            .map_err(|e| self.map_membership_error(e))?;
+        self.raft
+            .change_membership(
+                ChangeMembers::AddVoterIds([id].into_iter().collect()),
+                false,
+            )
+            .await
+            .map_err(|e| self.map_membership_error(e))?;
+        Ok(())
+    }
+
+    /// Leader only: removes a server from the voters and the member list.
+    pub async fn remove_server(&self, id: u64) -> Result<(), WriteError> {
+        let voters: BTreeSet<u64> = self.voters().into_iter().map(|(i, _)| i).collect();
+        if voters.contains(&id) {
+            self.raft
+                .change_membership(
+                    ChangeMembers::RemoveVoters([id].into_iter().collect()),
+                    false,
+                )
+                .await
+                .map_err(|e| self.map_membership_error(e))?;
+        }
+        if self.members().iter().any(|(i, _, _)| *i == id) {
+            self.raft
+                .change_membership(
+                    ChangeMembers::RemoveNodes([id].into_iter().collect()),
+                    false,
+                )
+                .await
+                .map_err(|e| self.map_membership_error(e))?;
+        }
+        Ok(())
+    }
+
+    fn map_membership_error(
+        &self,
+        e: RaftError<u64, ClientWriteError<u64, BasicNode>>,
+    ) -> WriteError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                match (f.leader_id, f.leader_node) {
+                    (Some(id), Some(node)) => WriteError::ForwardToLeader(Some((id, node.addr))),
+                    _ => WriteError::NoLeader,
+                }
+            }
+            other => WriteError::Fatal(other.to_string()),
+        }
+    }
+
+    /// Answers a peer's Raft RPC (`append`, `vote` or `snapshot`) with its JSON-encoded `Result`.
+    pub async fn handle(&self, kind: &str, body: &[u8]) -> Result<Vec<u8>, String> {
+        fn enc<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, String> {
+            serde_json::to_vec(v).map_err(|e| e.to_string())
+        }
+        match kind {
+            "append" => {
+                let req: openraft::raft::AppendEntriesRequest<TypeConfig> =
+                    serde_json::from_slice(body).map_err(|e| format!("bad append request: {e}"))?;
+                let answer = self.raft.append_entries(req).await;
+                if answer.is_ok() {
+                    *self.last_contact.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Instant::now());
+                }
+                enc(&answer)
+            }
+            "vote" => {
+                let req: openraft::raft::VoteRequest<u64> =
+                    serde_json::from_slice(body).map_err(|e| format!("bad vote request: {e}"))?;
+                enc(&self.raft.vote(req).await)
+            }
+            "snapshot" => {
+                let req: openraft::raft::InstallSnapshotRequest<TypeConfig> =
+                    serde_json::from_slice(body)
+                        .map_err(|e| format!("bad snapshot request: {e}"))?;
+                let answer = self.raft.install_snapshot(req).await;
+                if answer.is_ok() {
+                    *self.last_contact.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Instant::now());
+                }
+                enc(&answer)
+            }
+            other => Err(format!("unknown raft RPC {other:?}")),
+        }
+    }
+
+    /// Takes a snapshot now (operators' `weft snapshot save` reads the store directly; this compacts the log).
+    pub async fn trigger_snapshot(&self) -> Result<(), String> {
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}

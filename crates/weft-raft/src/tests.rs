@@ -1,0 +1,267 @@
+//! Three members in one process, each with its own data dir and a real HTTP listener on 127.0.0.1:0: election,
+//! replication, leader loss, and recovery from disk.
+
+use super::*;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::time::Duration;
+use weft_state::{KvOp, Store};
+
+struct Member {
+    node: Arc<RaftNode>,
+    store: Arc<RwLock<Store>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "weft-raft-{}-{}-{name}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Serves `/v1/internal/raft/{kind}` for one member on an already bound listener.
+fn serve(listener: tokio::net::TcpListener, node: Arc<RaftNode>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let node = node.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let node = node.clone();
+                        async move {
+                            let kind = req
+                                .uri()
+                                .path()
+                                .rsplit('/')
+                                .next()
+                                .unwrap_or("")
+                                .to_string();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let (status, out) = match node.handle(&kind, &body).await {
+                                Ok(out) => (200, out),
+                                Err(e) => (400, e.into_bytes()),
+                            };
+                            hyper::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(out)))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    })
+}
+
+async fn start_member(dir: &std::path::Path, id: u64, listener: tokio::net::TcpListener) -> Member {
+    let addr = listener.local_addr().unwrap().to_string();
+    let store = Arc::new(RwLock::new(Store::new()));
+    let node = RaftNode::start(id, &addr, dir, store.clone(), &Timings::default())
+        .await
+        .unwrap();
+    let server = serve(listener, node.clone());
+    Member {
+        node,
+        store,
+        server,
+    }
+}
+
+fn set(key: &str, value: &str) -> Request {
+    Request {
+        now_ms: 0,
+        command: Command::Kv(KvOp::Set {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            flags: 0,
+        }),
+    }
+}
+
+fn value(store: &RwLock<Store>, key: &str) -> Option<String> {
+    store
+        .read()
+        .unwrap()
+        .kv_get(key)
+        .map(|e| String::from_utf8_lossy(&e.value).to_string())
+}
+
+async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn leader_of(members: &[&Member]) -> usize {
+    for _ in 0..200 {
+        if let Some(i) = members.iter().position(|m| m.node.is_leader()) {
+            return i;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no leader elected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_elect_replicate_fail_over_and_recover_from_disk() {
+    let dirs: Vec<PathBuf> = (0..3).map(|i| temp_dir(&format!("m{i}"))).collect();
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    let mut members = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        members.push(start_member(&dirs[i], i as u64 + 1, l).await);
+    }
+    let all: BTreeMap<u64, String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i as u64 + 1, a.clone()))
+        .collect();
+    members[0].node.initialize(all).await.unwrap();
+    let refs: Vec<&Member> = members.iter().collect();
+    let leader = leader_of(&refs).await;
+
+    // A write through the leader is applied on every member.
+    let (index, result) = members[leader].node.write(set("a", "1")).await.unwrap();
+    assert_eq!(result, Ok(weft_state::ApplyResult::Bool(true)));
+    assert!(index > 0);
+    for m in &members {
+        wait_for("replication", || {
+            value(&m.store, "a").as_deref() == Some("1")
+        })
+        .await;
+    }
+
+    // A follower refuses writes and names the leader.
+    let follower = (leader + 1) % 3;
+    match members[follower].node.write(set("b", "2")).await {
+        Err(WriteError::ForwardToLeader(Some((_, addr)))) => assert_eq!(addr, addrs[leader]),
+        other => panic!("expected a forward to the leader, got {other:?}"),
+    }
+
+    // Losing the leader: the other two elect a new one and keep accepting writes.
+    let old = members.remove(leader);
+    old.node.shutdown().await;
+    old.server.abort();
+    let refs: Vec<&Member> = members.iter().collect();
+    let new_leader = leader_of(&refs).await;
+    let (_, result) = members[new_leader].node.write(set("b", "2")).await.unwrap();
+    assert!(result.is_ok());
+    for m in &members {
+        wait_for("replication after failover", || {
+            value(&m.store, "b").as_deref() == Some("2")
+        })
+        .await;
+    }
+    for m in members.drain(..) {
+        m.node.shutdown().await;
+        m.server.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_member_recovers_its_state_from_log_and_snapshot() {
+    let dir = temp_dir("single");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let m = start_member(&dir, 7, listener).await;
+    m.node
+        .initialize([(7, addr.clone())].into_iter().collect())
+        .await
+        .unwrap();
+    leader_of(&[&m]).await;
+    assert!(m
+        .node
+        .write(set("before-snapshot", "x"))
+        .await
+        .unwrap()
+        .1
+        .is_ok());
+    m.node.trigger_snapshot().await.unwrap();
+    wait_for("snapshot file", || dir.join("snapshot.bin").exists()).await;
+    assert!(m
+        .node
+        .write(set("after-snapshot", "y"))
+        .await
+        .unwrap()
+        .1
+        .is_ok());
+    assert!(m.node.has_state());
+    m.node.shutdown().await;
+    m.server.abort();
+    drop(m);
+    // openraft's tasks let go of the log file shortly after shutdown (a restarted process has no such wait).
+    wait_for("the log file to be released", || {
+        log_store::LogStore::open(&dir.join("raft.redb")).is_ok()
+    })
+    .await;
+
+    let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+    let m = start_member(&dir, 7, listener).await;
+    leader_of(&[&m]).await;
+    wait_for("state after restart", || {
+        value(&m.store, "before-snapshot").as_deref() == Some("x")
+            && value(&m.store, "after-snapshot").as_deref() == Some("y")
+    })
+    .await;
+    m.node.shutdown().await;
+    m.server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_log_from_a_newer_format_is_refused() {
+    let dir = temp_dir("newer");
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        let db = redb::Database::create(dir.join("raft.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+            let mut t = tx.open_table(def).unwrap();
+            t.insert("format", b"99".as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let err = log_store::LogStore::open(&dir.join("raft.redb"))
+        .err()
+        .expect("must refuse");
+    assert!(err.to_string().contains("newer Weft (format 99"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn raft_ids_are_stable_and_distinct() {
+    assert_eq!(raft_id("a"), raft_id("a"));
+    assert_ne!(raft_id("node-1"), raft_id("node-2"));
+}
