@@ -41,7 +41,7 @@ fn now_unix() -> i64 {
     (weft_server::now_ms() / 1000) as i64
 }
 
-fn issue(agent: &Inner, service: &str) -> Result<IssuedCert, AgentError> {
+async fn issue(agent: &Inner, service: &str) -> Result<IssuedCert, AgentError> {
     let (trust_domain, ready) = {
         let store = agent.server.read();
         (
@@ -60,6 +60,7 @@ fn issue(agent: &Inner, service: &str) -> Result<IssuedCert, AgentError> {
     let mut cert = agent
         .server
         .sign_leaf(&csr_pem, &agent.config.datacenter)
+        .await
         .map_err(|e| match e {
             weft_server::CaManagerError::Ca(weft_ca::CaError::BadCsr(m)) => {
                 AgentError::BadRequest(m)
@@ -89,7 +90,7 @@ async fn manage(agent: Weak<Inner>, service: String, tx: watch::Sender<LeafState
     loop {
         let Some(inner) = agent.upgrade() else { return };
         roots.borrow_and_update();
-        let issued = issue(&inner, &service);
+        let issued = issue(&inner, &service).await;
         let jitter = inner.config.root_change_jitter;
         drop(inner);
         let (renew_at, akid) = match issued {

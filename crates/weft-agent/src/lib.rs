@@ -8,7 +8,9 @@ pub mod definition;
 mod error;
 mod leaf;
 mod local;
+mod persist;
 mod runner;
+mod sync;
 
 pub use error::AgentError;
 pub use local::Source;
@@ -49,6 +51,8 @@ pub struct AgentConfig {
     pub server_port: u16,
     /// After a CA root change, leaves are re-issued at a random point within this window (Consul: 30 s).
     pub root_change_jitter: Duration,
+    /// Where API registrations are kept across restarts (`<data-dir>/agent`); none in dev mode.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// A cheap handle to the agent; clones share its state.
@@ -64,6 +68,10 @@ pub(crate) struct Inner {
     /// Bumped on every local change: the wake-up for hash-based blocking on `/v1/agent/service/:id`.
     changes: watch::Sender<u64>,
     leaves: leaf::LeafCache,
+    /// Serialises API changes with anti-entropy passes, so a pass never sees half a registration.
+    sync: tokio::sync::Mutex<()>,
+    /// Set by `leave`: anti-entropy must not register the node again.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 impl Agent {
@@ -75,6 +83,8 @@ impl Agent {
                 local: Mutex::new(LocalState::default()),
                 changes: watch::channel(0).0,
                 leaves: leaf::LeafCache::default(),
+                sync: tokio::sync::Mutex::new(()),
+                leaving: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -89,52 +99,24 @@ impl Agent {
 
     /// Registers this node (with its passing `serfHealth` check, and the `consul` service on servers) and starts
     /// the critical-service reaper. Call inside a Tokio runtime.
-    pub fn start(&self) -> Result<(), AgentError> {
-        let cfg = &self.inner.config;
-        let mut node = Node {
-            id: cfg.node_id.clone(),
-            node: cfg.node_name.clone(),
-            address: cfg.advertise_addr.clone(),
-            datacenter: cfg.datacenter.clone(),
-            meta: cfg.node_meta.clone(),
-            ..Node::default()
-        };
-        node.meta
-            .entry("consul-network-segment".into())
-            .or_default();
-        node.fill_default_tagged_addresses();
-        let service = cfg.server.then(|| NodeService {
-            id: "consul".into(),
-            service: "consul".into(),
-            port: cfg.server_port,
-            meta: [("version".to_string(), weft_types::VERSION.to_string())]
-                .into_iter()
-                .collect(),
-            ..NodeService::default()
-        });
-        let serf = HealthCheck {
-            node: cfg.node_name.clone(),
-            check_id: SERF_HEALTH.into(),
-            name: "Serf Health Status".into(),
-            status: CheckStatus::Passing,
-            output: "Agent alive and reachable".into(),
-            ..HealthCheck::default()
-        };
-        self.inner
-            .server
-            .write(Command::Register(Box::new(Registration {
-                node,
-                skip_node_update: false,
-                service,
-                checks: vec![serf],
-            })))?;
-        if cfg.server {
-            self.inner
-                .server
-                .ensure_ca()
-                .map_err(|e| AgentError::Internal(format!("CA initialisation failed: {e}")))?;
-        }
+    pub async fn start(&self) -> Result<(), AgentError> {
+        let registration = sync::node_registration(&self.inner);
         let weak = Arc::downgrade(&self.inner);
+        if self.inner.server.raft_node().is_some() || !self.inner.server.is_server() {
+            // In a cluster the servers may still be electing: anti-entropy registers this node (and repairs any
+            // drift later) once a leader answers.
+            tokio::spawn(sync::anti_entropy(weak.clone()));
+        } else {
+            self.inner.server.write(registration).await?;
+            if self.inner.config.server {
+                // Dev mode: the CA exists before the API answers (a cluster's leader initialises it).
+                self.inner
+                    .server
+                    .ensure_ca()
+                    .await
+                    .map_err(|e| AgentError::Internal(format!("CA initialisation failed: {e}")))?;
+            }
+        }
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(runner::reap_critical_services(weak));
         }
@@ -142,14 +124,21 @@ impl Agent {
     }
 
     /// Leaves the catalog: the node and everything on it are deregistered.
-    pub fn leave(&self) -> Result<(), AgentError> {
+    pub async fn leave(&self) -> Result<(), AgentError> {
+        let _sync = self.inner.sync.lock().await;
+        self.inner
+            .leaving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.local().checks.clear();
         self.inner.local().services.clear();
-        self.inner.server.write(Command::Deregister {
-            node: self.inner.config.node_name.clone(),
-            service_id: None,
-            check_id: None,
-        })?;
+        self.inner
+            .server
+            .write(Command::Deregister {
+                node: self.inner.config.node_name.clone(),
+                service_id: None,
+                check_id: None,
+            })
+            .await?;
         self.inner.notify();
         Ok(())
     }
@@ -159,7 +148,7 @@ impl Agent {
     }
 
     /// `PUT /v1/agent/service/register`: upserts a service and its checks, locally and in the catalog.
-    pub fn register_service(
+    pub async fn register_service(
         &self,
         def: &ServiceDefinition,
         replace_existing_checks: bool,
@@ -169,8 +158,27 @@ impl Agent {
             .connect
             .as_ref()
             .is_some_and(|c| c.sidecar_service.is_some());
+        let _sync = self.inner.sync.lock().await;
+        let result = self
+            .register_unsynced(def, has_sidecar, replace_existing_checks, source)
+            .await;
+        if source == Source::Api {
+            self.persist();
+        }
+        result
+    }
+
+    async fn register_unsynced(
+        &self,
+        def: &ServiceDefinition,
+        has_sidecar: bool,
+        replace_existing_checks: bool,
+        source: Source,
+    ) -> Result<(), AgentError> {
         if !has_sidecar {
-            return self.register_one(def, replace_existing_checks, source, None);
+            return self
+                .register_one(def, replace_existing_checks, source, None)
+                .await;
         }
         let parent_id = if def.id.is_empty() {
             def.name.clone()
@@ -189,8 +197,13 @@ impl Agent {
         if let Some(c) = parent.connect.as_mut() {
             c.sidecar_service = None;
         }
-        self.register_one(&parent, replace_existing_checks, source, None)?;
+        self.register_one(&parent, replace_existing_checks, source, None)
+            .await?;
+        if let Some(p) = self.inner.local().services.get_mut(&parent_id) {
+            p.definition = Some(def.clone());
+        }
         self.register_one(&sidecar, replace_existing_checks, source, Some(parent_id))
+            .await
     }
 
     /// The port for a sidecar: the one it already has, else the lowest free one in 21000-21255.
@@ -210,7 +223,9 @@ impl Agent {
         })
     }
 
-    fn register_one(
+    /// Records the service and its checks locally first (the agent is their source of truth), then in the catalog.
+    /// A catalog refusal undoes the local registration.
+    async fn register_one(
         &self,
         def: &ServiceDefinition,
         replace_existing_checks: bool,
@@ -225,37 +240,77 @@ impl Agent {
                 definition::build_check(cd, &self.inner.config.node_name, Some(&service))?;
             built.push((check, kind, cd.clone()));
         }
-        let mut local = self.inner.local();
-        if replace_existing_checks {
-            let keep: Vec<&str> = built.iter().map(|(c, _, _)| c.check_id.as_str()).collect();
-            let stale: Vec<String> = local
-                .service_check_ids(&service.id)
-                .into_iter()
-                .filter(|id| {
-                    !keep.contains(&id.as_str()) && !id.starts_with("_service_maintenance:")
-                })
-                .collect();
-            for id in stale {
+        let (stale, checks) = {
+            let mut local = self.inner.local();
+            let mut stale = Vec::new();
+            if replace_existing_checks {
+                let keep: Vec<&str> = built.iter().map(|(c, _, _)| c.check_id.as_str()).collect();
+                stale = local
+                    .service_check_ids(&service.id)
+                    .into_iter()
+                    .filter(|id| {
+                        !keep.contains(&id.as_str()) && !id.starts_with("_service_maintenance:")
+                    })
+                    .collect();
+                for id in &stale {
+                    local.checks.remove(id);
+                }
+            }
+            let mut checks = Vec::new();
+            for (mut check, kind, cd) in built {
+                // Re-registering a check keeps its current status, so a re-register does not flap health.
+                if let Some(existing) = local.checks.get(&check.check_id) {
+                    if existing.kind == kind && cd.status.is_none() {
+                        check.status = existing.check.status;
+                        check.output = existing.check.output.clone();
+                    }
+                }
+                checks.push(check.clone());
+                self.inner
+                    .install_check(&mut local, check, kind, cd, source);
+            }
+            let definition = sidecar_of.is_none().then(|| def.clone());
+            local.services.insert(
+                service.id.clone(),
+                LocalService {
+                    service: service.clone(),
+                    source,
+                    sidecar_of,
+                    definition,
+                },
+            );
+            (stale, checks)
+        };
+        let check_ids: Vec<String> = checks.iter().map(|c| c.check_id.clone()).collect();
+        let result = self
+            .inner
+            .tolerate_cluster_outage(self.write_registration(&service, checks, stale).await);
+        if result.is_err() {
+            let mut local = self.inner.local();
+            local.services.remove(&service.id);
+            for id in check_ids {
                 local.checks.remove(&id);
-                self.inner.server.write(Command::Deregister {
+            }
+        }
+        self.inner.notify();
+        result
+    }
+
+    async fn write_registration(
+        &self,
+        service: &NodeService,
+        checks: Vec<HealthCheck>,
+        stale_checks: Vec<String>,
+    ) -> Result<(), weft_state::StoreError> {
+        for id in stale_checks {
+            self.inner
+                .server
+                .write(Command::Deregister {
                     node: self.inner.config.node_name.clone(),
                     service_id: None,
                     check_id: Some(id),
-                })?;
-            }
-        }
-        let mut checks = Vec::new();
-        for (mut check, kind, cd) in built {
-            // Re-registering a check keeps its current status, so a re-register does not flap health.
-            if let Some(existing) = local.checks.get(&check.check_id) {
-                if existing.kind == kind && cd.status.is_none() {
-                    check.status = existing.check.status;
-                    check.output = existing.check.output.clone();
-                }
-            }
-            checks.push(check.clone());
-            self.inner
-                .install_check(&mut local, check, kind, cd, source);
+                })
+                .await?;
         }
         self.inner
             .server
@@ -264,55 +319,72 @@ impl Agent {
                 skip_node_update: true,
                 service: Some(service.clone()),
                 checks,
-            })))?;
-        local.services.insert(
-            service.id.clone(),
-            LocalService {
-                service,
-                source,
-                sidecar_of,
-            },
-        );
-        drop(local);
-        self.inner.notify();
+            })))
+            .await?;
         Ok(())
     }
 
     /// `PUT /v1/agent/service/deregister/:id`: removes the service and its checks.
-    pub fn deregister_service(&self, id: &str) -> Result<(), AgentError> {
-        let mut local = self.inner.local();
-        if local.services.remove(id).is_none() {
-            return Err(AgentError::NotFound(format!(
-                "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
-            )));
-        }
-        for check_id in local.service_check_ids(id) {
-            local.checks.remove(&check_id);
-        }
-        let sidecars: Vec<String> = local
-            .services
-            .values()
-            .filter(|s| s.sidecar_of.as_deref() == Some(id))
-            .map(|s| s.service.id.clone())
-            .collect();
-        drop(local);
-        self.inner.server.write(Command::Deregister {
-            node: self.inner.config.node_name.clone(),
-            service_id: Some(id.to_string()),
-            check_id: None,
-        })?;
-        self.inner.notify();
-        for sidecar in sidecars {
-            match self.deregister_service(&sidecar) {
-                Ok(()) | Err(AgentError::NotFound(_)) => {}
-                Err(e) => return Err(e),
+    pub async fn deregister_service(&self, id: &str) -> Result<(), AgentError> {
+        let _sync = self.inner.sync.lock().await;
+        let result = async {
+            let sidecars = self.deregister_one(id).await?;
+            for sidecar in sidecars {
+                match self.deregister_one(&sidecar).await {
+                    Ok(_) | Err(AgentError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
+            Ok(())
         }
-        Ok(())
+        .await;
+        self.persist();
+        result
+    }
+
+    /// Removes one service and its checks; answers the IDs of its sidecars, which go with it.
+    async fn deregister_one(&self, id: &str) -> Result<Vec<String>, AgentError> {
+        let sidecars: Vec<String> = {
+            let mut local = self.inner.local();
+            if local.services.remove(id).is_none() {
+                return Err(AgentError::NotFound(format!(
+                    "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
+                )));
+            }
+            for check_id in local.service_check_ids(id) {
+                local.checks.remove(&check_id);
+            }
+            local
+                .services
+                .values()
+                .filter(|s| s.sidecar_of.as_deref() == Some(id))
+                .map(|s| s.service.id.clone())
+                .collect()
+        };
+        self.inner.notify();
+        self.inner.deregister_in_catalog(Some(id), None).await?;
+        Ok(sidecars)
     }
 
     /// `PUT /v1/agent/check/register`.
-    pub fn register_check(&self, def: &CheckDefinition, source: Source) -> Result<(), AgentError> {
+    pub async fn register_check(
+        &self,
+        def: &CheckDefinition,
+        source: Source,
+    ) -> Result<(), AgentError> {
+        let _sync = self.inner.sync.lock().await;
+        let result = self.register_check_unsynced(def, source).await;
+        if source == Source::Api {
+            self.persist();
+        }
+        result
+    }
+
+    async fn register_check_unsynced(
+        &self,
+        def: &CheckDefinition,
+        source: Source,
+    ) -> Result<(), AgentError> {
         if def.name.is_empty() {
             return Err(AgentError::BadRequest("Missing check name".into()));
         }
@@ -323,11 +395,10 @@ impl Agent {
         {
             return Err(AgentError::BadRequest("Bad check status".into()));
         }
-        let mut local = self.inner.local();
         let owner = if def.service_id.is_empty() {
             None
         } else {
-            match local.services.get(&def.service_id) {
+            match self.inner.local().services.get(&def.service_id) {
                 Some(s) => Some(s.service.clone()),
                 None => {
                     return Err(AgentError::NotFound(format!(
@@ -339,39 +410,47 @@ impl Agent {
         };
         let (check, kind) =
             definition::build_check(def, &self.inner.config.node_name, owner.as_ref())?;
-        self.inner
+        let written = self
+            .inner
             .server
             .write(Command::Register(Box::new(Registration {
                 node: self.own_node_stub(),
                 skip_node_update: true,
                 service: None,
                 checks: vec![check.clone()],
-            })))?;
-        self.inner
-            .install_check(&mut local, check, kind, def.clone(), source);
-        drop(local);
+            })))
+            .await
+            .map(|_| ());
+        self.inner.tolerate_cluster_outage(written)?;
+        {
+            let mut local = self.inner.local();
+            self.inner
+                .install_check(&mut local, check, kind, def.clone(), source);
+        }
         self.inner.notify();
         Ok(())
     }
 
     /// `PUT /v1/agent/check/deregister/:id`.
-    pub fn deregister_check(&self, id: &str) -> Result<(), AgentError> {
+    pub async fn deregister_check(&self, id: &str) -> Result<(), AgentError> {
+        let _sync = self.inner.sync.lock().await;
+        let result = self.deregister_check_unsynced(id).await;
+        self.persist();
+        result
+    }
+
+    async fn deregister_check_unsynced(&self, id: &str) -> Result<(), AgentError> {
         if self.inner.local().checks.remove(id).is_none() {
             return Err(AgentError::NotFound(format!(
                 "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
             )));
         }
-        self.inner.server.write(Command::Deregister {
-            node: self.inner.config.node_name.clone(),
-            service_id: None,
-            check_id: Some(id.to_string()),
-        })?;
         self.inner.notify();
-        Ok(())
+        self.inner.deregister_in_catalog(None, Some(id)).await
     }
 
     /// `PUT /v1/agent/check/pass|warn|fail|update/:id`: sets a TTL check's status and restarts its timer.
-    pub fn update_ttl_check(
+    pub async fn update_ttl_check(
         &self,
         id: &str,
         status: CheckStatus,
@@ -400,10 +479,11 @@ impl Agent {
             .unwrap_or(0);
         self.inner
             .set_check_status(id, status, &truncate_output(output, max))
+            .await
     }
 
     /// `PUT /v1/agent/service/maintenance/:id?enable=...`.
-    pub fn service_maintenance(
+    pub async fn service_maintenance(
         &self,
         id: &str,
         enable: bool,
@@ -416,7 +496,7 @@ impl Agent {
         }
         let check_id = service_maintenance_id(id);
         if !enable {
-            return match self.deregister_check(&check_id) {
+            return match self.deregister_check(&check_id).await {
                 Err(AgentError::NotFound(_)) => Ok(()),
                 other => other,
             };
@@ -437,12 +517,13 @@ impl Agent {
             },
             Source::Api,
         )
+        .await
     }
 
     /// `PUT /v1/agent/maintenance?enable=...`.
-    pub fn node_maintenance(&self, enable: bool, reason: &str) -> Result<(), AgentError> {
+    pub async fn node_maintenance(&self, enable: bool, reason: &str) -> Result<(), AgentError> {
         if !enable {
-            return match self.deregister_check(NODE_MAINTENANCE) {
+            return match self.deregister_check(NODE_MAINTENANCE).await {
                 Err(AgentError::NotFound(_)) => Ok(()),
                 other => other,
             };
@@ -462,10 +543,11 @@ impl Agent {
             },
             Source::Api,
         )
+        .await
     }
 
     /// Replaces the registrations that came from config files with `services` and `checks` (start and reload).
-    pub fn apply_config(
+    pub async fn apply_config(
         &self,
         services: &[ServiceDefinition],
         checks: &[CheckDefinition],
@@ -508,16 +590,16 @@ impl Agent {
             (s, c)
         };
         for id in stale_services {
-            self.deregister_service(&id)?;
+            self.deregister_service(&id).await?;
         }
         for id in stale_checks {
-            self.deregister_check(&id)?;
+            self.deregister_check(&id).await?;
         }
         for s in services {
-            self.register_service(s, true, Source::Config)?;
+            self.register_service(s, true, Source::Config).await?;
         }
         for c in checks {
-            self.register_check(c, Source::Config)?;
+            self.register_check(c, Source::Config).await?;
         }
         Ok(())
     }
@@ -579,6 +661,48 @@ impl Inner {
         self.changes.send_modify(|n| *n += 1);
     }
 
+    /// True when anti-entropy keeps the catalog in step (cluster servers and client agents).
+    fn in_cluster(&self) -> bool {
+        self.server.raft_node().is_some() || !self.server.is_server()
+    }
+
+    /// Removes one of this node's services or checks from the catalog.
+    async fn deregister_in_catalog(
+        &self,
+        service_id: Option<&str>,
+        check_id: Option<&str>,
+    ) -> Result<(), AgentError> {
+        let written = self
+            .server
+            .write(Command::Deregister {
+                node: self.config.node_name.clone(),
+                service_id: service_id.map(str::to_string),
+                check_id: check_id.map(str::to_string),
+            })
+            .await
+            .map(|_| ());
+        self.tolerate_cluster_outage(written)
+    }
+
+    /// In a cluster, a catalog write that failed because no leader answered is not the caller's failure: the local
+    /// state (the source of truth) stands and anti-entropy writes it once a leader is back, as Consul's agent does.
+    fn tolerate_cluster_outage(
+        &self,
+        written: Result<(), weft_state::StoreError>,
+    ) -> Result<(), AgentError> {
+        match written {
+            Err(weft_state::StoreError::NoLeader | weft_state::StoreError::Unavailable(_))
+                if self.in_cluster() =>
+            {
+                tracing::warn!(
+                    "no cluster leader: kept the change locally; anti-entropy writes it to the catalog later"
+                );
+                Ok(())
+            }
+            other => other.map_err(AgentError::from),
+        }
+    }
+
     fn install_check(
         self: &Arc<Self>,
         local: &mut LocalState,
@@ -614,7 +738,7 @@ impl Inner {
     }
 
     /// Records a check's new status and output, and writes it to the catalog when either changed.
-    pub(crate) fn set_check_status(
+    pub(crate) async fn set_check_status(
         &self,
         id: &str,
         status: CheckStatus,
@@ -636,13 +760,16 @@ impl Inner {
             check.check.status = status;
             check.check.output = output.to_string();
         }
-        let result = self.server.write(Command::UpdateCheck {
-            node: self.config.node_name.clone(),
-            check_id: id.to_string(),
-            status,
-            output: output.to_string(),
-        });
         self.notify();
+        let result = self
+            .server
+            .write(Command::UpdateCheck {
+                node: self.config.node_name.clone(),
+                check_id: id.to_string(),
+                status,
+                output: output.to_string(),
+            })
+            .await;
         result.map(|_| ()).map_err(AgentError::from)
     }
 }

@@ -19,6 +19,8 @@ pub struct LocalService {
     pub source: Source,
     /// Registered through a parent's `Connect.SidecarService`: removed with the parent.
     pub sidecar_of: Option<String>,
+    /// The definition as registered (parents only), kept so a client agent can restore it after a restart.
+    pub definition: Option<weft_types::ServiceDefinition>,
 }
 
 #[derive(Debug)]

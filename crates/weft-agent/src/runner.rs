@@ -29,8 +29,8 @@ pub(crate) fn spawn(
     Some(handle.abort_handle())
 }
 
-fn report(agent: &Arc<Inner>, id: &str, status: CheckStatus, output: &str) {
-    if let Err(e) = agent.set_check_status(id, status, output) {
+async fn report(agent: &Arc<Inner>, id: &str, status: CheckStatus, output: &str) {
+    if let Err(e) = agent.set_check_status(id, status, output).await {
         tracing::warn!(check = %id, error = %e, "could not record check result");
     }
 }
@@ -42,7 +42,7 @@ async fn run_ttl(agent: Weak<Inner>, id: String, ttl: Duration) {
         let Some(deadline) = deadline else { return };
         let now = Instant::now();
         if now >= deadline {
-            report(&inner, &id, CheckStatus::Critical, "TTL expired");
+            report(&inner, &id, CheckStatus::Critical, "TTL expired").await;
             drop(inner);
             // Nothing to do until an update pushes the deadline; look again one TTL later.
             tokio::time::sleep(ttl).await;
@@ -84,7 +84,8 @@ async fn run_http(
                     &id,
                     CheckStatus::Critical,
                     &format!("cannot build HTTP client: {e}"),
-                );
+                )
+                .await;
             }
             return;
         }
@@ -130,7 +131,7 @@ async fn run_http(
         };
         let Some(inner) = agent.upgrade() else { return };
         let max = def.output_max_size;
-        report(&inner, &id, status, &crate::truncate_output(&output, max));
+        report(&inner, &id, status, &crate::truncate_output(&output, max)).await;
     }
 }
 
@@ -162,7 +163,7 @@ async fn run_tcp(
             ),
         };
         let Some(inner) = agent.upgrade() else { return };
-        report(&inner, &id, status, &output);
+        report(&inner, &id, status, &output).await;
     }
 }
 
@@ -193,7 +194,7 @@ async fn run_alias(agent: Weak<Inner>, id: String, service_id: String) {
                 )
             }
         };
-        report(&inner, &id, status, &output);
+        report(&inner, &id, status, &output).await;
         drop(inner);
         if changes.changed().await.is_err() {
             return;
@@ -231,7 +232,7 @@ pub(crate) async fn reap_critical_services(agent: Weak<Inner>) {
             let agent = crate::Agent {
                 inner: inner.clone(),
             };
-            match agent.deregister_service(&service_id) {
+            match agent.deregister_service(&service_id).await {
                 Ok(()) | Err(AgentError::NotFound(_)) => {}
                 Err(e) => {
                     tracing::warn!(service = %service_id, error = %e, "could not reap service")

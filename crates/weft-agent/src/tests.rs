@@ -7,7 +7,7 @@ use std::time::Duration;
 use weft_server::ServerConfig;
 use weft_types::lenient::decode;
 
-fn agent() -> Agent {
+async fn agent() -> Agent {
     let server = Server::new(ServerConfig::new("dc1", "n1", "127.0.0.1:8300"));
     let agent = Agent::new(
         AgentConfig {
@@ -19,21 +19,22 @@ fn agent() -> Agent {
             server: true,
             server_port: 8300,
             root_change_jitter: Duration::from_secs(30),
+            state_dir: None,
         },
         server,
     );
-    agent.start().unwrap();
+    agent.start().await.unwrap();
     agent
 }
 
 #[tokio::test]
 async fn sidecar_service_is_expanded() {
-    let a = agent();
+    let a = agent().await;
     let def: ServiceDefinition = decode(
         br#"{"ID":"web1","Name":"web","Port":8080,"Connect":{"SidecarService":{"Proxy":{"Upstreams":[{"DestinationName":"db","LocalBindPort":9191}]}}}}"#,
     )
     .unwrap();
-    a.register_service(&def, false, Source::Api).unwrap();
+    a.register_service(&def, false, Source::Api).await.unwrap();
     let side = a.service("web1-sidecar-proxy").unwrap();
     assert_eq!(
         (side.kind.as_str(), side.service.as_str(), side.port),
@@ -57,21 +58,24 @@ async fn sidecar_service_is_expanded() {
     assert!(names.contains(&"Connect Sidecar Listening".to_string()));
     assert!(names.contains(&"Connect Sidecar Aliasing web1".to_string()));
     // Re-registering keeps the port; a second service gets the next one.
-    a.register_service(&def, false, Source::Api).unwrap();
+    a.register_service(&def, false, Source::Api).await.unwrap();
     assert_eq!(a.service("web1-sidecar-proxy").unwrap().port, 21000);
     let other: ServiceDefinition =
         decode(br#"{"ID":"web2","Name":"web","Port":8081,"Connect":{"SidecarService":{}}}"#)
             .unwrap();
-    a.register_service(&other, false, Source::Api).unwrap();
+    a.register_service(&other, false, Source::Api)
+        .await
+        .unwrap();
     assert_eq!(a.service("web2-sidecar-proxy").unwrap().port, 21001);
     assert_eq!(a.server().read().connect_instances("web").len(), 2);
     // Deregistering the parent removes its sidecar.
-    a.deregister_service("web1").unwrap();
+    a.deregister_service("web1").await.unwrap();
     assert!(a.service("web1-sidecar-proxy").is_none());
     let bad: ServiceDefinition =
         decode(br#"{"Name":"x","Port":1,"Connect":{"SidecarService":{"ID":"mine"}}}"#).unwrap();
     assert!(a
         .register_service(&bad, false, Source::Api)
+        .await
         .unwrap_err()
         .to_string()
         .contains("cannot specify an ID"));
@@ -83,7 +87,7 @@ async fn sidecar_service_is_expanded() {
 
 #[tokio::test(start_paused = true)]
 async fn leaf_renews_on_a_fast_clock() {
-    let a = agent();
+    let a = agent().await;
     let first = a
         .leaf_certificate("web", 0, Duration::from_secs(5))
         .await
@@ -111,7 +115,7 @@ async fn leaf_renews_on_a_fast_clock() {
 
 #[tokio::test(start_paused = true)]
 async fn root_rotation_reissues_leaves() {
-    let a = agent();
+    let a = agent().await;
     let first = a
         .leaf_certificate("api", 0, Duration::from_secs(5))
         .await
@@ -135,7 +139,7 @@ async fn root_rotation_reissues_leaves() {
         r#"{"Provider":"consul","Config":{"PrivateKeyType":"ec","PrivateKeyBits":384}}"#,
     )
     .unwrap();
-    a.server().set_ca_configuration(&wire).unwrap();
+    a.server().set_ca_configuration(&wire).await.unwrap();
     let new_key = a
         .server()
         .read()
@@ -166,7 +170,7 @@ async fn root_rotation_reissues_leaves() {
 
 #[tokio::test]
 async fn leaf_requests_are_validated() {
-    let a = agent();
+    let a = agent().await;
     assert!(matches!(
         a.leaf_certificate("bad name", 0, Duration::from_secs(1))
             .await,

@@ -41,7 +41,20 @@ pub async fn self_(ctx: Ctx) -> Result<Reply, ApiError> {
         ctx.state.agent.services().len(),
         ctx.state.agent.checks().len(),
     );
-    let last_index = ctx.state.agent.server().read().last_index();
+    let server = ctx.state.agent.server();
+    let last_index = server.read().last_index();
+    let is_leader = server.is_leader() && cfg.server;
+    let raft = match server.raft_node() {
+        Some(node) => json!({
+            "state": if node.is_leader() { "Leader" } else if node.leader().is_some() { "Follower" } else { "Candidate" },
+            "term": node.term().to_string(), "last_log_index": node.last_log_index().to_string(),
+            "applied_index": node.last_applied_index().to_string(),
+            "num_peers": node.voters().len().saturating_sub(1).to_string(),
+        }),
+        None if cfg.server => json!({"state": "Leader", "last_log_index": last_index.to_string(),
+            "applied_index": last_index.to_string(), "num_peers": "0"}),
+        None => json!({}),
+    };
     let body = json!({
         "Config": {
             "Datacenter": cfg.datacenter, "PrimaryDatacenter": cfg.datacenter, "NodeName": cfg.node_name,
@@ -53,9 +66,8 @@ pub async fn self_(ctx: Ctx) -> Result<Reply, ApiError> {
         "Stats": {
             "agent": {"services": services.to_string(), "checks": checks.to_string()},
             "build": {"product": "weft", "version": VERSION, "revision": "weft"},
-            "consul": {"server": cfg.server.to_string(), "leader": cfg.server.to_string(), "known_datacenters": "1"},
-            "raft": {"state": if cfg.server { "Leader" } else { "Follower" }, "last_log_index": last_index.to_string(),
-                     "applied_index": last_index.to_string(), "num_peers": "0"},
+            "consul": {"server": cfg.server.to_string(), "leader": is_leader.to_string(), "known_datacenters": "1"},
+            "raft": raft,
         },
         "Meta": {"consul-network-segment": ""},
     });
@@ -136,13 +148,14 @@ pub async fn register_service(ctx: Ctx) -> Result<Reply, ApiError> {
     let replace = ctx.flag("replace-existing-checks");
     ctx.state
         .agent
-        .register_service(&def, replace, Source::Api)?;
+        .register_service(&def, replace, Source::Api)
+        .await?;
     Ok(Reply::empty())
 }
 
 pub async fn deregister_service(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.required_rest("service id")?;
-    ctx.state.agent.deregister_service(&id)?;
+    ctx.state.agent.deregister_service(&id).await?;
     Ok(Reply::empty())
 }
 
@@ -164,7 +177,8 @@ pub async fn service_maintenance(ctx: Ctx) -> Result<Reply, ApiError> {
     let enable = enable_param(&ctx)?;
     ctx.state
         .agent
-        .service_maintenance(&id, enable, ctx.param("reason").unwrap_or(""))?;
+        .service_maintenance(&id, enable, ctx.param("reason").unwrap_or(""))
+        .await?;
     Ok(Reply::empty())
 }
 
@@ -172,7 +186,8 @@ pub async fn node_maintenance(ctx: Ctx) -> Result<Reply, ApiError> {
     let enable = enable_param(&ctx)?;
     ctx.state
         .agent
-        .node_maintenance(enable, ctx.param("reason").unwrap_or(""))?;
+        .node_maintenance(enable, ctx.param("reason").unwrap_or(""))
+        .await?;
     Ok(Reply::empty())
 }
 
@@ -197,13 +212,13 @@ pub async fn checks(ctx: Ctx) -> Result<Reply, ApiError> {
 pub async fn register_check(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
     let def: CheckDefinition = ctx.decode()?;
-    ctx.state.agent.register_check(&def, Source::Api)?;
+    ctx.state.agent.register_check(&def, Source::Api).await?;
     Ok(Reply::empty())
 }
 
 pub async fn deregister_check(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.required_rest("check id")?;
-    ctx.state.agent.deregister_check(&id)?;
+    ctx.state.agent.deregister_check(&id).await?;
     Ok(Reply::empty())
 }
 
@@ -211,7 +226,8 @@ async fn set_ttl(ctx: Ctx, status: CheckStatus) -> Result<Reply, ApiError> {
     let id = ctx.required_rest("check id")?;
     ctx.state
         .agent
-        .update_ttl_check(&id, status, ctx.param("note").unwrap_or(""))?;
+        .update_ttl_check(&id, status, ctx.param("note").unwrap_or(""))
+        .await?;
     Ok(Reply::empty())
 }
 
@@ -243,7 +259,8 @@ pub async fn check_update(ctx: Ctx) -> Result<Reply, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("Invalid check status: '{}'", update.status)))?;
     ctx.state
         .agent
-        .update_ttl_check(&id, status, &update.output)?;
+        .update_ttl_check(&id, status, &update.output)
+        .await?;
     Ok(Reply::empty())
 }
 
@@ -340,12 +357,12 @@ pub async fn reload(ctx: Ctx) -> Result<Reply, ApiError> {
     };
     let (services, checks) =
         reload().map_err(|e| ApiError::internal(format!("Failed to reload configs: {e}")))?;
-    ctx.state.agent.apply_config(&services, &checks)?;
+    ctx.state.agent.apply_config(&services, &checks).await?;
     Ok(Reply::empty())
 }
 
 pub async fn leave(ctx: Ctx) -> Result<Reply, ApiError> {
-    ctx.state.agent.leave()?;
+    ctx.state.agent.leave().await?;
     ctx.state.shutdown.notify_one();
     Ok(Reply::empty())
 }

@@ -112,7 +112,8 @@ pub async fn register(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.state
         .agent
         .server()
-        .write(Command::Register(Box::new(reg)))?;
+        .write(Command::Register(Box::new(reg)))
+        .await?;
     Ok(Reply::bool(true))
 }
 
@@ -134,11 +135,15 @@ pub async fn deregister(ctx: Ctx) -> Result<Reply, ApiError> {
     if req.node.is_empty() {
         return Err(ApiError::bad_request("Missing node name"));
     }
-    ctx.state.agent.server().write(Command::Deregister {
-        node: req.node,
-        service_id: Some(req.service_id).filter(|s| !s.is_empty()),
-        check_id: Some(req.check_id).filter(|s| !s.is_empty()),
-    })?;
+    ctx.state
+        .agent
+        .server()
+        .write(Command::Deregister {
+            node: req.node,
+            service_id: Some(req.service_id).filter(|s| !s.is_empty()),
+            check_id: Some(req.check_id).filter(|s| !s.is_empty()),
+        })
+        .await?;
     Ok(Reply::bool(true))
 }
 

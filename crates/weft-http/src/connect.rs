@@ -92,6 +92,7 @@ async fn put_configuration(ctx: Ctx) -> Result<Reply, ApiError> {
         .agent
         .server()
         .set_ca_configuration(&wire)
+        .await
         .map_err(ca_error)?;
     Ok(Reply::empty())
 }

@@ -204,8 +204,15 @@ impl Ctx {
     /// Adds the query-meta headers every read carries. The index is never 0.
     pub fn read_meta(&self, mut reply: Reply, index: u64, consistency: Consistency) -> Reply {
         reply.set("x-consul-index", index.max(1).to_string());
-        reply.set("x-consul-knownleader", "true");
-        reply.set("x-consul-lastcontact", "0");
+        let server = self.state.agent.server();
+        let known = server.leader().is_some();
+        reply.set("x-consul-knownleader", if known { "true" } else { "false" });
+        let contact = if server.is_leader() {
+            0
+        } else {
+            server.last_contact_ms().unwrap_or(0)
+        };
+        reply.set("x-consul-lastcontact", contact.to_string());
         reply.set("x-consul-effective-consistency", consistency.as_str());
         reply.set("x-consul-query-backend", "blocking-query");
         reply

@@ -58,7 +58,7 @@ async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
     .await
 }
 
-fn write_intention(ctx: &Ctx, mut i: Intention) -> Result<Intention, ApiError> {
+async fn write_intention(ctx: &Ctx, mut i: Intention) -> Result<Intention, ApiError> {
     i.normalize().map_err(invalid)?;
     let now = now_rfc3339();
     if i.created_at.is_empty() {
@@ -68,7 +68,8 @@ fn write_intention(ctx: &Ctx, mut i: Intention) -> Result<Intention, ApiError> {
     ctx.state
         .agent
         .server()
-        .write(Command::IntentionUpsert(Box::new(i.clone())))?;
+        .write(Command::IntentionUpsert(Box::new(i.clone())))
+        .await?;
     Ok(i)
 }
 
@@ -90,7 +91,7 @@ async fn create(ctx: Ctx) -> Result<Reply, ApiError> {
         )));
     }
     i.id = weft_types::ids::new_uuid();
-    let i = write_intention(&ctx, i)?;
+    let i = write_intention(&ctx, i).await?;
     Ok(ctx.json(&json!({"ID": i.id})))
 }
 
@@ -153,14 +154,18 @@ pub async fn exact(ctx: Ctx) -> Result<Reply, ApiError> {
                 meta: body.meta,
                 ..Intention::default()
             };
-            write_intention(&ctx, i)?;
+            write_intention(&ctx, i).await?;
             Ok(Reply::bool(true))
         }
         _ => {
-            ctx.state.agent.server().write(Command::IntentionDelete {
-                source,
-                destination,
-            })?;
+            ctx.state
+                .agent
+                .server()
+                .write(Command::IntentionDelete {
+                    source,
+                    destination,
+                })
+                .await?;
             Ok(Reply::bool(true))
         }
     }
@@ -192,19 +197,27 @@ pub async fn by_id(ctx: Ctx) -> Result<Reply, ApiError> {
                     existing.destination_name.as_str(),
                 )
             {
-                ctx.state.agent.server().write(Command::IntentionDelete {
-                    source: existing.source_name.clone(),
-                    destination: existing.destination_name.clone(),
-                })?;
+                ctx.state
+                    .agent
+                    .server()
+                    .write(Command::IntentionDelete {
+                        source: existing.source_name.clone(),
+                        destination: existing.destination_name.clone(),
+                    })
+                    .await?;
             }
-            write_intention(&ctx, i)?;
+            write_intention(&ctx, i).await?;
             Ok(Reply::empty())
         }
         _ => {
-            ctx.state.agent.server().write(Command::IntentionDelete {
-                source: existing.source_name,
-                destination: existing.destination_name,
-            })?;
+            ctx.state
+                .agent
+                .server()
+                .write(Command::IntentionDelete {
+                    source: existing.source_name,
+                    destination: existing.destination_name,
+                })
+                .await?;
             Ok(Reply::bool(true))
         }
     }
@@ -376,10 +389,14 @@ pub async fn config_put(ctx: Ctx) -> Result<Reply, ApiError> {
         i.normalize().map_err(invalid)?;
         intentions.push(i);
     }
-    ctx.state.agent.server().write(Command::IntentionsReplace {
-        destination: entry.name,
-        intentions,
-    })?;
+    ctx.state
+        .agent
+        .server()
+        .write(Command::IntentionsReplace {
+            destination: entry.name,
+            intentions,
+        })
+        .await?;
     Ok(Reply::bool(true))
 }
 
@@ -394,10 +411,14 @@ pub async fn config_entry(ctx: Ctx) -> Result<Reply, ApiError> {
         if name.is_empty() {
             return Err(ApiError::bad_request("Missing config entry name"));
         }
-        ctx.state.agent.server().write(Command::IntentionsReplace {
-            destination: name,
-            intentions: Vec::new(),
-        })?;
+        ctx.state
+            .agent
+            .server()
+            .write(Command::IntentionsReplace {
+                destination: name,
+                intentions: Vec::new(),
+            })
+            .await?;
         return Ok(Reply::bool(true));
     }
     let store = ctx.state.agent.server().read();

@@ -12,8 +12,8 @@ pub async fn kv(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
     match ctx.method {
         Method::GET => get(ctx).await,
-        Method::PUT => put(ctx),
-        _ => delete(ctx),
+        Method::PUT => put(ctx).await,
+        _ => delete(ctx).await,
     }
 }
 
@@ -102,7 +102,7 @@ fn u64_param(ctx: &Ctx, name: &str) -> Result<Option<u64>, ApiError> {
     }
 }
 
-fn put(ctx: Ctx) -> Result<Reply, ApiError> {
+async fn put(ctx: Ctx) -> Result<Reply, ApiError> {
     let key = ctx.rest.clone();
     if key.is_empty() {
         return Err(ApiError::bad_request("Missing key name"));
@@ -150,10 +150,10 @@ fn put(ctx: Ctx) -> Result<Reply, ApiError> {
     } else {
         KvOp::Set { key, value, flags }
     };
-    write(&ctx, op)
+    write(&ctx, op).await
 }
 
-fn delete(ctx: Ctx) -> Result<Reply, ApiError> {
+async fn delete(ctx: Ctx) -> Result<Reply, ApiError> {
     let key = ctx.rest.clone();
     let recurse = ctx.flag("recurse");
     let cas = u64_param(&ctx, "cas")?;
@@ -168,11 +168,11 @@ fn delete(ctx: Ctx) -> Result<Reply, ApiError> {
         (false, Some(index)) => KvOp::DeleteCas { key, index },
         (false, None) => KvOp::Delete { key },
     };
-    write(&ctx, op)
+    write(&ctx, op).await
 }
 
-fn write(ctx: &Ctx, op: KvOp) -> Result<Reply, ApiError> {
-    match ctx.state.agent.server().write(Command::Kv(op))? {
+async fn write(ctx: &Ctx, op: KvOp) -> Result<Reply, ApiError> {
+    match ctx.state.agent.server().write(Command::Kv(op)).await? {
         ApplyResult::Bool(ok) => Ok(Reply::bool(ok)),
         other => Err(ApiError::internal(format!(
             "unexpected KV result {other:?}"

@@ -10,9 +10,12 @@ pub mod blocking;
 mod catalog;
 mod connect;
 pub mod ctx;
+pub mod forward;
 mod health;
 mod intentions;
+mod internal;
 mod kv;
+mod operator;
 pub mod reply;
 mod routes;
 mod session;
@@ -51,6 +54,8 @@ pub struct ApiState {
     pub shared_reads: Arc<blocking::SharedReads>,
     /// What authorization decides when no intention matches (Consul: the ACL default policy; allow in dev).
     pub intention_default_allow: bool,
+    /// True for the server RPC listener, which also answers `/v1/internal/...` (Raft, forwarded writes, joins).
+    pub rpc: bool,
 }
 
 impl ApiState {
@@ -63,6 +68,7 @@ impl ApiState {
             shutdown: Arc::new(Notify::new()),
             shared_reads: Arc::default(),
             intention_default_allow: true,
+            rpc: false,
         }
     }
 }
@@ -74,6 +80,24 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 pub fn router(state: ApiState) -> axum::Router {
     axum::Router::new().fallback(dispatch).with_state(state)
 }
+
+/// The server RPC listener (port 8300): the internal endpoints, the replica stream, and the whole API for requests
+/// forwarded by client agents and followers.
+pub fn rpc_router(mut state: ApiState) -> axum::Router {
+    state.rpc = true;
+    axum::Router::new()
+        .route(
+            "/v1/internal/stream",
+            axum::routing::get(
+                |State(state): State<ApiState>| async move { internal::stream(&state) },
+            ),
+        )
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+/// Largest body on the RPC port's internal paths (Raft appends and snapshot chunks).
+const MAX_INTERNAL_BODY: usize = 64 * 1024 * 1024;
 
 async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
     // The default decision for connections no intention covers; proxies read it from this header.
@@ -153,7 +177,16 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
     let headers = req.headers().clone();
-    let limit = MAX_BODY.max(state.kv_max_value_size + 1);
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| raw_path.clone());
+    let limit = if path.starts_with("/v1/internal/") {
+        MAX_INTERNAL_BODY
+    } else {
+        MAX_BODY.max(state.kv_max_value_size + 1)
+    };
     let body = match axum::body::to_bytes(req.into_body(), limit).await {
         Ok(b) => b.to_vec(),
         Err(_) => {
@@ -163,6 +196,26 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
             )
         }
     };
+    if let Some(reply) = forward::route(
+        &state,
+        &method,
+        &path,
+        &path_and_query,
+        &query,
+        &headers,
+        &body,
+    )
+    .await
+    {
+        return reply;
+    }
+    if method == Method::GET
+        && query.iter().any(|(k, _)| k == "consistent")
+        && forward::is_cluster_path(&path)
+        && state.agent.server().ensure_linearizable().await.is_err()
+    {
+        return forward::no_leader().into_reply();
+    }
     let ctx = Ctx {
         state,
         method,

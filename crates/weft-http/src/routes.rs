@@ -3,7 +3,9 @@
 
 use crate::ctx::Ctx;
 use crate::reply::{ApiError, Reply};
-use crate::{agent, catalog, connect, health, intentions, kv, session, status, txn};
+use crate::{
+    agent, catalog, connect, health, intentions, internal, kv, operator, session, status, txn,
+};
 use axum::http::Method;
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +28,24 @@ macro_rules! route {
 
 fn table() -> Vec<Route> {
     vec![
+        // server RPC (answered on the RPC listener only)
+        route!("/v1/internal/raft/", [POST], internal::raft),
+        route!("/v1/internal/apply", [POST], internal::apply),
+        route!("/v1/internal/ca/sign", [POST], internal::sign),
+        route!("/v1/internal/hello", [POST], internal::hello),
+        route!("/v1/internal/join", [POST], internal::join),
+        // operator
+        route!(
+            "/v1/operator/raft/configuration",
+            [GET],
+            operator::raft_configuration
+        ),
+        route!("/v1/operator/raft/peer", [DELETE], operator::raft_peer),
+        route!(
+            "/v1/operator/autopilot/health",
+            [GET],
+            operator::autopilot_health
+        ),
         // agent
         route!("/v1/agent/self", [GET], agent::self_),
         route!("/v1/agent/members", [GET], agent::members),

@@ -63,7 +63,9 @@ pub async fn create(ctx: Ctx) -> Result<Reply, ApiError> {
         modify_index: 0,
     };
     let server = ctx.state.agent.server();
-    server.write(Command::SessionCreate(session.clone()))?;
+    server
+        .write(Command::SessionCreate(session.clone()))
+        .await?;
     if let Some(ttl) = ttl {
         server.session_timers().arm(&session.id, ttl);
     }
@@ -76,7 +78,8 @@ pub async fn destroy(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.state
         .agent
         .server()
-        .write(Command::SessionDestroy { id })?;
+        .write(Command::SessionDestroy { id })
+        .await?;
     Ok(Reply::bool(true))
 }
 

@@ -6,7 +6,12 @@ use serde_json::json;
 
 pub async fn leader(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
-    Ok(ctx.json(&json!(ctx.state.agent.server().leader())))
+    Ok(ctx.json(&json!(ctx
+        .state
+        .agent
+        .server()
+        .leader()
+        .unwrap_or_default())))
 }
 
 pub async fn peers(ctx: Ctx) -> Result<Reply, ApiError> {

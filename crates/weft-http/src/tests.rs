@@ -36,7 +36,7 @@ impl Answer {
 pub(crate) const NODE_ID: &str = "0b3d3d2f-7a6c-4b57-9e0a-4f6a1d7c2e11";
 
 impl TestApi {
-    pub fn new() -> TestApi {
+    pub async fn new() -> TestApi {
         let server = Server::new(ServerConfig::new("dc1", "n1", "127.0.0.1:8300"));
         let agent = Agent::new(
             AgentConfig {
@@ -48,10 +48,11 @@ impl TestApi {
                 server: true,
                 server_port: 8300,
                 root_change_jitter: std::time::Duration::from_millis(100),
+                state_dir: None,
             },
             server,
         );
-        agent.start().unwrap();
+        agent.start().await.unwrap();
         TestApi {
             state: ApiState::new(agent),
         }
@@ -158,7 +159,7 @@ fn web_tagged() -> Value {
 
 #[tokio::test]
 async fn agent_services_golden() {
-    let api = TestApi::new();
+    let api = TestApi::new().await;
     assert_eq!(
         api.put("/v1/agent/service/register", WEB).await.status,
         StatusCode::OK
@@ -183,7 +184,7 @@ async fn agent_services_golden() {
 
 #[tokio::test]
 async fn agent_checks_and_health_golden() {
-    let api = TestApi::new();
+    let api = TestApi::new().await;
     api.put("/v1/agent/service/register", WEB).await;
     let checks = api.get("/v1/agent/checks").await.json();
     assert_eq!(normalize(checks["service:web1"].clone()), web_check());
@@ -223,7 +224,7 @@ async fn agent_checks_and_health_golden() {
 
 #[tokio::test]
 async fn catalog_golden() {
-    let api = TestApi::new();
+    let api = TestApi::new().await;
     api.put("/v1/agent/service/register", WEB).await;
     let nodes = api.get("/v1/catalog/nodes").await;
     assert_read_meta(&nodes);
@@ -283,7 +284,7 @@ async fn catalog_golden() {
 
 #[tokio::test]
 async fn catalog_register_and_deregister() {
-    let api = TestApi::new();
+    let api = TestApi::new().await;
     let body = r#"{"node":"ext","address":"10.1.1.1","service":{"service":"db","port":5432,"tags":["primary"]},
         "check":{"name":"db alive","status":"passing","serviceid":"db"},"WriteRequest":{"Token":""}}"#;
     let a = api.put("/v1/catalog/register", body).await;
@@ -332,7 +333,7 @@ async fn catalog_register_and_deregister() {
 
 #[tokio::test]
 async fn health_golden() {
-    let api = TestApi::new();
+    let api = TestApi::new().await;
     api.put("/v1/agent/service/register", WEB).await;
     let a = api.get("/v1/health/service/web").await;
     assert_read_meta(&a);
@@ -392,7 +393,7 @@ async fn health_golden() {
 
 #[tokio::test]
 async fn kv_golden() {
-    let api = TestApi::new();
+    let api = TestApi::new().await;
     let missing = api.get("/v1/kv/a").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(missing.body.is_empty());
@@ -442,7 +443,7 @@ async fn kv_golden() {
 
 #[tokio::test]
 async fn txn_commits_or_rolls_back() {
-    let api = TestApi::new();
+    let api = TestApi::new().await;
     let ok = api
         .put(
             "/v1/txn",
@@ -477,7 +478,7 @@ async fn txn_commits_or_rolls_back() {
 
 #[tokio::test]
 async fn sessions_golden() {
-    let api = TestApi::new();
+    let api = TestApi::new().await;
     let created = api
         .put(
             "/v1/session/create",
@@ -556,7 +557,7 @@ async fn sessions_golden() {
 
 #[tokio::test]
 async fn status_and_self() {
-    let api = TestApi::new();
+    let api = TestApi::new().await;
     assert_eq!(
         api.get("/v1/status/leader").await.json(),
         json!("127.0.0.1:8300")
@@ -576,7 +577,7 @@ async fn status_and_self() {
 
 #[tokio::test]
 async fn routing_errors() {
-    let api = TestApi::new();
+    let api = TestApi::new().await;
     let a = api.get("/v1/nope").await;
     assert_eq!(
         (a.status, a.text()),
@@ -658,7 +659,7 @@ async fn routing_errors() {
 
 #[tokio::test]
 async fn agent_writes_and_maintenance() {
-    let api = TestApi::new();
+    let api = TestApi::new().await;
     let r = api.put("/v1/agent/service/register", WEB).await;
     assert_eq!(
         (r.status, r.body.len(), r.header("content-type")),
@@ -785,7 +786,7 @@ async fn agent_writes_and_maintenance() {
 
 #[tokio::test]
 async fn blocking_query_wakes_on_write() {
-    let api = TestApi::new();
+    let api = TestApi::new().await;
     let first = api.get("/v1/health/service/web").await;
     let index: u64 = first.header("x-consul-index").unwrap().parse().unwrap();
     let waiter = {
@@ -954,7 +955,7 @@ mod fuzz {
         fn random_write_bodies(route in prop::sample::select(WRITE_ROUTES), body in json_body(), q in query()) {
             let rt = runtime();
             rt.block_on(async {
-                let api = TestApi::new();
+                let api = TestApi::new().await;
                 api.put("/v1/agent/service/register", WEB).await;
                 api.put("/v1/agent/check/register", r#"{"Name":"mem","TTL":"10s"}"#).await;
                 let before = api.fingerprint();
@@ -972,7 +973,7 @@ mod fuzz {
         fn random_read_queries(route in prop::sample::select(READ_ROUTES), q in query()) {
             let rt = runtime();
             rt.block_on(async {
-                let api = TestApi::new();
+                let api = TestApi::new().await;
                 api.put("/v1/agent/service/register", WEB).await;
                 let before = api.fingerprint();
                 // Blocking reads are bounded so a random `index` cannot park the test.
@@ -988,7 +989,7 @@ mod fuzz {
 
 #[tokio::test]
 async fn identical_blocking_queries_share_one_slot() {
-    let api = TestApi::new();
+    let api = TestApi::new().await;
     let index: u64 = api
         .get("/v1/health/service/web")
         .await

@@ -119,7 +119,7 @@ pub async fn txn(ctx: Ctx) -> Result<Reply, ApiError> {
         // A read-only transaction is served like a read: evaluated against the store without a log entry.
         ctx.state.agent.server().read().txn_read(&kv_ops)
     } else {
-        ctx.state.agent.server().write(Command::Txn(kv_ops))?
+        ctx.state.agent.server().write(Command::Txn(kv_ops)).await?
     };
     match result {
         ApplyResult::Txn(entries) => {

@@ -15,10 +15,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::broadcast;
 use weft_state::{ApplyResult, Store};
 
+/// The last applied log id and the membership it carried.
+type AppliedState = (Option<LogId<u64>>, StoredMembership<u64, BasicNode>);
+
 /// State shared by the state machine and its snapshot builders.
 pub struct Shared {
     pub(crate) store: Arc<RwLock<Store>>,
-    applied: Mutex<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>)>,
+    applied: Mutex<AppliedState>,
     snapshot_path: PathBuf,
     pub(crate) events: broadcast::Sender<Applied>,
 }
@@ -76,9 +79,7 @@ fn write_lock(store: &RwLock<Store>) -> std::sync::RwLockWriteGuard<'_, Store> {
 }
 
 impl Shared {
-    fn applied(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (Option<LogId<u64>>, StoredMembership<u64, BasicNode>)> {
+    fn applied(&self) -> std::sync::MutexGuard<'_, AppliedState> {
         self.applied.lock().unwrap_or_else(|p| p.into_inner())
     }
 

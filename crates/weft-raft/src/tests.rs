@@ -1,5 +1,6 @@
 //! Three members in one process, each with its own data dir and a real HTTP listener on 127.0.0.1:0: election,
 //! replication, leader loss, and recovery from disk.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
 use http_body_util::{BodyExt, Full};

@@ -16,6 +16,9 @@ pub enum CaManagerError {
     Store(#[from] StoreError),
     #[error("cluster has no CA bootstrapped yet")]
     NotInitialised,
+    /// The leader could not be asked (client agents and followers send CSRs to it).
+    #[error("{0}")]
+    Remote(String),
 }
 
 fn now_unix() -> u64 {
@@ -24,7 +27,7 @@ fn now_unix() -> u64 {
 
 impl Server {
     /// Creates the cluster ID and the first root, unless the store already has a CA.
-    pub fn ensure_ca(&self) -> Result<(), CaManagerError> {
+    pub async fn ensure_ca(&self) -> Result<(), CaManagerError> {
         if self.read().ca().config.is_some() {
             return Ok(());
         }
@@ -41,12 +44,17 @@ impl Server {
             config,
             roots: vec![root],
             serial,
-        })))?;
+        })))
+        .await?;
         Ok(())
     }
 
     /// Signs a leaf CSR with the active root (checks in `weft_ca::leaf::sign`). The serial is recorded in the log.
-    pub fn sign_leaf(&self, csr_pem: &str, datacenter: &str) -> Result<IssuedCert, CaManagerError> {
+    pub async fn sign_leaf_here(
+        &self,
+        csr_pem: &str,
+        datacenter: &str,
+    ) -> Result<IssuedCert, CaManagerError> {
         let (root, trust_domain, serial, ttl) = {
             let store = self.read();
             let ca = store.ca();
@@ -70,11 +78,44 @@ impl Server {
             ttl,
         };
         let (mut issued, _) = weft_ca::leaf::sign(csr_pem, &ctx)?;
-        let (index, result) = self.write_indexed(Command::CaLeafIssued { serial });
+        let (index, result) = self.write_indexed(Command::CaLeafIssued { serial }).await;
         result?;
         issued.create_index = index;
         issued.modify_index = index;
         Ok(issued)
+    }
+
+    /// Signs a leaf CSR where the CA's keys are: here on the leader (and in dev mode), else at the leader over RPC.
+    pub async fn sign_leaf(
+        &self,
+        csr_pem: &str,
+        datacenter: &str,
+    ) -> Result<IssuedCert, CaManagerError> {
+        if self.is_leader() {
+            return self.sign_leaf_here(csr_pem, datacenter).await;
+        }
+        let req = crate::SignRequest {
+            csr: csr_pem.to_string(),
+            datacenter: datacenter.to_string(),
+        };
+        let answer: Result<IssuedCert, String> = self
+            .call_leader("/v1/internal/ca/sign", &req)
+            .await
+            .map_err(CaManagerError::Remote)?;
+        answer.map_err(|e| match e.strip_prefix("bad CSR: ") {
+            Some(m) => CaManagerError::Ca(CaError::BadCsr(m.to_string())),
+            None => CaManagerError::Remote(e),
+        })
+    }
+
+    /// Serves `POST /v1/internal/ca/sign`: signs if this member leads, else passes the CSR to the leader.
+    pub async fn handle_sign(&self, req: crate::SignRequest) -> Result<IssuedCert, String> {
+        self.sign_leaf(&req.csr, &req.datacenter)
+            .await
+            .map_err(|e| match e {
+                CaManagerError::Ca(CaError::BadCsr(m)) => format!("bad CSR: {m}"),
+                other => other.to_string(),
+            })
     }
 
     /// The current configuration in its wire form.
@@ -88,7 +129,7 @@ impl Server {
     /// Applies a new configuration. A new key (supplied, or a different key type or size) rotates the root: the
     /// old root cross-signs the new one, stays listed (inactive) until its leaves have expired, and every agent
     /// re-issues its leaves.
-    pub fn set_ca_configuration(&self, wire: &CaConfigWire) -> Result<(), CaManagerError> {
+    pub async fn set_ca_configuration(&self, wire: &CaConfigWire) -> Result<(), CaManagerError> {
         let (current, roots, cluster_id, mut serial) = {
             let store = self.read();
             let ca = store.ca();
@@ -138,12 +179,13 @@ impl Server {
             config: stored,
             roots,
             serial,
-        })))?;
+        })))
+        .await?;
         Ok(())
     }
 
     /// Drops rotated-out roots whose leaves have all expired. Returns how many were pruned.
-    pub fn prune_roots(&self, now_unix: u64) -> Result<usize, CaManagerError> {
+    pub async fn prune_roots(&self, now_unix: u64) -> Result<usize, CaManagerError> {
         let setup = {
             let store = self.read();
             let ca = store.ca();
@@ -168,7 +210,7 @@ impl Server {
         };
         let before = self.read().ca().roots.len();
         let after = setup.roots.len();
-        match self.write(Command::CaSet(Box::new(setup)))? {
+        match self.write(Command::CaSet(Box::new(setup))).await? {
             ApplyResult::Bool(_) => Ok(before - after),
             _ => Ok(0),
         }
@@ -193,7 +235,7 @@ pub(crate) async fn prune_loop(server: Server) {
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
-        match server.prune_roots(now_unix()) {
+        match server.prune_roots(now_unix()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(pruned = n, "pruned rotated-out CA roots"),
             Err(e) => tracing::warn!(error = %e, "could not prune CA roots"),

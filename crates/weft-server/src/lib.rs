@@ -1,19 +1,37 @@
-//! The server role.
+//! The server role, and every process's handle on the cluster's state.
 //!
-//! A [`Server`] owns the state store and is the only writer: every change is a [`Command`] applied at the next log
-//! index. In dev mode the log is in memory and this process is its own leader; the cluster issue puts Raft behind
-//! [`Server::write`] without changing its callers. The leader's loops (session TTL expiry) live here too.
+//! A [`Server`] holds a [`Store`] and is the only way to change it: every change is a [`Command`]. Where the command
+//! goes depends on the process's [`Mode`]:
+//! - **dev**: applied here at the next index (this process is the whole cluster);
+//! - **Raft member** (`-server`): proposed through Raft; a follower sends it to the leader over the RPC port;
+//! - **client agent**: sent to a server; the store here is a read replica streamed from the servers.
+//!
+//! The leader's loops (session TTL expiry, CA initialisation and pruning) run only while this member leads.
 
+mod autopilot;
 mod ca;
+mod cluster;
+mod leadership;
+mod replica;
+mod rpc;
 mod sessions;
 
+pub use autopilot::ServerHealth;
+pub use ca::CaManagerError;
+pub use cluster::{Bootstrap, ClusterError, Hello, JoinRequest};
+pub use replica::{stream_lines, StreamLine};
+pub use rpc::{ApplyAnswer, ApplyRequest, SignRequest};
+pub use sessions::SessionTimers;
+pub use weft_raft::{raft_id, RaftNode, Timings};
+
 use std::sync::{Arc, RwLock, RwLockReadGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use weft_state::{ApplyResult, Command, Store, StoreError, Table};
 
-pub use ca::CaManagerError;
-pub use sessions::SessionTimers;
+/// How long a write waits for a leader (an election in progress) before failing with "No cluster leader"; Consul's
+/// RPC hold timeout is 7 s.
+pub const LEADER_WAIT: Duration = Duration::from_secs(7);
 
 /// Static facts about this server.
 #[derive(Debug, Clone)]
@@ -28,6 +46,10 @@ pub struct ServerConfig {
     pub min_leaf_ttl: std::time::Duration,
     /// How often rotated-out roots are checked for pruning.
     pub ca_prune_interval: std::time::Duration,
+    /// `-bootstrap-expect`: how many servers must meet before the first of them starts the cluster (0: join only).
+    pub bootstrap_expect: u32,
+    /// How long a voter may be unreachable before autopilot removes it (once a replacement has joined).
+    pub dead_server_after: Duration,
 }
 
 impl ServerConfig {
@@ -40,8 +62,20 @@ impl ServerConfig {
             ca_config: weft_ca::CaConfig::default(),
             min_leaf_ttl: std::time::Duration::from_secs(3600),
             ca_prune_interval: std::time::Duration::from_secs(3600),
+            bootstrap_expect: 0,
+            dead_server_after: Duration::from_secs(10),
         }
     }
+}
+
+/// Where this process's writes go.
+pub enum Mode {
+    /// Dev mode: applied here.
+    Dev,
+    /// A Raft member.
+    Raft(Arc<RaftNode>),
+    /// A client agent: writes go to these servers (RPC addresses), reads come from a streamed replica.
+    Client(Arc<replica::Replica>),
 }
 
 /// A cheap handle to the server; clones share one store.
@@ -52,8 +86,11 @@ pub struct Server {
 
 struct Inner {
     config: ServerConfig,
-    store: RwLock<Store>,
+    store: Arc<RwLock<Store>>,
     sessions: SessionTimers,
+    mode: Mode,
+    http: weft_raft::HttpClient,
+    autopilot: autopilot::Tracker,
 }
 
 /// Milliseconds since the Unix epoch: the clock commands carry.
@@ -65,12 +102,36 @@ pub fn now_ms() -> u64 {
 }
 
 impl Server {
+    /// A dev-mode server: one process, its own leader.
     pub fn new(config: ServerConfig) -> Server {
+        Server::with_mode(config, Arc::new(RwLock::new(Store::new())), Mode::Dev)
+    }
+
+    /// A Raft member over `store`, which the member's state machine applies to.
+    pub fn raft(config: ServerConfig, node: Arc<RaftNode>) -> Server {
+        let store = node.store().clone();
+        Server::with_mode(config, store, Mode::Raft(node))
+    }
+
+    /// A client agent's view of the servers at `servers` (RPC addresses): starts streaming the replica.
+    pub fn client(config: ServerConfig, servers: Vec<String>) -> Server {
+        let store = Arc::new(RwLock::new(Store::new()));
+        let http = weft_raft::http_client();
+        let replica = replica::Replica::new(servers, store.clone());
+        let server = Server::with_mode(config, store, Mode::Client(replica.clone()));
+        replica.start(http);
+        server
+    }
+
+    fn with_mode(config: ServerConfig, store: Arc<RwLock<Store>>, mode: Mode) -> Server {
         Server {
             inner: Arc::new(Inner {
                 config,
-                store: RwLock::new(Store::new()),
+                store,
                 sessions: SessionTimers::default(),
+                mode,
+                http: weft_raft::http_client(),
+                autopilot: autopilot::Tracker::default(),
             }),
         }
     }
@@ -79,26 +140,62 @@ impl Server {
         &self.inner.config
     }
 
-    /// Applies a command at the next index. Writes are serialised by the store's lock, which is what a log gives.
-    pub fn write(&self, cmd: Command) -> Result<ApplyResult, StoreError> {
-        self.write_indexed(cmd).1
+    pub fn mode(&self) -> &Mode {
+        &self.inner.mode
     }
 
-    /// Like [`Server::write`], also returning the log index the command was applied at.
-    pub fn write_indexed(&self, cmd: Command) -> (u64, Result<ApplyResult, StoreError>) {
-        let (index, result) = {
-            let mut store = self
-                .inner
-                .store
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let index = store.last_index() + 1;
-            (index, store.apply(index, now_ms(), &cmd))
+    /// The Raft member, on servers of a cluster.
+    pub fn raft_node(&self) -> Option<&Arc<RaftNode>> {
+        match &self.inner.mode {
+            Mode::Raft(node) => Some(node),
+            _ => None,
+        }
+    }
+
+    /// True on dev agents and cluster servers; false on client agents.
+    pub fn is_server(&self) -> bool {
+        !matches!(self.inner.mode, Mode::Client(_))
+    }
+
+    /// The pooled HTTP client for server RPC (forwarded writes and API requests).
+    pub fn http(&self) -> &weft_raft::HttpClient {
+        &self.inner.http
+    }
+
+    /// Applies a command wherever this process's writes go, waiting for a leader for up to [`LEADER_WAIT`].
+    pub async fn write(&self, cmd: Command) -> Result<ApplyResult, StoreError> {
+        self.write_indexed(cmd).await.1
+    }
+
+    /// Like [`Server::write`], also returning the log index the command was applied at. On a client agent the
+    /// answer comes only once the local replica has caught up with that index, so the caller reads its own write.
+    pub async fn write_indexed(&self, cmd: Command) -> (u64, Result<ApplyResult, StoreError>) {
+        let (index, result) = match &self.inner.mode {
+            Mode::Dev => self.apply_here(&cmd),
+            Mode::Raft(node) => rpc::write_through_raft(self, node, cmd.clone()).await,
+            Mode::Client(replica) => {
+                let answer = rpc::write_via_servers(self, replica, cmd.clone()).await;
+                if answer.0 > 0 {
+                    replica.wait_for(answer.0, Duration::from_secs(2)).await;
+                }
+                answer
+            }
         };
         if let (Command::SessionDestroy { id }, Ok(_)) = (&cmd, &result) {
             self.inner.sessions.forget(id);
         }
         (index, result)
+    }
+
+    /// Dev mode: the store's lock serialises writes, which is what a log gives.
+    fn apply_here(&self, cmd: &Command) -> (u64, Result<ApplyResult, StoreError>) {
+        let mut store = self
+            .inner
+            .store
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let index = store.last_index() + 1;
+        (index, store.apply(index, now_ms(), cmd))
     }
 
     /// A read view of the store. Keep it short: writers wait while it is held.
@@ -113,26 +210,84 @@ impl Server {
         self.read().watches().subscribe(table)
     }
 
-    /// The leader's RPC address; in dev mode, always this server.
-    pub fn leader(&self) -> String {
-        self.inner.config.rpc_addr.clone()
+    /// The leader's RPC address, when one is known.
+    pub fn leader(&self) -> Option<String> {
+        match &self.inner.mode {
+            Mode::Dev => Some(self.inner.config.rpc_addr.clone()),
+            Mode::Raft(node) => node.leader().map(|(_, addr)| addr),
+            Mode::Client(replica) => replica.leader(),
+        }
     }
 
+    /// True when this process serves reads and leader-only work itself (dev mode, or the Raft leader).
+    pub fn is_leader(&self) -> bool {
+        match &self.inner.mode {
+            Mode::Dev => true,
+            Mode::Raft(node) => node.is_leader(),
+            Mode::Client(_) => false,
+        }
+    }
+
+    /// The voting servers' RPC addresses.
     pub fn peers(&self) -> Vec<String> {
-        vec![self.inner.config.rpc_addr.clone()]
+        match &self.inner.mode {
+            Mode::Dev => vec![self.inner.config.rpc_addr.clone()],
+            Mode::Raft(node) => node.voters().into_iter().map(|(_, a)| a).collect(),
+            Mode::Client(replica) => replica.servers(),
+        }
+    }
+
+    /// Milliseconds since this process last heard from the leader (`X-Consul-LastContact`); 0 on the leader.
+    pub fn last_contact_ms(&self) -> Option<u64> {
+        match &self.inner.mode {
+            Mode::Dev => Some(0),
+            Mode::Raft(node) => node.last_contact_ms(),
+            Mode::Client(replica) => replica.last_contact_ms(),
+        }
+    }
+
+    /// `?consistent`: confirms leadership with a quorum and waits until this member has applied everything
+    /// committed before the read began.
+    pub async fn ensure_linearizable(&self) -> Result<(), StoreError> {
+        match &self.inner.mode {
+            Mode::Raft(node) => node
+                .ensure_linearizable()
+                .await
+                .map_err(|_| StoreError::NoLeader),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn autopilot(&self) -> &autopilot::Tracker {
+        &self.inner.autopilot
+    }
+
+    /// Removes a server from the Raft configuration by its Raft id or RPC address (`remove-peer`). Leader only;
+    /// the API forwards the request there.
+    pub async fn remove_peer(&self, id: Option<&str>, address: Option<&str>) -> Result<(), String> {
+        let Mode::Raft(node) = self.mode() else {
+            return Err("this agent is not a member of a Raft cluster".into());
+        };
+        let target = node.members().into_iter().find(|(i, a, _)| {
+            id.is_some_and(|want| want == i.to_string()) || address.is_some_and(|want| want == a)
+        });
+        let Some((target, _, _)) = target else {
+            return Err(match (id, address) {
+                (Some(id), _) => format!("id {id:?} was not found in the Raft configuration"),
+                (_, Some(a)) => format!("address {a:?} was not found in the Raft configuration"),
+                _ => "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove".into(),
+            });
+        };
+        node.remove_server(target).await.map_err(|e| e.to_string())
     }
 
     pub fn session_timers(&self) -> &SessionTimers {
         &self.inner.sessions
     }
 
-    /// Starts the leader's session-expiry loop; it ends when the returned handle is dropped or aborted.
+    /// Runs the leader's loops (session expiry, CA initialisation and pruning) whenever this member leads: always
+    /// in dev mode, never on client agents. They stop when the returned handle is dropped or aborted.
     pub fn spawn_leader_loops(&self) -> tokio::task::JoinHandle<()> {
-        let server = self.clone();
-        tokio::spawn(async move {
-            let pruner = tokio::spawn(ca::prune_loop(server.clone()));
-            sessions::expiry_loop(server).await;
-            pruner.abort();
-        })
+        tokio::spawn(leadership::run(self.clone()))
     }
 }

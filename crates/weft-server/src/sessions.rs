@@ -38,6 +38,11 @@ impl SessionTimers {
         }
     }
 
+    /// Drops every timer: this member stopped leading, and the next leader rebuilds them from the store.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
     pub fn forget(&self, id: &str) {
         self.lock().remove(id);
     }
@@ -78,7 +83,10 @@ pub(crate) async fn expiry_loop(server: Server) {
         for id in expired {
             tracing::info!(session = %id, "session TTL expired; invalidating");
             timers.forget(&id);
-            if let Err(e) = server.write(Command::SessionDestroy { id: id.clone() }) {
+            if let Err(e) = server
+                .write(Command::SessionDestroy { id: id.clone() })
+                .await
+            {
                 tracing::warn!(session = %id, error = %e, "could not invalidate expired session");
             }
         }

@@ -26,4 +26,10 @@ pub enum StoreError {
     MissingKey,
     #[error("{0}")]
     TxnFailed(String),
+    /// No server is leader (an election is under way, or a quorum is lost): Consul's words.
+    #[error("No cluster leader")]
+    NoLeader,
+    /// The servers could not be reached or failed; the reason is for operators.
+    #[error("{0}")]
+    Unavailable(String),
 }

@@ -38,6 +38,8 @@ pub fn unique_node_name() -> String {
 #[derive(Debug, Clone, Default)]
 pub struct DevAgentBuilder {
     node: Option<String>,
+    /// Leave out `-dev`: a cluster server or client agent (the caller passes `-data-dir` and friends).
+    clustered: bool,
     args: Vec<OsString>,
     config_files: Vec<PathBuf>,
 }
@@ -46,6 +48,12 @@ impl DevAgentBuilder {
     /// The node name (default: a unique `weft-test-<pid>-<n>`).
     pub fn node(mut self, name: impl Into<String>) -> Self {
         self.node = Some(name.into());
+        self
+    }
+
+    /// Starts a cluster member instead of a dev agent: `-dev` is left out.
+    pub fn clustered(mut self) -> Self {
+        self.clustered = true;
         self
     }
 
@@ -77,8 +85,11 @@ impl DevAgentBuilder {
         let http = Http::new()?;
         let node = self.node.unwrap_or_else(unique_node_name);
         let mut cmd = Command::new(&bin);
-        cmd.args(["agent", "-dev", "-http-port", "0", "-node"])
-            .arg(&node);
+        cmd.arg("agent");
+        if !self.clustered {
+            cmd.arg("-dev");
+        }
+        cmd.args(["-http-port", "0", "-node"]).arg(&node);
         for f in &self.config_files {
             cmd.arg("-config-file").arg(f);
         }

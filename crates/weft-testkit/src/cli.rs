@@ -83,6 +83,7 @@ impl Cli {
         if let Some(addr) = &self.addr {
             let depth = match argv.first().map(String::as_str) {
                 Some("catalog" | "services" | "kv") => 2,
+                Some("operator") => 3,
                 Some("version" | "agent") | None => 0,
                 Some(_) => 1,
             };

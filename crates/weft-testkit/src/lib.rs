@@ -8,6 +8,7 @@
 //! - [`binary`]: where the built `weft` binary is.
 //! - [`output`]: drains a child's stdout/stderr in the background and keeps the last lines for error messages.
 //! - [`agent`]: [`DevAgent`], one `weft agent -dev` process per test, killed on drop.
+//! - [`cluster`]: [`Cluster`], servers and client agents on loopback with their own data dirs.
 //! - [`http`]: a tiny raw HTTP client returning status, headers and body untouched.
 //! - [`cli`]: runs `weft` CLI commands against an agent.
 //! - [`eventually`]: polls a condition until it holds or a timeout passes.
@@ -17,6 +18,7 @@
 pub mod agent;
 pub mod binary;
 pub mod cli;
+pub mod cluster;
 pub mod eventually;
 pub mod http;
 pub mod output;
@@ -26,6 +28,7 @@ pub mod tempdir;
 pub use agent::{DevAgent, DevAgentBuilder};
 pub use binary::weft_binary;
 pub use cli::{cli, Cli, CliOutput};
+pub use cluster::Cluster;
 pub use eventually::{eventually, eventually_sync, Attempt};
 pub use http::{Http, Response};
 pub use process::Spawned;

@@ -143,7 +143,7 @@ impl CheckKind {
 }
 
 /// A check definition: what an agent is asked to run.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct CheckDefinition {
     #[serde(rename = "CheckID", alias = "ID")]

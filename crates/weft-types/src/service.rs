@@ -136,7 +136,7 @@ impl NodeService {
 }
 
 /// The `Connect` block of a registration body.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ConnectDefinition {
     pub native: bool,
@@ -144,7 +144,7 @@ pub struct ConnectDefinition {
 }
 
 /// The body of `PUT /v1/agent/service/register` and a `services` entry of a config file.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct ServiceDefinition {
     pub kind: String,

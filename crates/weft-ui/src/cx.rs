@@ -63,7 +63,7 @@ impl Cx {
 
     /// The Raft leader's address (`host:port`), empty when the cluster has none.
     pub fn leader(&self) -> String {
-        self.state.agent.server().leader()
+        self.state.agent.server().leader().unwrap_or_default()
     }
 
     /// The node whose agent leads the cluster: this node when the leader is this server, else a node whose address
@@ -107,7 +107,7 @@ pub fn chrome_for(state: &ApiState, dc: &str, title: String, section: Option<Sec
             item("Key/Value", Section::Kv, "kv/"),
             item("Intentions", Section::Intentions, "intentions"),
         ],
-        leader: state.agent.server().leader(),
+        leader: state.agent.server().leader().unwrap_or_default(),
         css: assets::url("app.css"),
         js: assets::url("app.js"),
         version: weft_types::VERSION,

@@ -23,12 +23,12 @@ struct Page {
 }
 
 impl Ui {
-    fn new() -> Ui {
-        Ui::with_rpc_addr("127.0.0.1:8300")
+    async fn new() -> Ui {
+        Ui::with_rpc_addr("127.0.0.1:8300").await
     }
 
     /// A server whose RPC address is `rpc`; an empty one means "no leader" (dev servers lead at their own address).
-    fn with_rpc_addr(rpc: &str) -> Ui {
+    async fn with_rpc_addr(rpc: &str) -> Ui {
         let server = weft_server::Server::new(weft_server::ServerConfig::new("dc1", "n1", rpc));
         let agent = Agent::new(
             AgentConfig {
@@ -40,10 +40,11 @@ impl Ui {
                 server: true,
                 server_port: 8300,
                 root_change_jitter: Duration::from_millis(100),
+                state_dir: None,
             },
             server,
         );
-        agent.start().unwrap();
+        agent.start().await.unwrap();
         Ui {
             state: ApiState::new(agent),
         }
@@ -64,15 +65,16 @@ impl Ui {
         }
     }
 
-    fn register(&self, json: serde_json::Value) {
+    async fn register(&self, json: serde_json::Value) {
         let def: ServiceDefinition = serde_json::from_value(json).unwrap();
         self.state
             .agent
             .register_service(&def, true, Source::Api)
+            .await
             .unwrap();
     }
 
-    fn intention(&self, source: &str, destination: &str, action: &str) -> String {
+    async fn intention(&self, source: &str, destination: &str, action: &str) -> String {
         let mut i = Intention {
             id: format!("id-{source}-{destination}"),
             source_name: source.into(),
@@ -85,11 +87,12 @@ impl Ui {
             .agent
             .server()
             .write(Command::IntentionUpsert(Box::new(i.clone())))
+            .await
             .unwrap();
         i.id
     }
 
-    fn kv(&self, key: &str, value: &str) {
+    async fn kv(&self, key: &str, value: &str) {
         self.state
             .agent
             .server()
@@ -98,6 +101,7 @@ impl Ui {
                 value: value.as_bytes().to_vec(),
                 flags: 0,
             }))
+            .await
             .unwrap();
     }
 }
@@ -114,7 +118,7 @@ fn web_with_sidecar() -> serde_json::Value {
 
 #[tokio::test]
 async fn roots_redirect_to_the_services_page() {
-    let ui = Ui::new();
+    let ui = Ui::new().await;
     for path in ["/ui", "/ui/", "/ui/dc1", "/ui/dc1/"] {
         let p = ui.get(path).await;
         assert_eq!(p.status, StatusCode::TEMPORARY_REDIRECT, "{path}");
@@ -128,7 +132,7 @@ async fn roots_redirect_to_the_services_page() {
 
 #[tokio::test]
 async fn unknown_datacenters_and_paths_are_404_pages() {
-    let ui = Ui::new();
+    let ui = Ui::new().await;
     let p = ui.get("/ui/dc9/services").await;
     assert_eq!(p.status, StatusCode::NOT_FOUND);
     assert!(p.body.contains("Unknown datacenter"), "{}", p.body);
@@ -141,7 +145,7 @@ async fn unknown_datacenters_and_paths_are_404_pages() {
 
 #[tokio::test]
 async fn the_api_still_answers_beside_the_dashboard() {
-    let ui = Ui::new();
+    let ui = Ui::new().await;
     let p = ui.get("/").await;
     assert_eq!(p.status, StatusCode::MOVED_PERMANENTLY);
     assert_eq!(p.headers["location"], "/ui/");
@@ -155,12 +159,13 @@ async fn the_api_still_answers_beside_the_dashboard() {
 
 #[tokio::test]
 async fn services_fold_sidecars_and_show_health() {
-    let ui = Ui::new();
-    ui.register(web_with_sidecar());
+    let ui = Ui::new().await;
+    ui.register(web_with_sidecar()).await;
     ui.register(serde_json::json!({
         "ID": "db-1", "Name": "db", "Port": 5432,
         "Check": {"TTL": "30s", "Status": "critical", "Output": "down"}
-    }));
+    }))
+    .await;
     let p = ui.get("/ui/dc1/services").await;
     assert_eq!(p.status, StatusCode::OK);
     assert!(p.body.contains(r#"data-service="web""#));
@@ -186,8 +191,8 @@ async fn services_fold_sidecars_and_show_health() {
 
 #[tokio::test]
 async fn instances_show_checks_sidecar_and_upstreams() {
-    let ui = Ui::new();
-    ui.register(web_with_sidecar());
+    let ui = Ui::new().await;
+    ui.register(web_with_sidecar()).await;
     let p = ui.get("/ui/dc1/services/web/instances").await;
     assert_eq!(p.status, StatusCode::OK);
     assert!(p.body.contains(r#"data-instance="web-1""#));
@@ -208,11 +213,12 @@ async fn instances_show_checks_sidecar_and_upstreams() {
 
 #[tokio::test]
 async fn topology_shows_edges_with_their_decisions() {
-    let ui = Ui::new();
-    ui.register(web_with_sidecar());
-    ui.register(serde_json::json!({"ID": "db-1", "Name": "db", "Port": 5432}));
-    let deny = ui.intention("web", "db", "deny");
-    ui.intention("api", "web", "allow");
+    let ui = Ui::new().await;
+    ui.register(web_with_sidecar()).await;
+    ui.register(serde_json::json!({"ID": "db-1", "Name": "db", "Port": 5432}))
+        .await;
+    let deny = ui.intention("web", "db", "deny").await;
+    ui.intention("api", "web", "allow").await;
     let p = ui.get("/ui/dc1/services/web/topology").await;
     assert_eq!(p.status, StatusCode::OK);
     let up = p.body.split(r#"data-edge="up:db""#).nth(1).unwrap();
@@ -230,7 +236,7 @@ async fn topology_shows_edges_with_their_decisions() {
 
 #[tokio::test]
 async fn nodes_mark_the_leader() {
-    let ui = Ui::new();
+    let ui = Ui::new().await;
     let p = ui.get("/ui/dc1/nodes").await;
     assert_eq!(p.status, StatusCode::OK);
     let row = p.body.split(r#"data-node="n1""#).nth(1).unwrap();
@@ -246,12 +252,12 @@ async fn nodes_mark_the_leader() {
 
 #[tokio::test]
 async fn no_leader_is_said_clearly() {
-    let ui = Ui::new();
+    let ui = Ui::new().await;
     let p = ui.get("/ui/dc1/services").await;
     assert!(p
         .body
         .contains(r#"id="no-leader" class="banner" role="alert" hidden"#));
-    let ui = Ui::with_rpc_addr("");
+    let ui = Ui::with_rpc_addr("").await;
     let p = ui.get("/ui/dc1/nodes").await;
     assert!(
         p.body
@@ -268,9 +274,9 @@ async fn no_leader_is_said_clearly() {
 
 #[tokio::test]
 async fn intentions_list_and_forms() {
-    let ui = Ui::new();
-    let id = ui.intention("*", "db", "deny");
-    ui.intention("web", "db", "allow");
+    let ui = Ui::new().await;
+    let id = ui.intention("*", "db", "deny").await;
+    ui.intention("web", "db", "allow").await;
     let p = ui.get("/ui/dc1/intentions").await;
     let web = p.body.find(r#"data-intention="web db""#).unwrap();
     let star = p.body.find(r#"data-intention="* db""#).unwrap();
@@ -312,9 +318,9 @@ async fn intentions_list_and_forms() {
 
 #[tokio::test]
 async fn kv_folders_and_keys_with_odd_names() {
-    let ui = Ui::new();
-    ui.kv("app/config", "hello <b>world</b>");
-    ui.kv("app/sub dir/x?y#z", "1");
+    let ui = Ui::new().await;
+    ui.kv("app/config", "hello <b>world</b>").await;
+    ui.kv("app/sub dir/x?y#z", "1").await;
     let p = ui.get("/ui/dc1/kv/").await;
     assert!(p.body.contains(r#"href="/ui/dc1/kv/app/""#));
     let p = ui.get("/ui/dc1/kv/app/").await;
@@ -339,7 +345,7 @@ async fn kv_folders_and_keys_with_odd_names() {
 
 #[tokio::test]
 async fn live_requests_wait_for_a_difference() {
-    let ui = Ui::new();
+    let ui = Ui::new().await;
     let p = ui.get("/ui/dc1/kv/").await;
     let index: u64 = attr(&p.body, "data-index").parse().unwrap();
     let hash = attr(&p.body, "data-hash");
@@ -353,7 +359,7 @@ async fn live_requests_wait_for_a_difference() {
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!waiting.is_finished(), "nothing changed yet");
-    ui.kv("fresh", "v");
+    ui.kv("fresh", "v").await;
     let resp = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .unwrap()
@@ -374,12 +380,13 @@ async fn live_requests_wait_for_a_difference() {
 
 #[tokio::test]
 async fn live_requests_ignore_changes_that_do_not_change_the_region() {
-    let ui = Ui::new();
-    ui.register(serde_json::json!({"ID": "web-1", "Name": "web", "Port": 80}));
+    let ui = Ui::new().await;
+    ui.register(serde_json::json!({"ID": "web-1", "Name": "web", "Port": 80}))
+        .await;
     let p = ui.get("/ui/dc1/intentions").await;
     let index: u64 = attr(&p.body, "data-index").parse().unwrap();
     let hash = attr(&p.body, "data-hash");
-    ui.intention("a", "b", "allow");
+    ui.intention("a", "b", "allow").await;
     let p = ui.get("/ui/dc1/intentions").await;
     let (index2, hash2) = (attr(&p.body, "data-index"), attr(&p.body, "data-hash"));
     assert_ne!(index.to_string(), index2);
@@ -394,14 +401,18 @@ async fn live_requests_ignore_changes_that_do_not_change_the_region() {
     });
     let def: CheckDefinition =
         serde_json::from_value(serde_json::json!({"ID": "c", "Name": "c", "TTL": "10s"})).unwrap();
-    ui.state.agent.register_check(&def, Source::Api).unwrap();
-    ui.intention("a", "b", "allow");
+    ui.state
+        .agent
+        .register_check(&def, Source::Api)
+        .await
+        .unwrap();
+    ui.intention("a", "b", "allow").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         !waiting.is_finished(),
         "neither a catalog change nor an identical rewrite changes the intentions page"
     );
-    ui.intention("c", "d", "deny");
+    ui.intention("c", "d", "deny").await;
     let resp = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .unwrap()

@@ -16,13 +16,18 @@ pub struct AgentArgs {
     /// Run a single-node, in-memory server and agent for development.
     #[arg(long)]
     pub dev: bool,
-    /// Run as a server (clustering arrives with the cluster issue; only -dev runs today).
+    /// Run as a server: a Raft member holding the cluster's state in -data-dir.
     #[arg(long)]
     pub server: bool,
+    /// How many servers must meet before the cluster starts (set the same on every server).
     #[arg(long = "bootstrap-expect")]
     pub bootstrap_expect: Option<u32>,
-    #[arg(long = "retry-join")]
+    /// A server's RPC address (host or host:port, port 8300 by default) to join; repeatable.
+    #[arg(long = "retry-join", alias = "join")]
     pub retry_join: Vec<String>,
+    /// The server RPC port (default 8300).
+    #[arg(long = "server-port")]
+    pub server_port: Option<u16>,
     /// This node's name (default: the hostname).
     #[arg(long)]
     pub node: Option<String>,
@@ -86,19 +91,28 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let filter = log_filter(&level)?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "{filter},hyper=warn,reqwest=warn"
+            "{filter},hyper=warn,reqwest=warn,openraft=warn"
         )))
         .with_writer(std::io::stderr)
         .try_init();
 
-    if !args.dev {
-        if args.data_dir.is_none() && files.data_dir.is_none() {
-            bail!("data_dir cannot be empty");
-        }
-        bail!(
-            "only -dev mode is available in this build of Weft: servers with -data-dir, -bootstrap-expect and \
-             -retry-join arrive with clustering"
-        );
+    let is_server = args.dev || args.server || files.server == Some(true);
+    let data_dir = args.data_dir.clone().or(files.data_dir.clone());
+    if !args.dev && data_dir.as_deref().is_none_or(str::is_empty) {
+        bail!("data_dir cannot be empty: pass -data-dir DIR (or -dev for an in-memory agent)");
+    }
+    let bootstrap_expect = args.bootstrap_expect.or(files.bootstrap_expect);
+    if bootstrap_expect.is_some() && !is_server {
+        bail!("bootstrap_expect can only be set on servers (add -server)");
+    }
+    if bootstrap_expect == Some(0) {
+        bail!("bootstrap_expect must be at least 1");
+    }
+    if args.dev && (bootstrap_expect.is_some() || !args.retry_join.is_empty()) {
+        bail!("-dev runs a single in-memory server: it takes neither -bootstrap-expect nor -retry-join");
+    }
+    if !args.dev && !is_server && args.retry_join.is_empty() && files.retry_join.is_empty() {
+        bail!("a client agent needs at least one server to join: pass -retry-join ADDR");
     }
     let bind = args
         .bind
@@ -136,11 +150,13 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     if node_name.is_empty() {
         bail!("node name cannot be empty");
     }
-    let node_id = args
-        .node_id
-        .clone()
-        .or(files.node_id.clone())
-        .unwrap_or_else(weft_types::ids::new_uuid);
+    let node_id = match args.node_id.clone().or(files.node_id.clone()) {
+        Some(id) => id,
+        None => match (&data_dir, args.dev) {
+            (Some(dir), false) => crate::cluster_cmd::persisted_node_id(std::path::Path::new(dir))?,
+            _ => weft_types::ids::new_uuid(),
+        },
+    };
     if !weft_types::ids::is_uuid(&node_id) {
         bail!("node ID must be a UUID: {node_id:?}");
     }
@@ -149,14 +165,21 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         .or_else(|_| format!("[{client}]:{http_port}").parse())
         .with_context(|| format!("invalid client address {client:?}"))?;
 
-    let server_port = 8300;
+    let server_port = args.server_port.or(files.server_port).unwrap_or(8300);
     let mut server_config = ServerConfig::new(
         &datacenter,
         &node_name,
         &format!("{advertise}:{server_port}"),
     );
-    // Dev mode accepts leaf TTLs of a few seconds, so renewal can be watched (and tested) for real.
-    server_config.min_leaf_ttl = std::time::Duration::from_secs(2);
+    // Dev mode accepts leaf TTLs of a few seconds, so renewal can be watched (and tested) for real; a cluster keeps
+    // Consul's 1 h minimum.
+    if args.dev {
+        server_config.min_leaf_ttl = std::time::Duration::from_secs(2);
+    }
+    server_config.bootstrap_expect = bootstrap_expect.unwrap_or(0);
+    if let Some(after) = files.dead_server_after {
+        server_config.dead_server_after = after;
+    }
     if let Some(ca) = &files.ca_config {
         let wire = weft_ca::CaConfigWire {
             config: ca.clone(),
@@ -169,7 +192,37 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         )
         .map_err(|e| anyhow::anyhow!("connect.ca_config: {e}"))?;
     }
-    let server = Server::new(server_config);
+    let retry_join: Vec<String> = args
+        .retry_join
+        .iter()
+        .chain(files.retry_join.iter())
+        .map(|a| crate::cluster_cmd::with_default_port(a, 8300))
+        .collect();
+    let rpc_bind: SocketAddr = crate::cluster_cmd::socket_addr(&bind, server_port)
+        .with_context(|| format!("invalid bind address {bind:?}"))?;
+    let mut rpc_listener = None;
+    let server = if args.dev {
+        Server::new(server_config)
+    } else if is_server {
+        let dir = std::path::Path::new(data_dir.as_deref().unwrap_or_default()).join("raft");
+        // Bind before starting Raft, so a busy port is a clear error rather than an unreachable member.
+        rpc_listener = Some(
+            listen(rpc_bind, 1024)
+                .with_context(|| format!("cannot listen for server RPC on {rpc_bind}"))?,
+        );
+        let node = weft_server::RaftNode::start(
+            weft_server::raft_id(&node_id),
+            &server_config.rpc_addr,
+            &dir,
+            Arc::new(std::sync::RwLock::new(weft_state::Store::new())),
+            &weft_server::Timings::default(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Server::raft(server_config, node)
+    } else {
+        Server::client(server_config, retry_join.clone())
+    };
     let _leader_loops = server.spawn_leader_loops();
     let agent = Agent::new(
         AgentConfig {
@@ -178,29 +231,70 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             datacenter: datacenter.clone(),
             advertise_addr: advertise.clone(),
             node_meta: Default::default(),
-            server: true,
+            server: is_server,
             server_port,
             root_change_jitter: files
                 .root_change_jitter
                 .unwrap_or(std::time::Duration::from_secs(30)),
+            state_dir: (!args.dev)
+                .then(|| {
+                    data_dir
+                        .as_deref()
+                        .map(|d| std::path::Path::new(d).join("agent"))
+                })
+                .flatten(),
         },
         server,
     );
     agent
         .start()
+        .await
         .map_err(|e| anyhow::anyhow!("cannot register this node: {e}"))?;
+    match agent.restore_saved().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            registrations = n,
+            "restored API registrations from the data dir"
+        ),
+        Err(e) => bail!("{e}"),
+    }
+    let mut state = ApiState::new(agent.clone());
+    if let Some(listener) = rpc_listener {
+        let rpc_app = weft_http::rpc_router(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, rpc_app).await {
+                tracing::error!(error = %e, "server RPC listener failed");
+            }
+        });
+        let boot = weft_server::Bootstrap {
+            expect: bootstrap_expect.unwrap_or(0),
+            retry_join: retry_join.clone(),
+        };
+        let forming = agent.server().clone();
+        tokio::spawn(async move { forming.form_cluster(boot).await });
+    }
+    // Config-file registrations: in a cluster the first writes may wait for an election; they are local first and
+    // anti-entropy completes them, so a slow election does not stop the agent from starting.
+    let cluster = !args.dev;
     for svc in &files.services {
-        agent
-            .register_service(svc, true, Source::Config)
-            .map_err(|e| anyhow::anyhow!("service {:?}: {e}", svc.name))?;
+        match agent.register_service(svc, true, Source::Config).await {
+            Ok(()) => {}
+            Err(e) if cluster && e.to_string().contains("leader") => {
+                tracing::warn!(service = %svc.name, error = %e, "registered locally; the catalog follows once a leader is elected")
+            }
+            Err(e) => bail!("service {:?}: {e}", svc.name),
+        }
     }
     for check in &files.checks {
-        agent
-            .register_check(check, Source::Config)
-            .map_err(|e| anyhow::anyhow!("check {:?}: {e}", check.name))?;
+        match agent.register_check(check, Source::Config).await {
+            Ok(()) => {}
+            Err(e) if cluster && e.to_string().contains("leader") => {
+                tracing::warn!(check = %check.name, error = %e, "registered locally; the catalog follows once a leader is elected")
+            }
+            Err(e) => bail!("check {:?}: {e}", check.name),
+        }
     }
 
-    let mut state = ApiState::new(agent.clone());
     if let Some(max) = files.kv_max_value_size {
         state.kv_max_value_size = max;
     }
@@ -227,7 +321,17 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     println!("             Version: '{}'", weft_types::VERSION);
     println!("           Node name: '{node_name}'");
     println!("          Datacenter: '{datacenter}'");
-    println!("              Server: true (Bootstrap: true, dev mode)");
+    let role = if args.dev {
+        "true (Bootstrap: true, dev mode)".to_string()
+    } else if is_server {
+        format!(
+            "true (Bootstrap expect: {}, RPC: {rpc_bind})",
+            bootstrap_expect.unwrap_or(0)
+        )
+    } else {
+        format!("false (servers: {})", retry_join.join(", "))
+    };
+    println!("              Server: {role}");
     println!("         Client Addr: [{client}] (HTTP: {})", local.port());
     println!("        Cluster Addr: {advertise}");
     println!("            HTTP API: http://{local}");

@@ -24,7 +24,15 @@ pub struct FileConfig {
     pub data_dir: Option<String>,
     pub log_level: Option<String>,
     pub http_port: Option<u16>,
+    /// `ports.server`: the server RPC port.
+    pub server_port: Option<u16>,
     pub server: Option<bool>,
+    pub bootstrap_expect: Option<u32>,
+    /// `retry_join`: servers to join (appended across files).
+    pub retry_join: Vec<String>,
+    /// `autopilot.server_stabilization_time`: how long a voter may be unreachable before it is removed once a
+    /// replacement has joined.
+    pub dead_server_after: Option<Duration>,
     pub kv_max_value_size: Option<usize>,
     pub session_ttl_min: Option<Duration>,
     pub services: Vec<ServiceDefinition>,
@@ -81,7 +89,37 @@ impl FileConfig {
                     format!("{}: server must be true or false", origin.display())
                 })?);
         }
+        if let Some(v) = map.get("bootstrap_expect") {
+            let n = v.as_u64().filter(|n| *n <= 64);
+            self.bootstrap_expect = Some(n.with_context(|| {
+                format!("{}: bootstrap_expect must be a number", origin.display())
+            })? as u32);
+        }
+        if let Some(autopilot) = map.get("autopilot").and_then(Value::as_object) {
+            if let Some(v) = string(autopilot, "server_stabilization_time").map_err(at)? {
+                self.dead_server_after = Some(
+                    weft_types::duration::parse_duration(&v)
+                        .map_err(|e| anyhow::anyhow!(e))
+                        .map_err(at)?,
+                );
+            }
+        }
+        for v in items(map.get("retry_join")) {
+            match v {
+                Value::String(addr) => self.retry_join.push(addr),
+                other => bail!(
+                    "{}: retry_join entries must be strings, got {other}",
+                    origin.display()
+                ),
+            }
+        }
         if let Some(ports) = map.get("ports").and_then(Value::as_object) {
+            if let Some(p) = ports.get("server") {
+                let port = p.as_u64().filter(|p| *p <= 65535);
+                self.server_port = Some(port.with_context(|| {
+                    format!("{}: ports.server must be 0-65535", origin.display())
+                })? as u16);
+            }
             if let Some(p) = ports.get("http") {
                 let port = p.as_u64().filter(|p| *p <= 65535);
                 self.http_port =

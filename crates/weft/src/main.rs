@@ -6,12 +6,13 @@
 mod agent_cmd;
 mod args;
 mod client;
+mod cluster_cmd;
 mod commands;
 mod config;
 mod signals;
 
 use clap::{Parser, Subcommand};
-use commands::{catalog, connect, demo, intention, kv, misc, services};
+use commands::{catalog, connect, demo, intention, kv, misc, operator, services};
 
 #[derive(Parser, Debug)]
 #[command(name = "weft", version = weft_types::VERSION, about = "Service registry and service mesh, Consul-compatible")]
@@ -22,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Runs an agent (today: `weft agent -dev`, a single-node server and agent in memory).
+    /// Runs an agent: `-dev` (one process, in memory), `-server` (a Raft member) or a client agent.
     Agent(agent_cmd::AgentArgs),
     /// Lists the members of the cluster.
     Members(misc::MembersArgs),
@@ -41,6 +42,9 @@ enum Command {
     /// Manages intentions: which services may connect to which.
     #[command(subcommand)]
     Intention(intention::IntentionCmd),
+    /// Operates the server cluster: Raft peers and autopilot.
+    #[command(subcommand)]
+    Operator(operator::OperatorCmd),
     /// Runs the whole walkthrough on this machine: agent, services, sidecars, test proxy and ingress.
     Demo(demo::DemoArgs),
     /// Shows the agent's runtime statistics.
@@ -82,6 +86,7 @@ fn main() {
             Command::Kv(c) => kv::run(c).await,
             Command::Connect(c) => connect::run(c).await,
             Command::Intention(c) => intention::run(c).await,
+            Command::Operator(c) => operator::run(c).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Info(a) => misc::info(a).await,
             Command::Version => Ok(misc::version()),

@@ -6,4 +6,5 @@ pub mod demo;
 pub mod intention;
 pub mod kv;
 pub mod misc;
+pub mod operator;
 pub mod services;

@@ -1,0 +1,89 @@
+//! API registrations kept across restarts: `<state-dir>/local.json` holds the service and check definitions
+//! registered through the API (config-file registrations come from the files again). Written atomically after each
+//! change; read once at start.
+
+use crate::{Agent, Source};
+use serde::{Deserialize, Serialize};
+use weft_types::{CheckDefinition, ServiceDefinition};
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Saved {
+    services: Vec<ServiceDefinition>,
+    checks: Vec<CheckDefinition>,
+}
+
+const FILE: &str = "local.json";
+
+impl Agent {
+    /// Saves the API registrations (no-op without a state dir). Failures are logged: the agent keeps serving.
+    pub(crate) fn persist(&self) {
+        let Some(dir) = self.inner.config.state_dir.clone() else {
+            return;
+        };
+        let saved = {
+            let local = self.inner.local();
+            Saved {
+                services: local
+                    .services
+                    .values()
+                    .filter(|s| s.source == Source::Api)
+                    .filter_map(|s| s.definition.clone())
+                    .collect(),
+                checks: local
+                    .checks
+                    .values()
+                    .filter(|c| c.source == Source::Api)
+                    .map(|c| {
+                        let mut d = c.definition.clone();
+                        if d.check_id.is_empty() {
+                            d.check_id = c.check.check_id.clone();
+                        }
+                        d
+                    })
+                    .collect(),
+            }
+        };
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let tmp = dir.join(format!("{FILE}.tmp"));
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&saved).unwrap_or_default())?;
+            std::fs::rename(&tmp, dir.join(FILE))
+        };
+        if let Err(e) = write() {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not save local registrations");
+        }
+    }
+
+    /// Registers what a previous run saved. A definition that no longer validates is logged and skipped.
+    pub async fn restore_saved(&self) -> Result<usize, String> {
+        let Some(dir) = self.inner.config.state_dir.clone() else {
+            return Ok(0);
+        };
+        let path = dir.join(FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let saved: Saved = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is damaged: {e}", path.display()))?;
+        let mut restored = 0;
+        for s in &saved.services {
+            match self.register_service(s, false, Source::Api).await {
+                Ok(()) => restored += 1,
+                Err(e) => {
+                    tracing::warn!(service = %s.name, error = %e, "could not restore a saved service")
+                }
+            }
+        }
+        for c in &saved.checks {
+            match self.register_check(c, Source::Api).await {
+                Ok(()) => restored += 1,
+                Err(e) => {
+                    tracing::warn!(check = %c.name, error = %e, "could not restore a saved check")
+                }
+            }
+        }
+        Ok(restored)
+    }
+}

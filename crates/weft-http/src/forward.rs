@@ -1,0 +1,191 @@
+//! Which process answers a request.
+//!
+//! `/v1/agent/...`, `/v1/status/...` and the dashboard are this agent's own. Everything that reads or changes the
+//! cluster's state (catalog, health, KV, sessions, transactions, intentions, the CA) is answered by the leader, as
+//! in Consul: a client agent passes such requests to a server's RPC port, a follower passes them to the leader.
+//! `?stale` reads are the exception: any server, or a client's replica, answers them from its own copy, and says
+//! how old that copy may be in `X-Consul-LastContact`.
+//!
+//! A forwarded request carries `X-Weft-Forwarded` with its hop count; after two hops it is answered where it lands
+//! (a leadership change under way), so forwarding never loops.
+
+use crate::reply::{ApiError, Reply};
+use crate::ApiState;
+use axum::http::{HeaderMap, Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use std::time::Duration;
+use tokio::time::Instant;
+use weft_server::{Mode, LEADER_WAIT};
+
+pub const FORWARDED: &str = "x-weft-forwarded";
+
+/// Paths whose answer is the cluster's state.
+pub fn is_cluster_path(path: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "/v1/catalog/",
+        "/v1/health/",
+        "/v1/kv/",
+        "/v1/txn",
+        "/v1/session/",
+        "/v1/connect/intentions",
+        "/v1/connect/ca/",
+        "/v1/config/",
+        "/v1/operator/",
+        "/v1/snapshot",
+    ];
+    PREFIXES.iter().any(|p| path.starts_with(p))
+}
+
+pub enum Decision {
+    Local,
+    /// Forward to these RPC addresses, in order, until one answers.
+    Forward(Vec<String>),
+}
+
+fn hops(headers: &HeaderMap) -> u32 {
+    headers
+        .get(FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn wants_stale(method: &Method, query: &[(String, String)]) -> bool {
+    *method == Method::GET && query.iter().any(|(k, _)| k == "stale")
+}
+
+/// Decides where a request is answered; waits (up to [`LEADER_WAIT`]) for an election in progress.
+pub async fn decide(
+    state: &ApiState,
+    method: &Method,
+    path: &str,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<Decision, ApiError> {
+    if !is_cluster_path(path) || wants_stale(method, query) || hops(headers) >= 2 {
+        return Ok(Decision::Local);
+    }
+    let server = state.agent.server();
+    match server.mode() {
+        Mode::Dev => Ok(Decision::Local),
+        Mode::Client(replica) => {
+            let servers = replica.servers();
+            if servers.is_empty() {
+                return Err(ApiError::internal("No known Consul servers"));
+            }
+            Ok(Decision::Forward(servers))
+        }
+        Mode::Raft(node) => {
+            let deadline = Instant::now() + LEADER_WAIT;
+            loop {
+                if node.is_leader() {
+                    return Ok(Decision::Local);
+                }
+                if let Some((_, addr)) = node.leader() {
+                    return Ok(Decision::Forward(vec![addr]));
+                }
+                if Instant::now() >= deadline {
+                    return Err(no_leader());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+pub fn no_leader() -> ApiError {
+    ApiError::internal("No cluster leader")
+}
+
+/// Answers a request where [`decide`] says: here (`None`), or at the leader or a server. When no target can be
+/// reached (a leader just died), decides again until [`LEADER_WAIT`] has passed, so an election is a pause rather
+/// than an error for the client.
+pub async fn route(
+    state: &ApiState,
+    method: &Method,
+    path: &str,
+    path_and_query: &str,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Option<Reply> {
+    let deadline = Instant::now() + LEADER_WAIT;
+    loop {
+        let targets = match decide(state, method, path, query, headers).await {
+            Ok(Decision::Local) => return None,
+            Ok(Decision::Forward(targets)) => targets,
+            Err(e) => return Some(e.into_reply()),
+        };
+        match forward(state, &targets, method, path_and_query, headers, body).await {
+            Ok(reply) => return Some(reply),
+            Err(e) if Instant::now() >= deadline => {
+                tracing::warn!(error = %e, "could not forward a request to the servers");
+                return Some(Reply::text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("rpc error: no server reachable ({e})"),
+                ));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Passes the request on and returns the answer as it came; tries each target in turn until one is reached.
+async fn forward(
+    state: &ApiState,
+    targets: &[String],
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Reply, String> {
+    let client = state.agent.server().http().clone();
+    let mut last_error = String::new();
+    for addr in targets {
+        let mut builder = hyper::Request::builder()
+            .method(method.clone())
+            .uri(format!("http://{addr}{path_and_query}"));
+        for (name, value) in headers {
+            if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
+                builder = builder.header(name, value);
+            }
+        }
+        builder = builder.header(FORWARDED, (hops(headers) + 1).to_string());
+        let Ok(request) = builder.body(Full::new(Bytes::copy_from_slice(body))) else {
+            return Ok(ApiError::bad_request("Invalid request").into_reply());
+        };
+        // Blocking queries wait up to 10 minutes (plus Consul's jitter of wait/16).
+        let answer =
+            tokio::time::timeout(Duration::from_secs(11 * 60), client.request(request)).await;
+        let response = match answer {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                last_error = format!("{addr}: {e}");
+                continue;
+            }
+            Err(_) => {
+                last_error = format!("{addr}: no answer");
+                continue;
+            }
+        };
+        let status = response.status();
+        let mut reply_headers = response.headers().clone();
+        reply_headers.remove(axum::http::header::CONTENT_LENGTH);
+        reply_headers.remove(axum::http::header::TRANSFER_ENCODING);
+        reply_headers.remove(axum::http::header::CONNECTION);
+        let body = match response.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                last_error = format!("{addr}: {e}");
+                continue;
+            }
+        };
+        return Ok(Reply {
+            status,
+            headers: reply_headers,
+            body,
+        });
+    }
+    Err(last_error)
+}

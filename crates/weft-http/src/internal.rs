@@ -1,0 +1,95 @@
+//! `/v1/internal/...`: what servers and agents say to each other on the RPC port (Raft, forwarded writes, leaf
+//! signing, joining). Answered only on the RPC listener; the public API port does not know these paths.
+
+use crate::ctx::Ctx;
+use crate::reply::{ApiError, Reply};
+use axum::http::StatusCode;
+use serde::Serialize;
+use weft_server::{ApplyRequest, JoinRequest, SignRequest};
+use weft_state::StoreError;
+
+fn only_on_rpc(ctx: &Ctx) -> Result<(), ApiError> {
+    if ctx.state.rpc {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(
+            "Invalid URL path: not a recognized HTTP API endpoint\n",
+        ))
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(ctx: &Ctx) -> Result<T, ApiError> {
+    serde_json::from_slice(&ctx.body)
+        .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Reply::json_bytes(body.into()))
+}
+
+/// `POST /v1/internal/raft/{append,vote,snapshot}`.
+pub async fn raft(ctx: Ctx) -> Result<Reply, ApiError> {
+    only_on_rpc(&ctx)?;
+    let Some(node) = ctx.state.agent.server().raft_node() else {
+        return Err(ApiError::bad_request("this agent is not a Raft server"));
+    };
+    match node.handle(&ctx.rest, &ctx.body).await {
+        Ok(body) => Ok(Reply::json_bytes(body.into())),
+        Err(e) => Err(ApiError::bad_request(e)),
+    }
+}
+
+/// `POST /v1/internal/apply`: a write forwarded by a client agent or a follower.
+pub async fn apply(ctx: Ctx) -> Result<Reply, ApiError> {
+    only_on_rpc(&ctx)?;
+    let req: ApplyRequest = decode(&ctx)?;
+    match ctx.state.agent.server().handle_apply(req).await {
+        Ok(answer) => json(&answer),
+        Err(StoreError::NoLeader) => Err(crate::forward::no_leader()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )),
+    }
+}
+
+/// `POST /v1/internal/ca/sign`: a leaf CSR for the leader.
+pub async fn sign(ctx: Ctx) -> Result<Reply, ApiError> {
+    only_on_rpc(&ctx)?;
+    let req: SignRequest = decode(&ctx)?;
+    json(&ctx.state.agent.server().handle_sign(req).await)
+}
+
+/// `POST /v1/internal/hello`: who this server is, for servers forming or joining a cluster.
+pub async fn hello(ctx: Ctx) -> Result<Reply, ApiError> {
+    only_on_rpc(&ctx)?;
+    match ctx.state.agent.server().hello() {
+        Some(h) => json(&h),
+        None => Err(ApiError::bad_request("this agent is not a Raft server")),
+    }
+}
+
+/// `POST /v1/internal/join`: a server asks to be added to the cluster.
+pub async fn join(ctx: Ctx) -> Result<Reply, ApiError> {
+    only_on_rpc(&ctx)?;
+    let req: JoinRequest = decode(&ctx)?;
+    json(&ctx.state.agent.server().handle_join(req).await)
+}
+
+/// `GET /v1/internal/stream`: the replica stream for client agents (see `weft_server::stream_lines`).
+pub fn stream(state: &crate::ApiState) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(rx) = weft_server::stream_lines(state.agent.server()) else {
+        return (StatusCode::BAD_REQUEST, "this agent is not a Raft server").into_response();
+    };
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
+    });
+    axum::response::Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(axum::body::Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}

@@ -1,0 +1,196 @@
+//! Forming and joining the server cluster over the RPC port.
+//!
+//! Each server asks the `-retry-join` addresses who they are (`POST /v1/internal/hello`). If one of them already
+//! belongs to a cluster with a leader, this server asks that leader to add it (`POST /v1/internal/join`; the leader
+//! adds it as a learner, waits until it has caught up, then makes it a voter). Otherwise, once `-bootstrap-expect`
+//! fresh servers (this one included) have met, the one with the lowest Raft id starts the cluster with all of
+//! them, so exactly one `initialize` happens. A server with Raft state on disk never bootstraps again: it rejoins
+//! its cluster from the log.
+
+use crate::{Mode, Server};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What a server says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always "weft": tells a Weft RPC port from anything else listening there.
+    pub product: String,
+    pub id: u64,
+    pub addr: String,
+    pub node_name: String,
+    pub datacenter: String,
+    pub bootstrap_expect: u32,
+    /// True once it has Raft state (it belongs to a cluster).
+    pub has_state: bool,
+    pub leader: Option<String>,
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub term: u64,
+    #[serde(default)]
+    pub last_index: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub id: u64,
+    pub addr: String,
+    pub node_name: String,
+}
+
+/// `-bootstrap-expect` and `-retry-join`.
+#[derive(Debug, Clone, Default)]
+pub struct Bootstrap {
+    pub expect: u32,
+    pub retry_join: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{0}")]
+    Refused(String),
+}
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Server {
+    /// This member's answer to `hello`.
+    pub fn hello(&self) -> Option<Hello> {
+        let node = self.raft_node()?;
+        Some(Hello {
+            product: "weft".into(),
+            id: node.id(),
+            addr: node.addr().to_string(),
+            node_name: self.config().node_name.clone(),
+            datacenter: self.config().datacenter.clone(),
+            bootstrap_expect: self.config().bootstrap_expect,
+            has_state: node.has_state(),
+            leader: self.leader(),
+            servers: self.peers(),
+            term: node.term(),
+            last_index: node.last_log_index(),
+        })
+    }
+
+    /// Serves `POST /v1/internal/join`: the leader adds the server; a follower passes the request to the leader.
+    pub async fn handle_join(&self, req: JoinRequest) -> Result<(), String> {
+        let Mode::Raft(node) = self.mode() else {
+            return Err("not a server".into());
+        };
+        if node.is_leader() {
+            tracing::info!(server = %req.node_name, addr = %req.addr, "adding a server to the cluster");
+            return node
+                .add_server(req.id, &req.addr)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let answer: Result<(), String> = self.call_leader("/v1/internal/join", &req).await?;
+        answer
+    }
+
+    /// Runs until this server belongs to a cluster with a leader: joins one, or bootstraps one with its peers.
+    pub async fn form_cluster(&self, boot: Bootstrap) {
+        let Some(node) = self.raft_node().cloned() else {
+            return;
+        };
+        if node.has_state() {
+            tracing::info!("Raft state found on disk: rejoining the cluster from the log");
+            return;
+        }
+        let me = JoinRequest {
+            id: node.id(),
+            addr: node.addr().to_string(),
+            node_name: self.config().node_name.clone(),
+        };
+        let mut warned: std::collections::BTreeSet<String> = Default::default();
+        loop {
+            if node.leader().is_some() {
+                return;
+            }
+            let mut fresh: BTreeMap<u64, String> = BTreeMap::new();
+            fresh.insert(me.id, me.addr.clone());
+            for addr in &boot.retry_join {
+                if *addr == me.addr {
+                    continue;
+                }
+                let hello: Hello = match weft_raft::post_json(
+                    self.http(),
+                    addr,
+                    "/v1/internal/hello",
+                    &(),
+                    HELLO_TIMEOUT,
+                )
+                .await
+                {
+                    Ok(h) => h,
+                    Err(e) => {
+                        if warned.insert(format!("{addr}:{e}")) {
+                            tracing::warn!(%addr, error = %e, "cannot reach a server to join (is it a Weft RPC port?); retrying");
+                        }
+                        continue;
+                    }
+                };
+                if hello.product != "weft" {
+                    continue;
+                }
+                if hello.datacenter != self.config().datacenter {
+                    if warned.insert(format!("dc:{addr}")) {
+                        tracing::error!(%addr, theirs = %hello.datacenter, ours = %self.config().datacenter, "not joining a server of another datacenter");
+                    }
+                    continue;
+                }
+                if let Some(leader) = hello.leader.clone() {
+                    let answer: Result<Result<(), String>, String> = weft_raft::post_json(
+                        self.http(),
+                        &leader,
+                        "/v1/internal/join",
+                        &me,
+                        Duration::from_secs(30),
+                    )
+                    .await;
+                    match answer {
+                        Ok(Ok(())) => {
+                            tracing::info!(%leader, "joined the cluster");
+                            // Appends from the leader follow; wait for them to name it.
+                            for _ in 0..50 {
+                                if node.leader().is_some() {
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                        Ok(Err(e)) | Err(e) => {
+                            tracing::warn!(%leader, error = %e, "the leader did not add this server; retrying")
+                        }
+                    }
+                    continue;
+                }
+                if hello.has_state {
+                    continue;
+                }
+                if hello.bootstrap_expect != boot.expect {
+                    if warned.insert(format!("expect:{addr}")) {
+                        tracing::error!(%addr, theirs = hello.bootstrap_expect, ours = boot.expect, "servers disagree on -bootstrap-expect; not bootstrapping with it");
+                    }
+                    continue;
+                }
+                fresh.insert(hello.id, hello.addr);
+            }
+            let lowest = fresh.keys().next().copied();
+            if boot.expect > 0
+                && fresh.len() as u32 >= boot.expect
+                && lowest == Some(me.id)
+                && !node.has_state()
+            {
+                let members: BTreeMap<u64, String> =
+                    fresh.into_iter().take(boot.expect as usize).collect();
+                tracing::info!(servers = members.len(), "bootstrapping the cluster");
+                if let Err(e) = node.initialize(members).await {
+                    tracing::warn!(error = %e, "bootstrap failed");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}

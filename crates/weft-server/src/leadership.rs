@@ -1,0 +1,53 @@
+//! Leader-only work follows leadership: when this member becomes leader it initialises the CA if the cluster has
+//! none, rebuilds session TTL timers from the sessions in the store and prunes old roots; when it steps down, all
+//! of that stops, and the next leader starts over from the replicated state.
+
+use crate::{autopilot, ca, sessions, Mode, Server};
+use std::time::Duration;
+
+pub(crate) async fn run(server: Server) {
+    let node = match server.mode() {
+        Mode::Client(_) => return,
+        Mode::Dev => return lead(server).await,
+        Mode::Raft(node) => node.clone(),
+    };
+    let mut metrics = node.raft().metrics();
+    let mut duties: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        let leading = node.is_leader();
+        if leading && duties.is_none() {
+            tracing::info!(term = node.term(), "this server is now the leader");
+            duties = Some(tokio::spawn(lead(server.clone())));
+        } else if !leading {
+            if let Some(d) = duties.take() {
+                tracing::info!("this server is no longer the leader");
+                d.abort();
+                server.session_timers().clear();
+            }
+        }
+        if metrics.changed().await.is_err() {
+            if let Some(d) = duties.take() {
+                d.abort();
+            }
+            return;
+        }
+    }
+}
+
+/// The leader's duties, as one future: aborting it stops all of them.
+async fn lead(server: Server) {
+    loop {
+        match server.ensure_ca().await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not initialise the CA; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    tokio::join!(
+        ca::prune_loop(server.clone()),
+        autopilot::run(server.clone()),
+        sessions::expiry_loop(server)
+    );
+}

@@ -1,0 +1,173 @@
+//! Writes that leave this process: a Raft follower sends them to the leader, a client agent to any server. Both use
+//! the RPC port's `POST /v1/internal/apply`; the answer carries the log index and the store's verdict.
+
+use crate::{now_ms, replica::Replica, Server, LEADER_WAIT};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::time::Instant;
+use weft_raft::{RaftNode, Request, WriteError};
+use weft_state::{ApplyResult, Command, StoreError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    pub command: Command,
+    /// False when the sender is itself a server that found this member to be the leader: do not pass it on.
+    pub forward: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyAnswer {
+    pub index: u64,
+    pub result: Result<ApplyResult, StoreError>,
+}
+
+/// `POST /v1/internal/ca/sign`: a leaf CSR for the leader to sign.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignRequest {
+    pub csr: String,
+    pub datacenter: String,
+}
+
+const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Proposes through Raft here, or at the leader; during an election, waits for one (up to [`LEADER_WAIT`]).
+pub(crate) async fn write_through_raft(
+    server: &Server,
+    node: &RaftNode,
+    command: Command,
+) -> (u64, Result<ApplyResult, StoreError>) {
+    let deadline = Instant::now() + LEADER_WAIT;
+    loop {
+        let proposal = Request {
+            now_ms: now_ms(),
+            command: command.clone(),
+        };
+        match node.write(proposal).await {
+            Ok(answer) => return answer,
+            Err(WriteError::ForwardToLeader(Some((_, leader)))) => {
+                let req = ApplyRequest {
+                    command: command.clone(),
+                    forward: false,
+                };
+                match send_apply(server, &leader, &req).await {
+                    Ok(answer) => return (answer.index, answer.result),
+                    Err(e) => {
+                        tracing::debug!(%leader, error = %e, "forwarding a write failed; retrying")
+                    }
+                }
+            }
+            Err(WriteError::ForwardToLeader(None)) | Err(WriteError::NoLeader) => {}
+            Err(WriteError::Fatal(e)) => return (0, Err(StoreError::Unavailable(e))),
+        }
+        if Instant::now() >= deadline {
+            return (0, Err(StoreError::NoLeader));
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// Applies a forwarded write on this member only (the sender already followed the leader here).
+pub(crate) async fn apply_on_leader(
+    node: &RaftNode,
+    command: Command,
+) -> Result<(u64, Result<ApplyResult, StoreError>), StoreError> {
+    let proposal = Request {
+        now_ms: now_ms(),
+        command,
+    };
+    node.write(proposal).await.map_err(|e| match e {
+        WriteError::Fatal(e) => StoreError::Unavailable(e),
+        _ => StoreError::NoLeader,
+    })
+}
+
+/// A client agent's write: to the server it last reached, then the others, until one answers.
+pub(crate) async fn write_via_servers(
+    server: &Server,
+    replica: &Replica,
+    command: Command,
+) -> (u64, Result<ApplyResult, StoreError>) {
+    let deadline = Instant::now() + LEADER_WAIT;
+    let req = ApplyRequest {
+        command,
+        forward: true,
+    };
+    let mut last_error = String::from("no servers known");
+    loop {
+        for addr in replica.servers_in_order() {
+            match send_apply(server, &addr, &req).await {
+                Ok(answer) => {
+                    replica.prefer(&addr);
+                    return (answer.index, answer.result);
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(error = %last_error, "no server accepted a write");
+            return (
+                0,
+                Err(if last_error.contains("No cluster leader") {
+                    StoreError::NoLeader
+                } else {
+                    StoreError::Unavailable(format!("no server reachable: {last_error}"))
+                }),
+            );
+        }
+        tokio::time::sleep(RETRY_PAUSE * 4).await;
+    }
+}
+
+async fn send_apply(
+    server: &Server,
+    addr: &str,
+    req: &ApplyRequest,
+) -> Result<ApplyAnswer, String> {
+    weft_raft::post_json(server.http(), addr, "/v1/internal/apply", req, RPC_TIMEOUT).await
+}
+
+/// Serves `POST /v1/internal/apply` on the RPC port.
+impl Server {
+    pub async fn handle_apply(&self, req: ApplyRequest) -> Result<ApplyAnswer, StoreError> {
+        match (&self.inner.mode, req.forward) {
+            (crate::Mode::Raft(node), false) => {
+                let (index, result) = apply_on_leader(node, req.command).await?;
+                Ok(ApplyAnswer { index, result })
+            }
+            _ => {
+                let (index, result) = self.write_indexed(req.command).await;
+                match result {
+                    Err(StoreError::NoLeader) => Err(StoreError::NoLeader),
+                    Err(StoreError::Unavailable(e)) => Err(StoreError::Unavailable(e)),
+                    result => Ok(ApplyAnswer { index, result }),
+                }
+            }
+        }
+    }
+
+    /// Sends a request to the leader's RPC port and decodes its answer (leader-only work such as leaf signing).
+    pub async fn call_leader<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+    ) -> Result<Resp, String> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let target = match &self.inner.mode {
+                crate::Mode::Client(replica) => replica.servers_in_order().into_iter().next(),
+                _ => self.leader(),
+            };
+            if let Some(addr) = target {
+                match weft_raft::post_json(self.http(), &addr, path, req, RPC_TIMEOUT).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(e) if Instant::now() >= deadline => return Err(e),
+                    Err(e) => tracing::debug!(%addr, error = %e, "leader call failed; retrying"),
+                }
+            } else if Instant::now() >= deadline {
+                return Err(StoreError::NoLeader.to_string());
+            }
+            tokio::time::sleep(RETRY_PAUSE * 2).await;
+        }
+    }
+}

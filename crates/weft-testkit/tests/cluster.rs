@@ -1,0 +1,316 @@
+//! The production cluster as real processes on loopback: three Raft servers with data dirs and two client agents.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use anyhow::{ensure, Result};
+use serde_json::json;
+use std::time::Duration;
+use weft_testkit::{eventually, Cluster};
+
+fn value_of(resp: &weft_testkit::Response) -> String {
+    resp.text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_any_agent_are_read_through_every_agent() -> Result<()> {
+    let cluster = Cluster::start(3, 2).await?;
+    for i in 0..cluster.len() {
+        let key = format!("/v1/kv/from/{}", cluster.node(i));
+        let resp = cluster.agent(i)?.put(&key, format!("v{i}")).await?;
+        ensure!(
+            resp.text() == "true",
+            "write via {}: {}",
+            cluster.node(i),
+            resp.text()
+        );
+    }
+    // Default (leader) reads see every acknowledged write at once, on servers and clients alike.
+    for reader in 0..cluster.len() {
+        for writer in 0..cluster.len() {
+            let key = format!("/v1/kv/from/{}?raw", cluster.node(writer));
+            let resp = cluster.agent(reader)?.get(&key).await?;
+            ensure!(
+                value_of(&resp) == format!("v{writer}"),
+                "{} reads {:?} for {}'s write",
+                cluster.node(reader),
+                resp.text(),
+                cluster.node(writer)
+            );
+        }
+    }
+    // Every member registered itself in the catalog.
+    eventually(Duration::from_secs(10), || async {
+        let nodes = cluster.agent(4)?.get("/v1/catalog/nodes").await?.json()?;
+        Ok::<_, anyhow::Error>(nodes.as_array().map(|a| a.len()) == Some(5))
+    })
+    .await?;
+    // A service registered on a client agent is in the health view of every server, and its leaf is signed by
+    // the leader for the client.
+    let client = cluster.agent(3)?;
+    client
+        .put_json(
+            "/v1/agent/service/register",
+            &json!({"Name": "web", "ID": "web-1", "Port": 8080}),
+        )
+        .await?
+        .expect_status(200)?;
+    for i in 0..3 {
+        let health = cluster
+            .agent(i)?
+            .get("/v1/health/service/web")
+            .await?
+            .json()?;
+        ensure!(
+            health[0]["Service"]["ID"] == "web-1" && health[0]["Node"]["Node"] == cluster.node(3),
+            "server {i} sees {health}"
+        );
+    }
+    let leaf = client.get("/v1/agent/connect/ca/leaf/web").await?.json()?;
+    ensure!(
+        leaf["ServiceURI"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/svc/web")),
+        "{leaf}"
+    );
+    // ?stale is answered from the member's own copy and says how old it may be.
+    let stale = cluster.agent(4)?.get("/v1/kv/from/?recurse&stale").await?;
+    ensure!(stale.status == 200, "stale read: {}", stale.status);
+    ensure!(stale.header("x-consul-knownleader") == Some("true"));
+    ensure!(stale
+        .header("x-consul-lastcontact")
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|ms| ms < 5000));
+    let consistent = cluster
+        .agent(1)?
+        .get("/v1/kv/from/?recurse&consistent")
+        .await?;
+    ensure!(consistent.status == 200);
+    ensure!(consistent.json()?.as_array().map(|a| a.len()) == Some(5));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_elects_another_and_writes_continue() -> Result<()> {
+    let mut cluster = Cluster::start(3, 1).await?;
+    let client = 3;
+    for n in 0..10 {
+        let r = cluster
+            .agent(client)?
+            .put(&format!("/v1/kv/k{n}"), format!("{n}"))
+            .await?;
+        ensure!(r.text() == "true");
+    }
+    let old = cluster.leader().await?;
+    cluster.kill(old);
+    let new = cluster.wait_for_leader().await?;
+    ensure!(new != old, "the dead server is still leader");
+    for n in 10..20 {
+        let r = cluster
+            .agent(client)?
+            .put(&format!("/v1/kv/k{n}"), format!("{n}"))
+            .await?;
+        ensure!(
+            r.text() == "true",
+            "write {n} after failover: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+    for n in 0..20 {
+        let r = cluster.agent(new)?.get(&format!("/v1/kv/k{n}?raw")).await?;
+        ensure!(r.text() == format!("{n}"), "k{n} = {:?}", r.text());
+    }
+    // The old leader comes back as a follower and catches up.
+    cluster.restart(old)?;
+    eventually(Duration::from_secs(15), || async {
+        let r = cluster.agent(old)?.get("/v1/kv/k19?raw&stale").await?;
+        Ok::<_, anyhow::Error>(r.text() == "19")
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_every_server_keeps_every_acknowledged_write() -> Result<()> {
+    let mut cluster = Cluster::start(3, 0).await?;
+    let mut acknowledged = Vec::new();
+    for n in 0..30 {
+        let via = n % 3;
+        let r = cluster
+            .agent(via)?
+            .put(&format!("/v1/kv/durable/{n}"), format!("{n}"))
+            .await?;
+        if r.text() == "true" {
+            acknowledged.push(n);
+        }
+    }
+    ensure!(acknowledged.len() == 30);
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in 0..3 {
+        cluster.restart(i)?;
+    }
+    cluster.wait_for_leader().await?;
+    for n in acknowledged {
+        let r = cluster
+            .agent(n % 3)?
+            .get(&format!("/v1/kv/durable/{n}?raw"))
+            .await?;
+        ensure!(
+            r.text() == format!("{n}"),
+            "durable/{n} lost: {} {:?}",
+            r.status,
+            r.text()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_agent_repairs_drift_and_keeps_its_services_across_restarts() -> Result<()> {
+    let mut cluster = Cluster::start(3, 1).await?;
+    let client = 3;
+    cluster
+        .agent(client)?
+        .put_json(
+            "/v1/agent/service/register",
+            &json!({"Name": "api", "ID": "api-1", "Port": 9090, "Check": {"TTL": "30s", "Status": "passing"}}),
+        )
+        .await?
+        .expect_status(200)?;
+    // Someone deletes the service from the catalog behind the agent's back: anti-entropy puts it back.
+    let node = cluster.node(client).to_string();
+    cluster
+        .agent(0)?
+        .put_json(
+            "/v1/catalog/deregister",
+            &json!({"Node": node, "ServiceID": "api-1"}),
+        )
+        .await?
+        .expect_status(200)?;
+    eventually(Duration::from_secs(10), || async {
+        let s = cluster
+            .agent(1)?
+            .get("/v1/catalog/service/api")
+            .await?
+            .json()?;
+        Ok::<_, anyhow::Error>(s.as_array().map(|a| a.len()) == Some(1))
+    })
+    .await?;
+    // A restarted client agent still owns the service (from its data dir), and its check runs again.
+    cluster.kill(client);
+    cluster.restart(client)?;
+    let services = cluster
+        .agent(client)?
+        .get("/v1/agent/services")
+        .await?
+        .json()?;
+    ensure!(services.get("api-1").is_some(), "after restart: {services}");
+    cluster
+        .agent(client)?
+        .put_empty("/v1/agent/check/pass/service:api-1")
+        .await?
+        .expect_status(200)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_writes_fail_with_no_cluster_leader() -> Result<()> {
+    let mut cluster = Cluster::start(3, 0).await?;
+    let leader = cluster.leader().await?;
+    let survivor = (leader + 1) % 3;
+    for i in 0..3 {
+        if i != survivor {
+            cluster.kill(i);
+        }
+    }
+    // The survivor notices it has no leader within an election timeout, then refuses writes after Consul's
+    // 7 s hold (an election might still have produced one).
+    let r = cluster.agent(survivor)?.put("/v1/kv/x", "1").await?;
+    ensure!(
+        r.status == 500,
+        "write without quorum: {} {}",
+        r.status,
+        r.text()
+    );
+    ensure!(r.text().contains("No cluster leader"), "{}", r.text());
+    let stale = cluster.agent(survivor)?.get("/v1/kv/x?stale").await?;
+    ensure!(
+        stale.header("x-consul-knownleader") == Some("false"),
+        "{:?}",
+        stale.header("x-consul-knownleader")
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_server_is_removed_once_a_replacement_joins() -> Result<()> {
+    let dir = weft_testkit::TempDir::new()?;
+    let config = dir.write(
+        "autopilot.json",
+        json!({"autopilot": {"server_stabilization_time": "2s"}}).to_string(),
+    )?;
+    let mut cluster = Cluster::start_with(
+        3,
+        0,
+        vec!["-config-file".into(), config.display().to_string()],
+    )
+    .await?;
+    let peers = weft_testkit::cli(cluster.agent(0)?, &["operator", "raft", "list-peers"])?;
+    ensure!(peers.code() == 0, "{}", peers.stderr);
+    ensure!(peers.stdout.lines().count() == 4, "{}", peers.stdout);
+    ensure!(
+        peers.stdout.matches("leader").count() == 1,
+        "{}",
+        peers.stdout
+    );
+
+    let leader = cluster.leader().await?;
+    let dead = (leader + 1) % 3;
+    let dead_addr = cluster.rpc_addr(dead);
+    cluster.kill(dead);
+    // With only two of three voters alive nothing is removed: the cluster would lose its spare.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let config = cluster
+        .agent(leader)?
+        .get("/v1/operator/raft/configuration")
+        .await?
+        .json()?;
+    ensure!(
+        config["Servers"].as_array().map(|a| a.len()) == Some(3),
+        "{config}"
+    );
+
+    let replacement = cluster.add_server()?;
+    let replacement_addr = cluster.rpc_addr(replacement);
+    eventually(Duration::from_secs(30), || async {
+        let config = cluster
+            .agent(leader)?
+            .get("/v1/operator/raft/configuration")
+            .await?
+            .json()?;
+        let addrs: Vec<String> = config["Servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s["Address"].as_str().unwrap_or("").to_string())
+            .collect();
+        Ok::<_, anyhow::Error>(
+            addrs.len() == 3 && !addrs.contains(&dead_addr) && addrs.contains(&replacement_addr),
+        )
+    })
+    .await?;
+    let health = cluster
+        .agent(leader)?
+        .get("/v1/operator/autopilot/health")
+        .await?;
+    ensure!(health.status == 200, "{} {}", health.status, health.text());
+    ensure!(health.json()?["FailureTolerance"] == 1, "{}", health.text());
+    // Writes go on through the new configuration.
+    let r = cluster
+        .agent(replacement)?
+        .put("/v1/kv/after-replacement", "1")
+        .await?;
+    ensure!(r.text() == "true");
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! `weft operator raft list-peers|remove-peer` and `weft operator autopilot state`.
+
+use crate::client::{columns, encode, Api, HttpArgs};
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::Value;
+
+#[derive(Subcommand, Debug)]
+pub enum OperatorCmd {
+    /// The Raft configuration.
+    #[command(subcommand)]
+    Raft(RaftCmd),
+    /// Server health as the leader's autopilot sees it.
+    #[command(subcommand)]
+    Autopilot(AutopilotCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RaftCmd {
+    /// Lists the servers in the Raft configuration.
+    ListPeers(Plain),
+    /// Removes a server from the Raft configuration.
+    RemovePeer(RemovePeerArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AutopilotCmd {
+    /// Prints each server's health.
+    State(Plain),
+}
+
+#[derive(Args, Debug)]
+pub struct Plain {
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RemovePeerArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// The server's ID, as `list-peers` shows it.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The server's RPC address (IP:port).
+    #[arg(long)]
+    pub address: Option<String>,
+}
+
+fn s(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+pub async fn run(cmd: OperatorCmd) -> Result<i32> {
+    match cmd {
+        OperatorCmd::Raft(RaftCmd::ListPeers(a)) => {
+            let api = Api::new(&a.http)?;
+            let config = api.get_json("/v1/operator/raft/configuration").await?;
+            let mut rows = vec![["Node", "ID", "Address", "State", "Voter", "RaftProtocol"]
+                .map(String::from)
+                .to_vec()];
+            for srv in config["Servers"].as_array().into_iter().flatten() {
+                rows.push(vec![
+                    s(srv, "Node"),
+                    s(srv, "ID"),
+                    s(srv, "Address"),
+                    if srv["Leader"] == true {
+                        "leader"
+                    } else {
+                        "follower"
+                    }
+                    .into(),
+                    s(srv, "Voter"),
+                    s(srv, "ProtocolVersion"),
+                ]);
+            }
+            print!("{}", columns(&rows));
+            Ok(0)
+        }
+        OperatorCmd::Raft(RaftCmd::RemovePeer(a)) => {
+            let query = match (&a.id, &a.address) {
+                (Some(_), Some(_)) => bail!("Only one of -id or -address may be given"),
+                (Some(id), None) => format!("id={}", encode(id)),
+                (None, Some(addr)) => format!("address={}", encode(addr)),
+                (None, None) => bail!("Missing peer: pass -id or -address"),
+            };
+            let api = Api::new(&a.http)?;
+            api.ok(
+                Method::DELETE,
+                &format!("/v1/operator/raft/peer?{query}"),
+                None,
+            )
+            .await?;
+            let who = a.id.or(a.address).unwrap_or_default();
+            println!("Removed peer with {who}");
+            Ok(0)
+        }
+        OperatorCmd::Autopilot(AutopilotCmd::State(a)) => {
+            let api = Api::new(&a.http)?;
+            let answer = api
+                .call(Method::GET, "/v1/operator/autopilot/health", None)
+                .await?;
+            if !(answer.status.is_success() || answer.status.as_u16() == 429) {
+                bail!(
+                    "Unexpected response code: {} ({})",
+                    answer.status.as_u16(),
+                    answer.text()
+                );
+            }
+            let health = answer.json()?;
+            println!("Healthy:                      {}", health["Healthy"]);
+            println!(
+                "Failure Tolerance:            {}",
+                health["FailureTolerance"]
+            );
+            let mut rows = vec![[
+                "Node",
+                "ID",
+                "Address",
+                "Healthy",
+                "Voter",
+                "Leader",
+                "LastContact",
+            ]
+            .map(String::from)
+            .to_vec()];
+            for srv in health["Servers"].as_array().into_iter().flatten() {
+                rows.push(vec![
+                    s(srv, "Name"),
+                    s(srv, "ID"),
+                    s(srv, "Address"),
+                    s(srv, "Healthy"),
+                    s(srv, "Voter"),
+                    s(srv, "Leader"),
+                    s(srv, "LastContact"),
+                ]);
+            }
+            print!("{}", columns(&rows));
+            Ok(if health["Healthy"] == true { 0 } else { 2 })
+        }
+    }
+}
