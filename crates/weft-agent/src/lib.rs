@@ -140,6 +140,9 @@ impl Agent {
             })
             .await?;
         self.inner.notify();
+        if let Some(g) = self.inner.server.gossip() {
+            let _ = g.leave().await;
+        }
         Ok(())
     }
 

@@ -109,9 +109,8 @@ pub(crate) async fn sync_once(inner: &Arc<Inner>) -> Result<usize, weft_state::S
             .node(&cfg.node_name)
             .is_some_and(|n| n.address == cfg.advertise_addr && n.id == cfg.node_id);
         let catalog_checks: Vec<HealthCheck> = store.node_checks(&cfg.node_name).cloned().collect();
-        let serf_ok = catalog_checks
-            .iter()
-            .any(|c| c.check_id == SERF_HEALTH && c.status == CheckStatus::Passing);
+        // In a cluster the leader owns `serfHealth` (it follows gossip); the agent only makes sure it exists.
+        let serf_ok = catalog_checks.iter().any(|c| c.check_id == SERF_HEALTH);
         if !node_ok || !serf_ok {
             writes.push(node_registration(inner));
         }

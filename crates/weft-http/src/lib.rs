@@ -22,6 +22,7 @@ mod session;
 mod status;
 mod txn;
 
+pub use agent::resolve_gossip_addr;
 pub use ctx::Ctx;
 pub use reply::{ApiError, Reply};
 

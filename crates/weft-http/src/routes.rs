@@ -49,6 +49,8 @@ fn table() -> Vec<Route> {
         // agent
         route!("/v1/agent/self", [GET], agent::self_),
         route!("/v1/agent/members", [GET], agent::members),
+        route!("/v1/agent/join/", [PUT], agent::join),
+        route!("/v1/agent/force-leave/", [PUT], agent::force_leave),
         route!("/v1/agent/version", [GET], agent::version),
         route!("/v1/agent/services", [GET], agent::services),
         route!("/v1/agent/service/", [GET], agent::service),
@@ -83,7 +85,6 @@ fn table() -> Vec<Route> {
         ),
         route!("/v1/agent/reload", [PUT], agent::reload),
         route!("/v1/agent/leave", [PUT], agent::leave),
-        route!("/v1/agent/join/", [PUT], agent::join),
         // catalog
         route!("/v1/catalog/register", [PUT], catalog::register),
         route!("/v1/catalog/deregister", [PUT], catalog::deregister),

@@ -39,7 +39,7 @@ pub struct JoinRequest {
     pub node_name: String,
 }
 
-/// `-bootstrap-expect` and `-retry-join`.
+/// `-bootstrap-expect`, and server RPC addresses to ask besides those gossip finds.
 #[derive(Debug, Clone, Default)]
 pub struct Bootstrap {
     pub expect: u32,
@@ -110,7 +110,15 @@ impl Server {
             }
             let mut fresh: BTreeMap<u64, String> = BTreeMap::new();
             fresh.insert(me.id, me.addr.clone());
-            for addr in &boot.retry_join {
+            // Candidates: the servers gossip knows (their RPC addresses are in their tags), plus any given here.
+            let mut candidates: Vec<String> =
+                self.gossip().map(|g| g.servers()).unwrap_or_default();
+            for a in &boot.retry_join {
+                if !candidates.contains(a) {
+                    candidates.push(a.clone());
+                }
+            }
+            for addr in &candidates {
                 if *addr == me.addr {
                     continue;
                 }

@@ -12,6 +12,7 @@ mod autopilot;
 mod ca;
 mod cluster;
 mod leadership;
+mod reconcile;
 mod replica;
 mod rpc;
 mod sessions;
@@ -91,6 +92,7 @@ struct Inner {
     mode: Mode,
     http: weft_raft::HttpClient,
     autopilot: autopilot::Tracker,
+    gossip: std::sync::OnceLock<weft_gossip::Gossip>,
 }
 
 /// Milliseconds since the Unix epoch: the clock commands carry.
@@ -132,6 +134,7 @@ impl Server {
                 mode,
                 http: weft_raft::http_client(),
                 autopilot: autopilot::Tracker::default(),
+                gossip: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -256,6 +259,19 @@ impl Server {
                 .map_err(|_| StoreError::NoLeader),
             _ => Ok(()),
         }
+    }
+
+    /// Attaches this agent's gossip membership (cluster modes): the leader reconciles it into the catalog, and
+    /// client agents learn the servers' RPC addresses from it.
+    pub fn set_gossip(&self, gossip: weft_gossip::Gossip) {
+        if let Mode::Client(replica) = &self.inner.mode {
+            replica.follow_gossip(&gossip);
+        }
+        let _ = self.inner.gossip.set(gossip);
+    }
+
+    pub fn gossip(&self) -> Option<&weft_gossip::Gossip> {
+        self.inner.gossip.get()
     }
 
     pub(crate) fn autopilot(&self) -> &autopilot::Tracker {

@@ -127,6 +127,23 @@ impl Replica {
         }
     }
 
+    /// Keeps the server list in step with the alive servers gossip knows.
+    pub(crate) fn follow_gossip(self: &Arc<Self>, gossip: &weft_gossip::Gossip) {
+        let mut rx = gossip.subscribe();
+        let me = Arc::downgrade(self);
+        let gossip = gossip.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(r) = me.upgrade() else { return };
+                r.learn_servers(&gossip.servers());
+                drop(r);
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
     fn learn_servers(&self, found: &[String]) {
         let mut servers = lock(&self.servers);
         for s in found {

@@ -13,6 +13,7 @@ struct Member {
     node: String,
     server: bool,
     rpc_port: u16,
+    serf_port: u16,
     agent: Option<DevAgent>,
 }
 
@@ -29,6 +30,12 @@ pub struct Cluster {
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+/// A UDP port nothing uses right now (for gossip).
+fn free_udp_port() -> Result<u16> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    Ok(s.local_addr()?.port())
 }
 
 impl Cluster {
@@ -48,12 +55,13 @@ impl Cluster {
             extra,
         };
         for _ in 0..servers {
-            let port = free_port()?;
-            cluster.join.push(format!("127.0.0.1:{port}"));
+            let serf_port = free_udp_port()?;
+            cluster.join.push(format!("127.0.0.1:{serf_port}"));
             cluster.members.push(Member {
                 node: unique_node_name(),
                 server: true,
-                rpc_port: port,
+                rpc_port: free_port()?,
+                serf_port,
                 agent: None,
             });
         }
@@ -62,6 +70,7 @@ impl Cluster {
                 node: unique_node_name(),
                 server: false,
                 rpc_port: free_port()?,
+                serf_port: free_udp_port()?,
                 agent: None,
             });
         }
@@ -80,6 +89,8 @@ impl Cluster {
             .node(m.node.clone())
             .args(["-bind", "127.0.0.1", "-server-port"])
             .arg(m.rpc_port.to_string())
+            .arg("-serf-lan-port")
+            .arg(m.serf_port.to_string())
             .arg("-data-dir")
             .arg(data.as_os_str());
         if m.server {
@@ -103,15 +114,32 @@ impl Cluster {
 
     /// Starts one more server that joins the running cluster; answers its index.
     pub fn add_server(&mut self) -> Result<usize> {
-        let port = free_port()?;
         self.members.push(Member {
             node: unique_node_name(),
             server: true,
-            rpc_port: port,
+            rpc_port: free_port()?,
+            serf_port: free_udp_port()?,
             agent: None,
         });
         let i = self.members.len() - 1;
         self.launch(i)?;
+        Ok(i)
+    }
+
+    /// Starts one more client agent with its own extra arguments (instead of the cluster's); answers its index.
+    pub fn add_client_with(&mut self, extra: Vec<String>) -> Result<usize> {
+        self.members.push(Member {
+            node: unique_node_name(),
+            server: false,
+            rpc_port: free_port()?,
+            serf_port: free_udp_port()?,
+            agent: None,
+        });
+        let i = self.members.len() - 1;
+        let saved = std::mem::replace(&mut self.extra, extra);
+        let launched = self.launch(i);
+        self.extra = saved;
+        launched?;
         Ok(i)
     }
 

@@ -314,3 +314,147 @@ async fn a_dead_server_is_removed_once_a_replacement_joins() -> Result<()> {
     ensure!(r.text() == "true");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_tracks_members_and_a_failed_node_leaves_the_healthy_set() -> Result<()> {
+    let mut cluster = Cluster::start(3, 2).await?;
+    let (doomed, leaver) = (3, 4);
+    cluster
+        .agent(doomed)?
+        .put_json(
+            "/v1/agent/service/register",
+            &json!({"Name": "cache", "ID": "cache-1", "Port": 6379}),
+        )
+        .await?
+        .expect_status(200)?;
+    // `weft members` on a server lists all five agents alive, servers as "server".
+    eventually(Duration::from_secs(15), || async {
+        let out = weft_testkit::cli(cluster.agent(0)?, &["members"])?;
+        let alive = out.stdout.lines().filter(|l| l.contains("alive")).count();
+        Ok::<_, anyhow::Error>(alive == 5 && out.stdout.matches("server").count() == 3)
+    })
+    .await?;
+    eventually(Duration::from_secs(10), || async {
+        let h = cluster
+            .agent(0)?
+            .get("/v1/health/service/cache?passing")
+            .await?
+            .json()?;
+        Ok::<_, anyhow::Error>(h.as_array().map(|a| a.len()) == Some(1))
+    })
+    .await?;
+
+    // A node that dies: failed in gossip, serfHealth critical, its service out of the healthy set.
+    let doomed_name = cluster.node(doomed).to_string();
+    cluster.kill(doomed);
+    eventually(Duration::from_secs(20), || async {
+        let checks = cluster
+            .agent(1)?
+            .get(&format!("/v1/health/node/{doomed_name}"))
+            .await?
+            .json()?;
+        let serf = checks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["CheckID"] == "serfHealth")
+            .map(|c| c["Status"].clone());
+        Ok::<_, anyhow::Error>(serf == Some(json!("critical")))
+    })
+    .await?;
+    let passing = cluster
+        .agent(1)?
+        .get("/v1/health/service/cache?passing")
+        .await?
+        .json()?;
+    ensure!(passing.as_array().map(|a| a.len()) == Some(0), "{passing}");
+    let members = cluster.agent(0)?.get("/v1/agent/members").await?.json()?;
+    let status = members
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["Name"] == doomed_name.as_str())
+        .map(|m| m["Status"].clone());
+    ensure!(status == Some(json!(4)), "failed member status: {status:?}");
+
+    // A node that leaves gracefully: status left, node deregistered.
+    let leaver_name = cluster.node(leaver).to_string();
+    let out = weft_testkit::cli(cluster.agent(leaver)?, &["leave"])?;
+    ensure!(out.code() == 0, "{}", out.stderr);
+    eventually(Duration::from_secs(15), || async {
+        let nodes = cluster.agent(0)?.get("/v1/catalog/nodes").await?.json()?;
+        let gone = !nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["Node"] == leaver_name.as_str());
+        let members = cluster.agent(0)?.get("/v1/agent/members").await?.json()?;
+        let left = members
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["Name"] == leaver_name.as_str() && m["Status"] == 3);
+        Ok::<_, anyhow::Error>(gone && left)
+    })
+    .await?;
+
+    // force-leave turns the failed node into a left one, and the leader deregisters it.
+    let out = weft_testkit::cli(cluster.agent(0)?, &["force-leave", &doomed_name])?;
+    ensure!(out.code() == 0, "{}", out.stderr);
+    eventually(Duration::from_secs(15), || async {
+        let nodes = cluster.agent(0)?.get("/v1/catalog/nodes").await?.json()?;
+        Ok::<_, anyhow::Error>(
+            !nodes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| n["Node"] == doomed_name.as_str()),
+        )
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_encryption_keeps_out_agents_without_the_key() -> Result<()> {
+    let key = weft_testkit::Cli::new().args(&["keygen"]).run()?;
+    ensure!(key.code() == 0);
+    let key = key.stdout.trim().to_string();
+    ensure!(key.len() == 44, "a 32-byte key in base64: {key:?}");
+    let mut cluster = Cluster::start_with(3, 0, vec!["-encrypt".into(), key]).await?;
+    // A client agent with another key never appears among the members.
+    let other = weft_testkit::Cli::new()
+        .args(&["keygen"])
+        .run()?
+        .stdout
+        .trim()
+        .to_string();
+    let intruder = cluster.add_client_with(vec!["-encrypt".into(), other])?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let members = cluster.agent(0)?.get("/v1/agent/members").await?.json()?;
+    ensure!(members.as_array().map(|a| a.len()) == Some(3), "{members}");
+    let own = cluster
+        .agent(intruder)?
+        .get("/v1/agent/members")
+        .await?
+        .json()?;
+    ensure!(own.as_array().map(|a| a.len()) == Some(1), "{own}");
+    // A bad key is refused at start with a clear message.
+    let bad = weft_testkit::Cli::new()
+        .args(&[
+            "agent",
+            "-data-dir",
+            "/nonexistent-weft",
+            "-retry-join",
+            "127.0.0.1",
+            "-encrypt",
+            "short",
+        ])
+        .run()?;
+    ensure!(
+        bad.code() != 0 && bad.stderr.contains("encrypt"),
+        "{}",
+        bad.stderr
+    );
+    Ok(())
+}

@@ -22,9 +22,15 @@ pub struct AgentArgs {
     /// How many servers must meet before the cluster starts (set the same on every server).
     #[arg(long = "bootstrap-expect")]
     pub bootstrap_expect: Option<u32>,
-    /// A server's RPC address (host or host:port, port 8300 by default) to join; repeatable.
+    /// An agent's gossip address to join (host or host:port, port 8301 by default); repeatable.
     #[arg(long = "retry-join", alias = "join")]
     pub retry_join: Vec<String>,
+    /// The gossip (serf LAN) port (default 8301).
+    #[arg(long = "serf-lan-port")]
+    pub serf_lan_port: Option<u16>,
+    /// Encrypts gossip with this key (base64 of 16 or 32 bytes; `weft keygen` makes one).
+    #[arg(long)]
+    pub encrypt: Option<String>,
     /// The server RPC port (default 8300).
     #[arg(long = "server-port")]
     pub server_port: Option<u16>,
@@ -196,8 +202,15 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         .retry_join
         .iter()
         .chain(files.retry_join.iter())
-        .map(|a| crate::cluster_cmd::with_default_port(a, 8300))
+        .map(|a| crate::cluster_cmd::with_default_port(a, 8301))
         .collect();
+    let serf_port = args.serf_lan_port.or(files.serf_lan_port).unwrap_or(8301);
+    let keyring = match args.encrypt.clone().or(files.encrypt.clone()) {
+        Some(k) => Some(
+            weft_gossip::Keyring::from_base64(&k).map_err(|e| anyhow::anyhow!("-encrypt: {e}"))?,
+        ),
+        None => None,
+    };
     let rpc_bind: SocketAddr = crate::cluster_cmd::socket_addr(&bind, server_port)
         .with_context(|| format!("invalid bind address {bind:?}"))?;
     let mut rpc_listener = None;
@@ -221,8 +234,47 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         Server::raft(server_config, node)
     } else {
-        Server::client(server_config, retry_join.clone())
+        Server::client(server_config, Vec::new())
     };
+    if !args.dev {
+        let gossip_bind = crate::cluster_cmd::socket_addr(&bind, serf_port)?;
+        let gossip_advertise = crate::cluster_cmd::socket_addr(&advertise, serf_port)
+            .with_context(|| format!("invalid advertise address {advertise:?}"))?;
+        let tags = weft_gossip::Tags {
+            role: if is_server {
+                weft_gossip::Role::Server
+            } else {
+                weft_gossip::Role::Client
+            },
+            datacenter: datacenter.clone(),
+            rpc: is_server.then(|| server.config().rpc_addr.clone()),
+            expect: bootstrap_expect.unwrap_or(0),
+            build: weft_types::VERSION.into(),
+        };
+        let mut gossip_config =
+            weft_gossip::GossipConfig::new(&node_name, gossip_bind, gossip_advertise, tags);
+        gossip_config.keyring = keyring;
+        if let Some(t) = files.reconnect_timeout {
+            gossip_config.reconnect_timeout = t;
+        }
+        let gossip = weft_gossip::Gossip::start(gossip_config)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut seeds = Vec::new();
+        for addr in &retry_join {
+            match weft_http::resolve_gossip_addr(addr).await {
+                Ok(found) => seeds.extend(found),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a -retry-join address does not resolve; skipping it")
+                }
+            }
+        }
+        gossip
+            .join(seeds)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        server.set_gossip(gossip);
+    }
     let _leader_loops = server.spawn_leader_loops();
     let agent = Agent::new(
         AgentConfig {
@@ -268,7 +320,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         });
         let boot = weft_server::Bootstrap {
             expect: bootstrap_expect.unwrap_or(0),
-            retry_join: retry_join.clone(),
+            retry_join: Vec::new(),
         };
         let forming = agent.server().clone();
         tokio::spawn(async move { forming.form_cluster(boot).await });

@@ -26,6 +26,12 @@ pub struct FileConfig {
     pub http_port: Option<u16>,
     /// `ports.server`: the server RPC port.
     pub server_port: Option<u16>,
+    /// `ports.serf_lan`: the gossip port.
+    pub serf_lan_port: Option<u16>,
+    /// `encrypt`: the gossip encryption key.
+    pub encrypt: Option<String>,
+    /// `reconnect_timeout`: how long failed members are kept before they are reaped (Consul: 72 h).
+    pub reconnect_timeout: Option<Duration>,
     pub server: Option<bool>,
     pub bootstrap_expect: Option<u32>,
     /// `retry_join`: servers to join (appended across files).
@@ -83,6 +89,14 @@ impl FileConfig {
         set_string!(advertise_addr, "advertise_addr");
         set_string!(data_dir, "data_dir");
         set_string!(log_level, "log_level");
+        set_string!(encrypt, "encrypt");
+        if let Some(v) = string(&map, "reconnect_timeout").map_err(at)? {
+            self.reconnect_timeout = Some(
+                weft_types::duration::parse_duration(&v)
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .map_err(at)?,
+            );
+        }
         if let Some(v) = map.get("server") {
             self.server =
                 Some(v.as_bool().with_context(|| {
@@ -114,6 +128,12 @@ impl FileConfig {
             }
         }
         if let Some(ports) = map.get("ports").and_then(Value::as_object) {
+            if let Some(p) = ports.get("serf_lan") {
+                let port = p.as_u64().filter(|p| *p <= 65535);
+                self.serf_lan_port = Some(port.with_context(|| {
+                    format!("{}: ports.serf_lan must be 0-65535", origin.display())
+                })? as u16);
+            }
             if let Some(p) = ports.get("server") {
                 let port = p.as_u64().filter(|p| *p <= 65535);
                 self.server_port = Some(port.with_context(|| {

@@ -53,6 +53,12 @@ enum Command {
     Version,
     /// Makes the agent leave the cluster and shut down.
     Leave(misc::PlainArgs),
+    /// Joins the local agent to a cluster through other agents' gossip addresses.
+    Join(misc::JoinArgs),
+    /// Marks a failed member as left, so its node is deregistered.
+    ForceLeave(misc::ForceLeaveArgs),
+    /// Prints a new gossip encryption key (for -encrypt).
+    Keygen,
 }
 
 fn main() {
@@ -91,6 +97,9 @@ fn main() {
             Command::Info(a) => misc::info(a).await,
             Command::Version => Ok(misc::version()),
             Command::Leave(a) => misc::leave(a).await,
+            Command::Join(a) => misc::join(a).await,
+            Command::ForceLeave(a) => misc::force_leave(a).await,
+            Command::Keygen => Ok(misc::keygen()),
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));

@@ -1,6 +1,6 @@
 //! Small commands: `members`, `info`, `version`, `leave`.
 
-use crate::client::{columns, Api, HttpArgs};
+use crate::client::{columns, encode, Api, HttpArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use reqwest::Method;
@@ -155,4 +155,63 @@ pub async fn leave(args: PlainArgs) -> Result<i32> {
     api.ok(Method::PUT, "/v1/agent/leave", None).await?;
     println!("Graceful leave complete");
     Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// Gossip addresses of agents already in the cluster (host or host:port, port 8301 by default).
+    #[arg(required = true)]
+    pub addresses: Vec<String>,
+}
+
+/// `weft join ADDR...`: asks the local agent to join the cluster through these agents.
+pub async fn join(args: JoinArgs) -> Result<i32> {
+    let api = Api::new(&args.http)?;
+    let mut joined = 0;
+    for addr in &args.addresses {
+        match api
+            .ok(
+                Method::PUT,
+                &format!("/v1/agent/join/{}", encode(addr)),
+                None,
+            )
+            .await
+        {
+            Ok(_) => joined += 1,
+            Err(e) => eprintln!("Error joining address '{addr}': {e}"),
+        }
+    }
+    if joined == 0 {
+        bail!("Failed to join any nodes.");
+    }
+    println!("Successfully joined cluster by contacting {joined} nodes.");
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct ForceLeaveArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// The failed node's name.
+    pub node: String,
+}
+
+/// `weft force-leave NODE`: marks a failed member as left, so the leader deregisters it.
+pub async fn force_leave(args: ForceLeaveArgs) -> Result<i32> {
+    let api = Api::new(&args.http)?;
+    api.ok(
+        Method::PUT,
+        &format!("/v1/agent/force-leave/{}", encode(&args.node)),
+        None,
+    )
+    .await?;
+    Ok(0)
+}
+
+/// `weft keygen`: a new gossip encryption key.
+pub fn keygen() -> i32 {
+    println!("{}", weft_gossip::generate_key());
+    0
 }

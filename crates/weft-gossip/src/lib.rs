@@ -1,0 +1,159 @@
+//! Gossip membership among all agents (Consul's serf LAN pool, port 8301): who is in the cluster, who is alive,
+//! who failed and who left.
+//!
+//! SWIM with infection-style dissemination and suspicion comes from `foca`; this crate gives it a UDP socket, a
+//! clock, optional encryption (`-encrypt`, AES-GCM with a key from `weft keygen`) and a member table with Consul's
+//! three states. Each member's identity carries its tags (role, datacenter, RPC address), so agents find the
+//! servers through gossip, as Consul's do.
+
+mod crypto;
+mod member;
+mod runner;
+
+pub use crypto::{generate_key, KeyError, Keyring};
+pub use member::{Member, MemberInfo, Role, Status, Tags};
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How this agent takes part in gossip.
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    pub name: String,
+    /// The UDP address to listen on.
+    pub bind: SocketAddr,
+    /// The address other members reach this one at.
+    pub advertise: SocketAddr,
+    pub tags: Tags,
+    /// Encrypts every packet when set; packets that do not decrypt are dropped (and counted).
+    pub keyring: Option<Keyring>,
+    /// Failed members are forgotten after this long (Consul's `reconnect_timeout`, 72 h).
+    pub reconnect_timeout: Duration,
+    /// How often the SWIM protocol probes a random member.
+    pub probe_period: Duration,
+}
+
+impl GossipConfig {
+    pub fn new(name: &str, bind: SocketAddr, advertise: SocketAddr, tags: Tags) -> GossipConfig {
+        GossipConfig {
+            name: name.into(),
+            bind,
+            advertise,
+            tags,
+            keyring: None,
+            reconnect_timeout: Duration::from_secs(72 * 3600),
+            probe_period: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GossipError {
+    #[error("cannot listen for gossip on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gossip has stopped")]
+    Stopped,
+}
+
+pub(crate) enum Command {
+    Join(Vec<SocketAddr>),
+    Leave(oneshot::Sender<()>),
+    ForceLeave(String, oneshot::Sender<bool>),
+}
+
+/// A cheap handle on the running gossip task.
+#[derive(Clone)]
+pub struct Gossip {
+    commands: mpsc::Sender<Command>,
+    members: watch::Receiver<Vec<MemberInfo>>,
+    local: Member,
+    reconnect_timeout: Duration,
+}
+
+impl Gossip {
+    /// Binds the UDP socket and starts gossiping (alone until [`Gossip::join`]).
+    pub async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
+        let socket = tokio::net::UdpSocket::bind(config.bind)
+            .await
+            .map_err(|source| GossipError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let local = Member::new(&config.name, config.advertise, config.tags.clone());
+        let reconnect_timeout = config.reconnect_timeout;
+        let (commands, rx) = mpsc::channel(64);
+        let (members_tx, members) = watch::channel(vec![MemberInfo::alive(&local)]);
+        tokio::spawn(runner::run(config, socket, local.clone(), rx, members_tx));
+        Ok(Gossip {
+            commands,
+            members,
+            local,
+            reconnect_timeout,
+        })
+    }
+
+    /// How long failed members are kept before they are reaped.
+    pub fn reconnect_timeout(&self) -> Duration {
+        self.reconnect_timeout
+    }
+
+    /// This agent's own identity.
+    pub fn local(&self) -> &Member {
+        &self.local
+    }
+
+    /// Announces this agent to `seeds` (gossip addresses); the runner keeps retrying until it hears back.
+    pub async fn join(&self, seeds: Vec<SocketAddr>) -> Result<(), GossipError> {
+        self.commands
+            .send(Command::Join(seeds))
+            .await
+            .map_err(|_| GossipError::Stopped)
+    }
+
+    /// Leaves gracefully: tells the members first, so they record "left" rather than "failed".
+    pub async fn leave(&self) -> Result<(), GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Leave(tx))
+            .await
+            .map_err(|_| GossipError::Stopped)?;
+        let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
+        Ok(())
+    }
+
+    /// Marks a failed member as left on every member (`weft force-leave`); false when no failed member has the name.
+    pub async fn force_leave(&self, name: &str) -> Result<bool, GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::ForceLeave(name.into(), tx))
+            .await
+            .map_err(|_| GossipError::Stopped)?;
+        rx.await.map_err(|_| GossipError::Stopped)
+    }
+
+    /// Every member known, this one included.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.members.borrow().clone()
+    }
+
+    /// Wakes on every change of the member table.
+    pub fn subscribe(&self) -> watch::Receiver<Vec<MemberInfo>> {
+        self.members.clone()
+    }
+
+    /// Alive servers' RPC addresses.
+    pub fn servers(&self) -> Vec<String> {
+        self.members()
+            .into_iter()
+            .filter(|m| m.status == Status::Alive && m.member.tags.role == Role::Server)
+            .filter_map(|m| m.member.tags.rpc.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

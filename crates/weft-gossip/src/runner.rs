@@ -1,0 +1,326 @@
+//! The gossip task: one UDP socket, one foca instance, timers, and the member table.
+//!
+//! Frames are one kind byte and a body: `0` carries a foca packet; `1` carries a leave notice (a member's name),
+//! sent to everyone by a member about to leave (or by `force-leave` on its behalf), so the down state that follows
+//! is recorded as "left" rather than "failed". With a keyring, the whole frame is sealed.
+
+use crate::member::{Member, MemberInfo, Status};
+use crate::{Command, GossipConfig};
+use foca::{AccumulatingRuntime, Config, Foca, OwnedNotification, PostcardCodec, Timer};
+use rand::rngs::SmallRng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::{Duration, SystemTime};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+const FOCA: u8 = 0;
+const LEAVE: u8 = 1;
+/// Seeds are announced to this often until some member answers.
+const JOIN_RETRY: Duration = Duration::from_secs(2);
+
+type Swim = Foca<Member, PostcardCodec, SmallRng, foca::NoCustomBroadcast>;
+
+struct State {
+    config: GossipConfig,
+    socket: UdpSocket,
+    local: Member,
+    foca: Swim,
+    runtime: AccumulatingRuntime<Member>,
+    table: BTreeMap<String, MemberInfo>,
+    /// Names that announced they are leaving: their coming "down" is a "left".
+    leaving: BTreeSet<String>,
+    seeds: Vec<SocketAddr>,
+    timers: mpsc::Sender<Timer<Member>>,
+    members: watch::Sender<Vec<MemberInfo>>,
+    undecryptable: u64,
+}
+
+pub(crate) async fn run(
+    config: GossipConfig,
+    socket: UdpSocket,
+    local: Member,
+    mut commands: mpsc::Receiver<Command>,
+    members: watch::Sender<Vec<MemberInfo>>,
+) {
+    let mut foca_config = Config::new_lan(NonZeroU32::MIN.saturating_add(7));
+    foca_config.probe_period = config.probe_period;
+    foca_config.probe_rtt = config.probe_period / 2;
+    foca_config.suspect_to_down_after = config.probe_period * 6;
+    let rng: SmallRng = rand::make_rng();
+    let foca = Foca::new(local.clone(), foca_config, rng, PostcardCodec);
+    let (timers, mut timer_rx) = mpsc::channel(1024);
+    let mut table = BTreeMap::new();
+    table.insert(local.name.clone(), MemberInfo::alive(&local));
+    let mut state = State {
+        config,
+        socket,
+        local,
+        foca,
+        runtime: AccumulatingRuntime::new(),
+        table,
+        leaving: BTreeSet::new(),
+        seeds: Vec::new(),
+        timers,
+        members,
+        undecryptable: 0,
+    };
+    // foca schedules its own probe timer on the first interaction; gossip periodically as memberlist does.
+    let mut gossip_tick = tokio::time::interval(Duration::from_millis(200));
+    let mut join_tick = tokio::time::interval(JOIN_RETRY);
+    let mut reap_tick = tokio::time::interval(Duration::from_secs(10));
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        tokio::select! {
+            received = state.socket.recv_from(&mut buf) => {
+                if let Ok((n, from)) = received {
+                    let frame = buf[..n].to_vec();
+                    state.receive(&frame, from);
+                }
+            }
+            Some(timer) = timer_rx.recv() => {
+                let _ = state.foca.handle_timer(timer, &mut state.runtime);
+            }
+            command = commands.recv() => match command {
+                None => return,
+                Some(Command::Join(seeds)) => {
+                    state.seeds = seeds;
+                    state.announce_to_seeds();
+                }
+                Some(Command::Leave(done)) => {
+                    state.leave().await;
+                    let _ = done.send(());
+                    return;
+                }
+                Some(Command::ForceLeave(name, done)) => {
+                    let found = state.force_leave(&name);
+                    let _ = done.send(found);
+                }
+            },
+            _ = gossip_tick.tick() => {
+                let _ = state.foca.gossip(&mut state.runtime);
+            }
+            _ = join_tick.tick() => {
+                if state.foca.num_members() == 0 {
+                    state.announce_to_seeds();
+                }
+            }
+            _ = reap_tick.tick() => state.reap(),
+        }
+        state.drain().await;
+    }
+}
+
+impl State {
+    fn announce_to_seeds(&mut self) {
+        for seed in self.seeds.clone() {
+            if seed == self.local.addr {
+                continue;
+            }
+            // foca addresses members by identity; a placeholder with the seed's address is replaced (renamed)
+            // by the real identity when the seed answers.
+            let placeholder = Member {
+                name: String::new(),
+                addr: seed,
+                bump: 0,
+                tags: self.local.tags.clone(),
+            };
+            let _ = self.foca.announce(placeholder, &mut self.runtime);
+        }
+    }
+
+    fn receive(&mut self, frame: &[u8], from: SocketAddr) {
+        let plain = match &self.config.keyring {
+            Some(k) => match k.open(frame) {
+                Some(p) => p,
+                None => {
+                    self.undecryptable += 1;
+                    if self.undecryptable.is_power_of_two() {
+                        tracing::warn!(%from, count = self.undecryptable, "dropped a gossip packet that does not decrypt (wrong or missing -encrypt key?)");
+                    }
+                    return;
+                }
+            },
+            None => frame.to_vec(),
+        };
+        match plain.split_first() {
+            Some((&FOCA, body)) => {
+                if let Err(e) = self.foca.handle_data(body, &mut self.runtime) {
+                    tracing::debug!(%from, error = %e, "ignored a gossip packet");
+                }
+            }
+            Some((&LEAVE, body)) => {
+                let name = String::from_utf8_lossy(body).to_string();
+                self.mark_leaving(&name);
+            }
+            _ => tracing::debug!(%from, "ignored a frame that is not Weft gossip"),
+        }
+    }
+
+    fn mark_leaving(&mut self, name: &str) {
+        if name == self.local.name {
+            return;
+        }
+        self.leaving.insert(name.to_string());
+        if let Some(info) = self.table.get_mut(name) {
+            if info.status == Status::Failed {
+                info.status = Status::Left;
+                info.since = SystemTime::now();
+                self.publish();
+            }
+        }
+    }
+
+    async fn send_frame(&mut self, to: SocketAddr, kind: u8, body: &[u8]) {
+        let mut frame = Vec::with_capacity(body.len() + 1);
+        frame.push(kind);
+        frame.extend_from_slice(body);
+        let frame = match &self.config.keyring {
+            Some(k) => match k.seal(&frame) {
+                Some(f) => f,
+                None => return,
+            },
+            None => frame,
+        };
+        let _ = self.socket.send_to(&frame, to).await;
+    }
+
+    /// Carries out what foca asked for: packets, timers, notifications.
+    async fn drain(&mut self) {
+        while let Some((to, data)) = self.runtime.to_send() {
+            self.send_frame(to.addr, FOCA, &data).await;
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            let tx = self.timers.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = tx.send(timer).await;
+            });
+        }
+        let mut changed = false;
+        while let Some(n) = self.runtime.to_notify() {
+            changed |= self.apply(n);
+        }
+        if changed {
+            self.publish();
+        }
+    }
+
+    fn apply(&mut self, n: OwnedNotification<Member>) -> bool {
+        match n {
+            OwnedNotification::MemberUp(m) => {
+                if m.name.is_empty() {
+                    return false;
+                }
+                self.leaving.remove(&m.name);
+                self.set(m, Status::Alive);
+                true
+            }
+            OwnedNotification::MemberDown(m) => {
+                let status = if self.leaving.contains(&m.name) {
+                    Status::Left
+                } else {
+                    Status::Failed
+                };
+                self.set(m, status);
+                true
+            }
+            OwnedNotification::Rename(_, new) => {
+                if new.name.is_empty() {
+                    return false;
+                }
+                let status = self
+                    .table
+                    .get(&new.name)
+                    .map(|i| i.status)
+                    .unwrap_or(Status::Alive);
+                self.set(new, status);
+                true
+            }
+            OwnedNotification::Defunct => {
+                // Declared down by the others: come back with a renewed identity.
+                tracing::warn!("this agent was declared failed by the cluster; rejoining");
+                let _ = self.foca.reuse_down_identity();
+                self.announce_to_seeds();
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn set(&mut self, member: Member, status: Status) {
+        if member.name == self.local.name || member.name.is_empty() {
+            return;
+        }
+        let entry = self.table.entry(member.name.clone());
+        let info = entry.or_insert_with(|| MemberInfo::alive(&member));
+        if info.status != status {
+            info.since = SystemTime::now();
+        }
+        info.member = member;
+        info.status = status;
+    }
+
+    fn publish(&self) {
+        self.members
+            .send_replace(self.table.values().cloned().collect());
+    }
+
+    fn force_leave(&mut self, name: &str) -> bool {
+        let failed = self
+            .table
+            .get(name)
+            .is_some_and(|i| i.status != Status::Alive);
+        if !failed {
+            return false;
+        }
+        self.mark_leaving(name);
+        self.tell_everyone_leaving(name);
+        true
+    }
+
+    /// Sends a leave notice for `name` to every alive member but this one.
+    fn tell_everyone_leaving(&self, name: &str) {
+        let mut frame = vec![LEAVE];
+        frame.extend_from_slice(name.as_bytes());
+        let frame = match &self.config.keyring {
+            Some(k) => match k.seal(&frame) {
+                Some(f) => f,
+                None => return,
+            },
+            None => frame,
+        };
+        for info in self.table.values() {
+            if info.status == Status::Alive && info.member.name != self.local.name {
+                let _ = self.socket.try_send_to(&frame, info.member.addr);
+            }
+        }
+    }
+
+    async fn leave(&mut self) {
+        let name = self.local.name.clone();
+        self.tell_everyone_leaving(&name);
+        let _ = self.foca.leave_cluster(&mut self.runtime);
+        self.drain().await;
+    }
+
+    /// Forgets members that failed longer ago than `reconnect_timeout`, and members that left an hour ago.
+    fn reap(&mut self) {
+        let now = SystemTime::now();
+        let timeout = self.config.reconnect_timeout;
+        let before = self.table.len();
+        self.table.retain(|_, i| {
+            let age = now.duration_since(i.since).unwrap_or_default();
+            match i.status {
+                Status::Alive => true,
+                // Kept a minute past the timeout, so the leader sees the age and reaps the node first.
+                Status::Failed => age < timeout + Duration::from_secs(60),
+                Status::Left => age < timeout.min(Duration::from_secs(3600)),
+            }
+        });
+        if self.table.len() != before {
+            self.publish();
+        }
+    }
+}

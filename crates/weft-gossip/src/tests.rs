@@ -1,0 +1,119 @@
+//! Real UDP sockets on 127.0.0.1: joining, failure detection, graceful leave, force-leave, and encryption.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use std::time::Instant;
+
+fn tags(role: Role) -> Tags {
+    Tags {
+        role,
+        datacenter: "dc1".into(),
+        rpc: (role == Role::Server).then(|| "127.0.0.1:8300".to_string()),
+        expect: 3,
+        build: "test".into(),
+    }
+}
+
+async fn start(name: &str, key: Option<&str>) -> Gossip {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    drop(sock);
+    let mut cfg = GossipConfig::new(name, addr, addr, tags(Role::Server));
+    cfg.probe_period = Duration::from_millis(200);
+    cfg.keyring = key.map(|k| Keyring::from_base64(k).unwrap());
+    Gossip::start(cfg).await.unwrap()
+}
+
+fn status_of(g: &Gossip, name: &str) -> Option<Status> {
+    g.members()
+        .into_iter()
+        .find(|m| m.member.name == name)
+        .map(|m| m.status)
+}
+
+async fn until(what: &str, timeout: Duration, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_fail_and_leave() {
+    let a = start("a", None).await;
+    let b = start("b", None).await;
+    let c = start("c", None).await;
+    b.join(vec![a.local().addr]).await.unwrap();
+    c.join(vec![a.local().addr]).await.unwrap();
+    for g in [&a, &b, &c] {
+        until("everyone alive", Duration::from_secs(10), || {
+            g.members()
+                .iter()
+                .filter(|m| m.status == Status::Alive)
+                .count()
+                == 3
+        })
+        .await;
+    }
+    assert_eq!(a.servers().len(), 3);
+
+    // c leaves gracefully: left, not failed.
+    c.leave().await.unwrap();
+    until("c left", Duration::from_secs(10), || {
+        status_of(&a, "c") == Some(Status::Left)
+    })
+    .await;
+
+    // b dies (its task and socket go away): failed within a few probe periods.
+    drop(b);
+    until("b failed", Duration::from_secs(10), || {
+        status_of(&a, "b") == Some(Status::Failed)
+    })
+    .await;
+    // force-leave turns the failed member into left.
+    assert!(a.force_leave("b").await.unwrap());
+    assert_eq!(status_of(&a, "b"), Some(Status::Left));
+    assert!(!a.force_leave("nobody").await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_the_wrong_key_cannot_join() {
+    let key = generate_key();
+    let other = generate_key();
+    let a = start("a", Some(&key)).await;
+    let b = start("b", Some(&key)).await;
+    let intruder = start("x", Some(&other)).await;
+    let plain = start("p", None).await;
+    b.join(vec![a.local().addr]).await.unwrap();
+    intruder.join(vec![a.local().addr]).await.unwrap();
+    plain.join(vec![a.local().addr]).await.unwrap();
+    until("a and b see each other", Duration::from_secs(10), || {
+        status_of(&a, "b") == Some(Status::Alive) && status_of(&b, "a") == Some(Status::Alive)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(status_of(&a, "x"), None);
+    assert_eq!(status_of(&a, "p"), None);
+    assert_eq!(intruder.members().len(), 1);
+}
+
+#[test]
+fn keys_must_be_base64_of_16_or_32_bytes() {
+    assert!(Keyring::from_base64(&generate_key()).is_ok());
+    assert_eq!(
+        Keyring::from_base64("not base64!").err(),
+        Some(KeyError::NotBase64)
+    );
+    assert_eq!(
+        Keyring::from_base64("AAAA").err(),
+        Some(KeyError::BadLength(3))
+    );
+    let k = Keyring::from_base64(&generate_key()).unwrap();
+    let sealed = k.seal(b"hello").unwrap();
+    assert_eq!(k.open(&sealed).as_deref(), Some(&b"hello"[..]));
+    let mut tampered = sealed.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert_eq!(k.open(&tampered), None);
+}
