@@ -19,6 +19,7 @@ mod operator;
 pub mod reply;
 mod routes;
 mod session;
+pub mod snapshot;
 mod status;
 mod txn;
 
@@ -183,7 +184,7 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| raw_path.clone());
-    let limit = if path.starts_with("/v1/internal/") {
+    let limit = if path.starts_with("/v1/internal/") || path == "/v1/snapshot" {
         MAX_INTERNAL_BODY
     } else {
         MAX_BODY.max(state.kv_max_value_size + 1)

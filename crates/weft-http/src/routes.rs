@@ -4,7 +4,8 @@
 use crate::ctx::Ctx;
 use crate::reply::{ApiError, Reply};
 use crate::{
-    agent, catalog, connect, health, intentions, internal, kv, operator, session, status, txn,
+    agent, catalog, connect, health, intentions, internal, kv, operator, session, snapshot, status,
+    txn,
 };
 use axum::http::Method;
 use std::future::Future;
@@ -41,6 +42,7 @@ fn table() -> Vec<Route> {
             operator::raft_configuration
         ),
         route!("/v1/operator/raft/peer", [DELETE], operator::raft_peer),
+        route!("/v1/snapshot", [GET, PUT], snapshot::snapshot),
         route!(
             "/v1/operator/autopilot/health",
             [GET],

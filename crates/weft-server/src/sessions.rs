@@ -63,21 +63,30 @@ impl SessionTimers {
     }
 }
 
-pub(crate) async fn expiry_loop(server: Server) {
-    let timers = server.session_timers();
-    // A new leader gives every TTL session found in the store a fresh timer.
-    let existing: Vec<(String, String)> = server
-        .read()
-        .sessions()
-        .map(|s| (s.id.clone(), s.ttl.clone()))
-        .collect();
-    for (id, ttl) in existing {
-        if let Ok(ttl) = weft_types::duration::parse_duration(&ttl) {
-            if !ttl.is_zero() {
-                timers.arm(&id, ttl);
+impl Server {
+    /// Gives every TTL session in the store a fresh timer (and drops timers of sessions that are gone): what a new
+    /// leader does, and what a snapshot restore needs.
+    pub fn rearm_sessions(&self) {
+        let timers = self.session_timers();
+        timers.clear();
+        let existing: Vec<(String, String)> = self
+            .read()
+            .sessions()
+            .map(|s| (s.id.clone(), s.ttl.clone()))
+            .collect();
+        for (id, ttl) in existing {
+            if let Ok(ttl) = weft_types::duration::parse_duration(&ttl) {
+                if !ttl.is_zero() {
+                    timers.arm(&id, ttl);
+                }
             }
         }
     }
+}
+
+pub(crate) async fn expiry_loop(server: Server) {
+    let timers = server.session_timers();
+    server.rearm_sessions();
     loop {
         let (expired, next) = timers.expired(Instant::now());
         for id in expired {

@@ -48,6 +48,11 @@ pub enum Command {
     CaLeafIssued {
         serial: u64,
     },
+    /// Replaces the whole state with an operator's snapshot (`weft snapshot restore`): the store's own
+    /// serialisation, checked before it is proposed.
+    Restore {
+        state: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

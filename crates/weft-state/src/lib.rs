@@ -99,6 +99,9 @@ impl Store {
         cmd: &Command,
     ) -> Result<ApplyResult, StoreError> {
         let index = index.max(self.t.index + 1);
+        if let Command::Restore { state } = cmd {
+            return self.restore_at(index, state);
+        }
         let mut touched = BTreeSet::new();
         self.clock_ms = now_ms;
         let result = match cmd {
@@ -145,6 +148,7 @@ impl Store {
             | Command::CaLeafIssued { .. } => self
                 .apply_connect(index, cmd, &mut touched)
                 .map(|()| ApplyResult::Bool(true)),
+            Command::Restore { .. } => Ok(ApplyResult::Bool(false)),
         };
         // Failed commands still consume their index, as a Raft entry would, so indexes stay monotonic.
         self.t.index = index;
@@ -165,6 +169,30 @@ impl Store {
         // Every table serialises (string keys, or `pair_keyed` lists), so this cannot fail in practice; an empty
         // snapshot would be refused by `restore` rather than silently wiping a follower.
         serde_json::to_vec(&self.t).unwrap_or_default()
+    }
+
+    /// Checks that `state` is a store serialisation this build can restore (before it is proposed).
+    pub fn validate_snapshot(state: &str) -> Result<u64, String> {
+        serde_json::from_str::<Tables>(state)
+            .map(|t| t.index)
+            .map_err(|e| format!("not a Weft state snapshot: {e}"))
+    }
+
+    /// Applies an operator's restore at `index`: the restored state, with every index moved past both the
+    /// current one and the snapshot's, so blocking queries wake and no index goes backwards.
+    fn restore_at(&mut self, index: u64, state: &str) -> Result<ApplyResult, StoreError> {
+        let t: Tables = serde_json::from_str(state)
+            .map_err(|e| StoreError::TxnFailed(format!("not a Weft state snapshot: {e}")))?;
+        let index = index.max(t.index + 1);
+        self.t = t;
+        self.t.index = index;
+        for table in Table::ALL {
+            self.t.table_indexes.insert(table, index);
+        }
+        self.rebuild_lookups();
+        let all: BTreeSet<Table> = Table::ALL.into_iter().collect();
+        self.watches.notify(&all, index);
+        Ok(ApplyResult::Bool(true))
     }
 
     /// Replaces the state with a snapshot's; every watcher is woken so blocking queries re-evaluate.

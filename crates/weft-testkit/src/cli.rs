@@ -82,7 +82,7 @@ impl Cli {
         let mut argv = self.args.clone();
         if let Some(addr) = &self.addr {
             let depth = match argv.first().map(String::as_str) {
-                Some("catalog" | "services" | "kv") => 2,
+                Some("catalog" | "services" | "kv" | "snapshot") => 2,
                 Some("operator") => 3,
                 Some("version" | "agent") | None => 0,
                 Some(_) => 1,

@@ -458,3 +458,57 @@ async fn gossip_encryption_keeps_out_agents_without_the_key() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_restores_the_whole_state_on_a_fresh_cluster() -> Result<()> {
+    let dir = weft_testkit::TempDir::new()?;
+    let file = dir.path().join("backup.snap");
+    let file_s = file.display().to_string();
+    {
+        let cluster = Cluster::start(3, 0).await?;
+        let a = cluster.agent(1)?;
+        a.put("/v1/kv/app/config", "v1").await?.expect_status(200)?;
+        a.put_json(
+            "/v1/connect/intentions/exact?source=web&destination=db",
+            &json!({"Action": "deny"}),
+        )
+        .await?
+        .expect_status(200)?;
+        let out = weft_testkit::cli(a, &["snapshot", "save", &file_s])?;
+        ensure!(out.code() == 0, "{}", out.stderr);
+        ensure!(
+            out.stdout.contains("Saved and verified snapshot"),
+            "{}",
+            out.stdout
+        );
+    }
+    let fresh = Cluster::start(3, 0).await?;
+    let b = fresh.agent(2)?;
+    // A truncated copy is refused and changes nothing.
+    let bytes = std::fs::read(&file)?;
+    let cut = dir.write("cut.snap", &bytes[..bytes.len() / 2])?;
+    let out = weft_testkit::cli(b, &["snapshot", "restore", &cut.display().to_string()])?;
+    ensure!(
+        out.code() == 1 && out.stderr.contains("truncated"),
+        "{}",
+        out.stderr
+    );
+    let r = b
+        .put("/v1/snapshot", bytes[..bytes.len() / 2].to_vec())
+        .await?;
+    ensure!(r.status == 400, "{} {}", r.status, r.text());
+    ensure!(b.get("/v1/kv/app/config").await?.status == 404);
+
+    let out = weft_testkit::cli(b, &["snapshot", "restore", &file_s])?;
+    ensure!(out.code() == 0, "{}", out.stderr);
+    for i in 0..3 {
+        let v = fresh.agent(i)?.get("/v1/kv/app/config?raw").await?;
+        ensure!(v.text() == "v1", "server {i}: {:?}", v.text());
+    }
+    let check = b
+        .get("/v1/connect/intentions/check?source=web&destination=db")
+        .await?
+        .json()?;
+    ensure!(check["Allowed"] == false, "{check}");
+    Ok(())
+}

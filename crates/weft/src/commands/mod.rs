@@ -8,3 +8,4 @@ pub mod kv;
 pub mod misc;
 pub mod operator;
 pub mod services;
+pub mod snapshot;

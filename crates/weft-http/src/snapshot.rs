@@ -1,0 +1,154 @@
+//! `/v1/snapshot`: the whole state as one file, for backups and for moving a cluster (`weft snapshot save|restore`).
+//!
+//! The file is a one-line JSON header followed by the store's own serialisation. The header carries a format
+//! version, the length and an FNV-1a checksum of the body, so a truncated or altered file is refused before
+//! anything changes. (Consul's file is a gzipped tar of its Raft snapshot; Weft's is its own and says so in the
+//! header: `"Weft": "snapshot"`.)
+
+use crate::ctx::Ctx;
+use crate::reply::{ApiError, Reply};
+use axum::http::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use weft_state::{Command, Store};
+
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Header {
+    pub weft: String,
+    pub version: u32,
+    pub index: u64,
+    pub datacenter: String,
+    pub length: usize,
+    pub checksum: String,
+}
+
+fn fnv64(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Checks a snapshot file and returns its state; the reason it is refused otherwise.
+pub fn check(file: &[u8]) -> Result<(Header, &str), String> {
+    let split = file
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or("not a Weft snapshot: no header line")?;
+    let header: Header = serde_json::from_slice(&file[..split])
+        .map_err(|e| format!("not a Weft snapshot: bad header ({e})"))?;
+    if header.weft != "snapshot" {
+        return Err("not a Weft snapshot".into());
+    }
+    if header.version > FORMAT {
+        return Err(format!(
+            "snapshot format {} is newer than this build reads ({FORMAT})",
+            header.version
+        ));
+    }
+    let body = &file[split + 1..];
+    if body.len() != header.length {
+        return Err(format!(
+            "snapshot is truncated or padded: {} bytes of state where the header says {}",
+            body.len(),
+            header.length
+        ));
+    }
+    if fnv64(body) != header.checksum {
+        return Err("snapshot is damaged: checksum mismatch".into());
+    }
+    let state =
+        std::str::from_utf8(body).map_err(|_| "snapshot is damaged: not UTF-8".to_string())?;
+    Store::validate_snapshot(state)?;
+    Ok((header, state))
+}
+
+pub async fn snapshot(ctx: Ctx) -> Result<Reply, ApiError> {
+    ctx.check_scope()?;
+    if ctx.method == Method::GET {
+        save(ctx)
+    } else {
+        restore(ctx).await
+    }
+}
+
+fn save(ctx: Ctx) -> Result<Reply, ApiError> {
+    let (state, index) = {
+        let store = ctx.state.agent.server().read();
+        (store.snapshot(), store.last_index())
+    };
+    let header = Header {
+        weft: "snapshot".into(),
+        version: FORMAT,
+        index,
+        datacenter: ctx.state.agent.config().datacenter.clone(),
+        length: state.len(),
+        checksum: fnv64(&state),
+    };
+    let mut body = serde_json::to_vec(&header).map_err(|e| ApiError::internal(e.to_string()))?;
+    body.push(b'\n');
+    body.extend_from_slice(&state);
+    let mut reply = Reply {
+        status: StatusCode::OK,
+        headers: Default::default(),
+        body: body.into(),
+    };
+    reply.set("content-type", "application/octet-stream");
+    reply.set("x-consul-index", index.max(1).to_string());
+    Ok(reply)
+}
+
+async fn restore(ctx: Ctx) -> Result<Reply, ApiError> {
+    let (_, state) = check(&ctx.body).map_err(ApiError::bad_request)?;
+    let server = ctx.state.agent.server();
+    server
+        .write(Command::Restore {
+            state: state.to_string(),
+        })
+        .await?;
+    server.rearm_sessions();
+    Ok(Reply::empty())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn file(state: &str) -> Vec<u8> {
+        let header = Header {
+            weft: "snapshot".into(),
+            version: FORMAT,
+            index: 3,
+            datacenter: "dc1".into(),
+            length: state.len(),
+            checksum: fnv64(state.as_bytes()),
+        };
+        let mut out = serde_json::to_vec(&header).unwrap_or_default();
+        out.push(b'\n');
+        out.extend_from_slice(state.as_bytes());
+        out
+    }
+
+    #[test]
+    fn damaged_files_are_refused_with_a_reason() {
+        let state = String::from_utf8(Store::new().snapshot()).unwrap_or_default();
+        let good = file(&state);
+        assert!(check(&good).is_ok());
+        let truncated = &good[..good.len() - 3];
+        assert!(check(truncated).unwrap_err().contains("truncated"));
+        let mut flipped = good.clone();
+        let last = flipped.len() - 2;
+        flipped[last] ^= 0x20;
+        assert!(check(&flipped).is_err());
+        assert!(check(b"hello").unwrap_err().contains("not a Weft snapshot"));
+        let newer = String::from_utf8(good.clone())
+            .unwrap_or_default()
+            .replacen("\"Version\":1", "\"Version\":9", 1);
+        assert!(check(newer.as_bytes()).unwrap_err().contains("newer"));
+    }
+}

@@ -1,0 +1,70 @@
+//! `weft snapshot save|restore|inspect FILE`.
+
+use crate::client::{Api, HttpArgs};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCmd {
+    /// Saves the whole cluster state to a file.
+    Save(FileArgs),
+    /// Replaces the whole cluster state with a saved file.
+    Restore(FileArgs),
+    /// Prints a snapshot file's header.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FileArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    pub file: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    pub file: PathBuf,
+}
+
+pub async fn run(cmd: SnapshotCmd) -> Result<i32> {
+    match cmd {
+        SnapshotCmd::Save(a) => {
+            let api = Api::new(&a.http)?;
+            let answer = api.ok(Method::GET, "/v1/snapshot", None).await?;
+            let (header, _) = weft_http::snapshot::check(&answer.body)
+                .map_err(|e| anyhow::anyhow!("the agent sent an unusable snapshot: {e}"))?;
+            let tmp = a.file.with_extension("tmp");
+            std::fs::write(&tmp, &answer.body)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(&tmp, &a.file)
+                .with_context(|| format!("cannot write {}", a.file.display()))?;
+            println!("Saved and verified snapshot to index {}", header.index);
+            Ok(0)
+        }
+        SnapshotCmd::Restore(a) => {
+            let file = std::fs::read(&a.file)
+                .with_context(|| format!("cannot read {}", a.file.display()))?;
+            if let Err(e) = weft_http::snapshot::check(&file) {
+                bail!("Error restoring snapshot: {e}");
+            }
+            let api = Api::new(&a.http)?;
+            api.ok(Method::PUT, "/v1/snapshot", Some(file)).await?;
+            println!("Restored snapshot");
+            Ok(0)
+        }
+        SnapshotCmd::Inspect(a) => {
+            let file = std::fs::read(&a.file)
+                .with_context(|| format!("cannot read {}", a.file.display()))?;
+            let (header, _) = weft_http::snapshot::check(&file)
+                .map_err(|e| anyhow::anyhow!("Error inspecting snapshot: {e}"))?;
+            println!(" Index       {}", header.index);
+            println!(" Datacenter  {}", header.datacenter);
+            println!(" Size        {}", header.length);
+            println!(" Checksum    {}", header.checksum);
+            println!(" Version     {}", header.version);
+            Ok(0)
+        }
+    }
+}
