@@ -7,6 +7,7 @@
 //! target/release/weft-bench memory|startup|catalog|blocking
 //! target/release/weft-bench mesh [--install]   # sidecar pair vs no proxy, nginx, HAProxy, stunnel
 //! target/release/weft-bench all                # dev-agent, then mesh
+//! target/release/weft-bench cluster [--install] # 3 servers vs 3-member etcd, failover, propagation, memory
 //! ```
 //!
 //! The `weft` binary is `$WEFT_BIN`, else `release/weft` in the benchmark's own target directory. Every process
@@ -15,6 +16,7 @@
 
 mod blocking;
 mod catalog;
+mod cluster;
 mod memory;
 mod mesh;
 mod process;
@@ -35,6 +37,8 @@ scenarios:
   startup     2. spawn -> /v1/status/leader answered (target <= 100 ms)
   catalog     3. 10k services x 2 instances, then catalog/health reads (target p99 <= 2 ms)
   blocking    4. 1,000 blocking queries woken by one write (target all within 50 ms)
+  cluster     three Weft servers against a three-member etcd (KV writes at 1/16/64 clients), failover time,
+              propagation between client agents, client agent memory, a server holding 10k x 5 instances
   mesh        sidecar pair (wrk -> upstream proxy -> mTLS -> public proxy -> backend) against no proxy,
               nginx stream, HAProxy and stunnel pairs: req/s, latency, new connections, bulk MB/s, RSS
 
@@ -141,6 +145,7 @@ async fn main() {
                 "catalog",
                 "blocking",
                 "mesh",
+                "cluster",
             ]
             .contains(&o.scenario.as_str()) =>
         {
@@ -245,6 +250,18 @@ async fn run(bin: &Path, opts: &Options) -> bool {
             r
         });
         record("mesh", result);
+    }
+    if opts.scenario == "cluster" {
+        if opts.mesh.install && process::which("etcd").is_none() {
+            let _ = std::process::Command::new("apt-get")
+                .args(["install", "-y", "etcd-server"])
+                .status();
+        }
+        println!("\n== cluster: three Weft servers against a three-member etcd, failover, propagation, memory");
+        record(
+            "cluster",
+            cluster::run(bin, &cluster::Config::default()).await,
+        );
     }
     for table in &tables {
         print!("{table}");

@@ -131,8 +131,16 @@ pub struct Agent {
 impl Agent {
     /// Starts `weft agent -dev -http-port 0` and waits for it to print its HTTP address.
     pub async fn start(bin: &Path) -> Result<Agent> {
+        let args: Vec<String> = ["agent", "-dev", "-http-port", "0", "-node", "weft-bench"]
+            .map(String::from)
+            .to_vec();
+        Agent::start_with(bin, &args).await
+    }
+
+    /// Starts `weft` with these arguments (an `agent` command with `-http-port 0`) and waits for its HTTP address.
+    pub async fn start_with(bin: &Path, args: &[String]) -> Result<Agent> {
         let mut cmd = Command::new(bin);
-        cmd.args(["agent", "-dev", "-http-port", "0", "-node", "weft-bench"]);
+        cmd.args(args);
         let spawned = Instant::now();
         let (mut guard, stdout) = spawn("weft", &mut cmd)?;
         let (tx, rx) = tokio::sync::oneshot::channel::<(String, Instant)>();
@@ -155,12 +163,12 @@ impl Agent {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let status = guard.exit_status().unwrap_or_default();
                 bail!(
-                    "weft agent -dev ended without printing its HTTP address ({status}); its log:\n{}",
+                    "weft agent ended without printing its HTTP address ({status}); its log:\n{}",
                     stderr_tail(&guard)
                 );
             }
             Err(_) => bail!(
-                "weft agent -dev printed no HTTP address within {START_TIMEOUT:?}; its log:\n{}",
+                "weft agent printed no HTTP address within {START_TIMEOUT:?}; its log:\n{}",
                 stderr_tail(&guard)
             ),
         };

@@ -86,8 +86,18 @@ impl LogStore {
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), AnyError> {
+        self.put_meta_with(key, value, redb::Durability::Immediate)
+    }
+
+    fn put_meta_with<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        durability: redb::Durability,
+    ) -> Result<(), AnyError> {
         let bytes = serde_json::to_vec(value).map_err(|e| AnyError::new(&e))?;
-        let tx = self.db.begin_write().map_err(io_err)?;
+        let mut tx = self.db.begin_write().map_err(io_err)?;
+        tx.set_durability(durability).map_err(io_err)?;
         {
             let mut table = tx.open_table(META).map_err(io_err)?;
             table.insert(key, bytes.as_slice()).map_err(io_err)?;
@@ -191,7 +201,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
-        self.put_meta(KEY_COMMITTED, &committed)
+        // A hint that lets a restarted member apply its log before hearing from a leader; losing the latest value
+        // in a crash only means waiting for the leader's next commit, so it costs no fsync (the next durable commit
+        // carries it to disk).
+        self.put_meta_with(KEY_COMMITTED, &committed, redb::Durability::None)
             .map_err(|e| StorageIOError::write(e).into())
     }
 

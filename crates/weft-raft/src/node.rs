@@ -27,9 +27,9 @@ pub struct Timings {
 impl Default for Timings {
     fn default() -> Self {
         Timings {
-            heartbeat: Duration::from_millis(100),
-            election_min: Duration::from_millis(300),
-            election_max: Duration::from_millis(600),
+            heartbeat: Duration::from_millis(50),
+            election_min: Duration::from_millis(200),
+            election_max: Duration::from_millis(400),
             snapshot_every: 8192,
         }
     }

@@ -253,10 +253,12 @@ impl Server {
     /// committed before the read began.
     pub async fn ensure_linearizable(&self) -> Result<(), StoreError> {
         match &self.inner.mode {
-            Mode::Raft(node) => node
-                .ensure_linearizable()
-                .await
-                .map_err(|_| StoreError::NoLeader),
+            Mode::Raft(node) => {
+                match tokio::time::timeout(LEADER_WAIT, node.ensure_linearizable()).await {
+                    Ok(Ok(())) => Ok(()),
+                    _ => Err(StoreError::NoLeader),
+                }
+            }
             _ => Ok(()),
         }
     }

@@ -43,7 +43,18 @@ pub(crate) async fn write_through_raft(
             now_ms: now_ms(),
             command: command.clone(),
         };
-        match node.write(proposal).await {
+        // A leader cut off from its quorum cannot commit: give up at the deadline rather than hang. The entry may
+        // still commit if the partition heals in time, as with any write whose answer was lost.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(written) = tokio::time::timeout(left, node.write(proposal)).await else {
+            return (
+                0,
+                Err(StoreError::Unavailable(
+                    "the write was not committed in time: no quorum reachable".into(),
+                )),
+            );
+        };
+        match written {
             Ok(answer) => return answer,
             Err(WriteError::ForwardToLeader(Some((_, leader)))) => {
                 let req = ApplyRequest {

@@ -8,8 +8,10 @@
 //! - [`binary`]: where the built `weft` binary is.
 //! - [`output`]: drains a child's stdout/stderr in the background and keeps the last lines for error messages.
 //! - [`agent`]: [`DevAgent`], one `weft agent -dev` process per test, killed on drop.
+//! - [`docker`]: `FROM scratch` images of the built binary, networks and containers for fault tests.
 //! - [`cluster`]: [`Cluster`], servers and client agents on loopback with their own data dirs.
 //! - [`http`]: a tiny raw HTTP client returning status, headers and body untouched.
+//! - [`linearizable`]: a per-key linearizability checker for KV histories recorded under faults.
 //! - [`cli`]: runs `weft` CLI commands against an agent.
 //! - [`eventually`]: polls a condition until it holds or a timeout passes.
 //! - [`process`]: other processes a test runs (proxies, demo services), killed on drop.
@@ -19,8 +21,10 @@ pub mod agent;
 pub mod binary;
 pub mod cli;
 pub mod cluster;
+pub mod docker;
 pub mod eventually;
 pub mod http;
+pub mod linearizable;
 pub mod output;
 pub mod process;
 pub mod tempdir;

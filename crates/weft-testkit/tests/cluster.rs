@@ -512,3 +512,100 @@ async fn a_snapshot_restores_the_whole_state_on_a_fresh_cluster() -> Result<()> 
     ensure!(check["Allowed"] == false, "{check}");
     Ok(())
 }
+
+/// Runs `weft agent ...` that must refuse to start; answers its stderr.
+fn refused(args: &[&str]) -> Result<String> {
+    let out = weft_testkit::Cli::new().args(args).run()?;
+    ensure!(
+        out.code() == 1,
+        "expected exit 1 from {args:?}, got {}: {}",
+        out.code(),
+        out.stderr
+    );
+    let lines = out.stderr.lines().filter(|l| !l.trim().is_empty()).count();
+    ensure!(
+        lines <= 2,
+        "one clear line (and a usage hint), not: {}",
+        out.stderr
+    );
+    Ok(out.stderr)
+}
+
+#[test]
+fn bad_cluster_flags_are_refused_with_one_clear_line() -> Result<()> {
+    let dir = weft_testkit::TempDir::new()?;
+    let d = dir.path().display().to_string();
+    let e = refused(&[
+        "agent",
+        "-data-dir",
+        &d,
+        "-bootstrap-expect",
+        "3",
+        "-retry-join",
+        "127.0.0.1",
+    ])?;
+    ensure!(
+        e.contains("bootstrap_expect can only be set on servers"),
+        "{e}"
+    );
+    let e = refused(&[
+        "agent",
+        "-server",
+        "-data-dir",
+        &d,
+        "-bootstrap-expect",
+        "0",
+    ])?;
+    ensure!(e.contains("at least 1"), "{e}");
+    let e = refused(&[
+        "agent",
+        "-server",
+        "-bootstrap-expect",
+        "three",
+        "-data-dir",
+        &d,
+    ])?;
+    ensure!(e.contains("three"), "{e}");
+    let e = refused(&["agent", "-dev", "-retry-join", "127.0.0.1"])?;
+    ensure!(e.contains("-dev"), "{e}");
+    let e = refused(&["agent", "-data-dir", &d])?;
+    ensure!(e.contains("-retry-join"), "{e}");
+    let e = refused(&["agent", "-server", "-bootstrap-expect", "1"])?;
+    ensure!(e.contains("data_dir"), "{e}");
+    Ok(())
+}
+
+/// A one-server cluster on `data_dir` that must refuse to start.
+fn refused_server(data_dir: &str) -> Result<String> {
+    refused(&[
+        "agent",
+        "-server",
+        "-bootstrap-expect",
+        "1",
+        "-data-dir",
+        data_dir,
+        "-http-port",
+        "0",
+    ])
+}
+
+#[test]
+fn a_data_dir_of_another_kind_is_refused_and_left_untouched() -> Result<()> {
+    let dir = weft_testkit::TempDir::new()?;
+    let d = dir.path().display().to_string();
+    // Not a node ID where one belongs.
+    std::fs::write(dir.path().join("node-id"), "not a uuid")?;
+    let e = refused_server(&d)?;
+    ensure!(e.contains("node ID"), "{e}");
+    ensure!(std::fs::read_to_string(dir.path().join("node-id"))? == "not a uuid");
+    // A data dir written for another datacenter.
+    let other = weft_testkit::TempDir::new()?;
+    let o = other.path().display().to_string();
+    std::fs::write(
+        other.path().join("weft.json"),
+        r#"{"datacenter":"dc9","server":true}"#,
+    )?;
+    let e = refused_server(&o)?;
+    ensure!(e.contains("dc9"), "{e}");
+    Ok(())
+}

@@ -163,6 +163,9 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             _ => weft_types::ids::new_uuid(),
         },
     };
+    if let (Some(dir), false) = (&data_dir, args.dev) {
+        crate::cluster_cmd::claim_data_dir(std::path::Path::new(dir), &datacenter, is_server)?;
+    }
     if !weft_types::ids::is_uuid(&node_id) {
         bail!("node ID must be a UUID: {node_id:?}");
     }

@@ -67,3 +67,52 @@ mod tests {
         assert_eq!(with_default_port("[::1]:9", 8300), "[::1]:9");
     }
 }
+
+/// What a data dir was made for, kept in `<data-dir>/weft.json`: a data dir is never reused for another
+/// datacenter, or by a server after a client agent (or the other way round).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DataDirFor {
+    datacenter: String,
+    server: bool,
+}
+
+/// Refuses a data dir made for another datacenter or role; marks a fresh one as this agent's.
+pub fn claim_data_dir(data_dir: &Path, datacenter: &str, server: bool) -> Result<()> {
+    let path = data_dir.join("weft.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let found: DataDirFor = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is damaged or not Weft's", path.display()))?;
+            if found.datacenter != datacenter {
+                bail!(
+                    "the data dir {} belongs to datacenter {:?}, not {datacenter:?}",
+                    data_dir.display(),
+                    found.datacenter
+                );
+            }
+            if found.server != server {
+                let (was, now) = if found.server {
+                    ("a server's", "a client agent")
+                } else {
+                    ("a client agent's", "a server")
+                };
+                bail!(
+                    "the data dir {} is {was}; {now} needs its own data dir",
+                    data_dir.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+            let claim = DataDirFor {
+                datacenter: datacenter.into(),
+                server,
+            };
+            std::fs::write(&path, serde_json::to_vec(&claim)?)
+                .with_context(|| format!("cannot write {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
