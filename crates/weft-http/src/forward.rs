@@ -6,8 +6,9 @@
 //! `?stale` reads are the exception: any server, or a client's replica, answers them from its own copy, and says
 //! how old that copy may be in `X-Consul-LastContact`.
 //!
-//! A forwarded request carries `X-Weft-Forwarded` with its hop count; after two hops it is answered where it lands
-//! (a leadership change under way), so forwarding never loops.
+//! A forwarded request carries `X-Weft-Forwarded` with its hop count. A request that has already been passed on
+//! [`MAX_HOPS`] times (leadership moving while it travels) fails with "No cluster leader" rather than being answered
+//! from a copy that may be stale, so forwarding never loops and never serves an old state as the leader's.
 
 use crate::reply::{ApiError, Reply};
 use crate::ApiState;
@@ -19,6 +20,9 @@ use tokio::time::Instant;
 use weft_server::{Mode, LEADER_WAIT};
 
 pub const FORWARDED: &str = "x-weft-forwarded";
+
+/// How many times a request may be passed on.
+const MAX_HOPS: u32 = 3;
 
 /// Paths whose answer is the cluster's state.
 pub fn is_cluster_path(path: &str) -> bool {
@@ -63,10 +67,17 @@ pub async fn decide(
     query: &[(String, String)],
     headers: &HeaderMap,
 ) -> Result<Decision, ApiError> {
-    if !is_cluster_path(path) || wants_stale(method, query) || hops(headers) >= 2 {
+    if !is_cluster_path(path) || wants_stale(method, query) {
         return Ok(Decision::Local);
     }
     let server = state.agent.server();
+    if hops(headers) >= MAX_HOPS {
+        return if server.leader_ready() {
+            Ok(Decision::Local)
+        } else {
+            Err(no_leader())
+        };
+    }
     match server.mode() {
         Mode::Dev => Ok(Decision::Local),
         Mode::Client(replica) => {
@@ -79,8 +90,16 @@ pub async fn decide(
         Mode::Raft(node) => {
             let deadline = Instant::now() + LEADER_WAIT;
             loop {
-                if node.is_leader() {
+                if server.leader_ready() {
                     return Ok(Decision::Local);
+                }
+                if node.is_leader() {
+                    // Just elected: wait until the log before this term is applied.
+                    if Instant::now() >= deadline {
+                        return Err(no_leader());
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
                 }
                 if let Some((_, addr)) = node.leader() {
                     return Ok(Decision::Forward(vec![addr]));

@@ -18,6 +18,7 @@ mod kv;
 mod operator;
 pub mod reply;
 mod routes;
+pub mod rpc_listener;
 mod session;
 pub mod snapshot;
 mod status;

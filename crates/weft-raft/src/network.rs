@@ -1,6 +1,7 @@
 //! Raft's transport: JSON over HTTP/1.1 to the peer's RPC port (`POST /v1/internal/raft/{append,vote,snapshot}`).
 //! The receiving side is [`crate::RaftNode::handle`], mounted by the RPC listener.
 
+use crate::tls::{RpcConnector, RpcTls};
 use crate::TypeConfig;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -20,16 +21,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::Duration;
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub type HttpClient = Client<RpcConnector, Full<Bytes>>;
 
-/// A plain HTTP/1.1 client with pooled connections, shared by every peer.
-pub fn http_client() -> HttpClient {
+/// The RPC client: HTTP/1.1 with pooled connections, inside TLS when `tls` is given; shared by every peer.
+pub fn http_client(tls: Option<&RpcTls>) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(1)));
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
+        .build(RpcConnector::new(connector, tls))
 }
 
 /// Builds one [`Peer`] per target node.

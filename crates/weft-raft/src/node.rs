@@ -75,6 +75,7 @@ impl RaftNode {
         dir: &Path,
         store: Arc<RwLock<Store>>,
         timings: &Timings,
+        tls: Option<&crate::RpcTls>,
     ) -> Result<Arc<RaftNode>, StartError> {
         let log = open_in(dir)?;
         let state = StateMachine::open(dir, store).map_err(StartError::Other)?;
@@ -93,7 +94,7 @@ impl RaftNode {
                 .validate()
                 .map_err(|e| StartError::Other(format!("raft configuration: {e}")))?,
         );
-        let client = http_client();
+        let client = http_client(tls);
         let raft = Raft::new(
             id,
             config,

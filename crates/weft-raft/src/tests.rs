@@ -78,7 +78,7 @@ fn serve(listener: tokio::net::TcpListener, node: Arc<RaftNode>) -> tokio::task:
 async fn start_member(dir: &std::path::Path, id: u64, listener: tokio::net::TcpListener) -> Member {
     let addr = listener.local_addr().unwrap().to_string();
     let store = Arc::new(RwLock::new(Store::new()));
-    let node = RaftNode::start(id, &addr, dir, store.clone(), &Timings::default())
+    let node = RaftNode::start(id, &addr, dir, store.clone(), &Timings::default(), None)
         .await
         .unwrap();
     let server = serve(listener, node.clone());

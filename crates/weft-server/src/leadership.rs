@@ -36,6 +36,19 @@ pub(crate) async fn run(server: Server) {
 
 /// The leader's duties, as one future: aborting it stops all of them.
 async fn lead(server: Server) {
+    if let Some(node) = server.raft_node().cloned() {
+        // Reads wait until this leader has committed in its own term and applied everything before it.
+        loop {
+            let term = node.term();
+            match tokio::time::timeout(crate::LEADER_WAIT, node.ensure_linearizable()).await {
+                Ok(Ok(())) => {
+                    server.set_ready_term(term);
+                    break;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
     loop {
         match server.ensure_ca().await {
             Ok(()) => break,

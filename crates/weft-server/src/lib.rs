@@ -23,7 +23,7 @@ pub use cluster::{Bootstrap, ClusterError, Hello, JoinRequest};
 pub use replica::{stream_lines, StreamLine};
 pub use rpc::{ApplyAnswer, ApplyRequest, SignRequest};
 pub use sessions::SessionTimers;
-pub use weft_raft::{raft_id, RaftNode, Timings};
+pub use weft_raft::{raft_id, RaftNode, RpcTls, Timings};
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub bootstrap_expect: u32,
     /// How long a voter may be unreachable before autopilot removes it (once a replacement has joined).
     pub dead_server_after: Duration,
+    /// TLS for server RPC (Raft, forwarding, the replica stream); plain TCP when unset.
+    pub rpc_tls: Option<weft_raft::RpcTls>,
 }
 
 impl ServerConfig {
@@ -65,6 +67,7 @@ impl ServerConfig {
             ca_prune_interval: std::time::Duration::from_secs(3600),
             bootstrap_expect: 0,
             dead_server_after: Duration::from_secs(10),
+            rpc_tls: None,
         }
     }
 }
@@ -93,6 +96,9 @@ struct Inner {
     http: weft_raft::HttpClient,
     autopilot: autopilot::Tracker,
     gossip: std::sync::OnceLock<weft_gossip::Gossip>,
+    /// The term in which this member, as leader, has applied everything committed before it took over: reads it
+    /// answers from then on are not stale.
+    ready_term: std::sync::atomic::AtomicU64,
 }
 
 /// Milliseconds since the Unix epoch: the clock commands carry.
@@ -118,7 +124,7 @@ impl Server {
     /// A client agent's view of the servers at `servers` (RPC addresses): starts streaming the replica.
     pub fn client(config: ServerConfig, servers: Vec<String>) -> Server {
         let store = Arc::new(RwLock::new(Store::new()));
-        let http = weft_raft::http_client();
+        let http = weft_raft::http_client(config.rpc_tls.as_ref());
         let replica = replica::Replica::new(servers, store.clone());
         let server = Server::with_mode(config, store, Mode::Client(replica.clone()));
         replica.start(http);
@@ -126,15 +132,17 @@ impl Server {
     }
 
     fn with_mode(config: ServerConfig, store: Arc<RwLock<Store>>, mode: Mode) -> Server {
+        let http = weft_raft::http_client(config.rpc_tls.as_ref());
         Server {
             inner: Arc::new(Inner {
                 config,
                 store,
                 sessions: SessionTimers::default(),
                 mode,
-                http: weft_raft::http_client(),
+                http,
                 autopilot: autopilot::Tracker::default(),
                 gossip: std::sync::OnceLock::new(),
+                ready_term: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -220,6 +228,29 @@ impl Server {
             Mode::Raft(node) => node.leader().map(|(_, addr)| addr),
             Mode::Client(replica) => replica.leader(),
         }
+    }
+
+    /// True when this member leads and has applied every entry committed before its term began, so its own state
+    /// answers default-mode reads (a new leader learns the commit point only by committing in its own term).
+    pub fn leader_ready(&self) -> bool {
+        match &self.inner.mode {
+            Mode::Dev => true,
+            Mode::Raft(node) => {
+                node.is_leader()
+                    && self
+                        .inner
+                        .ready_term
+                        .load(std::sync::atomic::Ordering::SeqCst)
+                        == node.term()
+            }
+            Mode::Client(_) => false,
+        }
+    }
+
+    pub(crate) fn set_ready_term(&self, term: u64) {
+        self.inner
+            .ready_term
+            .store(term, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// True when this process serves reads and leader-only work itself (dev mode, or the Raft leader).

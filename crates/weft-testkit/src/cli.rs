@@ -84,7 +84,7 @@ impl Cli {
             let depth = match argv.first().map(String::as_str) {
                 Some("catalog" | "services" | "kv" | "snapshot") => 2,
                 Some("operator") => 3,
-                Some("version" | "agent") | None => 0,
+                Some("version" | "agent" | "tls" | "keygen") | None => 0,
                 Some(_) => 1,
             };
             if depth > 0 {

@@ -609,3 +609,69 @@ fn a_data_dir_of_another_kind_is_refused_and_left_untouched() -> Result<()> {
     ensure!(e.contains("dc9"), "{e}");
     Ok(())
 }
+
+/// A CA and one server certificate made by `weft tls`, and an agent config file that uses them.
+fn tls_config(dir: &weft_testkit::TempDir) -> Result<std::path::PathBuf> {
+    let d = dir.path().display().to_string();
+    let ca = weft_testkit::Cli::new()
+        .args(&["tls", "ca", "create", "-dir", &d])
+        .run()?;
+    ensure!(ca.code() == 0, "{}", ca.stderr);
+    let ca_file = format!("{d}/weft-agent-ca.pem");
+    let ca_key = format!("{d}/weft-agent-ca-key.pem");
+    let cert = weft_testkit::Cli::new()
+        .args(&[
+            "tls", "cert", "create", "-server", "-dir", &d, "-ca", &ca_file, "-key", &ca_key,
+        ])
+        .run()?;
+    ensure!(cert.code() == 0, "{}", cert.stderr);
+    let config = json!({"tls": {"defaults": {
+        "ca_file": ca_file,
+        "cert_file": format!("{d}/dc1-server-weft-0.pem"),
+        "key_file": format!("{d}/dc1-server-weft-0-key.pem"),
+        "verify_incoming": true,
+    }}});
+    dir.write("tls.json", config.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_rpc_runs_over_tls_and_refuses_strangers() -> Result<()> {
+    let ours = weft_testkit::TempDir::new()?;
+    let config = tls_config(&ours)?;
+    let mut cluster = Cluster::start_with(
+        3,
+        1,
+        vec!["-config-file".into(), config.display().to_string()],
+    )
+    .await?;
+    // Writes from a client agent reach the leader over TLS; reads through any server see them.
+    let r = cluster.agent(3)?.put("/v1/kv/secure", "1").await?;
+    ensure!(r.text() == "true", "{} {}", r.status, r.text());
+    ensure!(cluster.agent(0)?.get("/v1/kv/secure?raw").await?.text() == "1");
+    // Plain HTTP to the RPC port gets nowhere.
+    let plain = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()?
+        .post(format!("http://{}/v1/internal/hello", cluster.rpc_addr(0)))
+        .body("null")
+        .send()
+        .await;
+    ensure!(
+        plain.is_err(),
+        "plain HTTP was answered on the TLS RPC port: {plain:?}"
+    );
+    // An agent with certificates from another CA cannot write.
+    let theirs = weft_testkit::TempDir::new()?;
+    let other = tls_config(&theirs)?;
+    let intruder =
+        cluster.add_client_with(vec!["-config-file".into(), other.display().to_string()])?;
+    let r = cluster.agent(intruder)?.put("/v1/kv/intruder", "1").await?;
+    ensure!(
+        r.status == 500,
+        "a stranger's write: {} {}",
+        r.status,
+        r.text()
+    );
+    ensure!(cluster.agent(0)?.get("/v1/kv/intruder").await?.status == 404);
+    Ok(())
+}

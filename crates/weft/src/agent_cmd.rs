@@ -189,6 +189,27 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     if let Some(after) = files.dead_server_after {
         server_config.dead_server_after = after;
     }
+    server_config.rpc_tls = match (
+        &files.tls.ca_file,
+        &files.tls.cert_file,
+        &files.tls.key_file,
+    ) {
+        (None, None, None) => None,
+        (Some(ca), Some(cert), Some(key)) if !args.dev => Some(
+            weft_server::RpcTls::from_files(
+                std::path::Path::new(ca),
+                std::path::Path::new(cert),
+                std::path::Path::new(key),
+                files.tls.verify_incoming.unwrap_or(true),
+                &datacenter,
+            )
+            .map_err(|e| anyhow::anyhow!("tls: {e}"))?,
+        ),
+        (Some(_), Some(_), Some(_)) => None,
+        _ => bail!(
+            "tls: ca_file, cert_file and key_file go together (server RPC TLS needs all three)"
+        ),
+    };
     if let Some(ca) = &files.ca_config {
         let wire = weft_ca::CaConfigWire {
             config: ca.clone(),
@@ -232,6 +253,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             &dir,
             Arc::new(std::sync::RwLock::new(weft_state::Store::new())),
             &weft_server::Timings::default(),
+            server_config.rpc_tls.as_ref(),
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -316,6 +338,10 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let mut state = ApiState::new(agent.clone());
     if let Some(listener) = rpc_listener {
         let rpc_app = weft_http::rpc_router(state.clone());
+        let listener = weft_http::rpc_listener::RpcListener::new(
+            listener,
+            agent.server().config().rpc_tls.as_ref(),
+        );
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, rpc_app).await {
                 tracing::error!(error = %e, "server RPC listener failed");

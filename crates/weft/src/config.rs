@@ -12,6 +12,36 @@ use std::time::Duration;
 use weft_types::lenient::decode_value;
 use weft_types::{CheckDefinition, ServiceDefinition};
 
+/// Certificate files for server RPC.
+#[derive(Debug, Default, Clone)]
+pub struct TlsFiles {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub verify_incoming: Option<bool>,
+}
+
+impl TlsFiles {
+    fn merge(&mut self, map: &Map<String, Value>) -> Result<()> {
+        for (key, slot) in [
+            ("ca_file", &mut self.ca_file),
+            ("cert_file", &mut self.cert_file),
+            ("key_file", &mut self.key_file),
+        ] {
+            if let Some(v) = string(map, key)? {
+                *slot = Some(v);
+            }
+        }
+        if let Some(v) = map.get("verify_incoming") {
+            self.verify_incoming = Some(
+                v.as_bool()
+                    .context("verify_incoming must be true or false")?,
+            );
+        }
+        Ok(())
+    }
+}
+
 /// What config files can set.
 #[derive(Debug, Default, Clone)]
 pub struct FileConfig {
@@ -32,6 +62,9 @@ pub struct FileConfig {
     pub encrypt: Option<String>,
     /// `reconnect_timeout`: how long failed members are kept before they are reaped (Consul: 72 h).
     pub reconnect_timeout: Option<Duration>,
+    /// TLS for server RPC: `tls.defaults` / `tls.internal_rpc` (or the top-level `ca_file`, `cert_file`,
+    /// `key_file`, `verify_incoming` of older Consul configs).
+    pub tls: TlsFiles,
     pub server: Option<bool>,
     pub bootstrap_expect: Option<u32>,
     /// `retry_join`: servers to join (appended across files).
@@ -90,6 +123,14 @@ impl FileConfig {
         set_string!(data_dir, "data_dir");
         set_string!(log_level, "log_level");
         set_string!(encrypt, "encrypt");
+        self.tls.merge(&map).map_err(at)?;
+        if let Some(tls) = map.get("tls").and_then(Value::as_object) {
+            for section in ["defaults", "internal_rpc"] {
+                if let Some(m) = tls.get(section).and_then(Value::as_object) {
+                    self.tls.merge(m).map_err(at)?;
+                }
+            }
+        }
         if let Some(v) = string(&map, "reconnect_timeout").map_err(at)? {
             self.reconnect_timeout = Some(
                 weft_types::duration::parse_duration(&v)

@@ -12,7 +12,7 @@ mod config;
 mod signals;
 
 use clap::{Parser, Subcommand};
-use commands::{catalog, connect, demo, intention, kv, misc, operator, services, snapshot};
+use commands::{catalog, connect, demo, intention, kv, misc, operator, services, snapshot, tls};
 
 #[derive(Parser, Debug)]
 #[command(name = "weft", version = weft_types::VERSION, about = "Service registry and service mesh, Consul-compatible")]
@@ -42,6 +42,9 @@ enum Command {
     /// Manages intentions: which services may connect to which.
     #[command(subcommand)]
     Intention(intention::IntentionCmd),
+    /// Creates the CA and certificates for server RPC TLS.
+    #[command(subcommand)]
+    Tls(tls::TlsCmd),
     /// Saves or restores the whole cluster state.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
@@ -97,6 +100,7 @@ fn main() {
             Command::Intention(c) => intention::run(c).await,
             Command::Operator(c) => operator::run(c).await,
             Command::Snapshot(c) => snapshot::run(c).await,
+            Command::Tls(c) => tls::run(c),
             Command::Demo(a) => demo::run(a).await,
             Command::Info(a) => misc::info(a).await,
             Command::Version => Ok(misc::version()),
