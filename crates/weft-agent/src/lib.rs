@@ -316,15 +316,13 @@ impl Agent {
                 .await?;
         }
         self.inner
-            .server
-            .write(Command::Register(Box::new(Registration {
+            .register_on_own_node(Registration {
                 node: self.own_node_stub(),
                 skip_node_update: true,
                 service: Some(service.clone()),
                 checks,
-            })))
-            .await?;
-        Ok(())
+            })
+            .await
     }
 
     /// `PUT /v1/agent/service/deregister/:id`: removes the service and its checks.
@@ -415,15 +413,13 @@ impl Agent {
             definition::build_check(def, &self.inner.config.node_name, owner.as_ref())?;
         let written = self
             .inner
-            .server
-            .write(Command::Register(Box::new(Registration {
+            .register_on_own_node(Registration {
                 node: self.own_node_stub(),
                 skip_node_update: true,
                 service: None,
                 checks: vec![check.clone()],
-            })))
-            .await
-            .map(|_| ());
+            })
+            .await;
         self.inner.tolerate_cluster_outage(written)?;
         {
             let mut local = self.inner.local();
@@ -667,6 +663,19 @@ impl Inner {
     /// True when anti-entropy keeps the catalog in step (cluster servers and client agents).
     fn in_cluster(&self) -> bool {
         self.server.raft_node().is_some() || !self.server.is_server()
+    }
+
+    /// Writes a registration on this node. In a cluster the node itself is registered by anti-entropy shortly after
+    /// start; a registration that arrives first registers the node, then itself.
+    async fn register_on_own_node(&self, reg: Registration) -> Result<(), weft_state::StoreError> {
+        let cmd = Command::Register(Box::new(reg));
+        match self.server.write(cmd.clone()).await {
+            Err(weft_state::StoreError::UnknownNode(_)) if self.in_cluster() => {
+                self.server.write(sync::node_registration(self)).await?;
+                self.server.write(cmd).await.map(|_| ())
+            }
+            other => other.map(|_| ()),
+        }
     }
 
     /// Removes one of this node's services or checks from the catalog.

@@ -37,16 +37,21 @@ pub(crate) async fn run(server: Server) {
 /// The leader's duties, as one future: aborting it stops all of them.
 async fn lead(server: Server) {
     if let Some(node) = server.raft_node().cloned() {
-        // Reads wait until this leader has committed in its own term and applied everything before it.
+        // Reads wait until this leader has committed and applied every entry its log held when it took over. (A
+        // leader resuming its term after a restart appends no new entry, and its saved commit point may be older
+        // than what it had acknowledged: it must re-establish the commit before answering reads.)
+        let term = node.term();
+        let held = node.last_log_index();
         loop {
-            let term = node.term();
-            match tokio::time::timeout(crate::LEADER_WAIT, node.ensure_linearizable()).await {
-                Ok(Ok(())) => {
-                    server.set_ready_term(term);
-                    break;
-                }
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            let confirmed = matches!(
+                tokio::time::timeout(crate::LEADER_WAIT, node.ensure_linearizable()).await,
+                Ok(Ok(()))
+            );
+            if confirmed && node.last_applied_index() >= held {
+                server.set_ready_term(term);
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     loop {

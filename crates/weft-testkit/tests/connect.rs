@@ -8,18 +8,11 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
+use weft_testkit::net::{free_port, http_get, parse_response, strings as s};
 use weft_testkit::{eventually, weft_binary, DevAgent, Spawned, TempDir};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn greeter_bin() -> PathBuf {
     let weft = weft_binary().unwrap();
@@ -29,32 +22,6 @@ fn greeter_bin() -> PathBuf {
         "build greeter-demo first: cargo build -p greeter-demo"
     );
     bin
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
-/// One plain HTTP/1.1 GET through a local port; the status line's code and the body.
-fn http_get(port: u16) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: mesh\r\nConnection: close\r\n\r\n")?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw)?;
-    parse_response(&raw)
-}
-
-fn parse_response(raw: &str) -> Result<(u16, String)> {
-    let Some((head, body)) = raw.split_once("\r\n\r\n") else {
-        bail!("no HTTP response: {raw:?}")
-    };
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no status code")?;
-    Ok((code, body.to_string()))
 }
 
 struct Mesh {
@@ -81,7 +48,7 @@ async fn mesh(extra_config: serde_json::Value) -> Result<Mesh> {
     let mut apps = Vec::new();
     let mut sidecars = Vec::new();
     for instance in ["a", "b"] {
-        let app_port = free_port();
+        let app_port = free_port()?;
         apps.push(Spawned::start(
             &greeter_bin(),
             &s(&[
@@ -95,7 +62,7 @@ async fn mesh(extra_config: serde_json::Value) -> Result<Mesh> {
         let reg = json!({
             "ID": format!("greeting-{instance}"), "Name": "greeting", "Port": app_port, "Address": "127.0.0.1",
             "Check": {"HTTP": format!("http://127.0.0.1:{app_port}/"), "Interval": "1s"},
-            "Connect": {"SidecarService": {"Port": free_port()}},
+            "Connect": {"SidecarService": {"Port": free_port()?}},
         });
         agent
             .put_json("/v1/agent/service/register", &reg)
@@ -113,7 +80,7 @@ async fn mesh(extra_config: serde_json::Value) -> Result<Mesh> {
             ]),
         )?);
     }
-    let upstream_port = free_port();
+    let upstream_port = free_port()?;
     let client = Spawned::start(
         &weft,
         &s(&[

@@ -327,15 +327,23 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         .start()
         .await
         .map_err(|e| anyhow::anyhow!("cannot register this node: {e}"))?;
-    match agent.restore_saved().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            registrations = n,
-            "restored API registrations from the data dir"
-        ),
-        Err(e) => bail!("{e}"),
-    }
     let mut state = ApiState::new(agent.clone());
+    if let Some(max) = files.kv_max_value_size {
+        state.kv_max_value_size = max;
+    }
+    if let Some(min) = files.session_ttl_min {
+        state.session_ttl_min = min;
+    }
+    let (config_files, config_dirs) = (args.config_file.clone(), args.config_dir.clone());
+    state.reload = Some(Arc::new(move || {
+        FileConfig::load(&config_files, &config_dirs)
+            .map(|c| (c.services, c.checks))
+            .map_err(|e| format!("{e:#}"))
+    }));
+    // Dev mode allows what no intention denies, as Consul's dev agent does; `acl.default_policy` overrides.
+    state.intention_default_allow = files.acl_default_policy.as_deref() != Some("deny");
+    // The RPC port serves the same API (for forwarded requests) with the same settings; it and cluster forming
+    // start before any registration, since those writes wait for a leader.
     if let Some(listener) = rpc_listener {
         let rpc_app = weft_http::rpc_router(state.clone());
         let listener = weft_http::rpc_listener::RpcListener::new(
@@ -353,6 +361,14 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         };
         let forming = agent.server().clone();
         tokio::spawn(async move { forming.form_cluster(boot).await });
+    }
+    match agent.restore_saved().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            registrations = n,
+            "restored API registrations from the data dir"
+        ),
+        Err(e) => bail!("{e}"),
     }
     // Config-file registrations: in a cluster the first writes may wait for an election; they are local first and
     // anti-entropy completes them, so a slow election does not stop the agent from starting.
@@ -376,20 +392,6 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         }
     }
 
-    if let Some(max) = files.kv_max_value_size {
-        state.kv_max_value_size = max;
-    }
-    if let Some(min) = files.session_ttl_min {
-        state.session_ttl_min = min;
-    }
-    let (config_files, config_dirs) = (args.config_file.clone(), args.config_dir.clone());
-    state.reload = Some(Arc::new(move || {
-        FileConfig::load(&config_files, &config_dirs)
-            .map(|c| (c.services, c.checks))
-            .map_err(|e| format!("{e:#}"))
-    }));
-    // Dev mode allows what no intention denies, as Consul's dev agent does; `acl.default_policy` overrides.
-    state.intention_default_allow = files.acl_default_policy.as_deref() != Some("deny");
     let shutdown = state.shutdown.clone();
 
     // A deep accept backlog: a reconnect storm of watchers must not overflow mio's default of 128 and stall

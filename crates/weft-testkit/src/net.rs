@@ -1,0 +1,40 @@
+//! Small network helpers the end-to-end tests share: a free port, and one plain HTTP GET through a local port (the
+//! way an application calls its sidecar's upstream).
+
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+/// A TCP port nothing listens on right now on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One HTTP/1.1 GET of `/` through `127.0.0.1:port`; the status code and the body.
+pub fn http_get(port: u16) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: mesh\r\nConnection: close\r\n\r\n")?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    parse_response(&raw)
+}
+
+/// The status code and body of a raw HTTP/1.1 response.
+pub fn parse_response(raw: &str) -> Result<(u16, String)> {
+    let Some((head, body)) = raw.split_once("\r\n\r\n") else {
+        bail!("no HTTP response: {raw:?}")
+    };
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status code")?;
+    Ok((code, body.to_string()))
+}
+
+/// Owned strings from string literals (process arguments).
+pub fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
