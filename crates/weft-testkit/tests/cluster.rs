@@ -676,6 +676,7 @@ async fn server_rpc_runs_over_tls_and_refuses_strangers() -> Result<()> {
     ensure!(r.text() == "true", "{} {}", r.status, r.text());
     ensure!(cluster.agent(0)?.get("/v1/kv/secure?raw").await?.text() == "1");
     // Plain HTTP to the RPC port gets nowhere.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let plain = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()?

@@ -90,6 +90,8 @@ fn start() -> Result<Cluster> {
 }
 
 fn client() -> reqwest::Client {
+    // Workspace builds give reqwest rustls without a provider (see weft_testkit::http).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(12))
         .build()
