@@ -20,19 +20,23 @@ use std::io::Cursor;
 use std::sync::Arc;
 use weft_state::{ApplyResult, Command, StoreError};
 
-/// A log entry's payload.
+/// A log entry's payload: the commands that arrived together, applied in order. Batching concurrent writes into
+/// one entry costs one log append (one fsync on each server) for all of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
     /// The proposing leader's clock (Unix milliseconds): TTLs and lock-delays are computed from it, not from
     /// each server's own clock.
     pub now_ms: u64,
-    pub command: Command,
+    pub commands: Vec<Command>,
 }
 
-/// What applying an entry produced.
+/// One command's outcome: the store index it was applied at, and the store's verdict.
+pub type CommandResult = (u64, Result<ApplyResult, StoreError>);
+
+/// What applying an entry produced, one result per command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
-    pub result: Result<ApplyResult, StoreError>,
+    pub results: Vec<CommandResult>,
 }
 
 openraft::declare_raft_types!(
@@ -48,6 +52,8 @@ pub type StorageResult<T> = Result<T, openraft::StorageError<u64>>;
 #[derive(Debug, Clone)]
 pub enum Applied {
     Command {
+        /// The store index the command was applied at (several commands of one log entry get consecutive
+        /// store indexes, so store indexes run ahead of log indexes).
         index: u64,
         now_ms: u64,
         command: Arc<Command>,

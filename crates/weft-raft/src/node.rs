@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
-use weft_state::{ApplyResult, Store, StoreError};
+use weft_state::Store;
 
 /// Raft timings. The defaults elect a new leader well within a second on a LAN.
 #[derive(Debug, Clone)]
@@ -145,13 +145,11 @@ impl RaftNode {
         &self.state.shared.store
     }
 
-    /// Proposes a command and waits until it is committed and applied here; answers its log index and result.
-    pub async fn write(
-        &self,
-        req: Request,
-    ) -> Result<(u64, Result<ApplyResult, StoreError>), WriteError> {
+    /// Proposes commands as one log entry and waits until it is committed and applied here; answers each
+    /// command's store index and result, in order.
+    pub async fn write(&self, req: Request) -> Result<Vec<crate::CommandResult>, WriteError> {
         match self.raft.client_write(req).await {
-            Ok(resp) => Ok((resp.log_id.index, resp.data.result)),
+            Ok(resp) => Ok(resp.data.results),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 match (f.leader_id, f.leader_node) {
                     (Some(id), Some(node)) => {

@@ -13,7 +13,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::broadcast;
-use weft_state::{ApplyResult, Store};
+use weft_state::Store;
 
 /// The last applied log id and the membership it carried.
 type AppliedState = (Option<LogId<u64>>, StoredMembership<u64, BasicNode>);
@@ -154,22 +154,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let log_id = entry.log_id;
             let response = match entry.payload {
                 EntryPayload::Blank => Response {
-                    result: Ok(ApplyResult::Bool(true)),
+                    results: Vec::new(),
                 },
-                EntryPayload::Normal(Request { now_ms, command }) => {
-                    let result =
-                        write_lock(&self.shared.store).apply(log_id.index, now_ms, &command);
-                    let _ = self.shared.events.send(Applied::Command {
-                        index: log_id.index,
-                        now_ms,
-                        command: Arc::new(command),
-                    });
-                    Response { result }
+                EntryPayload::Normal(Request { now_ms, commands }) => {
+                    let mut results = Vec::with_capacity(commands.len());
+                    for command in commands {
+                        let (index, result) = {
+                            let mut store = write_lock(&self.shared.store);
+                            let result = store.apply(log_id.index, now_ms, &command);
+                            (store.last_index(), result)
+                        };
+                        let _ = self.shared.events.send(Applied::Command {
+                            index,
+                            now_ms,
+                            command: Arc::new(command),
+                        });
+                        results.push((index, result));
+                    }
+                    Response { results }
                 }
                 EntryPayload::Membership(m) => {
                     self.shared.applied().1 = StoredMembership::new(Some(log_id), m);
                     Response {
-                        result: Ok(ApplyResult::Bool(true)),
+                        results: Vec::new(),
                     }
                 }
             };

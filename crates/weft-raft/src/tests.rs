@@ -92,11 +92,11 @@ async fn start_member(dir: &std::path::Path, id: u64, listener: tokio::net::TcpL
 fn set(key: &str, value: &str) -> Request {
     Request {
         now_ms: 0,
-        command: Command::Kv(KvOp::Set {
+        commands: vec![Command::Kv(KvOp::Set {
             key: key.into(),
             value: value.as_bytes().to_vec(),
             flags: 0,
-        }),
+        })],
     }
 }
 
@@ -153,7 +153,7 @@ async fn three_members_elect_replicate_fail_over_and_recover_from_disk() {
     let leader = leader_of(&refs).await;
 
     // A write through the leader is applied on every member.
-    let (index, result) = members[leader].node.write(set("a", "1")).await.unwrap();
+    let (index, result) = members[leader].node.write(set("a", "1")).await.unwrap()[0].clone();
     assert_eq!(result, Ok(weft_state::ApplyResult::Bool(true)));
     assert!(index > 0);
     for m in &members {
@@ -176,7 +176,7 @@ async fn three_members_elect_replicate_fail_over_and_recover_from_disk() {
     old.server.abort();
     let refs: Vec<&Member> = members.iter().collect();
     let new_leader = leader_of(&refs).await;
-    let (_, result) = members[new_leader].node.write(set("b", "2")).await.unwrap();
+    let (_, result) = members[new_leader].node.write(set("b", "2")).await.unwrap()[0].clone();
     assert!(result.is_ok());
     for m in &members {
         wait_for("replication after failover", || {
@@ -201,20 +201,12 @@ async fn a_restarted_member_recovers_its_state_from_log_and_snapshot() {
         .await
         .unwrap();
     leader_of(&[&m]).await;
-    assert!(m
-        .node
-        .write(set("before-snapshot", "x"))
-        .await
-        .unwrap()
+    assert!(m.node.write(set("before-snapshot", "x")).await.unwrap()[0]
         .1
         .is_ok());
     m.node.trigger_snapshot().await.unwrap();
     wait_for("snapshot file", || dir.join("snapshot.bin").exists()).await;
-    assert!(m
-        .node
-        .write(set("after-snapshot", "y"))
-        .await
-        .unwrap()
+    assert!(m.node.write(set("after-snapshot", "y")).await.unwrap()[0]
         .1
         .is_ok());
     assert!(m.node.has_state());

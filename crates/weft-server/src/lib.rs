@@ -9,6 +9,7 @@
 //! The leader's loops (session TTL expiry, CA initialisation and pruning) run only while this member leads.
 
 mod autopilot;
+mod batcher;
 mod ca;
 mod cluster;
 mod leadership;
@@ -96,6 +97,8 @@ struct Inner {
     http: weft_raft::HttpClient,
     autopilot: autopilot::Tracker,
     gossip: std::sync::OnceLock<weft_gossip::Gossip>,
+    /// Raft members batch concurrent writes into one log entry.
+    batcher: Option<batcher::Batcher>,
     /// The term in which this member, as leader, has applied everything committed before it took over: reads it
     /// answers from then on are not stale.
     ready_term: std::sync::atomic::AtomicU64,
@@ -133,6 +136,10 @@ impl Server {
 
     fn with_mode(config: ServerConfig, store: Arc<RwLock<Store>>, mode: Mode) -> Server {
         let http = weft_raft::http_client(config.rpc_tls.as_ref());
+        let batcher = match &mode {
+            Mode::Raft(node) => Some(batcher::Batcher::start(node.clone())),
+            _ => None,
+        };
         Server {
             inner: Arc::new(Inner {
                 config,
@@ -143,6 +150,7 @@ impl Server {
                 autopilot: autopilot::Tracker::default(),
                 gossip: std::sync::OnceLock::new(),
                 ready_term: std::sync::atomic::AtomicU64::new(0),
+                batcher,
             }),
         }
     }
@@ -183,7 +191,10 @@ impl Server {
     pub async fn write_indexed(&self, cmd: Command) -> (u64, Result<ApplyResult, StoreError>) {
         let (index, result) = match &self.inner.mode {
             Mode::Dev => self.apply_here(&cmd),
-            Mode::Raft(node) => rpc::write_through_raft(self, node, cmd.clone()).await,
+            Mode::Raft(_) => match self.batcher() {
+                Some(batcher) => rpc::write_through_raft(self, batcher, cmd.clone()).await,
+                None => (0, Err(StoreError::Unavailable("no write batcher".into()))),
+            },
             Mode::Client(replica) => {
                 let answer = rpc::write_via_servers(self, replica, cmd.clone()).await;
                 if answer.0 > 0 {
@@ -305,6 +316,10 @@ impl Server {
 
     pub fn gossip(&self) -> Option<&weft_gossip::Gossip> {
         self.inner.gossip.get()
+    }
+
+    pub(crate) fn batcher(&self) -> Option<&batcher::Batcher> {
+        self.inner.batcher.as_ref()
     }
 
     pub(crate) fn autopilot(&self) -> &autopilot::Tracker {

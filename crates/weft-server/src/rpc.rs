@@ -1,11 +1,12 @@
 //! Writes that leave this process: a Raft follower sends them to the leader, a client agent to any server. Both use
 //! the RPC port's `POST /v1/internal/apply`; the answer carries the log index and the store's verdict.
 
-use crate::{now_ms, replica::Replica, Server, LEADER_WAIT};
+use crate::batcher::Batcher;
+use crate::{replica::Replica, Server, LEADER_WAIT};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::time::Instant;
-use weft_raft::{RaftNode, Request, WriteError};
+use weft_raft::WriteError;
 use weft_state::{ApplyResult, Command, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,19 +35,15 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Proposes through Raft here, or at the leader; during an election, waits for one (up to [`LEADER_WAIT`]).
 pub(crate) async fn write_through_raft(
     server: &Server,
-    node: &RaftNode,
+    batcher: &Batcher,
     command: Command,
 ) -> (u64, Result<ApplyResult, StoreError>) {
     let deadline = Instant::now() + LEADER_WAIT;
     loop {
-        let proposal = Request {
-            now_ms: now_ms(),
-            command: command.clone(),
-        };
         // A leader cut off from its quorum cannot commit: give up at the deadline rather than hang. The entry may
         // still commit if the partition heals in time, as with any write whose answer was lost.
         let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(written) = tokio::time::timeout(left, node.write(proposal)).await else {
+        let Ok(written) = tokio::time::timeout(left, batcher.submit(command.clone())).await else {
             return (
                 0,
                 Err(StoreError::Unavailable(
@@ -80,14 +77,10 @@ pub(crate) async fn write_through_raft(
 
 /// Applies a forwarded write on this member only (the sender already followed the leader here).
 pub(crate) async fn apply_on_leader(
-    node: &RaftNode,
+    batcher: &Batcher,
     command: Command,
 ) -> Result<(u64, Result<ApplyResult, StoreError>), StoreError> {
-    let proposal = Request {
-        now_ms: now_ms(),
-        command,
-    };
-    node.write(proposal).await.map_err(|e| match e {
+    batcher.submit(command).await.map_err(|e| match e {
         WriteError::Fatal(e) => StoreError::Unavailable(e),
         _ => StoreError::NoLeader,
     })
@@ -142,8 +135,9 @@ async fn send_apply(
 impl Server {
     pub async fn handle_apply(&self, req: ApplyRequest) -> Result<ApplyAnswer, StoreError> {
         match (&self.inner.mode, req.forward) {
-            (crate::Mode::Raft(node), false) => {
-                let (index, result) = apply_on_leader(node, req.command).await?;
+            (crate::Mode::Raft(_), false) => {
+                let batcher = self.batcher().ok_or(StoreError::NoLeader)?;
+                let (index, result) = apply_on_leader(batcher, req.command).await?;
                 Ok(ApplyAnswer { index, result })
             }
             _ => {

@@ -78,7 +78,36 @@ impl Cluster {
             cluster.launch(i)?;
         }
         cluster.wait_for_leader().await?;
+        cluster.wait_for_catalog().await?;
         Ok(cluster)
+    }
+
+    /// Waits (up to 20 s) until every running member has registered its node in the catalog (anti-entropy does it
+    /// once a leader answers).
+    pub async fn wait_for_catalog(&self) -> Result<()> {
+        let leader = self.leader().await?;
+        eventually(Duration::from_secs(20), || async {
+            let nodes = self.agent(leader)?.get("/v1/catalog/nodes").await?.json()?;
+            let names: Vec<&str> = nodes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n["Node"].as_str())
+                .collect();
+            let missing: Vec<&str> = self
+                .running()
+                .into_iter()
+                .map(|i| self.node(i))
+                .filter(|n| !names.contains(n))
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                bail!("not yet in the catalog: {missing:?}")
+            }
+        })
+        .await
+        .context("members did not register in the catalog")
     }
 
     fn launch(&mut self, i: usize) -> Result<()> {
