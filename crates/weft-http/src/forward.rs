@@ -90,7 +90,9 @@ pub async fn decide(
         Mode::Raft(node) => {
             let deadline = Instant::now() + LEADER_WAIT;
             loop {
-                if server.leader_ready() {
+                // Writes go through the log, which orders them after everything before; only reads need the new
+                // leader to have caught up its state.
+                if server.leader_ready() || (node.is_leader() && *method != Method::GET) {
                     return Ok(Decision::Local);
                 }
                 if node.is_leader() {
