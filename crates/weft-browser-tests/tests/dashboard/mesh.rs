@@ -4,32 +4,10 @@
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
+pub use weft_testkit::net::http_get;
+use weft_testkit::net::{free_port, strings as s};
 use weft_testkit::{eventually, weft_binary, DevAgent, Spawned};
-
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// One plain HTTP/1.1 GET through a local port: the status code and the body.
-pub fn http_get(port: u16) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: mesh\r\nConnection: close\r\n\r\n")?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw)?;
-    let Some((head, body)) = raw.split_once("\r\n\r\n") else {
-        bail!("no HTTP response: {raw:?}")
-    };
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no status code")?;
-    Ok((code, body.to_string()))
-}
 
 pub struct Mesh {
     pub app: Spawned,
@@ -117,8 +95,4 @@ impl Mesh {
             self.client.output()
         )
     }
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
 }
