@@ -172,18 +172,21 @@ impl State {
         }
     }
 
-    async fn send_frame(&mut self, to: SocketAddr, kind: u8, body: &[u8]) {
+    /// A frame of `kind` around `body`, sealed when there is a keyring (`None` only if sealing fails).
+    fn frame(&self, kind: u8, body: &[u8]) -> Option<Vec<u8>> {
         let mut frame = Vec::with_capacity(body.len() + 1);
         frame.push(kind);
         frame.extend_from_slice(body);
-        let frame = match &self.config.keyring {
-            Some(k) => match k.seal(&frame) {
-                Some(f) => f,
-                None => return,
-            },
-            None => frame,
-        };
-        let _ = self.socket.send_to(&frame, to).await;
+        match &self.config.keyring {
+            Some(k) => k.seal(&frame),
+            None => Some(frame),
+        }
+    }
+
+    async fn send_frame(&mut self, to: SocketAddr, kind: u8, body: &[u8]) {
+        if let Some(frame) = self.frame(kind, body) {
+            let _ = self.socket.send_to(&frame, to).await;
+        }
     }
 
     /// Carries out what foca asked for: packets, timers, notifications.
@@ -282,14 +285,8 @@ impl State {
 
     /// Sends a leave notice for `name` to every alive member but this one.
     fn tell_everyone_leaving(&self, name: &str) {
-        let mut frame = vec![LEAVE];
-        frame.extend_from_slice(name.as_bytes());
-        let frame = match &self.config.keyring {
-            Some(k) => match k.seal(&frame) {
-                Some(f) => f,
-                None => return,
-            },
-            None => frame,
+        let Some(frame) = self.frame(LEAVE, name.as_bytes()) else {
+            return;
         };
         for info in self.table.values() {
             if info.status == Status::Alive && info.member.name != self.local.name {

@@ -46,12 +46,6 @@ pub struct Bootstrap {
     pub retry_join: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    #[error("{0}")]
-    Refused(String),
-}
-
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Server {

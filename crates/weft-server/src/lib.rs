@@ -20,7 +20,7 @@ mod sessions;
 
 pub use autopilot::ServerHealth;
 pub use ca::CaManagerError;
-pub use cluster::{Bootstrap, ClusterError, Hello, JoinRequest};
+pub use cluster::{Bootstrap, Hello, JoinRequest};
 pub use replica::{stream_lines, StreamLine};
 pub use rpc::{ApplyAnswer, ApplyRequest, SignRequest};
 pub use sessions::SessionTimers;

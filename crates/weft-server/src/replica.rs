@@ -114,10 +114,6 @@ impl Replica {
         lock(&self.servers).clone()
     }
 
-    pub(crate) fn servers_in_order(&self) -> Vec<String> {
-        self.servers()
-    }
-
     /// Moves `addr` to the front: the next write tries it first.
     pub(crate) fn prefer(&self, addr: &str) {
         let mut servers = lock(&self.servers);

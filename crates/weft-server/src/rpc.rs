@@ -99,7 +99,7 @@ pub(crate) async fn write_via_servers(
     };
     let mut last_error = String::from("no servers known");
     loop {
-        for addr in replica.servers_in_order() {
+        for addr in replica.servers() {
             match send_apply(server, &addr, &req).await {
                 Ok(answer) => {
                     replica.prefer(&addr);
@@ -160,7 +160,7 @@ impl Server {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             let target = match &self.inner.mode {
-                crate::Mode::Client(replica) => replica.servers_in_order().into_iter().next(),
+                crate::Mode::Client(replica) => replica.servers().into_iter().next(),
                 _ => self.leader(),
             };
             if let Some(addr) = target {

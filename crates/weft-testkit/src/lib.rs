@@ -11,6 +11,7 @@
 //! - [`docker`]: `FROM scratch` images of the built binary, networks and containers for fault tests.
 //! - [`cluster`]: [`Cluster`], servers and client agents on loopback with their own data dirs.
 //! - [`http`]: a tiny raw HTTP client returning status, headers and body untouched.
+//! - [`mesh`]: the greeting app, sidecars and client proxies of Connect tests.
 //! - [`net`]: a free port, and one plain HTTP GET through a local (sidecar) port.
 //! - [`linearizable`]: a per-key linearizability checker for KV histories recorded under faults.
 //! - [`cli`]: runs `weft` CLI commands against an agent.
@@ -26,6 +27,7 @@ pub mod docker;
 pub mod eventually;
 pub mod http;
 pub mod linearizable;
+pub mod mesh;
 pub mod net;
 pub mod output;
 pub mod process;

@@ -2,32 +2,19 @@
 //! agent, with the leaf certificates signed by the leader and intentions written through any server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::json;
 use std::time::Duration;
-use weft_testkit::net::{free_port, http_get, strings as s};
-use weft_testkit::{eventually, weft_binary, Cluster, Spawned};
+use weft_testkit::mesh::{greeting_app, sidecar_for, upstream_proxy};
+use weft_testkit::net::{free_port, http_get};
+use weft_testkit::{eventually, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sidecar_on_one_agent_reaches_a_service_on_another() -> Result<()> {
     let cluster = Cluster::start(3, 2).await?;
     let (host_a, host_b) = (3, 4);
-    let weft = weft_binary()?;
-    let greeter = weft.with_file_name("greeter-demo");
-    if !greeter.is_file() {
-        bail!("build greeter-demo first: cargo build -p greeter-demo");
-    }
     let app_port = free_port()?;
-    let _app = Spawned::start(
-        &greeter,
-        &s(&[
-            "greeting",
-            "-listen",
-            &format!("127.0.0.1:{app_port}"),
-            "-node",
-            "host-a",
-        ]),
-    )?;
+    let _app = greeting_app(app_port, "host-a")?;
     let agent_a = cluster.agent(host_a)?;
     agent_a
         .put_json(
@@ -39,32 +26,10 @@ async fn a_sidecar_on_one_agent_reaches_a_service_on_another() -> Result<()> {
         )
         .await?
         .expect_status(200)?;
-    let _sidecar = Spawned::start(
-        &weft,
-        &s(&[
-            "connect",
-            "proxy",
-            "-sidecar-for",
-            "greeting-1",
-            "-http-addr",
-            &agent_a.addr().to_string(),
-        ]),
-    )?;
+    let _sidecar = sidecar_for("greeting-1", &agent_a.addr().to_string())?;
     let upstream = free_port()?;
     let agent_b = cluster.agent(host_b)?;
-    let client = Spawned::start(
-        &weft,
-        &s(&[
-            "connect",
-            "proxy",
-            "-service",
-            "test",
-            "-upstream",
-            &format!("greeting:{upstream}"),
-            "-http-addr",
-            &agent_b.addr().to_string(),
-        ]),
-    )?;
+    let client = upstream_proxy("test", "greeting", upstream, &agent_b.addr().to_string())?;
     // The sidecar on host A turns healthy (its listening check runs every 10 s), as seen from host B.
     eventually(Duration::from_secs(40), async || -> Result<bool> {
         let r = agent_b.get("/v1/health/connect/greeting?passing=1").await?;

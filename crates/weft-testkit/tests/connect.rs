@@ -9,20 +9,10 @@ use serde_json::json;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::Duration;
-use weft_testkit::net::{free_port, http_get, parse_response, strings as s};
-use weft_testkit::{eventually, weft_binary, DevAgent, Spawned, TempDir};
-
-fn greeter_bin() -> PathBuf {
-    let weft = weft_binary().unwrap();
-    let bin = weft.with_file_name("greeter-demo");
-    assert!(
-        bin.is_file(),
-        "build greeter-demo first: cargo build -p greeter-demo"
-    );
-    bin
-}
+use weft_testkit::mesh::{greeting_app, sidecar_for, upstream_proxy};
+use weft_testkit::net::{free_port, http_get, parse_response};
+use weft_testkit::{eventually, DevAgent, Spawned, TempDir};
 
 struct Mesh {
     agent: DevAgent,
@@ -43,22 +33,12 @@ async fn mesh(extra_config: serde_json::Value) -> Result<Mesh> {
     }
     let file = dir.write("agent.json", config.to_string())?;
     let agent = DevAgent::builder().config_file(file).start()?;
-    let weft = weft_binary()?;
     let http = agent.addr().to_string();
     let mut apps = Vec::new();
     let mut sidecars = Vec::new();
     for instance in ["a", "b"] {
         let app_port = free_port()?;
-        apps.push(Spawned::start(
-            &greeter_bin(),
-            &s(&[
-                "greeting",
-                "-listen",
-                &format!("127.0.0.1:{app_port}"),
-                "-node",
-                &format!("inst-{instance}"),
-            ]),
-        )?);
+        apps.push(greeting_app(app_port, &format!("inst-{instance}"))?);
         let reg = json!({
             "ID": format!("greeting-{instance}"), "Name": "greeting", "Port": app_port, "Address": "127.0.0.1",
             "Check": {"HTTP": format!("http://127.0.0.1:{app_port}/"), "Interval": "1s"},
@@ -68,32 +48,10 @@ async fn mesh(extra_config: serde_json::Value) -> Result<Mesh> {
             .put_json("/v1/agent/service/register", &reg)
             .await?
             .expect_status(200)?;
-        sidecars.push(Spawned::start(
-            &weft,
-            &s(&[
-                "connect",
-                "proxy",
-                "-sidecar-for",
-                &format!("greeting-{instance}"),
-                "-http-addr",
-                &http,
-            ]),
-        )?);
+        sidecars.push(sidecar_for(&format!("greeting-{instance}"), &http)?);
     }
     let upstream_port = free_port()?;
-    let client = Spawned::start(
-        &weft,
-        &s(&[
-            "connect",
-            "proxy",
-            "-service",
-            "test",
-            "-upstream",
-            &format!("greeting:{upstream_port}"),
-            "-http-addr",
-            &http,
-        ]),
-    )?;
+    let client = upstream_proxy("test", "greeting", upstream_port, &http)?;
     // Sidecars turn healthy when their listening check (every 10 s) first sees them.
     eventually(Duration::from_secs(40), async || -> Result<bool> {
         let r = agent.get("/v1/health/connect/greeting?passing=1").await?;
