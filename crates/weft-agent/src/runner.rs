@@ -70,12 +70,15 @@ async fn run_http(
     } else {
         reqwest::redirect::Policy::limited(10)
     };
-    let client = match reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .redirect(redirects)
-        .tls_danger_accept_invalid_certs(def.tls_skip_verify)
-        .build()
-    {
+        .tls_danger_accept_invalid_certs(def.tls_skip_verify);
+    if def.http.starts_with("http://") {
+        // Plain HTTP needs no trust roots: a host without a CA bundle (a scratch container) must not fail.
+        builder = builder.tls_certs_only(Vec::new());
+    }
+    let client = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             if let Some(inner) = agent.upgrade() {

@@ -13,9 +13,16 @@ pub fn free_port() -> Result<u16> {
 
 /// One HTTP/1.1 GET of `/` through `127.0.0.1:port`; the status code and the body.
 pub fn http_get(port: u16) -> Result<(u16, String)> {
+    http_get_path(port, "/")
+}
+
+/// One HTTP/1.1 GET of `path` through `127.0.0.1:port` on a fresh connection; the status code and the body.
+pub fn http_get_path(port: u16, path: &str) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: mesh\r\nConnection: close\r\n\r\n")?;
+    stream.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: mesh\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw)?;
     parse_response(&raw)

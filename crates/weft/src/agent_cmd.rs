@@ -393,6 +393,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     }
 
     let shutdown = state.shutdown.clone();
+    let leaving = agent.clone();
 
     // A deep accept backlog: a reconnect storm of watchers must not overflow mio's default of 128 and stall
     // for a SYN retry.
@@ -431,8 +432,20 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             })
             .await
     });
+    let leave_on_terminate = files.leave_on_terminate.unwrap_or(!args.dev && !is_server);
     tokio::select! {
-        _ = signals.wait() => tracing::info!("caught signal; shutting down"),
+        _ = signals.wait() => {
+            tracing::info!("caught signal; shutting down");
+            if leave_on_terminate {
+                // The node's services leave the catalog and its members see "left", not "failed"; bounded, since
+                // the servers may be gone already.
+                match tokio::time::timeout(std::time::Duration::from_secs(3), leaving.leave()).await {
+                    Ok(Ok(())) => tracing::info!("left the cluster"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not leave the cluster gracefully"),
+                    Err(_) => tracing::warn!("gave up leaving the cluster gracefully after 3 s"),
+                }
+            }
+        }
         _ = shutdown.notified() => tracing::info!("left the cluster; shutting down"),
     }
     let _ = stop_tx.send(());

@@ -66,6 +66,9 @@ pub struct FileConfig {
     /// `key_file`, `verify_incoming` of older Consul configs).
     pub tls: TlsFiles,
     pub server: Option<bool>,
+    /// `leave_on_terminate`: leave the cluster gracefully on SIGTERM/SIGINT (Consul: true on clients, false on
+    /// servers, where leaving would shrink the Raft quorum).
+    pub leave_on_terminate: Option<bool>,
     pub bootstrap_expect: Option<u32>,
     /// `retry_join`: servers to join (appended across files).
     pub retry_join: Vec<String>,
@@ -137,6 +140,14 @@ impl FileConfig {
                     .map_err(|e| anyhow::anyhow!(e))
                     .map_err(at)?,
             );
+        }
+        if let Some(v) = map.get("leave_on_terminate") {
+            self.leave_on_terminate = Some(v.as_bool().with_context(|| {
+                format!(
+                    "{}: leave_on_terminate must be true or false",
+                    origin.display()
+                )
+            })?);
         }
         if let Some(v) = map.get("server") {
             self.server =

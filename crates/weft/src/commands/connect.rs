@@ -10,6 +10,8 @@ use weft_proxy::config::{self, ProxyConfig, PublicListener};
 use weft_proxy::control::AgentClient;
 use weft_proxy::Proxy;
 
+use super::task_service::{probe, task_address, TaskService};
+
 #[derive(Subcommand, Debug)]
 pub enum ConnectCmd {
     /// Runs a sidecar proxy: mutual TLS in and out, under intentions.
@@ -94,6 +96,11 @@ pub struct ProxyArgs {
     /// Run as this connect-proxy registration.
     #[arg(long = "proxy-id", env = "CONNECT_PROXY_ID")]
     pub proxy_id: Option<String>,
+    /// Register the application defined in FILE (a service definition with `connect.sidecar_service`) and run as its
+    /// sidecar: the task's address fills an empty `address`, the proxy reports whether it can reach the
+    /// application, and both registrations are removed when the proxy stops.
+    #[arg(long = "register-service", value_name = "FILE")]
+    pub register_service: Option<std::path::PathBuf>,
     #[arg(long = "log-level", default_value = "info")]
     pub log_level: String,
     /// How long open connections may finish after SIGTERM.
@@ -159,15 +166,50 @@ async fn proxy(a: ProxyArgs) -> Result<i32> {
         .try_init();
     let drain = weft_types::duration::parse_duration(&a.drain_timeout)
         .map_err(|e| anyhow!("-drain-timeout: {e}"))?;
-    let agent = AgentClient::new(&http_addr(&a.http), a.http.token.clone())?;
-    let me = agent
-        .get("/v1/agent/self")
-        .await
-        .map_err(|e| anyhow!("Error talking to the local agent: {e}"))?;
-    let datacenter = me.body["Config"]["Datacenter"]
+    let http_addr = http_addr(&a.http);
+    let agent = AgentClient::new(&http_addr, a.http.token.clone())?;
+    // A task's sidecar may start before its host's agent answers: give the agent a minute.
+    let patience = if a.register_service.is_some() {
+        Duration::from_secs(60)
+    } else {
+        Duration::ZERO
+    };
+    let me = agent_self(&agent, patience).await?;
+    let datacenter = me["Config"]["Datacenter"]
         .as_str()
         .unwrap_or("dc1")
         .to_string();
+
+    if let Some(file) = &a.register_service {
+        if a.service.is_some() || a.sidecar_for.is_some() || a.proxy_id.is_some() || a.register {
+            bail!("-register-service cannot be combined with -service, -sidecar-for, -proxy-id or -register");
+        }
+        let task = TaskService::from_file(file, &http_addr).await?;
+        agent
+            .request(
+                Method::PUT,
+                "/v1/agent/service/register",
+                Some(task.body.to_string()),
+            )
+            .await
+            .map_err(|e| anyhow!("Error registering service {:?}: {e}", task.id))?;
+        let config = config::from_sidecar(&agent, &task.id, &datacenter).await?;
+        let probe = config.public.as_ref().map(|p| p.local_service.clone());
+        let registration = Registration {
+            id: task.id,
+            check: task.check,
+            body: None,
+            probe,
+        };
+        return serve(
+            agent,
+            config,
+            "Registered service",
+            Some(registration),
+            drain,
+        )
+        .await;
+    }
 
     let (config, mode) = if let Some(id) = &a.proxy_id {
         let reg = agent
@@ -232,8 +274,35 @@ async fn proxy(a: ProxyArgs) -> Result<i32> {
     serve(agent, config, mode, registration, drain).await
 }
 
-/// A registration to keep alive while serving: its ID, its TTL check and the body to register.
-type Registration = (String, String, serde_json::Value);
+/// A registration the proxy keeps alive while it serves and removes when it stops.
+#[derive(Clone)]
+struct Registration {
+    /// The service to deregister on shutdown.
+    id: String,
+    /// Its TTL check, passed by the heartbeat.
+    check: String,
+    /// The body to register once the proxy listens (`None`: registered already).
+    body: Option<serde_json::Value>,
+    /// An application address the heartbeat dials first: the check passes only when it answers.
+    probe: Option<String>,
+}
+
+/// How often the proxy reports an application it probes (its check's TTL is a few times longer).
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// Reads `/v1/agent/self`, retrying for up to `patience` while the agent does not answer.
+async fn agent_self(agent: &AgentClient, patience: Duration) -> Result<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match agent.get("/v1/agent/self").await {
+            Ok(answer) => return Ok(answer.body),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                bail!("Error talking to the local agent: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
 
 /// Starts the proxy, registers it if asked, heartbeats, and on SIGINT/SIGTERM deregisters and drains.
 async fn serve(
@@ -268,7 +337,7 @@ async fn serve(
     for (name, addr) in &proxy.upstream_addrs {
         println!("    Upstream listening: {name} {addr}");
     }
-    if let Some((_, _, body)) = &registration {
+    if let Some(body) = registration.as_ref().and_then(|r| r.body.as_ref()) {
         agent
             .request(
                 Method::PUT,
@@ -288,13 +357,28 @@ async fn serve(
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    let heartbeat = registration.clone().map(|(_, check, _)| {
+    let heartbeat = registration.clone().map(|r| {
         let agent = agent.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let every = if r.probe.is_some() {
+                PROBE_EVERY
+            } else {
+                Duration::from_secs(10)
+            };
+            let mut tick = tokio::time::interval(every);
+            let check = crate::client::encode(&r.check);
             loop {
                 tick.tick().await;
-                let path = format!("/v1/agent/check/pass/{}", crate::client::encode(&check));
+                let path = match &r.probe {
+                    None => format!("/v1/agent/check/pass/{check}"),
+                    Some(addr) => match probe(addr).await {
+                        Ok(()) => format!("/v1/agent/check/pass/{check}"),
+                        Err(why) => format!(
+                            "/v1/agent/check/fail/{check}?note={}",
+                            crate::client::encode(&format!("dial {addr}: {why}"))
+                        ),
+                    },
+                };
                 if let Err(e) = agent.request(Method::PUT, &path, None).await {
                     tracing::warn!(error = %e, "proxy heartbeat failed");
                 }
@@ -306,10 +390,10 @@ async fn serve(
     if let Some(h) = heartbeat {
         h.abort();
     }
-    if let Some((id, _, _)) = registration {
+    if let Some(r) = registration {
         let path = format!(
             "/v1/agent/service/deregister/{}",
-            crate::client::encode(&id)
+            crate::client::encode(&r.id)
         );
         for _ in 0..3 {
             if agent.request(Method::PUT, &path, None).await.is_ok() {
@@ -346,18 +430,28 @@ fn proxy_registration(config: &ProxyConfig, suffix: Option<&str>) -> Result<Regi
         "Proxy": {"DestinationServiceName": config.service, "LocalServiceAddress": local},
         "Check": {"CheckID": check, "Name": "proxy heartbeat", "TTL": "30s", "Status": "passing"},
     });
-    Ok((id, check, body))
+    Ok(Registration {
+        id,
+        check,
+        body: Some(body),
+        probe: None,
+    })
 }
 
 /// `weft connect ingress`'s registration: an `ingress-gateway` service with a TTL heartbeat check.
-fn ingress_registration(service: &str, addr: std::net::SocketAddr) -> Registration {
+fn ingress_registration(service: &str, ip: Option<std::net::IpAddr>, port: u16) -> Registration {
     let check = format!("{service}-ttl");
     let body = json!({
         "Kind": "ingress-gateway", "ID": service, "Name": service,
-        "Address": addr.ip().to_string(), "Port": addr.port(),
+        "Address": ip.map(|ip| ip.to_string()).unwrap_or_default(), "Port": port,
         "Check": {"CheckID": check, "Name": "ingress gateway heartbeat", "TTL": "30s", "Status": "passing"},
     });
-    (service.to_string(), check, body)
+    Registration {
+        id: service.to_string(),
+        check,
+        body: Some(body),
+        probe: None,
+    }
 }
 
 /// Parses `ADDR=service[,service...]`.
@@ -399,11 +493,14 @@ async fn ingress(a: IngressArgs) -> Result<i32> {
         bail!("Invalid -service {:?}", a.service);
     }
     let agent = AgentClient::new(&http_addr(&a.http_args), a.http_args.token.clone())?;
-    let me = agent
-        .get("/v1/agent/self")
-        .await
-        .map_err(|e| anyhow!("Error talking to the local agent: {e}"))?;
-    let datacenter = me.body["Config"]["Datacenter"]
+    // A gateway that registers itself is a deployment's component: it may start before its agent answers.
+    let patience = if a.register {
+        Duration::from_secs(60)
+    } else {
+        Duration::ZERO
+    };
+    let me = agent_self(&agent, patience).await?;
+    let datacenter = me["Config"]["Datacenter"]
         .as_str()
         .unwrap_or("dc1")
         .to_string();
@@ -438,7 +535,14 @@ async fn ingress(a: IngressArgs) -> Result<i32> {
     let drain = weft_types::duration::parse_duration(&a.drain_timeout)
         .map_err(|e| anyhow!("-drain-timeout: {e}"))?;
     let registration = match (a.register, first) {
-        (true, Some(addr)) => Some(ingress_registration(&a.service, addr)),
+        (true, Some(addr)) => {
+            // A gateway listening on every interface is registered at the address its peers reach it at.
+            let ip = match addr.ip() {
+                ip if ip.is_unspecified() => task_address(&http_addr(&a.http_args)).await,
+                ip => Some(ip),
+            };
+            Some(ingress_registration(&a.service, ip, addr.port()))
+        }
         _ => None,
     };
     serve(agent, config, "Ingress gateway", registration, drain).await

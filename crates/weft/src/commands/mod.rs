@@ -9,4 +9,5 @@ pub mod misc;
 pub mod operator;
 pub mod services;
 pub mod snapshot;
+pub mod task_service;
 pub mod tls;

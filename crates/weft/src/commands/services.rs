@@ -49,7 +49,7 @@ pub struct DeregisterArgs {
 }
 
 /// The service definitions a file declares: `{"service": {...}}`, `{"services": [...]}` or a bare definition.
-fn definitions(path: &PathBuf) -> Result<Vec<Value>> {
+pub(crate) fn definitions(path: &std::path::Path) -> Result<Vec<Value>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("Error reading {}", path.display()))?;
     if path.extension().is_some_and(|e| e == "hcl") {
@@ -74,7 +74,7 @@ fn definitions(path: &PathBuf) -> Result<Vec<Value>> {
     })
 }
 
-fn name_and_id(def: &Value) -> (String, String) {
+pub(crate) fn name_and_id(def: &Value) -> (String, String) {
     let get = |keys: &[&str]| -> String {
         def.as_object()
             .and_then(|m| {

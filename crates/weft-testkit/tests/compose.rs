@@ -1,0 +1,358 @@
+//! Weft's container deployment (`deploy/compose`) brought up for real with its own `up.sh`, exercised the way its
+//! users would, and torn down with its own `down.sh`:
+//! - 30 calls through the nginx ingress all answer the greeter's line, from both greeter instances;
+//! - the built-in ingress gateway answers too;
+//! - the dashboard's nodes page lists the six Weft nodes;
+//! - one task cannot reach another task's application directly, only through its sidecar;
+//! - stopping one greeter task leaves every later call answered;
+//! - stopping the leader server elects another, writes and calls keep working, and the restarted server rejoins
+//!   and catches up;
+//! - `down.sh` leaves no container, network or volume behind (and the guard runs it when the test fails).
+//!
+//! Needs Docker and the images `deploy/compose/build-images.sh` builds (scripts/test builds them first).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+use weft_testkit::docker;
+use weft_testkit::eventually_sync;
+use weft_testkit::net::{free_port, http_get_path};
+
+fn compose_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/compose")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A /24 (its first three octets) that no Docker network uses yet.
+fn free_subnet() -> Result<String> {
+    let ids = Command::new("docker")
+        .args(["network", "ls", "-q"])
+        .output()?;
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut used = String::new();
+    if !ids.is_empty() {
+        let out = Command::new("docker")
+            .args([
+                "network",
+                "inspect",
+                "-f",
+                "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+            ])
+            .args(&ids)
+            .output()?;
+        used = String::from_utf8_lossy(&out.stdout).to_string();
+    }
+    let start = std::process::id() % 200;
+    for i in 0..200 {
+        let prefix = format!("10.89.{}", 20 + (start + i) % 200);
+        if !used.contains(&format!("{prefix}.0/")) {
+            return Ok(prefix);
+        }
+    }
+    bail!("no free 10.89.x.0/24 subnet")
+}
+
+/// One deployment of the compose project, removed by `down.sh` on drop unless the test did so already.
+struct Deployment {
+    env: Vec<(&'static str, String)>,
+    project: String,
+    subnet: String,
+    ui: u16,
+    ingress: u16,
+    gateway: u16,
+    removed: bool,
+}
+
+impl Deployment {
+    fn up() -> Result<Deployment> {
+        let mut d = Deployment {
+            env: Vec::new(),
+            project: format!("wefttest{}", std::process::id()),
+            subnet: free_subnet()?,
+            ui: free_port()?,
+            ingress: free_port()?,
+            gateway: free_port()?,
+            removed: false,
+        };
+        d.env = vec![
+            ("WEFT_PROJECT", d.project.clone()),
+            ("WEFT_SUBNET", d.subnet.clone()),
+            ("WEFT_UI_PORT", d.ui.to_string()),
+            ("WEFT_INGRESS_PORT", d.ingress.to_string()),
+            ("WEFT_GATEWAY_PORT", d.gateway.to_string()),
+            ("WEFT_SKIP_BUILD", "1".into()),
+        ];
+        let out = d.script("up.sh")?;
+        if !out.status.success() {
+            bail!("up.sh failed:\n{}", text(&out));
+        }
+        Ok(d)
+    }
+
+    fn script(&self, name: &str) -> Result<Output> {
+        Command::new(compose_dir().join(name))
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .with_context(|| format!("cannot run {name}"))
+    }
+
+    /// `docker-compose` (or `docker compose`) on this project.
+    fn compose(&self, args: &[&str]) -> Result<String> {
+        let file = compose_dir().join("docker-compose.yml");
+        let v2 = Command::new("docker")
+            .args(["compose", "version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let mut cmd = if v2 {
+            let mut c = Command::new("docker");
+            c.arg("compose");
+            c
+        } else {
+            Command::new("docker-compose")
+        };
+        let out = cmd
+            .args(["-p", &self.project, "-f"])
+            .arg(&file)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("WEFT_GOSSIP_KEY", "unused-by-stop-and-start")
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "compose {}: {}",
+            args.join(" "),
+            text(&out)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// `docker exec` of a program in a service's container.
+    fn exec(&self, service: &str, args: &[&str]) -> Result<Output> {
+        let id = self.compose(&["ps", "-q", service])?;
+        ensure!(!id.is_empty(), "{service} has no container");
+        Ok(Command::new("docker")
+            .arg("exec")
+            .arg(&id)
+            .args(args)
+            .output()?)
+    }
+
+    fn ip(&self, host: u8) -> String {
+        format!("{}.{host}", self.subnet)
+    }
+
+    fn api(&self, path: &str) -> Result<String> {
+        let (code, body) = http_get_path(self.ui, path)?;
+        ensure!(code == 200, "GET {path}: {code} {body}");
+        Ok(body)
+    }
+
+    /// Calls through a public port; the greeter host of each answer.
+    fn calls(&self, port: u16, n: usize) -> Result<Vec<String>> {
+        let mut hosts = Vec::new();
+        for i in 0..n {
+            let (code, body) = http_get_path(port, "/").with_context(|| format!("call {i}"))?;
+            ensure!(code == 200, "call {i}: {code} {body}");
+            // "From host-b: Hello (host-a) Vesta (host-c)"
+            let line = body.trim();
+            let host = line
+                .strip_prefix("From ")
+                .and_then(|rest| rest.split(':').next())
+                .with_context(|| format!("call {i}: not the greeter's line: {line:?}"))?;
+            ensure!(
+                line.contains("(host-a)") && line.contains("(host-c)"),
+                "call {i}: greeting from host-a and name from host-c: {line:?}"
+            );
+            hosts.push(host.to_string());
+        }
+        Ok(hosts)
+    }
+
+    /// The labelled Docker objects of this project still present.
+    fn leftovers(&self) -> Result<Vec<String>> {
+        let label = format!("label=com.docker.compose.project={}", self.project);
+        let mut left = Vec::new();
+        for what in [
+            vec!["ps", "-a", "-q", "--filter", &label],
+            vec!["network", "ls", "-q", "--filter", &label],
+            vec!["volume", "ls", "-q", "--filter", &label],
+        ] {
+            let out = Command::new("docker").args(&what).output()?;
+            left.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(|id| format!("{} {id}", what[0])),
+            );
+        }
+        Ok(left)
+    }
+
+    fn down(&mut self) -> Result<()> {
+        self.removed = true;
+        let out = self.script("down.sh")?;
+        ensure!(out.status.success(), "down.sh failed:\n{}", text(&out));
+        Ok(())
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if !self.removed {
+            if let Ok(logs) = self.compose(&["logs", "--tail", "20"]) {
+                eprintln!("--- deployment logs before teardown\n{logs}");
+            }
+            let _ = self.script("down.sh");
+        }
+    }
+}
+
+#[test]
+fn the_container_deployment_serves_the_walkthrough_and_survives_failures() -> Result<()> {
+    ensure!(
+        docker::available(),
+        "no Docker daemon answers: the container deployment test needs Docker"
+    );
+    for image in ["weft", "greeter", "nginx"] {
+        let ok = Command::new("docker")
+            .args(["image", "inspect", &format!("weft-local/{image}:latest")])
+            .output()?
+            .status
+            .success();
+        ensure!(
+            ok,
+            "image weft-local/{image} is missing: run deploy/compose/build-images.sh (scripts/test does)"
+        );
+    }
+    let mut d = Deployment::up()?;
+
+    // The nginx ingress: every call answered, by both greeter instances.
+    let hosts: BTreeSet<String> = d.calls(d.ingress, 30)?.into_iter().collect();
+    ensure!(
+        hosts == BTreeSet::from(["host-b".to_string(), "host-c".to_string()]),
+        "both greeter instances answer through the ingress: {hosts:?}"
+    );
+    // The built-in ingress gateway, the other way in.
+    d.calls(d.gateway, 10)?;
+
+    // The dashboard's nodes page lists the six Weft nodes.
+    let page = d.api("/ui/dc1/nodes")?;
+    let nodes: BTreeSet<String> = page
+        .split("data-node=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_string)
+        .collect();
+    let six: BTreeSet<String> = [
+        "server-1", "server-2", "server-3", "host-a", "host-b", "host-c",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    ensure!(nodes == six, "nodes page lists {nodes:?}");
+
+    // Isolation: from greeter-1's task, greeting's application port is unreachable; its sidecar upstream works.
+    let direct = d.exec(
+        "greeter-1-sidecar",
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "3",
+            &format!("http://{}:9001/", d.ip(31)),
+        ],
+    )?;
+    ensure!(
+        !direct.status.success(),
+        "a task reached another task's application directly: {}",
+        text(&direct)
+    );
+    let via = d.exec(
+        "greeter-1-sidecar",
+        &["curl", "-sS", "-m", "5", "http://127.0.0.1:9191/"],
+    )?;
+    ensure!(
+        via.status.success() && text(&via).contains("(host-a)"),
+        "greeting through greeter-1's sidecar: {}",
+        text(&via)
+    );
+    // Nor can a host reach an application.
+    let from_host = d.exec(
+        "host-b",
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "3",
+            &format!("http://{}:9000/", d.ip(33)),
+        ],
+    )?;
+    ensure!(
+        !from_host.status.success(),
+        "a host reached greeter-1's application: {}",
+        text(&from_host)
+    );
+
+    // One greeter task stops: every later call is answered, by the other instance.
+    d.compose(&["stop", "greeter-2-sidecar", "greeter-2"])?;
+    let hosts: BTreeSet<String> = d.calls(d.ingress, 30)?.into_iter().collect();
+    ensure!(hosts == BTreeSet::from(["host-b".to_string()]), "{hosts:?}");
+
+    // The leader server stops: another is elected, writes and calls go on.
+    let leader = d.api("/v1/status/leader")?;
+    let index = (1..=3)
+        .find(|i| leader.contains(&format!("{}:8300", d.ip(10 + i))))
+        .with_context(|| format!("leader {leader} is not a server"))?;
+    let old = format!("server-{index}");
+    d.compose(&["stop", &old])?;
+    eventually_sync(Duration::from_secs(30), || -> Result<()> {
+        let now = d.api("/v1/status/leader")?;
+        ensure!(now.contains(":8300") && now != leader, "leader: {now}");
+        Ok(())
+    })?;
+    let put = d.exec(
+        "host-a",
+        &["weft", "kv", "put", "compose/after-failover", "written"],
+    )?;
+    ensure!(put.status.success(), "write after failover: {}", text(&put));
+    d.calls(d.ingress, 10)?;
+
+    // It comes back: it rejoins as a voter and catches up with what was written while it was away.
+    d.compose(&["start", &old])?;
+    eventually_sync(Duration::from_secs(60), || -> Result<()> {
+        let got = d.exec(
+            &old,
+            &[
+                "curl",
+                "-sS",
+                "localhost:8500/v1/kv/compose/after-failover?stale&raw",
+            ],
+        )?;
+        ensure!(text(&got) == "written", "{}", text(&got));
+        let config = d.api("/v1/operator/raft/configuration")?;
+        ensure!(
+            config.matches("\"Voter\":true").count() == 3 && config.contains(&old),
+            "{config}"
+        );
+        Ok(())
+    })?;
+    d.calls(d.ingress, 10)?;
+
+    // Down leaves nothing behind.
+    d.down()?;
+    let left = d.leftovers()?;
+    ensure!(left.is_empty(), "left behind: {left:?}");
+    Ok(())
+}

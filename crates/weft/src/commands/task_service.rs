@@ -1,0 +1,103 @@
+//! `weft connect proxy -register-service FILE`: the sidecar of a task (an application and its proxy sharing one
+//! network namespace) registers the application itself, at the task's address, and reports whether the application
+//! answers, since only the sidecar can reach an application that listens on the task's loopback.
+
+use anyhow::{bail, Result};
+use serde_json::{json, Map, Value};
+use std::path::Path;
+use std::time::Duration;
+
+/// The service a task's sidecar registers for its application (`-register-service`).
+pub struct TaskService {
+    pub id: String,
+    /// The TTL check the sidecar keeps passing while the application accepts connections.
+    pub check: String,
+    pub body: Value,
+}
+
+impl TaskService {
+    pub async fn from_file(file: &Path, agent_addr: &str) -> Result<TaskService> {
+        let defs = crate::commands::services::definitions(file)?;
+        let [def] = defs.as_slice() else {
+            bail!(
+                "{}: -register-service takes exactly one service definition",
+                file.display()
+            )
+        };
+        let Value::Object(def) = def else {
+            bail!(
+                "{}: the service definition is not an object",
+                file.display()
+            )
+        };
+        let (name, id) = crate::commands::services::name_and_id(&Value::Object(def.clone()));
+        if name.is_empty() {
+            bail!("{}: the service definition has no name", file.display());
+        }
+        let connect = field(def, "connect").and_then(|c| c.as_object());
+        if connect
+            .and_then(|c| field(c, "sidecar_service").or_else(|| field(c, "sidecarservice")))
+            .is_none()
+        {
+            bail!(
+                "{}: the definition needs connect.sidecar_service for the proxy to serve",
+                file.display()
+            );
+        }
+        let mut body = def.clone();
+        let address = field(def, "address").and_then(|v| v.as_str()).unwrap_or("");
+        if address.is_empty() {
+            body.retain(|k, _| !k.eq_ignore_ascii_case("address"));
+            if let Some(ip) = task_address(agent_addr).await {
+                body.insert("Address".into(), json!(ip.to_string()));
+            }
+        }
+        let check = format!("{id}-app");
+        let mut checks: Vec<Value> = field(def, "checks")
+            .and_then(|c| c.as_array())
+            .cloned()
+            .unwrap_or_default();
+        body.retain(|k, _| !k.eq_ignore_ascii_case("checks"));
+        checks.push(json!({
+            "CheckID": check,
+            "Name": "Application reachable from its sidecar",
+            "TTL": "10s",
+            "Status": "critical",
+        }));
+        body.insert("Checks".into(), json!(checks));
+        Ok(TaskService {
+            id,
+            check,
+            body: Value::Object(body),
+        })
+    }
+}
+
+/// A definition's field, by Consul's case-insensitive key.
+fn field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    map.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v)
+}
+
+/// The address this task reaches its agent from: the one its peers reach it at. `None` when the agent is on
+/// loopback (then the agent's own node address is the task's too).
+pub async fn task_address(agent_addr: &str) -> Option<std::net::IpAddr> {
+    let hostport = agent_addr
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let agent = tokio::net::lookup_host(hostport).await.ok()?.next()?;
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    socket.connect(agent).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback()).then_some(ip)
+}
+
+/// Dials the application once, as its sidecar would for an inbound connection.
+pub async fn probe(addr: &str) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
