@@ -11,6 +11,7 @@ pub mod control;
 pub mod ingress;
 pub mod listeners;
 pub mod metrics;
+pub mod metrics_endpoint;
 pub mod tls;
 
 use config::ProxyConfig;

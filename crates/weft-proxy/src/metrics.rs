@@ -66,6 +66,49 @@ impl Metrics {
             .unwrap_or(0)
     }
 
+    /// Every counter in Prometheus' text exposition format, labelled with the proxy's service.
+    pub fn prometheus(&self, service: &str) -> String {
+        use std::fmt::Write;
+        let service = service.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut out = String::new();
+        out.push_str("# HELP weft_proxy_refusals_total Connections refused at the public listener, by reason.\n");
+        out.push_str("# TYPE weft_proxy_refusals_total counter\n");
+        for r in Refusal::ALL {
+            let _ = writeln!(
+                out,
+                "weft_proxy_refusals_total{{service=\"{service}\",reason=\"{}\"}} {}",
+                r.code(),
+                self.refusals(r)
+            );
+        }
+        for (name, help, value) in [
+            (
+                "weft_proxy_inbound_accepted_total",
+                "Connections accepted at the public listener (identity verified, intentions allow).",
+                &self.inbound_accepted,
+            ),
+            (
+                "weft_proxy_upstream_connections_total",
+                "Connections opened to upstream instances.",
+                &self.upstream_connections,
+            ),
+            (
+                "weft_proxy_upstream_dial_failures_total",
+                "Failed dials to upstream instances (each retried on another instance).",
+                &self.upstream_dial_failures,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(
+                out,
+                "{name}{{service=\"{service}\"}} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+
     /// One line with every counter, for logs at shutdown.
     pub fn summary(&self) -> String {
         let mut parts: Vec<String> = Refusal::ALL

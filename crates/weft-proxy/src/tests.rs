@@ -343,3 +343,51 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
             .supported_schemes()
     }
 }
+
+#[tokio::test]
+async fn metrics_endpoint_serves_counters_in_prometheus_format() {
+    let metrics = Arc::new(Metrics::default());
+    metrics.refused(Refusal::IntentionDeny);
+    metrics.refused(Refusal::IntentionDeny);
+    metrics.refused(Refusal::NoCertificate);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(crate::metrics_endpoint::serve(
+        listener,
+        metrics.clone(),
+        "web".into(),
+    ));
+    let get = |path: &'static str| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).await.unwrap();
+        raw
+    };
+    let page = get("/metrics").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("text/plain; version=0.0.4"), "{page}");
+    for line in [
+        "# TYPE weft_proxy_refusals_total counter",
+        "weft_proxy_refusals_total{service=\"web\",reason=\"intention_deny\"} 2",
+        "weft_proxy_refusals_total{service=\"web\",reason=\"no_client_certificate\"} 1",
+        "weft_proxy_refusals_total{service=\"web\",reason=\"untrusted_chain\"} 0",
+        "weft_proxy_inbound_accepted_total{service=\"web\"} 0",
+    ] {
+        assert!(
+            page.lines().any(|l| l == line),
+            "missing {line:?} in:\n{page}"
+        );
+    }
+    // A later refusal shows in the next scrape.
+    metrics.refused(Refusal::Expired);
+    assert!(get("/metrics")
+        .await
+        .contains("reason=\"certificate_expired\"} 1"));
+    assert!(get("/other").await.starts_with("HTTP/1.1 404"));
+    server.abort();
+}

@@ -4,6 +4,7 @@
 //! A log entry carries one [`weft_state::Command`] and the leader's clock at proposal time, so applying it gives
 //! the same result on every server.
 
+mod leader_watch;
 mod log_store;
 mod network;
 mod node;

@@ -104,7 +104,7 @@ impl RaftNode {
         )
         .await
         .map_err(|e| StartError::Other(format!("raft did not start: {e}")))?;
-        Ok(Arc::new(RaftNode {
+        let node = Arc::new(RaftNode {
             raft,
             id,
             addr: addr.to_string(),
@@ -112,7 +112,13 @@ impl RaftNode {
             state,
             client,
             last_contact: Mutex::new(None),
-        }))
+        });
+        tokio::spawn(crate::leader_watch::run(
+            Arc::downgrade(&node),
+            timings.election_max,
+            timings.heartbeat,
+        ));
+        Ok(node)
     }
 
     pub fn id(&self) -> u64 {
@@ -234,13 +240,17 @@ impl RaftNode {
             .unwrap_or(0)
     }
 
+    /// When this member last heard from a leader, `None` when it never has.
+    pub(crate) fn last_contact(&self) -> Option<Instant> {
+        *self.last_contact.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Milliseconds since this member last heard from the leader: 0 on the leader, `None` when it never has.
     pub fn last_contact_ms(&self) -> Option<u64> {
         if self.is_leader() {
             return Some(0);
         }
-        let last = *self.last_contact.lock().unwrap_or_else(|p| p.into_inner());
-        last.map(|t| t.elapsed().as_millis() as u64)
+        self.last_contact().map(|t| t.elapsed().as_millis() as u64)
     }
 
     /// Starts a new cluster with these members. Call on exactly one member with the full list.

@@ -21,17 +21,35 @@ pub fn greeting_app(port: u16, node: &str) -> Result<Spawned> {
 
 /// `weft connect proxy -sidecar-for SERVICE_ID -http-addr AGENT`.
 pub fn sidecar_for(service_id: &str, agent: &str) -> Result<Spawned> {
-    Spawned::start(
-        &weft_binary()?,
-        &strings(&[
-            "connect",
-            "proxy",
-            "-sidecar-for",
-            service_id,
-            "-http-addr",
-            agent,
-        ]),
-    )
+    sidecar_for_with(service_id, agent, &[])
+}
+
+/// [`sidecar_for`] with more flags.
+pub fn sidecar_for_with(service_id: &str, agent: &str, extra: &[&str]) -> Result<Spawned> {
+    let mut args = strings(&[
+        "connect",
+        "proxy",
+        "-sidecar-for",
+        service_id,
+        "-http-addr",
+        agent,
+    ]);
+    args.extend(strings(extra));
+    Spawned::start(&weft_binary()?, &args)
+}
+
+/// A proxy's counter from its `-metrics-addr` endpoint: `weft_proxy_refusals_total` for `reason`.
+pub fn refusals(metrics_port: u16, reason: &str) -> Result<u64> {
+    let (code, body) = crate::net::http_get_path(metrics_port, "/metrics")?;
+    anyhow::ensure!(code == 200, "GET /metrics: {code} {body}");
+    let label = format!(",reason=\"{reason}\"}} ");
+    body.lines()
+        .filter(|l| l.starts_with("weft_proxy_refusals_total{"))
+        .find_map(|l| {
+            l.split_once(&label)
+                .and_then(|(_, n)| n.trim().parse().ok())
+        })
+        .ok_or_else(|| anyhow::anyhow!("no refusal counter for {reason} in:\n{body}"))
 }
 
 /// `weft connect proxy -service SERVICE -upstream DEST:PORT -http-addr AGENT`.

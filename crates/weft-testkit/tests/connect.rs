@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-use weft_testkit::mesh::{greeting_app, sidecar_for, upstream_proxy};
+use weft_testkit::mesh::{greeting_app, refusals, sidecar_for_with, upstream_proxy};
 use weft_testkit::net::{free_port, http_get, parse_response};
 use weft_testkit::{eventually, DevAgent, Spawned, TempDir};
 
@@ -18,6 +18,8 @@ struct Mesh {
     agent: DevAgent,
     apps: Vec<Spawned>,
     sidecars: Vec<Spawned>,
+    /// Each sidecar's `-metrics-addr` port.
+    metrics: Vec<u16>,
     client: Spawned,
     upstream_port: u16,
     _dir: TempDir,
@@ -36,6 +38,7 @@ async fn mesh(extra_config: serde_json::Value) -> Result<Mesh> {
     let http = agent.addr().to_string();
     let mut apps = Vec::new();
     let mut sidecars = Vec::new();
+    let mut metrics = Vec::new();
     for instance in ["a", "b"] {
         let app_port = free_port()?;
         apps.push(greeting_app(app_port, &format!("inst-{instance}"))?);
@@ -48,7 +51,13 @@ async fn mesh(extra_config: serde_json::Value) -> Result<Mesh> {
             .put_json("/v1/agent/service/register", &reg)
             .await?
             .expect_status(200)?;
-        sidecars.push(sidecar_for(&format!("greeting-{instance}"), &http)?);
+        let metrics_port = free_port()?;
+        sidecars.push(sidecar_for_with(
+            &format!("greeting-{instance}"),
+            &http,
+            &["-metrics-addr", &format!("127.0.0.1:{metrics_port}")],
+        )?);
+        metrics.push(metrics_port);
     }
     let upstream_port = free_port()?;
     let client = upstream_proxy("test", "greeting", upstream_port, &http)?;
@@ -68,6 +77,7 @@ async fn mesh(extra_config: serde_json::Value) -> Result<Mesh> {
         agent,
         apps,
         sidecars,
+        metrics,
         client,
         upstream_port,
         _dir: dir,
@@ -136,6 +146,19 @@ async fn traffic_spreads_fails_over_and_obeys_intentions() -> Result<()> {
             .any(|s| s.output().contains("intention_deny")),
         "the refusal is logged with its reason"
     );
+    let (denied, untrusted) = tokio::task::block_in_place(|| -> Result<(u64, u64)> {
+        let denied = m
+            .metrics
+            .iter()
+            .map(|port| refusals(*port, "intention_deny"))
+            .sum::<Result<u64>>()?;
+        Ok((denied, refusals(m.metrics[0], "untrusted_chain")?))
+    })?;
+    assert!(
+        denied >= 1,
+        "the refusal is counted in the sidecars' metrics"
+    );
+    assert_eq!(untrusted, 0, "nothing else is counted");
     // An allow restores it.
     let allow = json!({"SourceType": "consul", "Action": "allow"});
     m.agent
@@ -291,6 +314,8 @@ async fn refuses_plaintext_and_keeps_serving_without_the_agent() -> Result<()> {
         m.sidecars[0].output().contains("handshake_failed")
     })
     .await?;
+    let counted = tokio::task::block_in_place(|| refusals(m.metrics[0], "handshake_failed"))?;
+    assert!(counted >= 1, "the plaintext attempt is counted: {counted}");
 
     // Fail-static: with the agent gone, the proxies keep serving from what they last knew.
     let Mesh {
@@ -300,6 +325,7 @@ async fn refuses_plaintext_and_keeps_serving_without_the_agent() -> Result<()> {
         client,
         upstream_port,
         _dir,
+        ..
     } = m;
     drop(agent);
     for _ in 0..10 {

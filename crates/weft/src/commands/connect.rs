@@ -43,6 +43,9 @@ pub struct IngressArgs {
     pub log_level: String,
     #[arg(long = "drain-timeout", default_value = "10s")]
     pub drain_timeout: String,
+    /// Serve Prometheus metrics (refusals by reason, connections) at http://ADDR/metrics.
+    #[arg(long = "metrics-addr", value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -106,6 +109,9 @@ pub struct ProxyArgs {
     /// How long open connections may finish after SIGTERM.
     #[arg(long = "drain-timeout", default_value = "10s")]
     pub drain_timeout: String,
+    /// Serve Prometheus metrics (refusals by reason, connections) at http://ADDR/metrics.
+    #[arg(long = "metrics-addr", value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 pub async fn run(cmd: ConnectCmd) -> Result<i32> {
@@ -207,6 +213,7 @@ async fn proxy(a: ProxyArgs) -> Result<i32> {
             "Registered service",
             Some(registration),
             drain,
+            a.metrics_addr.as_deref(),
         )
         .await;
     }
@@ -271,7 +278,15 @@ async fn proxy(a: ProxyArgs) -> Result<i32> {
     } else {
         None
     };
-    serve(agent, config, mode, registration, drain).await
+    serve(
+        agent,
+        config,
+        mode,
+        registration,
+        drain,
+        a.metrics_addr.as_deref(),
+    )
+    .await
 }
 
 /// A registration the proxy keeps alive while it serves and removes when it stops.
@@ -311,7 +326,17 @@ async fn serve(
     mode: &str,
     registration: Option<Registration>,
     drain: Duration,
+    metrics_addr: Option<&str>,
 ) -> Result<i32> {
+    // Bound first: a bad or busy metrics address is an error at start, not a silent gap in monitoring.
+    let metrics_listener = match metrics_addr {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on -metrics-addr {addr:?}"))?,
+        ),
+    };
     println!("==> Weft Connect proxy starting...");
     println!("    Configuration mode: {mode}");
     println!("               Service: {}", config.service);
@@ -336,6 +361,16 @@ async fn serve(
     }
     for (name, addr) in &proxy.upstream_addrs {
         println!("    Upstream listening: {name} {addr}");
+    }
+    if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            println!("               Metrics: http://{addr}/metrics");
+        }
+        tokio::spawn(weft_proxy::metrics_endpoint::serve(
+            listener,
+            proxy.metrics.clone(),
+            config.service.clone(),
+        ));
     }
     if let Some(body) = registration.as_ref().and_then(|r| r.body.as_ref()) {
         agent
@@ -545,5 +580,13 @@ async fn ingress(a: IngressArgs) -> Result<i32> {
         }
         _ => None,
     };
-    serve(agent, config, "Ingress gateway", registration, drain).await
+    serve(
+        agent,
+        config,
+        "Ingress gateway",
+        registration,
+        drain,
+        a.metrics_addr.as_deref(),
+    )
+    .await
 }
