@@ -60,13 +60,15 @@ wait_until 60 "healthy ingress gateway" gateway_healthy
 wait_until 30 "answer through the nginx ingress" answers "http://127.0.0.1:$WEFT_INGRESS_PORT/"
 wait_until 30 "answer through the ingress gateway" answers "http://127.0.0.1:$WEFT_GATEWAY_PORT/"
 
+# Compose v1 names containers weft_host-a_1, v2 weft-host-a-1: print the real name.
+host_a=$(docker inspect -f '{{.Name}}' "$(compose ps -q host-a)" | sed 's|^/||')
 cat <<MSG
 
 Weft is up: 3 servers, 3 host agents, greeting, name, 2 x greeter, ingress (nginx) and ingress-gateway.
     Dashboard:        $ui/ui/dc1/services   (nodes: $ui/ui/dc1/nodes)
     Ingress (nginx):  curl http://127.0.0.1:$WEFT_INGRESS_PORT/
     Ingress gateway:  curl http://127.0.0.1:$WEFT_GATEWAY_PORT/
-    Into the mesh:    docker exec -d ${WEFT_PROJECT}_host-a_1 weft connect proxy -service test -upstream greeter:8080
-                      docker exec ${WEFT_PROJECT}_host-a_1 curl -s localhost:8080
+    Into the mesh:    docker exec -d $host_a weft connect proxy -service test -upstream greeter:8080
+                      docker exec $host_a curl -s localhost:8080
     Tear down:        $here/down.sh
 MSG
