@@ -66,7 +66,12 @@ impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // WEFT_BENCH_KEEP_LOGS=1 keeps every process's log (stderr) in the temporary directory for a post-mortem.
+        let keep_logs = std::env::var_os("WEFT_BENCH_KEEP_LOGS").is_some();
         for path in &self.cleanup {
+            if keep_logs && path.extension().is_some_and(|e| e == "log") {
+                continue;
+            }
             if path.is_dir() {
                 let _ = std::fs::remove_dir_all(path);
             } else {

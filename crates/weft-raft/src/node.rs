@@ -87,6 +87,11 @@ impl RaftNode {
             install_snapshot_timeout: 10_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(timings.snapshot_every),
             max_in_snapshot_log_to_keep: 1024,
+            // openraft 0.9 gives each AppendEntries one heartbeat interval to complete, and a new leader probes a
+            // follower's log by binary search from the middle of its log: with the default 300 entries (each a batch
+            // of writes) per request, those probes took longer than 50 ms after a busy period, timed out and were
+            // retried, and a failover stalled for a second. Small requests finish in time.
+            max_payload_entries: 32,
             ..Config::default()
         };
         let config = Arc::new(
