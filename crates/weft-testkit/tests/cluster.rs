@@ -103,6 +103,17 @@ async fn killing_the_leader_elects_another_and_writes_continue() -> Result<()> {
     cluster.kill(old);
     let new = cluster.wait_for_leader().await?;
     ensure!(new != old, "the dead server is still leader");
+    // The survivors saw the leader's process go (its RPC port refused them) and called the election themselves
+    // rather than waiting out their timers.
+    let noticed = (0..3).filter(|i| *i != old).any(|i| {
+        cluster
+            .agent(i)
+            .is_ok_and(|a| a.recent_output().contains("the leader's process is gone"))
+    });
+    ensure!(
+        noticed,
+        "no survivor noticed that the leader's process died"
+    );
     for n in 10..20 {
         let r = cluster
             .agent(client)?
