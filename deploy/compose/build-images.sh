@@ -22,7 +22,8 @@ echo "==> building static weft and greeter-demo (release, $triple)"
 target_dir=$(cd "$root" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 bin_dir="$target_dir/$triple/release"
 for b in weft greeter-demo; do
-  if ldd "$bin_dir/$b" >/dev/null 2>&1 && ! ldd "$bin_dir/$b" 2>&1 | grep -q "statically linked"; then
+  # ldd fails on a static binary, or says "statically linked" for a static PIE.
+  if deps=$(ldd "$bin_dir/$b" 2>&1) && [[ $deps != *"statically linked"* ]]; then
     echo "build-images: $bin_dir/$b is not statically linked" >&2; exit 1
   fi
 done

@@ -12,7 +12,7 @@ for image in weft greeter nginx; do
   docker image inspect "weft-local/$image:latest" >/dev/null 2>&1 ||
     { echo "up: image weft-local/$image is missing: run $here/build-images.sh" >&2; exit 1; }
 done
-[ -s "$key_file" ] || docker run --rm weft-local/weft:latest keygen >"$key_file"
+[ -s "$key_file" ] || (umask 077 && docker run --rm weft-local/weft:latest keygen >"$key_file")
 export WEFT_GOSSIP_KEY
 WEFT_GOSSIP_KEY=$(cat "$key_file")
 

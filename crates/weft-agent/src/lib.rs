@@ -131,17 +131,23 @@ impl Agent {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.local().checks.clear();
         self.inner.local().services.clear();
-        self.inner
-            .server
-            .write(Command::Deregister {
+        // Bounded: with the servers gone the write would wait for a leader, and the gossip leave below must still
+        // go out (the leader deregisters a node that left anyway).
+        let deregistered = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            self.inner.server.write(Command::Deregister {
                 node: self.inner.config.node_name.clone(),
                 service_id: None,
                 check_id: None,
-            })
-            .await?;
+            }),
+        )
+        .await;
         self.inner.notify();
         if let Some(g) = self.inner.server.gossip() {
             let _ = g.leave().await;
+        }
+        if let Ok(result) = deregistered {
+            result?;
         }
         Ok(())
     }

@@ -20,6 +20,10 @@ impl Agent {
         let Some(dir) = self.inner.config.state_dir.clone() else {
             return;
         };
+        // Leaving empties the in-memory registrations; the saved ones are what the next start restores.
+        if self.inner.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let saved = {
             let local = self.inner.local();
             Saved {

@@ -69,7 +69,10 @@ impl Metrics {
     /// Every counter in Prometheus' text exposition format, labelled with the proxy's service.
     pub fn prometheus(&self, service: &str) -> String {
         use std::fmt::Write;
-        let service = service.replace('\\', "\\\\").replace('"', "\\\"");
+        let service = service
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         let mut out = String::new();
         out.push_str("# HELP weft_proxy_refusals_total Connections refused at the public listener, by reason.\n");
         out.push_str("# TYPE weft_proxy_refusals_total counter\n");

@@ -30,7 +30,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, service: String
                 let reply = respond(&req, &metrics, &service);
                 async move { Ok::<_, Infallible>(reply) }
             });
+            // A scraper that connects and says nothing is dropped rather than held forever.
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(tcp), answer)
                 .await;
         });

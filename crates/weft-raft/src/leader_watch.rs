@@ -53,7 +53,10 @@ pub(crate) async fn run(node: Weak<RaftNode>, lease: Duration, heartbeat: Durati
         let mut byte = [0u8; 1];
         let closed = tokio::select! {
             _ = conn.read(&mut byte) => true,
-            _ = leader_changes(&node, leader) => false,
+            gone = leader_changes(&node, leader) => match gone {
+                Change::Stopped => return,
+                Change::NewLeader => false,
+            },
         };
         if !closed {
             continue;
@@ -99,7 +102,9 @@ pub(crate) async fn run(node: Weak<RaftNode>, lease: Duration, heartbeat: Durati
             }
         }
         let Some(n) = node.upgrade() else { return };
-        if !elected_elsewhere(&node, leader) {
+        // Heard from the leader meanwhile (its port refuses us, yet it is alive): leave it be.
+        let silent = n.last_contact().is_none_or(|t| t.elapsed() >= lease);
+        if silent && !elected_elsewhere(&node, leader) {
             if let Err(e) = n.raft().trigger().elect().await {
                 tracing::debug!(error = %e, "could not call an election");
             }
@@ -114,18 +119,24 @@ fn elected_elsewhere(node: &Weak<RaftNode>, leader: u64) -> bool {
         .is_some_and(|(id, _)| id != leader)
 }
 
-/// Resolves when this member no longer believes `leader` leads (or is dropped).
-async fn leader_changes(node: &Weak<RaftNode>, leader: u64) {
+enum Change {
+    NewLeader,
+    /// Raft has stopped (or the member is gone): the watch ends.
+    Stopped,
+}
+
+/// Resolves when this member no longer believes `leader` leads, or when Raft stops.
+async fn leader_changes(node: &Weak<RaftNode>, leader: u64) -> Change {
     let Some(mut metrics) = node.upgrade().map(|n| n.raft().metrics()) else {
-        return;
+        return Change::Stopped;
     };
     loop {
         if metrics.changed().await.is_err() {
-            return;
+            return Change::Stopped;
         }
         let still = metrics.borrow().current_leader == Some(leader);
         if !still {
-            return;
+            return Change::NewLeader;
         }
     }
 }

@@ -172,6 +172,9 @@ async fn proxy(a: ProxyArgs) -> Result<i32> {
         .try_init();
     let drain = weft_types::duration::parse_duration(&a.drain_timeout)
         .map_err(|e| anyhow!("-drain-timeout: {e}"))?;
+    // First: as a container's PID 1 the proxy has no default SIGTERM action, and a stop during start-up must still
+    // end it (and remove what it registered).
+    let signals = crate::signals::Signals::install();
     let http_addr = http_addr(&a.http);
     let agent = AgentClient::new(&http_addr, a.http.token.clone())?;
     // A task's sidecar may start before its host's agent answers: give the agent a minute.
@@ -199,23 +202,35 @@ async fn proxy(a: ProxyArgs) -> Result<i32> {
             )
             .await
             .map_err(|e| anyhow!("Error registering service {:?}: {e}", task.id))?;
-        let config = config::from_sidecar(&agent, &task.id, &datacenter).await?;
+        let config = match config::from_sidecar(&agent, &task.id, &datacenter).await {
+            Ok(c) => c,
+            Err(e) => {
+                deregister(&agent, &task.id).await;
+                return Err(e.into());
+            }
+        };
         let probe = config.public.as_ref().map(|p| p.local_service.clone());
+        let id = task.id.clone();
         let registration = Registration {
             id: task.id,
             check: task.check,
             body: None,
             probe,
         };
-        return serve(
-            agent,
+        let served = serve(
+            agent.clone(),
             config,
             "Registered service",
             Some(registration),
             drain,
             a.metrics_addr.as_deref(),
+            signals,
         )
         .await;
+        if served.is_err() {
+            deregister(&agent, &id).await;
+        }
+        return served;
     }
 
     let (config, mode) = if let Some(id) = &a.proxy_id {
@@ -285,6 +300,7 @@ async fn proxy(a: ProxyArgs) -> Result<i32> {
         registration,
         drain,
         a.metrics_addr.as_deref(),
+        signals,
     )
     .await
 }
@@ -327,6 +343,7 @@ async fn serve(
     registration: Option<Registration>,
     drain: Duration,
     metrics_addr: Option<&str>,
+    mut signals: crate::signals::Signals,
 ) -> Result<i32> {
     // Bound first: a bad or busy metrics address is an error at start, not a silent gap in monitoring.
     let metrics_listener = match metrics_addr {
@@ -354,7 +371,6 @@ async fn serve(
         Some(p) => println!("       Public listener: {} => {}", p.bind, p.local_service),
         None => println!("       Public listener: Disabled"),
     }
-    let mut signals = crate::signals::Signals::install();
     let proxy = Proxy::start(config.clone(), agent.clone()).await?;
     if let Some(addr) = proxy.public_addr {
         println!("  Public listener addr: {addr}");
@@ -426,22 +442,24 @@ async fn serve(
         h.abort();
     }
     if let Some(r) = registration {
-        let path = format!(
-            "/v1/agent/service/deregister/{}",
-            crate::client::encode(&r.id)
-        );
-        for _ in 0..3 {
-            if agent.request(Method::PUT, &path, None).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        deregister(&agent, &r.id).await;
     }
     let left = proxy.drain(drain).await;
     if left > 0 {
         eprintln!("==> Closed {left} connection(s) still open after the drain timeout");
     }
     Ok(0)
+}
+
+/// Removes a registration this proxy made (three tries: the agent may be restarting).
+async fn deregister(agent: &AgentClient, id: &str) {
+    let path = format!("/v1/agent/service/deregister/{}", crate::client::encode(id));
+    for _ in 0..3 {
+        if agent.request(Method::PUT, &path, None).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// `-register`: a `<svc>-proxy` connect-proxy registration with a TTL heartbeat check.
@@ -527,6 +545,7 @@ async fn ingress(a: IngressArgs) -> Result<i32> {
     if !weft_ca::spiffe::valid_service_name(&a.service) {
         bail!("Invalid -service {:?}", a.service);
     }
+    let signals = crate::signals::Signals::install();
     let agent = AgentClient::new(&http_addr(&a.http_args), a.http_args.token.clone())?;
     // A gateway that registers itself is a deployment's component: it may start before its agent answers.
     let patience = if a.register {
@@ -587,6 +606,7 @@ async fn ingress(a: IngressArgs) -> Result<i32> {
         registration,
         drain,
         a.metrics_addr.as_deref(),
+        signals,
     )
     .await
 }

@@ -84,10 +84,16 @@ fn field<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 /// loopback (then the agent's own node address is the task's too).
 pub async fn task_address(agent_addr: &str) -> Option<std::net::IpAddr> {
     let hostport = agent_addr
-        .trim_start_matches("http://")
+        .split_once("://")
+        .map_or(agent_addr, |(_, rest)| rest)
         .trim_end_matches('/');
     let agent = tokio::net::lookup_host(hostport).await.ok()?.next()?;
-    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    let any: std::net::IpAddr = if agent.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let socket = std::net::UdpSocket::bind((any, 0)).ok()?;
     socket.connect(agent).ok()?;
     let ip = socket.local_addr().ok()?.ip();
     (!ip.is_loopback()).then_some(ip)
