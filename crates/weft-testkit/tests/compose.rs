@@ -150,6 +150,35 @@ impl Deployment {
             .output()?)
     }
 
+    /// `curl URL` inside a service's container (its network namespace).
+    fn curl(&self, service: &str, url: &str) -> Result<Output> {
+        self.exec(service, &["curl", "-sS", "-m", "5", url])
+    }
+
+    /// From `service`, the connection to `url` is refused: curl's exit code 7 (the target listens on its own
+    /// task's loopback only); any other failure means the check itself went wrong.
+    fn refused(&self, service: &str, url: &str) -> Result<()> {
+        let out = self.curl(service, url)?;
+        ensure!(
+            out.status.code() == Some(7),
+            "{service} reached {url}, or the check went wrong: {:?} {}",
+            out.status.code(),
+            text(&out)
+        );
+        Ok(())
+    }
+
+    /// From `service`, `url` answers with greeting's word from host-a.
+    fn greeting_answers(&self, service: &str, url: &str) -> Result<()> {
+        let out = self.curl(service, url)?;
+        ensure!(
+            out.status.success() && text(&out).contains("(host-a)"),
+            "greeting from {service} at {url}: {}",
+            text(&out)
+        );
+        Ok(())
+    }
+
     fn ip(&self, host: u8) -> String {
         format!("{}.{host}", self.subnet)
     }
@@ -264,59 +293,12 @@ fn the_container_deployment_serves_the_walkthrough_and_survives_failures() -> Re
     ensure!(nodes == six, "nodes page lists {nodes:?}");
 
     // Isolation: from greeter-1's task, greeting's application port is unreachable; its sidecar upstream works.
-    let direct = d.exec(
-        "greeter-1-sidecar",
-        &[
-            "curl",
-            "-sS",
-            "-m",
-            "3",
-            &format!("http://{}:9001/", d.ip(31)),
-        ],
-    )?;
-    // curl's exit code 7: the connection itself was refused (greeting listens on its task's loopback only).
-    ensure!(
-        direct.status.code() == Some(7),
-        "a task reached another task's application directly, or the check went wrong: {:?} {}",
-        direct.status.code(),
-        text(&direct)
-    );
-    // The same application does answer inside its own task.
-    let own = d.exec(
-        "greeting-sidecar",
-        &["curl", "-sS", "-m", "5", "http://127.0.0.1:9001/"],
-    )?;
-    ensure!(
-        own.status.success() && text(&own).contains("(host-a)"),
-        "greeting inside its own task: {}",
-        text(&own)
-    );
-    let via = d.exec(
-        "greeter-1-sidecar",
-        &["curl", "-sS", "-m", "5", "http://127.0.0.1:9191/"],
-    )?;
-    ensure!(
-        via.status.success() && text(&via).contains("(host-a)"),
-        "greeting through greeter-1's sidecar: {}",
-        text(&via)
-    );
+    d.refused("greeter-1-sidecar", &format!("http://{}:9001/", d.ip(31)))?;
+    // The same application does answer inside its own task, and through greeter-1's sidecar.
+    d.greeting_answers("greeting-sidecar", "http://127.0.0.1:9001/")?;
+    d.greeting_answers("greeter-1-sidecar", "http://127.0.0.1:9191/")?;
     // Nor can a host reach an application.
-    let from_host = d.exec(
-        "host-b",
-        &[
-            "curl",
-            "-sS",
-            "-m",
-            "3",
-            &format!("http://{}:9000/", d.ip(33)),
-        ],
-    )?;
-    ensure!(
-        from_host.status.code() == Some(7),
-        "a host reached greeter-1's application, or the check went wrong: {:?} {}",
-        from_host.status.code(),
-        text(&from_host)
-    );
+    d.refused("host-b", &format!("http://{}:9000/", d.ip(33)))?;
 
     // One greeter task stops: every later call is answered, by the other instance.
     d.compose(&["stop", "greeter-2-sidecar", "greeter-2"])?;
