@@ -22,8 +22,10 @@
 //!
 //! The machine may be shared: before each topology the scenario waits (up to a minute) until processes outside the
 //! benchmark use less than a tenth of it, and for each load it reports how much of the machine they used meanwhile
-//! (a row of the table, and a WARNING from 5% on). `$WEFT_PROXY_BIN` runs the two proxies from another binary (to
-//! measure a candidate proxy build against the same agent).
+//! (a row of the table, and a WARNING from 5% on). `$WEFT_PROXY_BIN` runs the two proxies from another binary, such
+//! as the `sidecar` profile build of weft-sidecar that the container images ship
+//! (`cargo build --profile sidecar -p weft-sidecar`); otherwise `weft connect proxy` runs them, which hands over to
+//! a weft-sidecar beside weft when there is one.
 //!
 //! Goals printed against: Weft ahead of every measured peer on each figure, and at most 5 MB resident per idle
 //! sidecar. A peer that is not installed is SKIPPED with a note (`--install` installs the Debian packages).
@@ -831,7 +833,8 @@ async fn start_weft(bin: &Path, backend: SocketAddr) -> Result<Setup> {
              weft connect proxy -sidecar-for backend (127.0.0.1:{sidecar_port}) -> backend {backend}"
         ),
         config_note: "`weft agent -dev`; `weft connect proxy -sidecar-for backend` and `-service loadgen \
-                      -upstream backend:PORT` (2 runtime workers each, TLS 1.3 only, resumption off by design)"
+                      -upstream backend:PORT` (run by weft-sidecar, one thread, when it sits beside weft or is \
+                      $WEFT_PROXY_BIN; TLS 1.3 only, resumption off by design)"
             .into(),
         _holder: Some(Box::new(WeftMesh {
             _upstream: upstream,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the deployment's three images without a registry (nothing is pulled):
-#   weft-local/weft     FROM scratch: a statically linked weft, plus curl and its libraries for the walkthrough
+#   weft-local/weft     FROM scratch: statically linked weft and weft-sidecar (which `weft connect proxy` runs),
+#                       plus curl and its libraries for the walkthrough
 #   weft-local/greeter  FROM scratch: the statically linked greeting/name/greeter demo
 #   weft-local/nginx    FROM scratch: Debian's nginx and the shared libraries it loads
 # Needs cargo, docker, and Debian's nginx and curl on the build machine (`apt-get install nginx-light curl`).
@@ -19,12 +20,17 @@ nginx_bin=$(command -v nginx || true)
 triple=$(rustc -vV | sed -n 's/^host: //p')
 echo "==> building static weft and greeter-demo (release, $triple)"
 (cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target "$triple" -p weft -p greeter-demo)
+# The sidecar executable that `weft connect proxy` hands over to, with whole-program optimisation (the `sidecar`
+# profile): every task's sidecar container runs it.
+echo "==> building static weft-sidecar (sidecar profile)"
+(cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile sidecar --target "$triple" -p weft-sidecar)
 target_dir=$(cd "$root" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 bin_dir="$target_dir/$triple/release"
-for b in weft greeter-demo; do
+sidecar_bin="$target_dir/$triple/sidecar/weft-sidecar"
+for b in "$bin_dir/weft" "$bin_dir/greeter-demo" "$sidecar_bin"; do
   # ldd fails on a static binary, or says "statically linked" for a static PIE.
-  if deps=$(ldd "$bin_dir/$b" 2>&1) && [[ $deps != *"statically linked"* ]]; then
-    echo "build-images: $bin_dir/$b is not statically linked" >&2; exit 1
+  if deps=$(ldd "$b" 2>&1) && [[ $deps != *"statically linked"* ]]; then
+    echo "build-images: $b is not statically linked" >&2; exit 1
   fi
 done
 
@@ -67,6 +73,7 @@ r="$work/weft/rootfs"
 base_rootfs "$r"
 mkdir -p "$r/bin"
 copy_stripped "$bin_dir/weft" "$r/bin/weft"
+copy_stripped "$sidecar_bin" "$r/bin/weft-sidecar"
 with_libraries "$r" "$(command -v curl)" /bin/curl
 printf 'FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nENTRYPOINT ["/bin/weft"]\n' >"$work/weft/Dockerfile"
 image weft "$work/weft"

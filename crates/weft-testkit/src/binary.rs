@@ -34,3 +34,21 @@ pub fn weft_binary() -> Result<PathBuf> {
     }
     Ok(bin)
 }
+
+/// The `weft-sidecar` executable next to the `weft` binary: `weft connect proxy|ingress` hands over to it.
+pub fn sidecar_binary() -> Result<PathBuf> {
+    let bin = weft_binary()?.with_file_name("weft-sidecar");
+    if !bin.is_file() {
+        bail!(
+            "weft-sidecar is missing at {}: run `cargo build -p weft -p weft-sidecar` first",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The executable a running process was started from (`/proc/PID/exe`).
+pub fn executable_of(pid: u32) -> Result<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .with_context(|| format!("cannot read /proc/{pid}/exe"))
+}

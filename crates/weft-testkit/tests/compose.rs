@@ -292,6 +292,21 @@ fn the_container_deployment_serves_the_walkthrough_and_survives_failures() -> Re
     .collect();
     ensure!(nodes == six, "nodes page lists {nodes:?}");
 
+    // Each task's sidecar container runs `weft connect proxy`, which handed over to the image's weft-sidecar.
+    for sidecar in ["greeting-sidecar", "greeter-1-sidecar", "ingress-sidecar"] {
+        let id = d.compose(&["ps", "-q", sidecar])?;
+        let pid = Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Pid}}", &id])
+            .output()?;
+        let pid: u32 = text(&pid).trim().parse()?;
+        let exe = weft_testkit::binary::executable_of(pid)?;
+        ensure!(
+            exe.ends_with("bin/weft-sidecar"),
+            "{sidecar} runs {}",
+            exe.display()
+        );
+    }
+
     // Isolation: from greeter-1's task, greeting's application port is unreachable; its sidecar upstream works.
     d.refused("greeter-1-sidecar", &format!("http://{}:9001/", d.ip(31)))?;
     // The same application does answer inside its own task, and through greeter-1's sidecar.

@@ -10,7 +10,9 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
+use weft_testkit::binary::{executable_of, sidecar_binary, weft_binary};
 use weft_testkit::mesh::{greeting_app, refusals, sidecar_for_with, upstream_proxy};
+use weft_testkit::net::strings;
 use weft_testkit::net::{free_port, http_get, parse_response};
 use weft_testkit::{eventually, DevAgent, Spawned, TempDir};
 
@@ -123,6 +125,11 @@ async fn traffic_spreads_fails_over_and_obeys_intentions() -> Result<()> {
         HashSet::from(["inst-a".to_string(), "inst-b".to_string()]),
         "load spreads over both"
     );
+    // `weft connect proxy` handed over to the small weft-sidecar executable beside weft (same process).
+    let sidecar = sidecar_binary()?;
+    for p in m.sidecars.iter().chain([&m.client]) {
+        assert_eq!(executable_of(p.pid())?, sidecar, "{}", p.output());
+    }
 
     // A deny intention refuses new connections, with the reason in the answer; no restart needed.
     let deny = json!({"SourceType": "consul", "Action": "deny"});
@@ -197,6 +204,42 @@ async fn traffic_spreads_fails_over_and_obeys_intentions() -> Result<()> {
         "client proxy exit: {status:?}\n{}",
         m.client.output()
     );
+    Ok(())
+}
+
+/// A `weft` without `weft-sidecar` beside it runs the proxy itself, with the same behaviour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_weft_binary_runs_the_proxy_itself() -> Result<()> {
+    let m = mesh(json!({})).await?;
+    let alone = TempDir::new()?;
+    let weft = alone.path().join("weft");
+    if std::fs::hard_link(weft_binary()?, &weft).is_err() {
+        std::fs::copy(weft_binary()?, &weft)?;
+    }
+    let port = free_port()?;
+    let upstream = format!("greeting:{port}");
+    let http = m.agent.addr().to_string();
+    let proxy = Spawned::start(
+        &weft,
+        &strings(&[
+            "connect",
+            "proxy",
+            "-service",
+            "test",
+            "-upstream",
+            &upstream,
+            "-http-addr",
+            &http,
+        ]),
+    )?;
+    eventually(Duration::from_secs(20), async || {
+        tokio::task::block_in_place(|| http_get(port)).is_ok_and(|(code, _)| code == 200)
+    })
+    .await
+    .with_context(|| proxy.output())?;
+    assert_eq!(executable_of(proxy.pid())?, weft, "{}", proxy.output());
+    let mut proxy = proxy;
+    assert!(proxy.terminate()?.success(), "{}", proxy.output());
     Ok(())
 }
 

@@ -196,6 +196,15 @@ fn walkthrough(ingress: &str) -> Result<()> {
     Command::new("kill")
         .args(["-KILL", &pids[0].to_string()])
         .status()?;
+    // Until the greeter's health check fails, a call may still reach host-b's sidecar, which then finds no
+    // application and closes the connection: wait for the catalog to drop it first.
+    eventually_sync(Duration::from_secs(20), || -> Result<bool> {
+        let (code, body) =
+            weft_testkit::net::http_get_path(demo.http, "/v1/health/connect/greeter?passing=1")?;
+        let healthy: serde_json::Value = serde_json::from_str(&body)?;
+        Ok(code == 200 && healthy.as_array().map(Vec::len) == Some(1))
+    })
+    .with_context(|| demo.output())?;
     eventually_sync(Duration::from_secs(20), || -> Result<bool> {
         let mut all = true;
         for _ in 0..5 {

@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod duration;
+pub mod flags;
 pub mod ids;
 pub mod intention;
 pub mod kv;

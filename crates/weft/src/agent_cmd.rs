@@ -400,7 +400,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let listener = listen(http_addr, 4096)
         .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
     let local = listener.local_addr()?;
-    let mut signals = crate::signals::Signals::install();
+    let mut signals = weft_sidecar::signals::Signals::install();
     println!("==> Weft agent running!");
     println!("             Version: '{}'", weft_types::VERSION);
     println!("           Node name: '{node_name}'");

@@ -2,24 +2,12 @@
 //! 127.0.0.1:8500) and turns non-2xx answers into one-line errors.
 
 use anyhow::{anyhow, bail, Result};
-use clap::Args;
 use reqwest::{Method, StatusCode};
 
-#[derive(Args, Debug, Clone, Default)]
-pub struct HttpArgs {
-    /// The agent's HTTP address (also WEFT_HTTP_ADDR or CONSUL_HTTP_ADDR).
-    #[arg(long = "http-addr")]
-    pub http_addr: Option<String>,
-    /// ACL token (also WEFT_HTTP_TOKEN or CONSUL_HTTP_TOKEN).
-    #[arg(long)]
-    pub token: Option<String>,
-    /// Datacenter to query (default: the agent's).
-    #[arg(long)]
-    pub datacenter: Option<String>,
-    /// Allow any server to answer reads.
-    #[arg(long)]
-    pub stale: bool,
-}
+/// Consul's HTTP API flags (`-http-addr`, `-token`, `-datacenter`, `-stale`), shared with the sidecar commands.
+pub use weft_sidecar::args::AgentFlags as HttpArgs;
+/// Percent-encodes one path segment or query value.
+pub use weft_sidecar::encode;
 
 pub struct Api {
     base: String,
@@ -44,19 +32,9 @@ impl Answer {
     }
 }
 
-fn env(names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
-}
-
 impl Api {
     pub fn new(args: &HttpArgs) -> Result<Api> {
-        let addr = args
-            .http_addr
-            .clone()
-            .or_else(|| env(&["WEFT_HTTP_ADDR", "CONSUL_HTTP_ADDR"]))
-            .unwrap_or_else(|| "127.0.0.1:8500".into());
+        let addr = args.addr();
         let base = if addr.starts_with("http://") || addr.starts_with("https://") {
             addr.trim_end_matches('/').to_string()
         } else if let Some(path) = addr.strip_prefix("unix://") {
@@ -72,10 +50,7 @@ impl Api {
         let http = builder
             .build()
             .map_err(|e| anyhow!("cannot build HTTP client: {e}"))?;
-        let token = args
-            .token
-            .clone()
-            .or_else(|| env(&["WEFT_HTTP_TOKEN", "CONSUL_HTTP_TOKEN"]));
+        let token = args.token();
         Ok(Api {
             base,
             http,
@@ -135,19 +110,6 @@ impl Api {
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
         self.ok(Method::GET, path, None).await?.json()
     }
-}
-
-/// Percent-encodes one path segment or query value.
-pub fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Space-padded columns, like Consul's columnize output.

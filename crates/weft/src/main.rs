@@ -4,12 +4,11 @@
 //! Weft exactly as they call Consul. Errors print one line and exit 1.
 
 mod agent_cmd;
-mod args;
 mod client;
 mod cluster_cmd;
 mod commands;
 mod config;
-mod signals;
+mod sidecar_exec;
 
 use clap::{Parser, Subcommand};
 use commands::{catalog, connect, demo, intention, kv, misc, operator, services, snapshot, tls};
@@ -69,27 +68,19 @@ enum Command {
 
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let argv = args::normalize(std::env::args());
-    let cli = match Cli::try_parse_from(argv) {
-        Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
-            let _ = e.print();
-            std::process::exit(code);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let cli: Cli = weft_sidecar::parse_or_exit();
+    if let Command::Connect(connect::ConnectCmd::Proxy(_) | connect::ConnectCmd::Ingress(_)) =
+        &cli.command
+    {
+        // Returns only when there is no weft-sidecar beside this binary (or it cannot be run): then the proxy runs
+        // here, in the same code.
+        sidecar_exec::replace_with_sidecar();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("Error starting the runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    let result = runtime.block_on(async move {
+        .build();
+    weft_sidecar::run_and_exit(runtime, async move {
         match cli.command {
             Command::Agent(a) => agent_cmd::run(a).await.map(|()| 0),
             Command::Members(a) => misc::members(a).await,
@@ -109,13 +100,5 @@ fn main() {
             Command::ForceLeave(a) => misc::force_leave(a).await,
             Command::Keygen => Ok(misc::keygen()),
         }
-    });
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    match result {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("{e:#}");
-            std::process::exit(1);
-        }
-    }
+    })
 }

@@ -181,7 +181,7 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
             .to_string(),
     )?;
 
-    let mut signals = crate::signals::Signals::install();
+    let mut signals = weft_sidecar::signals::Signals::install();
     println!("==> Starting the Weft dev agent on {http_addr} (default-deny intentions)");
     let agent = Proc::spawn(
         "agent",

@@ -9,5 +9,4 @@ pub mod misc;
 pub mod operator;
 pub mod services;
 pub mod snapshot;
-pub mod task_service;
 pub mod tls;

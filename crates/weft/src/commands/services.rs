@@ -1,10 +1,10 @@
 //! `weft services register|deregister`: local-agent registrations from flags or JSON files.
 
 use crate::client::{encode, Api, HttpArgs};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
 use reqwest::Method;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -48,48 +48,6 @@ pub struct DeregisterArgs {
     pub files: Vec<PathBuf>,
 }
 
-/// The service definitions a file declares: `{"service": {...}}`, `{"services": [...]}` or a bare definition.
-pub(crate) fn definitions(path: &std::path::Path) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("Error reading {}", path.display()))?;
-    if path.extension().is_some_and(|e| e == "hcl") {
-        bail!(
-            "{}: HCL service files are not supported yet; use JSON",
-            path.display()
-        );
-    }
-    let value: Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
-    let Value::Object(map) = value else {
-        bail!("{}: expected a JSON object", path.display())
-    };
-    let lower: Map<String, Value> = map
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-        .collect();
-    Ok(match (lower.get("service"), lower.get("services")) {
-        (Some(s), _) => vec![s.clone()],
-        (None, Some(Value::Array(list))) => list.clone(),
-        _ => vec![Value::Object(map)],
-    })
-}
-
-pub(crate) fn name_and_id(def: &Value) -> (String, String) {
-    let get = |keys: &[&str]| -> String {
-        def.as_object()
-            .and_then(|m| {
-                m.iter()
-                    .find(|(k, _)| keys.contains(&k.to_ascii_lowercase().as_str()))
-            })
-            .and_then(|(_, v)| v.as_str())
-            .unwrap_or("")
-            .to_string()
-    };
-    let name = get(&["name"]);
-    let id = get(&["id"]);
-    (name.clone(), if id.is_empty() { name } else { id })
-}
-
 pub async fn run(cmd: ServicesCmd) -> Result<i32> {
     match cmd {
         ServicesCmd::Register(a) => register(a).await,
@@ -120,11 +78,11 @@ async fn register(a: RegisterArgs) -> Result<i32> {
             bail!("Must specify -name or at least one service definition file");
         }
         for f in &a.files {
-            defs.extend(definitions(f)?);
+            defs.extend(weft_sidecar::service_file::definitions(f)?);
         }
     }
     for def in defs {
-        let (name, _) = name_and_id(&def);
+        let (name, _) = weft_sidecar::service_file::name_and_id(&def);
         api.ok(
             Method::PUT,
             "/v1/agent/service/register",
@@ -144,7 +102,11 @@ async fn deregister(a: DeregisterArgs) -> Result<i32> {
         ids.push(id.clone());
     }
     for f in &a.files {
-        ids.extend(definitions(f)?.iter().map(|d| name_and_id(d).1));
+        ids.extend(
+            weft_sidecar::service_file::definitions(f)?
+                .iter()
+                .map(|d| weft_sidecar::service_file::name_and_id(d).1),
+        );
     }
     if ids.is_empty() {
         bail!("Must specify -id or at least one service definition file");

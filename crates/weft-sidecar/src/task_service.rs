@@ -17,7 +17,7 @@ pub struct TaskService {
 
 impl TaskService {
     pub async fn from_file(file: &Path, agent_addr: &str) -> Result<TaskService> {
-        let defs = crate::commands::services::definitions(file)?;
+        let defs = crate::service_file::definitions(file)?;
         let [def] = defs.as_slice() else {
             bail!(
                 "{}: -register-service takes exactly one service definition",
@@ -30,7 +30,7 @@ impl TaskService {
                 file.display()
             )
         };
-        let (name, id) = crate::commands::services::name_and_id(&Value::Object(def.clone()));
+        let (name, id) = crate::service_file::name_and_id(&Value::Object(def.clone()));
         if name.is_empty() {
             bail!("{}: the service definition has no name", file.display());
         }

@@ -1,0 +1,192 @@
+//! What the proxy and the gateway share once configured: listening, registering, heartbeats, and the drain on
+//! SIGINT/SIGTERM.
+
+use crate::signals::Signals;
+use anyhow::{anyhow, bail, Context, Result};
+use std::time::Duration;
+use weft_proxy::config::ProxyConfig;
+use weft_proxy::control::{AgentClient, Method};
+use weft_proxy::Proxy;
+
+/// A registration the proxy keeps alive while it serves and removes when it stops.
+#[derive(Clone)]
+pub struct Registration {
+    /// The service to deregister on shutdown.
+    pub id: String,
+    /// Its TTL check, passed by the heartbeat.
+    pub check: String,
+    /// The body to register once the proxy listens (`None`: registered already).
+    pub body: Option<serde_json::Value>,
+    /// An application address the heartbeat dials first: the check passes only when it answers.
+    pub probe: Option<String>,
+}
+
+/// How often the proxy reports an application it probes (its check's TTL is a few times longer).
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// Reads `/v1/agent/self`, retrying for up to `patience` while the agent does not answer.
+pub async fn agent_self(agent: &AgentClient, patience: Duration) -> Result<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match agent.get("/v1/agent/self").await {
+            Ok(answer) => return Ok(answer.body),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                bail!("Error talking to the local agent: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// The agent's datacenter, from `/v1/agent/self`.
+pub fn datacenter(me: &serde_json::Value) -> String {
+    me["Config"]["Datacenter"]
+        .as_str()
+        .unwrap_or("dc1")
+        .to_string()
+}
+
+/// Parses `-drain-timeout`.
+pub fn drain_timeout(text: &str) -> Result<Duration> {
+    weft_types::duration::parse_duration(text).map_err(|e| anyhow!("-drain-timeout: {e}"))
+}
+
+/// Everything `serve` needs besides the configuration.
+pub struct Serving<'a> {
+    pub agent: AgentClient,
+    /// How the configuration was obtained, for the banner.
+    pub mode: &'a str,
+    pub registration: Option<Registration>,
+    pub drain: Duration,
+    pub metrics_addr: Option<&'a str>,
+    pub signals: Signals,
+}
+
+/// Starts the proxy, registers it if asked, heartbeats, and on SIGINT/SIGTERM deregisters and drains.
+pub async fn serve(config: ProxyConfig, s: Serving<'_>) -> Result<i32> {
+    let Serving {
+        agent,
+        mode,
+        registration,
+        drain,
+        metrics_addr,
+        mut signals,
+    } = s;
+    // Bound first: a bad or busy metrics address is an error at start, not a silent gap in monitoring.
+    let metrics_listener = match metrics_addr {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on -metrics-addr {addr:?}"))?,
+        ),
+    };
+    println!("==> Weft Connect proxy starting...");
+    println!("    Configuration mode: {mode}");
+    println!("               Service: {}", config.service);
+    for u in &config.upstreams {
+        println!("              Upstream: {} => {}", u.destination, u.bind);
+    }
+    for h in &config.ingress_http {
+        println!(
+            "          HTTP ingress: {} => {}",
+            h.bind,
+            h.services.join(",")
+        );
+    }
+    match &config.public {
+        Some(p) => println!("       Public listener: {} => {}", p.bind, p.local_service),
+        None => println!("       Public listener: Disabled"),
+    }
+    let proxy = Proxy::start(config.clone(), agent.clone()).await?;
+    if let Some(addr) = proxy.public_addr {
+        println!("  Public listener addr: {addr}");
+    }
+    for (name, addr) in &proxy.upstream_addrs {
+        println!("    Upstream listening: {name} {addr}");
+    }
+    if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            println!("               Metrics: http://{addr}/metrics");
+        }
+        tokio::spawn(weft_proxy::metrics_endpoint::serve(
+            listener,
+            proxy.metrics.clone(),
+            config.service.clone(),
+        ));
+    }
+    if let Some(body) = registration.as_ref().and_then(|r| r.body.as_ref()) {
+        agent
+            .request(
+                Method::PUT,
+                "/v1/agent/service/register",
+                Some(body.to_string()),
+            )
+            .await
+            .map_err(|e| anyhow!("Error registering the proxy: {e}"))?;
+    }
+    if proxy.ready(Duration::from_secs(30)).await {
+        println!("==> Proxy loaded config and ready to serve");
+    } else {
+        eprintln!(
+            "==> Proxy has no certificate yet; it will serve as soon as the agent provides one"
+        );
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let heartbeat = registration
+        .clone()
+        .map(|r| tokio::spawn(heartbeat(agent.clone(), r)));
+    signals.wait().await;
+    println!("==> Draining: no new connections; open ones may finish");
+    if let Some(h) = heartbeat {
+        h.abort();
+    }
+    if let Some(r) = registration {
+        deregister(&agent, &r.id).await;
+    }
+    let left = proxy.drain(drain).await;
+    if left > 0 {
+        eprintln!("==> Closed {left} connection(s) still open after the drain timeout");
+    }
+    Ok(0)
+}
+
+/// Keeps a registration's TTL check passing (or failing, while a probed application does not answer).
+async fn heartbeat(agent: AgentClient, r: Registration) {
+    let every = if r.probe.is_some() {
+        PROBE_EVERY
+    } else {
+        Duration::from_secs(10)
+    };
+    let mut tick = tokio::time::interval(every);
+    let check = crate::encode(&r.check);
+    loop {
+        tick.tick().await;
+        let path = match &r.probe {
+            None => format!("/v1/agent/check/pass/{check}"),
+            Some(addr) => match crate::task_service::probe(addr).await {
+                Ok(()) => format!("/v1/agent/check/pass/{check}"),
+                Err(why) => format!(
+                    "/v1/agent/check/fail/{check}?note={}",
+                    crate::encode(&format!("dial {addr}: {why}"))
+                ),
+            },
+        };
+        if let Err(e) = agent.request(Method::PUT, &path, None).await {
+            tracing::warn!(error = %e, "proxy heartbeat failed");
+        }
+    }
+}
+
+/// Removes a registration this proxy made (three tries: the agent may be restarting).
+pub async fn deregister(agent: &AgentClient, id: &str) {
+    let path = format!("/v1/agent/service/deregister/{}", crate::encode(id));
+    for _ in 0..3 {
+        if agent.request(Method::PUT, &path, None).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
