@@ -431,7 +431,7 @@ pub async fn run(bin: &Path, cfg: &Config) -> Result<Vec<Row>> {
         "client agent idle RSS",
         rss.describe(),
         "<= 15 MB",
-        Verdict::check(rss.rss <= 15 * 1024 * 1024),
+        Verdict::check(rss.rss <= 15_000_000),
     ));
 
     // 2. Failover, three times.

@@ -22,10 +22,9 @@
 //!
 //! The machine may be shared: before each topology the scenario waits (up to a minute) until processes outside the
 //! benchmark use less than a tenth of it, and for each load it reports how much of the machine they used meanwhile
-//! (a row of the table, and a WARNING from 5% on). `$WEFT_PROXY_BIN` runs the two proxies from another binary, such
-//! as the `sidecar` profile build of weft-sidecar that the container images ship
-//! (`cargo build --profile sidecar -p weft-sidecar`); otherwise `weft connect proxy` runs them, which hands over to
-//! a weft-sidecar beside weft when there is one.
+//! (a row of the table, and a WARNING from 5% on). `$WEFT_PROXY_BIN` runs the two proxies from another binary (a
+//! candidate build); otherwise `weft connect proxy` runs them, which hands over to the weft-sidecar beside weft
+//! (`cargo build --release -p weft -p weft-sidecar`) when there is one.
 //!
 //! Goals printed against: Weft ahead of every measured peer on each figure, and at most 5 MB resident per idle
 //! sidecar. A peer that is not installed is SKIPPED with a note (`--install` installs the Debian packages).

@@ -18,16 +18,12 @@ nginx_bin=$(command -v nginx || true)
 
 # Static binaries: glibc's static C runtime, built for the host triple so build scripts stay dynamic.
 triple=$(rustc -vV | sed -n 's/^host: //p')
-echo "==> building static weft and greeter-demo (release, $triple)"
-(cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target "$triple" -p weft -p greeter-demo)
-# The sidecar executable that `weft connect proxy` hands over to, with whole-program optimisation (the `sidecar`
-# profile): every task's sidecar container runs it.
-echo "==> building static weft-sidecar (sidecar profile)"
-(cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile sidecar --target "$triple" -p weft-sidecar)
+echo "==> building static weft, weft-sidecar and greeter-demo (release, $triple)"
+# weft-sidecar is what `weft connect proxy` hands over to: every task's sidecar container runs it.
+(cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target "$triple" -p weft -p weft-sidecar -p greeter-demo)
 target_dir=$(cd "$root" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 bin_dir="$target_dir/$triple/release"
-sidecar_bin="$target_dir/$triple/sidecar/weft-sidecar"
-for b in "$bin_dir/weft" "$bin_dir/greeter-demo" "$sidecar_bin"; do
+for b in "$bin_dir/weft" "$bin_dir/weft-sidecar" "$bin_dir/greeter-demo"; do
   # ldd fails on a static binary, or says "statically linked" for a static PIE.
   if deps=$(ldd "$b" 2>&1) && [[ $deps != *"statically linked"* ]]; then
     echo "build-images: $b is not statically linked" >&2; exit 1
@@ -73,7 +69,7 @@ r="$work/weft/rootfs"
 base_rootfs "$r"
 mkdir -p "$r/bin"
 copy_stripped "$bin_dir/weft" "$r/bin/weft"
-copy_stripped "$sidecar_bin" "$r/bin/weft-sidecar"
+copy_stripped "$bin_dir/weft-sidecar" "$r/bin/weft-sidecar"
 with_libraries "$r" "$(command -v curl)" /bin/curl
 printf 'FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nENTRYPOINT ["/bin/weft"]\n' >"$work/weft/Dockerfile"
 image weft "$work/weft"

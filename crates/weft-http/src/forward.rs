@@ -59,6 +59,12 @@ fn wants_stale(method: &Method, query: &[(String, String)]) -> bool {
     *method == Method::GET && query.iter().any(|(k, _)| k == "stale")
 }
 
+/// Paths whose answer needs KV, which client agents' replicas do not hold (see `weft_server::replica`): KV,
+/// transactions, and whole-state snapshots.
+fn needs_kv(path: &str) -> bool {
+    path.starts_with("/v1/kv/") || path.starts_with("/v1/txn") || path.starts_with("/v1/snapshot")
+}
+
 /// Decides where a request is answered; waits (up to [`LEADER_WAIT`]) for an election in progress.
 pub async fn decide(
     state: &ApiState,
@@ -67,10 +73,13 @@ pub async fn decide(
     query: &[(String, String)],
     headers: &HeaderMap,
 ) -> Result<Decision, ApiError> {
-    if !is_cluster_path(path) || wants_stale(method, query) {
+    let server = state.agent.server();
+    let client = matches!(server.mode(), Mode::Client(_));
+    // `?stale` is answered from this agent's copy, except KV on a client agent, which has none: any server answers
+    // it from its own.
+    if !is_cluster_path(path) || (wants_stale(method, query) && !(client && needs_kv(path))) {
         return Ok(Decision::Local);
     }
-    let server = state.agent.server();
     if hops(headers) >= MAX_HOPS {
         return if server.leader_ready() {
             Ok(Decision::Local)
@@ -152,6 +161,29 @@ pub async fn route(
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
+}
+
+/// On a client agent, passes a request to the servers and returns their answer; `None` anywhere else. For the
+/// dashboard's KV pages: a client agent holds no KV, so a server renders them.
+pub async fn to_servers(
+    state: &ApiState,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+) -> Option<Reply> {
+    let Mode::Client(replica) = state.agent.server().mode() else {
+        return None;
+    };
+    let servers = replica.servers();
+    Some(
+        match forward(state, &servers, method, path_and_query, headers, &[]).await {
+            Ok(reply) => reply,
+            Err(e) => Reply::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("rpc error: no server reachable ({e})"),
+            ),
+        },
+    )
 }
 
 /// Passes the request on and returns the answer as it came; tries each target in turn until one is reached.

@@ -129,3 +129,12 @@ impl From<weft_state::StoreError> for ApiError {
 pub fn decode_error(e: weft_types::lenient::DecodeError) -> ApiError {
     ApiError::bad_request(format!("Request decode failed: {e}"))
 }
+
+impl axum::response::IntoResponse for Reply {
+    fn into_response(self) -> axum::response::Response {
+        let mut response = axum::response::Response::new(axum::body::Body::from(self.body));
+        *response.status_mut() = self.status;
+        response.headers_mut().extend(self.headers);
+        response
+    }
+}

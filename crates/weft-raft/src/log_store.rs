@@ -36,6 +36,8 @@ pub enum OpenError {
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// The commit point openraft last reported, written to disk with the next append (see `save_committed`).
+    committed: Arc<std::sync::Mutex<Option<Option<LogId<u64>>>>>,
 }
 
 fn io_err(e: impl std::error::Error + 'static) -> AnyError {
@@ -71,7 +73,10 @@ impl LogStore {
             }
         }
         tx.commit().map_err(|e| io(&e))?;
-        Ok(LogStore { db: Arc::new(db) })
+        Ok(LogStore {
+            db: Arc::new(db),
+            committed: Arc::default(),
+        })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AnyError> {
@@ -86,18 +91,8 @@ impl LogStore {
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), AnyError> {
-        self.put_meta_with(key, value, redb::Durability::Immediate)
-    }
-
-    fn put_meta_with<T: serde::Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        durability: redb::Durability,
-    ) -> Result<(), AnyError> {
         let bytes = serde_json::to_vec(value).map_err(|e| AnyError::new(&e))?;
-        let mut tx = self.db.begin_write().map_err(io_err)?;
-        tx.set_durability(durability).map_err(io_err)?;
+        let tx = self.db.begin_write().map_err(io_err)?;
         {
             let mut table = tx.open_table(META).map_err(io_err)?;
             table.insert(key, bytes.as_slice()).map_err(io_err)?;
@@ -201,11 +196,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
-        // A hint that lets a restarted member apply its log before hearing from a leader; losing the latest value
-        // in a crash only means waiting for the leader's next commit, so it costs no fsync (the next durable commit
-        // carries it to disk).
-        self.put_meta_with(KEY_COMMITTED, &committed, redb::Durability::None)
-            .map_err(|e| StorageIOError::write(e).into())
+        // A hint that lets a restarted member apply its log before hearing from a leader. It changes with every
+        // write, so it costs no transaction of its own: the next append writes it in the same commit. Losing the
+        // latest value only means waiting for the leader's next commit after a restart.
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<u64>>> {
@@ -220,6 +215,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        let committed = self
+            .committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let write = || -> Result<(), AnyError> {
             let tx = self.db.begin_write().map_err(io_err)?;
             {
@@ -230,6 +230,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                         .insert(entry.get_log_id().index, bytes.as_slice())
                         .map_err(io_err)?;
                 }
+            }
+            if let Some(committed) = committed {
+                let bytes = serde_json::to_vec(&committed).map_err(|e| AnyError::new(&e))?;
+                let mut meta = tx.open_table(META).map_err(io_err)?;
+                meta.insert(KEY_COMMITTED, bytes.as_slice())
+                    .map_err(io_err)?;
             }
             // The default durability fsyncs before `commit` returns.
             tx.commit().map_err(io_err)

@@ -8,7 +8,10 @@
 //!
 //! The cost, written down: every client agent holds the whole catalog in memory, as every server does. That is
 //! cheap at the scale of one datacenter of VMs (about 2 KB per service instance) and keeps the agent's reads off
-//! the servers; a partial (per-query) replica is the alternative if catalogs grow past that.
+//! the servers; a partial (per-query) replica is the alternative if catalogs grow past that. KV is the exception:
+//! it is application data of any size, which nothing on the agent itself reads, so the stream leaves it out (a
+//! KV command arrives as a `Skip` of its index) and client agents pass every KV request, `?stale` ones included,
+//! and the dashboard's KV pages to the servers.
 
 use crate::Server;
 use http_body_util::BodyExt;
@@ -32,6 +35,8 @@ pub enum StreamLine {
         leader: Option<String>,
         servers: Vec<String>,
     },
+    /// A command the replica does not hold (KV): only its index.
+    Skip { index: u64 },
 }
 
 const PING_EVERY: Duration = Duration::from_secs(1);
@@ -46,8 +51,8 @@ pub fn stream_lines(server: &Server) -> Option<mpsc::Receiver<Bytes>> {
     let server = server.clone();
     tokio::spawn(async move {
         let (snapshot, at) = {
-            let store = server.read();
-            (store.snapshot(), store.last_index())
+            let mut store = server.write_store();
+            (store.snapshot_without_kv(), store.last_index())
         };
         let mut first = b"snapshot ".to_vec();
         first.extend_from_slice(&snapshot);
@@ -59,10 +64,16 @@ pub fn stream_lines(server: &Server) -> Option<mpsc::Receiver<Bytes>> {
         loop {
             let line = tokio::select! {
                 event = events.recv() => match event {
-                    Ok(Applied::Command { index, now_ms, command }) if index > at => StreamLine::Entry {
-                        index,
-                        now_ms,
-                        command: (*command).clone(),
+                    Ok(Applied::Command { index, now_ms, command }) if index > at => match &*command {
+                        Command::Kv(_) | Command::Txn(_) => StreamLine::Skip { index },
+                        // An operator's restore replaces everything, KV included: the subscriber starts over from
+                        // a snapshot without KV.
+                        Command::Restore { .. } => return,
+                        _ => StreamLine::Entry {
+                            index,
+                            now_ms,
+                            command: (*command).clone(),
+                        },
                     },
                     Ok(Applied::Command { .. }) => continue,
                     Ok(Applied::Restored) | Err(broadcast::error::RecvError::Lagged(_)) => return,
@@ -184,6 +195,11 @@ impl Replica {
                     let _ = store.apply(index, now_ms, &command);
                 }
                 self.applied.send_replace(index.max(store.last_index()));
+            }
+            StreamLine::Skip { index } => {
+                let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
+                store.skip_to(index);
+                self.applied.send_replace(store.last_index());
             }
             StreamLine::Ping { leader, servers } => {
                 *lock(&self.leader) = leader;

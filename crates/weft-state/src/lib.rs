@@ -171,6 +171,23 @@ impl Store {
         serde_json::to_vec(&self.t).unwrap_or_default()
     }
 
+    /// The serialisation a client agent's replica starts from: everything but KV (entries and tombstones). Client
+    /// agents answer KV from the servers, so their memory does not grow with the KV store. Takes `&mut` only to
+    /// lift the KV tables out while serialising, instead of copying the rest.
+    pub fn snapshot_without_kv(&mut self) -> Vec<u8> {
+        let kv = std::mem::take(&mut self.t.kv);
+        let tombstones = std::mem::take(&mut self.t.kv_tombstones);
+        let bytes = self.snapshot();
+        self.t.kv = kv;
+        self.t.kv_tombstones = tombstones;
+        bytes
+    }
+
+    /// Moves a replica past a command it does not hold (KV on a client agent), so that waits for that index end.
+    pub fn skip_to(&mut self, index: u64) {
+        self.t.index = self.t.index.max(index);
+    }
+
     /// Checks that `state` is a store serialisation this build can restore (before it is proposed).
     pub fn validate_snapshot(state: &str) -> Result<u64, String> {
         serde_json::from_str::<Tables>(state)

@@ -369,6 +369,30 @@ fn snapshot_round_trip() {
 }
 
 #[test]
+fn a_replica_snapshot_leaves_kv_out_and_skips_move_its_index() {
+    let mut h = Harness::new();
+    h.register("n1", Some(service("web1", "web")), Vec::new());
+    h.kv(set("a/b", "v"));
+    h.kv(KvOp::Delete { key: "a/b".into() });
+    h.kv(set("c", "w"));
+    let full = h.store.snapshot();
+    let mut replica = Store::new();
+    replica.restore(&h.store.snapshot_without_kv()).unwrap();
+    assert_eq!(replica.instances("web").len(), 1, "the catalog is there");
+    assert!(replica.kv_get("c").is_none() && replica.kv_list("").next().is_none());
+    assert_eq!(replica.last_index(), h.store.last_index());
+    assert_eq!(h.store.snapshot(), full, "the store itself keeps its KV");
+    replica.skip_to(h.store.last_index() + 5);
+    assert_eq!(replica.last_index(), h.store.last_index() + 5);
+    replica.skip_to(1);
+    assert_eq!(
+        replica.last_index(),
+        h.store.last_index() + 5,
+        "an index never goes back"
+    );
+}
+
+#[test]
 fn watches_fire_for_touched_tables_only() {
     let mut h = Harness::new();
     let mut kv = h.store.watches().subscribe(Table::Kv);

@@ -88,6 +88,88 @@ async fn writes_through_any_agent_are_read_through_every_agent() -> Result<()> {
     Ok(())
 }
 
+/// Bytes of a server's replica stream (`GET /v1/internal/stream` on its RPC port) read for `for_how_long`, while
+/// `meanwhile` runs.
+async fn replica_stream<F: std::future::Future<Output = Result<()>>>(
+    rpc: &str,
+    for_how_long: Duration,
+    meanwhile: F,
+) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(rpc)?;
+    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    stream.write_all(b"GET /v1/internal/stream HTTP/1.1\r\nHost: weft\r\n\r\n")?;
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + for_how_long;
+        let mut buf = [0u8; 65536];
+        while std::time::Instant::now() < deadline {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    meanwhile.await?;
+    reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the stream reader panicked"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_agents_hold_no_kv_and_ask_the_servers_for_it() -> Result<()> {
+    let cluster = Cluster::start(3, 1).await?;
+    let client = cluster.agent(3)?;
+    ensure!(client.put("/v1/kv/probe/before", "one").await?.text() == "true");
+    // What a server streams to client agents: the catalog (the client's own node in it), no KV; a later KV write
+    // arrives as the index it took, not as the key and value.
+    let seen = replica_stream(&cluster.rpc_addr(0), Duration::from_secs(3), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ensure!(client.put("/v1/kv/probe/after", "two").await?.text() == "true");
+        Ok(())
+    })
+    .await?;
+    ensure!(seen.contains("snapshot "), "no snapshot in {seen:.300}");
+    ensure!(
+        seen.contains(cluster.node(3)),
+        "the snapshot lacks the catalog: {seen:.300}"
+    );
+    ensure!(
+        seen.contains("\"Skip\""),
+        "the KV write was not streamed as a skip: {seen:.2000}"
+    );
+    ensure!(
+        !seen.contains("probe/"),
+        "KV reached the stream: {seen:.2000}"
+    );
+    // The client agent still answers KV, ?stale included (from a server), and its dashboard's KV pages.
+    for path in ["/v1/kv/probe/after?raw", "/v1/kv/probe/after?raw&stale"] {
+        let read = client.get(path).await?;
+        ensure!(
+            read.status == 200 && read.text() == "two",
+            "{path}: {} {}",
+            read.status,
+            read.text()
+        );
+    }
+    let page = client.get("/ui/dc1/kv/probe/").await?;
+    ensure!(page.status == 200, "KV page: {}", page.status);
+    ensure!(
+        page.text().contains("before") && page.text().contains("after"),
+        "{}",
+        page.text()
+    );
+    let missing = client.get("/ui/dc1/kv/probe/nothing").await?;
+    ensure!(
+        missing.status == 404,
+        "a missing key's page: {}",
+        missing.status
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_elects_another_and_writes_continue() -> Result<()> {
     let mut cluster = Cluster::start(3, 1).await?;

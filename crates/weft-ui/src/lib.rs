@@ -59,5 +59,14 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// The KV pages alone, for a server's RPC port: client agents hold no KV and pass these pages to a server.
+pub fn kv_router(state: ApiState) -> Router {
+    use pages::kv;
+    Router::new()
+        .route("/ui/{dc}/kv/", get(kv::root))
+        .route("/ui/{dc}/kv/{*key}", get(kv::path))
+        .with_state(state)
+}
+
 #[cfg(test)]
 mod tests;

@@ -345,7 +345,8 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     // The RPC port serves the same API (for forwarded requests) with the same settings; it and cluster forming
     // start before any registration, since those writes wait for a leader.
     if let Some(listener) = rpc_listener {
-        let rpc_app = weft_http::rpc_router(state.clone());
+        // The KV pages too: client agents hold no KV and pass their dashboard's KV pages to a server.
+        let rpc_app = weft_ui::kv_router(state.clone()).merge(weft_http::rpc_router(state.clone()));
         let listener = weft_http::rpc_listener::RpcListener::new(
             listener,
             agent.server().config().rpc_tls.as_ref(),

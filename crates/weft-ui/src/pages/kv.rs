@@ -9,8 +9,8 @@ use crate::links;
 use crate::live::{serve, LiveQuery, Region, Screen};
 use crate::model::kv::{self, EntryView, Folder};
 use askama::Template;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use weft_http::ApiState;
@@ -209,13 +209,27 @@ pub async fn kv_root_redirect(
     Ok(Redirect::temporary(&links::kv(&cx.dc, "")))
 }
 
+/// Client agents hold no KV (see `weft_server::replica`): a server renders their KV pages, live updates included.
+/// `uri` is the request's own (`OriginalUri`: the dashboard's router is nested under `/ui`).
+async fn from_servers(cx: &Cx, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
+    let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    weft_http::forward::to_servers(&cx.state, &Method::GET, path_and_query, headers)
+        .await
+        .map(IntoResponse::into_response)
+}
+
 pub async fn root(
     State(state): State<ApiState>,
     Path(dc): Path<String>,
     Query(live): Query<LiveQuery>,
     Query(q): Query<FolderQuery>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
 ) -> Result<Response, Refused> {
     let cx = Cx::new(state, dc)?;
+    if let Some(answer) = from_servers(&cx, &uri, &headers).await {
+        return Ok(answer);
+    }
     let screen = FolderScreen {
         prefix: String::new(),
         create: q.create,
@@ -228,8 +242,13 @@ pub async fn path(
     Path((dc, key)): Path<(String, String)>,
     Query(live): Query<LiveQuery>,
     Query(q): Query<FolderQuery>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
 ) -> Result<Response, Refused> {
     let cx = Cx::new(state, dc)?;
+    if let Some(answer) = from_servers(&cx, &uri, &headers).await {
+        return Ok(answer);
+    }
     if key.ends_with('/') {
         let screen = FolderScreen {
             prefix: key,
