@@ -1,10 +1,11 @@
-//! Raft for Weft's servers: openraft over a redb log (`log_store`), the state store as its state machine
+//! Raft for Weft's servers: openraft over an append-only log file and redb metadata (`log_store`), the state store as its state machine
 //! (`state_machine`), JSON over HTTP between servers (`network`), and a [`RaftNode`] that ties them together.
 //!
 //! A log entry carries one [`weft_state::Command`] and the leader's clock at proposal time, so applying it gives
 //! the same result on every server.
 
 mod leader_watch;
+mod log_file;
 mod log_store;
 mod network;
 mod node;

@@ -1,8 +1,10 @@
-//! The Raft log, vote and commit point on disk, in one redb file.
+//! The Raft log on disk: entries in an append-only file ([`crate::log_file`]), the vote and the purge point in a
+//! redb file beside it.
 //!
-//! redb commits are durable (fsync) by default, so an entry is reported flushed to openraft only after the commit
-//! that holds it returns: a write is acknowledged to a client only once a quorum has it on disk.
+//! An entry is reported flushed to openraft only after the `fdatasync` of the append that holds it returns: a write
+//! is acknowledged to a client only once a quorum has it on disk.
 
+use crate::log_file::LogFile;
 use crate::{StorageResult, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, LogState, RaftLogId, RaftLogReader, StorageIOError, Vote};
@@ -10,13 +12,16 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// Format 1 kept entries in redb's `log` table; format 2 keeps them in `raft.log` (a format-1 dir is moved over when
+/// opened).
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+
 /// The on-disk format this build writes. A data dir with a higher number was written by a newer Weft.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 
 const KEY_FORMAT: &str = "format";
 const KEY_VOTE: &str = "vote";
@@ -32,12 +37,13 @@ pub enum OpenError {
     NewerFormat { path: String, found: u64 },
 }
 
-/// A cheap handle; clones share the database (openraft reads the log from replication tasks).
+/// A cheap handle; clones share the files (openraft reads the log from replication tasks).
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    entries: Arc<Mutex<LogFile>>,
     /// The commit point openraft last reported, written to disk with the next append (see `save_committed`).
-    committed: Arc<std::sync::Mutex<Option<Option<LogId<u64>>>>>,
+    committed: Arc<Mutex<Option<Option<LogId<u64>>>>>,
 }
 
 fn io_err(e: impl std::error::Error + 'static) -> AnyError {
@@ -73,21 +79,28 @@ impl LogStore {
             }
         }
         tx.commit().map_err(|e| io(&e))?;
+        let db = Arc::new(db);
+        let purged: Option<LogId<u64>> = get_meta(&db, KEY_PURGED).map_err(|e| io(&e))?;
+        let file = path.with_file_name("raft.log");
+        let mut entries =
+            LogFile::open(&file, purged.map(|p| p.index)).map_err(|e| OpenError::Io {
+                path: file.display().to_string(),
+                reason: e,
+            })?;
+        migrate_format_1(&db, &mut entries).map_err(|e| io(&e))?;
         Ok(LogStore {
-            db: Arc::new(db),
+            db,
+            entries: Arc::new(Mutex::new(entries)),
             committed: Arc::default(),
         })
     }
 
+    fn entries(&self) -> std::sync::MutexGuard<'_, LogFile> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AnyError> {
-        let tx = self.db.begin_read().map_err(io_err)?;
-        let table = tx.open_table(META).map_err(io_err)?;
-        let Some(v) = table.get(key).map_err(io_err)? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(v.value())
-            .map(Some)
-            .map_err(|e| AnyError::new(&e))
+        get_meta(&self.db, key)
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), AnyError> {
@@ -103,36 +116,61 @@ impl LogStore {
     /// True once this node has voted or holds log entries: it belongs to a cluster and must not bootstrap again.
     pub fn has_state(&self) -> bool {
         let vote: Option<Vote<u64>> = self.get_meta(KEY_VOTE).ok().flatten();
-        vote.is_some() || self.last_entry().ok().flatten().is_some()
+        vote.is_some() || self.entries().bounds().is_some()
     }
 
     fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, AnyError> {
-        let tx = self.db.begin_read().map_err(io_err)?;
-        let table = tx.open_table(LOG).map_err(io_err)?;
-        let Some((_, v)) = table.last().map_err(io_err)? else {
+        let log = self.entries();
+        let Some((_, last)) = log.bounds() else {
             return Ok(None);
         };
-        serde_json::from_slice(v.value())
-            .map(Some)
-            .map_err(|e| AnyError::new(&e))
+        let json = log.read(last, last).map_err(AnyError::error)?;
+        json.first()
+            .map(|j| serde_json::from_slice(j).map_err(|e| AnyError::new(&e)))
+            .transpose()
     }
+}
 
-    /// Deletes entries whose index is in `range`.
-    fn remove_range(&self, range: impl RangeBounds<u64>) -> Result<(), AnyError> {
-        let tx = self.db.begin_write().map_err(io_err)?;
-        {
-            let mut table = tx.open_table(LOG).map_err(io_err)?;
-            let keys: Vec<u64> = table
-                .range(range)
-                .map_err(io_err)?
-                .filter_map(|r| r.ok().map(|(k, _)| k.value()))
-                .collect();
-            for k in keys {
-                table.remove(k).map_err(io_err)?;
-            }
+fn get_meta<T: serde::de::DeserializeOwned>(
+    db: &Database,
+    key: &str,
+) -> Result<Option<T>, AnyError> {
+    let tx = db.begin_read().map_err(io_err)?;
+    let table = tx.open_table(META).map_err(io_err)?;
+    let Some(v) = table.get(key).map_err(io_err)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(v.value())
+        .map(Some)
+        .map_err(|e| AnyError::new(&e))
+}
+
+/// Moves the entries of a format-1 data dir (redb's `log` table) into the entries file, then marks the dir format 2.
+fn migrate_format_1(db: &Database, entries: &mut LogFile) -> Result<(), AnyError> {
+    let tx = db.begin_write().map_err(io_err)?;
+    {
+        let table = tx.open_table(LOG).map_err(io_err)?;
+        let mut old = Vec::new();
+        for item in table.iter().map_err(io_err)? {
+            let (k, v) = item.map_err(io_err)?;
+            old.push((k.value(), v.value().to_vec()));
         }
-        tx.commit().map_err(io_err)
+        let next = entries.bounds().map(|(_, last)| last + 1);
+        let missing: Vec<(u64, Vec<u8>)> = old
+            .into_iter()
+            .filter(|(i, _)| next.is_none_or(|n| *i >= n))
+            .collect();
+        if !missing.is_empty() {
+            entries.append(&missing, None).map_err(AnyError::error)?;
+        }
     }
+    tx.delete_table(LOG).map_err(io_err)?;
+    {
+        let mut meta = tx.open_table(META).map_err(io_err)?;
+        let v = serde_json::to_vec(&FORMAT_VERSION).map_err(|e| AnyError::new(&e))?;
+        meta.insert(KEY_FORMAT, v.as_slice()).map_err(io_err)?;
+    }
+    tx.commit().map_err(io_err)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -141,24 +179,24 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
         let read = || -> Result<Vec<Entry<TypeConfig>>, AnyError> {
-            let tx = self.db.begin_read().map_err(io_err)?;
-            let table = tx.open_table(LOG).map_err(io_err)?;
-            let start = match range.start_bound() {
-                Bound::Included(i) => Bound::Included(*i),
-                Bound::Excluded(i) => Bound::Excluded(*i),
-                Bound::Unbounded => Bound::Unbounded,
+            let from = match range.start_bound() {
+                Bound::Included(i) => *i,
+                Bound::Excluded(i) => i.saturating_add(1),
+                Bound::Unbounded => 0,
             };
-            let end = match range.end_bound() {
-                Bound::Included(i) => Bound::Included(*i),
-                Bound::Excluded(i) => Bound::Excluded(*i),
-                Bound::Unbounded => Bound::Unbounded,
+            let to = match range.end_bound() {
+                Bound::Included(i) => *i,
+                Bound::Excluded(0) => return Ok(Vec::new()),
+                Bound::Excluded(i) => i - 1,
+                Bound::Unbounded => u64::MAX,
             };
-            let mut out = Vec::new();
-            for item in table.range::<u64>((start, end)).map_err(io_err)? {
-                let (_, v) = item.map_err(io_err)?;
-                out.push(serde_json::from_slice(v.value()).map_err(|e| AnyError::new(&e))?);
+            if from > to {
+                return Ok(Vec::new());
             }
-            Ok(out)
+            let json = self.entries().read(from, to).map_err(AnyError::error)?;
+            json.iter()
+                .map(|j| serde_json::from_slice(j).map_err(|e| AnyError::new(&e)))
+                .collect()
         };
         read().map_err(|e| StorageIOError::read_logs(e).into())
     }
@@ -204,6 +242,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<u64>>> {
+        let hint = self.entries().committed().map(<[u8]>::to_vec);
+        if let Some(hint) = hint {
+            return Ok(serde_json::from_slice::<Option<LogId<u64>>>(&hint)
+                .ok()
+                .flatten());
+        }
+        // A format-1 data dir kept it in redb.
         Ok(self
             .get_meta::<Option<LogId<u64>>>(KEY_COMMITTED)
             .map_err(StorageIOError::read)?
@@ -221,24 +266,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let write = || -> Result<(), AnyError> {
-            let tx = self.db.begin_write().map_err(io_err)?;
-            {
-                let mut table = tx.open_table(LOG).map_err(io_err)?;
-                for entry in entries {
-                    let bytes = serde_json::to_vec(&entry).map_err(|e| AnyError::new(&e))?;
-                    table
-                        .insert(entry.get_log_id().index, bytes.as_slice())
-                        .map_err(io_err)?;
-                }
+            let mut batch = Vec::new();
+            for entry in entries {
+                let json = serde_json::to_vec(&entry).map_err(|e| AnyError::new(&e))?;
+                batch.push((entry.get_log_id().index, json));
             }
-            if let Some(committed) = committed {
-                let bytes = serde_json::to_vec(&committed).map_err(|e| AnyError::new(&e))?;
-                let mut meta = tx.open_table(META).map_err(io_err)?;
-                meta.insert(KEY_COMMITTED, bytes.as_slice())
-                    .map_err(io_err)?;
-            }
-            // The default durability fsyncs before `commit` returns.
-            tx.commit().map_err(io_err)
+            let committed = committed
+                .map(|c| serde_json::to_vec(&c))
+                .transpose()
+                .map_err(|e| AnyError::new(&e))?;
+            self.entries()
+                .append(&batch, committed)
+                .map_err(AnyError::error)
         };
         match write() {
             Ok(()) => {
@@ -253,15 +292,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
-        self.remove_range(log_id.index..)
-            .map_err(|e| StorageIOError::write_logs(e).into())
+        self.entries()
+            .truncate(log_id.index)
+            .map_err(|e| StorageIOError::write_logs(AnyError::error(e)).into())
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
+        // The purge point first: entries up to it are ignored when the file is replayed, even before compaction.
         self.put_meta(KEY_PURGED, &Some(log_id))
             .map_err(StorageIOError::write_logs)?;
-        self.remove_range(..=log_id.index)
-            .map_err(|e| StorageIOError::write_logs(e).into())
+        self.entries()
+            .purge(log_id.index)
+            .map_err(|e| StorageIOError::write_logs(AnyError::error(e)).into())
     }
 }
 

@@ -258,3 +258,42 @@ fn raft_ids_are_stable_and_distinct() {
     assert_eq!(raft_id("a"), raft_id("a"));
     assert_ne!(raft_id("node-1"), raft_id("node-2"));
 }
+
+#[tokio::test]
+async fn a_format_1_log_moves_into_the_entries_file() {
+    use openraft::storage::RaftLogStorage;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader};
+    let dir = temp_dir("format1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let entry = |i: u64| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 7), i),
+        payload: EntryPayload::Blank,
+    };
+    {
+        let db = redb::Database::create(dir.join("raft.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+            tx.open_table(meta)
+                .unwrap()
+                .insert("format", b"1".as_slice())
+                .unwrap();
+            let log: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("log");
+            let mut t = tx.open_table(log).unwrap();
+            for i in 1..=3 {
+                t.insert(i, serde_json::to_vec(&entry(i)).unwrap().as_slice())
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    for _ in 0..2 {
+        // Opened twice: the move happens once, and the second open reads the file.
+        let mut store = log_store::LogStore::open(&dir.join("raft.redb")).unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(3));
+        let read = store.try_get_log_entries(2..=3).await.unwrap();
+        assert_eq!(read, vec![entry(2), entry(3)]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
