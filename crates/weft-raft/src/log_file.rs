@@ -98,8 +98,10 @@ impl LogFile {
             hasher.update(payload);
             let whole = hasher.finalize() == crc && kind <= KIND_COMMITTED;
             if !whole {
-                if pos + HEADER + len == bytes.len() {
-                    break; // the last record, half written
+                // The last record half written, or a crash after the file grew but before its blocks were
+                // written (they read back as zeros).
+                if pos + HEADER + len == bytes.len() || bytes[pos..].iter().all(|b| *b == 0) {
+                    break;
                 }
                 return Err(format!("the Raft log {shown} is damaged at byte {pos}"));
             }
@@ -320,6 +322,14 @@ mod tests {
             vec![b"{\"i\":2}".to_vec(), b"{\"i\":3}".to_vec()]
         );
         assert_eq!(log.committed(), Some(b"c1".as_slice()));
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, whole);
+        drop(log);
+        // Zeros after the last record: the file grew, its blocks were never written.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[0u8; 4096]);
+        std::fs::write(&path, &bytes).unwrap();
+        let log = LogFile::open(&path, None).unwrap();
+        assert_eq!(log.bounds(), Some((1, 4)));
         assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, whole);
         let _ = std::fs::remove_dir_all(&d);
     }
