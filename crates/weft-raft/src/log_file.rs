@@ -5,11 +5,13 @@
 //! leader flushes its log before openraft 0.9 replicates the entry, so that cost is paid twice, in series, by every
 //! write.
 //!
-//! A record is a 17-byte header, `[payload length: u32][crc32 of the rest: u32][kind: u8][log index: u64]`
-//! (little-endian), then the payload: an entry in JSON (kind 0) or the commit point openraft last reported (kind 1,
-//! a hint written with the next append). Entries in the file have consecutive indexes. Opening replays the file; a
-//! record cut short at the end of the file is an append that never finished (never acknowledged) and is dropped; a
-//! damaged record anywhere else refuses the open rather than losing the entries after it.
+//! A record is a 21-byte header, `[payload length: u32][crc32 of the header's other fields: u32][crc32 of the
+//! payload: u32][kind: u8][log index: u64]` (little-endian), then the payload: an entry in JSON (kind 0) or the
+//! commit point openraft last reported (kind 1, a hint written with the next append). Entries in the file have
+//! consecutive indexes. Opening replays the file. A damaged or cut-short record after which no valid record header
+//! follows is the end of an append that never finished (never acknowledged: its `fdatasync` did not return) and is
+//! cut off, its bytes first copied aside to `raft.log.torn`; damage with valid records after it refuses the open,
+//! rather than losing acknowledged entries.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -17,7 +19,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-const HEADER: usize = 17;
+const HEADER: usize = 21;
 const KIND_ENTRY: u8 = 0;
 const KIND_COMMITTED: u8 = 1;
 /// Purged bytes at the head of the file beyond which a purge rewrites the file without them.
@@ -38,22 +40,50 @@ pub struct LogFile {
 }
 
 fn record(kind: u8, index: u64, payload: &[u8], out: &mut Vec<u8>) {
+    let len = (payload.len() as u32).to_le_bytes();
+    let payload_crc = crc32fast::hash(payload).to_le_bytes();
+    let mut rest = [0u8; 13];
+    rest[..4].copy_from_slice(&payload_crc);
+    rest[4] = kind;
+    rest[5..].copy_from_slice(&index.to_le_bytes());
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&[kind]);
-    hasher.update(&index.to_le_bytes());
-    hasher.update(payload);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    hasher.update(&len);
+    hasher.update(&rest);
+    out.extend_from_slice(&len);
     out.extend_from_slice(&hasher.finalize().to_le_bytes());
-    out.push(kind);
-    out.extend_from_slice(&index.to_le_bytes());
+    out.extend_from_slice(&rest);
     out.extend_from_slice(payload);
 }
 
-fn sync_dir(path: &Path) {
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+/// A record header that checks out at `pos`: (payload length, payload crc, kind, index).
+fn header_at(bytes: &[u8], pos: usize) -> Option<(usize, u32, u8, u64)> {
+    let h = bytes.get(pos..pos.checked_add(HEADER)?)?;
+    let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&h[0..4]);
+    hasher.update(&h[8..21]);
+    if hasher.finalize() != u32_at(4) || h[12] > KIND_COMMITTED {
+        return None;
+    }
+    let mut index = [0u8; 8];
+    index.copy_from_slice(&h[13..21]);
+    Some((
+        u32_at(0) as usize,
+        u32_at(8),
+        h[12],
+        u64::from_le_bytes(index),
+    ))
+}
+
+/// True when no valid record header starts after `pos`: what is there is the unfinished end of the last append.
+fn only_a_torn_tail_after(bytes: &[u8], pos: usize) -> bool {
+    (pos + 1..bytes.len()).all(|p| header_at(bytes, p).is_none())
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 
@@ -78,33 +108,16 @@ impl LogFile {
         };
         let mut pos = 0usize;
         while pos < bytes.len() {
-            let Some(header) = bytes.get(pos..pos + HEADER) else {
-                break; // a header cut short: the last append never finished
-            };
-            let u32_at = |i: usize| {
-                u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]])
-            };
-            let len = u32_at(0) as usize;
-            let crc = u32_at(4);
-            let kind = header[8];
-            let mut index_bytes = [0u8; 8];
-            index_bytes.copy_from_slice(&header[9..17]);
-            let index = u64::from_le_bytes(index_bytes);
-            let Some(payload) = bytes.get(pos + HEADER..pos + HEADER + len) else {
-                break; // a payload cut short: the last append never finished
-            };
-            let mut hasher = crc32fast::Hasher::new();
-            hasher.update(&header[8..17]);
-            hasher.update(payload);
-            let whole = hasher.finalize() == crc && kind <= KIND_COMMITTED;
-            if !whole {
-                // The last record half written, or a crash after the file grew but before its blocks were
-                // written (they read back as zeros).
-                if pos + HEADER + len == bytes.len() || bytes[pos..].iter().all(|b| *b == 0) {
+            let checked = header_at(&bytes, pos).and_then(|(len, crc, kind, index)| {
+                let payload = bytes.get(pos + HEADER..(pos + HEADER).checked_add(len)?)?;
+                (crc32fast::hash(payload) == crc).then_some((len, kind, index, payload))
+            });
+            let Some((len, kind, index, payload)) = checked else {
+                if only_a_torn_tail_after(&bytes, pos) {
                     break;
                 }
                 return Err(format!("the Raft log {shown} is damaged at byte {pos}"));
-            }
+            };
             let at = (pos + HEADER) as u64;
             if kind == KIND_COMMITTED {
                 log.committed = Some(payload.to_vec());
@@ -126,14 +139,18 @@ impl LogFile {
             tracing::warn!(
                 file = %shown,
                 dropped = bytes.len() - pos,
-                "dropping an append that never finished"
+                "dropping an append that never finished (kept in raft.log.torn)"
             );
+            std::fs::write(path.with_extension("log.torn"), &bytes[pos..])
+                .map_err(|e| format!("cannot keep the unfinished append of {shown}: {e}"))?;
             log.file
                 .set_len(pos as u64)
                 .and_then(|()| log.file.sync_data())
                 .map_err(|e| format!("cannot cut {shown} at byte {pos}: {e}"))?;
         }
         log.end = pos as u64;
+        // A file created just now must survive a power loss as a directory entry, not only as data.
+        sync_dir(path).map_err(|e| format!("cannot sync the directory of {shown}: {e}"))?;
         Ok(log)
     }
 
@@ -262,15 +279,17 @@ impl LogFile {
             .map_err(|e| format!("cannot compact {}: {e}", self.path.display()))?;
         buf.extend_from_slice(&live);
         let tmp = self.path.with_extension("compact");
+        // Everything that can fail comes before the rename, which switches files atomically.
         let written = (|| -> std::io::Result<File> {
             let mut f = File::create(&tmp)?;
             f.write_all(&buf)?;
             f.sync_all()?;
+            let reopened = OpenOptions::new().read(true).append(true).open(&tmp)?;
             std::fs::rename(&tmp, &self.path)?;
-            OpenOptions::new().read(true).append(true).open(&self.path)
+            sync_dir(&self.path)?;
+            Ok(reopened)
         })();
         let file = written.map_err(|e| format!("cannot compact {}: {e}", self.path.display()))?;
-        sync_dir(&self.path);
         self.file = file;
         self.end = buf.len() as u64;
         for (at, _) in self.records.iter_mut() {
@@ -323,6 +342,11 @@ mod tests {
         );
         assert_eq!(log.committed(), Some(b"c1".as_slice()));
         assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, whole);
+        assert_eq!(
+            std::fs::read(d.join("raft.log.torn")).unwrap(),
+            [9, 0, 0, 0, 1, 2],
+            "the cut bytes are kept aside"
+        );
         drop(log);
         // Zeros after the last record: the file grew, its blocks were never written.
         let mut bytes = std::fs::read(&path).unwrap();
@@ -346,6 +370,15 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let err = LogFile::open(&path, None).err().unwrap();
         assert!(err.contains("damaged at byte 0"), "{err}");
+        // A damaged length field (which says the record runs past the end) is damage too, not a torn tail.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20] ^= 0xff;
+        let second = 21 + 7; // entry 1's header and payload
+        bytes[second + 1] = 0x7f;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = LogFile::open(&path, None).err().unwrap();
+        assert!(err.contains(&format!("damaged at byte {second}")), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing is cut");
         let _ = std::fs::remove_dir_all(&d);
     }
 

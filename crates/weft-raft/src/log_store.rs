@@ -155,13 +155,11 @@ fn migrate_format_1(db: &Database, entries: &mut LogFile) -> Result<(), AnyError
             let (k, v) = item.map_err(io_err)?;
             old.push((k.value(), v.value().to_vec()));
         }
-        let next = entries.bounds().map(|(_, last)| last + 1);
-        let missing: Vec<(u64, Vec<u8>)> = old
-            .into_iter()
-            .filter(|(i, _)| next.is_none_or(|n| *i >= n))
-            .collect();
-        if !missing.is_empty() {
-            entries.append(&missing, None).map_err(AnyError::error)?;
+        // The table is the truth while it exists: whatever an interrupted earlier move left in the file from its
+        // first index on is replaced.
+        if let Some((first, _)) = old.first() {
+            entries.truncate(*first).map_err(AnyError::error)?;
+            entries.append(&old, None).map_err(AnyError::error)?;
         }
     }
     tx.delete_table(LOG).map_err(io_err)?;
