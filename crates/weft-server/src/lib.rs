@@ -228,14 +228,6 @@ impl Server {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The store for a change outside the log (a replica stream lifting KV out while it serialises). Keep it short.
-    pub(crate) fn write_store(&self) -> std::sync::RwLockWriteGuard<'_, Store> {
-        self.inner
-            .store
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     pub fn subscribe(&self, table: Table) -> watch::Receiver<u64> {
         self.read().watches().subscribe(table)
     }

@@ -51,7 +51,7 @@ pub fn stream_lines(server: &Server) -> Option<mpsc::Receiver<Bytes>> {
     let server = server.clone();
     tokio::spawn(async move {
         let (snapshot, at) = {
-            let mut store = server.write_store();
+            let store = server.read();
             (store.snapshot_without_kv(), store.last_index())
         };
         let mut first = b"snapshot ".to_vec();

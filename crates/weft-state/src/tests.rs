@@ -375,10 +375,18 @@ fn a_replica_snapshot_leaves_kv_out_and_skips_move_its_index() {
     h.kv(set("a/b", "v"));
     h.kv(KvOp::Delete { key: "a/b".into() });
     h.kv(set("c", "w"));
+    let intention = weft_types::Intention {
+        source_name: "web".into(),
+        destination_name: "db".into(),
+        ..Default::default()
+    };
+    h.apply(Command::IntentionUpsert(Box::new(intention)))
+        .unwrap();
     let full = h.store.snapshot();
     let mut replica = Store::new();
     replica.restore(&h.store.snapshot_without_kv()).unwrap();
     assert_eq!(replica.instances("web").len(), 1, "the catalog is there");
+    assert_eq!(replica.intentions().len(), 1, "and the intentions");
     assert!(replica.kv_get("c").is_none() && replica.kv_list("").next().is_none());
     assert_eq!(replica.last_index(), h.store.last_index());
     assert_eq!(h.store.snapshot(), full, "the store itself keeps its KV");
