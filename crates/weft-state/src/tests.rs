@@ -44,6 +44,16 @@ impl Harness {
             next: 1,
         }
     }
+    /// An intention from `source` to `destination` (the default action).
+    fn intention(&mut self, source: &str, destination: &str) {
+        let intention = weft_types::Intention {
+            source_name: source.into(),
+            destination_name: destination.into(),
+            ..Default::default()
+        };
+        self.apply(Command::IntentionUpsert(Box::new(intention)))
+            .unwrap();
+    }
     fn apply(&mut self, cmd: Command) -> Result<ApplyResult, StoreError> {
         self.next += 1;
         self.store.apply(self.next, 1_000, &cmd)
@@ -351,13 +361,7 @@ fn snapshot_round_trip() {
         vec![check("c1", "web1", CheckStatus::Warning)],
     );
     h.kv(set("a/b", "v"));
-    let intention = weft_types::Intention {
-        source_name: "web".into(),
-        destination_name: "db".into(),
-        ..Default::default()
-    };
-    h.apply(Command::IntentionUpsert(Box::new(intention)))
-        .unwrap();
+    h.intention("web", "db");
     let bytes = h.store.snapshot();
     assert!(bytes.len() > 2, "the snapshot must not be empty");
     let mut restored = Store::new();
@@ -375,13 +379,7 @@ fn a_replica_snapshot_leaves_kv_out_and_skips_move_its_index() {
     h.kv(set("a/b", "v"));
     h.kv(KvOp::Delete { key: "a/b".into() });
     h.kv(set("c", "w"));
-    let intention = weft_types::Intention {
-        source_name: "web".into(),
-        destination_name: "db".into(),
-        ..Default::default()
-    };
-    h.apply(Command::IntentionUpsert(Box::new(intention)))
-        .unwrap();
+    h.intention("web", "db");
     let full = h.store.snapshot();
     let mut replica = Store::new();
     replica.restore(&h.store.snapshot_without_kv()).unwrap();
