@@ -72,12 +72,15 @@ pub(crate) struct Inner {
     sync: tokio::sync::Mutex<()>,
     /// Set by `leave`: anti-entropy must not register the node again.
     leaving: std::sync::atomic::AtomicBool,
+    /// The node's metadata: the config's at start, replaced on reload.
+    node_meta: std::sync::RwLock<BTreeMap<String, String>>,
 }
 
 impl Agent {
     pub fn new(config: AgentConfig, server: Server) -> Agent {
         Agent {
             inner: Arc::new(Inner {
+                node_meta: std::sync::RwLock::new(config.node_meta.clone()),
                 config,
                 server,
                 local: Mutex::new(LocalState::default()),
@@ -95,6 +98,27 @@ impl Agent {
 
     pub fn server(&self) -> &Server {
         &self.inner.server
+    }
+
+    /// The node's metadata as it stands (the config's, or what the last reload set).
+    pub fn node_meta(&self) -> BTreeMap<String, String> {
+        self.inner.node_meta()
+    }
+
+    /// Replaces the node's metadata (config reload) and registers the node again with it.
+    pub async fn set_node_meta(&self, meta: BTreeMap<String, String>) -> Result<(), AgentError> {
+        if self.inner.node_meta() == meta {
+            return Ok(());
+        }
+        let _sync = self.inner.sync.lock().await;
+        if let Ok(mut slot) = self.inner.node_meta.write() {
+            *slot = meta;
+        }
+        self.inner
+            .server
+            .write(sync::node_registration(&self.inner))
+            .await?;
+        Ok(())
     }
 
     /// Registers this node (with its passing `serfHealth` check, and the `consul` service on servers) and starts
@@ -667,6 +691,13 @@ impl Inner {
     }
 
     /// True when anti-entropy keeps the catalog in step (cluster servers and client agents).
+    pub(crate) fn node_meta(&self) -> BTreeMap<String, String> {
+        self.node_meta
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
     fn in_cluster(&self) -> bool {
         self.server.raft_node().is_some() || !self.server.is_server()
     }

@@ -105,9 +105,11 @@ pub(crate) async fn sync_once(inner: &Arc<Inner>) -> Result<usize, weft_state::S
     let mut writes: Vec<Command> = Vec::new();
     {
         let store = inner.server.read();
-        let node_ok = store
-            .node(&cfg.node_name)
-            .is_some_and(|n| n.address == cfg.advertise_addr && n.id == cfg.node_id);
+        let node_ok = store.node(&cfg.node_name).is_some_and(|n| {
+            n.address == cfg.advertise_addr
+                && n.id == cfg.node_id
+                && meta_matches(n, &inner.node_meta())
+        });
         let catalog_checks: Vec<HealthCheck> = store.node_checks(&cfg.node_name).cloned().collect();
         // In a cluster the leader owns `serfHealth` (it follows gossip); the agent only makes sure it exists.
         let serf_ok = catalog_checks.iter().any(|c| c.check_id == SERF_HEALTH);
@@ -194,6 +196,14 @@ pub(crate) async fn sync_once(inner: &Arc<Inner>) -> Result<usize, weft_state::S
     Ok(n)
 }
 
+/// The catalog's node carries the agent's metadata (plus the segment key every node has).
+fn meta_matches(node: &Node, meta: &std::collections::BTreeMap<String, String>) -> bool {
+    node.meta
+        .iter()
+        .filter(|(k, _)| k.as_str() != "consul-network-segment")
+        .eq(meta.iter())
+}
+
 /// The node with its passing `serfHealth` check (and the `consul` service on servers).
 pub(crate) fn node_registration(inner: &Inner) -> Command {
     let cfg = &inner.config;
@@ -202,7 +212,7 @@ pub(crate) fn node_registration(inner: &Inner) -> Command {
         node: cfg.node_name.clone(),
         address: cfg.advertise_addr.clone(),
         datacenter: cfg.datacenter.clone(),
-        meta: cfg.node_meta.clone(),
+        meta: inner.node_meta(),
         ..Node::default()
     };
     node.meta

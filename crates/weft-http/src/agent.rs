@@ -448,13 +448,19 @@ pub async fn health_by_name(ctx: Ctx) -> Result<Reply, ApiError> {
 pub async fn reload(ctx: Ctx) -> Result<Reply, ApiError> {
     let Some(reload) = ctx.state.reload.clone() else {
         return Err(ApiError::internal(
-            "This agent was started without config files to reload",
+            "This agent cannot reload its configuration",
         ));
     };
-    let (services, checks) =
-        reload().map_err(|e| ApiError::internal(format!("Failed to reload configs: {e}")))?;
-    ctx.state.agent.apply_config(&services, &checks).await?;
-    Ok(Reply::empty())
+    let restart = reload()
+        .await
+        .map_err(|e| ApiError::internal(format!("Failed to reload configs: {e}")))?;
+    let mut reply = Reply::empty();
+    // Consul answers an empty 200; the settings that changed but wait for a restart ride in a header (`weft reload`
+    // prints them), so they are never silently ignored.
+    if !restart.is_empty() {
+        reply.set("x-weft-restart-required", restart.join(","));
+    }
+    Ok(reply)
 }
 
 pub async fn leave(ctx: Ctx) -> Result<Reply, ApiError> {

@@ -1,8 +1,8 @@
 //! Which process answers a request.
 //!
-//! `/v1/agent/...`, `/v1/status/...` and the dashboard are this agent's own. Everything that reads or changes the
-//! cluster's state (catalog, health, KV, sessions, transactions, intentions, the CA) is answered by the leader, as
-//! in Consul: a client agent passes such requests to a server's RPC port, a follower passes them to the leader.
+//! Each route declares its class ([`Forward`]): `/v1/agent/...`, `/v1/status/...` and the dashboard are this
+//! agent's own. Everything that reads or changes the cluster's state (catalog, health, KV, sessions, transactions,
+//! intentions, the CA) is answered by the leader, as in Consul: a client agent passes such requests to a server's RPC port, a follower passes them to the leader.
 //! `?stale` reads are the exception: any server, or a client's replica, answers them from its own copy, and says
 //! how old that copy may be in `X-Consul-LastContact`.
 //!
@@ -10,6 +10,7 @@
 //! [`MAX_HOPS`] times (leadership moving while it travels) fails with "No cluster leader" rather than being answered
 //! from a copy that may be stale, so forwarding never loops and never serves an old state as the leader's.
 
+use crate::policy::Forward;
 use crate::reply::{ApiError, Reply};
 use crate::ApiState;
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -23,23 +24,6 @@ pub const FORWARDED: &str = "x-weft-forwarded";
 
 /// How many times a request may be passed on.
 const MAX_HOPS: u32 = 3;
-
-/// Paths whose answer is the cluster's state.
-pub fn is_cluster_path(path: &str) -> bool {
-    const PREFIXES: &[&str] = &[
-        "/v1/catalog/",
-        "/v1/health/",
-        "/v1/kv/",
-        "/v1/txn",
-        "/v1/session/",
-        "/v1/connect/intentions",
-        "/v1/connect/ca/",
-        "/v1/config/",
-        "/v1/operator/",
-        "/v1/snapshot",
-    ];
-    PREFIXES.iter().any(|p| path.starts_with(p))
-}
 
 pub enum Decision {
     Local,
@@ -59,25 +43,24 @@ fn wants_stale(method: &Method, query: &[(String, String)]) -> bool {
     *method == Method::GET && query.iter().any(|(k, _)| k == "stale")
 }
 
-/// Paths whose answer needs KV, which client agents' replicas do not hold (see `weft_server::replica`): KV,
-/// transactions, and whole-state snapshots.
-fn needs_kv(path: &str) -> bool {
-    path.starts_with("/v1/kv/") || path.starts_with("/v1/txn") || path.starts_with("/v1/snapshot")
-}
-
 /// Decides where a request is answered; waits (up to [`LEADER_WAIT`]) for an election in progress.
 pub async fn decide(
     state: &ApiState,
+    class: Forward,
     method: &Method,
-    path: &str,
     query: &[(String, String)],
     headers: &HeaderMap,
 ) -> Result<Decision, ApiError> {
     let server = state.agent.server();
     let client = matches!(server.mode(), Mode::Client(_));
-    // `?stale` is answered from this agent's copy, except KV on a client agent, which has none: any server answers
-    // it from its own.
-    if !is_cluster_path(path) || (wants_stale(method, query) && !(client && needs_kv(path))) {
+    // `?stale` is answered from this agent's copy, except KV on a client agent, which has none (see
+    // `weft_server::replica`): any server answers it from its own.
+    let local = match class {
+        Forward::Local | Forward::Internal => true,
+        Forward::Leader => wants_stale(method, query),
+        Forward::LeaderKv => wants_stale(method, query) && !client,
+    };
+    if local {
         return Ok(Decision::Local);
     }
     if hops(headers) >= MAX_HOPS {
@@ -133,8 +116,8 @@ pub fn no_leader() -> ApiError {
 /// than an error for the client.
 pub async fn route(
     state: &ApiState,
+    class: Forward,
     method: &Method,
-    path: &str,
     path_and_query: &str,
     query: &[(String, String)],
     headers: &HeaderMap,
@@ -142,7 +125,7 @@ pub async fn route(
 ) -> Option<Reply> {
     let deadline = Instant::now() + LEADER_WAIT;
     loop {
-        let targets = match decide(state, method, path, query, headers).await {
+        let targets = match decide(state, class, method, query, headers).await {
             Ok(Decision::Local) => return None,
             Ok(Decision::Forward(targets)) => targets,
             Err(e) => return Some(e.into_reply()),

@@ -1,5 +1,5 @@
 //! `/v1/internal/...`: what servers and agents say to each other on the RPC port (Raft, forwarded writes, leaf
-//! signing, joining). Answered only on the RPC listener; the public API port does not know these paths.
+//! signing, joining). Mounted only on the RPC listener (see `routes`): the public API port's table does not hold these paths.
 
 use crate::ctx::Ctx;
 use crate::reply::{ApiError, Reply};
@@ -7,16 +7,6 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use weft_server::{ApplyRequest, JoinRequest, SignRequest};
 use weft_state::StoreError;
-
-fn only_on_rpc(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.state.rpc {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(
-            "Invalid URL path: not a recognized HTTP API endpoint\n",
-        ))
-    }
-}
 
 fn decode<T: serde::de::DeserializeOwned>(ctx: &Ctx) -> Result<T, ApiError> {
     serde_json::from_slice(&ctx.body)
@@ -30,7 +20,6 @@ fn json<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
 
 /// `POST /v1/internal/raft/{append,vote,snapshot}`.
 pub async fn raft(ctx: Ctx) -> Result<Reply, ApiError> {
-    only_on_rpc(&ctx)?;
     let Some(node) = ctx.state.agent.server().raft_node() else {
         return Err(ApiError::bad_request("this agent is not a Raft server"));
     };
@@ -42,7 +31,6 @@ pub async fn raft(ctx: Ctx) -> Result<Reply, ApiError> {
 
 /// `POST /v1/internal/apply`: a write forwarded by a client agent or a follower.
 pub async fn apply(ctx: Ctx) -> Result<Reply, ApiError> {
-    only_on_rpc(&ctx)?;
     let req: ApplyRequest = decode(&ctx)?;
     match ctx.state.agent.server().handle_apply(req).await {
         Ok(answer) => json(&answer),
@@ -56,14 +44,12 @@ pub async fn apply(ctx: Ctx) -> Result<Reply, ApiError> {
 
 /// `POST /v1/internal/ca/sign`: a leaf CSR for the leader.
 pub async fn sign(ctx: Ctx) -> Result<Reply, ApiError> {
-    only_on_rpc(&ctx)?;
     let req: SignRequest = decode(&ctx)?;
     json(&ctx.state.agent.server().handle_sign(req).await)
 }
 
 /// `POST /v1/internal/hello`: who this server is, for servers forming or joining a cluster.
 pub async fn hello(ctx: Ctx) -> Result<Reply, ApiError> {
-    only_on_rpc(&ctx)?;
     match ctx.state.agent.server().hello() {
         Some(h) => json(&h),
         None => Err(ApiError::bad_request("this agent is not a Raft server")),
@@ -72,7 +58,6 @@ pub async fn hello(ctx: Ctx) -> Result<Reply, ApiError> {
 
 /// `POST /v1/internal/join`: a server asks to be added to the cluster.
 pub async fn join(ctx: Ctx) -> Result<Reply, ApiError> {
-    only_on_rpc(&ctx)?;
     let req: JoinRequest = decode(&ctx)?;
     json(&ctx.state.agent.server().handle_join(req).await)
 }

@@ -16,8 +16,9 @@ mod intentions;
 mod internal;
 mod kv;
 mod operator;
+pub mod policy;
 pub mod reply;
-mod routes;
+pub mod routes;
 pub mod rpc_listener;
 mod session;
 pub mod snapshot;
@@ -35,12 +36,15 @@ use axum::response::Response;
 use std::sync::Arc;
 use tokio::sync::Notify;
 use weft_agent::Agent;
-use weft_types::{CheckDefinition, ServiceDefinition};
 
-/// Re-reads the config files for `/v1/agent/reload`: the services and checks they declare, or why they could not be
-/// read.
-pub type ConfigReloader =
-    Arc<dyn Fn() -> Result<(Vec<ServiceDefinition>, Vec<CheckDefinition>), String> + Send + Sync>;
+/// Re-reads and applies the configuration for `/v1/agent/reload`: answers the changed settings that need a restart,
+/// or why nothing could be reloaded.
+pub type ConfigReloader = Arc<
+    dyn Fn() -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Vec<String>, String>> + Send>,
+        > + Send
+        + Sync,
+>;
 
 /// Everything handlers need; cheap to clone.
 #[derive(Clone)]
@@ -99,7 +103,7 @@ pub fn rpc_router(mut state: ApiState) -> axum::Router {
         .with_state(state)
 }
 
-/// Largest body on the RPC port's internal paths (Raft appends and snapshot chunks).
+/// Largest body on the RPC port's internal paths (Raft appends and snapshot chunks) and snapshot restores.
 const MAX_INTERNAL_BODY: usize = 64 * 1024 * 1024;
 
 async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
@@ -147,7 +151,12 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
         r.set("x-weft", "agent");
         return r;
     }
-    let Some((route, rest)) = routes::find(&path) else {
+    let listener = if state.rpc {
+        policy::Listener::RpcOnly
+    } else {
+        policy::Listener::Public
+    };
+    let Some((route, rest)) = routes::find(&path, listener) else {
         let text = if path.contains("/v1/") {
             "Invalid URL path: not a recognized HTTP API endpoint\n"
         } else {
@@ -185,10 +194,10 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| raw_path.clone());
-    let limit = if path.starts_with("/v1/internal/") || path == "/v1/snapshot" {
-        MAX_INTERNAL_BODY
-    } else {
-        MAX_BODY.max(state.kv_max_value_size + 1)
+    let limit = match route.policy.body {
+        policy::BodyLimit::Default => MAX_BODY,
+        policy::BodyLimit::KvValue => MAX_BODY.max(state.kv_max_value_size.saturating_add(1)),
+        policy::BodyLimit::Large => MAX_INTERNAL_BODY,
     };
     let body = match axum::body::to_bytes(req.into_body(), limit).await {
         Ok(b) => b.to_vec(),
@@ -201,8 +210,8 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
     };
     if let Some(reply) = forward::route(
         &state,
+        route.policy.forward,
         &method,
-        &path,
         &path_and_query,
         &query,
         &headers,
@@ -214,7 +223,10 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
     }
     if method == Method::GET
         && query.iter().any(|(k, _)| k == "consistent")
-        && forward::is_cluster_path(&path)
+        && matches!(
+            route.policy.forward,
+            policy::Forward::Leader | policy::Forward::LeaderKv
+        )
         && state.agent.server().ensure_linearizable().await.is_err()
     {
         return forward::no_leader().into_reply();
@@ -234,5 +246,7 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
     }
 }
 
+#[cfg(test)]
+mod route_audit;
 #[cfg(test)]
 mod tests;

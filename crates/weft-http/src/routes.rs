@@ -2,6 +2,7 @@
 //! A path ending in `/` is a prefix route whose remainder is the handler's path parameter.
 
 use crate::ctx::Ctx;
+use crate::policy::{Access, AclRule, BodyLimit, Forward, Listener, Policy, Resource, Subject};
 use crate::reply::{ApiError, Reply};
 use crate::{
     agent, catalog, connect, health, intentions, internal, kv, operator, session, snapshot, status,
@@ -19,147 +20,483 @@ pub struct Route {
     pub path: &'static str,
     pub methods: &'static [Method],
     pub handler: Handler,
+    pub policy: Policy,
 }
 
 macro_rules! route {
-    ($path:expr, [$($m:ident),*], $f:path) => {
-        Route { path: $path, methods: &[$(Method::$m),*], handler: |c| Box::pin($f(c)) }
+    ($path:expr, [$($m:ident),*], $f:path, $policy:expr) => {
+        Route {
+            path: $path,
+            methods: &[$(Method::$m),*],
+            handler: |c| Box::pin($f(c)),
+            policy: $policy,
+        }
     };
 }
 
+/// This agent answers from its own state.
+const fn local(acl: AclRule) -> Policy {
+    Policy {
+        forward: Forward::Local,
+        body: BodyLimit::Default,
+        listener: Listener::Public,
+        acl,
+    }
+}
+
+/// The leader answers (stale reads: this agent's copy).
+const fn leader(acl: AclRule) -> Policy {
+    Policy {
+        forward: Forward::Leader,
+        body: BodyLimit::Default,
+        listener: Listener::Public,
+        acl,
+    }
+}
+
+/// KV and transactions: the leader answers, stale reads a server, values up to `kv_max_value_size`.
+const fn kv(acl: AclRule) -> Policy {
+    Policy {
+        forward: Forward::LeaderKv,
+        body: BodyLimit::KvValue,
+        listener: Listener::Public,
+        acl,
+    }
+}
+
+/// Cluster-internal: mounted on the server RPC listener only.
+const INTERNAL: Policy = Policy {
+    forward: Forward::Internal,
+    body: BodyLimit::Large,
+    listener: Listener::RpcOnly,
+    acl: AclRule::new(Resource::Cluster, Access::Write, Subject::Whole),
+};
+
+const fn rule(resource: Resource, access: Access, subject: Subject) -> AclRule {
+    AclRule::new(resource, access, subject)
+}
+
+use Access::{ByMethod, Read, Write};
+use Resource::{Acl, Agent, Intention, Key, Node, Operator, Service, Session};
+use Subject::{Body, Each, Path, Query, ThisNode, Whole};
+
 fn table() -> Vec<Route> {
     vec![
-        // server RPC (answered on the RPC listener only)
-        route!("/v1/internal/raft/", [POST], internal::raft),
-        route!("/v1/internal/apply", [POST], internal::apply),
-        route!("/v1/internal/ca/sign", [POST], internal::sign),
-        route!("/v1/internal/hello", [POST], internal::hello),
-        route!("/v1/internal/join", [POST], internal::join),
+        // server RPC (mounted on the RPC listener only)
+        route!("/v1/internal/raft/", [POST], internal::raft, INTERNAL),
+        route!("/v1/internal/apply", [POST], internal::apply, INTERNAL),
+        route!("/v1/internal/ca/sign", [POST], internal::sign, INTERNAL),
+        route!("/v1/internal/hello", [POST], internal::hello, INTERNAL),
+        route!("/v1/internal/join", [POST], internal::join, INTERNAL),
         // operator
         route!(
             "/v1/operator/raft/configuration",
             [GET],
-            operator::raft_configuration
+            operator::raft_configuration,
+            leader(rule(Operator, Read, Whole))
         ),
-        route!("/v1/operator/raft/peer", [DELETE], operator::raft_peer),
-        route!("/v1/snapshot", [GET, PUT], snapshot::snapshot),
+        route!(
+            "/v1/operator/raft/peer",
+            [DELETE],
+            operator::raft_peer,
+            leader(rule(Operator, Write, Whole))
+        ),
+        // A snapshot holds every secret in the cluster: management only (Consul: acl:write).
+        route!(
+            "/v1/snapshot",
+            [GET, PUT],
+            snapshot::snapshot,
+            Policy {
+                body: BodyLimit::Large,
+                ..kv(rule(Acl, Write, Whole))
+            }
+        ),
         route!(
             "/v1/operator/autopilot/health",
             [GET],
-            operator::autopilot_health
+            operator::autopilot_health,
+            leader(rule(Operator, Read, Whole))
         ),
         // agent
-        route!("/v1/agent/self", [GET], agent::self_),
-        route!("/v1/agent/members", [GET], agent::members),
-        route!("/v1/agent/join/", [PUT], agent::join),
-        route!("/v1/agent/force-leave/", [PUT], agent::force_leave),
-        route!("/v1/agent/version", [GET], agent::version),
-        route!("/v1/agent/services", [GET], agent::services),
-        route!("/v1/agent/service/", [GET], agent::service),
-        route!("/v1/agent/service/register", [PUT], agent::register_service),
+        route!(
+            "/v1/agent/self",
+            [GET],
+            agent::self_,
+            local(rule(Agent, Read, ThisNode))
+        ),
+        route!(
+            "/v1/agent/members",
+            [GET],
+            agent::members,
+            local(rule(Node, Read, Each))
+        ),
+        route!(
+            "/v1/agent/join/",
+            [PUT],
+            agent::join,
+            local(rule(Agent, Write, ThisNode))
+        ),
+        route!(
+            "/v1/agent/force-leave/",
+            [PUT],
+            agent::force_leave,
+            local(rule(Operator, Write, Whole))
+        ),
+        route!(
+            "/v1/agent/version",
+            [GET],
+            agent::version,
+            local(AclRule::NONE)
+        ),
+        route!(
+            "/v1/agent/services",
+            [GET],
+            agent::services,
+            local(rule(Service, Read, Each))
+        ),
+        route!(
+            "/v1/agent/service/",
+            [GET],
+            agent::service,
+            local(rule(Service, Read, Path))
+        ),
+        route!(
+            "/v1/agent/service/register",
+            [PUT],
+            agent::register_service,
+            local(rule(Service, Write, Body))
+        ),
         route!(
             "/v1/agent/service/deregister/",
             [PUT],
-            agent::deregister_service
+            agent::deregister_service,
+            local(rule(Service, Write, Path))
         ),
         route!(
             "/v1/agent/service/maintenance/",
             [PUT],
-            agent::service_maintenance
+            agent::service_maintenance,
+            local(rule(Service, Write, Path))
         ),
-        route!("/v1/agent/maintenance", [PUT], agent::node_maintenance),
-        route!("/v1/agent/checks", [GET], agent::checks),
-        route!("/v1/agent/check/register", [PUT], agent::register_check),
+        route!(
+            "/v1/agent/maintenance",
+            [PUT],
+            agent::node_maintenance,
+            local(rule(Node, Write, ThisNode))
+        ),
+        route!(
+            "/v1/agent/checks",
+            [GET],
+            agent::checks,
+            local(rule(Service, Read, Each))
+        ),
+        // A check belongs to a service (service:write) or to the node (node:write); the subject is resolved from
+        // the definition or the check's ID.
+        route!(
+            "/v1/agent/check/register",
+            [PUT],
+            agent::register_check,
+            local(rule(Service, Write, Body))
+        ),
         route!(
             "/v1/agent/check/deregister/",
             [PUT],
-            agent::deregister_check
+            agent::deregister_check,
+            local(rule(Service, Write, Path))
         ),
-        route!("/v1/agent/check/pass/", [PUT], agent::check_pass),
-        route!("/v1/agent/check/warn/", [PUT], agent::check_warn),
-        route!("/v1/agent/check/fail/", [PUT], agent::check_fail),
-        route!("/v1/agent/check/update/", [PUT], agent::check_update),
-        route!("/v1/agent/health/service/id/", [GET], agent::health_by_id),
+        route!(
+            "/v1/agent/check/pass/",
+            [PUT],
+            agent::check_pass,
+            local(rule(Service, Write, Path))
+        ),
+        route!(
+            "/v1/agent/check/warn/",
+            [PUT],
+            agent::check_warn,
+            local(rule(Service, Write, Path))
+        ),
+        route!(
+            "/v1/agent/check/fail/",
+            [PUT],
+            agent::check_fail,
+            local(rule(Service, Write, Path))
+        ),
+        route!(
+            "/v1/agent/check/update/",
+            [PUT],
+            agent::check_update,
+            local(rule(Service, Write, Path))
+        ),
+        route!(
+            "/v1/agent/health/service/id/",
+            [GET],
+            agent::health_by_id,
+            local(rule(Service, Read, Path))
+        ),
         route!(
             "/v1/agent/health/service/name/",
             [GET],
-            agent::health_by_name
+            agent::health_by_name,
+            local(rule(Service, Read, Path))
         ),
-        route!("/v1/agent/reload", [PUT], agent::reload),
-        route!("/v1/agent/leave", [PUT], agent::leave),
+        route!(
+            "/v1/agent/reload",
+            [PUT],
+            agent::reload,
+            local(rule(Agent, Write, ThisNode))
+        ),
+        route!(
+            "/v1/agent/leave",
+            [PUT],
+            agent::leave,
+            local(rule(Agent, Write, ThisNode))
+        ),
         // catalog
-        route!("/v1/catalog/register", [PUT], catalog::register),
-        route!("/v1/catalog/deregister", [PUT], catalog::deregister),
-        route!("/v1/catalog/datacenters", [GET], catalog::datacenters),
-        route!("/v1/catalog/nodes", [GET], catalog::nodes),
-        route!("/v1/catalog/services", [GET], catalog::services),
-        route!("/v1/catalog/service/", [GET], catalog::service),
-        route!("/v1/catalog/connect/", [GET], catalog::connect),
-        route!("/v1/catalog/node/", [GET], catalog::node),
-        route!("/v1/catalog/node-services/", [GET], catalog::node_services),
+        route!(
+            "/v1/catalog/register",
+            [PUT],
+            catalog::register,
+            leader(rule(Node, Write, Body))
+        ),
+        route!(
+            "/v1/catalog/deregister",
+            [PUT],
+            catalog::deregister,
+            leader(rule(Node, Write, Body))
+        ),
+        route!(
+            "/v1/catalog/datacenters",
+            [GET],
+            catalog::datacenters,
+            leader(AclRule::NONE)
+        ),
+        route!(
+            "/v1/catalog/nodes",
+            [GET],
+            catalog::nodes,
+            leader(rule(Node, Read, Each))
+        ),
+        route!(
+            "/v1/catalog/services",
+            [GET],
+            catalog::services,
+            leader(rule(Service, Read, Each))
+        ),
+        route!(
+            "/v1/catalog/service/",
+            [GET],
+            catalog::service,
+            leader(rule(Service, Read, Path))
+        ),
+        route!(
+            "/v1/catalog/connect/",
+            [GET],
+            catalog::connect,
+            leader(rule(Service, Read, Path))
+        ),
+        route!(
+            "/v1/catalog/node/",
+            [GET],
+            catalog::node,
+            leader(rule(Node, Read, Path))
+        ),
+        route!(
+            "/v1/catalog/node-services/",
+            [GET],
+            catalog::node_services,
+            leader(rule(Node, Read, Path))
+        ),
         // health
-        route!("/v1/health/node/", [GET], health::node),
-        route!("/v1/health/checks/", [GET], health::checks),
-        route!("/v1/health/state/", [GET], health::state),
-        route!("/v1/health/service/", [GET], health::service),
-        route!("/v1/health/connect/", [GET], health::connect),
+        route!(
+            "/v1/health/node/",
+            [GET],
+            health::node,
+            leader(rule(Node, Read, Path))
+        ),
+        route!(
+            "/v1/health/checks/",
+            [GET],
+            health::checks,
+            leader(rule(Service, Read, Path))
+        ),
+        route!(
+            "/v1/health/state/",
+            [GET],
+            health::state,
+            leader(rule(Service, Read, Each))
+        ),
+        route!(
+            "/v1/health/service/",
+            [GET],
+            health::service,
+            leader(rule(Service, Read, Path))
+        ),
+        route!(
+            "/v1/health/connect/",
+            [GET],
+            health::connect,
+            leader(rule(Service, Read, Path))
+        ),
         // kv, txn
-        route!("/v1/kv/", [GET, PUT, DELETE], kv::kv),
-        route!("/v1/txn", [PUT], txn::txn),
+        route!(
+            "/v1/kv/",
+            [GET, PUT, DELETE],
+            kv::kv,
+            kv(rule(Key, ByMethod, Path))
+        ),
+        route!("/v1/txn", [PUT], txn::txn, kv(rule(Key, Write, Body))),
         // sessions
-        route!("/v1/session/create", [PUT], session::create),
-        route!("/v1/session/destroy/", [PUT], session::destroy),
-        route!("/v1/session/renew/", [PUT], session::renew),
-        route!("/v1/session/info/", [GET], session::info),
-        route!("/v1/session/node/", [GET], session::node),
-        route!("/v1/session/list", [GET], session::list),
-        // connect
-        route!("/v1/connect/ca/roots", [GET], connect::roots),
-        route!("/v1/agent/connect/ca/roots", [GET], connect::roots),
+        route!(
+            "/v1/session/create",
+            [PUT],
+            session::create,
+            leader(rule(Session, Write, Body))
+        ),
+        route!(
+            "/v1/session/destroy/",
+            [PUT],
+            session::destroy,
+            leader(rule(Session, Write, Path))
+        ),
+        route!(
+            "/v1/session/renew/",
+            [PUT],
+            session::renew,
+            leader(rule(Session, Write, Path))
+        ),
+        route!(
+            "/v1/session/info/",
+            [GET],
+            session::info,
+            leader(rule(Session, Read, Path))
+        ),
+        route!(
+            "/v1/session/node/",
+            [GET],
+            session::node,
+            leader(rule(Session, Read, Path))
+        ),
+        route!(
+            "/v1/session/list",
+            [GET],
+            session::list,
+            leader(rule(Session, Read, Each))
+        ),
+        // connect: roots are public (Consul needs no token for them); the CA's configuration is an operator's
+        route!(
+            "/v1/connect/ca/roots",
+            [GET],
+            connect::roots,
+            leader(AclRule::NONE)
+        ),
+        route!(
+            "/v1/agent/connect/ca/roots",
+            [GET],
+            connect::roots,
+            local(AclRule::NONE)
+        ),
         route!(
             "/v1/connect/ca/configuration",
             [GET, PUT],
-            connect::configuration
+            connect::configuration,
+            leader(rule(Operator, ByMethod, Whole))
         ),
-        route!("/v1/agent/connect/ca/leaf/", [GET], connect::leaf),
+        route!(
+            "/v1/agent/connect/ca/leaf/",
+            [GET],
+            connect::leaf,
+            local(rule(Service, Write, Path))
+        ),
         route!(
             "/v1/agent/connect/authorize",
             [POST, PUT],
-            connect::authorize
+            connect::authorize,
+            local(rule(Service, Write, Body))
         ),
         route!(
             "/v1/connect/intentions",
             [GET, POST],
-            intentions::list_or_create
+            intentions::list_or_create,
+            leader(rule(Intention, ByMethod, Each))
         ),
         route!(
             "/v1/connect/intentions/exact",
             [GET, PUT, DELETE],
-            intentions::exact
+            intentions::exact,
+            leader(rule(Intention, ByMethod, Query("destination")))
         ),
-        route!("/v1/connect/intentions/match", [GET], intentions::matches),
-        route!("/v1/connect/intentions/check", [GET], intentions::check),
+        route!(
+            "/v1/connect/intentions/match",
+            [GET],
+            intentions::matches,
+            leader(rule(Intention, Read, Query("name")))
+        ),
+        route!(
+            "/v1/connect/intentions/check",
+            [GET],
+            intentions::check,
+            leader(rule(Intention, Read, Query("destination")))
+        ),
         route!(
             "/v1/connect/intentions/",
             [GET, PUT, DELETE],
-            intentions::by_id
+            intentions::by_id,
+            leader(rule(Intention, ByMethod, Path))
         ),
-        route!("/v1/config", [PUT], intentions::config_put),
-        route!("/v1/config/", [GET, DELETE], intentions::config_entry),
-        // status
-        route!("/v1/status/leader", [GET], status::leader),
-        route!("/v1/status/peers", [GET], status::peers),
+        // Config entries: the kind decides the rule (service-intentions: intentions on the destination).
+        route!(
+            "/v1/config",
+            [PUT],
+            intentions::config_put,
+            leader(rule(Intention, Write, Body))
+        ),
+        route!(
+            "/v1/config/",
+            [GET, DELETE],
+            intentions::config_entry,
+            leader(rule(Intention, ByMethod, Path))
+        ),
+        // status: no token needed, as in Consul
+        route!(
+            "/v1/status/leader",
+            [GET],
+            status::leader,
+            local(AclRule::NONE)
+        ),
+        route!(
+            "/v1/status/peers",
+            [GET],
+            status::peers,
+            local(AclRule::NONE)
+        ),
     ]
 }
 
-fn routes() -> &'static [Route] {
+/// Every route, internal ones included (the RPC listener's table).
+pub fn all() -> &'static [Route] {
     static ROUTES: OnceLock<Vec<Route>> = OnceLock::new();
     ROUTES.get_or_init(table)
 }
 
-/// The route for a path (the longest matching one) and the path's remainder after it.
-pub fn find(path: &str) -> Option<(&'static Route, &str)> {
-    routes()
+/// The public listener's table: internal routes are not in it at all.
+fn public() -> &'static [Route] {
+    static ROUTES: OnceLock<Vec<Route>> = OnceLock::new();
+    ROUTES.get_or_init(|| {
+        table()
+            .into_iter()
+            .filter(|r| r.policy.listener == Listener::Public)
+            .collect()
+    })
+}
+
+/// The route for a path in a listener's table (the longest matching one) and the path's remainder after it.
+pub fn find(path: &str, listener: Listener) -> Option<(&'static Route, &str)> {
+    let table = match listener {
+        Listener::Public => public(),
+        Listener::RpcOnly => all(),
+    };
+    table
         .iter()
         .filter(|r| {
             if r.path.ends_with('/') {

@@ -6,6 +6,7 @@
 pub mod check;
 pub mod duration;
 pub mod flags;
+pub mod hcl;
 pub mod ids;
 pub mod intention;
 pub mod kv;

@@ -19,6 +19,7 @@ pub struct Api {
 
 pub struct Answer {
     pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
     pub body: Vec<u8>,
 }
 
@@ -86,12 +87,17 @@ impl Api {
             .await
             .map_err(|e| anyhow!("Error connecting to Weft agent at {}: {e}", self.base))?;
         let status = resp.status();
+        let headers = resp.headers().clone();
         let body = resp
             .bytes()
             .await
             .map_err(|e| anyhow!("Error reading answer: {e}"))?
             .to_vec();
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Like [`Api::call`], but a non-2xx answer is an error carrying the agent's reason.

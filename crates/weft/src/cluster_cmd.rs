@@ -46,14 +46,6 @@ pub fn with_default_port(addr: &str, port: u16) -> String {
     }
 }
 
-/// A socket address from an IP and a port.
-pub fn socket_addr(ip: &str, port: u16) -> Result<SocketAddr> {
-    format!("{ip}:{port}")
-        .parse()
-        .or_else(|_| format!("[{ip}]:{port}").parse())
-        .with_context(|| format!("{ip:?} is not an IP address"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

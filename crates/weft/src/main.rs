@@ -4,14 +4,19 @@
 //! Weft exactly as they call Consul. Errors print one line and exit 1.
 
 mod agent_cmd;
+mod app;
 mod client;
 mod cluster_cmd;
 mod commands;
 mod config;
+mod reload;
 mod sidecar_exec;
 
 use clap::{Parser, Subcommand};
-use commands::{catalog, connect, demo, intention, kv, misc, operator, services, snapshot, tls};
+use commands::{
+    catalog, config as config_cmd, connect, demo, intention, kv, misc, operator, services,
+    snapshot, tls,
+};
 
 #[derive(Parser, Debug)]
 #[command(name = "weft", version = weft_types::VERSION, about = "Service registry and service mesh, Consul-compatible")]
@@ -23,7 +28,11 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Runs an agent: `-dev` (one process, in memory), `-server` (a Raft member) or a client agent.
-    Agent(agent_cmd::AgentArgs),
+    Agent(config::AgentFlags),
+    /// Checks configuration files and directories as the agent would read them.
+    Validate(config_cmd::ValidateArgs),
+    /// Makes the agent re-read its configuration files.
+    Reload(config_cmd::ReloadArgs),
     /// Lists the members of the cluster.
     Members(misc::MembersArgs),
     /// Reads the catalog.
@@ -83,6 +92,8 @@ fn main() {
     weft_sidecar::run_and_exit(runtime, async move {
         match cli.command {
             Command::Agent(a) => agent_cmd::run(a).await.map(|()| 0),
+            Command::Validate(a) => config_cmd::validate(a),
+            Command::Reload(a) => config_cmd::reload(a).await,
             Command::Members(a) => misc::members(a).await,
             Command::Catalog(c) => catalog::run(c).await,
             Command::Services(c) => services::run(c).await,

@@ -1,0 +1,364 @@
+//! The composition root: one [`RuntimeConfig`] and the bound listeners in, a running agent out.
+//!
+//! [`App::build`] starts the parts in the order they depend on each other: the server role (dev store, Raft member
+//! or client replica), gossip, the leader loops, the agent and its node registration, the HTTP API state, the
+//! server RPC listener and cluster forming, then the registrations kept in the data dir and the config files'.
+//! [`App::run`] serves the HTTP API and the dashboard until told to stop. Tests build an `App` in-process on
+//! port 0; `weft agent` builds one from its flags.
+
+use crate::config::{DefaultPolicy, RuntimeConfig};
+use crate::reload::{LogControl, Reloader};
+use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use weft_agent::{Agent, AgentConfig, Source};
+use weft_http::ApiState;
+use weft_server::{Server, ServerConfig};
+
+/// The sockets an agent serves, bound before anything starts so a busy port is a clear error at once.
+pub struct Listeners {
+    pub http: TcpListener,
+    /// Server RPC (Raft, forwarding, joins, the replica stream): servers outside dev mode only.
+    pub rpc: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what `config` asks for.
+    pub fn bind(config: &RuntimeConfig) -> Result<Listeners> {
+        let Some(http_addr) = config.http_addr else {
+            bail!("ports.http is -1: Weft's agent needs its HTTP API (sidecars and the CLI talk to it)");
+        };
+        // A deep accept backlog: a reconnect storm of watchers must not overflow mio's default of 128.
+        let http = listen(http_addr, 4096)
+            .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?;
+        let rpc = if config.server && !config.dev {
+            let addr = rpc_bind(config);
+            Some(
+                listen(addr, 1024)
+                    .with_context(|| format!("cannot listen for server RPC on {addr}"))?,
+            )
+        } else {
+            None
+        };
+        Ok(Listeners { http, rpc })
+    }
+}
+
+fn rpc_bind(config: &RuntimeConfig) -> SocketAddr {
+    SocketAddr::new(config.bind_addr, config.server_port)
+}
+
+/// A TCP listener with an explicit accept backlog.
+pub fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// A built agent, ready to serve.
+pub struct App {
+    config: Arc<RuntimeConfig>,
+    agent: Agent,
+    state: ApiState,
+    http: TcpListener,
+    reloader: Arc<Reloader>,
+    /// Background tasks that live as long as the app: the leader loops, the RPC listener, cluster forming.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl App {
+    /// Starts every part of the agent in order; see the module comment.
+    pub async fn build(
+        config: RuntimeConfig,
+        listeners: Listeners,
+        logs: LogControl,
+    ) -> Result<App> {
+        let config = Arc::new(config);
+        let node_id = node_id(&config)?;
+        let server = start_server(&config, listeners.rpc.is_some(), &node_id).await?;
+        if !config.dev {
+            start_gossip(&config, &server).await?;
+        }
+        let mut tasks = vec![server.spawn_leader_loops()];
+        let agent = Agent::new(agent_config(&config, node_id), server);
+        agent
+            .start()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot register this node: {e}"))?;
+        let reloader = Arc::new(Reloader::new(config.clone(), agent.clone(), logs));
+        let state = api_state(&config, agent.clone(), reloader.clone());
+        // The RPC port and cluster forming start before any registration, since those writes wait for a leader.
+        if let Some(listener) = listeners.rpc {
+            tasks.extend(serve_rpc(&config, listener, state.clone()));
+        }
+        register_saved_and_configured(&config, &agent).await?;
+        Ok(App {
+            config,
+            agent,
+            state,
+            http: listeners.http,
+            reloader,
+            tasks,
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Where the HTTP API listens (the real port when 0 was asked for).
+    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
+        self.http.local_addr()
+    }
+
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
+    }
+
+    /// Serves the HTTP API and the dashboard until `stop` completes or `/v1/agent/leave` is called; leaves the
+    /// cluster first when `leave_on_terminate` says so.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+        let shutdown = self.state.shutdown.clone();
+        // The dashboard's routes first; everything else (`/`, `/v1/...`) is the API's.
+        let api = weft_http::router(self.state.clone());
+        let app = if self.config.ui_enabled {
+            weft_ui::router(self.state).merge(api)
+        } else {
+            api
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let serve = tokio::spawn(async move {
+            axum::serve(self.http, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.await;
+                })
+                .await
+        });
+        tokio::select! {
+            _ = stop => {
+                tracing::info!("shutting down");
+                if self.config.leave_on_terminate {
+                    leave_gracefully(&self.agent).await;
+                }
+            }
+            _ = shutdown.notified() => tracing::info!("left the cluster; shutting down"),
+        }
+        let _ = stop_tx.send(());
+        // Blocking queries may park for minutes: give in-flight requests a moment, then stop regardless.
+        let result = tokio::time::timeout(Duration::from_secs(2), serve).await;
+        for task in self.tasks {
+            task.abort();
+        }
+        if let Ok(Ok(Err(e))) = result {
+            return Err(e).context("HTTP server failed");
+        }
+        Ok(())
+    }
+}
+
+/// The node's services leave the catalog and its members see "left", not "failed"; bounded, since the servers
+/// may be gone already.
+async fn leave_gracefully(agent: &Agent) {
+    match tokio::time::timeout(Duration::from_secs(3), agent.leave()).await {
+        Ok(Ok(())) => tracing::info!("left the cluster"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not leave the cluster gracefully"),
+        Err(_) => tracing::warn!("gave up leaving the cluster gracefully after 3 s"),
+    }
+}
+
+/// The configured node ID, else the one kept in the data dir (created on first start), else a new one (dev).
+fn node_id(config: &RuntimeConfig) -> Result<String> {
+    if let Some(dir) = &config.data_dir {
+        crate::cluster_cmd::claim_data_dir(dir, &config.datacenter, config.server)?;
+    }
+    match (&config.node_id, &config.data_dir) {
+        (Some(id), _) => Ok(id.clone()),
+        (None, Some(dir)) => crate::cluster_cmd::persisted_node_id(dir),
+        (None, None) => Ok(weft_types::ids::new_uuid()),
+    }
+}
+
+fn server_config(config: &RuntimeConfig) -> Result<ServerConfig> {
+    let rpc_addr = SocketAddr::new(config.advertise_addr, config.server_port).to_string();
+    let mut server = ServerConfig::new(&config.datacenter, &config.node_name, &rpc_addr);
+    server.min_leaf_ttl = config.min_leaf_ttl;
+    server.bootstrap_expect = config.bootstrap_expect;
+    if let Some(after) = config.dead_server_after {
+        server.dead_server_after = after;
+    }
+    if let Some(ca) = &config.ca_config {
+        server.ca_config = ca.clone();
+    }
+    server.rpc_tls = match &config.rpc_tls {
+        None => None,
+        Some(files) => Some(
+            weft_server::RpcTls::from_files(
+                &files.ca_file,
+                &files.cert_file,
+                &files.key_file,
+                files.verify_incoming,
+                &config.datacenter,
+            )
+            .map_err(|e| anyhow::anyhow!("tls: {e}"))?,
+        ),
+    };
+    Ok(server)
+}
+
+/// The server role: an in-memory store in dev mode, a Raft member on servers, a replica on client agents.
+async fn start_server(config: &RuntimeConfig, has_rpc: bool, node_id: &str) -> Result<Server> {
+    let server_config = server_config(config)?;
+    if config.dev {
+        return Ok(Server::new(server_config));
+    }
+    if !(config.server && has_rpc) {
+        return Ok(Server::client(server_config, Vec::new()));
+    }
+    let dir = config.data_dir.clone().unwrap_or_default().join("raft");
+    let node = weft_server::RaftNode::start(
+        weft_server::raft_id(node_id),
+        &server_config.rpc_addr,
+        &dir,
+        Arc::new(std::sync::RwLock::new(weft_state::Store::new())),
+        &weft_server::Timings::default(),
+        server_config.rpc_tls.as_ref(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Server::raft(server_config, node))
+}
+
+/// Joins the gossip pool through the `retry_join` addresses that resolve.
+async fn start_gossip(config: &RuntimeConfig, server: &Server) -> Result<()> {
+    let tags = weft_gossip::Tags {
+        role: if config.server {
+            weft_gossip::Role::Server
+        } else {
+            weft_gossip::Role::Client
+        },
+        datacenter: config.datacenter.clone(),
+        rpc: config.server.then(|| server.config().rpc_addr.clone()),
+        expect: config.bootstrap_expect,
+        build: weft_types::VERSION.into(),
+    };
+    let mut gossip_config = weft_gossip::GossipConfig::new(
+        &config.node_name,
+        SocketAddr::new(config.bind_addr, config.serf_lan_port),
+        SocketAddr::new(config.advertise_addr, config.serf_lan_port),
+        tags,
+    );
+    gossip_config.keyring = config.keyring.clone();
+    if let Some(t) = config.reconnect_timeout {
+        gossip_config.reconnect_timeout = t;
+    }
+    let gossip = weft_gossip::Gossip::start(gossip_config)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut seeds = Vec::new();
+    for addr in &config.retry_join {
+        match weft_http::resolve_gossip_addr(addr).await {
+            Ok(found) => seeds.extend(found),
+            Err(e) => {
+                tracing::warn!(error = %e, "a retry_join address does not resolve; skipping it")
+            }
+        }
+    }
+    gossip
+        .join(seeds)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    server.set_gossip(gossip);
+    Ok(())
+}
+
+fn agent_config(config: &RuntimeConfig, node_id: String) -> AgentConfig {
+    AgentConfig {
+        node_name: config.node_name.clone(),
+        node_id,
+        datacenter: config.datacenter.clone(),
+        advertise_addr: config.advertise_addr.to_string(),
+        node_meta: config.node_meta.clone(),
+        server: config.server,
+        server_port: config.server_port,
+        root_change_jitter: config.root_change_jitter,
+        state_dir: config.data_dir.as_ref().map(|d| d.join("agent")),
+    }
+}
+
+fn api_state(config: &RuntimeConfig, agent: Agent, reloader: Arc<Reloader>) -> ApiState {
+    let mut state = ApiState::new(agent);
+    state.kv_max_value_size = config.kv_max_value_size;
+    state.session_ttl_min = config.session_ttl_min;
+    state.reload = Some(Arc::new(move || {
+        let reloader = reloader.clone();
+        Box::pin(async move { reloader.reload().await })
+    }));
+    // Dev mode allows what no intention denies, as Consul's dev agent does; `acl.default_policy` overrides.
+    state.intention_default_allow = config.default_policy == DefaultPolicy::Allow;
+    state
+}
+
+/// Serves server RPC (Raft, forwarding, joins, the replica stream) and starts forming the cluster.
+fn serve_rpc(
+    config: &RuntimeConfig,
+    listener: TcpListener,
+    state: ApiState,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let server = state.agent.server().clone();
+    // The KV pages too: client agents hold no KV and pass their dashboard's KV pages to a server.
+    let rpc_app = weft_ui::kv_router(state.clone()).merge(weft_http::rpc_router(state));
+    let listener =
+        weft_http::rpc_listener::RpcListener::new(listener, server.config().rpc_tls.as_ref());
+    let serve = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, rpc_app).await {
+            tracing::error!(error = %e, "server RPC listener failed");
+        }
+    });
+    let boot = weft_server::Bootstrap {
+        expect: config.bootstrap_expect,
+        retry_join: Vec::new(),
+    };
+    let forming = tokio::spawn(async move { server.form_cluster(boot).await });
+    vec![serve, forming]
+}
+
+/// Registrations made through the API before a restart, then the config files' services and checks. In a cluster
+/// the first writes may wait for an election; they are local first and anti-entropy completes them, so a slow
+/// election does not stop the agent from starting.
+async fn register_saved_and_configured(config: &RuntimeConfig, agent: &Agent) -> Result<()> {
+    match agent.restore_saved().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            registrations = n,
+            "restored API registrations from the data dir"
+        ),
+        Err(e) => bail!("{e}"),
+    }
+    let cluster = !config.dev;
+    for svc in &config.services {
+        match agent.register_service(svc, true, Source::Config).await {
+            Ok(()) => {}
+            Err(e) if cluster && e.to_string().contains("leader") => {
+                tracing::warn!(service = %svc.name, error = %e, "registered locally; the catalog follows once a leader is elected")
+            }
+            Err(e) => bail!("service {:?}: {e}", svc.name),
+        }
+    }
+    for check in &config.checks {
+        match agent.register_check(check, Source::Config).await {
+            Ok(()) => {}
+            Err(e) if cluster && e.to_string().contains("leader") => {
+                tracing::warn!(check = %check.name, error = %e, "registered locally; the catalog follows once a leader is elected")
+            }
+            Err(e) => bail!("check {:?}: {e}", check.name),
+        }
+    }
+    Ok(())
+}

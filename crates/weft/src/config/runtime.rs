@@ -1,0 +1,485 @@
+//! The validated, immutable settings an agent runs with: every default filled in, every value checked, every
+//! problem reported at once. Built only by [`ConfigBuilder`](super::ConfigBuilder); shared as `Arc<RuntimeConfig>`.
+
+use super::file::{Config, GoDuration, Ports};
+use super::flags::AgentFlags;
+use super::sources::Decoded;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+use weft_types::{CheckDefinition, ServiceDefinition};
+
+/// Files for TLS on server RPC (`tls.defaults` / `tls.internal_rpc`, or the older top-level keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcTlsFiles {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub verify_incoming: bool,
+}
+
+/// How connections that no intention covers are decided, and (with the ACL system) requests no rule covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultPolicy {
+    Allow,
+    Deny,
+}
+
+/// The agent's settings after defaults and checks.
+#[derive(Clone)]
+pub struct RuntimeConfig {
+    pub dev: bool,
+    pub server: bool,
+    pub bootstrap_expect: u32,
+    pub datacenter: String,
+    pub node_name: String,
+    /// Set in the config; otherwise the one kept in the data dir (or a new one in dev mode).
+    pub node_id: Option<String>,
+    pub node_meta: BTreeMap<String, String>,
+    pub data_dir: Option<PathBuf>,
+    /// Consul's level name as configured (`info`, `DEBUG`, ...).
+    pub log_level: String,
+    /// The same level as a tracing filter directive.
+    pub log_filter: &'static str,
+    pub bind_addr: IpAddr,
+    pub advertise_addr: IpAddr,
+    pub client_addr: IpAddr,
+    /// Where the HTTP API listens; `None` when `ports.http` is -1.
+    pub http_addr: Option<SocketAddr>,
+    /// Where DNS would listen; `None` when `ports.dns` is -1.
+    pub dns_addr: Option<SocketAddr>,
+    pub server_port: u16,
+    pub serf_lan_port: u16,
+    /// Gossip addresses to join, with the default port filled in.
+    pub retry_join: Vec<String>,
+    pub keyring: Option<weft_gossip::Keyring>,
+    pub rpc_tls: Option<RpcTlsFiles>,
+    pub leave_on_terminate: bool,
+    pub reconnect_timeout: Option<Duration>,
+    pub dead_server_after: Option<Duration>,
+    pub kv_max_value_size: usize,
+    pub session_ttl_min: Duration,
+    pub services: Vec<ServiceDefinition>,
+    pub checks: Vec<CheckDefinition>,
+    pub ca_config: Option<weft_ca::CaConfig>,
+    /// The shortest leaf TTL accepted: Consul's 1 h, or a few seconds in dev mode so renewal can be watched.
+    pub min_leaf_ttl: Duration,
+    pub root_change_jitter: Duration,
+    pub default_policy: DefaultPolicy,
+    pub ui_enabled: bool,
+    /// Keys that were set but that Weft does not act on yet (logged as warnings at start).
+    pub ignored: Vec<String>,
+    /// The command line this config was built from: reload reads the same sources again.
+    pub sources: AgentFlags,
+    /// The gossip key as written, compared on reload (it needs a restart).
+    pub(crate) encrypt: Option<String>,
+}
+
+const DEFAULT_KV_MAX: usize = 512 * 1024;
+
+/// Builds a [`RuntimeConfig`] from merged settings; `Err` holds every problem found.
+pub(super) fn validate(
+    sources: &AgentFlags,
+    merged: &Map<String, Value>,
+    c: Config,
+    defs: Decoded,
+) -> Result<RuntimeConfig, Vec<String>> {
+    let dev = sources.dev;
+    let mut errors = Vec::new();
+    let mut err = |e: String| errors.push(e);
+    let server = dev || c.server.unwrap_or(false);
+    let bootstrap_expect = c.bootstrap_expect.unwrap_or(0);
+    if c.bootstrap_expect.is_some() && !server {
+        err("bootstrap_expect can only be set on servers (add -server)".into());
+    }
+    if c.bootstrap_expect == Some(0) {
+        err("bootstrap_expect must be at least 1".into());
+    }
+    if c.bootstrap == Some(true) && bootstrap_expect > 0 {
+        err("'bootstrap_expect > 0' and 'bootstrap = true' are mutually exclusive".into());
+    }
+    let mut retry_join: Vec<String> = c.retry_join.clone().unwrap_or_default();
+    retry_join.extend(c.start_join.clone().unwrap_or_default());
+    if dev && (bootstrap_expect > 0 || !retry_join.is_empty()) {
+        err(
+            "-dev runs a single in-memory server: it takes neither bootstrap_expect nor retry_join"
+                .into(),
+        );
+    }
+    if !dev && !server && retry_join.is_empty() {
+        err("a client agent needs at least one server to join: pass -retry-join ADDR".into());
+    }
+    let data_dir = c
+        .data_dir
+        .clone()
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
+    if !dev && data_dir.is_none() {
+        err("data_dir cannot be empty: pass -data-dir DIR (or -dev for an in-memory agent)".into());
+    }
+    let datacenter = c.datacenter.clone().unwrap_or_else(|| "dc1".into());
+    if !is_dc_name(&datacenter) {
+        err(format!(
+            "datacenter must be alpha-numeric with underscores and hyphens only: {datacenter:?}"
+        ));
+    }
+    let node_name = c.node_name.clone().unwrap_or_else(hostname);
+    if node_name.is_empty() {
+        err("node name cannot be empty".into());
+    }
+    if let Some(id) = &c.node_id {
+        if !weft_types::ids::is_uuid(id) {
+            err(format!("node ID must be a UUID: {id:?}"));
+        }
+    }
+    let log_level = c.log_level.clone().unwrap_or_else(|| "info".into());
+    let log_filter = log_filter(&log_level).unwrap_or_else(|e| {
+        err(e);
+        "info"
+    });
+    let ip = |key: &str, value: &Option<String>, default: &str, err: &mut dyn FnMut(String)| {
+        let text = value.as_deref().unwrap_or(default);
+        text.parse::<IpAddr>().unwrap_or_else(|_| {
+            err(format!("{key}: {text:?} is not an IP address"));
+            IpAddr::from([127, 0, 0, 1])
+        })
+    };
+    let bind_addr = ip("bind_addr", &c.bind_addr, "127.0.0.1", &mut err);
+    let advertise_addr = ip(
+        "advertise_addr",
+        &c.advertise_addr,
+        &bind_addr.to_string(),
+        &mut err,
+    );
+    let client_addr = ip("client_addr", &c.client_addr, "127.0.0.1", &mut err);
+    let ports = c.ports.clone().unwrap_or_default();
+    let addresses = c.addresses.clone().unwrap_or_default();
+    let http_ip = ip(
+        "addresses.http",
+        &addresses.http,
+        &client_addr.to_string(),
+        &mut err,
+    );
+    let dns_ip = ip(
+        "addresses.dns",
+        &addresses.dns,
+        &client_addr.to_string(),
+        &mut err,
+    );
+    let http_addr =
+        port("ports.http", ports.http, 8500, true, &mut err).map(|p| SocketAddr::new(http_ip, p));
+    let dns_addr =
+        port("ports.dns", ports.dns, 8600, true, &mut err).map(|p| SocketAddr::new(dns_ip, p));
+    let server_port = port("ports.server", ports.server, 8300, false, &mut err).unwrap_or(8300);
+    let serf_lan_port =
+        port("ports.serf_lan", ports.serf_lan, 8301, false, &mut err).unwrap_or(8301);
+    refuse_unserved_ports(&ports, &mut err);
+    let keyring = c.encrypt.as_deref().and_then(|k| {
+        weft_gossip::Keyring::from_base64(k)
+            .map_err(|e| err(format!("encrypt: {e}")))
+            .ok()
+    });
+    let rpc_tls = rpc_tls(&c, dev, &mut err);
+    let acl = c.acl.clone().unwrap_or_default();
+    if acl.enabled == Some(true) {
+        err("acl.enabled: ACL enforcement is not available in this Weft version; refusing to start rather than run without the ACLs the config asks for".into());
+    }
+    let default_policy = match acl.default_policy.as_deref() {
+        None | Some("allow") => DefaultPolicy::Allow,
+        Some("deny") => DefaultPolicy::Deny,
+        Some(other) => {
+            err(format!(
+                "acl.default_policy must be \"allow\" or \"deny\", got {other:?}"
+            ));
+            DefaultPolicy::Deny
+        }
+    };
+    let raft_multiplier = c
+        .performance
+        .as_ref()
+        .and_then(|p| p.raft_multiplier)
+        .unwrap_or(5);
+    if !(1..=10).contains(&raft_multiplier) {
+        err(format!(
+            "performance.raft_multiplier cannot be {raft_multiplier}. Must be between 1 and 10"
+        ));
+    }
+    let min_leaf_ttl = if dev {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(3600)
+    };
+    let connect = c.connect.clone().unwrap_or_default();
+    if connect.enabled == Some(false) {
+        err("connect.enabled = false: Weft's mesh cannot be turned off (its CA and sidecars are the point)".into());
+    }
+    let ca_config = connect.ca_config.as_ref().and_then(|ca| {
+        let wire = weft_ca::CaConfigWire {
+            config: ca.clone(),
+            ..Default::default()
+        };
+        weft_ca::CaConfig::from_wire(&wire, &weft_ca::CaConfig::default(), min_leaf_ttl)
+            .map_err(|e| err(format!("connect.ca_config: {e}")))
+            .ok()
+    });
+    let limits = c.limits.clone().unwrap_or_default();
+    let kv_max_value_size = limits
+        .kv_max_value_size
+        .or(c.kv_max_value_size)
+        .map_or(DEFAULT_KV_MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let ui_enabled = c
+        .ui_config
+        .as_ref()
+        .and_then(|u| u.enabled)
+        .or(c.ui)
+        .unwrap_or(true);
+    let ignored = ignored_keys(merged);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(RuntimeConfig {
+        dev,
+        server,
+        bootstrap_expect,
+        datacenter,
+        node_name,
+        node_id: c.node_id.clone(),
+        node_meta: c.node_meta.clone().unwrap_or_default(),
+        data_dir: if dev { None } else { data_dir },
+        log_level,
+        log_filter,
+        bind_addr,
+        advertise_addr,
+        client_addr,
+        http_addr,
+        dns_addr,
+        server_port,
+        serf_lan_port,
+        retry_join: retry_join
+            .iter()
+            .map(|a| crate::cluster_cmd::with_default_port(a, 8301))
+            .collect(),
+        keyring,
+        rpc_tls,
+        leave_on_terminate: c.leave_on_terminate.unwrap_or(!dev && !server),
+        reconnect_timeout: c.reconnect_timeout.map(|d| d.0),
+        dead_server_after: c
+            .autopilot
+            .as_ref()
+            .and_then(|a| a.server_stabilization_time)
+            .map(|d| d.0),
+        kv_max_value_size,
+        session_ttl_min: c.session_ttl_min.map_or(Duration::from_secs(10), |d| d.0),
+        services: defs.services,
+        checks: defs.checks,
+        ca_config,
+        min_leaf_ttl,
+        root_change_jitter: connect
+            .leaf_root_change_jitter
+            .map_or(Duration::from_secs(30), |d: GoDuration| d.0),
+        default_policy,
+        ui_enabled,
+        ignored,
+        sources: sources.clone(),
+        encrypt: c.encrypt.clone(),
+    })
+}
+
+fn is_dc_name(dc: &str) -> bool {
+    !dc.is_empty()
+        && dc
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "weft".to_string())
+}
+
+/// The tracing filter for a Consul log level name.
+pub fn log_filter(level: &str) -> Result<&'static str, String> {
+    Ok(match level.to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" | "" => "info",
+        "warn" | "warning" => "warn",
+        "err" | "error" => "error",
+        other => {
+            return Err(format!(
+                "log_level: invalid level {other:?} (use trace, debug, info, warn or err)"
+            ))
+        }
+    })
+}
+
+/// A port setting: its default when unset, `None` when -1 disables an interface that may be disabled.
+fn port(
+    key: &str,
+    value: Option<i32>,
+    default: u16,
+    may_disable: bool,
+    err: &mut dyn FnMut(String),
+) -> Option<u16> {
+    match value {
+        None => Some(default),
+        Some(-1) if may_disable => None,
+        Some(p) => u16::try_from(p).ok().or_else(|| {
+            err(format!(
+                "{key}: {p} is not a port (0-65535{})",
+                if may_disable {
+                    ", or -1 to disable"
+                } else {
+                    ""
+                }
+            ));
+            None
+        }),
+    }
+}
+
+/// Interfaces Weft does not serve yet: asking for them is refused rather than silently left without them (an
+/// operator who enables HTTPS must not get plain HTTP believing it is encrypted).
+fn refuse_unserved_ports(ports: &Ports, err: &mut dyn FnMut(String)) {
+    for (key, value) in [
+        ("ports.https", ports.https),
+        ("ports.grpc", ports.grpc),
+        ("ports.grpc_tls", ports.grpc_tls),
+        ("ports.serf_wan", ports.serf_wan),
+    ] {
+        if value.is_some_and(|p| p >= 0) {
+            err(format!(
+                "{key}: this interface is not available in this Weft version (set it to -1 or leave it out)"
+            ));
+        }
+    }
+}
+
+/// TLS for server RPC: all three files or none.
+fn rpc_tls(c: &Config, dev: bool, err: &mut dyn FnMut(String)) -> Option<RpcTlsFiles> {
+    let tls = c.tls.clone().unwrap_or_default();
+    let sections = [
+        tls.defaults.unwrap_or_default(),
+        tls.internal_rpc.unwrap_or_default(),
+    ];
+    let pick = |legacy: &Option<String>, get: fn(&super::file::TlsSection) -> &Option<String>| {
+        sections
+            .iter()
+            .rev()
+            .find_map(|s| get(s).clone())
+            .or_else(|| legacy.clone())
+    };
+    let ca = pick(&c.ca_file, |s| &s.ca_file);
+    let cert = pick(&c.cert_file, |s| &s.cert_file);
+    let key = pick(&c.key_file, |s| &s.key_file);
+    let verify_incoming = sections
+        .iter()
+        .rev()
+        .find_map(|s| s.verify_incoming)
+        .or(c.verify_incoming)
+        .unwrap_or(true);
+    match (ca, cert, key) {
+        (None, None, None) => None,
+        // Dev mode has no server RPC to protect.
+        (Some(_), Some(_), Some(_)) if dev => None,
+        (Some(ca), Some(cert), Some(key)) => Some(RpcTlsFiles {
+            ca_file: ca.into(),
+            cert_file: cert.into(),
+            key_file: key.into(),
+            verify_incoming,
+        }),
+        _ => {
+            err(
+                "tls: ca_file, cert_file and key_file go together (server RPC TLS needs all three)"
+                    .into(),
+            );
+            None
+        }
+    }
+}
+
+/// The settings Weft applies (a key, or a block all of whose keys it applies). Every other key that is set is
+/// accepted for Consul compatibility, changes nothing in Weft yet, and is logged as such at start: each is harmless to
+/// leave unapplied, since the settings whose absence would weaken security are refused in [`validate`] instead.
+const APPLIED: &[&str] = &[
+    "datacenter",
+    "node_name",
+    "node_id",
+    "node_meta",
+    "server",
+    "bootstrap",
+    "bootstrap_expect",
+    "retry_join",
+    "start_join",
+    "bind_addr",
+    "advertise_addr",
+    "client_addr",
+    "addresses.http",
+    "ports.http",
+    "ports.server",
+    "ports.serf_lan",
+    "ports.https",
+    "ports.grpc",
+    "ports.grpc_tls",
+    "ports.serf_wan",
+    "data_dir",
+    "log_level",
+    "encrypt",
+    "tls.defaults.ca_file",
+    "tls.defaults.cert_file",
+    "tls.defaults.key_file",
+    "tls.defaults.verify_incoming",
+    "tls.internal_rpc.ca_file",
+    "tls.internal_rpc.cert_file",
+    "tls.internal_rpc.key_file",
+    "tls.internal_rpc.verify_incoming",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "verify_incoming",
+    "limits.kv_max_value_size",
+    "kv_max_value_size",
+    "session_ttl_min",
+    "leave_on_terminate",
+    "reconnect_timeout",
+    "autopilot.server_stabilization_time",
+    "ui",
+    "ui_config.enabled",
+    "acl.enabled",
+    "acl.default_policy",
+    "connect.enabled",
+    "connect.ca_config",
+    "connect.leaf_root_change_jitter",
+];
+
+/// The keys set in `merged` that Weft does not apply (see [`APPLIED`]), as dotted paths.
+fn ignored_keys(merged: &Map<String, Value>) -> Vec<String> {
+    fn walk(prefix: &str, map: &Map<String, Value>, out: &mut Vec<String>) {
+        for (key, value) in map {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if APPLIED.contains(&path.as_str()) {
+                continue;
+            }
+            match value {
+                Value::Object(inner)
+                    if APPLIED.iter().any(|a| a.starts_with(&format!("{path}."))) =>
+                {
+                    walk(&path, inner, out)
+                }
+                _ => out.push(path),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", merged, &mut out);
+    out
+}

@@ -1,0 +1,225 @@
+//! Golden tests for the merge: which source wins, what is refused and how it is named.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use std::path::{Path, PathBuf};
+
+/// A scratch directory removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!(
+            "weft-config-{name}-{}-{}",
+            std::process::id(),
+            weft_types::ids::new_uuid()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn flags_with_dir(dir: &Path) -> AgentFlags {
+    AgentFlags {
+        dev: true,
+        config_dir: vec![dir.to_path_buf()],
+        ..Default::default()
+    }
+}
+
+fn build(flags: &AgentFlags) -> Result<RuntimeConfig, Vec<String>> {
+    ConfigBuilder::from_flags(flags).build_and_validate()
+}
+
+#[test]
+fn flag_beats_file_beats_default() {
+    let dir = Dir::new("precedence");
+    dir.write(
+        "a.json",
+        r#"{"datacenter": "east", "node_name": "from-file"}"#,
+    );
+    let mut flags = flags_with_dir(&dir.0);
+    let c = build(&flags).unwrap();
+    assert_eq!(c.datacenter, "east");
+    assert_eq!(c.node_name, "from-file");
+    assert_eq!(c.http_addr.unwrap().port(), 8500, "the default");
+    flags.node = Some("from-flag".into());
+    flags.http_port = Some(0);
+    let c = build(&flags).unwrap();
+    assert_eq!(c.node_name, "from-flag");
+    assert_eq!(c.datacenter, "east");
+    assert_eq!(c.http_addr.unwrap().port(), 0);
+}
+
+#[test]
+fn later_files_win_in_lexical_order_and_lists_append() {
+    let dir = Dir::new("order");
+    // Written out of order: the names, not the writing, decide.
+    dir.write(
+        "b.hcl",
+        "datacenter = \"second\"\nnode_meta { rack = \"r2\" }\nservice {\n  name = \"db\"\n  port = 5432\n}\n",
+    );
+    dir.write(
+        "a.json",
+        r#"{"datacenter": "first", "node_meta": {"zone": "z1", "rack": "r1"},
+            "services": [{"name": "web", "port": 80, "check": {"ttl": "10s"}}]}"#,
+    );
+    dir.write("c.txt", "this is not config and is skipped");
+    let c = build(&flags_with_dir(&dir.0)).unwrap();
+    assert_eq!(c.datacenter, "second");
+    assert_eq!(
+        c.node_meta.iter().collect::<Vec<_>>(),
+        [
+            (&"rack".to_string(), &"r2".to_string()),
+            (&"zone".to_string(), &"z1".to_string())
+        ]
+    );
+    let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "db"]);
+    assert_eq!(
+        c.services[0].check.as_ref().unwrap().ttl,
+        Some(std::time::Duration::from_secs(10))
+    );
+}
+
+#[test]
+fn hcl_as_consul_docs_write_it() {
+    let dir = Dir::new("hcl");
+    dir.write(
+        "agent.hcl",
+        r#"
+datacenter = "dc1"            node_name = "node-1"
+ports { http = 8501  dns = -1  server = 8310 }
+acl { default_policy = "deny" }
+connect { leaf_root_change_jitter = "5s" }
+service { name = "greeter"  port = 9090
+  connect { sidecar_service {} }
+}
+service { name = "test" port = 8000
+  connect { sidecar_service { proxy { upstreams = [{ destination_name = "greeter", local_bind_port = 8080 }] } } }
+}
+"#,
+    );
+    let c = build(&flags_with_dir(&dir.0)).unwrap();
+    assert_eq!(c.node_name, "node-1");
+    assert_eq!(c.http_addr.unwrap().port(), 8501);
+    assert_eq!(c.dns_addr, None, "-1 disables DNS");
+    assert_eq!(c.server_port, 8310);
+    assert_eq!(c.default_policy, DefaultPolicy::Deny);
+    assert_eq!(c.root_change_jitter, std::time::Duration::from_secs(5));
+    assert_eq!(c.services.len(), 2);
+    let test = &c.services[1];
+    let upstreams = &test
+        .connect
+        .as_ref()
+        .unwrap()
+        .sidecar_service
+        .as_ref()
+        .unwrap()
+        .proxy
+        .as_ref()
+        .unwrap()
+        .upstreams;
+    assert_eq!(upstreams[0].destination_name, "greeter");
+    assert_eq!(upstreams[0].local_bind_port, 8080);
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_refused_naming_file_and_key() {
+    let dir = Dir::new("refused");
+    let a = dir.write("a.json", r#"{"ports": {"htp": 8500}}"#);
+    let b = dir.write("b.hcl", "server = \"yes\"\n");
+    let errors = build(&flags_with_dir(&dir.0)).err().unwrap();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(
+        errors[0],
+        format!("{}:ports.htp: unknown configuration key", a.display())
+    );
+    assert!(
+        errors[1].starts_with(&format!("{}:server: invalid type", b.display())),
+        "{errors:?}"
+    );
+    assert!(errors[1].contains("expected a boolean"), "{errors:?}");
+}
+
+#[test]
+fn unparsable_and_missing_files_are_named() {
+    let dir = Dir::new("broken");
+    let bad = dir.write("bad.hcl", "ports {\n  http = \n}\n");
+    let mut flags = flags_with_dir(&dir.0);
+    flags.config_file = vec![dir.0.join("missing.json")];
+    let errors = build(&flags).err().unwrap();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with(&format!("{}:", bad.display())),
+        "{errors:?}"
+    );
+    assert!(errors[1].contains("missing.json: cannot read config file"));
+}
+
+#[test]
+fn conflicting_settings_are_all_reported() {
+    let flags = AgentFlags {
+        bootstrap_expect: Some(3),
+        node_id: Some("not-a-uuid".into()),
+        log_level: Some("loud".into()),
+        ..Default::default()
+    };
+    let errors = build(&flags).err().unwrap();
+    for expected in [
+        "bootstrap_expect can only be set on servers",
+        "node ID must be a UUID",
+        "log_level: invalid level",
+        "data_dir cannot be empty",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{expected:?} missing from {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn node_meta_flags_and_fragments() {
+    let flags = AgentFlags {
+        dev: true,
+        node_meta: vec!["rack:r9".into(), "os:linux".into()],
+        hcl: vec!["node_meta { os = \"bsd\" zone = \"z\" }".into()],
+        ..Default::default()
+    };
+    let c = build(&flags).unwrap();
+    assert_eq!(c.node_meta.get("rack").map(String::as_str), Some("r9"));
+    assert_eq!(c.node_meta.get("os").map(String::as_str), Some("linux"));
+    assert_eq!(c.node_meta.get("zone").map(String::as_str), Some("z"));
+    let bad = AgentFlags {
+        dev: true,
+        node_meta: vec!["novalue".into()],
+        ..Default::default()
+    };
+    assert!(build(&bad).err().unwrap()[0].contains("-node-meta"));
+}
+
+#[test]
+fn security_settings_weft_cannot_honour_are_refused() {
+    for fragment in ["acl { enabled = true }", "ports { https = 8501 }"] {
+        let flags = AgentFlags {
+            dev: true,
+            hcl: vec![fragment.into()],
+            ..Default::default()
+        };
+        assert!(build(&flags).is_err(), "{fragment} must be refused");
+    }
+}
