@@ -14,66 +14,6 @@ use weft_types::{
     CheckDefinition, CheckStatus, HealthCheck, NodeService, ServiceDefinition, VERSION,
 };
 
-fn member(ctx: &Ctx) -> Value {
-    let cfg = ctx.state.agent.config();
-    json!({
-        "Name": cfg.node_name,
-        "Addr": cfg.advertise_addr,
-        "Port": 8301,
-        "Tags": {
-            "role": if cfg.server { "consul" } else { "node" },
-            "dc": cfg.datacenter,
-            "build": format!("{VERSION}:weft"),
-            "id": cfg.node_id,
-            "port": cfg.server_port.to_string(),
-            "vsn": "2", "vsn_min": "2", "vsn_max": "3", "raft_vsn": "3", "segment": "",
-            "bootstrap": if cfg.server { "1" } else { "0" },
-        },
-        "Status": 1,
-        "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
-        "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
-    })
-}
-
-pub async fn self_(ctx: Ctx) -> Result<Reply, ApiError> {
-    let cfg = ctx.state.agent.config();
-    let (services, checks) = (
-        ctx.state.agent.services().len(),
-        ctx.state.agent.checks().len(),
-    );
-    let server = ctx.state.agent.server();
-    let last_index = server.read().last_index();
-    let is_leader = server.is_leader() && cfg.server;
-    let raft = match server.raft_node() {
-        Some(node) => json!({
-            "state": if node.is_leader() { "Leader" } else if node.leader().is_some() { "Follower" } else { "Candidate" },
-            "term": node.term().to_string(), "last_log_index": node.last_log_index().to_string(),
-            "applied_index": node.last_applied_index().to_string(),
-            "num_peers": node.voters().len().saturating_sub(1).to_string(),
-        }),
-        None if cfg.server => json!({"state": "Leader", "last_log_index": last_index.to_string(),
-            "applied_index": last_index.to_string(), "num_peers": "0"}),
-        None => json!({}),
-    };
-    let body = json!({
-        "Config": {
-            "Datacenter": cfg.datacenter, "PrimaryDatacenter": cfg.datacenter, "NodeName": cfg.node_name,
-            "NodeID": cfg.node_id, "Revision": "weft", "Server": cfg.server, "Version": VERSION, "BuildDate": "",
-        },
-        "DebugConfig": {},
-        "Coord": {"Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05},
-        "Member": member(&ctx),
-        "Stats": {
-            "agent": {"services": services.to_string(), "checks": checks.to_string()},
-            "build": {"product": "weft", "version": VERSION, "revision": "weft"},
-            "consul": {"server": cfg.server.to_string(), "leader": is_leader.to_string(), "known_datacenters": "1"},
-            "raft": raft,
-        },
-        "Meta": {"consul-network-segment": ""},
-    });
-    Ok(ctx.json(&body))
-}
-
 pub async fn members(ctx: Ctx) -> Result<Reply, ApiError> {
     if ctx.param("segment").is_some_and(|s| !s.is_empty()) && ctx.flag("wan") {
         return Err(ApiError::bad_request(
@@ -81,14 +21,14 @@ pub async fn members(ctx: Ctx) -> Result<Reply, ApiError> {
         ));
     }
     let Some(gossip) = ctx.state.agent.server().gossip() else {
-        return Ok(ctx.json(&json!([member(&ctx)])));
+        return Ok(ctx.json(&json!([crate::agent_self::member(&ctx)])));
     };
     let list: Vec<Value> = gossip.members().iter().map(gossip_member).collect();
     Ok(ctx.json(&Value::Array(list)))
 }
 
 /// A gossip member in Consul's `/v1/agent/members` shape.
-fn gossip_member(m: &weft_gossip::MemberInfo) -> Value {
+pub(crate) fn gossip_member(m: &weft_gossip::MemberInfo) -> Value {
     let tags = &m.member.tags;
     let server = tags.role == weft_gossip::Role::Server;
     let rpc_port = tags

@@ -6,6 +6,7 @@
 //! or an [`ApiError`], which becomes a plain-text answer in one place.
 
 mod agent;
+pub mod agent_self;
 pub mod blocking;
 mod catalog;
 mod connect;
@@ -61,6 +62,8 @@ pub struct ApiState {
     pub shared_reads: Arc<blocking::SharedReads>,
     /// What authorization decides when no intention matches (Consul: the ACL default policy; allow in dev).
     pub intention_default_allow: bool,
+    /// What `/v1/agent/self` reports of the configuration.
+    pub self_info: Arc<agent_self::SelfInfo>,
     /// True for the server RPC listener, which also answers `/v1/internal/...` (Raft, forwarded writes, joins).
     pub rpc: bool,
 }
@@ -75,6 +78,7 @@ impl ApiState {
             shutdown: Arc::new(Notify::new()),
             shared_reads: Arc::default(),
             intention_default_allow: true,
+            self_info: Arc::default(),
             rpc: false,
         }
     }

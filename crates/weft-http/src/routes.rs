@@ -5,8 +5,8 @@ use crate::ctx::Ctx;
 use crate::policy::{Access, AclRule, BodyLimit, Forward, Listener, Policy, Resource, Subject};
 use crate::reply::{ApiError, Reply};
 use crate::{
-    agent, catalog, connect, health, intentions, internal, kv, operator, session, snapshot, status,
-    txn,
+    agent, agent_self, catalog, connect, health, intentions, internal, kv, operator, session,
+    snapshot, status, txn,
 };
 use axum::http::Method;
 use std::future::Future;
@@ -121,7 +121,7 @@ fn table() -> Vec<Route> {
         route!(
             "/v1/agent/self",
             [GET],
-            agent::self_,
+            agent_self::self_,
             local(rule(Agent, Read, ThisNode))
         ),
         route!(

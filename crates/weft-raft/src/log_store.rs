@@ -46,6 +46,17 @@ pub struct LogStore {
     committed: Arc<Mutex<Option<Option<LogId<u64>>>>>,
 }
 
+impl LogStore {
+    /// The commit index openraft last reported to this member (0 before the first).
+    pub fn commit_index(&self) -> u64 {
+        self.committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .flatten()
+            .map_or(0, |id| id.index)
+    }
+}
+
 fn io_err(e: impl std::error::Error + 'static) -> AnyError {
     AnyError::new(&e)
 }

@@ -228,6 +228,61 @@ impl RaftNode {
             .collect()
     }
 
+    /// Consul's `raft` stats (`/v1/agent/self`), as Consul writes them: every value a string.
+    pub fn stats(&self) -> std::collections::BTreeMap<&'static str, String> {
+        let m = self.raft.metrics().borrow().clone();
+        let state = match m.state {
+            openraft::ServerState::Leader => "Leader",
+            openraft::ServerState::Follower => "Follower",
+            openraft::ServerState::Candidate => "Candidate",
+            openraft::ServerState::Learner => "Learner",
+            openraft::ServerState::Shutdown => "Shutdown",
+        };
+        let voters = self.voters();
+        let configuration: Vec<String> = self
+            .members()
+            .iter()
+            .map(|(id, addr, voter)| {
+                format!(
+                    "{{Suffrage:{} ID:{id} Address:{addr}}}",
+                    if *voter { "Voter" } else { "Nonvoter" }
+                )
+            })
+            .collect();
+        let last_contact = match self.last_contact_ms() {
+            Some(0) => "0".to_string(),
+            Some(ms) => format!("{ms}ms"),
+            None => "never".to_string(),
+        };
+        [
+            ("state", state.to_string()),
+            ("term", m.current_term.to_string()),
+            ("last_log_index", m.last_log_index.unwrap_or(0).to_string()),
+            (
+                "applied_index",
+                m.last_applied.map_or(0, |l| l.index).to_string(),
+            ),
+            ("commit_index", self.log.commit_index().to_string()),
+            (
+                "last_snapshot_index",
+                m.snapshot.map_or(0, |l| l.index).to_string(),
+            ),
+            (
+                "last_snapshot_term",
+                m.snapshot.map_or(0, |l| l.leader_id.term).to_string(),
+            ),
+            ("num_peers", voters.len().saturating_sub(1).to_string()),
+            ("last_contact", last_contact),
+            (
+                "latest_configuration",
+                format!("[{}]", configuration.join(" ")),
+            ),
+            ("protocol_version", "3".to_string()),
+        ]
+        .into_iter()
+        .collect()
+    }
+
     pub fn term(&self) -> u64 {
         self.raft.metrics().borrow().current_term
     }

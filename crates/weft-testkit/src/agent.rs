@@ -252,15 +252,21 @@ impl DevAgent {
         }
     }
 
+    /// Sends a signal by name (`TERM`, `HUP`, ...).
+    pub fn signal(&self, name: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .with_context(|| format!("cannot run `kill -{name}`"))?;
+        if !status.success() {
+            return Err(anyhow!("`kill -{name} {}` failed: {status}", self.pid()));
+        }
+        Ok(())
+    }
+
     /// Sends SIGTERM and waits up to 5 s for the agent to exit; returns its exit status (the caller asserts on it).
     pub fn stop_gracefully(&mut self) -> Result<ExitStatus> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .context("cannot run `kill -TERM`")?;
-        if !status.success() {
-            return Err(anyhow!("`kill -TERM {}` failed: {status}", self.pid()));
-        }
+        self.signal("TERM")?;
         self.wait_for_exit(STOP_TIMEOUT)
     }
 }

@@ -302,6 +302,12 @@ fn api_state(config: &RuntimeConfig, agent: Agent, reloader: Arc<Reloader>) -> A
     }));
     // Dev mode allows what no intention denies, as Consul's dev agent does; `acl.default_policy` overrides.
     state.intention_default_allow = config.default_policy == DefaultPolicy::Allow;
+    state.self_info = Arc::new(weft_http::agent_self::SelfInfo {
+        debug_config: config.debug_json(),
+        serf_lan_port: config.serf_lan_port,
+        bootstrap_expect: config.bootstrap_expect,
+        encrypted: config.keyring.is_some(),
+    });
     state
 }
 
@@ -361,4 +367,94 @@ async fn register_saved_and_configured(config: &RuntimeConfig, agent: &Agent) ->
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::{AgentFlags, ConfigBuilder};
+
+    async fn call(method: reqwest::Method, url: String, body: &str) -> (u16, serde_json::Value) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let answer = reqwest::Client::new()
+            .request(method, url)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        let text = answer.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// The whole wiring in one process: config, listeners on port 0, build, serve, register, read, stop.
+    #[tokio::test]
+    async fn builds_serves_and_stops_in_process() {
+        let flags = AgentFlags {
+            dev: true,
+            http_port: Some(0),
+            node: Some("in-process".into()),
+            hcl: vec!["service { name = \"from-config\" port = 7000 }".into()],
+            ..AgentFlags::default()
+        };
+        let config = ConfigBuilder::from_flags(&flags)
+            .build_and_validate()
+            .unwrap();
+        let listeners = Listeners::bind(&config).unwrap();
+        assert!(listeners.rpc.is_none(), "dev mode serves no server RPC");
+        let app = App::build(config, listeners, LogControl::default())
+            .await
+            .unwrap();
+        let base = format!("http://{}", app.http_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(app.run(async {
+            let _ = stopped.await;
+        }));
+
+        let (status, _) = call(
+            reqwest::Method::PUT,
+            format!("{base}/v1/agent/service/register"),
+            r#"{"Name": "web", "Port": 80}"#,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (_, services) = call(
+            reqwest::Method::GET,
+            format!("{base}/v1/catalog/services"),
+            "",
+        )
+        .await;
+        assert!(services.get("web").is_some(), "{services}");
+        assert!(services.get("from-config").is_some(), "{services}");
+        let (_, nodes) = call(
+            reqwest::Method::GET,
+            format!("{base}/v1/catalog/service/web"),
+            "",
+        )
+        .await;
+        assert_eq!(nodes[0]["Node"], "in-process");
+        let (_, me) = call(reqwest::Method::GET, format!("{base}/v1/agent/self"), "").await;
+        assert_eq!(me["DebugConfig"]["NodeName"], "in-process");
+        // Internal routes are not on the public listener.
+        let (status, _) = call(
+            reqwest::Method::POST,
+            format!("{base}/v1/internal/apply"),
+            "{}",
+        )
+        .await;
+        assert_eq!(status, 404);
+
+        stop.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        assert!(
+            reqwest::get(format!("{base}/v1/status/leader"))
+                .await
+                .is_err(),
+            "stopped"
+        );
+    }
 }

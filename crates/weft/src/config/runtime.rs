@@ -79,6 +79,55 @@ pub struct RuntimeConfig {
 
 const DEFAULT_KV_MAX: usize = 512 * 1024;
 
+impl RuntimeConfig {
+    /// The settings in Consul's `DebugConfig` names, secrets replaced by `"hidden"` (`/v1/agent/self`).
+    pub fn debug_json(&self) -> Value {
+        let hidden = |set: bool| if set { "hidden" } else { "" };
+        serde_json::json!({
+            "DevMode": self.dev,
+            "ServerMode": self.server,
+            "BootstrapExpect": self.bootstrap_expect,
+            "Datacenter": self.datacenter,
+            "PrimaryDatacenter": self.datacenter,
+            "NodeName": self.node_name,
+            "NodeID": self.node_id.clone().unwrap_or_default(),
+            "NodeMeta": self.node_meta,
+            "DataDir": self.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(),
+            "LogLevel": self.log_level,
+            "BindAddr": self.bind_addr.to_string(),
+            "AdvertiseAddrLAN": self.advertise_addr.to_string(),
+            "ClientAddrs": [self.client_addr.to_string()],
+            "HTTPAddrs": self.http_addr.map(|a| vec![format!("tcp://{a}")]).unwrap_or_default(),
+            "HTTPPort": self.http_addr.map_or(-1, |a| i32::from(a.port())),
+            "DNSPort": self.dns_addr.map_or(-1, |a| i32::from(a.port())),
+            "ServerPort": self.server_port,
+            "SerfPortLAN": self.serf_lan_port,
+            "RetryJoinLAN": self.retry_join,
+            "EncryptKey": hidden(self.encrypt.is_some()),
+            "TLS": {"InternalRPC": self.rpc_tls.as_ref().map(|t| serde_json::json!({
+                "CAFile": t.ca_file.display().to_string(),
+                "CertFile": t.cert_file.display().to_string(),
+                "KeyFile": "hidden",
+                "VerifyIncoming": t.verify_incoming,
+            }))},
+            "LeaveOnTerm": self.leave_on_terminate,
+            "ReconnectTimeoutLAN": self.reconnect_timeout.map(weft_types::duration::format_duration),
+            "KVMaxValueSize": self.kv_max_value_size,
+            "SessionTTLMin": weft_types::duration::format_duration(self.session_ttl_min),
+            "ACLsEnabled": false,
+            "ACLResolverSettings": {"ACLDefaultPolicy": match self.default_policy {
+                DefaultPolicy::Allow => "allow",
+                DefaultPolicy::Deny => "deny",
+            }},
+            "ConnectEnabled": true,
+            "ConnectCAConfig": self.ca_config.as_ref().map(|_| "set").unwrap_or(""),
+            "UIConfig": {"Enabled": self.ui_enabled},
+            "Services": self.services.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            "Checks": self.checks.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+        })
+    }
+}
+
 /// Builds a [`RuntimeConfig`] from merged settings; `Err` holds every problem found.
 pub(super) fn validate(
     sources: &AgentFlags,
