@@ -145,104 +145,127 @@ impl Api {
     }
 }
 
+/// The walkthrough's processes, started in order and stopped in reverse.
+struct Demo {
+    args: DemoArgs,
+    weft: PathBuf,
+    greeter: PathBuf,
+    dir: PathBuf,
+    http_addr: String,
+    api: Api,
+    apps: Vec<Proc>,
+    sidecars: Vec<Proc>,
+    ingress: Vec<Proc>,
+    service_ids: Vec<String>,
+}
+
 pub async fn run(a: DemoArgs) -> Result<i32> {
-    let weft = std::env::current_exe().context("cannot find the weft executable")?;
-    let greeter = weft.with_file_name("greeter-demo");
-    if !greeter.is_file() {
-        bail!("greeter-demo was not found next to {}: build it with `cargo build -p greeter-demo` (same profile)", weft.display());
-    }
-    let use_nginx = match a.ingress.as_str() {
-        "nginx" => {
-            if find_nginx().is_none() {
-                bail!("-ingress nginx: nginx is not installed (apt-get install nginx-light)");
-            }
-            true
-        }
-        "builtin" => false,
-        "auto" => find_nginx().is_some(),
-        other => bail!("-ingress must be auto, nginx or builtin, not {other:?}"),
-    };
-    for (what, port) in [
-        ("-http-port", a.http_port),
-        ("-test-port", a.test_port),
-        ("-ingress-port", a.ingress_port),
-    ] {
-        TcpListener::bind(("127.0.0.1", port))
-            .with_context(|| format!("{what} {port} is already in use"))?;
-    }
-    let dir = std::env::temp_dir().join(format!("weft-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let logs = dir.clone();
-    let http_addr = format!("127.0.0.1:{}", a.http_port);
-    let config = dir.join("agent.json");
-    std::fs::write(
-        &config,
-        json!({"acl": {"default_policy": "deny"}, "connect": {"leaf_root_change_jitter": "5s"}})
-            .to_string(),
-    )?;
-
+    let use_nginx = ingress_choice(&a.ingress)?;
     let mut signals = weft_sidecar::signals::Signals::install();
-    println!("==> Starting the Weft dev agent on {http_addr} (default-deny intentions)");
-    let agent = Proc::spawn(
-        "agent",
-        &weft,
-        &s(&[
-            "agent",
-            "-dev",
-            "-node",
-            "weft-demo",
-            "-http-port",
-            &a.http_port.to_string(),
-            "-config-file",
-        ])
-        .into_iter()
-        .chain([config.display().to_string()])
-        .collect::<Vec<_>>(),
-        &logs,
-    )?;
-    let api = Api {
-        base: format!("http://{http_addr}"),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?,
-    };
-    wait_for(
-        Duration::from_secs(15),
-        "the agent to elect itself leader",
-        || async {
-            api.call(Method::GET, "/v1/status/leader", None)
-                .await
-                .map(|v| v.as_str().is_some_and(|l| !l.is_empty()))
-                .unwrap_or(false)
-        },
-    )
-    .await?;
+    let (mut demo, agent) = Demo::start_agent(a).await?;
+    demo.start_services().await?;
+    demo.allow_intentions().await?;
+    demo.start_sidecars()?;
+    let test_proxy = demo.start_test_proxy()?;
+    let ingress_kind = demo.start_ingress(use_nginx)?;
+    demo.wait_until_ready().await?;
+    demo.print_ready(ingress_kind).await;
+    signals.wait().await;
+    println!("==> Stopping: ingress and services, then the agent");
+    Ok(demo.stop(test_proxy, agent).await)
+}
 
-    // Services and their sidecars.
-    let mut apps = Vec::new();
-    let mut sidecars = Vec::new();
-    let mut service_ids = Vec::new();
-    let backends = [
-        ("greeting-1", "greeting", "host-a"),
-        ("name-1", "name", "host-c"),
-    ];
-    for (id, role, node) in backends {
-        let port = free_port()?;
-        apps.push(Proc::spawn(
-            id,
-            &greeter,
-            &s(&[role, "-listen", &format!("127.0.0.1:{port}"), "-node", node]),
-            &logs,
-        )?);
-        register(&api, id, role, port, &[]).await?;
-        service_ids.push(id.to_string());
+/// `-ingress auto|nginx|builtin`: whether nginx fronts the mesh.
+fn ingress_choice(choice: &str) -> Result<bool> {
+    match choice {
+        "nginx" if find_nginx().is_none() => {
+            bail!("-ingress nginx: nginx is not installed (apt-get install nginx-light)")
+        }
+        "nginx" => Ok(true),
+        "builtin" => Ok(false),
+        "auto" => Ok(find_nginx().is_some()),
+        other => bail!("-ingress must be auto, nginx or builtin, not {other:?}"),
     }
-    for (id, node) in [("greeter-1", "host-b"), ("greeter-2", "host-c")] {
-        let (port, greeting_up, name_up) = (free_port()?, free_port()?, free_port()?);
-        apps.push(Proc::spawn(
-            id,
-            &greeter,
-            &s(&[
+}
+
+impl Demo {
+    /// Checks the ports and binaries, then starts the dev agent with default-deny intentions.
+    async fn start_agent(args: DemoArgs) -> Result<(Demo, Proc)> {
+        let weft = std::env::current_exe().context("cannot find the weft executable")?;
+        let greeter = weft.with_file_name("greeter-demo");
+        if !greeter.is_file() {
+            bail!("greeter-demo was not found next to {}: build it with `cargo build -p greeter-demo` (same profile)", weft.display());
+        }
+        for (what, port) in [
+            ("-http-port", args.http_port),
+            ("-test-port", args.test_port),
+            ("-ingress-port", args.ingress_port),
+        ] {
+            TcpListener::bind(("127.0.0.1", port))
+                .with_context(|| format!("{what} {port} is already in use"))?;
+        }
+        let dir = std::env::temp_dir().join(format!("weft-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let http_addr = format!("127.0.0.1:{}", args.http_port);
+        let config = dir.join("agent.json");
+        std::fs::write(
+            &config,
+            json!({"acl": {"default_policy": "deny"}, "connect": {"leaf_root_change_jitter": "5s"}})
+                .to_string(),
+        )?;
+        println!("==> Starting the Weft dev agent on {http_addr} (default-deny intentions)");
+        let mut agent_args = s(&["agent", "-dev", "-node", "weft-demo", "-http-port"]);
+        agent_args.extend([args.http_port.to_string(), "-config-file".into()]);
+        agent_args.push(config.display().to_string());
+        let agent = Proc::spawn("agent", &weft, &agent_args, &dir)?;
+        let api = Api {
+            base: format!("http://{http_addr}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
+        };
+        wait_for(
+            Duration::from_secs(15),
+            "the agent to elect itself leader",
+            || async {
+                api.call(Method::GET, "/v1/status/leader", None)
+                    .await
+                    .map(|v| v.as_str().is_some_and(|l| !l.is_empty()))
+                    .unwrap_or(false)
+            },
+        )
+        .await?;
+        let demo = Demo {
+            args,
+            weft,
+            greeter,
+            dir,
+            http_addr,
+            api,
+            apps: Vec::new(),
+            sidecars: Vec::new(),
+            ingress: Vec::new(),
+            service_ids: Vec::new(),
+        };
+        Ok((demo, agent))
+    }
+
+    /// greeting and name, then two greeters with their upstreams, each registered with a sidecar.
+    async fn start_services(&mut self) -> Result<()> {
+        for (id, role, node) in [
+            ("greeting-1", "greeting", "host-a"),
+            ("name-1", "name", "host-c"),
+        ] {
+            let port = free_port()?;
+            let args = s(&[role, "-listen", &format!("127.0.0.1:{port}"), "-node", node]);
+            self.apps
+                .push(Proc::spawn(id, &self.greeter, &args, &self.dir)?);
+            register(&self.api, id, role, port, &[]).await?;
+            self.service_ids.push(id.to_string());
+        }
+        for (id, node) in [("greeter-1", "host-b"), ("greeter-2", "host-c")] {
+            let (port, greeting_up, name_up) = (free_port()?, free_port()?, free_port()?);
+            let args = s(&[
                 "greeter",
                 "-listen",
                 &format!("127.0.0.1:{port}"),
@@ -252,87 +275,98 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
                 &format!("127.0.0.1:{greeting_up}"),
                 "-name-upstream",
                 &format!("127.0.0.1:{name_up}"),
-            ]),
-            &logs,
-        )?);
-        register(
-            &api,
-            id,
-            "greeter",
-            port,
-            &[("greeting", greeting_up), ("name", name_up)],
-        )
-        .await?;
-        service_ids.push(id.to_string());
+            ]);
+            self.apps
+                .push(Proc::spawn(id, &self.greeter, &args, &self.dir)?);
+            let upstreams = [("greeting", greeting_up), ("name", name_up)];
+            register(&self.api, id, "greeter", port, &upstreams).await?;
+            self.service_ids.push(id.to_string());
+        }
+        Ok(())
     }
-    for (src, dst) in [
-        ("test", "greeter"),
-        ("ingress", "greeter"),
-        ("greeter", "greeting"),
-        ("greeter", "name"),
-    ] {
-        api.call(
-            Method::PUT,
-            &format!("/v1/connect/intentions/exact?source={src}&destination={dst}"),
-            Some(json!({"SourceType": "consul", "Action": "allow", "Description": "weft demo"})),
-        )
-        .await?;
+
+    async fn allow_intentions(&self) -> Result<()> {
+        for (src, dst) in [
+            ("test", "greeter"),
+            ("ingress", "greeter"),
+            ("greeter", "greeting"),
+            ("greeter", "name"),
+        ] {
+            self.api
+                .call(
+                    Method::PUT,
+                    &format!("/v1/connect/intentions/exact?source={src}&destination={dst}"),
+                    Some(json!({"SourceType": "consul", "Action": "allow", "Description": "weft demo"})),
+                )
+                .await?;
+        }
+        Ok(())
     }
-    for id in &service_ids {
-        sidecars.push(Proc::spawn(
-            &format!("{id}-sidecar"),
-            &weft,
-            &s(&[
-                "connect",
-                "proxy",
-                "-sidecar-for",
-                id,
-                "-http-addr",
-                &http_addr,
-                "-drain-timeout",
-                "2s",
-            ]),
-            &logs,
-        )?);
+
+    /// `weft connect proxy` with these arguments and the agent's address.
+    fn proxy(&self, name: &str, args: &[&str]) -> Result<Proc> {
+        let mut argv = s(&["connect", "proxy"]);
+        argv.extend(s(args));
+        argv.extend(s(&["-http-addr", &self.http_addr]));
+        Proc::spawn(name, &self.weft, &argv, &self.dir)
     }
-    let test_proxy = Proc::spawn(
-        "test-proxy",
-        &weft,
-        &s(&[
-            "connect",
-            "proxy",
+
+    fn start_sidecars(&mut self) -> Result<()> {
+        for id in &self.service_ids {
+            let args = ["-sidecar-for", id, "-drain-timeout", "2s"];
+            self.sidecars
+                .push(self.proxy(&format!("{id}-sidecar"), &args)?);
+        }
+        Ok(())
+    }
+
+    /// The test proxy, exactly as `weft connect proxy -service test -upstream greeter:8080`.
+    fn start_test_proxy(&self) -> Result<Proc> {
+        let upstream = format!("greeter:{}", self.args.test_port);
+        let args = [
             "-service",
             "test",
             "-upstream",
-            &format!("greeter:{}", a.test_port),
-            "-http-addr",
-            &http_addr,
+            &upstream,
             "-drain-timeout",
             "2s",
-        ]),
-        &logs,
-    )?;
+        ];
+        self.proxy("test-proxy", &args)
+    }
 
-    // Ingress.
-    let mut ingress = Vec::new();
-    let ingress_kind = if use_nginx {
-        let upstream = free_port()?;
-        ingress.push(Proc::spawn(
-            "ingress-proxy",
-            &weft,
-            &s(&[
+    /// nginx in front of a sidecar upstream, or Weft's own gateway; answers which.
+    fn start_ingress(&mut self, use_nginx: bool) -> Result<&'static str> {
+        let listen = format!("127.0.0.1:{}", self.args.ingress_port);
+        if !use_nginx {
+            let mut argv = s(&[
                 "connect",
-                "proxy",
+                "ingress",
                 "-service",
                 "ingress",
-                "-upstream",
-                &format!("greeter:{upstream}"),
-                "-http-addr",
-                &http_addr,
-            ]),
-            &logs,
-        )?);
-        let nginx_dir = dir.join("nginx");
+                "-register",
+                "-http",
+            ]);
+            argv.extend([
+                format!("{listen}=greeter"),
+                "-http-addr".into(),
+                self.http_addr.clone(),
+            ]);
+            self.ingress.push(Proc::spawn(
+                "ingress-gateway",
+                &self.weft,
+                &argv,
+                &self.dir,
+            )?);
+            return Ok("Weft's ingress gateway");
+        }
+        let upstream = free_port()?;
+        let target = format!("greeter:{upstream}");
+        let proxy = self.proxy(
+            "ingress-proxy",
+            &["-service", "ingress", "-upstream", &target],
+        )?;
+        self.ingress.push(proxy);
+        let nginx_dir = self.dir.join("nginx");
         std::fs::create_dir_all(&nginx_dir)?;
         let conf = NGINX_TEMPLATE
             .replace(
@@ -340,154 +374,136 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
                 if running_as_root() { "user root;" } else { "" },
             )
             .replace("{{DIR}}", &nginx_dir.display().to_string())
-            .replace("{{LISTEN}}", &format!("127.0.0.1:{}", a.ingress_port))
+            .replace("{{LISTEN}}", &listen)
             .replace("{{UPSTREAM}}", &format!("127.0.0.1:{upstream}"));
         let conf_file = nginx_dir.join("nginx.conf");
         std::fs::write(&conf_file, conf)?;
         let nginx = find_nginx().ok_or_else(|| anyhow!("nginx disappeared"))?;
-        ingress.push(Proc::spawn(
-            "nginx",
-            &nginx,
-            &s(&[
-                "-p",
-                &nginx_dir.display().to_string(),
-                "-c",
-                &conf_file.display().to_string(),
-            ]),
-            &logs,
-        )?);
-        "nginx in front of a Weft sidecar upstream"
-    } else {
-        ingress.push(Proc::spawn(
-            "ingress-gateway",
-            &weft,
-            &s(&[
-                "connect",
-                "ingress",
-                "-service",
-                "ingress",
-                "-register",
-                "-http",
-                &format!("127.0.0.1:{}=greeter", a.ingress_port),
-                "-http-addr",
-                &http_addr,
-            ]),
-            &logs,
-        )?);
-        "Weft's ingress gateway"
-    };
+        let argv = s(&[
+            "-p",
+            &nginx_dir.display().to_string(),
+            "-c",
+            &conf_file.display().to_string(),
+        ]);
+        self.ingress
+            .push(Proc::spawn("nginx", &nginx, &argv, &self.dir)?);
+        Ok("nginx in front of a Weft sidecar upstream")
+    }
 
-    println!("==> Waiting for every service and sidecar to pass its checks (sidecar checks run every 10 s)");
-    for (service, want) in [("greeting", 1), ("name", 1), ("greeter", 2)] {
+    /// Every service healthy with its sidecar, and a first answer through the mesh.
+    async fn wait_until_ready(&self) -> Result<()> {
+        println!("==> Waiting for every service and sidecar to pass its checks (sidecar checks run every 10 s)");
+        for (service, want) in [("greeting", 1), ("name", 1), ("greeter", 2)] {
+            let path = format!("/v1/health/connect/{service}?passing=1");
+            wait_for(
+                Duration::from_secs(60),
+                &format!("{service} to be healthy"),
+                || async {
+                    self.api
+                        .call(Method::GET, &path, None)
+                        .await
+                        .map(|v| v.as_array().map(Vec::len) == Some(want))
+                        .unwrap_or(false)
+                },
+            )
+            .await
+            .with_context(|| format!("logs are in {}", self.dir.display()))?;
+        }
+        let plain = plain_client()?;
+        let test_url = format!("http://localhost:{}/", self.args.test_port);
         wait_for(
-            Duration::from_secs(60),
-            &format!("{service} to be healthy"),
+            Duration::from_secs(30),
+            "the first answer through the mesh",
             || async {
-                api.call(
-                    Method::GET,
-                    &format!("/v1/health/connect/{service}?passing=1"),
-                    None,
-                )
-                .await
-                .map(|v| v.as_array().map(Vec::len) == Some(want))
-                .unwrap_or(false)
+                plain
+                    .get(&test_url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
             },
         )
         .await
-        .with_context(|| format!("logs are in {}", logs.display()))?;
     }
-    // No pooled connections: each sample call is a fresh connection, as `curl` makes.
-    let plain = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let test_url = format!("http://localhost:{}/", a.test_port);
-    let ingress_url = format!("http://localhost:{}/", a.ingress_port);
-    wait_for(
-        Duration::from_secs(30),
-        "the first answer through the mesh",
-        || async {
-            plain
-                .get(&test_url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        },
-    )
-    .await?;
-    println!();
-    println!(
-        "    Dashboard:  http://localhost:{}/ui/dc1/services",
-        a.http_port
-    );
-    println!(
-        "    API:        http://localhost:{}/v1/health/service/greeter?pretty",
-        a.http_port
-    );
-    println!(
-        "    Test proxy: {test_url}   (weft connect proxy -service test -upstream greeter:{})",
-        a.test_port
-    );
-    println!("    Ingress:    {ingress_url}   ({ingress_kind})");
-    println!("    Logs:       {}", logs.display());
-    println!();
-    for _ in 0..4 {
-        match plain.get(&test_url).send().await {
-            Ok(r) => println!(
-                "    $ curl localhost:{}\n    {}",
-                a.test_port,
-                r.text().await.unwrap_or_default().trim()
-            ),
-            Err(e) => println!("    $ curl localhost:{}\n    error: {e}", a.test_port),
-        }
-    }
-    println!();
-    println!("    Deny one edge and watch the greeter name it:  weft intention create -deny -replace greeter name");
-    println!("==> Weft demo ready. Press Ctrl-C to stop.");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
 
-    signals.wait().await;
-    println!("==> Stopping: ingress and services, then the agent");
-    stop_all(ingress);
-    for id in &service_ids {
-        if let Err(e) = api
-            .call(
-                Method::PUT,
-                &format!("/v1/agent/service/deregister/{id}"),
-                None,
-            )
-            .await
-        {
-            eprintln!("    could not deregister {id}: {e}");
+    async fn print_ready(&self, ingress_kind: &str) {
+        let (http, test) = (self.args.http_port, self.args.test_port);
+        let test_url = format!("http://localhost:{test}/");
+        println!();
+        println!("    Dashboard:  http://localhost:{http}/ui/dc1/services");
+        println!("    API:        http://localhost:{http}/v1/health/service/greeter?pretty");
+        println!("    Test proxy: {test_url}   (weft connect proxy -service test -upstream greeter:{test})");
+        println!(
+            "    Ingress:    http://localhost:{}/   ({ingress_kind})",
+            self.args.ingress_port
+        );
+        println!("    Logs:       {}", self.dir.display());
+        println!();
+        if let Ok(plain) = plain_client() {
+            for _ in 0..4 {
+                match plain.get(&test_url).send().await {
+                    Ok(r) => println!(
+                        "    $ curl localhost:{test}\n    {}",
+                        r.text().await.unwrap_or_default().trim()
+                    ),
+                    Err(e) => println!("    $ curl localhost:{test}\n    error: {e}"),
+                }
+            }
         }
+        println!();
+        println!("    Deny one edge and watch the greeter name it:  weft intention create -deny -replace greeter name");
+        println!("==> Weft demo ready. Press Ctrl-C to stop.");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
     }
-    stop_all(
-        std::iter::once(test_proxy)
-            .chain(sidecars)
-            .chain(apps)
-            .collect(),
-    );
-    let left = api
-        .call(Method::GET, "/v1/catalog/services", None)
-        .await
-        .unwrap_or(Value::Null);
-    let names: Vec<&String> = left
-        .as_object()
-        .map(|m| m.keys().filter(|k| *k != "consul").collect())
-        .unwrap_or_default();
-    println!(
-        "==> Services left in the catalog: {}",
-        if names.is_empty() {
+
+    /// Ingress first, then services (deregistered), the proxies and apps, then the agent; answers the exit code
+    /// (1 when services were left in the catalog).
+    async fn stop(self, test_proxy: Proc, agent: Proc) -> i32 {
+        stop_all(self.ingress);
+        for id in &self.service_ids {
+            let path = format!("/v1/agent/service/deregister/{id}");
+            if let Err(e) = self.api.call(Method::PUT, &path, None).await {
+                eprintln!("    could not deregister {id}: {e}");
+            }
+        }
+        stop_all(
+            std::iter::once(test_proxy)
+                .chain(self.sidecars)
+                .chain(self.apps)
+                .collect(),
+        );
+        let left = self
+            .api
+            .call(Method::GET, "/v1/catalog/services", None)
+            .await
+            .unwrap_or(Value::Null);
+        let names: Vec<&String> = left
+            .as_object()
+            .map(|m| m.keys().filter(|k| *k != "consul").collect())
+            .unwrap_or_default();
+        let listed = if names.is_empty() {
             "none".to_string()
         } else {
             format!("{names:?}")
+        };
+        println!("==> Services left in the catalog: {listed}");
+        agent.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        println!("==> Weft demo stopped");
+        if names.is_empty() {
+            0
+        } else {
+            1
         }
-    );
-    agent.stop();
-    let _ = std::fs::remove_dir_all(&dir);
-    println!("==> Weft demo stopped");
-    Ok(if names.is_empty() { 0 } else { 1 })
+    }
+}
+
+/// No pooled connections: each sample call is a fresh connection, as `curl` makes.
+fn plain_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()?)
 }
 
 /// Registers one service instance with a sidecar and an HTTP check, and the upstreams its sidecar opens.

@@ -73,145 +73,160 @@ fn pair_query(src: &str, dst: &str) -> String {
 pub async fn run(cmd: IntentionCmd) -> Result<i32> {
     match cmd {
         IntentionCmd::Create(a) => create(a).await,
-        IntentionCmd::Delete(a) => {
-            let api = Api::new(&a.http)?;
-            api.ok(
-                Method::DELETE,
-                &format!(
-                    "/v1/connect/intentions/exact?{}",
-                    pair_query(&a.source, &a.destination)
-                ),
-                None,
-            )
-            .await
-            .map_err(|e| anyhow!("Error deleting intention: {e}"))?;
-            println!("Intention deleted.");
-            Ok(0)
-        }
-        IntentionCmd::Get(a) => {
-            let api = Api::new(&a.http)?;
-            let answer = api
-                .call(
-                    Method::GET,
-                    &format!(
-                        "/v1/connect/intentions/exact?{}",
-                        pair_query(&a.source, &a.destination)
-                    ),
-                    None,
-                )
-                .await?;
-            if answer.status == StatusCode::NOT_FOUND {
-                eprintln!("Intention not found: {} => {}", a.source, a.destination);
-                return Ok(1);
-            }
-            let v = answer.json()?;
-            let rows: Vec<Vec<String>> = [
-                "ID",
-                "Source",
-                "Destination",
-                "Action",
-                "Description",
-                "Precedence",
-                "CreatedAt",
-                "UpdatedAt",
-            ]
-            .iter()
-            .map(|k| {
-                let val = match &v[*k] {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    other => other.to_string(),
-                };
-                let key = match *k {
-                    "Source" => "Source:",
-                    "Destination" => "Destination:",
-                    other => other,
-                };
-                let val = if *k == "Source" {
-                    v["SourceName"].as_str().unwrap_or("").to_string()
-                } else if *k == "Destination" {
-                    v["DestinationName"].as_str().unwrap_or("").to_string()
-                } else {
-                    val
-                };
-                vec![format!("{}:", key.trim_end_matches(':')), val]
-            })
-            .collect();
-            print!("{}", columns(&rows));
-            Ok(0)
-        }
-        IntentionCmd::Check(a) => {
-            let api = Api::new(&a.http)?;
-            let v = api
-                .get_json(&format!(
-                    "/v1/connect/intentions/check?{}",
-                    pair_query(&a.source, &a.destination)
-                ))
-                .await
-                .map_err(|e| anyhow!("Error checking the intention: {e}"))
-                .map_err(|e| {
-                    eprintln!("{e}");
-                    e
-                });
-            let Ok(v) = v else { return Ok(2) };
-            if v["Allowed"] == json!(true) {
-                println!("Allowed");
-                Ok(0)
-            } else {
-                println!("Denied");
-                Ok(1)
-            }
-        }
-        IntentionCmd::List(a) => {
-            let api = Api::new(&a.http)?;
-            let v = api.get_json("/v1/connect/intentions").await?;
-            let mut rows = vec![vec![
-                "ID".to_string(),
-                "Source".into(),
-                "Action".into(),
-                "Destination".into(),
-                "Precedence".into(),
-            ]];
-            for i in v.as_array().into_iter().flatten() {
-                let action = if i["Permissions"].is_array() {
-                    "<permissions>".to_string()
-                } else {
-                    i["Action"].as_str().unwrap_or("").to_string()
-                };
-                rows.push(vec![
-                    i["ID"].as_str().unwrap_or("").to_string(),
-                    i["SourceName"].as_str().unwrap_or("").to_string(),
-                    action,
-                    i["DestinationName"].as_str().unwrap_or("").to_string(),
-                    i["Precedence"].to_string(),
-                ]);
-            }
-            print!("{}", columns(&rows));
-            Ok(0)
-        }
-        IntentionCmd::Match(a) => {
-            if a.source == a.destination {
-                bail!("Exactly one of -source or -destination is required");
-            }
-            let api = Api::new(&a.http)?;
-            let by = if a.source { "source" } else { "destination" };
-            let v = api
-                .get_json(&format!(
-                    "/v1/connect/intentions/match?by={by}&name={}",
-                    encode(&a.name)
-                ))
-                .await?;
-            for i in v[&a.name].as_array().into_iter().flatten() {
-                let action = i["Action"].as_str().unwrap_or("L7");
-                println!(
-                    "{} => {} ({action})",
-                    i["SourceName"].as_str().unwrap_or(""),
-                    i["DestinationName"].as_str().unwrap_or("")
-                );
-            }
-            Ok(0)
-        }
+        IntentionCmd::Delete(a) => delete(a).await,
+        IntentionCmd::Get(a) => get(a).await,
+        IntentionCmd::Check(a) => check(a).await,
+        IntentionCmd::List(a) => list(a).await,
+        IntentionCmd::Match(a) => matches(a).await,
     }
+}
+
+/// Deletes the intention SRC => DST.
+async fn delete(a: PairArgs) -> Result<i32> {
+    let api = Api::new(&a.http)?;
+    api.ok(
+        Method::DELETE,
+        &format!(
+            "/v1/connect/intentions/exact?{}",
+            pair_query(&a.source, &a.destination)
+        ),
+        None,
+    )
+    .await
+    .map_err(|e| anyhow!("Error deleting intention: {e}"))?;
+    println!("Intention deleted.");
+    Ok(0)
+}
+
+/// Prints the intention SRC => DST.
+async fn get(a: PairArgs) -> Result<i32> {
+    let api = Api::new(&a.http)?;
+    let answer = api
+        .call(
+            Method::GET,
+            &format!(
+                "/v1/connect/intentions/exact?{}",
+                pair_query(&a.source, &a.destination)
+            ),
+            None,
+        )
+        .await?;
+    if answer.status == StatusCode::NOT_FOUND {
+        eprintln!("Intention not found: {} => {}", a.source, a.destination);
+        return Ok(1);
+    }
+    let v = answer.json()?;
+    let rows: Vec<Vec<String>> = [
+        "ID",
+        "Source",
+        "Destination",
+        "Action",
+        "Description",
+        "Precedence",
+        "CreatedAt",
+        "UpdatedAt",
+    ]
+    .iter()
+    .map(|k| {
+        let val = match &v[*k] {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let key = match *k {
+            "Source" => "Source:",
+            "Destination" => "Destination:",
+            other => other,
+        };
+        let val = if *k == "Source" {
+            v["SourceName"].as_str().unwrap_or("").to_string()
+        } else if *k == "Destination" {
+            v["DestinationName"].as_str().unwrap_or("").to_string()
+        } else {
+            val
+        };
+        vec![format!("{}:", key.trim_end_matches(':')), val]
+    })
+    .collect();
+    print!("{}", columns(&rows));
+    Ok(0)
+}
+
+/// Prints Allowed (exit 0) or Denied (exit 1), or exit 2 when the agent cannot answer.
+async fn check(a: PairArgs) -> Result<i32> {
+    let api = Api::new(&a.http)?;
+    let v = api
+        .get_json(&format!(
+            "/v1/connect/intentions/check?{}",
+            pair_query(&a.source, &a.destination)
+        ))
+        .await
+        .map_err(|e| anyhow!("Error checking the intention: {e}"))
+        .map_err(|e| {
+            eprintln!("{e}");
+            e
+        });
+    let Ok(v) = v else { return Ok(2) };
+    if v["Allowed"] == json!(true) {
+        println!("Allowed");
+        Ok(0)
+    } else {
+        println!("Denied");
+        Ok(1)
+    }
+}
+
+/// Lists every intention.
+async fn list(a: ListArgs) -> Result<i32> {
+    let api = Api::new(&a.http)?;
+    let v = api.get_json("/v1/connect/intentions").await?;
+    let mut rows = vec![vec![
+        "ID".to_string(),
+        "Source".into(),
+        "Action".into(),
+        "Destination".into(),
+        "Precedence".into(),
+    ]];
+    for i in v.as_array().into_iter().flatten() {
+        let action = if i["Permissions"].is_array() {
+            "<permissions>".to_string()
+        } else {
+            i["Action"].as_str().unwrap_or("").to_string()
+        };
+        rows.push(vec![
+            i["ID"].as_str().unwrap_or("").to_string(),
+            i["SourceName"].as_str().unwrap_or("").to_string(),
+            action,
+            i["DestinationName"].as_str().unwrap_or("").to_string(),
+            i["Precedence"].to_string(),
+        ]);
+    }
+    print!("{}", columns(&rows));
+    Ok(0)
+}
+
+/// Lists the intentions that match a source or a destination, in evaluation order.
+async fn matches(a: MatchArgs) -> Result<i32> {
+    if a.source == a.destination {
+        bail!("Exactly one of -source or -destination is required");
+    }
+    let api = Api::new(&a.http)?;
+    let by = if a.source { "source" } else { "destination" };
+    let v = api
+        .get_json(&format!(
+            "/v1/connect/intentions/match?by={by}&name={}",
+            encode(&a.name)
+        ))
+        .await?;
+    for i in v[&a.name].as_array().into_iter().flatten() {
+        let action = i["Action"].as_str().unwrap_or("L7");
+        println!(
+            "{} => {} ({action})",
+            i["SourceName"].as_str().unwrap_or(""),
+            i["DestinationName"].as_str().unwrap_or("")
+        );
+    }
+    Ok(0)
 }
 
 async fn create(a: CreateArgs) -> Result<i32> {

@@ -1,6 +1,7 @@
 //! `weft operator raft list-peers|remove-peer` and `weft operator autopilot state`.
 
 use crate::client::{columns, encode, Api, HttpArgs};
+use crate::commands::misc::PlainArgs;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use reqwest::Method;
@@ -19,7 +20,7 @@ pub enum OperatorCmd {
 #[derive(Subcommand, Debug)]
 pub enum RaftCmd {
     /// Lists the servers in the Raft configuration.
-    ListPeers(Plain),
+    ListPeers(PlainArgs),
     /// Removes a server from the Raft configuration.
     RemovePeer(RemovePeerArgs),
 }
@@ -27,13 +28,7 @@ pub enum RaftCmd {
 #[derive(Subcommand, Debug)]
 pub enum AutopilotCmd {
     /// Prints each server's health.
-    State(Plain),
-}
-
-#[derive(Args, Debug)]
-pub struct Plain {
-    #[command(flatten)]
-    pub http: HttpArgs,
+    State(PlainArgs),
 }
 
 #[derive(Args, Debug)]
@@ -58,90 +53,99 @@ fn s(v: &Value, key: &str) -> String {
 
 pub async fn run(cmd: OperatorCmd) -> Result<i32> {
     match cmd {
-        OperatorCmd::Raft(RaftCmd::ListPeers(a)) => {
-            let api = Api::new(&a.http)?;
-            let config = api.get_json("/v1/operator/raft/configuration").await?;
-            let mut rows = vec![["Node", "ID", "Address", "State", "Voter", "RaftProtocol"]
-                .map(String::from)
-                .to_vec()];
-            for srv in config["Servers"].as_array().into_iter().flatten() {
-                rows.push(vec![
-                    s(srv, "Node"),
-                    s(srv, "ID"),
-                    s(srv, "Address"),
-                    if srv["Leader"] == true {
-                        "leader"
-                    } else {
-                        "follower"
-                    }
-                    .into(),
-                    s(srv, "Voter"),
-                    s(srv, "ProtocolVersion"),
-                ]);
-            }
-            print!("{}", columns(&rows));
-            Ok(0)
-        }
-        OperatorCmd::Raft(RaftCmd::RemovePeer(a)) => {
-            let query = match (&a.id, &a.address) {
-                (Some(_), Some(_)) => bail!("Only one of -id or -address may be given"),
-                (Some(id), None) => format!("id={}", encode(id)),
-                (None, Some(addr)) => format!("address={}", encode(addr)),
-                (None, None) => bail!("Missing peer: pass -id or -address"),
-            };
-            let api = Api::new(&a.http)?;
-            api.ok(
-                Method::DELETE,
-                &format!("/v1/operator/raft/peer?{query}"),
-                None,
-            )
-            .await?;
-            let who = a.id.or(a.address).unwrap_or_default();
-            println!("Removed peer with {who}");
-            Ok(0)
-        }
-        OperatorCmd::Autopilot(AutopilotCmd::State(a)) => {
-            let api = Api::new(&a.http)?;
-            let answer = api
-                .call(Method::GET, "/v1/operator/autopilot/health", None)
-                .await?;
-            if !(answer.status.is_success() || answer.status.as_u16() == 429) {
-                bail!(
-                    "Unexpected response code: {} ({})",
-                    answer.status.as_u16(),
-                    answer.text()
-                );
-            }
-            let health = answer.json()?;
-            println!("Healthy:                      {}", health["Healthy"]);
-            println!(
-                "Failure Tolerance:            {}",
-                health["FailureTolerance"]
-            );
-            let mut rows = vec![[
-                "Node",
-                "ID",
-                "Address",
-                "Healthy",
-                "Voter",
-                "Leader",
-                "LastContact",
-            ]
-            .map(String::from)
-            .to_vec()];
-            for srv in health["Servers"].as_array().into_iter().flatten() {
-                rows.push(vec![
-                    s(srv, "Name"),
-                    s(srv, "ID"),
-                    s(srv, "Address"),
-                    s(srv, "Healthy"),
-                    s(srv, "Voter"),
-                    s(srv, "Leader"),
-                    s(srv, "LastContact"),
-                ]);
-            }
-            print!("{}", columns(&rows));
-            Ok(if health["Healthy"] == true { 0 } else { 2 })
-        }
+        OperatorCmd::Raft(RaftCmd::ListPeers(a)) => list_peers(a).await,
+        OperatorCmd::Raft(RaftCmd::RemovePeer(a)) => remove_peer(a).await,
+        OperatorCmd::Autopilot(AutopilotCmd::State(a)) => autopilot_state(a).await,
     }
+}
+
+/// `weft operator raft list-peers`: the Raft configuration as a table.
+async fn list_peers(a: PlainArgs) -> Result<i32> {
+    let api = Api::new(&a.http)?;
+    let config = api.get_json("/v1/operator/raft/configuration").await?;
+    let mut rows = vec![["Node", "ID", "Address", "State", "Voter", "RaftProtocol"]
+        .map(String::from)
+        .to_vec()];
+    for srv in config["Servers"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            s(srv, "Node"),
+            s(srv, "ID"),
+            s(srv, "Address"),
+            if srv["Leader"] == true {
+                "leader"
+            } else {
+                "follower"
+            }
+            .into(),
+            s(srv, "Voter"),
+            s(srv, "ProtocolVersion"),
+        ]);
+    }
+    print!("{}", columns(&rows));
+    Ok(0)
+}
+
+/// `weft operator raft remove-peer`: removes a server from the Raft configuration.
+async fn remove_peer(a: RemovePeerArgs) -> Result<i32> {
+    let query = match (&a.id, &a.address) {
+        (Some(_), Some(_)) => bail!("Only one of -id or -address may be given"),
+        (Some(id), None) => format!("id={}", encode(id)),
+        (None, Some(addr)) => format!("address={}", encode(addr)),
+        (None, None) => bail!("Missing peer: pass -id or -address"),
+    };
+    let api = Api::new(&a.http)?;
+    api.ok(
+        Method::DELETE,
+        &format!("/v1/operator/raft/peer?{query}"),
+        None,
+    )
+    .await?;
+    let who = a.id.or(a.address).unwrap_or_default();
+    println!("Removed peer with {who}");
+    Ok(0)
+}
+
+/// `weft operator autopilot state`: the servers' health as autopilot sees it.
+async fn autopilot_state(a: PlainArgs) -> Result<i32> {
+    let api = Api::new(&a.http)?;
+    let answer = api
+        .call(Method::GET, "/v1/operator/autopilot/health", None)
+        .await?;
+    if !(answer.status.is_success() || answer.status.as_u16() == 429) {
+        bail!(
+            "Unexpected response code: {} ({})",
+            answer.status.as_u16(),
+            answer.text()
+        );
+    }
+    let health = answer.json()?;
+    println!("Healthy:                      {}", health["Healthy"]);
+    println!(
+        "Failure Tolerance:            {}",
+        health["FailureTolerance"]
+    );
+    let mut rows = vec![[
+        "Node",
+        "ID",
+        "Address",
+        "Healthy",
+        "Voter",
+        "Leader",
+        "LastContact",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for srv in health["Servers"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            s(srv, "Name"),
+            s(srv, "ID"),
+            s(srv, "Address"),
+            s(srv, "Healthy"),
+            s(srv, "Voter"),
+            s(srv, "Leader"),
+            s(srv, "LastContact"),
+        ]);
+    }
+    print!("{}", columns(&rows));
+    Ok(if health["Healthy"] == true { 0 } else { 2 })
 }

@@ -88,84 +88,88 @@ fn validity(params: &mut CertificateParams, days: u32) {
 
 pub fn run(cmd: TlsCmd) -> Result<i32> {
     match cmd {
-        TlsCmd::Ca(CaCmd::Create(a)) => {
-            let key = KeyPair::generate().context("cannot generate a key")?;
-            let mut params = CertificateParams::default();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "Weft Agent CA");
-            validity(&mut params, a.days);
-            let cert = params.self_signed(&key).context("cannot sign the CA")?;
-            let (c, k) = (
-                a.dir.join("weft-agent-ca.pem"),
-                a.dir.join("weft-agent-ca-key.pem"),
-            );
-            write_new(&c, &cert.pem())?;
-            write_new(&k, &key.serialize_pem())?;
-            println!("==> Saved {}\n==> Saved {}", c.display(), k.display());
-            Ok(0)
-        }
-        TlsCmd::Cert(CertCmd::Create(a)) => {
-            let role = match (a.server, a.client) {
-                (true, false) => "server",
-                (false, true) => "client",
-                _ => bail!("choose one of -server or -client"),
-            };
-            let ca_pem = std::fs::read_to_string(&a.ca).with_context(|| {
-                format!("cannot read the CA {} (weft tls ca create)", a.ca.display())
-            })?;
-            let ca_key = std::fs::read_to_string(&a.key)
-                .with_context(|| format!("cannot read the CA key {}", a.key.display()))?;
-            let ca_key =
-                KeyPair::from_pem(&ca_key).context("the CA key is not a PEM private key")?;
-            let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
-                .context("the CA certificate is not usable")?;
-            let key = KeyPair::generate().context("cannot generate a key")?;
-            let name = format!("{role}.{}.weft", a.datacenter);
-            let mut params = CertificateParams::default();
-            params
-                .distinguished_name
-                .push(DnType::CommonName, name.clone());
-            let mut sans = vec![
-                SanType::DnsName(name.as_str().try_into()?),
-                SanType::DnsName("localhost".try_into()?),
-                SanType::IpAddress("127.0.0.1".parse()?),
-            ];
-            for n in &a.names {
-                sans.push(SanType::DnsName(n.as_str().try_into()?));
-            }
-            sans.extend(a.ips.iter().map(|ip| SanType::IpAddress(*ip)));
-            params.subject_alt_names = sans;
-            params.extended_key_usages = vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ];
-            params.key_usages = vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ];
-            validity(&mut params, a.days);
-            let cert = params
-                .signed_by(&key, &issuer)
-                .context("cannot sign the certificate")?;
-            let base = format!("{}-{role}-weft", a.datacenter);
-            let n = (0..1000)
-                .find(|n| !a.dir.join(format!("{base}-{n}.pem")).exists())
-                .unwrap_or(0);
-            let (c, k) = (
-                a.dir.join(format!("{base}-{n}.pem")),
-                a.dir.join(format!("{base}-{n}-key.pem")),
-            );
-            write_new(&c, &cert.pem())?;
-            write_new(&k, &key.serialize_pem())?;
-            println!("==> Saved {}\n==> Saved {}", c.display(), k.display());
-            Ok(0)
-        }
+        TlsCmd::Ca(CaCmd::Create(a)) => create_ca(a),
+        TlsCmd::Cert(CertCmd::Create(a)) => create_cert(a),
     }
+}
+
+/// `weft tls ca create`: a CA for server RPC.
+fn create_ca(a: CaArgs) -> Result<i32> {
+    let key = KeyPair::generate().context("cannot generate a key")?;
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Weft Agent CA");
+    validity(&mut params, a.days);
+    let cert = params.self_signed(&key).context("cannot sign the CA")?;
+    let (c, k) = (
+        a.dir.join("weft-agent-ca.pem"),
+        a.dir.join("weft-agent-ca-key.pem"),
+    );
+    write_new(&c, &cert.pem())?;
+    write_new(&k, &key.serialize_pem())?;
+    println!("==> Saved {}\n==> Saved {}", c.display(), k.display());
+    Ok(0)
+}
+
+/// `weft tls cert create -server|-client`: a certificate signed by that CA.
+fn create_cert(a: CertArgs) -> Result<i32> {
+    let role = match (a.server, a.client) {
+        (true, false) => "server",
+        (false, true) => "client",
+        _ => bail!("choose one of -server or -client"),
+    };
+    let ca_pem = std::fs::read_to_string(&a.ca)
+        .with_context(|| format!("cannot read the CA {} (weft tls ca create)", a.ca.display()))?;
+    let ca_key = std::fs::read_to_string(&a.key)
+        .with_context(|| format!("cannot read the CA key {}", a.key.display()))?;
+    let ca_key = KeyPair::from_pem(&ca_key).context("the CA key is not a PEM private key")?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("the CA certificate is not usable")?;
+    let key = KeyPair::generate().context("cannot generate a key")?;
+    let name = format!("{role}.{}.weft", a.datacenter);
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, name.clone());
+    let mut sans = vec![
+        SanType::DnsName(name.as_str().try_into()?),
+        SanType::DnsName("localhost".try_into()?),
+        SanType::IpAddress("127.0.0.1".parse()?),
+    ];
+    for n in &a.names {
+        sans.push(SanType::DnsName(n.as_str().try_into()?));
+    }
+    sans.extend(a.ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    params.subject_alt_names = sans;
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    validity(&mut params, a.days);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .context("cannot sign the certificate")?;
+    let base = format!("{}-{role}-weft", a.datacenter);
+    let n = (0..1000)
+        .find(|n| !a.dir.join(format!("{base}-{n}.pem")).exists())
+        .unwrap_or(0);
+    let (c, k) = (
+        a.dir.join(format!("{base}-{n}.pem")),
+        a.dir.join(format!("{base}-{n}-key.pem")),
+    );
+    write_new(&c, &cert.pem())?;
+    write_new(&k, &key.serialize_pem())?;
+    println!("==> Saved {}\n==> Saved {}", c.display(), k.display());
+    Ok(0)
 }

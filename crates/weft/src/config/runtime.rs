@@ -1,7 +1,7 @@
 //! The validated, immutable settings an agent runs with: every default filled in, every value checked, every
 //! problem reported at once. Built only by [`ConfigBuilder`](super::ConfigBuilder); shared as `Arc<RuntimeConfig>`.
 
-use super::file::{Config, GoDuration, Ports};
+use super::file::{Config, GoDuration, TlsSection};
 use super::flags::AgentFlags;
 use super::sources::Decoded;
 use serde_json::{Map, Value};
@@ -135,205 +135,352 @@ pub(super) fn validate(
     c: Config,
     defs: Decoded,
 ) -> Result<RuntimeConfig, Vec<String>> {
+    let mut check = Checker {
+        c: &c,
+        dev: sources.dev,
+        errors: Vec::new(),
+    };
+    let role = check.role();
+    let (datacenter, node_name, log_level, log_filter) = check.identity();
+    let net = check.network();
+    let (keyring, rpc_tls, default_policy) = check.security();
+    let (ca_config, min_leaf_ttl, root_change_jitter) = check.connect();
+    if !check.errors.is_empty() {
+        return Err(check.errors);
+    }
     let dev = sources.dev;
-    let mut errors = Vec::new();
-    let mut err = |e: String| errors.push(e);
-    let server = dev || c.server.unwrap_or(false);
-    let bootstrap_expect = c.bootstrap_expect.unwrap_or(0);
-    if c.bootstrap_expect.is_some() && !server {
-        err("bootstrap_expect can only be set on servers (add -server)".into());
-    }
-    if c.bootstrap_expect == Some(0) {
-        err("bootstrap_expect must be at least 1".into());
-    }
-    if c.bootstrap == Some(true) && bootstrap_expect > 0 {
-        err("'bootstrap_expect > 0' and 'bootstrap = true' are mutually exclusive".into());
-    }
-    let mut retry_join: Vec<String> = c.retry_join.clone().unwrap_or_default();
-    retry_join.extend(c.start_join.clone().unwrap_or_default());
-    if dev && (bootstrap_expect > 0 || !retry_join.is_empty()) {
-        err(
-            "-dev runs a single in-memory server: it takes neither bootstrap_expect nor retry_join"
-                .into(),
-        );
-    }
-    if !dev && !server && retry_join.is_empty() {
-        err("a client agent needs at least one server to join: pass -retry-join ADDR".into());
-    }
-    let data_dir = c
-        .data_dir
-        .clone()
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from);
-    if !dev && data_dir.is_none() {
-        err("data_dir cannot be empty: pass -data-dir DIR (or -dev for an in-memory agent)".into());
-    }
-    let datacenter = c.datacenter.clone().unwrap_or_else(|| "dc1".into());
-    if !is_dc_name(&datacenter) {
-        err(format!(
-            "datacenter must be alpha-numeric with underscores and hyphens only: {datacenter:?}"
-        ));
-    }
-    let node_name = c.node_name.clone().unwrap_or_else(hostname);
-    if node_name.is_empty() {
-        err("node name cannot be empty".into());
-    }
-    if let Some(id) = &c.node_id {
-        if !weft_types::ids::is_uuid(id) {
-            err(format!("node ID must be a UUID: {id:?}"));
-        }
-    }
-    let log_level = c.log_level.clone().unwrap_or_else(|| "info".into());
-    let log_filter = log_filter(&log_level).unwrap_or_else(|e| {
-        err(e);
-        "info"
-    });
-    let ip = |key: &str, value: &Option<String>, default: &str, err: &mut dyn FnMut(String)| {
-        let text = value.as_deref().unwrap_or(default);
-        text.parse::<IpAddr>().unwrap_or_else(|_| {
-            err(format!("{key}: {text:?} is not an IP address"));
-            IpAddr::from([127, 0, 0, 1])
-        })
-    };
-    let bind_addr = ip("bind_addr", &c.bind_addr, "127.0.0.1", &mut err);
-    let advertise_addr = ip(
-        "advertise_addr",
-        &c.advertise_addr,
-        &bind_addr.to_string(),
-        &mut err,
-    );
-    let client_addr = ip("client_addr", &c.client_addr, "127.0.0.1", &mut err);
-    let ports = c.ports.clone().unwrap_or_default();
-    let addresses = c.addresses.clone().unwrap_or_default();
-    let http_ip = ip(
-        "addresses.http",
-        &addresses.http,
-        &client_addr.to_string(),
-        &mut err,
-    );
-    let dns_ip = ip(
-        "addresses.dns",
-        &addresses.dns,
-        &client_addr.to_string(),
-        &mut err,
-    );
-    let http_addr =
-        port("ports.http", ports.http, 8500, true, &mut err).map(|p| SocketAddr::new(http_ip, p));
-    let dns_addr =
-        port("ports.dns", ports.dns, 8600, true, &mut err).map(|p| SocketAddr::new(dns_ip, p));
-    let server_port = port("ports.server", ports.server, 8300, false, &mut err).unwrap_or(8300);
-    let serf_lan_port =
-        port("ports.serf_lan", ports.serf_lan, 8301, false, &mut err).unwrap_or(8301);
-    refuse_unserved_ports(&ports, &mut err);
-    let keyring = c.encrypt.as_deref().and_then(|k| {
-        weft_gossip::Keyring::from_base64(k)
-            .map_err(|e| err(format!("encrypt: {e}")))
-            .ok()
-    });
-    let rpc_tls = rpc_tls(&c, dev, &mut err);
-    let acl = c.acl.clone().unwrap_or_default();
-    if acl.enabled == Some(true) {
-        err("acl.enabled: ACL enforcement is not available in this Weft version; refusing to start rather than run without the ACLs the config asks for".into());
-    }
-    let default_policy = match acl.default_policy.as_deref() {
-        None | Some("allow") => DefaultPolicy::Allow,
-        Some("deny") => DefaultPolicy::Deny,
-        Some(other) => {
-            err(format!(
-                "acl.default_policy must be \"allow\" or \"deny\", got {other:?}"
-            ));
-            DefaultPolicy::Deny
-        }
-    };
-    let raft_multiplier = c
-        .performance
-        .as_ref()
-        .and_then(|p| p.raft_multiplier)
-        .unwrap_or(5);
-    if !(1..=10).contains(&raft_multiplier) {
-        err(format!(
-            "performance.raft_multiplier cannot be {raft_multiplier}. Must be between 1 and 10"
-        ));
-    }
-    let min_leaf_ttl = if dev {
-        Duration::from_secs(2)
-    } else {
-        Duration::from_secs(3600)
-    };
-    let connect = c.connect.clone().unwrap_or_default();
-    if connect.enabled == Some(false) {
-        err("connect.enabled = false: Weft's mesh cannot be turned off (its CA and sidecars are the point)".into());
-    }
-    let ca_config = connect.ca_config.as_ref().and_then(|ca| {
-        let wire = weft_ca::CaConfigWire {
-            config: ca.clone(),
-            ..Default::default()
-        };
-        weft_ca::CaConfig::from_wire(&wire, &weft_ca::CaConfig::default(), min_leaf_ttl)
-            .map_err(|e| err(format!("connect.ca_config: {e}")))
-            .ok()
-    });
-    let limits = c.limits.clone().unwrap_or_default();
-    let kv_max_value_size = limits
-        .kv_max_value_size
-        .or(c.kv_max_value_size)
-        .map_or(DEFAULT_KV_MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-    let ui_enabled = c
-        .ui_config
-        .as_ref()
-        .and_then(|u| u.enabled)
-        .or(c.ui)
-        .unwrap_or(true);
-    let ignored = ignored_keys(merged);
-    if !errors.is_empty() {
-        return Err(errors);
-    }
     Ok(RuntimeConfig {
         dev,
-        server,
-        bootstrap_expect,
+        server: role.server,
+        bootstrap_expect: role.bootstrap_expect,
         datacenter,
         node_name,
         node_id: c.node_id.clone(),
         node_meta: c.node_meta.clone().unwrap_or_default(),
-        data_dir: if dev { None } else { data_dir },
+        data_dir: role.data_dir,
         log_level,
         log_filter,
-        bind_addr,
-        advertise_addr,
-        client_addr,
-        http_addr,
-        dns_addr,
-        server_port,
-        serf_lan_port,
-        retry_join: retry_join
-            .iter()
-            .map(|a| crate::cluster_cmd::with_default_port(a, 8301))
-            .collect(),
+        bind_addr: net.bind_addr,
+        advertise_addr: net.advertise_addr,
+        client_addr: net.client_addr,
+        http_addr: net.http_addr,
+        dns_addr: net.dns_addr,
+        server_port: net.server_port,
+        serf_lan_port: net.serf_lan_port,
+        retry_join: role.retry_join,
         keyring,
         rpc_tls,
-        leave_on_terminate: c.leave_on_terminate.unwrap_or(!dev && !server),
+        leave_on_terminate: c.leave_on_terminate.unwrap_or(!dev && !role.server),
         reconnect_timeout: c.reconnect_timeout.map(|d| d.0),
         dead_server_after: c
             .autopilot
             .as_ref()
             .and_then(|a| a.server_stabilization_time)
             .map(|d| d.0),
-        kv_max_value_size,
+        kv_max_value_size: c
+            .limits
+            .as_ref()
+            .and_then(|l| l.kv_max_value_size)
+            .or(c.kv_max_value_size)
+            .map_or(DEFAULT_KV_MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
         session_ttl_min: c.session_ttl_min.map_or(Duration::from_secs(10), |d| d.0),
         services: defs.services,
         checks: defs.checks,
         ca_config,
         min_leaf_ttl,
-        root_change_jitter: connect
-            .leaf_root_change_jitter
-            .map_or(Duration::from_secs(30), |d: GoDuration| d.0),
+        root_change_jitter,
         default_policy,
-        ui_enabled,
-        ignored,
+        ui_enabled: c
+            .ui_config
+            .as_ref()
+            .and_then(|u| u.enabled)
+            .or(c.ui)
+            .unwrap_or(true),
+        ignored: ignored_keys(merged),
         sources: sources.clone(),
         encrypt: c.encrypt.clone(),
     })
+}
+
+/// Checks one merged config, section by section, collecting every problem.
+struct Checker<'a> {
+    c: &'a Config,
+    dev: bool,
+    errors: Vec<String>,
+}
+
+/// Whether this agent is a server and how it finds the others.
+struct Role {
+    server: bool,
+    bootstrap_expect: u32,
+    retry_join: Vec<String>,
+    data_dir: Option<PathBuf>,
+}
+
+/// Where this agent listens and what it announces.
+struct Network {
+    bind_addr: IpAddr,
+    advertise_addr: IpAddr,
+    client_addr: IpAddr,
+    http_addr: Option<SocketAddr>,
+    dns_addr: Option<SocketAddr>,
+    server_port: u16,
+    serf_lan_port: u16,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, e: impl Into<String>) {
+        self.errors.push(e.into());
+    }
+
+    fn role(&mut self) -> Role {
+        let (c, dev) = (self.c, self.dev);
+        let server = dev || c.server.unwrap_or(false);
+        let bootstrap_expect = c.bootstrap_expect.unwrap_or(0);
+        if c.bootstrap_expect.is_some() && !server {
+            self.err("bootstrap_expect can only be set on servers (add -server)");
+        }
+        if c.bootstrap_expect == Some(0) {
+            self.err("bootstrap_expect must be at least 1");
+        }
+        if c.bootstrap == Some(true) && bootstrap_expect > 0 {
+            self.err("'bootstrap_expect > 0' and 'bootstrap = true' are mutually exclusive");
+        }
+        let mut retry_join: Vec<String> = c.retry_join.clone().unwrap_or_default();
+        retry_join.extend(c.start_join.clone().unwrap_or_default());
+        if dev && (bootstrap_expect > 0 || !retry_join.is_empty()) {
+            self.err("-dev runs a single in-memory server: it takes neither bootstrap_expect nor retry_join");
+        }
+        if !dev && !server && retry_join.is_empty() {
+            self.err("a client agent needs at least one server to join: pass -retry-join ADDR");
+        }
+        let data_dir = c
+            .data_dir
+            .clone()
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from);
+        if !dev && data_dir.is_none() {
+            self.err(
+                "data_dir cannot be empty: pass -data-dir DIR (or -dev for an in-memory agent)",
+            );
+        }
+        Role {
+            server,
+            bootstrap_expect,
+            retry_join: retry_join
+                .iter()
+                .map(|a| crate::cluster_cmd::with_default_port(a, 8301))
+                .collect(),
+            data_dir: if dev { None } else { data_dir },
+        }
+    }
+
+    /// Datacenter, node name, and log level (with its filter).
+    fn identity(&mut self) -> (String, String, String, &'static str) {
+        let c = self.c;
+        let datacenter = c.datacenter.clone().unwrap_or_else(|| "dc1".into());
+        if !is_dc_name(&datacenter) {
+            self.err(format!(
+                "datacenter must be alpha-numeric with underscores and hyphens only: {datacenter:?}"
+            ));
+        }
+        let node_name = c.node_name.clone().unwrap_or_else(hostname);
+        if node_name.is_empty() {
+            self.err("node name cannot be empty");
+        }
+        if let Some(id) = c
+            .node_id
+            .as_ref()
+            .filter(|id| !weft_types::ids::is_uuid(id))
+        {
+            self.err(format!("node ID must be a UUID: {id:?}"));
+        }
+        let log_level = c.log_level.clone().unwrap_or_else(|| "info".into());
+        let log_filter = log_filter(&log_level).unwrap_or_else(|e| {
+            self.err(e);
+            "info"
+        });
+        (datacenter, node_name, log_level, log_filter)
+    }
+
+    fn ip(&mut self, key: &str, value: &Option<String>, default: IpAddr) -> IpAddr {
+        match value {
+            None => default,
+            Some(text) => text.parse().unwrap_or_else(|_| {
+                self.err(format!("{key}: {text:?} is not an IP address"));
+                default
+            }),
+        }
+    }
+
+    /// A port setting: its default when unset, `None` when -1 disables an interface that may be disabled.
+    fn port(
+        &mut self,
+        key: &str,
+        value: Option<i32>,
+        default: u16,
+        may_disable: bool,
+    ) -> Option<u16> {
+        match value {
+            None => Some(default),
+            Some(-1) if may_disable => None,
+            Some(p) => u16::try_from(p).ok().or_else(|| {
+                let or = if may_disable {
+                    ", or -1 to disable"
+                } else {
+                    ""
+                };
+                self.err(format!("{key}: {p} is not a port (0-65535{or})"));
+                None
+            }),
+        }
+    }
+
+    fn network(&mut self) -> Network {
+        let c = self.c;
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let bind_addr = self.ip("bind_addr", &c.bind_addr, loopback);
+        let advertise_addr = self.ip("advertise_addr", &c.advertise_addr, bind_addr);
+        let client_addr = self.ip("client_addr", &c.client_addr, loopback);
+        let ports = c.ports.clone().unwrap_or_default();
+        let addresses = c.addresses.clone().unwrap_or_default();
+        let http_ip = self.ip("addresses.http", &addresses.http, client_addr);
+        let dns_ip = self.ip("addresses.dns", &addresses.dns, client_addr);
+        let http_addr = self.port("ports.http", ports.http, 8500, true);
+        let dns_addr = self.port("ports.dns", ports.dns, 8600, true);
+        let server_port = self.port("ports.server", ports.server, 8300, false);
+        let serf_lan_port = self.port("ports.serf_lan", ports.serf_lan, 8301, false);
+        // Interfaces Weft does not serve yet: asking for them is refused rather than silently left without them (an
+        // operator who enables HTTPS must not get plain HTTP believing it is encrypted).
+        for (key, value) in [
+            ("ports.https", ports.https),
+            ("ports.grpc", ports.grpc),
+            ("ports.grpc_tls", ports.grpc_tls),
+            ("ports.serf_wan", ports.serf_wan),
+        ] {
+            if value.is_some_and(|p| p >= 0) {
+                self.err(format!(
+                    "{key}: this interface is not available in this Weft version (set it to -1 or leave it out)"
+                ));
+            }
+        }
+        Network {
+            bind_addr,
+            advertise_addr,
+            client_addr,
+            http_addr: http_addr.map(|p| SocketAddr::new(http_ip, p)),
+            dns_addr: dns_addr.map(|p| SocketAddr::new(dns_ip, p)),
+            server_port: server_port.unwrap_or(8300),
+            serf_lan_port: serf_lan_port.unwrap_or(8301),
+        }
+    }
+
+    /// The gossip key, TLS for server RPC, and the default policy; ACLs Weft cannot enforce are refused.
+    fn security(
+        &mut self,
+    ) -> (
+        Option<weft_gossip::Keyring>,
+        Option<RpcTlsFiles>,
+        DefaultPolicy,
+    ) {
+        let c = self.c;
+        let keyring = c.encrypt.as_deref().and_then(|k| {
+            weft_gossip::Keyring::from_base64(k)
+                .map_err(|e| self.err(format!("encrypt: {e}")))
+                .ok()
+        });
+        let rpc_tls = self.rpc_tls();
+        let acl = c.acl.clone().unwrap_or_default();
+        if acl.enabled == Some(true) {
+            self.err("acl.enabled: ACL enforcement is not available in this Weft version; refusing to start rather than run without the ACLs the config asks for");
+        }
+        let policy = match acl.default_policy.as_deref() {
+            None | Some("allow") => DefaultPolicy::Allow,
+            Some("deny") => DefaultPolicy::Deny,
+            Some(other) => {
+                self.err(format!(
+                    "acl.default_policy must be \"allow\" or \"deny\", got {other:?}"
+                ));
+                DefaultPolicy::Deny
+            }
+        };
+        let multiplier = c
+            .performance
+            .as_ref()
+            .and_then(|p| p.raft_multiplier)
+            .unwrap_or(5);
+        if !(1..=10).contains(&multiplier) {
+            self.err(format!(
+                "performance.raft_multiplier cannot be {multiplier}. Must be between 1 and 10"
+            ));
+        }
+        (keyring, rpc_tls, policy)
+    }
+
+    /// TLS for server RPC: all three files or none.
+    fn rpc_tls(&mut self) -> Option<RpcTlsFiles> {
+        let c = self.c;
+        let tls = c.tls.clone().unwrap_or_default();
+        let sections = [
+            tls.defaults.unwrap_or_default(),
+            tls.internal_rpc.unwrap_or_default(),
+        ];
+        let pick = |legacy: &Option<String>, get: fn(&TlsSection) -> &Option<String>| {
+            sections
+                .iter()
+                .rev()
+                .find_map(|s| get(s).clone())
+                .or_else(|| legacy.clone())
+        };
+        let ca = pick(&c.ca_file, |s| &s.ca_file);
+        let cert = pick(&c.cert_file, |s| &s.cert_file);
+        let key = pick(&c.key_file, |s| &s.key_file);
+        let verify_incoming = sections
+            .iter()
+            .rev()
+            .find_map(|s| s.verify_incoming)
+            .or(c.verify_incoming)
+            .unwrap_or(true);
+        match (ca, cert, key) {
+            (None, None, None) => None,
+            // Dev mode has no server RPC to protect.
+            (Some(_), Some(_), Some(_)) if self.dev => None,
+            (Some(ca), Some(cert), Some(key)) => Some(RpcTlsFiles {
+                ca_file: ca.into(),
+                cert_file: cert.into(),
+                key_file: key.into(),
+                verify_incoming,
+            }),
+            _ => {
+                self.err("tls: ca_file, cert_file and key_file go together (server RPC TLS needs all three)");
+                None
+            }
+        }
+    }
+
+    /// The CA configuration, the shortest leaf TTL accepted and how soon leaves follow a root rotation.
+    fn connect(&mut self) -> (Option<weft_ca::CaConfig>, Duration, Duration) {
+        // Dev mode accepts leaf TTLs of a few seconds, so renewal can be watched (and tested) for real; a cluster
+        // keeps Consul's 1 h minimum.
+        let min_leaf_ttl = Duration::from_secs(if self.dev { 2 } else { 3600 });
+        let connect = self.c.connect.clone().unwrap_or_default();
+        if connect.enabled == Some(false) {
+            self.err("connect.enabled = false: Weft's mesh cannot be turned off (its CA and sidecars are the point)");
+        }
+        let ca_config = connect.ca_config.as_ref().and_then(|ca| {
+            let wire = weft_ca::CaConfigWire {
+                config: ca.clone(),
+                ..Default::default()
+            };
+            weft_ca::CaConfig::from_wire(&wire, &weft_ca::CaConfig::default(), min_leaf_ttl)
+                .map_err(|e| self.err(format!("connect.ca_config: {e}")))
+                .ok()
+        });
+        let jitter = connect
+            .leaf_root_change_jitter
+            .map_or(Duration::from_secs(30), |d: GoDuration| d.0);
+        (ca_config, min_leaf_ttl, jitter)
+    }
 }
 
 fn is_dc_name(dc: &str) -> bool {
@@ -365,91 +512,6 @@ pub fn log_filter(level: &str) -> Result<&'static str, String> {
             ))
         }
     })
-}
-
-/// A port setting: its default when unset, `None` when -1 disables an interface that may be disabled.
-fn port(
-    key: &str,
-    value: Option<i32>,
-    default: u16,
-    may_disable: bool,
-    err: &mut dyn FnMut(String),
-) -> Option<u16> {
-    match value {
-        None => Some(default),
-        Some(-1) if may_disable => None,
-        Some(p) => u16::try_from(p).ok().or_else(|| {
-            err(format!(
-                "{key}: {p} is not a port (0-65535{})",
-                if may_disable {
-                    ", or -1 to disable"
-                } else {
-                    ""
-                }
-            ));
-            None
-        }),
-    }
-}
-
-/// Interfaces Weft does not serve yet: asking for them is refused rather than silently left without them (an
-/// operator who enables HTTPS must not get plain HTTP believing it is encrypted).
-fn refuse_unserved_ports(ports: &Ports, err: &mut dyn FnMut(String)) {
-    for (key, value) in [
-        ("ports.https", ports.https),
-        ("ports.grpc", ports.grpc),
-        ("ports.grpc_tls", ports.grpc_tls),
-        ("ports.serf_wan", ports.serf_wan),
-    ] {
-        if value.is_some_and(|p| p >= 0) {
-            err(format!(
-                "{key}: this interface is not available in this Weft version (set it to -1 or leave it out)"
-            ));
-        }
-    }
-}
-
-/// TLS for server RPC: all three files or none.
-fn rpc_tls(c: &Config, dev: bool, err: &mut dyn FnMut(String)) -> Option<RpcTlsFiles> {
-    let tls = c.tls.clone().unwrap_or_default();
-    let sections = [
-        tls.defaults.unwrap_or_default(),
-        tls.internal_rpc.unwrap_or_default(),
-    ];
-    let pick = |legacy: &Option<String>, get: fn(&super::file::TlsSection) -> &Option<String>| {
-        sections
-            .iter()
-            .rev()
-            .find_map(|s| get(s).clone())
-            .or_else(|| legacy.clone())
-    };
-    let ca = pick(&c.ca_file, |s| &s.ca_file);
-    let cert = pick(&c.cert_file, |s| &s.cert_file);
-    let key = pick(&c.key_file, |s| &s.key_file);
-    let verify_incoming = sections
-        .iter()
-        .rev()
-        .find_map(|s| s.verify_incoming)
-        .or(c.verify_incoming)
-        .unwrap_or(true);
-    match (ca, cert, key) {
-        (None, None, None) => None,
-        // Dev mode has no server RPC to protect.
-        (Some(_), Some(_), Some(_)) if dev => None,
-        (Some(ca), Some(cert), Some(key)) => Some(RpcTlsFiles {
-            ca_file: ca.into(),
-            cert_file: cert.into(),
-            key_file: key.into(),
-            verify_incoming,
-        }),
-        _ => {
-            err(
-                "tls: ca_file, cert_file and key_file go together (server RPC TLS needs all three)"
-                    .into(),
-            );
-            None
-        }
-    }
 }
 
 /// The settings Weft applies (a key, or a block all of whose keys it applies). Every other key that is set is
