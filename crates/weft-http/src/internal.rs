@@ -32,14 +32,9 @@ pub async fn raft(ctx: Ctx) -> Result<Reply, ApiError> {
 /// `POST /v1/internal/apply`: a write forwarded by a client agent or a follower.
 pub async fn apply(ctx: Ctx) -> Result<Reply, ApiError> {
     let req: ApplyRequest = decode(&ctx)?;
-    match ctx.state.agent.server().handle_apply(req).await {
-        Ok(answer) => json(&answer),
-        Err(StoreError::NoLeader) => Err(crate::forward::no_leader()),
-        Err(e) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            e.to_string(),
-        )),
-    }
+    // The refusal travels typed (the sender decides on `NoLeader` by its variant, not its text).
+    let answer: Result<_, StoreError> = ctx.state.agent.server().handle_apply(req).await;
+    json(&answer)
 }
 
 /// `POST /v1/internal/ca/sign`: a leaf CSR for the leader.

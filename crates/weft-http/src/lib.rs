@@ -20,7 +20,6 @@ mod operator;
 pub mod policy;
 pub mod reply;
 pub mod routes;
-pub mod rpc_listener;
 mod session;
 pub mod snapshot;
 mod status;

@@ -10,12 +10,9 @@ mod log_store;
 mod network;
 mod node;
 mod state_machine;
-mod tls;
 
 pub use log_store::{OpenError, FORMAT_VERSION};
-pub use network::{http_client, post_json, HttpClient};
 pub use node::{RaftNode, StartError, Timings, WriteError};
-pub use tls::{server_name, RpcStream, RpcTls};
 
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;

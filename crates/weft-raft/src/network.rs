@@ -1,13 +1,8 @@
 //! Raft's transport: JSON over HTTP/1.1 to the peer's RPC port (`POST /v1/internal/raft/{append,vote,snapshot}`).
-//! The receiving side is [`crate::RaftNode::handle`], mounted by the RPC listener.
+//! The receiving side is [`crate::RaftNode::handle`], mounted by the RPC listener; the client and TLS are
+//! `weft-rpc`'s.
 
-use crate::tls::{RpcConnector, RpcTls};
 use crate::TypeConfig;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -20,18 +15,7 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::Duration;
-
-pub type HttpClient = Client<RpcConnector, Full<Bytes>>;
-
-/// The RPC client: HTTP/1.1 with pooled connections, inside TLS when `tls` is given; shared by every peer.
-pub fn http_client(tls: Option<&RpcTls>) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(1)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(RpcConnector::new(connector, tls))
-}
+use weft_rpc::{post_json, HttpClient};
 
 /// Builds one [`Peer`] per target node.
 #[derive(Clone)]
@@ -49,54 +33,6 @@ pub struct Peer {
     target: u64,
     addr: String,
     client: HttpClient,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct TransportError(String);
-
-/// Sends one JSON request and decodes the peer's `Result` answer. `Ok(Err(e))` is the peer's own refusal.
-pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
-    client: &HttpClient,
-    addr: &str,
-    path: &str,
-    body: &Req,
-    timeout: Duration,
-) -> Result<Resp, String> {
-    let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-    let request = hyper::Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(bytes)))
-        .map_err(|e| e.to_string())?;
-    let exchange = async {
-        let response = client.request(request).await.map_err(|e| {
-            // Keep the cause: "connection refused" tells an operator more than "client error".
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg = format!("{msg}: {s}");
-                source = s.source();
-            }
-            msg
-        })?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(format!(
-                "{status}: {}",
-                String::from_utf8_lossy(&body).trim()
-            ));
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("undecodable answer from {addr}: {e}"))
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| format!("no answer from {addr} within {timeout:?}"))?
 }
 
 impl Peer {
@@ -120,8 +56,7 @@ impl Peer {
         )
         .await
         .map_err(|e| {
-            let e = TransportError(e);
-            if e.0.contains("refused") || e.0.contains("no answer") {
+            if e.is_unreachable() {
                 RPCError::Unreachable(Unreachable::new(&e))
             } else {
                 RPCError::Network(NetworkError::new(&e))

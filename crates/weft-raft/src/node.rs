@@ -2,7 +2,7 @@
 //! membership operations (bootstrap, join, remove).
 
 use crate::log_store::{open_in, LogStore, OpenError};
-use crate::network::{http_client, HttpClient, Network};
+use crate::network::Network;
 use crate::state_machine::StateMachine;
 use crate::{Applied, Request, TypeConfig};
 use openraft::error::{ClientWriteError, RaftError};
@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
+use weft_rpc::{http_client, HttpClient};
 use weft_state::Store;
 
 /// Raft timings. The defaults elect a new leader well within a second on a LAN.
@@ -75,7 +76,7 @@ impl RaftNode {
         dir: &Path,
         store: Arc<RwLock<Store>>,
         timings: &Timings,
-        tls: Option<&crate::RpcTls>,
+        tls: Option<&weft_rpc::RpcTls>,
     ) -> Result<Arc<RaftNode>, StartError> {
         let log = open_in(dir)?;
         let state = StateMachine::open(dir, store).map_err(StartError::Other)?;

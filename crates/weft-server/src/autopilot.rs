@@ -175,7 +175,7 @@ pub(crate) async fn run(server: Server) {
             if id == node.id() {
                 continue;
             }
-            let hello: Result<Hello, String> = weft_raft::post_json(
+            let hello: Result<Hello, weft_rpc::RpcError> = weft_rpc::post_json(
                 server.http(),
                 &addr,
                 "/v1/internal/hello",

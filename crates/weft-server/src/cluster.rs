@@ -116,7 +116,7 @@ impl Server {
                 if *addr == me.addr {
                     continue;
                 }
-                let hello: Hello = match weft_raft::post_json(
+                let hello: Hello = match weft_rpc::post_json(
                     self.http(),
                     addr,
                     "/v1/internal/hello",
@@ -143,14 +143,15 @@ impl Server {
                     continue;
                 }
                 if let Some(leader) = hello.leader.clone() {
-                    let answer: Result<Result<(), String>, String> = weft_raft::post_json(
-                        self.http(),
-                        &leader,
-                        "/v1/internal/join",
-                        &me,
-                        Duration::from_secs(30),
-                    )
-                    .await;
+                    let answer: Result<Result<(), String>, weft_rpc::RpcError> =
+                        weft_rpc::post_json(
+                            self.http(),
+                            &leader,
+                            "/v1/internal/join",
+                            &me,
+                            Duration::from_secs(30),
+                        )
+                        .await;
                     match answer {
                         Ok(Ok(())) => {
                             tracing::info!(%leader, "joined the cluster");
@@ -162,8 +163,11 @@ impl Server {
                                 tokio::time::sleep(Duration::from_millis(100)).await;
                             }
                         }
-                        Ok(Err(e)) | Err(e) => {
+                        Ok(Err(e)) => {
                             tracing::warn!(%leader, error = %e, "the leader did not add this server; retrying")
+                        }
+                        Err(e) => {
+                            tracing::warn!(%leader, error = %e, "cannot reach the leader to join; retrying")
                         }
                     }
                     continue;

@@ -24,7 +24,8 @@ pub use cluster::{Bootstrap, Hello, JoinRequest};
 pub use replica::{stream_lines, StreamLine};
 pub use rpc::{ApplyAnswer, ApplyRequest, SignRequest};
 pub use sessions::SessionTimers;
-pub use weft_raft::{raft_id, RaftNode, RpcTls, Timings};
+pub use weft_raft::{raft_id, RaftNode, Timings};
+pub use weft_rpc::RpcTls;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -53,7 +54,7 @@ pub struct ServerConfig {
     /// How long a voter may be unreachable before autopilot removes it (once a replacement has joined).
     pub dead_server_after: Duration,
     /// TLS for server RPC (Raft, forwarding, the replica stream); plain TCP when unset.
-    pub rpc_tls: Option<weft_raft::RpcTls>,
+    pub rpc_tls: Option<weft_rpc::RpcTls>,
 }
 
 impl ServerConfig {
@@ -94,7 +95,7 @@ struct Inner {
     store: Arc<RwLock<Store>>,
     sessions: SessionTimers,
     mode: Mode,
-    http: weft_raft::HttpClient,
+    http: weft_rpc::HttpClient,
     autopilot: autopilot::Tracker,
     gossip: std::sync::OnceLock<weft_gossip::Gossip>,
     /// Raft members batch concurrent writes into one log entry.
@@ -127,7 +128,7 @@ impl Server {
     /// A client agent's view of the servers at `servers` (RPC addresses): starts streaming the replica.
     pub fn client(config: ServerConfig, servers: Vec<String>) -> Server {
         let store = Arc::new(RwLock::new(Store::new()));
-        let http = weft_raft::http_client(config.rpc_tls.as_ref());
+        let http = weft_rpc::http_client(config.rpc_tls.as_ref());
         let replica = replica::Replica::new(servers, store.clone());
         let server = Server::with_mode(config, store, Mode::Client(replica.clone()));
         replica.start(http);
@@ -135,7 +136,7 @@ impl Server {
     }
 
     fn with_mode(config: ServerConfig, store: Arc<RwLock<Store>>, mode: Mode) -> Server {
-        let http = weft_raft::http_client(config.rpc_tls.as_ref());
+        let http = weft_rpc::http_client(config.rpc_tls.as_ref());
         let batcher = match &mode {
             Mode::Raft(node) => Some(batcher::Batcher::start(node.clone())),
             _ => None,
@@ -177,7 +178,7 @@ impl Server {
     }
 
     /// The pooled HTTP client for server RPC (forwarded writes and API requests).
-    pub fn http(&self) -> &weft_raft::HttpClient {
+    pub fn http(&self) -> &weft_rpc::HttpClient {
         &self.inner.http
     }
 

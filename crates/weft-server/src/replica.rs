@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
-use weft_raft::{Applied, HttpClient};
+use weft_raft::Applied;
+use weft_rpc::HttpClient;
 use weft_state::{Command, Store};
 
 /// One line of the stream.

@@ -59,7 +59,10 @@ pub(crate) async fn write_through_raft(
                     forward: false,
                 };
                 match send_apply(server, &leader, &req).await {
-                    Ok(answer) => return (answer.index, answer.result),
+                    Ok(Ok(answer)) => return (answer.index, answer.result),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%leader, error = %e, "the leader refused a forwarded write; retrying")
+                    }
                     Err(e) => {
                         tracing::debug!(%leader, error = %e, "forwarding a write failed; retrying")
                     }
@@ -97,38 +100,33 @@ pub(crate) async fn write_via_servers(
         command,
         forward: true,
     };
-    let mut last_error = String::from("no servers known");
+    let mut last_error = StoreError::Unavailable("no servers known".into());
     loop {
         for addr in replica.servers() {
             match send_apply(server, &addr, &req).await {
-                Ok(answer) => {
+                Ok(Ok(answer)) => {
                     replica.prefer(&addr);
                     return (answer.index, answer.result);
                 }
-                Err(e) => last_error = e,
+                Ok(Err(refused)) => last_error = refused,
+                Err(e) => last_error = StoreError::Unavailable(format!("no server reachable: {e}")),
             }
         }
         if Instant::now() >= deadline {
             tracing::warn!(error = %last_error, "no server accepted a write");
-            return (
-                0,
-                Err(if last_error.contains("No cluster leader") {
-                    StoreError::NoLeader
-                } else {
-                    StoreError::Unavailable(format!("no server reachable: {last_error}"))
-                }),
-            );
+            return (0, Err(last_error));
         }
         tokio::time::sleep(RETRY_PAUSE * 4).await;
     }
 }
 
+/// Sends a write to a server: its answer, its typed refusal, or why it could not be asked.
 async fn send_apply(
     server: &Server,
     addr: &str,
     req: &ApplyRequest,
-) -> Result<ApplyAnswer, String> {
-    weft_raft::post_json(server.http(), addr, "/v1/internal/apply", req, RPC_TIMEOUT).await
+) -> Result<Result<ApplyAnswer, StoreError>, weft_rpc::RpcError> {
+    weft_rpc::post_json(server.http(), addr, "/v1/internal/apply", req, RPC_TIMEOUT).await
 }
 
 /// Serves `POST /v1/internal/apply` on the RPC port.
@@ -164,9 +162,9 @@ impl Server {
                 _ => self.leader(),
             };
             if let Some(addr) = target {
-                match weft_raft::post_json(self.http(), &addr, path, req, RPC_TIMEOUT).await {
+                match weft_rpc::post_json(self.http(), &addr, path, req, RPC_TIMEOUT).await {
                     Ok(answer) => return Ok(answer),
-                    Err(e) if Instant::now() >= deadline => return Err(e),
+                    Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
                     Err(e) => tracing::debug!(%addr, error = %e, "leader call failed; retrying"),
                 }
             } else if Instant::now() >= deadline {

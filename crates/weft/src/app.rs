@@ -320,8 +320,7 @@ fn serve_rpc(
     let server = state.agent.server().clone();
     // The KV pages too: client agents hold no KV and pass their dashboard's KV pages to a server.
     let rpc_app = weft_ui::kv_router(state.clone()).merge(weft_http::rpc_router(state));
-    let listener =
-        weft_http::rpc_listener::RpcListener::new(listener, server.config().rpc_tls.as_ref());
+    let listener = weft_rpc::RpcListener::new(listener, server.config().rpc_tls.as_ref());
     let serve = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, rpc_app).await {
             tracing::error!(error = %e, "server RPC listener failed");

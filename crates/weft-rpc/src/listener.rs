@@ -2,11 +2,11 @@
 //! peer that connects and says nothing (a follower's leader watch, a port scanner) never stalls other accepts; a
 //! handshake that fails (no client certificate, another CA, plain HTTP) is logged and the connection dropped.
 
+use crate::tls::{RpcStream, RpcTls};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use weft_raft::{RpcStream, RpcTls};
 
 pub struct RpcListener {
     accepted: Accepted,

@@ -1,0 +1,115 @@
+//! The RPC client: one pooled HTTP/1.1 client per process, and JSON requests with typed failures.
+
+use crate::tls::{RpcConnector, RpcTls};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+
+pub type HttpClient = Client<RpcConnector, Full<Bytes>>;
+
+/// The RPC client: HTTP/1.1 with pooled connections, inside TLS when `tls` is given; shared by every peer.
+pub fn http_client(tls: Option<&RpcTls>) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(1)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(RpcConnector::new(connector, tls))
+}
+
+/// Why an RPC got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("cannot encode the request: {0}")]
+    Encode(String),
+    /// No connection could be made (refused, unreachable, TLS refused): the peer is as good as down.
+    #[error("{addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    /// A connection was made but the exchange broke off.
+    #[error("{addr}: {reason}")]
+    Broken { addr: String, reason: String },
+    #[error("no answer from {addr} within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    /// The peer answered with an HTTP error (its body says why).
+    #[error("{status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("undecodable answer from {addr}: {reason}")]
+    Decode { addr: String, reason: String },
+}
+
+impl RpcError {
+    /// Whether the peer should be treated as unreachable (Raft backs off from it) rather than as misbehaving.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            RpcError::Unreachable { .. } | RpcError::Timeout { .. }
+        )
+    }
+}
+
+/// The error and its causes in one line: "connection refused" tells an operator more than "client error".
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    msg
+}
+
+/// Sends one JSON request and decodes the peer's answer.
+pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
+    client: &HttpClient,
+    addr: &str,
+    path: &str,
+    body: &Req,
+    timeout: Duration,
+) -> Result<Resp, RpcError> {
+    let bytes = serde_json::to_vec(body).map_err(|e| RpcError::Encode(e.to_string()))?;
+    let request = hyper::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(bytes)))
+        .map_err(|e| RpcError::Encode(e.to_string()))?;
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| {
+            let (addr, reason) = (addr.to_string(), with_causes(&e));
+            if e.is_connect() {
+                RpcError::Unreachable { addr, reason }
+            } else {
+                RpcError::Broken { addr, reason }
+            }
+        })?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| RpcError::Broken {
+                addr: addr.to_string(),
+                reason: with_causes(&e),
+            })?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(RpcError::Status {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body).trim().to_string(),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| RpcError::Decode {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| RpcError::Timeout {
+            addr: addr.to_string(),
+            timeout,
+        })?
+}

@@ -1,0 +1,15 @@
+//! Server RPC (port 8300): how servers and agents talk to each other. HTTP/1.1 with pooled connections, inside TLS
+//! when the agent has RPC certificates.
+//!
+//! One home for both ends: the [`RpcListener`] servers accept on (plain TCP or TLS, handshakes in their own tasks),
+//! the [`HttpClient`] every caller shares ([`http_client`], [`post_json`]) and the TLS settings both use
+//! ([`RpcTls`]). Raft's network, request forwarding, joins, leaf signing and the replica stream all ride on it; what
+//! is said over it is defined by its users (`weft-raft`, `weft-server`, `weft-http`).
+
+mod client;
+mod listener;
+mod tls;
+
+pub use client::{http_client, post_json, HttpClient, RpcError};
+pub use listener::RpcListener;
+pub use tls::{server_name, RpcConnector, RpcStream, RpcTls};
