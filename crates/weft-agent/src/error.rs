@@ -13,6 +13,9 @@ pub enum AgentError {
     /// 500: the request was valid but could not be carried out.
     #[error("{0}")]
     Internal(String),
+    /// 500: no server leads the cluster (an election is running, or a quorum is gone); Consul's text.
+    #[error("No cluster leader")]
+    NoLeader,
 }
 
 impl From<StoreError> for AgentError {
@@ -23,6 +26,7 @@ impl From<StoreError> for AgentError {
             | StoreError::MissingServiceName
             | StoreError::MissingCheckName
             | StoreError::MissingKey => AgentError::BadRequest(e.to_string()),
+            StoreError::NoLeader => AgentError::NoLeader,
             other => AgentError::Internal(other.to_string()),
         }
     }

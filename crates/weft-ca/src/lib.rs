@@ -15,7 +15,7 @@ pub mod spiffe;
 
 pub use config::{CaConfig, CaConfigWire};
 pub use leaf::IssuedCert;
-pub use root::{CaRoot, StoredRoot};
+pub use root::{CaRoot, CaRootList, StoredRoot};
 pub use spiffe::ServiceId;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

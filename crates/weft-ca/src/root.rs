@@ -33,6 +33,16 @@ pub struct CaRoot {
     pub modify_index: u64,
 }
 
+/// `/v1/connect/ca/roots`: the trust domain, the active root's ID and every root still trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CaRootList {
+    #[serde(rename = "ActiveRootID")]
+    pub active_root_id: String,
+    pub trust_domain: String,
+    pub roots: Vec<CaRoot>,
+}
+
 /// A root with its private key, as the servers keep it (the key never leaves them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredRoot {

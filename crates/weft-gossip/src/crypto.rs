@@ -11,6 +11,8 @@ pub enum KeyError {
     NotBase64,
     #[error("the gossip encryption key must be 16 or 32 bytes (base64-encoded), not {0}")]
     BadLength(usize),
+    #[error("the system's random number generator failed; no key was made")]
+    NoRandomness,
 }
 
 /// The key used to seal and open packets.
@@ -26,11 +28,14 @@ impl std::fmt::Debug for Keyring {
     }
 }
 
-/// A new random 32-byte key, base64-encoded (`weft keygen`).
-pub fn generate_key() -> String {
+/// A new random 32-byte key, base64-encoded (`weft keygen`). Fails rather than hand out a predictable key when the
+/// system cannot supply randomness.
+pub fn generate_key() -> Result<String, KeyError> {
     let mut bytes = [0u8; 32];
-    let _ = SystemRandom::new().fill(&mut bytes);
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| KeyError::NoRandomness)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 impl Keyring {

@@ -79,8 +79,8 @@ async fn members_join_fail_and_leave() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_with_the_wrong_key_cannot_join() {
-    let key = generate_key();
-    let other = generate_key();
+    let key = generate_key().unwrap();
+    let other = generate_key().unwrap();
     let a = start("a", Some(&key)).await;
     let b = start("b", Some(&key)).await;
     let intruder = start("x", Some(&other)).await;
@@ -100,7 +100,7 @@ async fn a_member_with_the_wrong_key_cannot_join() {
 
 #[test]
 fn keys_must_be_base64_of_16_or_32_bytes() {
-    assert!(Keyring::from_base64(&generate_key()).is_ok());
+    assert!(Keyring::from_base64(&generate_key().unwrap()).is_ok());
     assert_eq!(
         Keyring::from_base64("not base64!").err(),
         Some(KeyError::NotBase64)
@@ -109,7 +109,7 @@ fn keys_must_be_base64_of_16_or_32_bytes() {
         Keyring::from_base64("AAAA").err(),
         Some(KeyError::BadLength(3))
     );
-    let k = Keyring::from_base64(&generate_key()).unwrap();
+    let k = Keyring::from_base64(&generate_key().unwrap()).unwrap();
     let sealed = k.seal(b"hello").unwrap();
     assert_eq!(k.open(&sealed).as_deref(), Some(&b"hello"[..]));
     let mut tampered = sealed.clone();

@@ -62,11 +62,18 @@ fn with_id(mut member: Value, ctx: &Ctx) -> Value {
 
 pub async fn self_(ctx: Ctx) -> Result<Reply, ApiError> {
     let cfg = ctx.state.agent.config();
+    let config = weft_types::agent_self::AgentSelfConfig {
+        datacenter: cfg.datacenter.clone(),
+        primary_datacenter: cfg.datacenter.clone(),
+        node_name: cfg.node_name.clone(),
+        node_id: cfg.node_id.clone(),
+        revision: "weft".into(),
+        server: cfg.server,
+        version: VERSION.into(),
+        build_date: String::new(),
+    };
     let body = json!({
-        "Config": {
-            "Datacenter": cfg.datacenter, "PrimaryDatacenter": cfg.datacenter, "NodeName": cfg.node_name,
-            "NodeID": cfg.node_id, "Revision": "weft", "Server": cfg.server, "Version": VERSION, "BuildDate": "",
-        },
+        "Config": config,
         "DebugConfig": ctx.state.self_info.debug_config,
         "Coord": {"Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05},
         "Member": member(&ctx),

@@ -26,19 +26,18 @@ fn roots_json(s: &Store) -> (u64, Value) {
         .active_root()
         .map(|r| r.root.id.clone())
         .unwrap_or_default();
-    let roots: Vec<Value> = ca
-        .roots
-        .iter()
-        .map(|r| serde_json::to_value(&r.root).unwrap_or(Value::Null))
-        .collect();
-    let trust_domain = if ca.cluster_id.is_empty() {
-        String::new()
-    } else {
-        ca.trust_domain()
+    let list = weft_ca::CaRootList {
+        active_root_id: active,
+        trust_domain: if ca.cluster_id.is_empty() {
+            String::new()
+        } else {
+            ca.trust_domain()
+        },
+        roots: ca.roots.iter().map(|r| r.root.clone()).collect(),
     };
     (
         s.table_index(Table::ConnectCa),
-        json!({"ActiveRootID": active, "TrustDomain": trust_domain, "Roots": roots}),
+        serde_json::to_value(&list).unwrap_or(Value::Null),
     )
 }
 
@@ -150,7 +149,7 @@ pub async fn authorize(ctx: Ctx) -> Result<Reply, ApiError> {
         store.intentions(),
         &client.service,
         &req.target,
-        ctx.state.intention_default_allow,
+        ctx.state.default_policy,
     );
     drop(store);
     Ok(ctx.json(&json!({"Authorized": decision.allowed, "Reason": decision.reason})))

@@ -283,7 +283,7 @@ pub async fn check(ctx: Ctx) -> Result<Reply, ApiError> {
         store.intentions(),
         &source,
         &destination,
-        ctx.state.intention_default_allow,
+        ctx.state.default_policy,
     );
     drop(store);
     Ok(ctx.json(&json!({"Allowed": d.allowed})))

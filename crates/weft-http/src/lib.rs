@@ -60,7 +60,7 @@ pub struct ApiState {
     /// Identical blocking queries share one evaluation per change.
     pub shared_reads: Arc<blocking::SharedReads>,
     /// What authorization decides when no intention matches (Consul: the ACL default policy; allow in dev).
-    pub intention_default_allow: bool,
+    pub default_policy: weft_types::DefaultPolicy,
     /// What `/v1/agent/self` reports of the configuration.
     pub self_info: Arc<agent_self::SelfInfo>,
     /// True for the server RPC listener, which also answers `/v1/internal/...` (Raft, forwarded writes, joins).
@@ -76,7 +76,7 @@ impl ApiState {
             session_ttl_min: std::time::Duration::from_secs(10),
             shutdown: Arc::new(Notify::new()),
             shared_reads: Arc::default(),
-            intention_default_allow: true,
+            default_policy: weft_types::DefaultPolicy::Allow,
             self_info: Arc::default(),
             rpc: false,
         }
@@ -111,11 +111,7 @@ const MAX_INTERNAL_BODY: usize = 64 * 1024 * 1024;
 
 async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
     // The default decision for connections no intention covers; proxies read it from this header.
-    let policy = if state.intention_default_allow {
-        "allow"
-    } else {
-        "deny"
-    };
+    let policy = state.default_policy.as_str();
     let reply = handle(state, req).await;
     let mut builder = Response::builder().status(reply.status);
     if let Some(headers) = builder.headers_mut() {

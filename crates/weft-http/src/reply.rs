@@ -115,6 +115,7 @@ impl From<weft_agent::AgentError> for ApiError {
             BadRequest(m) => ApiError::bad_request(m),
             NotFound(m) => ApiError::not_found(m),
             Internal(m) => ApiError::internal(m),
+            NoLeader => crate::forward::no_leader(),
         }
     }
 }

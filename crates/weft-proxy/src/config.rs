@@ -2,8 +2,9 @@
 //! sidecar registration read from the agent (`-sidecar-for`).
 
 use crate::control::{AgentClient, ControlError};
-use serde_json::Value;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use weft_types::NodeService;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PublicListener {
@@ -72,7 +73,8 @@ pub fn parse_upstream(value: &str, datacenter: &str) -> Result<Upstream, ConfigE
     })
 }
 
-fn host_port(host: &str, port: u64) -> String {
+/// `host:port`, with an IPv6 host in brackets.
+pub(crate) fn host_port(host: &str, port: impl std::fmt::Display) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -86,16 +88,15 @@ pub async fn from_sidecar(
     service_id: &str,
     datacenter: &str,
 ) -> Result<ProxyConfig, ConfigError> {
-    let services = agent.get("/v1/agent/services").await?.body;
-    let matches: Vec<&Value> = services
-        .as_object()
-        .into_iter()
-        .flat_map(|m| m.values())
-        .filter(|s| s["Kind"] == "connect-proxy")
+    let services: BTreeMap<String, NodeService> =
+        agent.get("/v1/agent/services").await?.decode()?;
+    let matches: Vec<&NodeService> = services
+        .values()
+        .filter(|s| s.is_connect_proxy())
         .filter(|s| {
-            s["Proxy"]["DestinationServiceID"]
-                .as_str()
-                .is_some_and(|d| d.eq_ignore_ascii_case(service_id))
+            s.proxy
+                .destination_service_id
+                .eq_ignore_ascii_case(service_id)
         })
         .collect();
     let proxy = match matches.as_slice() {
@@ -110,78 +111,71 @@ pub async fn from_sidecar(
     from_registration(proxy, datacenter)
 }
 
+/// `host`, or `default` when it is empty.
+fn or_default<'a>(host: &'a str, default: &'a str) -> &'a str {
+    if host.is_empty() {
+        default
+    } else {
+        host
+    }
+}
+
 /// The configuration of a connect-proxy registration (`/v1/agent/service/:id`).
-pub fn from_registration(proxy: &Value, datacenter: &str) -> Result<ProxyConfig, ConfigError> {
-    let p = &proxy["Proxy"];
-    let service = p["DestinationServiceName"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ConfigError::Invalid("service is not a valid connect proxy".into()))?
-        .to_string();
-    let port = proxy["Port"].as_u64().filter(|p| *p > 0 && *p <= 65535);
-    let public = match port {
-        None => None,
-        Some(port) => {
-            let host = match proxy["Address"].as_str() {
-                Some(a) if !a.is_empty() => a,
-                _ => "0.0.0.0",
-            };
+pub fn from_registration(
+    proxy: &NodeService,
+    datacenter: &str,
+) -> Result<ProxyConfig, ConfigError> {
+    let p = &proxy.proxy;
+    if !proxy.is_connect_proxy() || p.destination_service_name.is_empty() {
+        return Err(ConfigError::Invalid(
+            "service is not a valid connect proxy".into(),
+        ));
+    }
+    let public = match proxy.port {
+        0 => None,
+        port => {
+            let host = or_default(&proxy.address, "0.0.0.0");
             let bind = host_port(host, port)
                 .parse()
                 .map_err(|_| ConfigError::Invalid(format!("invalid proxy address {host:?}")))?;
-            let local_host = p["LocalServiceAddress"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .unwrap_or("127.0.0.1");
-            let local_port = p["LocalServicePort"]
-                .as_u64()
-                .filter(|p| *p > 0 && *p <= 65535)
-                .ok_or_else(|| ConfigError::Invalid("Proxy.LocalServicePort is not set".into()))?;
+            if p.local_service_port == 0 {
+                return Err(ConfigError::Invalid(
+                    "Proxy.LocalServicePort is not set".into(),
+                ));
+            }
             Some(PublicListener {
                 bind,
-                local_service: host_port(local_host, local_port),
+                local_service: host_port(
+                    or_default(&p.local_service_address, "127.0.0.1"),
+                    p.local_service_port,
+                ),
             })
         }
     };
     let mut upstreams = Vec::new();
-    for u in p["Upstreams"].as_array().into_iter().flatten() {
-        if u["DestinationType"]
-            .as_str()
-            .is_some_and(|t| t == "prepared_query")
-        {
+    for u in &p.upstreams {
+        if u.destination_type == "prepared_query" {
             return Err(ConfigError::Invalid(
                 "prepared-query upstreams are not supported".into(),
             ));
         }
-        let name = u["DestinationName"].as_str().unwrap_or("").to_string();
-        let port = u["LocalBindPort"]
-            .as_u64()
-            .filter(|p| *p > 0 && *p <= 65535);
-        let Some(port) = port else {
-            tracing::warn!(upstream = %name, "skipping an upstream without LocalBindPort");
+        if u.local_bind_port == 0 {
+            tracing::warn!(upstream = %u.destination_name, "skipping an upstream without LocalBindPort");
             continue;
-        };
-        let host = u["LocalBindAddress"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("127.0.0.1");
-        let bind = host_port(host, port)
+        }
+        let host = or_default(&u.local_bind_address, "127.0.0.1");
+        let bind = host_port(host, u.local_bind_port)
             .parse()
             .map_err(|_| ConfigError::Invalid(format!("invalid LocalBindAddress {host:?}")))?;
-        let dc = u["Datacenter"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .unwrap_or(datacenter)
-            .to_string();
         upstreams.push(Upstream {
-            destination: name,
-            datacenter: dc,
+            destination: u.destination_name.clone(),
+            datacenter: or_default(&u.datacenter, datacenter).to_string(),
             bind,
         });
     }
     upstreams.sort_by(|a, b| a.destination.cmp(&b.destination));
     Ok(ProxyConfig {
-        service,
+        service: p.destination_service_name.clone(),
         public,
         upstreams,
         ingress_http: Vec::new(),
@@ -213,6 +207,7 @@ mod tests {
         let reg = json!({"Kind":"connect-proxy","ID":"web-sidecar-proxy","Port":21000,"Address":"",
             "Proxy":{"DestinationServiceName":"web","DestinationServiceID":"web","LocalServiceAddress":"127.0.0.1",
             "LocalServicePort":9090,"Upstreams":[{"DestinationName":"db","LocalBindPort":9191}]}});
+        let reg: NodeService = serde_json::from_value(reg).unwrap();
         let c = from_registration(&reg, "dc1").unwrap();
         assert_eq!(c.service, "web");
         let public = c.public.unwrap();

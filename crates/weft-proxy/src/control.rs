@@ -12,11 +12,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use weft_types::Intention;
+use weft_ca::{CaRootList, IssuedCert};
+use weft_types::{DefaultPolicy, Intention, ServiceEntry};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -38,11 +40,20 @@ pub enum ControlError {
     Decode(String),
 }
 
-/// One answer of a (possibly blocking) read.
+/// One answer of a (possibly blocking) read: its raw body, decoded by whoever asked into the type they expect.
 pub struct Answer {
     pub index: u64,
-    pub body: Value,
-    pub default_allow: bool,
+    pub body: Bytes,
+    /// `X-Consul-Default-ACL-Policy`; `None` when missing or not a policy (then connections no intention covers
+    /// are refused: fail closed).
+    pub default_policy: Option<DefaultPolicy>,
+}
+
+impl Answer {
+    /// The body decoded as `T`; an answer that does not decode is an error, never a default.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ControlError> {
+        serde_json::from_slice(&self.body).map_err(|e| ControlError::Decode(e.to_string()))
+    }
 }
 
 impl AgentClient {
@@ -88,11 +99,11 @@ impl AgentClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let default_allow = resp
+        let default_policy = resp
             .headers()
             .get("x-consul-default-acl-policy")
             .and_then(|v| v.to_str().ok())
-            .is_none_or(|v| v != "deny");
+            .and_then(DefaultPolicy::parse);
         let bytes = resp
             .into_body()
             .collect()
@@ -105,15 +116,10 @@ impl AgentClient {
                 body: String::from_utf8_lossy(&bytes).trim().to_string(),
             });
         }
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).map_err(|e| ControlError::Decode(e.to_string()))?
-        };
         Ok(Answer {
             index,
-            body,
-            default_allow,
+            body: bytes,
+            default_policy,
         })
     }
 
@@ -164,24 +170,21 @@ pub struct Endpoint {
 }
 
 /// Intentions towards this service, and what applies when none matches.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Intentions {
     pub list: Vec<Intention>,
-    pub default_allow: bool,
+    pub default_policy: DefaultPolicy,
 }
 
-pub fn parse_roots(body: &Value) -> Result<Roots, ControlError> {
-    let trust_domain = body["TrustDomain"]
-        .as_str()
-        .unwrap_or("")
-        .to_ascii_lowercase();
+pub fn parse_roots(answer: &Answer) -> Result<Roots, ControlError> {
+    let list: CaRootList = answer.decode()?;
+    let trust_domain = list.trust_domain.to_ascii_lowercase();
     if trust_domain.is_empty() {
         return Err(ControlError::Decode("the cluster has no CA yet".into()));
     }
     let mut certs = Vec::new();
-    for root in body["Roots"].as_array().into_iter().flatten() {
-        let pem = root["RootCert"].as_str().unwrap_or("");
-        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+    for root in &list.roots {
+        for cert in CertificateDer::pem_slice_iter(root.root_cert.as_bytes()) {
             certs.push(cert.map_err(|e| ControlError::Decode(format!("root certificate: {e}")))?);
         }
     }
@@ -194,71 +197,69 @@ pub fn parse_roots(body: &Value) -> Result<Roots, ControlError> {
     })
 }
 
-pub fn parse_leaf(body: &Value) -> Result<Leaf, ControlError> {
-    let cert_pem = body["CertPEM"].as_str().unwrap_or("");
-    let key_pem = body["PrivateKeyPEM"].as_str().unwrap_or("");
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| ControlError::Decode(format!("leaf certificate: {e}")))?;
+pub fn parse_leaf(answer: &Answer) -> Result<Leaf, ControlError> {
+    let issued: IssuedCert = answer.decode()?;
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| ControlError::Decode(format!("leaf certificate: {e}")))?;
     if chain.is_empty() {
         return Err(ControlError::Decode("leaf certificate missing".into()));
     }
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+    let key = PrivateKeyDer::from_pem_slice(issued.private_key_pem.as_bytes())
         .map_err(|e| ControlError::Decode(format!("leaf key: {e}")))?;
     Ok(Leaf {
         chain,
         key,
-        serial: body["SerialNumber"].as_str().unwrap_or("").to_string(),
+        serial: issued.serial_number,
     })
 }
 
-/// Healthy Connect endpoints from `/v1/health/connect/:name?passing`.
-pub fn parse_endpoints(body: &Value) -> Vec<Endpoint> {
-    let mut out: Vec<Endpoint> = body
-        .as_array()
+/// Healthy Connect endpoints from `/v1/health/connect/:name?passing`. An answer that does not decode is an error
+/// (the watch keeps the last good set), never an empty set.
+pub fn parse_endpoints(answer: &Answer) -> Result<Vec<Endpoint>, ControlError> {
+    let entries: Vec<ServiceEntry> = answer.decode()?;
+    let mut out: Vec<Endpoint> = entries
         .into_iter()
-        .flatten()
-        .filter_map(|entry| {
-            let svc = &entry["Service"];
-            let node = &entry["Node"];
-            let port = svc["Port"].as_u64().filter(|p| *p > 0 && *p <= 65535)?;
-            let host = match svc["Address"].as_str() {
-                Some(a) if !a.is_empty() => a,
-                _ => node["Address"].as_str()?,
-            };
-            let service = if svc["Kind"].as_str() == Some("connect-proxy") {
-                svc["Proxy"]["DestinationServiceName"].as_str()?
+        .filter_map(|ServiceEntry { node, service }| {
+            if service.port == 0 {
+                return None;
+            }
+            let name = if service.is_connect_proxy() {
+                service.proxy.destination_service_name
             } else {
-                svc["Service"].as_str()?
+                service.service
             };
-            let address = if host.contains(':') {
-                format!("[{host}]:{port}")
+            let host = if service.address.is_empty() {
+                node.address
             } else {
-                format!("{host}:{port}")
+                service.address
             };
-            Some(Endpoint {
-                address,
-                service: service.to_string(),
-                datacenter: node["Datacenter"].as_str().unwrap_or("").to_string(),
-                node: node["Node"].as_str().unwrap_or("").to_string(),
+            (!host.is_empty() && !name.is_empty()).then(|| Endpoint {
+                address: crate::config::host_port(&host, service.port),
+                service: name,
+                datacenter: node.datacenter,
+                node: node.node,
             })
         })
         .collect();
     out.sort();
-    out
+    Ok(out)
 }
 
-pub fn parse_intentions(body: &Value, name: &str, default_allow: bool) -> Intentions {
-    let list = body[name]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| serde_json::from_value::<Intention>(v.clone()).ok())
-        .collect();
-    Intentions {
-        list,
-        default_allow,
-    }
+/// Intentions towards `name` from `/v1/connect/intentions/match`. Any intention that does not decode fails the
+/// whole answer, so the watch keeps the last good set: dropping one (a deny, say) could let a lower-precedence
+/// intention or the default allow what it denied. A missing or unknown default policy is deny.
+pub fn parse_intentions(answer: &Answer, name: &str) -> Result<Intentions, ControlError> {
+    let mut by_name: BTreeMap<String, Vec<Intention>> = answer.decode()?;
+    let default_policy = answer.default_policy.unwrap_or_else(|| {
+        tracing::warn!("the agent named no default policy (X-Consul-Default-ACL-Policy); denying what no intention allows");
+        DefaultPolicy::Deny
+    });
+    Ok(Intentions {
+        list: by_name.remove(name).unwrap_or_default(),
+        default_policy,
+    })
 }
 
 /// Keeps `tx` up to date with the result of a blocking query, parsed by `parse`. Errors leave the last good value
@@ -299,4 +300,113 @@ pub fn spawn_watch<T, F>(
             }
         }
     });
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn answer(policy: Option<&str>, body: &str) -> Answer {
+        Answer {
+            index: 1,
+            body: Bytes::from(body.to_string()),
+            default_policy: policy.and_then(DefaultPolicy::parse),
+        }
+    }
+
+    const DENY_API: &str = r#"{"web": [{"SourceName": "api", "DestinationName": "web", "Action": "deny",
+        "Precedence": 9}]}"#;
+
+    #[test]
+    fn a_missing_or_unknown_default_policy_is_deny() {
+        for header in [None, Some("DENY"), Some("Allow"), Some(""), Some("yes")] {
+            let i = parse_intentions(&answer(header, "{}"), "web").unwrap();
+            assert_eq!(i.default_policy, DefaultPolicy::Deny, "{header:?}");
+        }
+        let i = parse_intentions(&answer(Some("allow"), "{}"), "web").unwrap();
+        assert_eq!(i.default_policy, DefaultPolicy::Allow);
+    }
+
+    #[test]
+    fn one_undecodable_intention_fails_the_whole_answer() {
+        let good = parse_intentions(&answer(Some("allow"), DENY_API), "web").unwrap();
+        assert_eq!(good.list.len(), 1);
+        // Before: the bad entry was dropped and the default (allow) let `api` in.
+        let bad = DENY_API.replace("\"Precedence\": 9", "\"Precedence\": \"high\"");
+        assert!(parse_intentions(&answer(Some("allow"), &bad), "web").is_err());
+        assert!(parse_intentions(&answer(Some("allow"), "[1, 2]"), "web").is_err());
+        assert!(parse_intentions(&answer(Some("allow"), ""), "web").is_err());
+    }
+
+    #[test]
+    fn endpoints_decode_into_typed_entries() {
+        let body = r#"[
+            {"Node": {"Node": "n1", "Address": "10.0.0.1", "Datacenter": "dc1"},
+             "Service": {"Kind": "connect-proxy", "Service": "web-sidecar-proxy", "Address": "", "Port": 21000,
+                         "Proxy": {"DestinationServiceName": "web"}}, "Checks": []},
+            {"Node": {"Node": "n2", "Address": "::1", "Datacenter": "dc1"},
+             "Service": {"Service": "native", "Address": "", "Port": 8443}, "Checks": []},
+            {"Node": {"Node": "n3", "Address": "10.0.0.3"}, "Service": {"Service": "noport"}}
+        ]"#;
+        let endpoints = parse_endpoints(&answer(None, body)).unwrap();
+        let got: Vec<(&str, &str, &str)> = endpoints
+            .iter()
+            .map(|e| (e.address.as_str(), e.service.as_str(), e.node.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("10.0.0.1:21000", "web", "n1"),
+                ("[::1]:8443", "native", "n2")
+            ]
+        );
+        let bad = body.replace("\"Port\": 21000", "\"Port\": 70000");
+        assert!(parse_endpoints(&answer(None, &bad)).is_err());
+    }
+
+    /// A fake agent: answers request n with `answers[n]` (the last one from then on), with an index header.
+    async fn fake_agent(answers: Vec<String>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for n in 0.. {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let body = &answers[n.min(answers.len() - 1)];
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nX-Consul-Index: {}\r\nX-Consul-Default-ACL-Policy: allow\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    n + 1,
+                    body.len()
+                );
+                let _ = conn.write_all(response.as_bytes()).await;
+            }
+        });
+        addr.to_string()
+    }
+
+    #[tokio::test]
+    async fn the_watch_keeps_the_last_good_intentions_when_an_answer_does_not_decode() {
+        let bad = DENY_API.replace("\"Precedence\": 9", "\"Precedence\": \"high\"");
+        let agent = fake_agent(vec![DENY_API.to_string(), bad]).await;
+        let client = AgentClient::new(&agent, None).unwrap();
+        let (tx, mut rx) = watch::channel::<Option<Arc<Intentions>>>(None);
+        spawn_watch(client, "/v1/connect/intentions/match".into(), tx, |a| {
+            parse_intentions(a, "web")
+        });
+        rx.wait_for(Option::is_some).await.unwrap();
+        // The undecodable answers that follow (retried with backoff) change nothing.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let held = rx.borrow().clone().unwrap();
+        assert_eq!(held.list.len(), 1);
+        assert_eq!(held.list[0].action, "deny");
+        assert_eq!(held.default_policy, DefaultPolicy::Allow);
+        let d = weft_types::intention::authorize(&held.list, "api", "web", held.default_policy);
+        assert!(!d.allowed);
+    }
 }

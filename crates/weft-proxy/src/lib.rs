@@ -13,6 +13,7 @@ pub mod listeners;
 pub mod metrics;
 pub mod metrics_endpoint;
 pub mod tls;
+mod upstream_error;
 
 use config::ProxyConfig;
 use control::{AgentClient, Endpoint, Intentions, Leaf, Roots};
@@ -70,14 +71,14 @@ impl Proxy {
             agent.clone(),
             "/v1/agent/connect/ca/roots".into(),
             roots_tx,
-            |a| control::parse_roots(&a.body),
+            control::parse_roots,
         );
         let (leaf_tx, leaf_rx) = watch::channel::<Option<Arc<Leaf>>>(None);
         control::spawn_watch(
             agent.clone(),
             format!("/v1/agent/connect/ca/leaf/{}", encode(&config.service)),
             leaf_tx,
-            |a| control::parse_leaf(&a.body),
+            control::parse_leaf,
         );
         let intentions_rx = if config.public.is_some() {
             let (tx, rx) = watch::channel::<Option<Arc<Intentions>>>(None);
@@ -89,7 +90,7 @@ impl Proxy {
                     encode(&config.service)
                 ),
                 tx,
-                move |a| Ok(control::parse_intentions(&a.body, &name, a.default_allow)),
+                move |a| control::parse_intentions(a, &name),
             );
             Some(rx)
         } else {
@@ -143,9 +144,7 @@ impl Proxy {
             if !upstream.datacenter.is_empty() {
                 path.push_str(&format!("&dc={}", encode(&upstream.datacenter)));
             }
-            control::spawn_watch(agent.clone(), path, tx, |a| {
-                Ok(control::parse_endpoints(&a.body))
-            });
+            control::spawn_watch(agent.clone(), path, tx, control::parse_endpoints);
             accept_loops.push(tokio::spawn(listeners::serve_upstream(
                 listener,
                 upstream.clone(),
@@ -170,9 +169,7 @@ impl Proxy {
             for service in &http.services {
                 let (tx, rx) = watch::channel::<Option<Arc<Vec<Endpoint>>>>(None);
                 let path = format!("/v1/health/connect/{}?passing=1", encode(service));
-                control::spawn_watch(agent.clone(), path, tx, |a| {
-                    Ok(control::parse_endpoints(&a.body))
-                });
+                control::spawn_watch(agent.clone(), path, tx, control::parse_endpoints);
                 routes.push(ingress::Route {
                     upstream: config::Upstream {
                         destination: service.clone(),

@@ -7,6 +7,7 @@ use crate::config::Upstream;
 use crate::control::Endpoint;
 use crate::metrics::{Metrics, Refusal};
 use crate::tls::MeshTls;
+use crate::upstream_error::UpstreamError;
 use rand::RngExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -85,7 +86,7 @@ pub(crate) async fn ready(tls: &mut TlsWatch) -> Option<Arc<MeshTls>> {
         .flatten()
 }
 
-fn rustls_error(e: &std::io::Error) -> Option<&rustls::Error> {
+pub(crate) fn rustls_error(e: &std::io::Error) -> Option<&rustls::Error> {
     e.get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
 }
@@ -178,24 +179,12 @@ pub async fn serve_public(
     }
 }
 
-const REFUSED: &str = "refused by intention";
-
 fn looks_like_http(first: &[u8]) -> bool {
     [
         "GET ", "POST ", "PUT ", "HEAD ", "DELETE ", "PATCH ", "OPTIONS ",
     ]
     .iter()
     .any(|m| first.starts_with(m.as_bytes()))
-}
-
-fn http_refusal(upstream: &str, why: &str) -> String {
-    let body = format!("{upstream}: {why}\n");
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nX-Weft-Refusal: {}\r\n\
-         Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        why.replace(' ', "_"),
-        body.len()
-    )
 }
 
 /// Pipes bytes both ways until both directions are done. If the upstream refuses the connection (an intention
@@ -206,12 +195,12 @@ async fn relay_upstream(
     mut upstream: tokio_rustls::client::TlsStream<TcpStream>,
     prefix: &[u8],
     destination: &str,
-) -> Result<(), String> {
+) -> Result<(), UpstreamError> {
     if !prefix.is_empty() {
         upstream
             .write_all(prefix)
             .await
-            .map_err(|e| describe_dial_error(&e))?;
+            .map_err(|e| UpstreamError::from_io(&e))?;
     }
     use std::sync::atomic::AtomicBool;
     let (mut ur, mut uw) = tokio::io::split(upstream);
@@ -221,10 +210,13 @@ async fn relay_upstream(
     let mut to_upstream = Box::pin(async {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
-            let n = cr.read(&mut buf).await.map_err(|e| e.to_string())?;
+            let n = cr
+                .read(&mut buf)
+                .await
+                .map_err(|e| UpstreamError::Io(e.to_string()))?;
             if n == 0 {
                 let _ = uw.shutdown().await;
-                return Ok::<(), String>(());
+                return Ok::<(), UpstreamError>(());
             }
             {
                 let mut f = first.lock().unwrap_or_else(|p| p.into_inner());
@@ -235,7 +227,7 @@ async fn relay_upstream(
             }
             uw.write_all(&buf[..n])
                 .await
-                .map_err(|e| describe_dial_error(&e))?;
+                .map_err(|e| UpstreamError::from_io(&e))?;
         }
     });
     let mut from_upstream = Box::pin(async {
@@ -244,13 +236,15 @@ async fn relay_upstream(
             let n = ur
                 .read(&mut buf)
                 .await
-                .map_err(|e| describe_dial_error(&e))?;
+                .map_err(|e| UpstreamError::from_io(&e))?;
             if n == 0 {
                 let _ = cw.shutdown().await;
-                return Ok::<(), String>(());
+                return Ok::<(), UpstreamError>(());
             }
             answered.store(true, Ordering::Relaxed);
-            cw.write_all(&buf[..n]).await.map_err(|e| e.to_string())?;
+            cw.write_all(&buf[..n])
+                .await
+                .map_err(|e| UpstreamError::Io(e.to_string()))?;
         }
     });
     let (mut up_done, mut down_done) = (false, false);
@@ -271,26 +265,15 @@ async fn relay_upstream(
     drop(from_upstream);
     if let Err(why) = &outcome {
         let spoke_http = looks_like_http(&first.lock().unwrap_or_else(|p| p.into_inner()));
-        if why == REFUSED && !answered.load(Ordering::Relaxed) && spoke_http {
-            let _ = cw
-                .write_all(http_refusal(destination, why).as_bytes())
-                .await;
+        if *why == UpstreamError::RefusedByIntention
+            && !answered.load(Ordering::Relaxed)
+            && spoke_http
+        {
+            let _ = cw.write_all(why.http_answer(destination).as_bytes()).await;
             let _ = cw.shutdown().await;
         }
     }
     outcome
-}
-
-/// Why one dial failed, in words a person can act on.
-fn describe_dial_error(e: &std::io::Error) -> String {
-    match rustls_error(e) {
-        Some(rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)) => {
-            "refused by intention".into()
-        }
-        Some(rustls::Error::AlertReceived(a)) => format!("peer refused the TLS handshake ({a:?})"),
-        Some(other) => format!("TLS: {other}"),
-        None => e.to_string(),
-    }
 }
 
 pub async fn serve_upstream(
@@ -369,7 +352,7 @@ pub(crate) async fn forward(
                 if let Err(why) =
                     relay_upstream(&mut client, stream, &prefix, &upstream.destination).await
                 {
-                    if why == REFUSED {
+                    if why == UpstreamError::RefusedByIntention {
                         metrics.refused(Refusal::IntentionDeny);
                     }
                     tracing::info!(upstream = %upstream.destination, instance = %endpoint.address, error = %why, "upstream connection ended");
@@ -388,10 +371,10 @@ pub(crate) async fn forward(
     }
     let why = if list.is_empty() {
         tracing::warn!(upstream = %upstream.destination, "no healthy instances found");
-        "no healthy instances found"
+        UpstreamError::NoHealthyInstances
     } else {
         tracing::warn!(upstream = %upstream.destination, tried = failed.len(), "every attempt failed");
-        "every instance failed to answer"
+        UpstreamError::EveryInstanceFailed
     };
     // An HTTP client gets a 503 that says why, rather than an empty reply.
     let mut first = [0u8; 16];
@@ -405,7 +388,7 @@ pub(crate) async fn forward(
     };
     if spoke_http {
         let _ = client
-            .write_all(http_refusal(&upstream.destination, why).as_bytes())
+            .write_all(why.http_answer(&upstream.destination).as_bytes())
             .await;
         // Close gently: unread request bytes would turn our close into a reset that can overtake the answer.
         let _ = client.shutdown().await;
@@ -419,7 +402,7 @@ async fn dial(
     state: &MeshTls,
     endpoint: &Endpoint,
     upstream: &Upstream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
     let dc = if endpoint.datacenter.is_empty() {
         upstream.datacenter.as_str()
     } else {
@@ -427,20 +410,20 @@ async fn dial(
     };
     let config = state
         .client_for(&endpoint.service, dc)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| UpstreamError::Identity(e.to_string()))?;
     let attempt = async {
         let tcp = TcpStream::connect(endpoint.address.as_str())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| UpstreamError::Io(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let name = rustls_pki_types::ServerName::try_from("mesh.weft.invalid")
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| UpstreamError::Tls(e.to_string()))?;
         TlsConnector::from(config)
             .connect(name, tcp)
             .await
-            .map_err(|e| describe_dial_error(&e))
+            .map_err(|e| UpstreamError::from_io(&e))
     };
     tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, attempt)
         .await
-        .map_err(|_| "timed out".to_string())?
+        .map_err(|_| UpstreamError::TimedOut)?
 }

@@ -96,9 +96,14 @@ fn intentions(
             i
         })
         .collect();
+    let default_policy = if default_allow {
+        weft_types::DefaultPolicy::Allow
+    } else {
+        weft_types::DefaultPolicy::Deny
+    };
     watch::channel(Some(Arc::new(Intentions {
         list,
-        default_allow,
+        default_policy,
     })))
     .1
 }

@@ -92,13 +92,13 @@ impl ClientCertVerifier for IntentionVerifier {
             ));
         }
         let intentions = self.intentions.borrow().clone();
-        let (list, default_allow) = match &intentions {
-            Some(i) => (i.list.as_slice(), i.default_allow),
+        let (list, default) = match &intentions {
+            Some(i) => (i.list.as_slice(), i.default_policy),
             // Before the first intentions answer arrives, refuse: fail closed.
-            None => (&[][..], false),
+            None => (&[][..], weft_types::DefaultPolicy::Deny),
         };
         let decision =
-            weft_types::intention::authorize(list, &client.service, &self.service, default_allow);
+            weft_types::intention::authorize(list, &client.service, &self.service, default);
         if !decision.allowed {
             self.metrics.refused(Refusal::IntentionDeny);
             tracing::info!(

@@ -21,6 +21,17 @@ pub enum CaManagerError {
     Remote(String),
 }
 
+/// Why the leader did not sign a CSR, as it travels back over server RPC.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+pub enum SignRefusal {
+    /// The CSR itself is wrong (the caller's fault: 400).
+    #[error("{0}")]
+    BadCsr(String),
+    /// Anything else (no CA yet, no leader, storage).
+    #[error("{0}")]
+    Failed(String),
+}
+
 fn now_unix() -> u64 {
     now_ms() / 1000
 }
@@ -98,23 +109,23 @@ impl Server {
             csr: csr_pem.to_string(),
             datacenter: datacenter.to_string(),
         };
-        let answer: Result<IssuedCert, String> = self
+        let answer: Result<IssuedCert, SignRefusal> = self
             .call_leader("/v1/internal/ca/sign", &req)
             .await
             .map_err(CaManagerError::Remote)?;
-        answer.map_err(|e| match e.strip_prefix("bad CSR: ") {
-            Some(m) => CaManagerError::Ca(CaError::BadCsr(m.to_string())),
-            None => CaManagerError::Remote(e),
+        answer.map_err(|refusal| match refusal {
+            SignRefusal::BadCsr(m) => CaManagerError::Ca(CaError::BadCsr(m)),
+            SignRefusal::Failed(m) => CaManagerError::Remote(m),
         })
     }
 
     /// Serves `POST /v1/internal/ca/sign`: signs if this member leads, else passes the CSR to the leader.
-    pub async fn handle_sign(&self, req: crate::SignRequest) -> Result<IssuedCert, String> {
+    pub async fn handle_sign(&self, req: crate::SignRequest) -> Result<IssuedCert, SignRefusal> {
         self.sign_leaf(&req.csr, &req.datacenter)
             .await
             .map_err(|e| match e {
-                CaManagerError::Ca(CaError::BadCsr(m)) => format!("bad CSR: {m}"),
-                other => other.to_string(),
+                CaManagerError::Ca(CaError::BadCsr(m)) => SignRefusal::BadCsr(m),
+                other => SignRefusal::Failed(other.to_string()),
             })
     }
 

@@ -19,7 +19,7 @@ mod rpc;
 mod sessions;
 
 pub use autopilot::ServerHealth;
-pub use ca::CaManagerError;
+pub use ca::{CaManagerError, SignRefusal};
 pub use cluster::{Bootstrap, Hello, JoinRequest};
 pub use replica::{stream_lines, StreamLine};
 pub use rpc::{ApplyAnswer, ApplyRequest, SignRequest};

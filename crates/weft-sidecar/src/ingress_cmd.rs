@@ -2,7 +2,7 @@
 //! the mesh under intentions.
 
 use crate::args::IngressArgs;
-use crate::serve::{agent_self, datacenter, drain_timeout, serve, Registration, Serving};
+use crate::serve::{datacenter, drain_timeout, serve, Registration, Serving};
 use crate::signals::Signals;
 use crate::task_service::task_address;
 use anyhow::{anyhow, bail, Result};
@@ -28,7 +28,7 @@ pub async fn run(a: IngressArgs) -> Result<i32> {
     } else {
         Duration::ZERO
     };
-    let datacenter = datacenter(&agent_self(&agent, patience).await?);
+    let datacenter = datacenter(&agent, patience).await?;
     let mut config = ProxyConfig {
         service: a.service.clone(),
         public: None,

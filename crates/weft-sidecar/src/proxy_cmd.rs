@@ -2,9 +2,7 @@
 //! registration (`-sidecar-for`, `-proxy-id`), or from a task's service file (`-register-service`).
 
 use crate::args::ProxyArgs;
-use crate::serve::{
-    agent_self, datacenter, deregister, drain_timeout, serve, Registration, Serving,
-};
+use crate::serve::{datacenter, deregister, drain_timeout, serve, Registration, Serving};
 use crate::signals::Signals;
 use crate::task_service::TaskService;
 use anyhow::{anyhow, bail, Result};
@@ -27,7 +25,7 @@ pub async fn run(a: ProxyArgs) -> Result<i32> {
     } else {
         Duration::ZERO
     };
-    let datacenter = datacenter(&agent_self(&agent, patience).await?);
+    let datacenter = datacenter(&agent, patience).await?;
     let metrics_addr = a.run.metrics_addr.as_deref();
 
     if let Some(file) = &a.register_service {
@@ -81,10 +79,11 @@ pub async fn run(a: ProxyArgs) -> Result<i32> {
             .get(&format!("/v1/agent/service/{}", crate::encode(id)))
             .await
             .map_err(|e| anyhow!("Error reading proxy registration {id:?}: {e}"))?;
-        if reg.body["Kind"] != "connect-proxy" {
+        let reg: weft_types::NodeService = reg.decode()?;
+        if !reg.is_connect_proxy() {
             bail!("service {id:?} is not a valid connect proxy");
         }
-        (config::from_registration(&reg.body, &datacenter)?, "Agent")
+        (config::from_registration(&reg, &datacenter)?, "Agent")
     } else if let Some(id) = &a.sidecar_for {
         (
             config::from_sidecar(&agent, id, &datacenter).await?,

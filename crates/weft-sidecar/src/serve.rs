@@ -7,6 +7,7 @@ use std::time::Duration;
 use weft_proxy::config::ProxyConfig;
 use weft_proxy::control::{AgentClient, Method};
 use weft_proxy::Proxy;
+use weft_types::agent_self::AgentSelf;
 
 /// A registration the proxy keeps alive while it serves and removes when it stops.
 #[derive(Clone)]
@@ -24,26 +25,24 @@ pub struct Registration {
 /// How often the proxy reports an application it probes (its check's TTL is a few times longer).
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 
-/// Reads `/v1/agent/self`, retrying for up to `patience` while the agent does not answer.
-pub async fn agent_self(agent: &AgentClient, patience: Duration) -> Result<serde_json::Value> {
+/// The agent's datacenter, from `/v1/agent/self`; retries for up to `patience` while the agent does not answer.
+pub async fn datacenter(agent: &AgentClient, patience: Duration) -> Result<String> {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
         match agent.get("/v1/agent/self").await {
-            Ok(answer) => return Ok(answer.body),
+            Ok(answer) => {
+                let me: AgentSelf = answer.decode()?;
+                if me.config.datacenter.is_empty() {
+                    bail!("the local agent did not say which datacenter it is in");
+                }
+                return Ok(me.config.datacenter);
+            }
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 bail!("Error talking to the local agent: {e}")
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
-}
-
-/// The agent's datacenter, from `/v1/agent/self`.
-pub fn datacenter(me: &serde_json::Value) -> String {
-    me["Config"]["Datacenter"]
-        .as_str()
-        .unwrap_or("dc1")
-        .to_string()
 }
 
 /// Parses `-drain-timeout`.

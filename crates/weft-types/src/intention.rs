@@ -153,14 +153,45 @@ pub struct Decision {
     pub matched: Option<Intention>,
 }
 
+/// What applies when no intention matches (Consul: the ACL default policy), as agents announce it in
+/// `X-Consul-Default-ACL-Policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultPolicy {
+    Allow,
+    Deny,
+}
+
+impl DefaultPolicy {
+    /// The header's value; anything but exactly `allow` or `deny` is not a policy (callers deny).
+    pub fn parse(text: &str) -> Option<DefaultPolicy> {
+        match text {
+            "allow" => Some(DefaultPolicy::Allow),
+            "deny" => Some(DefaultPolicy::Deny),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefaultPolicy::Allow => "allow",
+            DefaultPolicy::Deny => "deny",
+        }
+    }
+
+    pub fn allows(self) -> bool {
+        self == DefaultPolicy::Allow
+    }
+}
+
 /// Evaluates intentions for a connection: the highest-precedence intention whose source and destination match
-/// decides; L7 intentions (with `Permissions`) deny, since the L4 proxy cannot enforce them; nothing matching
-/// falls back to `default_allow`.
+/// decides; L7 intentions (with `Permissions`) deny, since the L4 proxy cannot enforce them; an action other than
+/// `allow` denies; nothing matching falls back to `default`.
 pub fn authorize<'a>(
     intentions: impl IntoIterator<Item = &'a Intention>,
     source: &str,
     destination: &str,
-    default_allow: bool,
+    default: DefaultPolicy,
 ) -> Decision {
     let mut candidates: Vec<&Intention> = intentions
         .into_iter()
@@ -180,7 +211,7 @@ pub fn authorize<'a>(
             matched: Some((*i).clone()),
         },
         None => Decision {
-            allowed: default_allow,
+            allowed: default.allows(),
             reason: "Default behavior configured by ACLs".into(),
             matched: None,
         },
@@ -218,14 +249,14 @@ mod tests {
             i("web", "db", "allow"),
             i("*", "db", "deny"),
         ];
-        assert!(authorize(&all, "web", "db", false).allowed);
-        let d = authorize(&all, "api", "db", true);
+        assert!(authorize(&all, "web", "db", DefaultPolicy::Deny).allowed);
+        let d = authorize(&all, "api", "db", DefaultPolicy::Allow);
         assert!(!d.allowed);
         assert_eq!(d.reason, "Matched L4 intention: * => db (deny)");
-        assert!(!authorize(&all, "api", "cache", true).allowed);
+        assert!(!authorize(&all, "api", "cache", DefaultPolicy::Allow).allowed);
         let none: Vec<Intention> = Vec::new();
-        assert!(authorize(&none, "a", "b", true).allowed);
-        assert!(!authorize(&none, "a", "b", false).allowed);
+        assert!(authorize(&none, "a", "b", DefaultPolicy::Allow).allowed);
+        assert!(!authorize(&none, "a", "b", DefaultPolicy::Deny).allowed);
     }
 
     #[test]
@@ -237,7 +268,7 @@ mod tests {
             ..Intention::default()
         };
         l7.normalize().unwrap();
-        assert!(!authorize(&[l7], "web", "db", true).allowed);
+        assert!(!authorize(&[l7], "web", "db", DefaultPolicy::Allow).allowed);
         for (src, dst, action) in [
             ("", "db", "allow"),
             ("we b", "db", "allow"),

@@ -3,6 +3,7 @@
 //! One set of types serves the store, the API and the CLI: serde attributes give them Consul's exact JSON casing, and
 //! [`lenient`] gives request bodies Consul's forgiving decoding. Nothing here does I/O.
 
+pub mod agent_self;
 pub mod check;
 pub mod duration;
 pub mod flags;
@@ -17,10 +18,12 @@ pub mod session;
 pub mod views;
 
 pub use check::{CheckDefinition, CheckKind, CheckStatus, HealthCheck, HealthCheckDefinition};
-pub use intention::Intention;
+pub use intention::{DefaultPolicy, Intention};
 pub use kv::DirEntry;
 pub use node::Node;
-pub use service::{ConnectProxyConfig, NodeService, ServiceDefinition, Upstream, Weights};
+pub use service::{
+    ConnectProxyConfig, NodeService, ServiceDefinition, ServiceEntry, Upstream, Weights,
+};
 pub use session::{Session, SessionBehavior, SessionRequest};
 
 /// The version Weft reports, and the Consul API version it speaks.

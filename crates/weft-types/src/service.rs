@@ -135,6 +135,15 @@ impl NodeService {
     }
 }
 
+/// One entry of `/v1/health/service/:name` and `/v1/health/connect/:name`, as a client decodes it (the server
+/// writes it through `views::CheckServiceNode`; checks are left out here, since clients ask `?passing` instead).
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ServiceEntry {
+    pub node: crate::Node,
+    pub service: NodeService,
+}
+
 /// The `Connect` block of a registration body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]

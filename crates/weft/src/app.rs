@@ -6,14 +6,14 @@
 //! [`App::run`] serves the HTTP API and the dashboard until told to stop. Tests build an `App` in-process on
 //! port 0; `weft agent` builds one from its flags.
 
-use crate::config::{DefaultPolicy, RuntimeConfig};
+use crate::config::RuntimeConfig;
 use crate::reload::{LogControl, Reloader};
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use weft_agent::{Agent, AgentConfig, Source};
+use weft_agent::{Agent, AgentConfig, AgentError, Source};
 use weft_http::ApiState;
 use weft_server::{Server, ServerConfig};
 
@@ -301,7 +301,7 @@ fn api_state(config: &RuntimeConfig, agent: Agent, reloader: Arc<Reloader>) -> A
         Box::pin(async move { reloader.reload().await })
     }));
     // Dev mode allows what no intention denies, as Consul's dev agent does; `acl.default_policy` overrides.
-    state.intention_default_allow = config.default_policy == DefaultPolicy::Allow;
+    state.default_policy = config.default_policy;
     state.self_info = Arc::new(weft_http::agent_self::SelfInfo {
         debug_config: config.debug_json(),
         serf_lan_port: config.serf_lan_port,
@@ -350,7 +350,7 @@ async fn register_saved_and_configured(config: &RuntimeConfig, agent: &Agent) ->
     for svc in &config.services {
         match agent.register_service(svc, true, Source::Config).await {
             Ok(()) => {}
-            Err(e) if cluster && e.to_string().contains("leader") => {
+            Err(e @ AgentError::NoLeader) if cluster => {
                 tracing::warn!(service = %svc.name, error = %e, "registered locally; the catalog follows once a leader is elected")
             }
             Err(e) => bail!("service {:?}: {e}", svc.name),
@@ -359,7 +359,7 @@ async fn register_saved_and_configured(config: &RuntimeConfig, agent: &Agent) ->
     for check in &config.checks {
         match agent.register_check(check, Source::Config).await {
             Ok(()) => {}
-            Err(e) if cluster && e.to_string().contains("leader") => {
+            Err(e @ AgentError::NoLeader) if cluster => {
                 tracing::warn!(check = %check.name, error = %e, "registered locally; the catalog follows once a leader is elected")
             }
             Err(e) => bail!("check {:?}: {e}", check.name),

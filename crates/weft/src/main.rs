@@ -109,7 +109,7 @@ fn main() {
             Command::Leave(a) => misc::leave(a).await,
             Command::Join(a) => misc::join(a).await,
             Command::ForceLeave(a) => misc::force_leave(a).await,
-            Command::Keygen => Ok(misc::keygen()),
+            Command::Keygen => misc::keygen(),
         }
     })
 }

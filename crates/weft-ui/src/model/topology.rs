@@ -57,7 +57,12 @@ fn decide(
     dest: &str,
     default_allow: bool,
 ) -> DecisionView {
-    let d = authorize(all.iter().copied(), source, dest, default_allow);
+    let policy = if default_allow {
+        weft_types::DefaultPolicy::Allow
+    } else {
+        weft_types::DefaultPolicy::Deny
+    };
+    let d = authorize(all.iter().copied(), source, dest, policy);
     match &d.matched {
         Some(i) => DecisionView {
             allowed: d.allowed,

@@ -51,7 +51,7 @@ impl Screen for Intentions {
     fn live(&self, cx: &Cx, rows: &Self::Model) -> askama::Result<String> {
         Live {
             rows,
-            default_allow: cx.state.intention_default_allow,
+            default_allow: cx.state.default_policy.allows(),
         }
         .render()
     }

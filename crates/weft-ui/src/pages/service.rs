@@ -129,7 +129,7 @@ impl Screen for TopologyScreen {
     }
 
     fn model(&self, cx: &Cx, store: &Store) -> Topology {
-        topology::topology(&cx.dc, store, &self.name, cx.state.intention_default_allow)
+        topology::topology(&cx.dc, store, &self.name, cx.state.default_policy.allows())
     }
 
     fn live(&self, _cx: &Cx, t: &Topology) -> askama::Result<String> {

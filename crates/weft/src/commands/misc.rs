@@ -211,7 +211,7 @@ pub async fn force_leave(args: ForceLeaveArgs) -> Result<i32> {
 }
 
 /// `weft keygen`: a new gossip encryption key.
-pub fn keygen() -> i32 {
-    println!("{}", weft_gossip::generate_key());
-    0
+pub fn keygen() -> Result<i32> {
+    println!("{}", weft_gossip::generate_key()?);
+    Ok(0)
 }

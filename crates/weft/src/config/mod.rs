@@ -13,7 +13,7 @@ mod sources;
 
 pub use builder::ConfigBuilder;
 pub use flags::AgentFlags;
-pub use runtime::{DefaultPolicy, RuntimeConfig};
+pub use runtime::RuntimeConfig;
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
-use weft_types::{CheckDefinition, ServiceDefinition};
+use weft_types::{CheckDefinition, DefaultPolicy, ServiceDefinition};
 
 /// Files for TLS on server RPC (`tls.defaults` / `tls.internal_rpc`, or the older top-level keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,13 +18,6 @@ pub struct RpcTlsFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub verify_incoming: bool,
-}
-
-/// How connections that no intention covers are decided, and (with the ACL system) requests no rule covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DefaultPolicy {
-    Allow,
-    Deny,
 }
 
 /// The agent's settings after defaults and checks.
@@ -115,10 +108,7 @@ impl RuntimeConfig {
             "KVMaxValueSize": self.kv_max_value_size,
             "SessionTTLMin": weft_types::duration::format_duration(self.session_ttl_min),
             "ACLsEnabled": false,
-            "ACLResolverSettings": {"ACLDefaultPolicy": match self.default_policy {
-                DefaultPolicy::Allow => "allow",
-                DefaultPolicy::Deny => "deny",
-            }},
+            "ACLResolverSettings": {"ACLDefaultPolicy": self.default_policy.as_str()},
             "ConnectEnabled": true,
             "ConnectCAConfig": self.ca_config.as_ref().map(|_| "set").unwrap_or(""),
             "UIConfig": {"Enabled": self.ui_enabled},

@@ -4,6 +4,7 @@
 
 use super::*;
 use std::path::{Path, PathBuf};
+use weft_types::DefaultPolicy;
 
 /// A scratch directory removed on drop.
 struct Dir(PathBuf);
