@@ -7,7 +7,7 @@
 //! 3. Propagation: a registration on one client agent, seen by a blocking watcher on another client agent.
 //! 4. Memory: an idle client agent; a server holding 10,000 services x 5 instances.
 
-use crate::process::{self, free_port, spawn, Agent, Guard, Rss};
+use crate::process::{self, spawn, Agent, Guard, Rss};
 use crate::report::{announce, percentile, Row, Verdict};
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
@@ -17,6 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use weft_testkit::net::free_port;
 
 type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 

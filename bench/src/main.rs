@@ -23,50 +23,125 @@ mod process;
 mod report;
 mod startup;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+use clap::{Parser, ValueEnum};
 use report::{print_table, Row, Verdict};
 use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use weft_testkit::Profile;
 
-const USAGE: &str = "\
-usage: weft-bench <scenario> [options]
+/// Benchmarks that start real `weft` processes and print each figure next to its target with PASS/MISS.
+#[derive(Parser, Debug)]
+#[command(
+    name = "weft-bench",
+    // A flag given twice takes its last value, as it did before clap.
+    args_override_self = true,
+    after_help = "The weft binary is $WEFT_BIN, else target/release/weft (build it with `cargo build --release -p \
+                  weft`); `mesh` runs its two `connect proxy` processes from $WEFT_PROXY_BIN when set (a candidate \
+                  proxy build)."
+)]
+struct Args {
+    /// What to measure.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// Start-up runs.
+    #[arg(long, value_name = "N", value_parser = at_least_one::<usize>, default_value_t = 20)]
+    runs: usize,
+    /// Services registered by `catalog`.
+    #[arg(long, value_name = "N", value_parser = at_least_one::<usize>,
+          default_value_t = catalog::Config::default().services)]
+    services: usize,
+    /// Reads measured by `catalog`.
+    #[arg(long, value_name = "N", value_parser = at_least_one::<usize>,
+          default_value_t = catalog::Config::default().reads)]
+    reads: usize,
+    /// Concurrent reading clients in `catalog`.
+    #[arg(long, value_name = "N", value_parser = at_least_one::<usize>,
+          default_value_t = catalog::Config::default().readers)]
+    readers: usize,
+    /// Registrations in flight in `catalog`.
+    #[arg(long, value_name = "N", value_parser = at_least_one::<usize>,
+          default_value_t = catalog::Config::default().writers)]
+    writers: usize,
+    /// Blocking queries in `blocking`.
+    #[arg(long, value_name = "N", value_parser = at_least_one::<usize>, default_value_t = 1000)]
+    watchers: usize,
+    /// `blocking` queries send `Connection: close` (default: kept alive, as Consul's clients do).
+    #[arg(long)]
+    close: bool,
+    /// Seconds of each keep-alive and new-connection run.
+    #[arg(long, value_name = "S", value_parser = at_least_one::<u64>, help_heading = "Mesh options",
+          default_value_t = mesh::Config::default().duration.as_secs())]
+    duration: u64,
+    /// Concurrent connections of the load generator.
+    #[arg(long, value_name = "N", value_parser = at_least_one::<usize>, help_heading = "Mesh options",
+          default_value_t = mesh::Config::default().connections)]
+    connections: usize,
+    /// wrk threads.
+    #[arg(long, value_name = "N", value_parser = at_least_one::<usize>, help_heading = "Mesh options",
+          default_value_t = mesh::Config::default().threads)]
+    threads: usize,
+    /// Size of the bulk body in MiB.
+    #[arg(long = "bulk-mib", value_name = "N", value_parser = at_least_one::<u64>, help_heading = "Mesh options",
+          default_value_t = mesh::Config::default().bulk_mib)]
+    bulk_mib: u64,
+    /// Bulk transfers per topology.
+    #[arg(long = "bulk-runs", value_name = "N", value_parser = at_least_one::<usize>, help_heading = "Mesh options",
+          default_value_t = mesh::Config::default().bulk_runs)]
+    bulk_runs: usize,
+    /// Topologies to run, comma-separated: direct,weft,nginx,haproxy,stunnel (default all).
+    // `::std::vec::Vec`, not `Vec`: clap would otherwise collect one item per `--only` instead of taking the
+    // parsed list as the value.
+    #[arg(long, value_name = "LIST", value_parser = mesh::parse_only, help_heading = "Mesh options")]
+    only: Option<::std::vec::Vec<String>>,
+    /// apt-get install what is missing (nginx-light libnginx-mod-stream haproxy stunnel4 wrk; etcd-server for
+    /// `cluster`).
+    #[arg(long, help_heading = "Mesh options")]
+    install: bool,
+    /// Leave the peers' TLS session resumption on (default off everywhere, as in Weft).
+    #[arg(long = "peer-resumption", help_heading = "Mesh options")]
+    peer_resumption: bool,
+    /// Use the built-in load generator even when wrk is installed.
+    #[arg(long = "builtin-load", help_heading = "Mesh options")]
+    builtin_load: bool,
+}
 
-scenarios:
-  all         dev-agent, then mesh
-  dev-agent   the four below, one after another
-  memory      1. idle resident memory of `weft agent -dev` (target <= 15 MB)
-  startup     2. spawn -> /v1/status/leader answered (target <= 100 ms)
-  catalog     3. 10k services x 2 instances, then catalog/health reads (target p99 <= 2 ms)
-  blocking    4. 1,000 blocking queries woken by one write (target all within 50 ms)
-  cluster     three Weft servers against a three-member etcd (KV writes at 1/16/64 clients), failover time,
-              propagation between client agents, client agent memory, a server holding 10k x 5 instances
-  mesh        sidecar pair (wrk -> upstream proxy -> mTLS -> public proxy -> backend) against no proxy,
-              nginx stream, HAProxy and stunnel pairs: req/s, latency, new connections, bulk MB/s, RSS
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// The four dev-agent scenarios (below), then mesh
+    All,
+    /// The four below, one after another
+    DevAgent,
+    /// 1. Idle resident memory of `weft agent -dev` (target <= 15 MB)
+    Memory,
+    /// 2. Spawn -> /v1/status/leader answered (target <= 100 ms)
+    Startup,
+    /// 3. 10k services x 2 instances, then catalog/health reads (target p99 <= 2 ms)
+    Catalog,
+    /// 4. 1,000 blocking queries woken by one write (target all within 50 ms)
+    Blocking,
+    /// Three Weft servers against a three-member etcd (KV writes at 1/16/64 clients), failover time, propagation
+    /// between client agents, client agent memory, a server holding 10k x 5 instances
+    Cluster,
+    /// Sidecar pair (wrk -> upstream proxy -> mTLS -> public proxy -> backend) against no proxy, nginx stream,
+    /// HAProxy and stunnel pairs: req/s, latency, new connections, bulk MB/s, RSS
+    Mesh,
+}
 
-options:
-  --runs N       start-up runs (default 20)
-  --services N   services registered by `catalog` (default 10000)
-  --reads N      reads measured by `catalog` (default 20000)
-  --readers N    concurrent reading clients in `catalog` (default 4)
-  --writers N    registrations in flight in `catalog` (default 32)
-  --watchers N   blocking queries in `blocking` (default 1000)
-  --close        `blocking` queries send `Connection: close` (default: kept alive, as Consul's clients do)
-
-mesh options:
-  --duration S        seconds of each keep-alive and new-connection run (default 10)
-  --connections N     concurrent connections of the load generator (default 32)
-  --threads N         wrk threads (default 2)
-  --bulk-mib N        size of the bulk body in MiB (default 64)
-  --bulk-runs N       bulk transfers per topology (default 10)
-  --only LIST         topologies to run, comma-separated: direct,weft,nginx,haproxy,stunnel (default all)
-  --install           apt-get install what is missing (nginx-light libnginx-mod-stream haproxy stunnel4 wrk)
-  --peer-resumption   leave the peers' TLS session resumption on (default off everywhere, as in Weft)
-  --builtin-load      use the built-in load generator even when wrk is installed
-
-The weft binary is $WEFT_BIN, else target/release/weft (build it with `cargo build --release -p weft`); `mesh`
-runs its two `connect proxy` processes from $WEFT_PROXY_BIN when set (a candidate proxy build).";
+/// A count or a duration in seconds: a whole number, 1 or more.
+fn at_least_one<T: FromStr + PartialOrd + From<u8>>(value: &str) -> Result<T, String> {
+    let n: T = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a whole number"))?;
+    if n < T::from(1) {
+        return Err("must be at least 1".to_string());
+    }
+    Ok(n)
+}
 
 struct Options {
-    scenario: String,
+    scenario: Scenario,
     runs: usize,
     catalog: catalog::Config,
     watchers: usize,
@@ -74,93 +149,41 @@ struct Options {
     mesh: mesh::Config,
 }
 
-fn parse_args() -> Result<Options> {
-    let mut args = std::env::args().skip(1);
-    let Some(scenario) = args.next() else {
-        bail!("no scenario given");
-    };
-    let mut opts = Options {
-        scenario,
-        runs: 20,
-        catalog: catalog::Config::default(),
-        watchers: 1000,
-        close: false,
-        mesh: mesh::Config::default(),
-    };
-    while let Some(flag) = args.next() {
-        // Switches take no value.
-        let switch = match flag.as_str() {
-            "--close" => Some(&mut opts.close),
-            "--install" => Some(&mut opts.mesh.install),
-            "--peer-resumption" => Some(&mut opts.mesh.peer_resumption),
-            "--builtin-load" => Some(&mut opts.mesh.builtin_load),
-            _ => None,
-        };
-        if let Some(on) = switch {
-            *on = true;
-            continue;
-        }
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?;
-        if flag == "--only" {
-            opts.mesh.only = Some(mesh::parse_only(&value)?);
-            continue;
-        }
-        let n: usize = value
-            .parse()
-            .with_context(|| format!("{flag}: {value:?} is not a number"))?;
-        if n == 0 {
-            bail!("{flag} must be at least 1");
-        }
-        match flag.as_str() {
-            "--runs" => opts.runs = n,
-            "--services" => opts.catalog.services = n,
-            "--reads" => opts.catalog.reads = n,
-            "--readers" => opts.catalog.readers = n,
-            "--writers" => opts.catalog.writers = n,
-            "--watchers" => opts.watchers = n,
-            "--duration" => opts.mesh.duration = std::time::Duration::from_secs(n as u64),
-            "--connections" => opts.mesh.connections = n,
-            "--threads" => opts.mesh.threads = n,
-            "--bulk-mib" => opts.mesh.bulk_mib = n as u64,
-            "--bulk-runs" => opts.mesh.bulk_runs = n,
-            other => bail!("unknown option {other}"),
+impl From<Args> for Options {
+    fn from(a: Args) -> Options {
+        Options {
+            scenario: a.scenario,
+            runs: a.runs,
+            catalog: catalog::Config {
+                services: a.services,
+                writers: a.writers,
+                reads: a.reads,
+                readers: a.readers,
+            },
+            watchers: a.watchers,
+            close: a.close,
+            mesh: mesh::Config {
+                duration: Duration::from_secs(a.duration),
+                connections: a.connections,
+                threads: a.threads,
+                bulk_mib: a.bulk_mib,
+                bulk_runs: a.bulk_runs,
+                install: a.install,
+                peer_resumption: a.peer_resumption,
+                builtin_load: a.builtin_load,
+                only: a.only,
+            },
         }
     }
-    Ok(opts)
 }
 
 #[tokio::main]
 async fn main() {
     // reqwest may be built with rustls and no provider (see Cargo.toml); plain-HTTP clients still need one.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let opts = match parse_args() {
-        Ok(o)
-            if [
-                "all",
-                "dev-agent",
-                "memory",
-                "startup",
-                "catalog",
-                "blocking",
-                "mesh",
-                "cluster",
-            ]
-            .contains(&o.scenario.as_str()) =>
-        {
-            o
-        }
-        Ok(o) => {
-            eprintln!("unknown scenario {:?}\n\n{USAGE}", o.scenario);
-            std::process::exit(2);
-        }
-        Err(e) => {
-            eprintln!("{e:#}\n\n{USAGE}");
-            std::process::exit(2);
-        }
-    };
-    let bin = match process::weft_bin() {
+    // Bad usage exits with 2 (clap's code for a usage error).
+    let opts = Options::from(Args::parse());
+    let bin = match weft_testkit::weft_binary_of(Profile::Release) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("{e:#}");
@@ -187,7 +210,7 @@ async fn run(bin: &Path, opts: &Options) -> bool {
                 .join(" ")
         );
     }
-    let all = opts.scenario == "dev-agent" || opts.scenario == "all";
+    let all = matches!(opts.scenario, Scenario::DevAgent | Scenario::All);
     let mut rows: Vec<Row> = Vec::new();
     let mut failed = false;
     let mut tables: Vec<String> = Vec::new();
@@ -212,15 +235,15 @@ async fn run(bin: &Path, opts: &Options) -> bool {
             failed = true;
         }
     };
-    if all || opts.scenario == "memory" {
+    if all || opts.scenario == Scenario::Memory {
         println!("\n== 1. idle memory");
         record("memory", memory::run(bin).await);
     }
-    if all || opts.scenario == "startup" {
+    if all || opts.scenario == Scenario::Startup {
         println!("\n== 2. spawn to leader ({} runs)", opts.runs);
         record("startup", startup::run(bin, opts.runs).await);
     }
-    if all || opts.scenario == "catalog" {
+    if all || opts.scenario == Scenario::Catalog {
         let c = &opts.catalog;
         println!(
             "\n== 3. {} services x 2 instances, {} reads by {} clients",
@@ -228,7 +251,7 @@ async fn run(bin: &Path, opts: &Options) -> bool {
         );
         record("catalog", catalog::run(bin, c).await);
     }
-    if all || opts.scenario == "blocking" {
+    if all || opts.scenario == Scenario::Blocking {
         let conn = if opts.close {
             "Connection: close"
         } else {
@@ -243,7 +266,7 @@ async fn run(bin: &Path, opts: &Options) -> bool {
             blocking::run(bin, opts.watchers, opts.close).await,
         );
     }
-    if opts.scenario == "mesh" || opts.scenario == "all" {
+    if matches!(opts.scenario, Scenario::Mesh | Scenario::All) {
         println!("\n== mesh: sidecar pair against no proxy and nginx / HAProxy / stunnel pairs");
         let result = mesh::run(bin, &opts.mesh).await.map(|(r, table)| {
             tables.push(table);
@@ -251,7 +274,7 @@ async fn run(bin: &Path, opts: &Options) -> bool {
         });
         record("mesh", result);
     }
-    if opts.scenario == "cluster" {
+    if opts.scenario == Scenario::Cluster {
         if opts.mesh.install && process::which("etcd").is_none() {
             let _ = std::process::Command::new("apt-get")
                 .args(["install", "-y", "etcd-server"])

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use weft_testkit::net::free_port;
 
 pub const TARGET_BYTES: u64 = 15_000_000;
 pub const SETTLE: Duration = Duration::from_secs(2);
@@ -99,7 +100,7 @@ async fn peer_rss(path: &Path, start: PeerFn) -> Result<Rss> {
 }
 
 fn consul(path: &Path) -> Result<(process::Guard, String)> {
-    let http = process::free_port()?;
+    let http = free_port()?;
     let mut cmd = Command::new(path);
     cmd.args(["agent", "-dev", "-http-port"])
         .arg(http.to_string())
@@ -110,7 +111,7 @@ fn consul(path: &Path) -> Result<(process::Guard, String)> {
 }
 
 fn etcd(path: &Path) -> Result<(process::Guard, String)> {
-    let (client, peer) = (process::free_port()?, process::free_port()?);
+    let (client, peer) = (free_port()?, free_port()?);
     let data = process::temp_path("etcd-data");
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let client_url = format!("http://127.0.0.1:{client}");

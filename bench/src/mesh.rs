@@ -45,6 +45,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use weft_testkit::net::free_port;
+use weft_testkit::TempDir;
 
 /// At most this much resident memory per idle Weft sidecar.
 pub const SIDECAR_TARGET: u64 = 5_000_000;
@@ -221,8 +223,8 @@ async fn run_inner(bin: &Path, cfg: &Config) -> Result<(Vec<Row>, String)> {
     };
     let bulk_bytes = cfg.bulk_mib * 1024 * 1024;
     let backend = backend::start(bulk_bytes).await?;
-    let certs_dir = sys::TempDir::new("mesh-certs")?;
-    let certs = peers::Certs::generate(&certs_dir.0)?;
+    let certs_dir = TempDir::new()?;
+    let certs = peers::Certs::generate(certs_dir.path())?;
     let spec = |addr: SocketAddr, close: bool| Spec {
         addr,
         connections: cfg.connections,
@@ -705,8 +707,8 @@ fn ready_line(stdout: std::process::ChildStdout) -> tokio::sync::oneshot::Receiv
 async fn start_weft(bin: &Path, backend: SocketAddr) -> Result<Setup> {
     let agent = Agent::start(bin).await?;
     let client = reqwest::Client::new();
-    let sidecar_port = process::free_port()?;
-    let upstream_port = process::free_port()?;
+    let sidecar_port = free_port()?;
+    let upstream_port = free_port()?;
     let registration = serde_json::json!({
         "ID": "backend", "Name": "backend", "Address": "127.0.0.1", "Port": backend.port(),
         "Connect": {"SidecarService": {"Port": sidecar_port}},
@@ -1320,13 +1322,13 @@ pub fn parse_only(value: &str) -> Result<Vec<String>> {
     for name in &list {
         if !TOPOLOGIES.contains(&name.as_str()) {
             return Err(anyhow!(
-                "--only: unknown topology {name:?} (known: {})",
+                "unknown topology {name:?} (known: {})",
                 TOPOLOGIES.join(", ")
             ));
         }
     }
     if list.is_empty() {
-        bail!("--only needs at least one topology");
+        bail!("needs at least one topology");
     }
     Ok(list)
 }

@@ -15,31 +15,6 @@ use std::time::{Duration, Instant};
 /// How long an agent may take to print its HTTP address before start-up counts as failed.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The `weft` binary to measure: `$WEFT_BIN`, else `target/release/weft` beside this benchmark's own build.
-pub fn weft_bin() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("WEFT_BIN") {
-        let bin = PathBuf::from(bin);
-        if !bin.is_file() {
-            bail!("WEFT_BIN={} is not a file", bin.display());
-        }
-        return Ok(bin);
-    }
-    let exe = std::env::current_exe().context("cannot find this benchmark's own path")?;
-    // The benchmark lives in <target>/<profile>/weft-bench: look in <target>/release.
-    let candidate = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|target| target.join("release").join("weft"));
-    match candidate {
-        Some(bin) if bin.is_file() => Ok(bin),
-        Some(bin) => bail!(
-            "no Weft binary at {}: run `cargo build --release -p weft` first (or set WEFT_BIN)",
-            bin.display()
-        ),
-        None => bail!("cannot locate the target directory: run `cargo build --release -p weft` and set WEFT_BIN"),
-    }
-}
-
 /// A running child process, killed (SIGKILL) and reaped when dropped.
 pub struct Guard {
     child: Child,
@@ -290,12 +265,6 @@ pub fn open_file_limit() -> Result<u64> {
     }
     soft.parse()
         .with_context(|| format!("unreadable open-file limit {soft:?}"))
-}
-
-/// A TCP port that was free a moment ago (for peers that cannot pick their own).
-pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// Finds `name` on `$PATH`.

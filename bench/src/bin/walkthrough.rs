@@ -6,18 +6,34 @@
 //! (options: `--requests N`, `--clients N`). Everything runs on 127.0.0.1 and stops by itself.
 
 use anyhow::{anyhow, bail, Context, Result};
-use std::net::TcpListener;
+use clap::Parser;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use weft_testkit::net::free_port;
+use weft_testkit::{signal, Signal};
 
+/// The walkthrough's call path under load, through the mesh and wired directly.
+#[derive(Parser, Debug)]
+#[command(name = "walkthrough", args_override_self = true)]
+struct Args {
+    /// GETs in total, for each of the two topologies.
+    #[arg(long, value_name = "N", default_value = "3000")]
+    requests: NonZeroUsize,
+    /// Concurrent keep-alive clients.
+    #[arg(long, value_name = "N", default_value = "4")]
+    clients: NonZeroUsize,
+}
+
+/// A child process: Ctrl-C (SIGINT) when dropped, so `weft demo` tears down its own children, then SIGKILL after
+/// 20 s.
 struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.0.id().to_string()])
-            .status();
+        // An error means it has already exited (not reaped yet, so the PID is still its own).
+        let _ = signal(self.0.id(), Signal::Int);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
             std::thread::sleep(Duration::from_millis(50));
@@ -25,10 +41,6 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn binaries() -> Result<(PathBuf, PathBuf)> {
@@ -131,19 +143,12 @@ async fn wait_http(url: &str, timeout: Duration) -> Result<()> {
     bail!("{url} did not answer within {timeout:?}")
 }
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (requests, clients) = (arg("--requests", 3000), arg("--clients", 4));
+    // Bad usage exits with 2 (clap's code for a usage error).
+    let args = Args::parse();
+    let (requests, clients) = (args.requests.get(), args.clients.get());
     let (weft, greeter) = binaries()?;
     let dir = std::env::temp_dir().join(format!("weft-walkthrough-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

@@ -9,7 +9,7 @@
 //! foreground, and is stopped when its guard drops. The Debian packages are found on `$PATH` (and the sbin
 //! directories) and installed with apt-get only when the benchmark is run with `--install`.
 
-use super::sys::{self, TempDir};
+use super::sys;
 use crate::process::{self, Guard};
 use anyhow::{anyhow, bail, Context, Result};
 use rcgen::{
@@ -21,6 +21,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use weft_testkit::net::free_port;
+use weft_testkit::{signal, Signal, TempDir};
 
 /// The DNS name in the public side's certificate, checked by every upstream side.
 pub const SERVER_NAME: &str = "backend";
@@ -279,14 +281,15 @@ impl Drop for PeerProc {
     fn drop(&mut self) {
         if self.kind == Kind::Nginx {
             // The master stops its workers on TERM; a SIGKILLed master would leave them running.
-            sys::signal(self.guard.pid(), "TERM");
+            // Errors are ignored here and below: the process may have ended meanwhile.
+            let _ = signal(self.guard.pid(), Signal::Term);
             let deadline = Instant::now() + Duration::from_secs(3);
             while self.guard.exit_status().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
             for pid in self.pids.iter().skip(1) {
                 if sys::comm(*pid).is_some_and(|c| c.starts_with("nginx")) {
-                    sys::signal(*pid, "KILL");
+                    let _ = signal(*pid, Signal::Kill);
                 }
             }
         }
@@ -312,21 +315,21 @@ pub struct PairSpec<'a> {
 }
 
 pub async fn start_pair(kind: Kind, tools: &Tools, spec: &PairSpec<'_>) -> Result<Pair> {
-    let dir = TempDir::new(&format!("{}-pair", kind.name()))?;
-    let entry_port = process::free_port()?;
-    let mid_port = process::free_port()?;
+    let dir = TempDir::new()?;
+    let entry_port = free_port()?;
+    let mid_port = free_port()?;
     let (up_conf, pub_conf, note) = match kind {
         Kind::Nginx => {
             let nginx = tools.nginx.as_ref().map_err(|e| anyhow!("{e}"))?;
-            nginx_configs(nginx, &dir.0, spec, entry_port, mid_port)?
+            nginx_configs(nginx, dir.path(), spec, entry_port, mid_port)?
         }
         Kind::Haproxy => haproxy_configs(spec, entry_port, mid_port),
-        Kind::Stunnel => stunnel_configs(&dir.0, spec, entry_port, mid_port),
+        Kind::Stunnel => stunnel_configs(dir.path(), spec, entry_port, mid_port),
     };
     let bin = tools.peer(kind).map_err(|e| anyhow!("{e}"))?;
     // The public side first, so the upstream side never dials a closed port.
-    let public = start_one(kind, &bin, &dir.0, "public", &pub_conf, mid_port).await?;
-    let upstream = start_one(kind, &bin, &dir.0, "upstream", &up_conf, entry_port).await?;
+    let public = start_one(kind, &bin, dir.path(), "public", &pub_conf, mid_port).await?;
+    let upstream = start_one(kind, &bin, dir.path(), "upstream", &up_conf, entry_port).await?;
     Ok(Pair {
         upstream,
         public,

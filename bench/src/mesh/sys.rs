@@ -1,5 +1,4 @@
-//! What the mesh scenario reads from `/proc` (process trees, CPU time, listening sockets) and the one thing it
-//! does to processes it did not spawn directly: signalling an nginx master's workers, by PID, with `kill`.
+//! What the mesh scenario reads from `/proc`: process trees, CPU time, listening sockets.
 
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -154,17 +153,6 @@ pub fn listening(port: u16) -> bool {
     })
 }
 
-/// Sends `signal` (e.g. `TERM`, `KILL`) to `pid` with the `kill` command; errors are ignored (the process may
-/// have ended meanwhile).
-pub fn signal(pid: u32, signal: &str) {
-    let _ = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-}
-
 /// This process's effective user ID and name (`/proc/self/status`, `/etc/passwd`).
 pub fn current_user() -> Result<(u32, String)> {
     let status =
@@ -194,22 +182,4 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
             .map(|d| PathBuf::from(d).join(name))
             .find(|p| p.is_file())
     })
-}
-
-/// A directory removed (with its contents) when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(what: &str) -> Result<TempDir> {
-        let path = crate::process::temp_path(what);
-        std::fs::create_dir_all(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(TempDir(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -7,7 +7,8 @@
 use crate::binary::weft_binary;
 use crate::http::{Http, Response};
 use crate::output::OutputLog;
-use anyhow::{anyhow, bail, Context, Result};
+use crate::signal::{signal, Signal};
+use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -252,21 +253,14 @@ impl DevAgent {
         }
     }
 
-    /// Sends a signal by name (`TERM`, `HUP`, ...).
-    pub fn signal(&self, name: &str) -> Result<()> {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.pid().to_string()])
-            .status()
-            .with_context(|| format!("cannot run `kill -{name}`"))?;
-        if !status.success() {
-            return Err(anyhow!("`kill -{name} {}` failed: {status}", self.pid()));
-        }
-        Ok(())
+    /// Sends `sig` (SIGTERM, SIGHUP, ...) to the agent.
+    pub fn signal(&self, sig: Signal) -> Result<()> {
+        signal(self.pid(), sig).context("cannot signal the weft agent")
     }
 
     /// Sends SIGTERM and waits up to 5 s for the agent to exit; returns its exit status (the caller asserts on it).
     pub fn stop_gracefully(&mut self) -> Result<ExitStatus> {
-        self.signal("TERM")?;
+        self.signal(Signal::Term)?;
         self.wait_for_exit(STOP_TIMEOUT)
     }
 }

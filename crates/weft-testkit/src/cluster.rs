@@ -4,6 +4,7 @@
 
 use crate::agent::{unique_node_name, DevAgent};
 use crate::eventually::eventually;
+use crate::net::free_port;
 use crate::tempdir::TempDir;
 use anyhow::{anyhow, bail, Context, Result};
 use std::time::Duration;
@@ -24,12 +25,6 @@ pub struct Cluster {
     expect: usize,
     /// Extra arguments every member gets (config files, flags).
     extra: Vec<String>,
-}
-
-/// A port nothing listens on right now (bound and released; a race with other processes is possible but rare).
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 /// A UDP port nothing uses right now (for gossip).

@@ -5,7 +5,7 @@
 //! binary, waiting for the agent's "HTTP API" banner without deadlocking on full pipes, cleaning up the child on
 //! panic, and polling for asynchronous outcomes instead of sleeping. Each module has one job:
 //!
-//! - [`binary`]: where the built `weft` binary is.
+//! - [`binary`]: where the built `weft` binary is (and any other binary of a given build profile).
 //! - [`output`]: drains a child's stdout/stderr in the background and keeps the last lines for error messages.
 //! - [`agent`]: [`DevAgent`], one `weft agent -dev` process per test, killed on drop.
 //! - [`docker`]: `FROM scratch` images of the built binary, networks and containers for fault tests.
@@ -17,6 +17,7 @@
 //! - [`cli`]: runs `weft` CLI commands against an agent.
 //! - [`eventually`]: polls a condition until it holds or a timeout passes.
 //! - [`process`]: other processes a test runs (proxies, demo services), killed on drop.
+//! - [`signal`]: sends a signal to a process by PID (kill(2), no `kill` command).
 //! - [`tempdir`]: throwaway directories for config files.
 
 pub mod agent;
@@ -31,13 +32,15 @@ pub mod mesh;
 pub mod net;
 pub mod output;
 pub mod process;
+pub mod signal;
 pub mod tempdir;
 
 pub use agent::{DevAgent, DevAgentBuilder};
-pub use binary::weft_binary;
+pub use binary::{binary, weft_binary, weft_binary_of, Profile};
 pub use cli::{cli, Cli, CliOutput};
 pub use cluster::Cluster;
 pub use eventually::{eventually, eventually_sync, Attempt};
 pub use http::{Http, Response};
 pub use process::Spawned;
+pub use signal::{signal, Signal};
 pub use tempdir::TempDir;

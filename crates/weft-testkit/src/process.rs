@@ -1,6 +1,7 @@
 //! Any other process a test runs (sidecar proxies, `greeter-demo` services): output kept in a file for error
 //! messages, killed on drop so a failing test leaves nothing behind.
 
+use crate::signal::{signal, Signal};
 use crate::TempDir;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -43,9 +44,11 @@ impl Spawned {
 
     /// SIGTERM, and the exit status within 5 s.
     pub fn terminate(&mut self) -> Result<ExitStatus> {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
+        // Already ended: its status, and no signal (once reaped, the PID may name another process).
+        if let Some(s) = self.child.try_wait()? {
+            return Ok(s);
+        }
+        signal(self.child.id(), Signal::Term)?;
         for _ in 0..200 {
             if let Some(s) = self.child.try_wait()? {
                 return Ok(s);

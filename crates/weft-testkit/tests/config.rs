@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use std::time::Duration;
-use weft_testkit::{cli, eventually, Cli, DevAgent, TempDir};
+use weft_testkit::{cli, eventually, Cli, DevAgent, Signal, TempDir};
 
 async fn service_names(agent: &DevAgent) -> Result<Vec<String>> {
     let services = agent.get("/v1/agent/services").await?.json()?;
@@ -144,7 +144,7 @@ async fn reload_applies_services_node_meta_and_log_level_and_names_restart_setti
         "agent.hcl",
         "service { name = \"api\" port = 81 }\nservice { name = \"hup\" port = 82 }\n",
     )?;
-    agent.signal("HUP")?;
+    agent.signal(Signal::Hup)?;
     eventually(Duration::from_secs(5), || async {
         service_names(&agent)
             .await

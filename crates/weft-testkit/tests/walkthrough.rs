@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use weft_testkit::{eventually_sync, weft_binary, TempDir};
+use weft_testkit::{eventually_sync, signal, weft_binary, Signal, TempDir};
 
 struct Demo {
     child: Child,
@@ -25,9 +25,7 @@ impl Drop for Demo {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             // Ask for the orderly teardown first so no child process outlives the test.
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
+            let _ = signal(self.child.id(), Signal::Term);
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(50));
@@ -193,9 +191,7 @@ fn walkthrough(ingress: &str) -> Result<()> {
     // Kill the greeter on host-b: every later call is answered by host-c.
     let pids = demo.children("greeter-demo greeter .*-node host-b");
     assert_eq!(pids.len(), 1, "{pids:?}");
-    Command::new("kill")
-        .args(["-KILL", &pids[0].to_string()])
-        .status()?;
+    signal(pids[0], Signal::Kill)?;
     // Until the greeter's health check fails, a call may still reach host-b's sidecar, which then finds no
     // application and closes the connection: wait for the catalog to drop it first.
     eventually_sync(Duration::from_secs(20), || -> Result<bool> {
@@ -221,9 +217,7 @@ fn walkthrough(ingress: &str) -> Result<()> {
 
     // Ctrl-C: everything deregistered, every port free again.
     let mut demo = demo;
-    Command::new("kill")
-        .args(["-INT", &demo.child.id().to_string()])
-        .status()?;
+    signal(demo.child.id(), Signal::Int)?;
     let deadline = Instant::now() + Duration::from_secs(40);
     let status = loop {
         if let Some(s) = demo.child.try_wait()? {

@@ -261,10 +261,7 @@ fn kill_tree(child: &mut Child) {
     let me = std::process::id();
     for pid in group_members(child.id()) {
         if pid > 1 && pid != me {
-            let _ = Command::new("kill")
-                .args(["-s", "KILL", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
+            let _ = weft_testkit::signal(pid, weft_testkit::Signal::Kill);
         }
     }
     let _ = child.kill();

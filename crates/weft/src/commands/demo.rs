@@ -53,9 +53,7 @@ impl Proc {
 
     /// SIGTERM, then SIGKILL after a grace period.
     fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        terminate(&mut self.child);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -70,18 +68,31 @@ impl Proc {
 
 /// Stops a group at once: SIGTERM to all, then SIGKILL to whatever is still running after the grace period.
 fn stop_all(group: Vec<Proc>) {
-    for p in &group {
-        let _ = Command::new("kill")
-            .args(["-TERM", &p.child.id().to_string()])
-            .status();
+    let mut left = group;
+    for p in &mut left {
+        terminate(&mut p.child);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut left = group;
     while !left.is_empty() && Instant::now() < deadline {
         left.retain_mut(|p| matches!(p.child.try_wait(), Ok(None)));
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(left);
+}
+
+/// SIGTERM to a child still running, through kill(2) (rustix: no `kill` process, no unsafe code). A child that has
+/// exited is left alone: once reaped, its PID may name another process. A failed kill(2) means it exited meanwhile,
+/// which the caller's wait sees.
+fn terminate(child: &mut Child) {
+    if !matches!(child.try_wait(), Ok(None)) {
+        return;
+    }
+    if let Some(pid) = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
 }
 
 impl Drop for Proc {
