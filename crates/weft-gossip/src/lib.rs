@@ -8,10 +8,12 @@
 
 mod crypto;
 mod member;
+mod resolve;
 mod runner;
 
 pub use crypto::{generate_key, KeyError, Keyring};
 pub use member::{Member, MemberInfo, Role, Status, Tags};
+pub use resolve::{resolve, ResolveError, DEFAULT_PORT};
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use std::hash::{Hash, Hasher};
 use tokio::time::Instant;
 use weft_agent::Source;
+use weft_server::MemberView;
 use weft_types::views::AgentService;
 use weft_types::{
     CheckDefinition, CheckStatus, HealthCheck, NodeService, ServiceDefinition, VERSION,
@@ -20,33 +21,25 @@ pub async fn members(ctx: Ctx) -> Result<Reply, ApiError> {
             "Cannot provide a segment with wan=true",
         ));
     }
-    let Some(gossip) = ctx.state.agent.server().gossip() else {
+    let Some(members) = ctx.state.agent.server().members() else {
         return Ok(ctx.json(&json!([crate::agent_self::member(&ctx)])));
     };
-    let list: Vec<Value> = gossip.members().iter().map(gossip_member).collect();
+    let list: Vec<Value> = members.iter().map(member_json).collect();
     Ok(ctx.json(&Value::Array(list)))
 }
 
-/// A gossip member in Consul's `/v1/agent/members` shape.
-pub(crate) fn gossip_member(m: &weft_gossip::MemberInfo) -> Value {
-    let tags = &m.member.tags;
-    let server = tags.role == weft_gossip::Role::Server;
-    let rpc_port = tags
-        .rpc
-        .as_deref()
-        .and_then(|r| r.rsplit_once(':'))
-        .map(|(_, p)| p.to_string())
-        .unwrap_or_default();
+/// A member in Consul's `/v1/agent/members` shape.
+pub(crate) fn member_json(m: &MemberView) -> Value {
     json!({
-        "Name": m.member.name,
-        "Addr": m.member.addr.ip().to_string(),
-        "Port": m.member.addr.port(),
+        "Name": m.name,
+        "Addr": m.addr.ip().to_string(),
+        "Port": m.addr.port(),
         "Tags": {
-            "role": if server { "consul" } else { "node" },
-            "dc": tags.datacenter,
-            "build": format!("{}:weft", tags.build),
-            "port": rpc_port,
-            "expect": tags.expect.to_string(),
+            "role": if m.server { "consul" } else { "node" },
+            "dc": m.datacenter,
+            "build": format!("{}:weft", m.build),
+            "port": m.rpc_port,
+            "expect": m.bootstrap_expect.to_string(),
             "vsn": "2", "vsn_min": "2", "vsn_max": "3", "raft_vsn": "3", "segment": "",
         },
         "Status": m.status.code(),
@@ -58,56 +51,22 @@ pub(crate) fn gossip_member(m: &weft_gossip::MemberInfo) -> Value {
 /// `PUT /v1/agent/join/:address`: joins this agent's gossip pool through another agent.
 pub async fn join(ctx: Ctx) -> Result<Reply, ApiError> {
     let target = ctx.required_rest("address")?.trim().to_string();
-    let Some(gossip) = ctx.state.agent.server().gossip() else {
-        return Err(ApiError::internal(format!(
-            "Failed to join {target}: this agent runs in dev mode as a single-node cluster and cannot join others"
-        )));
-    };
-    let addrs = resolve_gossip_addr(&target)
+    ctx.state
+        .agent
+        .server()
+        .join_through(&target)
         .await
-        .map_err(ApiError::internal)?;
-    gossip
-        .join(addrs)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        .map_err(|e| ApiError::internal(format!("Failed to join {target}: {e}")))?;
     Ok(Reply::empty())
-}
-
-/// `host`, `ip` or either with `:port` (8301 by default) as socket addresses.
-pub async fn resolve_gossip_addr(target: &str) -> Result<Vec<std::net::SocketAddr>, String> {
-    if let Ok(a) = target.parse::<std::net::SocketAddr>() {
-        return Ok(vec![a]);
-    }
-    if let Ok(ip) = target.parse::<std::net::IpAddr>() {
-        return Ok(vec![std::net::SocketAddr::new(ip, 8301)]);
-    }
-    let with_port = if target
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        target.to_string()
-    } else {
-        format!("{target}:8301")
-    };
-    let found: Vec<_> = tokio::net::lookup_host(&with_port)
-        .await
-        .map_err(|e| format!("cannot resolve {target:?}: {e}"))?
-        .collect();
-    if found.is_empty() {
-        return Err(format!("{target:?} resolves to no address"));
-    }
-    Ok(found)
 }
 
 /// `PUT /v1/agent/force-leave/:node`: turns a failed member into one that left (the leader then deregisters it).
 pub async fn force_leave(ctx: Ctx) -> Result<Reply, ApiError> {
-    let Some(gossip) = ctx.state.agent.server().gossip() else {
-        return Err(ApiError::internal(
-            "this agent runs in -dev mode and has no cluster members",
-        ));
-    };
     let node = ctx.rest.trim().to_string();
-    let found = gossip
+    let found = ctx
+        .state
+        .agent
+        .server()
         .force_leave(&node)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;

@@ -5,7 +5,7 @@
 use crate::ctx::Ctx;
 use crate::reply::{ApiError, Reply};
 use serde_json::{json, Map, Value};
-use weft_server::Mode;
+use weft_server::{MemberStatus, Mode};
 use weft_types::VERSION;
 
 /// What the composition root tells the API about the configuration.
@@ -21,11 +21,8 @@ pub struct SelfInfo {
 
 /// This agent as a gossip member: its real identity when it gossips, else (dev mode) what it would announce.
 pub(crate) fn member(ctx: &Ctx) -> Value {
-    if let Some(gossip) = ctx.state.agent.server().gossip() {
-        let me = gossip.local();
-        if let Some(info) = gossip.members().iter().find(|m| m.member.name == me.name) {
-            return with_id(crate::agent::gossip_member(info), ctx);
-        }
+    if let Some(me) = ctx.state.agent.server().local_member() {
+        return with_id(crate::agent::member_json(&me), ctx);
     }
     let cfg = ctx.state.agent.config();
     let info = &ctx.state.self_info;
@@ -117,7 +114,7 @@ fn stats(ctx: &Ctx) -> Value {
             // Consul's client agents have no raft section.
             m.remove("raft");
         }
-        if server.gossip().is_none() {
+        if server.members().is_none() {
             m.remove("serf_lan");
         }
         Value::Object(m)
@@ -158,8 +155,8 @@ fn known_servers(ctx: &Ctx) -> usize {
 
 fn raft_stats(ctx: &Ctx) -> Value {
     let server = ctx.state.agent.server();
-    match server.raft_node() {
-        Some(node) => json!(node.stats()),
+    match server.raft_stats() {
+        Some(stats) => json!(stats),
         // Dev mode: a single in-memory server, leader from the first instant, every write applied at once.
         None => {
             let index = server.read().last_index().to_string();
@@ -172,15 +169,14 @@ fn raft_stats(ctx: &Ctx) -> Value {
 }
 
 fn serf_stats(ctx: &Ctx) -> Value {
-    let Some(gossip) = ctx.state.agent.server().gossip() else {
+    let Some(members) = ctx.state.agent.server().members() else {
         return json!({});
     };
-    let members = gossip.members();
-    let count = |code: u8| members.iter().filter(|m| m.status.code() == code).count();
+    let count = |status: MemberStatus| members.iter().filter(|m| m.status == status).count();
     json!({
         "members": members.len().to_string(),
-        "failed": count(4).to_string(),
-        "left": count(3).to_string(),
+        "failed": count(MemberStatus::Failed).to_string(),
+        "left": count(MemberStatus::Left).to_string(),
         "encrypted": ctx.state.self_info.encrypted.to_string(),
         "health_score": "0",
         "event_queue": "0",

@@ -79,15 +79,15 @@ pub async fn decide(
             }
             Ok(Decision::Forward(servers))
         }
-        Mode::Raft(node) => {
+        Mode::Raft(_) => {
             let deadline = Instant::now() + LEADER_WAIT;
             loop {
                 // Writes go through the log, which orders them after everything before; only reads need the new
                 // leader to have caught up its state.
-                if server.leader_ready() || (node.is_leader() && *method != Method::GET) {
+                if server.leader_ready() || (server.is_leader() && *method != Method::GET) {
                     return Ok(Decision::Local);
                 }
-                if node.is_leader() {
+                if server.is_leader() {
                     // Just elected: wait until the log before this term is applied.
                     if Instant::now() >= deadline {
                         return Err(no_leader());
@@ -95,7 +95,7 @@ pub async fn decide(
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
-                if let Some((_, addr)) = node.leader() {
+                if let Some(addr) = server.leader() {
                     return Ok(Decision::Forward(vec![addr]));
                 }
                 if Instant::now() >= deadline {

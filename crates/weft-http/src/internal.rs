@@ -20,10 +20,13 @@ fn json<T: Serialize>(value: &T) -> Result<Reply, ApiError> {
 
 /// `POST /v1/internal/raft/{append,vote,snapshot}`.
 pub async fn raft(ctx: Ctx) -> Result<Reply, ApiError> {
-    let Some(node) = ctx.state.agent.server().raft_node() else {
-        return Err(ApiError::bad_request("this agent is not a Raft server"));
-    };
-    match node.handle(&ctx.rest, &ctx.body).await {
+    match ctx
+        .state
+        .agent
+        .server()
+        .handle_raft(&ctx.rest, &ctx.body)
+        .await
+    {
         Ok(body) => Ok(Reply::json_bytes(body.into())),
         Err(e) => Err(ApiError::bad_request(e)),
     }

@@ -25,7 +25,6 @@ pub mod snapshot;
 mod status;
 mod txn;
 
-pub use agent::resolve_gossip_addr;
 pub use ctx::Ctx;
 pub use reply::{ApiError, Reply};
 

@@ -19,10 +19,7 @@ pub async fn raft_configuration(ctx: Ctx) -> Result<Reply, ApiError> {
             })
         })
         .collect();
-    let index = server
-        .raft_node()
-        .map(|n| n.last_log_index())
-        .unwrap_or_else(|| server.read().last_index());
+    let index = server.last_log_index();
     Ok(ctx.json(&json!({"Servers": servers, "Index": index})))
 }
 

@@ -13,6 +13,7 @@ mod batcher;
 mod ca;
 mod cluster;
 mod leadership;
+mod members;
 mod reconcile;
 mod replica;
 mod rpc;
@@ -21,6 +22,7 @@ mod sessions;
 pub use autopilot::ServerHealth;
 pub use ca::{CaManagerError, SignRefusal};
 pub use cluster::{Bootstrap, Hello, JoinRequest};
+pub use members::{MemberStatus, MemberView, MembershipError};
 pub use replica::{stream_lines, StreamLine};
 pub use rpc::{ApplyAnswer, ApplyRequest, SignRequest};
 pub use sessions::SessionTimers;
@@ -169,6 +171,27 @@ impl Server {
         match &self.inner.mode {
             Mode::Raft(node) => Some(node),
             _ => None,
+        }
+    }
+
+    /// Consul's `raft` stats for `/v1/agent/self`; `None` outside a Raft cluster.
+    pub fn raft_stats(&self) -> Option<std::collections::BTreeMap<&'static str, String>> {
+        self.raft_node().map(|n| n.stats())
+    }
+
+    /// The last index in this server's Raft log (the store's last index in dev mode).
+    pub fn last_log_index(&self) -> u64 {
+        match self.raft_node() {
+            Some(node) => node.last_log_index(),
+            None => self.read().last_index(),
+        }
+    }
+
+    /// Answers a Raft RPC from a peer (`append`, `vote`, `snapshot`); refused on agents that are no Raft member.
+    pub async fn handle_raft(&self, kind: &str, body: &[u8]) -> Result<Vec<u8>, String> {
+        match self.raft_node() {
+            Some(node) => node.handle(kind, body).await,
+            None => Err("this agent is not a Raft server".into()),
         }
     }
 

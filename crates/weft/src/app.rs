@@ -263,7 +263,7 @@ async fn start_gossip(config: &RuntimeConfig, server: &Server) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut seeds = Vec::new();
     for addr in &config.retry_join {
-        match weft_http::resolve_gossip_addr(addr).await {
+        match weft_gossip::resolve(addr).await {
             Ok(found) => seeds.extend(found),
             Err(e) => {
                 tracing::warn!(error = %e, "a retry_join address does not resolve; skipping it")
