@@ -157,13 +157,8 @@ pub async fn deregister_service(ctx: Ctx) -> Result<Reply, ApiError> {
 fn enable_param(ctx: &Ctx) -> Result<bool, ApiError> {
     match ctx.param("enable") {
         None | Some("") => Err(ApiError::bad_request("Missing value for enable")),
-        Some(v) => match v {
-            "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(true),
-            "false" | "0" | "f" | "F" | "FALSE" | "False" => Ok(false),
-            other => Err(ApiError::bad_request(format!(
-                "Invalid value for enable: {other:?}"
-            ))),
-        },
+        Some(v) => weft_types::flags::parse_go_bool(v)
+            .ok_or_else(|| ApiError::bad_request(format!("Invalid value for enable: {v:?}"))),
     }
 }
 

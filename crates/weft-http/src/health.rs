@@ -67,9 +67,9 @@ pub async fn state(ctx: Ctx) -> Result<Reply, ApiError> {
 fn passing_param(ctx: &Ctx) -> Result<bool, ApiError> {
     match ctx.param("passing") {
         None => Ok(false),
-        Some("" | "1" | "true" | "t" | "T" | "TRUE" | "True") => Ok(true),
-        Some("0" | "false" | "f" | "F" | "FALSE" | "False") => Ok(false),
-        Some(_) => Err(ApiError::bad_request("Invalid value for ?passing")),
+        Some("") => Ok(true),
+        Some(v) => weft_types::flags::parse_go_bool(v)
+            .ok_or_else(|| ApiError::bad_request("Invalid value for ?passing")),
     }
 }
 

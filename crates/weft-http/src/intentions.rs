@@ -13,20 +13,7 @@ use weft_state::{Command, Store, Table};
 use weft_types::intention::{self, Intention};
 
 fn now_rfc3339() -> String {
-    let secs = weft_server::now_ms() / 1000;
-    let days = secs / 86400;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+    weft_types::timefmt::rfc3339_unix(weft_server::now_ms() / 1000)
 }
 
 fn to_json(i: &Intention) -> Value {

@@ -4,6 +4,7 @@
 use crate::control::{AgentClient, ControlError};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use weft_types::addr::join_host_port;
 use weft_types::NodeService;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,15 +74,6 @@ pub fn parse_upstream(value: &str, datacenter: &str) -> Result<Upstream, ConfigE
     })
 }
 
-/// `host:port`, with an IPv6 host in brackets.
-pub(crate) fn host_port(host: &str, port: impl std::fmt::Display) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// The configuration of the sidecar registered for service instance `service_id` on the local agent.
 pub async fn from_sidecar(
     agent: &AgentClient,
@@ -135,7 +127,7 @@ pub fn from_registration(
         0 => None,
         port => {
             let host = or_default(&proxy.address, "0.0.0.0");
-            let bind = host_port(host, port)
+            let bind = join_host_port(host, port)
                 .parse()
                 .map_err(|_| ConfigError::Invalid(format!("invalid proxy address {host:?}")))?;
             if p.local_service_port == 0 {
@@ -145,7 +137,7 @@ pub fn from_registration(
             }
             Some(PublicListener {
                 bind,
-                local_service: host_port(
+                local_service: join_host_port(
                     or_default(&p.local_service_address, "127.0.0.1"),
                     p.local_service_port,
                 ),
@@ -164,7 +156,7 @@ pub fn from_registration(
             continue;
         }
         let host = or_default(&u.local_bind_address, "127.0.0.1");
-        let bind = host_port(host, u.local_bind_port)
+        let bind = join_host_port(host, u.local_bind_port)
             .parse()
             .map_err(|_| ConfigError::Invalid(format!("invalid LocalBindAddress {host:?}")))?;
         upstreams.push(Upstream {

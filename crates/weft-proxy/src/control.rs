@@ -236,7 +236,7 @@ pub fn parse_endpoints(answer: &Answer) -> Result<Vec<Endpoint>, ControlError> {
                 service.address
             };
             (!host.is_empty() && !name.is_empty()).then(|| Endpoint {
-                address: crate::config::host_port(&host, service.port),
+                address: weft_types::addr::join_host_port(&host, service.port),
                 service: name,
                 datacenter: node.datacenter,
                 node: node.node,

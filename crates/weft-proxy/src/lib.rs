@@ -25,6 +25,7 @@ use std::time::Duration;
 use tls::MeshTls;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use weft_types::url;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -47,18 +48,6 @@ pub struct Proxy {
     tls: watch::Receiver<Option<Arc<MeshTls>>>,
 }
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 impl Proxy {
     /// Binds every listener (so the ports are ready when this returns), starts the watches and serves.
     pub async fn start(config: ProxyConfig, agent: AgentClient) -> Result<Proxy, ProxyError> {
@@ -76,7 +65,10 @@ impl Proxy {
         let (leaf_tx, leaf_rx) = watch::channel::<Option<Arc<Leaf>>>(None);
         control::spawn_watch(
             agent.clone(),
-            format!("/v1/agent/connect/ca/leaf/{}", encode(&config.service)),
+            format!(
+                "/v1/agent/connect/ca/leaf/{}",
+                url::segment(&config.service)
+            ),
             leaf_tx,
             control::parse_leaf,
         );
@@ -87,7 +79,7 @@ impl Proxy {
                 agent.clone(),
                 format!(
                     "/v1/connect/intentions/match?by=destination&name={}",
-                    encode(&config.service)
+                    url::query_value(&config.service)
                 ),
                 tx,
                 move |a| control::parse_intentions(a, &name),
@@ -139,10 +131,10 @@ impl Proxy {
             let (tx, rx) = watch::channel::<Option<Arc<Vec<Endpoint>>>>(None);
             let mut path = format!(
                 "/v1/health/connect/{}?passing=1",
-                encode(&upstream.destination)
+                url::segment(&upstream.destination)
             );
             if !upstream.datacenter.is_empty() {
-                path.push_str(&format!("&dc={}", encode(&upstream.datacenter)));
+                path.push_str(&format!("&dc={}", url::query_value(&upstream.datacenter)));
             }
             control::spawn_watch(agent.clone(), path, tx, control::parse_endpoints);
             accept_loops.push(tokio::spawn(listeners::serve_upstream(
@@ -168,7 +160,7 @@ impl Proxy {
             let mut routes = Vec::new();
             for service in &http.services {
                 let (tx, rx) = watch::channel::<Option<Arc<Vec<Endpoint>>>>(None);
-                let path = format!("/v1/health/connect/{}?passing=1", encode(service));
+                let path = format!("/v1/health/connect/{}?passing=1", url::segment(service));
                 control::spawn_watch(agent.clone(), path, tx, control::parse_endpoints);
                 routes.push(ingress::Route {
                     upstream: config::Upstream {

@@ -44,20 +44,6 @@ pub struct ServerHealth {
     pub stable_since: String,
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 impl Tracker {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Seen>> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
@@ -103,7 +89,7 @@ impl Server {
                 last_index: self.read().last_index(),
                 healthy: true,
                 voter: true,
-                stable_since: rfc3339(SystemTime::now()),
+                stable_since: weft_types::timefmt::rfc3339(SystemTime::now()),
             }];
         };
         let seen = self.autopilot().lock();
@@ -145,8 +131,8 @@ impl Server {
                     healthy,
                     voter,
                     stable_since: s
-                        .map(|s| rfc3339(s.healthy_since))
-                        .unwrap_or_else(|| rfc3339(SystemTime::now())),
+                        .map(|s| weft_types::timefmt::rfc3339(s.healthy_since))
+                        .unwrap_or_else(|| weft_types::timefmt::rfc3339(SystemTime::now())),
                 }
             })
             .collect()

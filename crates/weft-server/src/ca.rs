@@ -180,7 +180,7 @@ impl Server {
             for r in roots.iter_mut().filter(|r| r.root.active) {
                 r.root.active = false;
                 r.rotated_out_unix = now;
-                r.root.rotated_out_at = time_rfc3339(now);
+                r.root.rotated_out_at = weft_types::timefmt::rfc3339_unix(now);
             }
             tracing::info!(old = %active.root.id, new = %next.root.id, "rotating the CA root (cross-signed)");
             roots.push(next);
@@ -226,16 +226,6 @@ impl Server {
             _ => Ok(0),
         }
     }
-}
-
-fn time_rfc3339(unix: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 pub(crate) async fn prune_loop(server: Server) {

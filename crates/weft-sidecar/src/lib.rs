@@ -65,19 +65,6 @@ where
     }
 }
 
-/// Percent-encodes a path segment for the agent's API.
-pub fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Logs to stderr at `level` (Consul's names: trace, debug, info, warn, err); HTTP client chatter only from warn.
 fn init_logging(level: &str) -> anyhow::Result<()> {
     use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -105,12 +92,6 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn encode_escapes_what_a_path_segment_cannot_hold() {
-        assert_eq!(super::encode("web-1.a_b~c"), "web-1.a_b~c");
-        assert_eq!(super::encode("a b?c"), "a%20b%3Fc");
-    }
-
     #[test]
     fn bad_log_levels_are_refused() {
         assert!(super::init_logging("loud").is_err());

@@ -76,7 +76,10 @@ pub async fn run(a: ProxyArgs) -> Result<i32> {
 
     let (config, mode) = if let Some(id) = &a.proxy_id {
         let reg = agent
-            .get(&format!("/v1/agent/service/{}", crate::encode(id)))
+            .get(&format!(
+                "/v1/agent/service/{}",
+                weft_types::url::segment(id)
+            ))
             .await
             .map_err(|e| anyhow!("Error reading proxy registration {id:?}: {e}"))?;
         let reg: weft_types::NodeService = reg.decode()?;
@@ -161,11 +164,7 @@ fn proxy_registration(config: &ProxyConfig, suffix: Option<&str>) -> Result<Regi
         _ => format!("{}-proxy", config.service),
     };
     let check = format!("{id}-ttl");
-    let local = public
-        .local_service
-        .rsplit_once(':')
-        .map(|(h, _)| h)
-        .unwrap_or("127.0.0.1");
+    let local = weft_types::addr::host_of(&public.local_service);
     let body = json!({
         "Kind": "connect-proxy", "ID": id, "Name": format!("{}-proxy", config.service),
         "Address": public.bind.ip().to_string(), "Port": public.bind.port(),

@@ -160,7 +160,7 @@ async fn heartbeat(agent: AgentClient, r: Registration) {
         Duration::from_secs(10)
     };
     let mut tick = tokio::time::interval(every);
-    let check = crate::encode(&r.check);
+    let check = weft_types::url::segment(&r.check);
     loop {
         tick.tick().await;
         let path = match &r.probe {
@@ -169,7 +169,7 @@ async fn heartbeat(agent: AgentClient, r: Registration) {
                 Ok(()) => format!("/v1/agent/check/pass/{check}"),
                 Err(why) => format!(
                     "/v1/agent/check/fail/{check}?note={}",
-                    crate::encode(&format!("dial {addr}: {why}"))
+                    weft_types::url::query_value(&format!("dial {addr}: {why}"))
                 ),
             },
         };
@@ -181,7 +181,10 @@ async fn heartbeat(agent: AgentClient, r: Registration) {
 
 /// Removes a registration this proxy made (three tries: the agent may be restarting).
 pub async fn deregister(agent: &AgentClient, id: &str) {
-    let path = format!("/v1/agent/service/deregister/{}", crate::encode(id));
+    let path = format!(
+        "/v1/agent/service/deregister/{}",
+        weft_types::url::segment(id)
+    );
     for _ in 0..3 {
         if agent.request(Method::PUT, &path, None).await.is_ok() {
             return;

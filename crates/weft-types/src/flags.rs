@@ -28,9 +28,26 @@ pub fn normalize<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
     out
 }
 
+/// Go's `strconv.ParseBool`, which Consul uses for boolean query parameters (`?passing=`, `?enable=`).
+pub fn parse_go_bool(text: &str) -> Option<bool> {
+    match text {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::{normalize, parse_go_bool};
+
+    #[test]
+    fn go_booleans() {
+        assert_eq!(parse_go_bool("T"), Some(true));
+        assert_eq!(parse_go_bool("False"), Some(false));
+        assert_eq!(parse_go_bool("yes"), None);
+        assert_eq!(parse_go_bool(""), None);
+    }
 
     fn n(args: &[&str]) -> Vec<String> {
         normalize(args.iter().map(|s| s.to_string()))

@@ -3,6 +3,7 @@
 //! One set of types serves the store, the API and the CLI: serde attributes give them Consul's exact JSON casing, and
 //! [`lenient`] gives request bodies Consul's forgiving decoding. Nothing here does I/O.
 
+pub mod addr;
 pub mod agent_self;
 pub mod check;
 pub mod duration;
@@ -15,6 +16,8 @@ pub mod lenient;
 pub mod node;
 pub mod service;
 pub mod session;
+pub mod timefmt;
+pub mod url;
 pub mod views;
 
 pub use check::{CheckDefinition, CheckKind, CheckStatus, HealthCheck, HealthCheckDefinition};

@@ -77,13 +77,7 @@ impl Cx {
         if leader == server.config().rpc_addr {
             return node.node == self.state.agent.config().node_name;
         }
-        let host = leader
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(&leader)
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        node.address == host
+        node.address == weft_types::addr::host_of(&leader)
     }
 
     pub fn chrome(&self, title: impl Into<String>, section: Option<Section>) -> Chrome {

@@ -1,8 +1,6 @@
 //! URLs the pages link to, built in one place so every name that goes into a path is percent-encoded the same way
 //! (service, node and KV key names may hold spaces, `?`, `#`, `%` or non-ASCII characters).
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-
 /// A labelled link: breadcrumbs, page actions, "back" links.
 #[derive(Debug, Clone)]
 pub struct Link {
@@ -10,27 +8,7 @@ pub struct Link {
     pub href: String,
 }
 
-/// Everything but RFC 3986's unreserved characters is encoded, so a segment never breaks out of its place.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// One path segment, percent-encoded.
-pub fn segment(s: &str) -> String {
-    utf8_percent_encode(s, SEGMENT).to_string()
-}
-
-/// A slash-separated path (a KV key): each segment encoded, the slashes kept.
-pub fn path(s: &str) -> String {
-    s.split('/').map(segment).collect::<Vec<_>>().join("/")
-}
-
-/// A query-string value.
-pub fn query_value(s: &str) -> String {
-    segment(s)
-}
+pub use weft_types::url::{path, query_value, segment};
 
 /// `/ui/{dc}/{rest}`; `rest` is already encoded.
 pub fn dc_path(dc: &str, rest: &str) -> String {

@@ -6,8 +6,8 @@ use reqwest::{Method, StatusCode};
 
 /// Consul's HTTP API flags (`-http-addr`, `-token`, `-datacenter`, `-stale`), shared with the sidecar commands.
 pub use weft_sidecar::args::AgentFlags as HttpArgs;
-/// Percent-encodes one path segment or query value.
-pub use weft_sidecar::encode;
+/// Percent-encoding for path segments, KV paths and query values.
+pub use weft_types::url::{path as encode_path, query_value, segment};
 
 pub struct Api {
     base: String,

@@ -78,10 +78,9 @@ pub fn instance_address(node: &Node, svc: &NodeService) -> String {
     } else {
         svc.address.as_str()
     };
-    match (svc.port, host.contains(':')) {
-        (0, _) => host.to_string(),
-        (p, true) => format!("[{host}]:{p}"),
-        (p, false) => format!("{host}:{p}"),
+    match svc.port {
+        0 => host.to_string(),
+        p => weft_types::addr::join_host_port(host, p),
     }
 }
 

@@ -1,6 +1,6 @@
 //! `weft catalog datacenters|nodes|services`.
 
-use crate::client::{columns, encode, Api, HttpArgs};
+use crate::client::{columns, query_value, segment, Api, HttpArgs};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -61,7 +61,7 @@ fn s(v: &Value, key: &str) -> String {
 fn meta_query(pairs: &[String]) -> String {
     pairs
         .iter()
-        .map(|p| format!("node-meta={}", encode(&p.replacen('=', ":", 1))))
+        .map(|p| format!("node-meta={}", query_value(&p.replacen('=', ":", 1))))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -90,7 +90,7 @@ async fn nodes(a: NodesArgs) -> Result<i32> {
     let api = Api::new(&a.http)?;
     let mut query = vec![meta_query(&a.node_meta)];
     if let Some(f) = &a.filter {
-        query.push(format!("filter={}", encode(f)));
+        query.push(format!("filter={}", query_value(f)));
     }
     let query: Vec<String> = query.into_iter().filter(|q| !q.is_empty()).collect();
     let q = if query.is_empty() {
@@ -102,7 +102,7 @@ async fn nodes(a: NodesArgs) -> Result<i32> {
     let mut list: Vec<Value> = nodes.as_array().cloned().unwrap_or_default();
     if let Some(service) = &a.service {
         let instances = api
-            .get_json(&format!("/v1/catalog/service/{}", encode(service)))
+            .get_json(&format!("/v1/catalog/service/{}", segment(service)))
             .await?;
         let on: BTreeSet<String> = instances
             .as_array()
@@ -153,7 +153,7 @@ async fn services(a: ServicesArgs) -> Result<i32> {
     let api = Api::new(&a.http)?;
     let entries: Vec<(String, Vec<String>)> = if let Some(node) = &a.node {
         let v = api
-            .get_json(&format!("/v1/catalog/node-services/{}", encode(node)))
+            .get_json(&format!("/v1/catalog/node-services/{}", segment(node)))
             .await?;
         let mut out: Vec<(String, Vec<String>)> = v["Services"]
             .as_array()

@@ -1,6 +1,6 @@
 //! `weft intention create|delete|get|check|list|match`.
 
-use crate::client::{columns, encode, Api, HttpArgs};
+use crate::client::{columns, query_value, Api, HttpArgs};
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
 use reqwest::{Method, StatusCode};
@@ -67,7 +67,11 @@ pub struct MatchArgs {
 }
 
 fn pair_query(src: &str, dst: &str) -> String {
-    format!("source={}&destination={}", encode(src), encode(dst))
+    format!(
+        "source={}&destination={}",
+        query_value(src),
+        query_value(dst)
+    )
 }
 
 pub async fn run(cmd: IntentionCmd) -> Result<i32> {
@@ -215,7 +219,7 @@ async fn matches(a: MatchArgs) -> Result<i32> {
     let v = api
         .get_json(&format!(
             "/v1/connect/intentions/match?by={by}&name={}",
-            encode(&a.name)
+            query_value(&a.name)
         ))
         .await?;
     for i in v[&a.name].as_array().into_iter().flatten() {

@@ -1,6 +1,6 @@
 //! `weft kv get|put|delete`, with Consul's flags, messages and exit codes.
 
-use crate::client::{encode, Api, HttpArgs};
+use crate::client::{encode_path, query_value, Api, HttpArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use clap::{Args, Subcommand};
@@ -122,8 +122,8 @@ async fn get(a: GetArgs) -> Result<i32> {
     if a.keys {
         let path = format!(
             "/v1/kv/{}?keys&separator={}",
-            encode(&key),
-            encode(&a.separator)
+            encode_path(&key),
+            query_value(&a.separator)
         );
         let answer = api.call(Method::GET, &path, None).await?;
         if answer.status == StatusCode::NOT_FOUND {
@@ -136,7 +136,7 @@ async fn get(a: GetArgs) -> Result<i32> {
     }
     let path = format!(
         "/v1/kv/{}{}",
-        encode(&key),
+        encode_path(&key),
         if a.recurse { "?recurse" } else { "" }
     );
     let answer = api.call(Method::GET, &path, None).await?;
@@ -215,10 +215,10 @@ async fn put(a: PutArgs) -> Result<i32> {
         query.push(format!(
             "{}={}",
             if a.acquire { "acquire" } else { "release" },
-            encode(session)
+            query_value(session)
         ));
     }
-    let path = format!("/v1/kv/{}?{}", encode(&a.key), query.join("&"));
+    let path = format!("/v1/kv/{}?{}", encode_path(&a.key), query.join("&"));
     let answer = api
         .ok(Method::PUT, &path, Some(value))
         .await
@@ -245,7 +245,7 @@ async fn delete(a: DeleteArgs) -> Result<i32> {
     if a.cas && a.recurse {
         bail!("Cannot specify both -cas and -recurse!");
     }
-    let mut path = format!("/v1/kv/{}", encode(&key));
+    let mut path = format!("/v1/kv/{}", encode_path(&key));
     if a.recurse {
         path.push_str("?recurse");
     } else if a.cas {

@@ -1,6 +1,6 @@
 //! Small commands: `members`, `info`, `version`, `leave`.
 
-use crate::client::{columns, encode, Api, HttpArgs};
+use crate::client::{columns, segment, Api, HttpArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use reqwest::Method;
@@ -174,7 +174,7 @@ pub async fn join(args: JoinArgs) -> Result<i32> {
         match api
             .ok(
                 Method::PUT,
-                &format!("/v1/agent/join/{}", encode(addr)),
+                &format!("/v1/agent/join/{}", segment(addr)),
                 None,
             )
             .await
@@ -203,7 +203,7 @@ pub async fn force_leave(args: ForceLeaveArgs) -> Result<i32> {
     let api = Api::new(&args.http)?;
     api.ok(
         Method::PUT,
-        &format!("/v1/agent/force-leave/{}", encode(&args.node)),
+        &format!("/v1/agent/force-leave/{}", segment(&args.node)),
         None,
     )
     .await?;

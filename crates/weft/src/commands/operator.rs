@@ -1,6 +1,6 @@
 //! `weft operator raft list-peers|remove-peer` and `weft operator autopilot state`.
 
-use crate::client::{columns, encode, Api, HttpArgs};
+use crate::client::{columns, query_value, Api, HttpArgs};
 use crate::commands::misc::PlainArgs;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
@@ -89,8 +89,8 @@ async fn list_peers(a: PlainArgs) -> Result<i32> {
 async fn remove_peer(a: RemovePeerArgs) -> Result<i32> {
     let query = match (&a.id, &a.address) {
         (Some(_), Some(_)) => bail!("Only one of -id or -address may be given"),
-        (Some(id), None) => format!("id={}", encode(id)),
-        (None, Some(addr)) => format!("address={}", encode(addr)),
+        (Some(id), None) => format!("id={}", query_value(id)),
+        (None, Some(addr)) => format!("address={}", query_value(addr)),
         (None, None) => bail!("Missing peer: pass -id or -address"),
     };
     let api = Api::new(&a.http)?;

@@ -1,6 +1,6 @@
 //! `weft services register|deregister`: local-agent registrations from flags or JSON files.
 
-use crate::client::{encode, Api, HttpArgs};
+use crate::client::{segment, Api, HttpArgs};
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
 use reqwest::Method;
@@ -114,7 +114,7 @@ async fn deregister(a: DeregisterArgs) -> Result<i32> {
     for id in ids {
         api.ok(
             Method::PUT,
-            &format!("/v1/agent/service/deregister/{}", encode(&id)),
+            &format!("/v1/agent/service/deregister/{}", segment(&id)),
             None,
         )
         .await

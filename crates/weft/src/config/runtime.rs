@@ -259,7 +259,7 @@ impl Checker<'_> {
             bootstrap_expect,
             retry_join: retry_join
                 .iter()
-                .map(|a| crate::cluster_cmd::with_default_port(a, 8301))
+                .map(|a| weft_types::addr::with_default_port(a, weft_gossip::DEFAULT_PORT))
                 .collect(),
             data_dir: if dev { None } else { data_dir },
         }
