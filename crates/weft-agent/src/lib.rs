@@ -1,8 +1,8 @@
 //! The agent role.
 //!
 //! An [`Agent`] owns this host's services and checks (the source of truth), runs the checks, and writes every local
-//! change through to the catalog on its server. In dev mode the server is in the same process; the cluster issue
-//! puts RPC and anti-entropy between them without changing the agent's API.
+//! change through to the catalog on its server. In dev mode the server is in the same process; in a cluster the
+//! writes go over server RPC and anti-entropy (`sync`) repairs whatever drifted, with the same API either way.
 
 pub mod definition;
 mod error;

@@ -1,5 +1,5 @@
 //! `/v1/internal/...`: what servers and agents say to each other on the RPC port (Raft, forwarded writes, leaf
-//! signing, joining). Mounted only on the RPC listener (see `routes`): the public API port's table does not hold these paths.
+//! signing, `hello` and joining; the replica stream is `stream`). Mounted only on the RPC listener (see `routes`): the public API port's table does not hold these paths.
 
 use crate::ctx::Ctx;
 use crate::reply::{ApiError, Reply};

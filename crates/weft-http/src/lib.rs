@@ -1,9 +1,9 @@
 //! Consul's HTTP API, `/v1/...`, served by every agent.
 //!
 //! Routing is Consul's: prefix routes whose remainder is the path parameter (slashes included), a declared method
-//! set per route (405 with `Allow` otherwise, `OPTIONS` answered), and Consul's 404 texts. Each area (agent, catalog,
-//! health, kv, txn, session, status) lists its routes in one table; handlers take a [`Ctx`] and return a [`Reply`]
-//! or an [`ApiError`], which becomes a plain-text answer in one place.
+//! set per route (405 with `Allow` otherwise, `OPTIONS` answered), and Consul's 404 texts. Every route is listed in one
+//! table (`routes`) with its declared policy (`policy`: forwarding class, body limit, listener, ACL rule); handlers
+//! take a [`Ctx`] and return a [`Reply`] or an [`ApiError`], which becomes a plain-text answer in one place.
 
 mod agent;
 pub mod agent_self;

@@ -1,7 +1,7 @@
 //! `weft connect proxy|ingress` hands over to the `weft-sidecar` executable when one sits next to `weft`.
 //!
 //! A sidecar runs beside every service instance, so its resident memory is paid once per instance. Run from `weft`,
-//! the proxy maps a share of the whole binary's code (agent, server, Raft, DNS, UI, CLI): ~10 MB resident when idle.
+//! the proxy maps a share of the whole binary's code (agent, server, Raft, gossip, UI, CLI): ~10 MB resident when idle.
 //! `weft-sidecar` holds only the proxy's code and idles at ~4-5 MB. The handover is an `exec`: same process id, same
 //! arguments, same standard streams and signals, so callers (scripts, the demo, containers) see no difference.
 

@@ -1,4 +1,4 @@
-//! Small commands: `members`, `info`, `version`, `leave`.
+//! Small commands: `members`, `info`, `version`, `leave`, `join`, `force-leave`, `keygen`.
 
 use crate::client::{columns, segment, Api, HttpArgs};
 use anyhow::{bail, Result};

@@ -1,13 +1,18 @@
 //! Flags, files and fragments merged in one place, then validated once into a [`RuntimeConfig`].
 //!
 //! Order, later winning: the files (`-config-dir` contents in lexical order, then `-config-file`s), the `-hcl`
-//! fragments, then the command line's flags. Lists append across sources.
+//! fragments, the environment's `WEFT_LOCAL_CONFIG` (or `CONSUL_LOCAL_CONFIG`, as Consul's container image reads it:
+//! a JSON or HCL fragment, which keeps secrets such as the gossip key off the command line), then the command line's
+//! flags. Lists append across sources.
 
 use super::file::Config;
 use super::flags::AgentFlags;
 use super::runtime::{validate, RuntimeConfig};
 use super::sources::{self, Decoded, Format};
 use serde_json::{Map, Value};
+
+/// Environment variables holding a configuration fragment, read in this order.
+const ENV_CONFIG: [&str; 2] = ["CONSUL_LOCAL_CONFIG", "WEFT_LOCAL_CONFIG"];
 
 /// Gathers configuration sources; [`ConfigBuilder::build_and_validate`] turns them into a [`RuntimeConfig`].
 pub struct ConfigBuilder {
@@ -17,8 +22,16 @@ pub struct ConfigBuilder {
 }
 
 impl ConfigBuilder {
-    /// Reads every source the flags name: files, directories, fragments and the flags themselves.
+    /// Reads every source the flags name (files, directories, fragments), the environment, and the flags themselves.
     pub fn from_flags(flags: &AgentFlags) -> ConfigBuilder {
+        ConfigBuilder::from_flags_and_env(flags, |name| std::env::var(name).ok())
+    }
+
+    /// [`ConfigBuilder::from_flags`] with the environment given (tests pass their own).
+    pub fn from_flags_and_env(
+        flags: &AgentFlags,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> ConfigBuilder {
         let mut builder = ConfigBuilder {
             flags: flags.clone(),
             sources: Vec::new(),
@@ -46,6 +59,17 @@ impl ConfigBuilder {
                 fragment,
                 Format::Hcl,
             ));
+        }
+        for name in ENV_CONFIG {
+            if let Some(text) = env(name).filter(|t| !t.trim().is_empty()) {
+                // JSON when it looks like JSON, else HCL (which also reads JSON objects).
+                let format = if text.trim_start().starts_with('{') {
+                    Format::Json
+                } else {
+                    Format::Hcl
+                };
+                builder.add(sources::decode_text(name, &text, format));
+            }
         }
         match flags.to_source() {
             Ok(value) => builder.add(sources::decode_value_source("command line", value)),

@@ -49,7 +49,7 @@ pub struct AgentFlags {
     /// HTTP API port (default 8500; 0 picks a free one, -1 disables it).
     #[arg(long = "http-port", allow_negative_numbers = true)]
     pub http_port: Option<i32>,
-    /// DNS port (default 8600; -1 disables it).
+    /// DNS port (default 8600; -1 disables it). Accepted for Consul compatibility: Weft serves no DNS yet.
     #[arg(long = "dns-port", allow_negative_numbers = true)]
     pub dns_port: Option<i32>,
     #[arg(long = "data-dir")]
@@ -68,10 +68,10 @@ pub struct AgentFlags {
     pub hcl: Vec<String>,
     #[arg(long = "log-level")]
     pub log_level: Option<String>,
-    /// The DNS domain (default consul).
+    /// The DNS domain (default consul). Accepted for Consul compatibility: Weft serves no DNS yet.
     #[arg(long)]
     pub domain: Option<String>,
-    /// An upstream DNS server for names outside the domain (repeatable).
+    /// An upstream DNS server for names outside the domain (repeatable). Accepted: Weft serves no DNS yet.
     #[arg(long)]
     pub recursor: Vec<String>,
     /// Serves the dashboard (it is served unless ui_config.enabled is false).

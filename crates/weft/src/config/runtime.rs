@@ -92,7 +92,8 @@ impl RuntimeConfig {
             "ClientAddrs": [self.client_addr.to_string()],
             "HTTPAddrs": self.http_addr.map(|a| vec![format!("tcp://{a}")]).unwrap_or_default(),
             "HTTPPort": self.http_addr.map_or(-1, |a| i32::from(a.port())),
-            "DNSPort": self.dns_addr.map_or(-1, |a| i32::from(a.port())),
+            // No DNS server listens yet, whatever `ports.dns` says.
+            "DNSPort": -1,
             "ServerPort": self.server_port,
             "SerfPortLAN": self.serf_lan_port,
             "RetryJoinLAN": self.retry_join,

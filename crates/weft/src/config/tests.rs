@@ -214,6 +214,44 @@ fn node_meta_flags_and_fragments() {
 }
 
 #[test]
+fn the_environment_sits_between_files_and_flags() {
+    let dir = Dir::new("env");
+    dir.write(
+        "a.json",
+        r#"{"datacenter": "file", "node_name": "file", "log_level": "warn"}"#,
+    );
+    let mut flags = flags_with_dir(&dir.0);
+    flags.node = Some("flag".into());
+    let key = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+    let env = |name: &str| match name {
+        "WEFT_LOCAL_CONFIG" => Some(format!(
+            r#"{{"datacenter": "env", "node_name": "env", "encrypt": "{key}"}}"#
+        )),
+        "CONSUL_LOCAL_CONFIG" => Some("log_level = \"debug\"".into()),
+        _ => None,
+    };
+    let c = ConfigBuilder::from_flags_and_env(&flags, env)
+        .build_and_validate()
+        .unwrap();
+    assert_eq!(c.datacenter, "env", "the environment beats files");
+    assert_eq!(c.node_name, "flag", "flags beat the environment");
+    assert_eq!(c.log_level, "debug", "HCL fragments work too");
+    assert!(
+        c.keyring.is_some(),
+        "the gossip key can come from the environment"
+    );
+    let bad = |name: &str| (name == "WEFT_LOCAL_CONFIG").then(|| r#"{"nope": 1}"#.to_string());
+    let errors = ConfigBuilder::from_flags_and_env(&flags, bad)
+        .build_and_validate()
+        .err()
+        .unwrap();
+    assert_eq!(
+        errors,
+        ["WEFT_LOCAL_CONFIG:nope: unknown configuration key"]
+    );
+}
+
+#[test]
 fn security_settings_weft_cannot_honour_are_refused() {
     for fragment in ["acl { enabled = true }", "ports { https = 8501 }"] {
         let flags = AgentFlags {
