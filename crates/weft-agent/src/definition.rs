@@ -14,6 +14,23 @@ const MAX_META_PAIRS: usize = 64;
 const MAX_META_KEY: usize = 128;
 const MAX_META_VALUE: usize = 512;
 
+/// Why service metadata is refused: Consul's messages.
+#[derive(Debug, thiserror::Error)]
+enum MetaError {
+    #[error("Node metadata cannot contain more than {MAX_META_PAIRS} key/value pairs")]
+    TooManyPairs,
+    #[error("Key cannot be blank")]
+    BlankKey,
+    #[error("Key is too long (limit: {MAX_META_KEY} characters)")]
+    KeyTooLong,
+    #[error("Key contains invalid characters: {0:?}")]
+    InvalidKey(String),
+    #[error("Key prefix 'consul-' is reserved for internal use: {0:?}")]
+    ReservedKey(String),
+    #[error("Value is too long (limit: {MAX_META_VALUE} characters)")]
+    ValueTooLong,
+}
+
 fn bad(msg: impl Into<String>) -> AgentError {
     AgentError::BadRequest(msg.into())
 }
@@ -113,36 +130,28 @@ pub fn build_service(def: &ServiceDefinition) -> Result<NodeService, AgentError>
     })
 }
 
-fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), String> {
+fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), MetaError> {
     if meta.len() > MAX_META_PAIRS {
-        return Err(format!(
-            "Node metadata cannot contain more than {MAX_META_PAIRS} key/value pairs"
-        ));
+        return Err(MetaError::TooManyPairs);
     }
     for (k, v) in meta {
         if k.is_empty() {
-            return Err("Key cannot be blank".into());
+            return Err(MetaError::BlankKey);
         }
         if k.len() > MAX_META_KEY {
-            return Err(format!(
-                "Key is too long (limit: {MAX_META_KEY} characters)"
-            ));
+            return Err(MetaError::KeyTooLong);
         }
         if !k
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            return Err(format!("Key contains invalid characters: {k:?}"));
+            return Err(MetaError::InvalidKey(k.clone()));
         }
         if k.starts_with("consul-") {
-            return Err(format!(
-                "Key prefix 'consul-' is reserved for internal use: {k:?}"
-            ));
+            return Err(MetaError::ReservedKey(k.clone()));
         }
         if v.len() > MAX_META_VALUE {
-            return Err(format!(
-                "Value is too long (limit: {MAX_META_VALUE} characters)"
-            ));
+            return Err(MetaError::ValueTooLong);
         }
     }
     Ok(())

@@ -12,7 +12,7 @@ use weft_ca::{IssuedCert, ServiceId};
 use weft_state::Table;
 
 /// The latest outcome for one service: a certificate, or why issuing failed.
-pub type LeafState = Option<Result<Arc<IssuedCert>, String>>;
+pub type LeafState = Option<Result<Arc<IssuedCert>, AgentError>>;
 
 #[derive(Default)]
 pub struct LeafCache {
@@ -119,7 +119,7 @@ async fn manage(agent: Weak<Inner>, service: String, tx: watch::Sender<LeafState
                 tracing::warn!(%service, error = %e, "could not issue leaf certificate; retrying");
                 // Keep serving the last good certificate; only a first failure is reported to readers.
                 if tx.borrow().as_ref().is_none_or(|s| s.is_err()) {
-                    tx.send_replace(Some(Err(e.to_string())));
+                    tx.send_replace(Some(Err(e)));
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -170,7 +170,8 @@ impl crate::Agent {
                 Some(Ok(cert)) if min_index == 0 || cert.modify_index > min_index => {
                     return Ok(cert)
                 }
-                Some(Err(e)) if min_index == 0 => return Err(AgentError::Internal(e)),
+                // A 500 whatever the variant: the CSR is the agent's own, not the caller's.
+                Some(Err(e)) if min_index == 0 => return Err(AgentError::Internal(e.to_string())),
                 Some(Ok(cert)) => {
                     tokio::select! {
                         r = rx.changed() => if r.is_err() { return Ok(cert) },

@@ -14,6 +14,7 @@ mod sync;
 
 pub use error::AgentError;
 pub use local::Source;
+pub use persist::PersistError;
 
 use local::{LocalCheck, LocalService, LocalState};
 use std::collections::BTreeMap;

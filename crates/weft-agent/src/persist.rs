@@ -4,7 +4,23 @@
 
 use crate::{Agent, Source};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use weft_types::{CheckDefinition, ServiceDefinition};
+
+/// Why the saved registrations could not be restored at start.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is damaged: {source}")]
+    Damaged {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Saved {
@@ -59,7 +75,7 @@ impl Agent {
     }
 
     /// Registers what a previous run saved. A definition that no longer validates is logged and skipped.
-    pub async fn restore_saved(&self) -> Result<usize, String> {
+    pub async fn restore_saved(&self) -> Result<usize, PersistError> {
         let Some(dir) = self.inner.config.state_dir.clone() else {
             return Ok(0);
         };
@@ -67,10 +83,10 @@ impl Agent {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => return Err(PersistError::Read { path, source }),
         };
         let saved: Saved = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{} is damaged: {e}", path.display()))?;
+            .map_err(|source| PersistError::Damaged { path, source })?;
         let mut restored = 0;
         for s in &saved.services {
             match self.register_service(s, false, Source::Api).await {

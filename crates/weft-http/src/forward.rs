@@ -14,7 +14,7 @@ use crate::policy::Forward;
 use crate::reply::{ApiError, Reply};
 use crate::ApiState;
 use axum::http::{HeaderMap, Method, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Bytes;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -179,23 +179,22 @@ async fn forward(
     body: &[u8],
 ) -> Result<Reply, String> {
     let client = state.agent.server().http().clone();
+    let mut passed_on = HeaderMap::new();
+    for (name, value) in headers {
+        if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
+            passed_on.append(name, value.clone());
+        }
+    }
+    if let Ok(hop) = axum::http::HeaderValue::from_str(&(hops(headers) + 1).to_string()) {
+        passed_on.insert(FORWARDED, hop);
+    }
+    let path = format!("{}{path_and_query}", crate::FORWARD_PREFIX);
+    let body = Bytes::copy_from_slice(body);
     let mut last_error = String::new();
     for addr in targets {
-        let mut builder = hyper::Request::builder()
-            .method(method.clone())
-            .uri(format!("http://{addr}{path_and_query}"));
-        for (name, value) in headers {
-            if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
-                builder = builder.header(name, value);
-            }
-        }
-        builder = builder.header(FORWARDED, (hops(headers) + 1).to_string());
-        let Ok(request) = builder.body(Full::new(Bytes::copy_from_slice(body))) else {
-            return Ok(ApiError::bad_request("Invalid request").into_reply());
-        };
         // Blocking queries wait up to 10 minutes (plus Consul's jitter of wait/16).
-        let answer =
-            tokio::time::timeout(Duration::from_secs(11 * 60), client.request(request)).await;
+        let send = client.send(method.clone(), addr, &path, &passed_on, body.clone());
+        let answer = tokio::time::timeout(Duration::from_secs(11 * 60), send).await;
         let response = match answer {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {

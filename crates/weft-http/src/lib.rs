@@ -20,6 +20,7 @@ mod operator;
 pub mod policy;
 pub mod reply;
 pub mod routes;
+pub mod rpc_guard;
 mod session;
 pub mod snapshot;
 mod status;
@@ -90,9 +91,18 @@ pub fn router(state: ApiState) -> axum::Router {
     axum::Router::new().fallback(dispatch).with_state(state)
 }
 
-/// The server RPC listener (port 8300): the internal endpoints, the replica stream, and the whole API for requests
-/// forwarded by client agents and followers.
-pub fn rpc_router(mut state: ApiState) -> axum::Router {
+/// Where the server RPC listener takes requests that client agents and followers pass on: the public request's path
+/// follows this prefix (`/v1/internal/forward/v1/kv/a`). Only cluster members may send them (see `weft_rpc`).
+pub const FORWARD_PREFIX: &str = "/v1/internal/forward";
+
+/// The server RPC listener (port 8300): the internal endpoints and the replica stream, and `forwardable` (the public
+/// API, and the dashboard's KV pages) under [`FORWARD_PREFIX`] only. A public path without the prefix is unknown
+/// here, so nothing that reaches the RPC port can use the public API except as a forwarded request.
+pub fn rpc_router(
+    mut state: ApiState,
+    forwardable: axum::Router,
+    guard: rpc_guard::RpcGuard,
+) -> axum::Router {
     state.rpc = true;
     axum::Router::new()
         .route(
@@ -101,7 +111,12 @@ pub fn rpc_router(mut state: ApiState) -> axum::Router {
                 |State(state): State<ApiState>| async move { internal::stream(&state) },
             ),
         )
+        .nest_service(FORWARD_PREFIX, forwardable)
         .fallback(dispatch)
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            rpc_guard::guard,
+        ))
         .with_state(state)
 }
 

@@ -51,9 +51,11 @@ pub enum Resource {
     /// The CA configuration and roots (Consul: `mesh`/`operator`).
     Mesh,
     Acl,
-    /// Cluster members only: servers, or client agents for what the replica and forwarding need. Decided by the
-    /// RPC listener's peer identity, not by tokens.
-    Cluster,
+    /// Cluster members (servers and client agents): forwarded writes and leaf signing. Decided by the RPC
+    /// listener's peer identity (certificate role, or the gossip key's HMAC), not by tokens.
+    ClusterMember,
+    /// Servers only: Raft, joins, `hello`. With TLS, a client agent's certificate is refused here.
+    ClusterServer,
 }
 
 /// What the route does to the resource.

@@ -44,9 +44,13 @@ fn every_route_declares_a_consistent_policy() {
         // Internal routes: RPC listener only, cluster identity only, answered where they arrive.
         if internal != (p.listener == Listener::RpcOnly)
             || internal != (p.forward == Forward::Internal)
-            || internal != (p.acl.resource == Resource::Cluster)
+            || internal
+                != matches!(
+                    p.acl.resource,
+                    Resource::ClusterMember | Resource::ClusterServer
+                )
         {
-            problem("internal paths, the RPC-only listener, Forward::Internal and Resource::Cluster go together");
+            problem("internal paths, the RPC-only listener, Forward::Internal and a cluster resource go together");
         }
         // Writes never pass with a read rule, and only the listed routes are open.
         let writes = r.methods.iter().any(|m| m != Method::GET);
@@ -85,7 +89,7 @@ fn every_route_declares_a_consistent_policy() {
 }
 
 #[test]
-fn internal_routes_are_not_in_the_public_table() {
+fn each_listener_holds_only_its_own_routes() {
     for r in all() {
         let probe = format!("{}x", r.path);
         let path = if r.path.ends_with('/') {

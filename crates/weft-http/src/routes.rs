@@ -64,12 +64,18 @@ const fn kv(acl: AclRule) -> Policy {
     }
 }
 
-/// Cluster-internal: mounted on the server RPC listener only.
-const INTERNAL: Policy = Policy {
+/// Cluster-internal, for any member: mounted on the server RPC listener only.
+const MEMBERS: Policy = Policy {
     forward: Forward::Internal,
     body: BodyLimit::Large,
     listener: Listener::RpcOnly,
-    acl: AclRule::new(Resource::Cluster, Access::Write, Subject::Whole),
+    acl: AclRule::new(Resource::ClusterMember, Access::Write, Subject::Whole),
+};
+
+/// Cluster-internal, for servers only (Raft and membership).
+const SERVERS: Policy = Policy {
+    acl: AclRule::new(Resource::ClusterServer, Access::Write, Subject::Whole),
+    ..MEMBERS
 };
 
 const fn rule(resource: Resource, access: Access, subject: Subject) -> AclRule {
@@ -83,11 +89,11 @@ use Subject::{Body, Each, Path, Query, ThisNode, Whole};
 fn table() -> Vec<Route> {
     vec![
         // server RPC (mounted on the RPC listener only)
-        route!("/v1/internal/raft/", [POST], internal::raft, INTERNAL),
-        route!("/v1/internal/apply", [POST], internal::apply, INTERNAL),
-        route!("/v1/internal/ca/sign", [POST], internal::sign, INTERNAL),
-        route!("/v1/internal/hello", [POST], internal::hello, INTERNAL),
-        route!("/v1/internal/join", [POST], internal::join, INTERNAL),
+        route!("/v1/internal/raft/", [POST], internal::raft, SERVERS),
+        route!("/v1/internal/apply", [POST], internal::apply, MEMBERS),
+        route!("/v1/internal/ca/sign", [POST], internal::sign, MEMBERS),
+        route!("/v1/internal/hello", [POST], internal::hello, SERVERS),
+        route!("/v1/internal/join", [POST], internal::join, SERVERS),
         // operator
         route!(
             "/v1/operator/raft/configuration",
@@ -479,24 +485,26 @@ pub fn all() -> &'static [Route] {
     ROUTES.get_or_init(table)
 }
 
-/// The public listener's table: internal routes are not in it at all.
-fn public() -> &'static [Route] {
-    static ROUTES: OnceLock<Vec<Route>> = OnceLock::new();
-    ROUTES.get_or_init(|| {
+/// One listener's table: internal routes are not in the public one at all, and the RPC listener holds nothing
+/// else (the public API reaches a server only as a forwarded request, see [`crate::FORWARD_PREFIX`]).
+fn of(listener: Listener) -> &'static [Route] {
+    static PUBLIC: OnceLock<Vec<Route>> = OnceLock::new();
+    static RPC: OnceLock<Vec<Route>> = OnceLock::new();
+    let slot = match listener {
+        Listener::Public => &PUBLIC,
+        Listener::RpcOnly => &RPC,
+    };
+    slot.get_or_init(|| {
         table()
             .into_iter()
-            .filter(|r| r.policy.listener == Listener::Public)
+            .filter(|r| r.policy.listener == listener)
             .collect()
     })
 }
 
 /// The route for a path in a listener's table (the longest matching one) and the path's remainder after it.
 pub fn find(path: &str, listener: Listener) -> Option<(&'static Route, &str)> {
-    let table = match listener {
-        Listener::Public => public(),
-        Listener::RpcOnly => all(),
-    };
-    table
+    of(listener)
         .iter()
         .filter(|r| {
             if r.path.ends_with('/') {

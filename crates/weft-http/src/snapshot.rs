@@ -63,7 +63,7 @@ pub fn check(file: &[u8]) -> Result<(Header, &str), String> {
     }
     let state =
         std::str::from_utf8(body).map_err(|_| "snapshot is damaged: not UTF-8".to_string())?;
-    Store::validate_snapshot(state)?;
+    Store::validate_snapshot(state).map_err(|e| e.to_string())?;
     Ok((header, state))
 }
 

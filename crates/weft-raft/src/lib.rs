@@ -12,7 +12,8 @@ mod node;
 mod state_machine;
 
 pub use log_store::{OpenError, FORMAT_VERSION};
-pub use node::{RaftNode, StartError, Timings, WriteError};
+pub use node::{NodeError, RaftNode, RaftRpcError, StartError, Timings, WriteError};
+pub use state_machine::SnapshotFileError;
 
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;

@@ -25,6 +25,66 @@ const KIND_COMMITTED: u8 = 1;
 /// Purged bytes at the head of the file beyond which a purge rewrites the file without them.
 const COMPACT_AFTER: u64 = 4 * 1024 * 1024;
 
+/// Why the log file could not be opened, read or written. The path is the log file's.
+#[derive(Debug, thiserror::Error)]
+pub enum LogFileError {
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Damage with valid records after it: cutting it off would lose acknowledged entries.
+    #[error("the Raft log {path} is damaged at byte {offset}")]
+    Damaged { path: PathBuf, offset: u64 },
+    #[error("the Raft log {path} is damaged at byte {offset}: entry {index} out of order")]
+    OutOfOrder {
+        path: PathBuf,
+        offset: u64,
+        index: u64,
+    },
+    #[error("cannot keep the unfinished append of {path}: {source}")]
+    KeepTorn {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot cut {path} at byte {offset}: {source}")]
+    Cut {
+        path: PathBuf,
+        offset: u64,
+        source: std::io::Error,
+    },
+    #[error("cannot sync the directory of {path}: {source}")]
+    SyncDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The entries to append do not follow the last one (a caller's bug; nothing was written).
+    #[error("append of entry {index} where {expected} was expected")]
+    NotConsecutive { index: u64, expected: u64 },
+    #[error("cannot append to {path}: {source}")]
+    Append {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read entry {index}: {source}")]
+    ReadEntry { index: u64, source: std::io::Error },
+    #[error("cannot truncate {path}: {source}")]
+    Truncate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot compact {path}: {source}")]
+    Compact {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// The entries file and where each entry is in it.
 pub struct LogFile {
     path: PathBuf,
@@ -89,15 +149,20 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
 
 impl LogFile {
     /// Opens (or creates) the file and replays it; `purged`: entries up to this index are gone.
-    pub fn open(path: &Path, purged: Option<u64>) -> Result<LogFile, String> {
-        let shown = path.display();
+    pub fn open(path: &Path, purged: Option<u64>) -> Result<LogFile, LogFileError> {
         let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(path)
-            .map_err(|e| format!("cannot open {shown}: {e}"))?;
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+            .map_err(|source| LogFileError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let bytes = std::fs::read(path).map_err(|source| LogFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut log = LogFile {
             path: path.to_path_buf(),
             file,
@@ -116,7 +181,10 @@ impl LogFile {
                 if only_a_torn_tail_after(&bytes, pos) {
                     break;
                 }
-                return Err(format!("the Raft log {shown} is damaged at byte {pos}"));
+                return Err(LogFileError::Damaged {
+                    path: path.to_path_buf(),
+                    offset: pos as u64,
+                });
             };
             let at = (pos + HEADER) as u64;
             if kind == KIND_COMMITTED {
@@ -129,28 +197,41 @@ impl LogFile {
             } else if index == log.first + log.records.len() as u64 {
                 log.records.push_back((at, len as u32));
             } else {
-                return Err(format!(
-                    "the Raft log {shown} is damaged at byte {pos}: entry {index} out of order"
-                ));
+                return Err(LogFileError::OutOfOrder {
+                    path: path.to_path_buf(),
+                    offset: pos as u64,
+                    index,
+                });
             }
             pos += HEADER + len;
         }
         if pos < bytes.len() {
             tracing::warn!(
-                file = %shown,
+                file = %path.display(),
                 dropped = bytes.len() - pos,
                 "dropping an append that never finished (kept in raft.log.torn)"
             );
-            std::fs::write(path.with_extension("log.torn"), &bytes[pos..])
-                .map_err(|e| format!("cannot keep the unfinished append of {shown}: {e}"))?;
+            std::fs::write(path.with_extension("log.torn"), &bytes[pos..]).map_err(|source| {
+                LogFileError::KeepTorn {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
             log.file
                 .set_len(pos as u64)
                 .and_then(|()| log.file.sync_data())
-                .map_err(|e| format!("cannot cut {shown} at byte {pos}: {e}"))?;
+                .map_err(|source| LogFileError::Cut {
+                    path: path.to_path_buf(),
+                    offset: pos as u64,
+                    source,
+                })?;
         }
         log.end = pos as u64;
         // A file created just now must survive a power loss as a directory entry, not only as data.
-        sync_dir(path).map_err(|e| format!("cannot sync the directory of {shown}: {e}"))?;
+        sync_dir(path).map_err(|source| LogFileError::SyncDir {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(log)
     }
 
@@ -169,7 +250,7 @@ impl LogFile {
         &mut self,
         entries: &[(u64, Vec<u8>)],
         committed: Option<Vec<u8>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), LogFileError> {
         let mut buf = Vec::new();
         if let Some(c) = &committed {
             record(KIND_COMMITTED, 0, c, &mut buf);
@@ -184,9 +265,10 @@ impl LogFile {
         for (index, json) in entries {
             let expected = base + placed.len() as u64;
             if *index != expected {
-                return Err(format!(
-                    "append of entry {index} where {expected} was expected"
-                ));
+                return Err(LogFileError::NotConsecutive {
+                    index: *index,
+                    expected,
+                });
             }
             placed.push((self.end + (buf.len() + HEADER) as u64, json.len() as u32));
             record(KIND_ENTRY, *index, json, &mut buf);
@@ -198,7 +280,10 @@ impl LogFile {
         if let Err(e) = written {
             // Leave no half record for the next append to follow.
             let _ = self.file.set_len(self.end);
-            return Err(format!("cannot append to {}: {e}", self.path.display()));
+            return Err(LogFileError::Append {
+                path: self.path.clone(),
+                source: e,
+            });
         }
         if self.records.is_empty() {
             if let Some((first, _)) = entries.first() {
@@ -214,7 +299,7 @@ impl LogFile {
     }
 
     /// The JSON of entries `from..=to` (clamped to what the file holds).
-    pub fn read(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, String> {
+    pub fn read(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, LogFileError> {
         let Some((first, last)) = self.bounds() else {
             return Ok(Vec::new());
         };
@@ -224,14 +309,14 @@ impl LogFile {
             let mut buf = vec![0u8; len as usize];
             self.file
                 .read_exact_at(&mut buf, at)
-                .map_err(|e| format!("cannot read entry {index}: {e}"))?;
+                .map_err(|source| LogFileError::ReadEntry { index, source })?;
             out.push(buf);
         }
         Ok(out)
     }
 
     /// Deletes entries from `since` on (a new leader's log replaces them).
-    pub fn truncate(&mut self, since: u64) -> Result<(), String> {
+    pub fn truncate(&mut self, since: u64) -> Result<(), LogFileError> {
         let Some((first, last)) = self.bounds() else {
             return Ok(());
         };
@@ -246,14 +331,17 @@ impl LogFile {
         self.file
             .set_len(cut)
             .and_then(|()| self.file.sync_data())
-            .map_err(|e| format!("cannot truncate {}: {e}", self.path.display()))?;
+            .map_err(|source| LogFileError::Truncate {
+                path: self.path.clone(),
+                source,
+            })?;
         self.records.truncate(keep);
         self.end = cut;
         Ok(())
     }
 
     /// Forgets entries up to `upto` (they are in a snapshot), rewriting the file once enough bytes are dead.
-    pub fn purge(&mut self, upto: u64) -> Result<(), String> {
+    pub fn purge(&mut self, upto: u64) -> Result<(), LogFileError> {
         while self.first <= upto && self.records.pop_front().is_some() {
             self.first += 1;
         }
@@ -276,7 +364,10 @@ impl LogFile {
         let mut live = vec![0u8; (self.end - dead) as usize];
         self.file
             .read_exact_at(&mut live, dead)
-            .map_err(|e| format!("cannot compact {}: {e}", self.path.display()))?;
+            .map_err(|source| LogFileError::Compact {
+                path: self.path.clone(),
+                source,
+            })?;
         buf.extend_from_slice(&live);
         let tmp = self.path.with_extension("compact");
         // Everything that can fail comes before the rename, which switches files atomically.
@@ -289,7 +380,10 @@ impl LogFile {
             sync_dir(&self.path)?;
             Ok(reopened)
         })();
-        let file = written.map_err(|e| format!("cannot compact {}: {e}", self.path.display()))?;
+        let file = written.map_err(|source| LogFileError::Compact {
+            path: self.path.clone(),
+            source,
+        })?;
         self.file = file;
         self.end = buf.len() as u64;
         for (at, _) in self.records.iter_mut() {
@@ -302,7 +396,7 @@ impl LogFile {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::LogFile;
+    use super::{LogFile, LogFileError};
 
     fn dir(name: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("weft-logfile-{name}-{}", std::process::id()));
@@ -325,7 +419,13 @@ mod tests {
         log.append(&entries(1, 3), Some(b"c1".to_vec())).unwrap();
         log.append(&entries(4, 4), None).unwrap();
         assert!(
-            log.append(&entries(6, 6), None).is_err(),
+            matches!(
+                log.append(&entries(6, 6), None),
+                Err(LogFileError::NotConsecutive {
+                    index: 6,
+                    expected: 5
+                })
+            ),
             "a gap is refused"
         );
         drop(log);
@@ -369,7 +469,11 @@ mod tests {
         bytes[20] ^= 0xff; // inside entry 1's payload
         std::fs::write(&path, &bytes).unwrap();
         let err = LogFile::open(&path, None).err().unwrap();
-        assert!(err.contains("damaged at byte 0"), "{err}");
+        assert!(
+            matches!(err, LogFileError::Damaged { offset: 0, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("damaged at byte 0"), "{err}");
         // A damaged length field (which says the record runs past the end) is damage too, not a torn tail.
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20] ^= 0xff;
@@ -377,7 +481,11 @@ mod tests {
         bytes[second + 1] = 0x7f;
         std::fs::write(&path, &bytes).unwrap();
         let err = LogFile::open(&path, None).err().unwrap();
-        assert!(err.contains(&format!("damaged at byte {second}")), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("damaged at byte {second}")),
+            "{err}"
+        );
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing is cut");
         let _ = std::fs::remove_dir_all(&d);
     }

@@ -96,7 +96,7 @@ impl LogStore {
         let mut entries =
             LogFile::open(&file, purged.map(|p| p.index)).map_err(|e| OpenError::Io {
                 path: file.display().to_string(),
-                reason: e,
+                reason: e.to_string(),
             })?;
         migrate_format_1(&db, &mut entries).map_err(|e| io(&e))?;
         Ok(LogStore {

@@ -3,7 +3,7 @@
 
 use crate::log_store::{open_in, LogStore, OpenError};
 use crate::network::Network;
-use crate::state_machine::StateMachine;
+use crate::state_machine::{SnapshotFileError, StateMachine};
 use crate::{Applied, Request, TypeConfig};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
-use weft_rpc::{http_client, HttpClient};
+use weft_rpc::HttpClient;
 use weft_state::Store;
 
 /// Raft timings. The defaults elect a new leader well within a second on a LAN.
@@ -52,8 +52,38 @@ pub enum WriteError {
 pub enum StartError {
     #[error(transparent)]
     Open(#[from] OpenError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotFileError),
     #[error("{0}")]
     Other(String),
+}
+
+/// Why bootstrapping a cluster or a manual snapshot failed, in openraft's words: what the caller can act on apart
+/// from a stopped Raft.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Bootstrapping was refused: this member already has state, or is not in the member list it was given.
+    #[error(transparent)]
+    Initialize(openraft::error::InitializeError<u64, BasicNode>),
+    /// Raft has stopped (a storage failure, a panic, or shutdown).
+    #[error(transparent)]
+    Fatal(#[from] openraft::error::Fatal<u64>),
+}
+
+/// Why a peer's Raft RPC got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftRpcError {
+    /// The body is not a request of this kind (`rpc` is `append`, `vote` or `snapshot`).
+    #[error("bad {rpc} request: {source}")]
+    BadRequest {
+        rpc: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("unknown raft RPC {0:?}")]
+    UnknownKind(String),
+    /// The answer could not be encoded.
+    #[error(transparent)]
+    Encode(serde_json::Error),
 }
 
 pub struct RaftNode {
@@ -68,7 +98,8 @@ pub struct RaftNode {
 }
 
 impl RaftNode {
-    /// Opens the log and snapshot under `dir` and starts the member. The store is restored from the snapshot; the
+    /// Opens the log and snapshot under `dir` and starts the member, speaking to its peers through `client` (the
+    /// process's RPC client: TLS and authentication are its business). The store is restored from the snapshot; the
     /// log after it is re-applied by openraft.
     pub async fn start(
         id: u64,
@@ -76,10 +107,10 @@ impl RaftNode {
         dir: &Path,
         store: Arc<RwLock<Store>>,
         timings: &Timings,
-        tls: Option<&weft_rpc::RpcTls>,
+        client: HttpClient,
     ) -> Result<Arc<RaftNode>, StartError> {
         let log = open_in(dir)?;
-        let state = StateMachine::open(dir, store).map_err(StartError::Other)?;
+        let state = StateMachine::open(dir, store)?;
         let config = Config {
             cluster_name: "weft".into(),
             heartbeat_interval: timings.heartbeat.as_millis() as u64,
@@ -100,7 +131,6 @@ impl RaftNode {
                 .validate()
                 .map_err(|e| StartError::Other(format!("raft configuration: {e}")))?,
         );
-        let client = http_client(tls);
         let raft = Raft::new(
             id,
             config,
@@ -315,12 +345,15 @@ impl RaftNode {
     }
 
     /// Starts a new cluster with these members. Call on exactly one member with the full list.
-    pub async fn initialize(&self, members: BTreeMap<u64, String>) -> Result<(), String> {
+    pub async fn initialize(&self, members: BTreeMap<u64, String>) -> Result<(), NodeError> {
         let nodes: BTreeMap<u64, BasicNode> = members
             .into_iter()
             .map(|(id, addr)| (id, BasicNode { addr }))
             .collect();
-        self.raft.initialize(nodes).await.map_err(|e| e.to_string())
+        self.raft.initialize(nodes).await.map_err(|e| match e {
+            RaftError::APIError(e) => NodeError::Initialize(e),
+            RaftError::Fatal(e) => NodeError::Fatal(e),
+        })
     }
 
     /// Leader only: adds a server as a learner, waits until it has caught up, then makes it a voter.
@@ -386,14 +419,17 @@ impl RaftNode {
     }
 
     /// Answers a peer's Raft RPC (`append`, `vote` or `snapshot`) with its JSON-encoded `Result`.
-    pub async fn handle(&self, kind: &str, body: &[u8]) -> Result<Vec<u8>, String> {
-        fn enc<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, String> {
-            serde_json::to_vec(v).map_err(|e| e.to_string())
+    pub async fn handle(&self, kind: &str, body: &[u8]) -> Result<Vec<u8>, RaftRpcError> {
+        fn enc<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, RaftRpcError> {
+            serde_json::to_vec(v).map_err(RaftRpcError::Encode)
         }
         match kind {
             "append" => {
                 let req: openraft::raft::AppendEntriesRequest<TypeConfig> =
-                    serde_json::from_slice(body).map_err(|e| format!("bad append request: {e}"))?;
+                    serde_json::from_slice(body).map_err(|source| RaftRpcError::BadRequest {
+                        rpc: "append",
+                        source,
+                    })?;
                 let answer = self.raft.append_entries(req).await;
                 if answer.is_ok() {
                     *self.last_contact.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -403,13 +439,18 @@ impl RaftNode {
             }
             "vote" => {
                 let req: openraft::raft::VoteRequest<u64> =
-                    serde_json::from_slice(body).map_err(|e| format!("bad vote request: {e}"))?;
+                    serde_json::from_slice(body).map_err(|source| RaftRpcError::BadRequest {
+                        rpc: "vote",
+                        source,
+                    })?;
                 enc(&self.raft.vote(req).await)
             }
             "snapshot" => {
                 let req: openraft::raft::InstallSnapshotRequest<TypeConfig> =
-                    serde_json::from_slice(body)
-                        .map_err(|e| format!("bad snapshot request: {e}"))?;
+                    serde_json::from_slice(body).map_err(|source| RaftRpcError::BadRequest {
+                        rpc: "snapshot",
+                        source,
+                    })?;
                 let answer = self.raft.install_snapshot(req).await;
                 if answer.is_ok() {
                     *self.last_contact.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -417,17 +458,13 @@ impl RaftNode {
                 }
                 enc(&answer)
             }
-            other => Err(format!("unknown raft RPC {other:?}")),
+            other => Err(RaftRpcError::UnknownKind(other.to_string())),
         }
     }
 
     /// Takes a snapshot now (operators' `weft snapshot save` reads the store directly; this compacts the log).
-    pub async fn trigger_snapshot(&self) -> Result<(), String> {
-        self.raft
-            .trigger()
-            .snapshot()
-            .await
-            .map_err(|e| e.to_string())
+    pub async fn trigger_snapshot(&self) -> Result<(), NodeError> {
+        Ok(self.raft.trigger().snapshot().await?)
     }
 
     pub async fn shutdown(&self) {

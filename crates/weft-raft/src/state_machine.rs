@@ -32,6 +32,18 @@ pub struct StateMachine {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// Why the snapshot saved in the data dir cannot be restored at start.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotFileError {
+    #[error("the snapshot {path} is damaged (no metadata line)")]
+    NoMetadata { path: PathBuf },
+    #[error("the snapshot {path} is damaged: {source}")]
+    Damaged {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
 /// A snapshot file: its metadata on the first line, the store's own serialisation after it.
 fn encode(meta: &SnapshotMeta<u64, BasicNode>, data: &[u8]) -> Vec<u8> {
     let mut out = serde_json::to_vec(meta).unwrap_or_default();
@@ -48,19 +60,19 @@ fn decode(bytes: &[u8]) -> Option<(SnapshotMeta<u64, BasicNode>, &[u8])> {
 
 impl StateMachine {
     /// Builds the state machine over `store`, first restoring the snapshot found in `dir`, if any.
-    pub fn open(dir: &Path, store: Arc<RwLock<Store>>) -> Result<StateMachine, String> {
+    pub fn open(dir: &Path, store: Arc<RwLock<Store>>) -> Result<StateMachine, SnapshotFileError> {
         let snapshot_path = dir.join("snapshot.bin");
         let mut applied = (None, StoredMembership::default());
         if let Ok(bytes) = std::fs::read(&snapshot_path) {
-            let (meta, data) = decode(&bytes).ok_or_else(|| {
-                format!(
-                    "the snapshot {} is damaged (no metadata line)",
-                    snapshot_path.display()
-                )
+            let (meta, data) = decode(&bytes).ok_or_else(|| SnapshotFileError::NoMetadata {
+                path: snapshot_path.clone(),
             })?;
             write_lock(&store)
                 .restore(data)
-                .map_err(|e| format!("the snapshot {} is damaged: {e}", snapshot_path.display()))?;
+                .map_err(|source| SnapshotFileError::Damaged {
+                    path: snapshot_path.clone(),
+                    source,
+                })?;
             applied = (meta.last_log_id, meta.last_membership.clone());
         }
         Ok(StateMachine {

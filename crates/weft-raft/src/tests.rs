@@ -59,7 +59,7 @@ fn serve(listener: tokio::net::TcpListener, node: Arc<RaftNode>) -> tokio::task:
                                 .unwrap_or_default();
                             let (status, out) = match node.handle(&kind, &body).await {
                                 Ok(out) => (200, out),
-                                Err(e) => (400, e.into_bytes()),
+                                Err(e) => (400, e.to_string().into_bytes()),
                             };
                             hyper::Response::builder()
                                 .status(status)
@@ -78,9 +78,16 @@ fn serve(listener: tokio::net::TcpListener, node: Arc<RaftNode>) -> tokio::task:
 async fn start_member(dir: &std::path::Path, id: u64, listener: tokio::net::TcpListener) -> Member {
     let addr = listener.local_addr().unwrap().to_string();
     let store = Arc::new(RwLock::new(Store::new()));
-    let node = RaftNode::start(id, &addr, dir, store.clone(), &Timings::default(), None)
-        .await
-        .unwrap();
+    let node = RaftNode::start(
+        id,
+        &addr,
+        dir,
+        store.clone(),
+        &Timings::default(),
+        weft_rpc::http_client(None, None),
+    )
+    .await
+    .unwrap();
     let server = serve(listener, node.clone());
     Member {
         node,

@@ -1,25 +1,71 @@
 //! The RPC client: one pooled HTTP/1.1 client per process, and JSON requests with typed failures.
 
+use crate::auth::RpcAuth;
 use crate::tls::{RpcConnector, RpcTls};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
 
-pub type HttpClient = Client<RpcConnector, Full<Bytes>>;
+/// The RPC client: HTTP/1.1 with pooled connections, inside TLS when configured, every request signed when the
+/// cluster authenticates RPC with its gossip key; shared by every caller. Cheap to clone.
+#[derive(Clone)]
+pub struct HttpClient {
+    http: Client<RpcConnector, Full<Bytes>>,
+    auth: Option<Arc<RpcAuth>>,
+}
 
-/// The RPC client: HTTP/1.1 with pooled connections, inside TLS when `tls` is given; shared by every peer.
-pub fn http_client(tls: Option<&RpcTls>) -> HttpClient {
+/// The RPC client; see [`HttpClient`].
+pub fn http_client(tls: Option<&RpcTls>, auth: Option<Arc<RpcAuth>>) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(1)));
-    Client::builder(TokioExecutor::new())
+    let http = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .build(RpcConnector::new(connector, tls))
+        .build(RpcConnector::new(connector, tls));
+    HttpClient { http, auth }
+}
+
+impl HttpClient {
+    /// Sends one request to the server at `addr`, signed when RPC is authenticated.
+    pub async fn send(
+        &self,
+        method: hyper::Method,
+        addr: &str,
+        path_and_query: &str,
+        headers: &hyper::HeaderMap,
+        body: Bytes,
+    ) -> Result<hyper::Response<Incoming>, RpcError> {
+        let mut builder = hyper::Request::builder()
+            .method(method.clone())
+            .uri(format!("http://{addr}{path_and_query}"));
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        if let Some(auth) = &self.auth {
+            let proof = auth
+                .sign(method.as_str(), path_and_query, &body)
+                .map_err(|e| RpcError::Encode(e.to_string()))?;
+            builder = builder.header(crate::auth::HEADER, proof);
+        }
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|e| RpcError::Encode(e.to_string()))?;
+        self.http.request(request).await.map_err(|e| {
+            let (addr, reason) = (addr.to_string(), with_causes(&e));
+            if e.is_connect() {
+                RpcError::Unreachable { addr, reason }
+            } else {
+                RpcError::Broken { addr, reason }
+            }
+        })
+    }
 }
 
 /// Why an RPC got no usable answer.
@@ -72,19 +118,21 @@ pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
     timeout: Duration,
 ) -> Result<Resp, RpcError> {
     let bytes = serde_json::to_vec(body).map_err(|e| RpcError::Encode(e.to_string()))?;
-    let request = hyper::Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(bytes)))
-        .map_err(|e| RpcError::Encode(e.to_string()))?;
+    let mut headers = hyper::HeaderMap::new();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     let exchange = async {
-        let response = client.request(request).await.map_err(|e| {
-            let (addr, reason) = (addr.to_string(), with_causes(&e));
-            if e.is_connect() {
-                RpcError::Unreachable { addr, reason }
-            } else {
-                RpcError::Broken { addr, reason }
-            }
-        })?;
+        let response = client
+            .send(
+                hyper::Method::POST,
+                addr,
+                path,
+                &headers,
+                Bytes::from(bytes),
+            )
+            .await?;
         let status = response.status();
         let body = response
             .into_body()

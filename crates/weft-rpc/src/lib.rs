@@ -6,10 +6,12 @@
 //! ([`RpcTls`]). Raft's network, request forwarding, joins, leaf signing and the replica stream all ride on it; what
 //! is said over it is defined by its users (`weft-raft`, `weft-server`, `weft-http`).
 
+pub mod auth;
 mod client;
 mod listener;
 mod tls;
 
+pub use auth::{AuthError, RpcAuth};
 pub use client::{http_client, post_json, HttpClient, RpcError};
-pub use listener::RpcListener;
+pub use listener::{PeerRole, RpcListener, RpcPeer};
 pub use tls::{server_name, RpcConnector, RpcStream, RpcTls};

@@ -15,8 +15,72 @@ pub struct RpcListener {
 
 enum Accepted {
     Plain(TcpListener),
-    /// Connections whose TLS handshake has completed.
-    Tls(mpsc::Receiver<(RpcStream, SocketAddr)>),
+    /// Connections whose TLS handshake has completed, with who the certificate says they are.
+    Tls(mpsc::Receiver<(RpcStream, RpcPeer)>),
+}
+
+/// What a peer's certificate says it is. Only TLS with client certificates tells; plain connections are anonymous
+/// (they prove membership with the gossip key instead, see `auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    /// `server.<dc>.weft`: may speak Raft, join, and everything a client may.
+    Server,
+    /// `client.<dc>.weft`: may read its replica stream and pass on its own requests.
+    Client,
+    /// No certificate, or one naming neither.
+    Anonymous,
+}
+
+/// One connection's peer: its address and role. Handlers read it as `ConnectInfo<RpcPeer>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcPeer {
+    pub addr: SocketAddr,
+    pub role: PeerRole,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, RpcListener>>
+    for RpcPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, RpcListener>) -> RpcPeer {
+        *stream.remote_addr()
+    }
+}
+
+/// The role the first certificate's DNS names give, for the datacenter whose server name is `server_name`.
+fn role_of(
+    tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    server_name: &str,
+) -> PeerRole {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+        return PeerRole::Anonymous;
+    };
+    let Ok((_, cert)) = X509Certificate::from_der(cert.as_ref()) else {
+        return PeerRole::Anonymous;
+    };
+    let client_name = server_name.replacen("server.", "client.", 1);
+    let names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.iter().any(|n| n == server_name) {
+        PeerRole::Server
+    } else if names.contains(&client_name) {
+        PeerRole::Client
+    } else {
+        PeerRole::Anonymous
+    }
 }
 
 const HANDSHAKE: Duration = Duration::from_secs(5);
@@ -30,7 +94,11 @@ impl RpcListener {
             Some(t) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(t.server.clone());
                 let (tx, rx) = mpsc::channel(64);
-                tokio::spawn(handshakes(tcp, acceptor, tx));
+                let server_name = match &t.server_name {
+                    rustls::pki_types::ServerName::DnsName(n) => n.as_ref().to_ascii_lowercase(),
+                    _ => String::new(),
+                };
+                tokio::spawn(handshakes(tcp, acceptor, server_name, tx));
                 Accepted::Tls(rx)
             }
         };
@@ -57,18 +125,23 @@ async fn accept_tcp(tcp: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
 async fn handshakes(
     tcp: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
-    tx: mpsc::Sender<(RpcStream, SocketAddr)>,
+    server_name: String,
+    tx: mpsc::Sender<(RpcStream, RpcPeer)>,
 ) {
     loop {
         let (stream, addr) = tokio::select! {
             accepted = accept_tcp(&tcp) => accepted,
             _ = tx.closed() => return,
         };
-        let (acceptor, tx) = (acceptor.clone(), tx.clone());
+        let (acceptor, tx, server_name) = (acceptor.clone(), tx.clone(), server_name.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
-                    let _ = tx.send((RpcStream::Server(Box::new(tls)), addr)).await;
+                    let peer = RpcPeer {
+                        addr,
+                        role: role_of(&tls, &server_name),
+                    };
+                    let _ = tx.send((RpcStream::Server(Box::new(tls)), peer)).await;
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(peer = %addr, error = %e, "refused a server RPC connection: TLS handshake failed")
@@ -84,13 +157,17 @@ async fn handshakes(
 
 impl axum::serve::Listener for RpcListener {
     type Io = RpcStream;
-    type Addr = SocketAddr;
+    type Addr = RpcPeer;
 
-    async fn accept(&mut self) -> (RpcStream, SocketAddr) {
+    async fn accept(&mut self) -> (RpcStream, RpcPeer) {
         match &mut self.accepted {
             Accepted::Plain(tcp) => {
                 let (stream, addr) = accept_tcp(tcp).await;
-                (RpcStream::Plain(stream), addr)
+                let peer = RpcPeer {
+                    addr,
+                    role: PeerRole::Anonymous,
+                };
+                (RpcStream::Plain(stream), peer)
             }
             Accepted::Tls(rx) => match rx.recv().await {
                 Some(accepted) => accepted,
@@ -100,8 +177,12 @@ impl axum::serve::Listener for RpcListener {
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+    fn local_addr(&self) -> std::io::Result<RpcPeer> {
         self.local
+            .map(|addr| RpcPeer {
+                addr,
+                role: PeerRole::Anonymous,
+            })
             .ok_or_else(|| std::io::Error::other("the RPC listener has no local address"))
     }
 }

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub dead_server_after: Duration,
     /// TLS for server RPC (Raft, forwarding, the replica stream); plain TCP when unset.
     pub rpc_tls: Option<weft_rpc::RpcTls>,
+    /// Signs every RPC request with a key derived from the gossip key (when the cluster has one).
+    pub rpc_auth: Option<Arc<weft_rpc::RpcAuth>>,
 }
 
 impl ServerConfig {
@@ -72,6 +74,7 @@ impl ServerConfig {
             bootstrap_expect: 0,
             dead_server_after: Duration::from_secs(10),
             rpc_tls: None,
+            rpc_auth: None,
         }
     }
 }
@@ -130,7 +133,7 @@ impl Server {
     /// A client agent's view of the servers at `servers` (RPC addresses): starts streaming the replica.
     pub fn client(config: ServerConfig, servers: Vec<String>) -> Server {
         let store = Arc::new(RwLock::new(Store::new()));
-        let http = weft_rpc::http_client(config.rpc_tls.as_ref());
+        let http = weft_rpc::http_client(config.rpc_tls.as_ref(), config.rpc_auth.clone());
         let replica = replica::Replica::new(servers, store.clone());
         let server = Server::with_mode(config, store, Mode::Client(replica.clone()));
         replica.start(http);
@@ -138,7 +141,7 @@ impl Server {
     }
 
     fn with_mode(config: ServerConfig, store: Arc<RwLock<Store>>, mode: Mode) -> Server {
-        let http = weft_rpc::http_client(config.rpc_tls.as_ref());
+        let http = weft_rpc::http_client(config.rpc_tls.as_ref(), config.rpc_auth.clone());
         let batcher = match &mode {
             Mode::Raft(node) => Some(batcher::Batcher::start(node.clone())),
             _ => None,
@@ -190,7 +193,7 @@ impl Server {
     /// Answers a Raft RPC from a peer (`append`, `vote`, `snapshot`); refused on agents that are no Raft member.
     pub async fn handle_raft(&self, kind: &str, body: &[u8]) -> Result<Vec<u8>, String> {
         match self.raft_node() {
-            Some(node) => node.handle(kind, body).await,
+            Some(node) => node.handle(kind, body).await.map_err(|e| e.to_string()),
             None => Err("this agent is not a Raft server".into()),
         }
     }

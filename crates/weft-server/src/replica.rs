@@ -70,6 +70,12 @@ pub fn stream_lines(server: &Server) -> Option<mpsc::Receiver<Bytes>> {
                         // An operator's restore replaces everything, KV included: the subscriber starts over from
                         // a snapshot without KV.
                         Command::Restore { .. } => return,
+                        // The CA's private keys never leave the servers.
+                        Command::CaSet(setup) => StreamLine::Entry {
+                            index,
+                            now_ms,
+                            command: Command::CaSet(Box::new(setup.without_keys())),
+                        },
                         _ => StreamLine::Entry {
                             index,
                             now_ms,
@@ -243,10 +249,15 @@ async fn follow(replica: Weak<Replica>, http: HttpClient) {
 }
 
 async fn follow_one(replica: &Weak<Replica>, http: &HttpClient, addr: &str) -> Result<(), String> {
-    let request = hyper::Request::get(format!("http://{addr}/v1/internal/stream"))
-        .body(http_body_util::Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let response = tokio::time::timeout(Duration::from_secs(3), http.request(request))
+    let no_headers = hyper::HeaderMap::new();
+    let request = http.send(
+        hyper::Method::GET,
+        addr,
+        "/v1/internal/stream",
+        &no_headers,
+        Bytes::new(),
+    );
+    let response = tokio::time::timeout(Duration::from_secs(3), request)
         .await
         .map_err(|_| "no answer".to_string())?
         .map_err(|e| e.to_string())?;

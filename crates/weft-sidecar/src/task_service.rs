@@ -99,11 +99,20 @@ pub async fn task_address(agent_addr: &str) -> Option<std::net::IpAddr> {
     (!ip.is_loopback()).then_some(ip)
 }
 
+/// Why the application did not answer a probe.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Connect(#[from] std::io::Error),
+    #[error("timed out")]
+    TimedOut,
+}
+
 /// Dials the application once, as its sidecar would for an inbound connection.
-pub async fn probe(addr: &str) -> Result<(), String> {
+pub async fn probe(addr: &str) -> Result<(), ProbeError> {
     match tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".into()),
+        Ok(Err(e)) => Err(ProbeError::Connect(e)),
+        Err(_) => Err(ProbeError::TimedOut),
     }
 }

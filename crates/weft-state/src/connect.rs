@@ -26,6 +26,40 @@ impl CaState {
     pub fn active_root(&self) -> Option<&StoredRoot> {
         self.roots.iter().find(|r| r.root.active)
     }
+
+    /// The same state with every private key removed: what may leave the servers (client agents' replicas).
+    pub fn without_keys(&self) -> CaState {
+        CaState {
+            config: self.config.as_ref().map(without_key),
+            roots: self.roots.iter().map(root_without_key).collect(),
+            ..self.clone()
+        }
+    }
+}
+
+fn without_key(config: &weft_ca::CaConfig) -> weft_ca::CaConfig {
+    weft_ca::CaConfig {
+        private_key: String::new(),
+        ..config.clone()
+    }
+}
+
+fn root_without_key(root: &StoredRoot) -> StoredRoot {
+    StoredRoot {
+        private_key_pem: String::new(),
+        ..root.clone()
+    }
+}
+
+impl crate::CaSetup {
+    /// The same setup with every private key removed (see [`CaState::without_keys`]).
+    pub fn without_keys(&self) -> crate::CaSetup {
+        crate::CaSetup {
+            config: without_key(&self.config),
+            roots: self.roots.iter().map(root_without_key).collect(),
+            ..self.clone()
+        }
+    }
 }
 
 impl Store {

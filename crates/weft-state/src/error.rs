@@ -33,3 +33,10 @@ pub enum StoreError {
     #[error("{0}")]
     Unavailable(String),
 }
+
+/// Why a store serialisation cannot be restored ([`crate::Store::validate_snapshot`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("not a Weft state snapshot: {0}")]
+    NotAStateSnapshot(#[source] serde_json::Error),
+}

@@ -15,7 +15,7 @@ mod watch;
 
 pub use command::{CaSetup, Command, KvOp, Registration};
 pub use connect::CaState;
-pub use error::StoreError;
+pub use error::{SnapshotError, StoreError};
 pub use watch::{Table, Watches};
 
 use serde::{Deserialize, Serialize};
@@ -73,7 +73,7 @@ struct TablesWithoutKv<'a> {
     table_indexes: &'a BTreeMap<Table, u64>,
     #[serde(serialize_with = "intentions_by_pair")]
     intentions: &'a BTreeMap<(String, String), Intention>,
-    ca: &'a CaState,
+    ca: CaState,
     service_indexes: &'a BTreeMap<String, u64>,
 }
 
@@ -198,7 +198,8 @@ impl Store {
     }
 
     /// The serialisation a client agent's replica starts from: everything but KV (entries and tombstones), which
-    /// client agents ask the servers for, so their memory does not grow with the KV store. Serialised from borrowed
+    /// client agents ask the servers for, so their memory does not grow with the KV store, and but the CA's private
+    /// keys, which never leave the servers (client agents send CSRs to the leader). Serialised from borrowed
     /// tables (no copy, and readers go on meanwhile).
     pub fn snapshot_without_kv(&self) -> Vec<u8> {
         let t = &self.t;
@@ -213,7 +214,8 @@ impl Store {
             lock_delays: &t.lock_delays,
             table_indexes: &t.table_indexes,
             intentions: &t.intentions,
-            ca: &t.ca,
+            // The CA's private keys never leave the servers.
+            ca: t.ca.without_keys(),
             service_indexes: &t.service_indexes,
         };
         serde_json::to_vec(&view).unwrap_or_default()
@@ -225,10 +227,10 @@ impl Store {
     }
 
     /// Checks that `state` is a store serialisation this build can restore (before it is proposed).
-    pub fn validate_snapshot(state: &str) -> Result<u64, String> {
+    pub fn validate_snapshot(state: &str) -> Result<u64, SnapshotError> {
         serde_json::from_str::<Tables>(state)
             .map(|t| t.index)
-            .map_err(|e| format!("not a Weft state snapshot: {e}"))
+            .map_err(SnapshotError::NotAStateSnapshot)
     }
 
     /// Applies an operator's restore at `index`: the restored state, with every index moved past both the

@@ -45,3 +45,33 @@ pub fn parse_response(raw: &str) -> Result<(u16, String)> {
 pub fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
+
+/// Bytes of a server's replica stream (`GET /v1/internal/stream` on its RPC port) read for `for_how_long`, while
+/// `meanwhile` runs.
+pub async fn replica_stream<F: std::future::Future<Output = anyhow::Result<()>>>(
+    rpc: &str,
+    for_how_long: Duration,
+    meanwhile: F,
+) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(rpc)?;
+    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+    stream.write_all(b"GET /v1/internal/stream HTTP/1.1\r\nHost: weft\r\n\r\n")?;
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + for_how_long;
+        let mut buf = [0u8; 65536];
+        while std::time::Instant::now() < deadline {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    meanwhile.await?;
+    reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the stream reader panicked"))
+}

@@ -88,36 +88,6 @@ async fn writes_through_any_agent_are_read_through_every_agent() -> Result<()> {
     Ok(())
 }
 
-/// Bytes of a server's replica stream (`GET /v1/internal/stream` on its RPC port) read for `for_how_long`, while
-/// `meanwhile` runs.
-async fn replica_stream<F: std::future::Future<Output = Result<()>>>(
-    rpc: &str,
-    for_how_long: Duration,
-    meanwhile: F,
-) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(rpc)?;
-    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-    stream.write_all(b"GET /v1/internal/stream HTTP/1.1\r\nHost: weft\r\n\r\n")?;
-    let reader = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        let deadline = std::time::Instant::now() + for_how_long;
-        let mut buf = [0u8; 65536];
-        while std::time::Instant::now() < deadline {
-            match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-                Err(_) => {}
-            }
-        }
-        String::from_utf8_lossy(&seen).into_owned()
-    });
-    meanwhile.await?;
-    reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("the stream reader panicked"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_agents_hold_no_kv_and_ask_the_servers_for_it() -> Result<()> {
     let cluster = Cluster::start(3, 1).await?;
@@ -125,12 +95,13 @@ async fn client_agents_hold_no_kv_and_ask_the_servers_for_it() -> Result<()> {
     ensure!(client.put("/v1/kv/probe/before", "one").await?.text() == "true");
     // What a server streams to client agents: the catalog (the client's own node in it), no KV; a later KV write
     // arrives as the index it took, not as the key and value.
-    let seen = replica_stream(&cluster.rpc_addr(0), Duration::from_secs(3), async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        ensure!(client.put("/v1/kv/probe/after", "two").await?.text() == "true");
-        Ok(())
-    })
-    .await?;
+    let seen =
+        weft_testkit::net::replica_stream(&cluster.rpc_addr(0), Duration::from_secs(3), async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            ensure!(client.put("/v1/kv/probe/after", "two").await?.text() == "true");
+            Ok(())
+        })
+        .await?;
     ensure!(seen.contains("snapshot "), "no snapshot in {seen:.300}");
     ensure!(
         seen.contains(cluster.node(3)),

@@ -10,6 +10,9 @@
 //! learns of the new term; `?consistent` is the mode that promises linearizability.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// The test cluster's gossip key (it also keys RPC authentication).
+const GOSSIP_KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+
 use anyhow::{bail, ensure, Result};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,6 +77,8 @@ fn start() -> Result<Cluster> {
         .collect();
         args.push(format!("server-{i}"));
         args.extend(["-bind".to_string(), cluster.cluster_ip(i)]);
+        // Servers on a network others can reach must authenticate RPC: the gossip key signs it.
+        args.extend(["-encrypt".to_string(), GOSSIP_KEY.to_string()]);
         args.extend(join.iter().cloned());
         let name = format!("weft-part-{id}-{i}");
         let c = Container::run(

@@ -196,6 +196,7 @@ fn server_config(config: &RuntimeConfig) -> Result<ServerConfig> {
     if let Some(ca) = &config.ca_config {
         server.ca_config = ca.clone();
     }
+    server.rpc_auth = rpc_auth(config);
     server.rpc_tls = match &config.rpc_tls {
         None => None,
         Some(files) => Some(
@@ -210,6 +211,16 @@ fn server_config(config: &RuntimeConfig) -> Result<ServerConfig> {
         ),
     };
     Ok(server)
+}
+
+/// RPC authentication keyed from the gossip key, when the cluster has one (see `weft_rpc::auth`).
+fn rpc_auth(config: &RuntimeConfig) -> Option<Arc<weft_rpc::RpcAuth>> {
+    use base64::Engine;
+    let key = config.encrypt.as_deref()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(key.trim())
+        .ok()?;
+    Some(Arc::new(weft_rpc::RpcAuth::from_gossip_key(&raw)))
 }
 
 /// The server role: an in-memory store in dev mode, a Raft member on servers, a replica on client agents.
@@ -228,7 +239,10 @@ async fn start_server(config: &RuntimeConfig, has_rpc: bool, node_id: &str) -> R
         &dir,
         Arc::new(std::sync::RwLock::new(weft_state::Store::new())),
         &weft_server::Timings::default(),
-        server_config.rpc_tls.as_ref(),
+        weft_rpc::http_client(
+            server_config.rpc_tls.as_ref(),
+            server_config.rpc_auth.clone(),
+        ),
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -318,8 +332,14 @@ fn serve_rpc(
     state: ApiState,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let server = state.agent.server().clone();
-    // The KV pages too: client agents hold no KV and pass their dashboard's KV pages to a server.
-    let rpc_app = weft_ui::kv_router(state.clone()).merge(weft_http::rpc_router(state));
+    // Forwarded requests: the API, and the dashboard's KV pages (client agents hold no KV and pass them on).
+    let forwardable = weft_ui::kv_router(state.clone()).merge(weft_http::router(state.clone()));
+    let guard = weft_http::rpc_guard::RpcGuard {
+        auth: server.config().rpc_auth.clone(),
+        roles: config.rpc_tls.as_ref().is_some_and(|t| t.verify_incoming),
+    };
+    let rpc_app = weft_http::rpc_router(state, forwardable, guard)
+        .into_make_service_with_connect_info::<weft_rpc::RpcPeer>();
     let listener = weft_rpc::RpcListener::new(listener, server.config().rpc_tls.as_ref());
     let serve = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, rpc_app).await {

@@ -82,6 +82,9 @@ pub struct Config {
     pub disable_update_check: Option<bool>,
     pub http_config: Option<HttpConfig>,
     pub telemetry: Option<Telemetry>,
+    /// Weft's own: lets a server listen for RPC on a non-loopback address with neither TLS nor a gossip key, so
+    /// that anyone who reaches the port can speak Raft and forward writes. Unsafe; for isolated test networks.
+    pub allow_unauthenticated_rpc: Option<bool>,
 }
 
 /// `addresses`: per-interface bind addresses (default: `client_addr`).

@@ -136,6 +136,7 @@ pub(super) fn validate(
     let net = check.network();
     let (keyring, rpc_tls, default_policy) = check.security();
     let (ca_config, min_leaf_ttl, root_change_jitter) = check.connect();
+    check.rpc_is_protected(&role, &net, rpc_tls.is_some(), keyring.is_some());
     if !check.errors.is_empty() {
         return Err(check.errors);
     }
@@ -408,6 +409,19 @@ impl Checker<'_> {
         (keyring, rpc_tls, policy)
     }
 
+    /// A server's RPC port on an address others can reach must prove who calls it: TLS, or the gossip key's HMAC.
+    fn rpc_is_protected(&mut self, role: &Role, net: &Network, tls: bool, key: bool) {
+        let exposed = role.server && !self.dev && !net.bind_addr.is_loopback();
+        if exposed && !tls && !key && self.c.allow_unauthenticated_rpc != Some(true) {
+            self.err(format!(
+                "server RPC would listen on {} with neither TLS nor a gossip key, so anyone who reaches it could write \
+                 to the cluster: set `encrypt` (weft keygen) or `tls`, or `allow_unauthenticated_rpc = true` on an \
+                 isolated network",
+                net.bind_addr
+            ));
+        }
+    }
+
     /// TLS for server RPC: all three files or none.
     fn rpc_tls(&mut self) -> Option<RpcTlsFiles> {
         let c = self.c;
@@ -557,6 +571,7 @@ const APPLIED: &[&str] = &[
     "connect.enabled",
     "connect.ca_config",
     "connect.leaf_root_change_jitter",
+    "allow_unauthenticated_rpc",
 ];
 
 /// The keys set in `merged` that Weft does not apply (see [`APPLIED`]), as dotted paths.

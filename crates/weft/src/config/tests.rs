@@ -262,3 +262,36 @@ fn security_settings_weft_cannot_honour_are_refused() {
         assert!(build(&flags).is_err(), "{fragment} must be refused");
     }
 }
+
+#[test]
+fn an_exposed_server_rpc_port_needs_tls_or_a_gossip_key() {
+    let exposed = AgentFlags {
+        server: true,
+        bootstrap_expect: Some(3),
+        data_dir: Some("/tmp/weft-exposed".into()),
+        bind: Some("192.0.2.10".into()),
+        ..Default::default()
+    };
+    let errors = build(&exposed).err().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("neither TLS nor a gossip key")),
+        "{errors:?}"
+    );
+    let keyed = AgentFlags {
+        encrypt: Some("pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=".into()),
+        ..exposed.clone()
+    };
+    assert!(build(&keyed).is_ok());
+    let opted_out = AgentFlags {
+        hcl: vec!["allow_unauthenticated_rpc = true".into()],
+        ..exposed.clone()
+    };
+    assert!(build(&opted_out).is_ok());
+    let loopback = AgentFlags {
+        bind: Some("127.0.0.1".into()),
+        ..exposed
+    };
+    assert!(build(&loopback).is_ok());
+}

@@ -1,0 +1,251 @@
+//! Security regressions: each test reproduces a finding of the review (issue "security hardening") against real
+//! processes and asserts it is now refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use anyhow::{ensure, Result};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_testkit::{Cli, Cluster, TempDir};
+
+/// A gossip key for the tests' clusters (it also keys RPC authentication).
+const GOSSIP_KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+
+fn client() -> Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?)
+}
+
+/// Status of `method path` sent straight to a server's RPC port by a bare HTTP client.
+async fn bare(rpc: &str, method: &str, path: &str, body: &str) -> Result<u16> {
+    let method = reqwest::Method::from_bytes(method.as_bytes())?;
+    let answer = client()?
+        .request(method, format!("http://{rpc}{path}"))
+        .body(body.to_string())
+        .send()
+        .await?;
+    Ok(answer.status().as_u16())
+}
+
+/// Finding: the RPC port fell back to the whole public API (snapshots with the CA key, KV writes, CA configuration,
+/// `agent/leave` stopping the server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rpc_port_serves_no_public_api() -> Result<()> {
+    let cluster = Cluster::start(1, 1).await?;
+    let rpc = cluster.rpc_addr(0);
+    for (method, path) in [
+        ("GET", "/v1/snapshot"),
+        ("PUT", "/v1/kv/stolen"),
+        ("PUT", "/v1/connect/ca/configuration"),
+        ("PUT", "/v1/agent/leave"),
+        ("GET", "/v1/agent/self"),
+        ("GET", "/v1/catalog/services"),
+        ("GET", "/ui/dc1/kv"),
+    ] {
+        let status = bare(&rpc, method, path, "{}").await?;
+        ensure!(status == 404, "{method} {path} on the RPC port: {status}");
+    }
+    let server = cluster.agent(0)?;
+    ensure!(
+        server.get("/v1/status/leader").await?.status == 200,
+        "the server is still up"
+    );
+    ensure!(
+        server.get("/v1/kv/stolen").await?.status == 404,
+        "nothing was written"
+    );
+    // Client agents still reach the servers for everything they pass on: writes, reads, their dashboard's KV pages.
+    let agent = cluster.agent(1)?;
+    ensure!(agent.put("/v1/kv/through-client", "1").await?.text() == "true");
+    ensure!(server.get("/v1/kv/through-client?raw").await?.text() == "1");
+    ensure!(agent.get("/v1/kv/through-client?raw").await?.text() == "1");
+    ensure!(agent.get("/ui/dc1/kv").await?.status == 200);
+    Ok(())
+}
+
+/// Finding: without TLS, anything that reached the RPC port could speak Raft, join, read the replica stream (and the
+/// CA key in it) and forward writes. With a gossip key every request must carry its HMAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_gossip_key_a_bare_http_client_gets_nothing_from_the_rpc_port() -> Result<()> {
+    let cluster = Cluster::start_with(1, 1, vec!["-encrypt".into(), GOSSIP_KEY.into()]).await?;
+    let rpc = cluster.rpc_addr(0);
+    for (method, path) in [
+        ("POST", "/v1/internal/hello"),
+        ("POST", "/v1/internal/join"),
+        ("POST", "/v1/internal/raft/vote"),
+        ("POST", "/v1/internal/apply"),
+        ("POST", "/v1/internal/ca/sign"),
+        ("GET", "/v1/internal/stream"),
+        ("PUT", "/v1/internal/forward/v1/kv/stolen"),
+        ("GET", "/v1/internal/forward/v1/snapshot"),
+    ] {
+        let status = bare(&rpc, method, path, "{}").await?;
+        ensure!(status == 401, "{method} {path} without the HMAC: {status}");
+    }
+    // A forged header is refused too.
+    let forged = client()?
+        .put(format!("http://{rpc}/v1/internal/forward/v1/kv/stolen"))
+        .header("x-weft-rpc-auth", "v1 0 0000000000000000 AAAA")
+        .body("1")
+        .send()
+        .await?;
+    ensure!(forged.status() == 401, "forged: {}", forged.status());
+    // The cluster itself works: its members sign.
+    let server = cluster.agent(0)?;
+    ensure!(server.get("/v1/kv/stolen").await?.status == 404);
+    let agent = cluster.agent(1)?;
+    ensure!(agent.put("/v1/kv/signed", "1").await?.text() == "true");
+    ensure!(server.get("/v1/kv/signed?raw").await?.text() == "1");
+    Ok(())
+}
+
+/// A certificate pair for RPC TLS, made with `weft tls`: the CA, a server certificate and a client certificate.
+struct Certs {
+    dir: TempDir,
+}
+
+impl Certs {
+    fn new() -> Result<Certs> {
+        let dir = TempDir::new()?;
+        let d = dir.path().display().to_string();
+        let ca = Cli::new()
+            .args(&["tls", "ca", "create", "-dir", &d])
+            .run()?;
+        ensure!(ca.code() == 0, "{}", ca.stderr);
+        for role in ["-server", "-client"] {
+            let out = Cli::new()
+                .args(&[
+                    "tls",
+                    "cert",
+                    "create",
+                    role,
+                    "-dir",
+                    &d,
+                    "-ca",
+                    &format!("{d}/weft-agent-ca.pem"),
+                    "-key",
+                    &format!("{d}/weft-agent-ca-key.pem"),
+                ])
+                .run()?;
+            ensure!(out.code() == 0, "{}", out.stderr);
+        }
+        Ok(Certs { dir })
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn server_config(&self) -> Result<std::path::PathBuf> {
+        let config = serde_json::json!({"tls": {"defaults": {
+            "ca_file": self.file("weft-agent-ca.pem"),
+            "cert_file": self.file("dc1-server-weft-0.pem"),
+            "key_file": self.file("dc1-server-weft-0-key.pem"),
+            "verify_incoming": true,
+        }}});
+        self.dir.write("server.json", config.to_string())
+    }
+
+    /// An HTTP/1.1 request over TLS with the client certificate; answers the status code.
+    async fn as_client(&self, rpc: &str, method: &str, path: &str) -> Result<u16> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(self.file("weft-agent-ca.pem"))? {
+            roots.add(cert?)?;
+        }
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(self.file("dc1-client-weft-0.pem"))?
+                .collect::<Result<_, _>>()?;
+        let key = PrivateKeyDer::from_pem_file(self.file("dc1-client-weft-0-key.pem"))?;
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)?;
+        let tcp = tokio::net::TcpStream::connect(rpc).await?;
+        let name = ServerName::try_from("server.dc1.weft")?;
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: weft\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        );
+        tls.write_all(request.as_bytes()).await?;
+        let mut head = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut head)).await??;
+        let status = std::str::from_utf8(&head[9..12])?.parse()?;
+        Ok(status)
+    }
+}
+
+/// Finding (CVE-2021-37219's class): with TLS and `verify_incoming`, any certificate of the RPC CA, a client
+/// agent's too, could add a voter. Now a client certificate may only stream its replica and pass on requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_cannot_speak_raft_or_join() -> Result<()> {
+    let certs = Certs::new()?;
+    let config = certs.server_config()?;
+    let cluster = Cluster::start_with(
+        1,
+        0,
+        vec!["-config-file".into(), config.display().to_string()],
+    )
+    .await?;
+    let rpc = cluster.rpc_addr(0);
+    for path in [
+        "/v1/internal/join",
+        "/v1/internal/raft/vote",
+        "/v1/internal/hello",
+    ] {
+        let status = certs.as_client(&rpc, "POST", path).await?;
+        ensure!(status == 403, "a client certificate on {path}: {status}");
+    }
+    // What a client agent needs stays open to it.
+    let stream = certs.as_client(&rpc, "GET", "/v1/internal/stream").await?;
+    ensure!(stream == 200, "replica stream: {stream}");
+    let read = certs
+        .as_client(&rpc, "GET", "/v1/internal/forward/v1/status/leader")
+        .await?;
+    ensure!(read == 200, "forwarded read: {read}");
+    Ok(())
+}
+
+/// Finding: the CA's private key was part of the replica streamed to every client agent, so one compromised host
+/// could forge certificates for every service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replica_stream_never_carries_a_private_key() -> Result<()> {
+    let cluster = Cluster::start(1, 1).await?;
+    let server = cluster.agent(0)?;
+    let seen = weft_testkit::net::replica_stream(&cluster.rpc_addr(0), Duration::from_secs(3), async {
+        // A root rotation is a CA command carrying the new key: it must reach the stream without it.
+        let rotate = serde_json::json!({"Provider": "consul", "Config": {"PrivateKeyType": "ec", "PrivateKeyBits": 384}});
+        let r = server.put_json("/v1/connect/ca/configuration", &rotate).await?;
+        ensure!(r.status == 200, "rotation: {} {}", r.status, r.text());
+        Ok(())
+    })
+    .await?;
+    ensure!(
+        seen.contains("snapshot "),
+        "the stream started: {}",
+        &seen[..seen.len().min(200)]
+    );
+    ensure!(seen.contains("CaSet"), "the rotation was streamed");
+    ensure!(
+        !seen.contains("PRIVATE KEY"),
+        "a private key left the servers"
+    );
+    // The client agent's replica has the roots, and leaves are still issued (signed by the leader).
+    let agent = cluster.agent(1)?;
+    let roots = agent
+        .get("/v1/agent/connect/ca/roots?stale")
+        .await?
+        .json()?;
+    ensure!(
+        roots["Roots"].as_array().is_some_and(|r| r.len() == 2),
+        "{roots}"
+    );
+    let leaf = agent.get("/v1/agent/connect/ca/leaf/web").await?;
+    ensure!(leaf.status == 200, "leaf: {} {}", leaf.status, leaf.text());
+    Ok(())
+}
