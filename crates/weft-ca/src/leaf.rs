@@ -178,21 +178,34 @@ pub struct CertInfo {
     pub uris: Vec<String>,
 }
 
-fn uris_of(cert: &X509Certificate<'_>) -> Vec<String> {
+/// The subject alternative names `pick` keeps.
+fn san_names(
+    cert: &X509Certificate<'_>,
+    pick: impl Fn(&x509_parser::extensions::GeneralName<'_>) -> Option<String>,
+) -> Vec<String> {
     cert.subject_alternative_name()
         .ok()
         .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
+        .map(|san| san.value.general_names.iter().filter_map(&pick).collect())
         .unwrap_or_default()
+}
+
+fn uris_of(cert: &X509Certificate<'_>) -> Vec<String> {
+    san_names(cert, |n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_string()),
+        _ => None,
+    })
+}
+
+/// The DNS SANs of a DER certificate, lowercased (empty when it does not parse): server RPC names its roles so.
+pub fn cert_dns_names(der: &[u8]) -> Vec<String> {
+    match X509Certificate::from_der(der) {
+        Ok((_, cert)) => san_names(&cert, |n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+            _ => None,
+        }),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// The URI SANs of a DER certificate (empty when it does not parse): where a peer's SPIFFE identity is.

@@ -51,29 +51,11 @@ fn role_of(
     tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     server_name: &str,
 ) -> PeerRole {
-    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
         return PeerRole::Anonymous;
     };
-    let Ok((_, cert)) = X509Certificate::from_der(cert.as_ref()) else {
-        return PeerRole::Anonymous;
-    };
+    let names = weft_ca::leaf::cert_dns_names(cert.as_ref());
     let client_name = server_name.replacen("server.", "client.", 1);
-    let names: Vec<String> = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     if names.iter().any(|n| n == server_name) {
         PeerRole::Server
     } else if names.contains(&client_name) {
