@@ -78,7 +78,16 @@ impl Server {
                 .as_ref()
                 .map(|c| c.leaf_cert_ttl)
                 .unwrap_or(Duration::from_secs(72 * 3600));
-            (root, ca.trust_domain(), ca.serial + 1, ttl)
+            (root, ca.trust_domain(), ca.serial, ttl)
+        };
+        let serial = {
+            let mut last = self
+                .inner
+                .last_serial
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *last = (*last).max(serial).saturating_add(1);
+            *last
         };
         let ctx = weft_ca::leaf::SigningContext {
             root: &root,

@@ -108,6 +108,9 @@ struct Inner {
     /// The term in which this member, as leader, has applied everything committed before it took over: reads it
     /// answers from then on are not stale.
     ready_term: std::sync::atomic::AtomicU64,
+    /// The last leaf serial this member handed out: concurrent signings each take the next one, so two leaves never
+    /// share a serial even before either is recorded in the log.
+    last_serial: std::sync::Mutex<u64>,
 }
 
 /// Milliseconds since the Unix epoch: the clock commands carry.
@@ -156,6 +159,7 @@ impl Server {
                 autopilot: autopilot::Tracker::default(),
                 gossip: std::sync::OnceLock::new(),
                 ready_term: std::sync::atomic::AtomicU64::new(0),
+                last_serial: std::sync::Mutex::new(0),
                 batcher,
             }),
         }

@@ -249,3 +249,37 @@ async fn the_replica_stream_never_carries_a_private_key() -> Result<()> {
     ensure!(leaf.status == 200, "leaf: {} {}", leaf.status, leaf.text());
     Ok(())
 }
+
+/// Finding: concurrent leaf signing reused serial numbers (133 distinct serials for 200 leaves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_leaves_never_share_a_serial() -> Result<()> {
+    let agent = weft_testkit::DevAgent::start()?;
+    let http = client()?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..500 {
+        let (http, url) = (
+            http.clone(),
+            agent.url(&format!("/v1/agent/connect/ca/leaf/svc-{i}")),
+        );
+        tasks.spawn(async move {
+            let leaf: serde_json::Value = http.get(url).send().await?.json().await?;
+            Ok::<String, anyhow::Error>(
+                leaf["SerialNumber"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        });
+    }
+    let mut serials = std::collections::BTreeSet::new();
+    while let Some(serial) = tasks.join_next().await {
+        let serial = serial??;
+        ensure!(!serial.is_empty(), "a leaf without a serial");
+        ensure!(
+            serials.insert(serial.clone()),
+            "serial {serial} was issued twice"
+        );
+    }
+    ensure!(serials.len() == 500);
+    Ok(())
+}
