@@ -8,6 +8,7 @@
 mod agent;
 pub mod agent_self;
 pub mod blocking;
+pub mod browser_guard;
 mod catalog;
 mod connect;
 pub mod ctx;

@@ -283,3 +283,57 @@ async fn concurrent_leaves_never_share_a_serial() -> Result<()> {
     ensure!(serials.len() == 500);
     Ok(())
 }
+
+/// Findings: cross-origin `text/plain` POSTs were accepted (a web page could create intentions through a visitor's
+/// browser), and any `Host` was answered (DNS rebinding let a page read the API).
+#[tokio::test]
+async fn browsers_cannot_write_cross_origin_or_read_through_dns_rebinding() -> Result<()> {
+    let agent = weft_testkit::DevAgent::builder()
+        .args([
+            "-hcl",
+            "http_config { allowed_origins = [\"https://ops.example\"]  allowed_hosts = [\"consul.internal\"] }",
+        ])
+        .start()?;
+    let http = client()?;
+    let own = format!("http://{}", agent.addr());
+    let write = |origin: &str, path: &str, body: &str| {
+        http.put(agent.url(path))
+            .header("Origin", origin)
+            .header("Content-Type", "text/plain")
+            .body(body.to_string())
+    };
+    let r = write("http://evil.example", "/v1/kv/csrf", "x")
+        .send()
+        .await?;
+    ensure!(r.status() == 403, "cross-origin KV write: {}", r.status());
+    let intention = r#"{"SourceName": "evil", "DestinationName": "db", "Action": "allow"}"#;
+    let r = http
+        .post(agent.url("/v1/connect/intentions"))
+        .header("Origin", "http://evil.example")
+        .header("Content-Type", "text/plain")
+        .body(intention)
+        .send()
+        .await?;
+    ensure!(r.status() == 403, "cross-origin intention: {}", r.status());
+    ensure!(
+        agent.get("/v1/kv/csrf").await?.status == 404,
+        "nothing was written"
+    );
+    ensure!(agent.get("/v1/connect/intentions").await?.text().trim() == "[]");
+    // The agent's own pages, listed origins and clients without an Origin still write.
+    for origin in [own.as_str(), "https://ops.example"] {
+        let r = write(origin, "/v1/kv/ok", "1").send().await?;
+        ensure!(r.status() == 200, "{origin}: {}", r.status());
+    }
+    // DNS rebinding: a name that is not the agent's is refused, reads included.
+    let read = |host: &str| {
+        http.get(agent.url("/v1/agent/self"))
+            .header("Host", host.to_string())
+            .send()
+    };
+    ensure!(read("evil.example:8500").await?.status() == 403);
+    for host in ["localhost:8500", "consul.internal", agent.node()] {
+        ensure!(read(host).await?.status() == 200, "{host}");
+    }
+    Ok(())
+}

@@ -133,6 +133,15 @@ impl App {
         } else {
             api
         };
+        let browsers = Arc::new(weft_http::browser_guard::BrowserGuard {
+            node_name: self.config.node_name.clone(),
+            allowed_hosts: self.config.allowed_hosts.clone(),
+            allowed_origins: self.config.allowed_origins.clone(),
+        });
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            browsers,
+            weft_http::browser_guard::guard,
+        ));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serve = tokio::spawn(async move {
             axum::serve(self.http, app)

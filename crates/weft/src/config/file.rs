@@ -263,6 +263,10 @@ pub struct Connect {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
+    /// Weft's own: host names (besides IP addresses, `localhost` and the node name) the API may be reached by.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Weft's own: origins whose pages may write through a browser (the agent's own origin always may).
+    pub allowed_origins: Option<Vec<String>>,
     pub response_headers: Option<BTreeMap<String, String>>,
     pub allow_write_http_from: Option<Vec<String>>,
     pub use_cache: Option<bool>,

@@ -62,6 +62,10 @@ pub struct RuntimeConfig {
     pub root_change_jitter: Duration,
     pub default_policy: DefaultPolicy,
     pub ui_enabled: bool,
+    /// Extra names the HTTP API answers browsers for (`http_config.allowed_hosts`).
+    pub allowed_hosts: Vec<String>,
+    /// Extra origins whose pages may write (`http_config.allowed_origins`).
+    pub allowed_origins: Vec<String>,
     /// Keys that were set but that Weft does not act on yet (logged as warnings at start).
     pub ignored: Vec<String>,
     /// The command line this config was built from: reload reads the same sources again.
@@ -188,6 +192,16 @@ pub(super) fn validate(
             .and_then(|u| u.enabled)
             .or(c.ui)
             .unwrap_or(true),
+        allowed_hosts: c
+            .http_config
+            .as_ref()
+            .and_then(|h| h.allowed_hosts.clone())
+            .unwrap_or_default(),
+        allowed_origins: c
+            .http_config
+            .as_ref()
+            .and_then(|h| h.allowed_origins.clone())
+            .unwrap_or_default(),
         ignored: ignored_keys(merged),
         sources: sources.clone(),
         encrypt: c.encrypt.clone(),
@@ -572,6 +586,8 @@ const APPLIED: &[&str] = &[
     "connect.ca_config",
     "connect.leaf_root_change_jitter",
     "allow_unauthenticated_rpc",
+    "http_config.allowed_hosts",
+    "http_config.allowed_origins",
 ];
 
 /// The keys set in `merged` that Weft does not apply (see [`APPLIED`]), as dotted paths.
