@@ -35,11 +35,24 @@ fn bad(msg: impl Into<String>) -> AgentError {
     AgentError::BadRequest(msg.into())
 }
 
+/// IDs and names with control characters could be registered but never addressed again (no URL or shell carries
+/// them cleanly), and they persist across restarts: refused at the door.
+fn printable(what: &str, value: &str) -> Result<(), AgentError> {
+    if value.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "Invalid {what} {value:?}: it contains control characters"
+        )));
+    }
+    Ok(())
+}
+
 /// Validates a registration body and builds the service record (without checks; see [`service_checks`]).
 pub fn build_service(def: &ServiceDefinition) -> Result<NodeService, AgentError> {
     if def.name.is_empty() {
         return Err(bad("Missing service name"));
     }
+    printable("service name", &def.name)?;
+    printable("service ID", &def.id)?;
     if def.namespace.len() > 1 && def.namespace != "default" {
         return Err(bad(format!(
             "Invalid namespace {:?}: namespaces are a Consul Enterprise feature",
@@ -189,7 +202,15 @@ pub fn build_check(
     node: &str,
     service: Option<&NodeService>,
 ) -> Result<(HealthCheck, CheckKind), AgentError> {
+    printable("check name", &def.name)?;
+    printable("check ID", &def.check_id)?;
     let kind = def.kind().map_err(|e| bad(e.to_string()))?;
+    if def
+        .interval
+        .is_some_and(|i| !i.is_zero() && i < weft_types::check::MIN_INTERVAL)
+    {
+        tracing::warn!(check = %def.name, "check interval below the 1 s minimum; using 1 s");
+    }
     let status = def.initial_status().map_err(|e| bad(e.to_string()))?;
     let interval = match &kind {
         CheckKind::Http { interval, .. } | CheckKind::Tcp { interval, .. } => {

@@ -117,7 +117,7 @@ async fn run_http(
         let (status, output) = match request.send().await {
             Ok(resp) => {
                 let code = resp.status();
-                let body = resp.text().await.unwrap_or_default();
+                let body = read_at_most(resp, output_limit(def.output_max_size)).await;
                 let status = if code.is_success() {
                     CheckStatus::Passing
                 } else if code.as_u16() == 429 {
@@ -136,6 +136,31 @@ async fn run_http(
         let max = def.output_max_size;
         report(&inner, &id, status, &crate::truncate_output(&output, max)).await;
     }
+}
+
+/// The most of a check's output kept (Consul's `check_output_max_size`, 4 KB by default).
+fn output_limit(max: usize) -> usize {
+    if max == 0 {
+        4096
+    } else {
+        max
+    }
+}
+
+/// Up to `limit` bytes of a response body (a little more, to show the output was cut). The rest is never read: the
+/// response is dropped, and its connection with it, so a check answering 300 MiB costs the agent 4 KB.
+async fn read_at_most(mut resp: reqwest::Response, limit: usize) -> String {
+    let mut body: Vec<u8> = Vec::new();
+    while body.len() <= limit {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit + 1 - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 async fn run_tcp(

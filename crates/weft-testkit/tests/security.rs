@@ -337,3 +337,146 @@ async fn browsers_cannot_write_cross_origin_or_read_through_dns_rebinding() -> R
     }
     Ok(())
 }
+
+/// A tiny HTTP server answering every request with `body_len` bytes (streamed); counts requests and bytes sent.
+async fn check_target(
+    body_len: u64,
+) -> Result<(
+    String,
+    Arc<std::sync::atomic::AtomicU64>,
+    Arc<std::sync::atomic::AtomicU64>,
+)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (hits, sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (h, s) = (hits.clone(), sent.clone());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            h.fetch_add(1, Ordering::Relaxed);
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut req = [0u8; 2048];
+                let _ = conn.read(&mut req).await;
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\n\r\n");
+                if conn.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut left = body_len;
+                while left > 0 {
+                    let n = left.min(chunk.len() as u64) as usize;
+                    // A reader that stopped reading leaves this write waiting: give up after a while.
+                    match tokio::time::timeout(Duration::from_secs(5), conn.write_all(&chunk[..n]))
+                        .await
+                    {
+                        Ok(Ok(())) => {
+                            s.fetch_add(n as u64, Ordering::Relaxed);
+                            left -= n as u64;
+                        }
+                        _ => return,
+                    }
+                }
+            });
+        }
+    });
+    Ok((format!("http://{addr}/health"), hits, sent))
+}
+
+fn rss_kb(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
+    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+}
+
+/// Findings: check intervals had no floor (`"1ns"` burned a core), and an HTTP check read the whole response body
+/// into memory (one check took the agent from 16 MB to 697 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_run_at_most_once_a_second_and_read_at_most_their_output_limit() -> Result<()> {
+    use std::sync::atomic::Ordering;
+    let agent = weft_testkit::DevAgent::start()?;
+    let (fast_url, fast_hits, _) = check_target(2).await?;
+    let r = agent
+        .put_json(
+            "/v1/agent/check/register",
+            &serde_json::json!({"Name": "spin", "HTTP": fast_url, "Interval": "1ns"}),
+        )
+        .await?;
+    ensure!(r.status == 200, "{} {}", r.status, r.text());
+    let checks = agent.get("/v1/agent/checks").await?.json()?;
+    ensure!(checks["spin"]["Interval"] == "1s", "{}", checks["spin"]);
+
+    const HUGE: u64 = 300 * 1024 * 1024;
+    let (huge_url, huge_hits, sent) = check_target(HUGE).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kb(agent.pid())?;
+    let r = agent
+        .put_json(
+            "/v1/agent/check/register",
+            &serde_json::json!({"Name": "huge", "HTTP": huge_url, "Interval": "1s"}),
+        )
+        .await?;
+    ensure!(r.status == 200, "{} {}", r.status, r.text());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kb(agent.pid())?;
+    let checks = agent.get("/v1/agent/checks").await?.json()?;
+    let output = checks["huge"]["Output"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    ensure!(huge_hits.load(Ordering::Relaxed) >= 2, "the huge check ran");
+    ensure!(output.contains("200 OK"), "{output:.200}");
+    ensure!(
+        output.len() < 4096 + 200,
+        "output of {} bytes kept",
+        output.len()
+    );
+    let read = sent.load(Ordering::Relaxed);
+    ensure!(
+        read < 32 * 1024 * 1024,
+        "{read} bytes of the huge body were taken from the socket"
+    );
+    ensure!(
+        after.saturating_sub(before) < 5 * 1024,
+        "RSS grew from {before} kB to {after} kB"
+    );
+    // Three and a half seconds at a 1 s floor: a handful of probes, not millions.
+    let hits = fast_hits.load(Ordering::Relaxed);
+    ensure!((2..=6).contains(&hits), "the 1ns check ran {hits} times");
+    Ok(())
+}
+
+/// Findings: an ID with control characters could be registered but never removed; a `?wait` of 400 digits became 0.
+#[tokio::test]
+async fn control_characters_and_overflowing_waits_are_refused() -> Result<()> {
+    let agent = weft_testkit::DevAgent::start()?;
+    for body in [
+        serde_json::json!({"Name": "web", "ID": "web\u{7}"}),
+        serde_json::json!({"Name": "we\nb"}),
+    ] {
+        let r = agent.put_json("/v1/agent/service/register", &body).await?;
+        ensure!(r.status == 400, "{body}: {} {}", r.status, r.text());
+    }
+    let r = agent
+        .put_json(
+            "/v1/agent/check/register",
+            &serde_json::json!({"Name": "c", "ID": "c\u{1b}[31m", "TTL": "10s"}),
+        )
+        .await?;
+    ensure!(r.status == 400, "{} {}", r.status, r.text());
+    ensure!(agent.get("/v1/agent/services").await?.text().trim() == "{}");
+    let digits = "9".repeat(400);
+    let r = agent
+        .get(&format!("/v1/kv/x?index=1&wait={digits}s"))
+        .await?;
+    ensure!(
+        r.status == 400,
+        "wait of 400 digits: {} {}",
+        r.status,
+        r.text()
+    );
+    Ok(())
+}

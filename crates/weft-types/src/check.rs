@@ -202,12 +202,16 @@ pub enum CheckError {
     Invalid(String),
 }
 
+/// The shortest interval a check runs at (Consul's `MinInterval`): a shorter one is raised to it, so a check of
+/// `"1ns"` cannot spin a core.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
 impl CheckDefinition {
     /// Decides the check's kind and validates what that kind needs.
     pub fn kind(&self) -> Result<CheckKind, CheckError> {
         let needs_interval = |what: &str| -> Result<Duration, CheckError> {
             match self.interval {
-                Some(i) if !i.is_zero() => Ok(i),
+                Some(i) if !i.is_zero() => Ok(i.max(MIN_INTERVAL)),
                 _ => Err(CheckError::Invalid(format!(
                     "Interval must be > 0 for {what} checks"
                 ))),

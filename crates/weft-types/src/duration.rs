@@ -49,11 +49,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         };
         total += number * nanos_per_unit;
     }
-    if negative || !total.is_finite() {
-        return Ok(Duration::ZERO);
-    }
-    if total > u64::MAX as f64 {
+    // Go refuses what overflows its 64-bit nanoseconds; so do we (a `?wait` of 400 digits is not "no wait").
+    if !total.is_finite() || total > u64::MAX as f64 {
         return Err(err());
+    }
+    if negative {
+        return Ok(Duration::ZERO);
     }
     Ok(Duration::from_nanos(total as u64))
 }
