@@ -21,7 +21,9 @@ pub fn http_get_path(port: u16, path: &str) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: mesh\r\nConnection: close\r\n\r\n").as_bytes(),
+        // The Host curl would send: the agent refuses names that are not its own (DNS-rebinding defence).
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
     )?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw)?;
