@@ -18,6 +18,7 @@ use http_body_util::BodyExt;
 use hyper::body::Bytes;
 use std::time::Duration;
 use tokio::time::Instant;
+use weft_rpc::RpcError;
 use weft_server::{Mode, LEADER_WAIT};
 
 pub const FORWARDED: &str = "x-weft-forwarded";
@@ -177,7 +178,7 @@ async fn forward(
     path_and_query: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Reply, String> {
+) -> Result<Reply, RpcError> {
     let client = state.agent.server().http().clone();
     let mut passed_on = HeaderMap::new();
     for (name, value) in headers {
@@ -190,7 +191,10 @@ async fn forward(
     }
     let path = format!("{}{path_and_query}", crate::FORWARD_PREFIX);
     let body = Bytes::copy_from_slice(body);
-    let mut last_error = String::new();
+    let mut last_error = RpcError::Unreachable {
+        addr: String::new(),
+        reason: "no servers known".into(),
+    };
     for addr in targets {
         // Blocking queries wait up to 10 minutes (plus Consul's jitter of wait/16).
         let send = client.send(method.clone(), addr, &path, &passed_on, body.clone());
@@ -198,11 +202,14 @@ async fn forward(
         let response = match answer {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                last_error = format!("{addr}: {e}");
+                last_error = e;
                 continue;
             }
             Err(_) => {
-                last_error = format!("{addr}: no answer");
+                last_error = RpcError::Timeout {
+                    addr: addr.clone(),
+                    timeout: Duration::from_secs(11 * 60),
+                };
                 continue;
             }
         };
@@ -214,7 +221,10 @@ async fn forward(
         let body = match response.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                last_error = format!("{addr}: {e}");
+                last_error = RpcError::Broken {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                };
                 continue;
             }
         };

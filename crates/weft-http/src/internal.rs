@@ -28,7 +28,7 @@ pub async fn raft(ctx: Ctx) -> Result<Reply, ApiError> {
         .await
     {
         Ok(body) => Ok(Reply::json_bytes(body.into())),
-        Err(e) => Err(ApiError::bad_request(e)),
+        Err(e) => Err(ApiError::bad_request(e.to_string())),
     }
 }
 

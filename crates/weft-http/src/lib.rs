@@ -38,11 +38,14 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use weft_agent::Agent;
 
+/// Why a reload did not complete (the composition root's own error, carried as a trait object).
+pub type ReloadFailure = Box<dyn std::error::Error + Send + Sync>;
+
 /// Re-reads and applies the configuration for `/v1/agent/reload`: answers the changed settings that need a restart,
 /// or why nothing could be reloaded.
 pub type ConfigReloader = Arc<
     dyn Fn() -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<Vec<String>, String>> + Send>,
+            Box<dyn std::future::Future<Output = Result<Vec<String>, ReloadFailure>> + Send>,
         > + Send
         + Sync,
 >;

@@ -38,7 +38,7 @@ pub async fn raft_peer(ctx: Ctx) -> Result<Reply, ApiError> {
         .server()
         .remove_peer(id, address)
         .await
-        .map_err(ApiError::bad_request)?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Reply::empty())
 }
 

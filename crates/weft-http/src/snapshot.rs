@@ -33,37 +33,55 @@ fn fnv64(bytes: &[u8]) -> String {
     format!("{h:016x}")
 }
 
+/// Why a snapshot file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotFileError {
+    #[error("not a Weft snapshot: no header line")]
+    NoHeader,
+    #[error("not a Weft snapshot: bad header ({0})")]
+    BadHeader(serde_json::Error),
+    #[error("not a Weft snapshot")]
+    NotWeft,
+    #[error("snapshot format {0} is newer than this build reads ({FORMAT})")]
+    Newer(u32),
+    #[error(
+        "snapshot is truncated or padded: {found} bytes of state where the header says {expected}"
+    )]
+    Length { found: usize, expected: usize },
+    #[error("snapshot is damaged: checksum mismatch")]
+    Checksum,
+    #[error("snapshot is damaged: not UTF-8")]
+    NotUtf8,
+    #[error(transparent)]
+    State(#[from] weft_state::SnapshotError),
+}
+
 /// Checks a snapshot file and returns its state; the reason it is refused otherwise.
-pub fn check(file: &[u8]) -> Result<(Header, &str), String> {
+pub fn check(file: &[u8]) -> Result<(Header, &str), SnapshotFileError> {
     let split = file
         .iter()
         .position(|b| *b == b'\n')
-        .ok_or("not a Weft snapshot: no header line")?;
-    let header: Header = serde_json::from_slice(&file[..split])
-        .map_err(|e| format!("not a Weft snapshot: bad header ({e})"))?;
+        .ok_or(SnapshotFileError::NoHeader)?;
+    let header: Header =
+        serde_json::from_slice(&file[..split]).map_err(SnapshotFileError::BadHeader)?;
     if header.weft != "snapshot" {
-        return Err("not a Weft snapshot".into());
+        return Err(SnapshotFileError::NotWeft);
     }
     if header.version > FORMAT {
-        return Err(format!(
-            "snapshot format {} is newer than this build reads ({FORMAT})",
-            header.version
-        ));
+        return Err(SnapshotFileError::Newer(header.version));
     }
     let body = &file[split + 1..];
     if body.len() != header.length {
-        return Err(format!(
-            "snapshot is truncated or padded: {} bytes of state where the header says {}",
-            body.len(),
-            header.length
-        ));
+        return Err(SnapshotFileError::Length {
+            found: body.len(),
+            expected: header.length,
+        });
     }
     if fnv64(body) != header.checksum {
-        return Err("snapshot is damaged: checksum mismatch".into());
+        return Err(SnapshotFileError::Checksum);
     }
-    let state =
-        std::str::from_utf8(body).map_err(|_| "snapshot is damaged: not UTF-8".to_string())?;
-    Store::validate_snapshot(state).map_err(|e| e.to_string())?;
+    let state = std::str::from_utf8(body).map_err(|_| SnapshotFileError::NotUtf8)?;
+    Store::validate_snapshot(state)?;
     Ok((header, state))
 }
 
@@ -103,7 +121,7 @@ fn save(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn restore(ctx: Ctx) -> Result<Reply, ApiError> {
-    let (_, state) = check(&ctx.body).map_err(ApiError::bad_request)?;
+    let (_, state) = check(&ctx.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let server = ctx.state.agent.server();
     server
         .write(Command::Restore {
@@ -140,15 +158,24 @@ mod tests {
         let good = file(&state);
         assert!(check(&good).is_ok());
         let truncated = &good[..good.len() - 3];
-        assert!(check(truncated).unwrap_err().contains("truncated"));
+        assert!(check(truncated)
+            .unwrap_err()
+            .to_string()
+            .contains("truncated"));
         let mut flipped = good.clone();
         let last = flipped.len() - 2;
         flipped[last] ^= 0x20;
         assert!(check(&flipped).is_err());
-        assert!(check(b"hello").unwrap_err().contains("not a Weft snapshot"));
+        assert!(check(b"hello")
+            .unwrap_err()
+            .to_string()
+            .contains("not a Weft snapshot"));
         let newer = String::from_utf8(good.clone())
             .unwrap_or_default()
             .replacen("\"Version\":1", "\"Version\":9", 1);
-        assert!(check(newer.as_bytes()).unwrap_err().contains("newer"));
+        assert!(check(newer.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("newer"));
     }
 }

@@ -32,12 +32,24 @@ struct TxnOp {
     check: Option<Value>,
 }
 
-fn kv_op(kv: TxnKv) -> Result<KvOp, String> {
+/// Why a transaction's KV operation is refused.
+#[derive(Debug, thiserror::Error)]
+enum TxnOpError {
+    #[error("illegal base64 data for key {key:?}: {reason}")]
+    Base64 { key: String, reason: String },
+    #[error("Unknown KV verb {0:?}")]
+    Verb(String),
+}
+
+fn kv_op(kv: TxnKv) -> Result<KvOp, TxnOpError> {
     let value = match kv.value {
         None => Vec::new(),
         Some(v) => base64::engine::general_purpose::STANDARD
             .decode(v.as_bytes())
-            .map_err(|e| format!("illegal base64 data for key {:?}: {e}", kv.key))?,
+            .map_err(|e| TxnOpError::Base64 {
+                key: kv.key.clone(),
+                reason: e.to_string(),
+            })?,
     };
     let (key, flags, index, session) = (kv.key, kv.flags, kv.index, kv.session);
     Ok(match kv.verb.as_str() {
@@ -69,7 +81,7 @@ fn kv_op(kv: TxnKv) -> Result<KvOp, String> {
         "delete" => KvOp::Delete { key },
         "delete-tree" => KvOp::DeleteTree { prefix: key },
         "delete-cas" => KvOp::DeleteCas { key, index },
-        other => return Err(format!("Unknown KV verb {other:?}")),
+        other => return Err(TxnOpError::Verb(other.to_string())),
     })
 }
 
@@ -101,7 +113,7 @@ pub async fn txn(ctx: Ctx) -> Result<Reply, ApiError> {
         match op {
             TxnOp { kv: Some(kv), .. } => match kv_op(kv) {
                 Ok(op) => kv_ops.push(op),
-                Err(what) => errors.push(json!({"OpIndex": i, "What": what})),
+                Err(what) => errors.push(json!({"OpIndex": i, "What": what.to_string()})),
             },
             TxnOp { node: Some(_), .. } | TxnOp { service: Some(_), .. } | TxnOp { check: Some(_), .. } => {
                 errors.push(json!({"OpIndex": i, "What": "Node, Service and Check operations are not supported in transactions by Weft yet; use KV operations"}))

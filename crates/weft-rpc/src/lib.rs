@@ -14,4 +14,4 @@ mod tls;
 pub use auth::{AuthError, RpcAuth};
 pub use client::{http_client, post_json, HttpClient, RpcError};
 pub use listener::{PeerRole, RpcListener, RpcPeer};
-pub use tls::{server_name, RpcConnector, RpcStream, RpcTls};
+pub use tls::{server_name, RpcConnector, RpcStream, RpcTls, TlsError};

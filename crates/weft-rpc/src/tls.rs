@@ -37,13 +37,43 @@ impl std::fmt::Debug for RpcTls {
     }
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Why the RPC TLS files could not be used; each names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path} holds no valid PEM certificate: {reason}")]
+    BadPem { path: String, reason: String },
+    #[error("{0} holds no certificate")]
+    NoCertificate(String),
+    #[error("{path} is not a usable CA certificate: {reason}")]
+    BadCa { path: String, reason: String },
+    #[error("cannot read the private key {path}: {reason}")]
+    BadKey { path: String, reason: String },
+    #[error("{cert} and {key} do not match: {reason}")]
+    Mismatch {
+        cert: String,
+        key: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let name = || path.display().to_string();
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .map_err(|e| TlsError::Read {
+            path: name(),
+            reason: e.to_string(),
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{} holds no valid PEM certificate: {e}", path.display()))?;
+        .map_err(|e| TlsError::BadPem {
+            path: name(),
+            reason: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(format!("{} holds no certificate", path.display()));
+        return Err(TlsError::NoCertificate(name()));
     }
     Ok(certs)
 }
@@ -56,48 +86,50 @@ impl RpcTls {
         key_file: &Path,
         verify_incoming: bool,
         datacenter: &str,
-    ) -> Result<RpcTls, String> {
+    ) -> Result<RpcTls, TlsError> {
+        let setup = |e: &dyn std::fmt::Display| TlsError::Setup(e.to_string());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for ca in read_certs(ca_file)? {
-            roots.add(ca).map_err(|e| {
-                format!("{} is not a usable CA certificate: {e}", ca_file.display())
+            roots.add(ca).map_err(|e| TlsError::BadCa {
+                path: ca_file.display().to_string(),
+                reason: e.to_string(),
             })?;
         }
         let roots = Arc::new(roots);
         let chain = read_certs(cert_file)?;
-        let key = PrivateKeyDer::from_pem_file(key_file)
-            .map_err(|e| format!("cannot read the private key {}: {e}", key_file.display()))?;
+        let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| TlsError::BadKey {
+            path: key_file.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| setup(&e))?;
         let server = if verify_incoming {
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 roots.clone(),
                 provider.clone(),
             )
             .build()
-            .map_err(|e| format!("client verification: {e}"))?;
+            .map_err(|e| setup(&format!("client verification: {e}")))?;
             builder.with_client_cert_verifier(verifier)
         } else {
             builder.with_no_client_auth()
         }
         .with_single_cert(chain.clone(), key.clone_key())
-        .map_err(|e| {
-            format!(
-                "{} and {} do not match: {e}",
-                cert_file.display(),
-                key_file.display()
-            )
+        .map_err(|e| TlsError::Mismatch {
+            cert: cert_file.display().to_string(),
+            key: key_file.display().to_string(),
+            reason: e.to_string(),
         })?;
         let client = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| setup(&e))?
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
-            .map_err(|e| format!("{}: {e}", cert_file.display()))?;
+            .map_err(|e| setup(&format!("{}: {e}", cert_file.display())))?;
         let server_name = ServerName::try_from(server_name(datacenter))
-            .map_err(|e| format!("bad datacenter name for TLS: {e}"))?;
+            .map_err(|e| setup(&format!("bad datacenter name for TLS: {e}")))?;
         Ok(RpcTls {
             server: Arc::new(server),
             client: Arc::new(client),

@@ -17,6 +17,9 @@ pub enum CaManagerError {
     #[error("cluster has no CA bootstrapped yet")]
     NotInitialised,
     /// The leader could not be asked (client agents and followers send CSRs to it).
+    #[error(transparent)]
+    Leader(#[from] crate::rpc::LeaderCallError),
+    /// The leader refused for a reason of its own (its words).
     #[error("{0}")]
     Remote(String),
 }
@@ -118,10 +121,8 @@ impl Server {
             csr: csr_pem.to_string(),
             datacenter: datacenter.to_string(),
         };
-        let answer: Result<IssuedCert, SignRefusal> = self
-            .call_leader("/v1/internal/ca/sign", &req)
-            .await
-            .map_err(CaManagerError::Remote)?;
+        let answer: Result<IssuedCert, SignRefusal> =
+            self.call_leader("/v1/internal/ca/sign", &req).await?;
         answer.map_err(|refusal| match refusal {
             SignRefusal::BadCsr(m) => CaManagerError::Ca(CaError::BadCsr(m)),
             SignRefusal::Failed(m) => CaManagerError::Remote(m),

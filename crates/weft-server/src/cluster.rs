@@ -39,6 +39,15 @@ pub struct JoinRequest {
     pub node_name: String,
 }
 
+/// Why a server was not added to the cluster; travels back over server RPC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum JoinRefusal {
+    #[error("not a server")]
+    NotAServer,
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// `-bootstrap-expect`, and server RPC addresses to ask besides those gossip finds.
 #[derive(Debug, Clone, Default)]
 pub struct Bootstrap {
@@ -68,19 +77,20 @@ impl Server {
     }
 
     /// Serves `POST /v1/internal/join`: the leader adds the server; a follower passes the request to the leader.
-    pub async fn handle_join(&self, req: JoinRequest) -> Result<(), String> {
+    pub async fn handle_join(&self, req: JoinRequest) -> Result<(), JoinRefusal> {
         let Mode::Raft(node) = self.mode() else {
-            return Err("not a server".into());
+            return Err(JoinRefusal::NotAServer);
         };
         if node.is_leader() {
             tracing::info!(server = %req.node_name, addr = %req.addr, "adding a server to the cluster");
             return node
                 .add_server(req.id, &req.addr)
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(|e| JoinRefusal::Failed(e.to_string()));
         }
-        let answer: Result<(), String> = self.call_leader("/v1/internal/join", &req).await?;
-        answer
+        self.call_leader("/v1/internal/join", &req)
+            .await
+            .map_err(|e| JoinRefusal::Failed(e.to_string()))?
     }
 
     /// Runs until this server belongs to a cluster with a leader: joins one, or bootstraps one with its peers.
@@ -143,7 +153,7 @@ impl Server {
                     continue;
                 }
                 if let Some(leader) = hello.leader.clone() {
-                    let answer: Result<Result<(), String>, weft_rpc::RpcError> =
+                    let answer: Result<Result<(), JoinRefusal>, weft_rpc::RpcError> =
                         weft_rpc::post_json(
                             self.http(),
                             &leader,

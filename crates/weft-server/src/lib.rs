@@ -21,10 +21,10 @@ mod sessions;
 
 pub use autopilot::ServerHealth;
 pub use ca::{CaManagerError, SignRefusal};
-pub use cluster::{Bootstrap, Hello, JoinRequest};
+pub use cluster::{Bootstrap, Hello, JoinRefusal, JoinRequest};
 pub use members::{MemberStatus, MemberView, MembershipError};
 pub use replica::{stream_lines, StreamLine};
-pub use rpc::{ApplyAnswer, ApplyRequest, SignRequest};
+pub use rpc::{ApplyAnswer, ApplyRequest, LeaderCallError, SignRequest};
 pub use sessions::SessionTimers;
 pub use weft_raft::{raft_id, RaftNode, Timings};
 pub use weft_rpc::RpcTls;
@@ -77,6 +77,32 @@ impl ServerConfig {
             rpc_auth: None,
         }
     }
+}
+
+/// Why `remove-peer` did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("this agent is not a member of a Raft cluster")]
+    NotRaft,
+    #[error("id {0:?} was not found in the Raft configuration")]
+    UnknownId(String),
+    #[error("address {0:?} was not found in the Raft configuration")]
+    UnknownAddress(String),
+    #[error(
+        "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove"
+    )]
+    Unnamed,
+    #[error("{0}")]
+    Raft(String),
+}
+
+/// Why a Raft RPC was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftCallError {
+    #[error("this agent is not a Raft server")]
+    NotRaft,
+    #[error(transparent)]
+    Refused(#[from] weft_raft::RaftRpcError),
 }
 
 /// Where this process's writes go.
@@ -195,10 +221,10 @@ impl Server {
     }
 
     /// Answers a Raft RPC from a peer (`append`, `vote`, `snapshot`); refused on agents that are no Raft member.
-    pub async fn handle_raft(&self, kind: &str, body: &[u8]) -> Result<Vec<u8>, String> {
+    pub async fn handle_raft(&self, kind: &str, body: &[u8]) -> Result<Vec<u8>, RaftCallError> {
         match self.raft_node() {
-            Some(node) => node.handle(kind, body).await.map_err(|e| e.to_string()),
-            None => Err("this agent is not a Raft server".into()),
+            Some(node) => Ok(node.handle(kind, body).await?),
+            None => Err(RaftCallError::NotRaft),
         }
     }
 
@@ -359,21 +385,27 @@ impl Server {
 
     /// Removes a server from the Raft configuration by its Raft id or RPC address (`remove-peer`). Leader only;
     /// the API forwards the request there.
-    pub async fn remove_peer(&self, id: Option<&str>, address: Option<&str>) -> Result<(), String> {
+    pub async fn remove_peer(
+        &self,
+        id: Option<&str>,
+        address: Option<&str>,
+    ) -> Result<(), PeerError> {
         let Mode::Raft(node) = self.mode() else {
-            return Err("this agent is not a member of a Raft cluster".into());
+            return Err(PeerError::NotRaft);
         };
         let target = node.members().into_iter().find(|(i, a, _)| {
             id.is_some_and(|want| want == i.to_string()) || address.is_some_and(|want| want == a)
         });
         let Some((target, _, _)) = target else {
             return Err(match (id, address) {
-                (Some(id), _) => format!("id {id:?} was not found in the Raft configuration"),
-                (_, Some(a)) => format!("address {a:?} was not found in the Raft configuration"),
-                _ => "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove".into(),
+                (Some(id), _) => PeerError::UnknownId(id.to_string()),
+                (_, Some(a)) => PeerError::UnknownAddress(a.to_string()),
+                _ => PeerError::Unnamed,
             });
         };
-        node.remove_server(target).await.map_err(|e| e.to_string())
+        node.remove_server(target)
+            .await
+            .map_err(|e| PeerError::Raft(e.to_string()))
     }
 
     pub fn session_timers(&self) -> &SessionTimers {

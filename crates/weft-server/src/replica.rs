@@ -181,16 +181,18 @@ impl Replica {
         let _ = tokio::time::timeout(timeout, rx.wait_for(|at| *at >= index)).await;
     }
 
-    fn apply_line(&self, line: &[u8]) -> Result<(), String> {
+    fn apply_line(&self, line: &[u8]) -> Result<(), StreamError> {
         if let Some(snapshot) = line.strip_prefix(b"snapshot ") {
             let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
             store
                 .restore(snapshot)
-                .map_err(|e| format!("bad snapshot: {e}"))?;
+                .map_err(|e| StreamError::BadSnapshot(e.to_string()))?;
             self.applied.send_replace(store.last_index());
             return Ok(());
         }
-        match serde_json::from_slice::<StreamLine>(line).map_err(|e| format!("bad line: {e}"))? {
+        match serde_json::from_slice::<StreamLine>(line)
+            .map_err(|e| StreamError::BadLine(e.to_string()))?
+        {
             StreamLine::Entry {
                 index,
                 now_ms,
@@ -216,6 +218,25 @@ impl Replica {
         *lock(&self.last_contact) = Some(Instant::now());
         Ok(())
     }
+}
+
+/// Why a replica stream ended (the replica then follows another server).
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("no answer")]
+    NoAnswer,
+    #[error(transparent)]
+    Rpc(#[from] weft_rpc::RpcError),
+    #[error("status {0}")]
+    Status(u16),
+    #[error("stream went quiet")]
+    Quiet,
+    #[error("{0}")]
+    Broken(String),
+    #[error("bad snapshot: {0}")]
+    BadSnapshot(String),
+    #[error("bad line: {0}")]
+    BadLine(String),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -248,7 +269,11 @@ async fn follow(replica: Weak<Replica>, http: HttpClient) {
     }
 }
 
-async fn follow_one(replica: &Weak<Replica>, http: &HttpClient, addr: &str) -> Result<(), String> {
+async fn follow_one(
+    replica: &Weak<Replica>,
+    http: &HttpClient,
+    addr: &str,
+) -> Result<(), StreamError> {
     let no_headers = hyper::HeaderMap::new();
     let request = http.send(
         hyper::Method::GET,
@@ -259,10 +284,9 @@ async fn follow_one(replica: &Weak<Replica>, http: &HttpClient, addr: &str) -> R
     );
     let response = tokio::time::timeout(Duration::from_secs(3), request)
         .await
-        .map_err(|_| "no answer".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| StreamError::NoAnswer)??;
     if !response.status().is_success() {
-        return Err(format!("status {}", response.status()));
+        return Err(StreamError::Status(response.status().as_u16()));
     }
     let mut body = response.into_body();
     let mut buf: Vec<u8> = Vec::new();
@@ -270,9 +294,9 @@ async fn follow_one(replica: &Weak<Replica>, http: &HttpClient, addr: &str) -> R
         // Pings arrive every second; three missing means the server is gone or cut off.
         let frame = tokio::time::timeout(PING_EVERY * 3, body.frame())
             .await
-            .map_err(|_| "stream went quiet".to_string())?;
+            .map_err(|_| StreamError::Quiet)?;
         let Some(frame) = frame else { return Ok(()) };
-        let frame = frame.map_err(|e| e.to_string())?;
+        let frame = frame.map_err(|e| StreamError::Broken(e.to_string()))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };

@@ -129,6 +129,16 @@ async fn send_apply(
     weft_rpc::post_json(server.http(), addr, "/v1/internal/apply", req, RPC_TIMEOUT).await
 }
 
+/// Why the leader could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderCallError {
+    /// No leader was known before the wait ran out (Consul's words).
+    #[error("No cluster leader")]
+    NoLeader,
+    #[error(transparent)]
+    Rpc(#[from] weft_rpc::RpcError),
+}
+
 /// Serves `POST /v1/internal/apply` on the RPC port.
 impl Server {
     pub async fn handle_apply(&self, req: ApplyRequest) -> Result<ApplyAnswer, StoreError> {
@@ -154,7 +164,7 @@ impl Server {
         &self,
         path: &str,
         req: &Req,
-    ) -> Result<Resp, String> {
+    ) -> Result<Resp, LeaderCallError> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             let target = match &self.inner.mode {
@@ -164,11 +174,11 @@ impl Server {
             if let Some(addr) = target {
                 match weft_rpc::post_json(self.http(), &addr, path, req, RPC_TIMEOUT).await {
                     Ok(answer) => return Ok(answer),
-                    Err(e) if Instant::now() >= deadline => return Err(e.to_string()),
+                    Err(e) if Instant::now() >= deadline => return Err(LeaderCallError::Rpc(e)),
                     Err(e) => tracing::debug!(%addr, error = %e, "leader call failed; retrying"),
                 }
             } else if Instant::now() >= deadline {
-                return Err(StoreError::NoLeader.to_string());
+                return Err(LeaderCallError::NoLeader);
             }
             tokio::time::sleep(RETRY_PAUSE * 2).await;
         }

@@ -14,9 +14,7 @@ use tracing_subscriber::{reload, EnvFilter};
 
 pub async fn run(flags: AgentFlags) -> Result<()> {
     // Every problem in one line, before anything is bound.
-    let config = ConfigBuilder::from_flags(&flags)
-        .build_and_validate()
-        .map_err(|errors| anyhow::anyhow!("{}", errors.join("; ")))?;
+    let config = ConfigBuilder::from_flags(&flags).build_and_validate()?;
     let logs = init_logging(config.log_filter);
     for key in &config.ignored {
         tracing::warn!(setting = %key, "accepted for Consul compatibility but not acted on by Weft");
@@ -62,7 +60,7 @@ fn init_logging(filter: &'static str) -> LogControl {
     LogControl::new(move |level| {
         handle
             .reload(EnvFilter::new(directives(level)))
-            .map_err(|e| format!("cannot change the log level: {e}"))
+            .map_err(|e| crate::reload::ReloadError::LogLevel(e.to_string()))
     })
 }
 

@@ -321,7 +321,12 @@ fn api_state(config: &RuntimeConfig, agent: Agent, reloader: Arc<Reloader>) -> A
     state.session_ttl_min = config.session_ttl_min;
     state.reload = Some(Arc::new(move || {
         let reloader = reloader.clone();
-        Box::pin(async move { reloader.reload().await })
+        Box::pin(async move {
+            reloader
+                .reload()
+                .await
+                .map_err(weft_http::ReloadFailure::from)
+        })
     }));
     // Dev mode allows what no intention denies, as Consul's dev agent does; `acl.default_policy` overrides.
     state.default_policy = config.default_policy;

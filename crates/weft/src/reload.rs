@@ -3,23 +3,38 @@
 //! node's metadata. Settings that only a restart can change are named in the answer and logged, never silently
 //! ignored.
 
-use crate::config::{ConfigBuilder, RuntimeConfig};
+use crate::config::{ConfigBuilder, ConfigError, RuntimeConfig};
 use std::sync::Arc;
 use weft_agent::Agent;
 
 /// Sets the process's log filter (`info`, `debug`, ...).
-type SetLevel = dyn Fn(&'static str) -> Result<(), String> + Send + Sync;
+type SetLevel = dyn Fn(&'static str) -> Result<(), ReloadError> + Send + Sync;
+
+/// Why a reload did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The files have problems; nothing was changed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The new services or checks, or the node's metadata, could not be applied.
+    #[error(transparent)]
+    Agent(#[from] weft_agent::AgentError),
+    #[error("cannot change the log level: {0}")]
+    LogLevel(String),
+}
 
 /// Changes the process's log level; `None` where logging is not ours to change (tests).
 #[derive(Clone, Default)]
 pub struct LogControl(Option<Arc<SetLevel>>);
 
 impl LogControl {
-    pub fn new(set: impl Fn(&'static str) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn new(
+        set: impl Fn(&'static str) -> Result<(), ReloadError> + Send + Sync + 'static,
+    ) -> Self {
         LogControl(Some(Arc::new(set)))
     }
 
-    fn set(&self, filter: &'static str) -> Result<(), String> {
+    fn set(&self, filter: &'static str) -> Result<(), ReloadError> {
         match &self.0 {
             Some(set) => set(filter),
             None => Ok(()),
@@ -48,20 +63,12 @@ impl Reloader {
 
     /// Reads the configuration again and applies it; answers the settings that changed but need a restart, or
     /// every problem that stopped the reload (then nothing was changed).
-    pub async fn reload(&self) -> Result<Vec<String>, String> {
+    pub async fn reload(&self) -> Result<Vec<String>, ReloadError> {
         let _one = self.running.lock().await;
-        let new = ConfigBuilder::from_flags(&self.started.sources)
-            .build_and_validate()
-            .map_err(|errors| errors.join("; "))?;
-        self.agent
-            .apply_config(&new.services, &new.checks)
-            .await
-            .map_err(|e| e.to_string())?;
+        let new = ConfigBuilder::from_flags(&self.started.sources).build_and_validate()?;
+        self.agent.apply_config(&new.services, &new.checks).await?;
         self.logs.set(new.log_filter)?;
-        self.agent
-            .set_node_meta(new.node_meta.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        self.agent.set_node_meta(new.node_meta.clone()).await?;
         let restart = needs_restart(&self.started, &new);
         for key in &restart {
             tracing::warn!(setting = %key, "changed in the config files; it takes effect only after a restart");

@@ -38,7 +38,7 @@ pub fn validate(args: ValidateArgs) -> Result<i32> {
             Ok(0)
         }
         Err(errors) => {
-            for e in &errors {
+            for e in &errors.problems {
                 eprintln!("Config validation failed: {e}");
             }
             Ok(1)

@@ -11,6 +11,13 @@ use super::runtime::{validate, RuntimeConfig};
 use super::sources::{self, Decoded, Format};
 use serde_json::{Map, Value};
 
+/// Why a configuration was refused: every problem found, each naming its source and key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .problems.join("; "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
 /// Environment variables holding a configuration fragment, read in this order.
 const ENV_CONFIG: [&str; 2] = ["CONSUL_LOCAL_CONFIG", "WEFT_LOCAL_CONFIG"];
 
@@ -87,7 +94,11 @@ impl ConfigBuilder {
     }
 
     /// Merges the sources and validates the result; `Err` lists every problem found, in every source.
-    pub fn build_and_validate(self) -> Result<RuntimeConfig, Vec<String>> {
+    pub fn build_and_validate(self) -> Result<RuntimeConfig, ConfigError> {
+        self.build().map_err(|problems| ConfigError { problems })
+    }
+
+    fn build(self) -> Result<RuntimeConfig, Vec<String>> {
         let mut errors = self.errors;
         // A source that failed to decode is missing from the merge: checking the rest would report problems that
         // are only echoes of the first.

@@ -11,7 +11,7 @@ mod flags;
 mod runtime;
 mod sources;
 
-pub use builder::ConfigBuilder;
+pub use builder::{ConfigBuilder, ConfigError};
 pub use flags::AgentFlags;
 pub use runtime::RuntimeConfig;
 

@@ -42,7 +42,9 @@ fn flags_with_dir(dir: &Path) -> AgentFlags {
 }
 
 fn build(flags: &AgentFlags) -> Result<RuntimeConfig, Vec<String>> {
-    ConfigBuilder::from_flags(flags).build_and_validate()
+    ConfigBuilder::from_flags(flags)
+        .build_and_validate()
+        .map_err(|e| e.problems)
 }
 
 #[test]
@@ -247,7 +249,9 @@ fn the_environment_sits_between_files_and_flags() {
         .unwrap();
     assert_eq!(
         errors,
-        ["WEFT_LOCAL_CONFIG:nope: unknown configuration key"]
+        ConfigError {
+            problems: vec!["WEFT_LOCAL_CONFIG:nope: unknown configuration key".into()]
+        }
     );
 }
 
