@@ -152,9 +152,45 @@ mod tests {
         out
     }
 
+    /// A store's state with a CA (a snapshot without one is refused); `keyless` drops the root's key.
+    fn state_with_ca_keyed(keyless: bool) -> String {
+        let config = weft_ca::CaConfig::default();
+        let mut root =
+            weft_ca::root::generate_root(&config, "cluster-1", 1, 1_700_000_000).unwrap();
+        if keyless {
+            root.private_key_pem.clear();
+        }
+        let mut store = Store::new();
+        let setup = weft_state::CaSetup {
+            cluster_id: "cluster-1".into(),
+            config,
+            roots: vec![root],
+            serial: 1,
+        };
+        store
+            .apply(1, 1_000, &weft_state::Command::CaSet(Box::new(setup)))
+            .unwrap();
+        String::from_utf8(store.snapshot()).unwrap_or_default()
+    }
+
+    fn state_with_ca() -> String {
+        state_with_ca_keyed(false)
+    }
+
+    #[test]
+    fn a_snapshot_without_a_usable_ca_is_refused() {
+        let empty = String::from_utf8(Store::new().snapshot()).unwrap_or_default();
+        let e = check(&file(&empty)).unwrap_err().to_string();
+        assert!(e.contains("no CA"), "{e}");
+        let e = check(&file(&state_with_ca_keyed(true)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no CA"), "{e}");
+    }
+
     #[test]
     fn damaged_files_are_refused_with_a_reason() {
-        let state = String::from_utf8(Store::new().snapshot()).unwrap_or_default();
+        let state = state_with_ca();
         let good = file(&state);
         assert!(check(&good).is_ok());
         let truncated = &good[..good.len() - 3];

@@ -52,15 +52,25 @@ impl Server {
         let cluster_id = weft_types::ids::new_uuid();
         let serial = 1;
         let root = generate_root(&config, &cluster_id, serial, now_unix())?;
-        tracing::info!(trust_domain = %weft_ca::spiffe::trust_domain(&cluster_id), root = %root.root.id, "initialised the CA");
-        self.write(Command::CaSet(Box::new(CaSetup {
-            cluster_id,
-            config,
-            roots: vec![root],
-            serial,
-        })))
-        .await?;
-        Ok(())
+        let trust_domain = weft_ca::spiffe::trust_domain(&cluster_id);
+        let root_id = root.root.id.clone();
+        match self
+            .write(Command::CaSet(Box::new(CaSetup {
+                cluster_id,
+                config,
+                roots: vec![root],
+                serial,
+            })))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(%trust_domain, root = %root_id, "initialised the CA");
+                Ok(())
+            }
+            // Another initialisation got there first (the dev agent's start and the leader loop race): keep it.
+            Err(StoreError::CaExists(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Signs a leaf CSR with the active root (checks in `weft_ca::leaf::sign`). The serial is recorded in the log.

@@ -273,7 +273,7 @@ impl Server {
             .store
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let index = store.last_index() + 1;
+        let index = store.last_index().saturating_add(1);
         (index, store.apply(index, now_ms(), cmd))
     }
 

@@ -136,6 +136,9 @@ impl Store {
             Command::CaSet(setup) => {
                 let ca = &mut self.t.ca;
                 let first = ca.config.is_none();
+                if !first && ca.cluster_id != setup.cluster_id {
+                    return Err(StoreError::CaExists(ca.cluster_id.clone()));
+                }
                 ca.cluster_id = setup.cluster_id.clone();
                 if ca.config.as_ref() != Some(&setup.config) || first {
                     if first {

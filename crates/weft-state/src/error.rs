@@ -29,6 +29,10 @@ pub enum StoreError {
     /// No server is leader (an election is under way, or a quorum is lost): Consul's words.
     #[error("No cluster leader")]
     NoLeader,
+    /// A CA set up under another cluster ID while one exists (two initialisations racing): the first one stands,
+    /// since leaves already carry its trust domain.
+    #[error("the cluster already has a CA (cluster ID {0})")]
+    CaExists(String),
     /// The servers could not be reached or failed; the reason is for operators.
     #[error("{0}")]
     Unavailable(String),
@@ -39,4 +43,8 @@ pub enum StoreError {
 pub enum SnapshotError {
     #[error("not a Weft state snapshot: {0}")]
     NotAStateSnapshot(#[source] serde_json::Error),
+    #[error("the snapshot's index {0} is beyond any real cluster's: refusing a damaged or forged snapshot")]
+    IndexTooLarge(u64),
+    #[error("the snapshot holds no CA this cluster could sign with (no active root with its key): restoring it would leave the cluster unable to issue certificates")]
+    NoCa,
 }

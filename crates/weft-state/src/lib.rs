@@ -18,6 +18,9 @@ pub use connect::CaState;
 pub use error::{SnapshotError, StoreError};
 pub use watch::{Table, Watches};
 
+/// The largest index a snapshot may carry (2^62: centuries of writes at any rate a cluster reaches).
+const MAX_INDEX: u64 = 1 << 62;
+
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use weft_types::{DirEntry, HealthCheck, Intention, Node, NodeService, Session};
@@ -124,7 +127,7 @@ impl Store {
         now_ms: u64,
         cmd: &Command,
     ) -> Result<ApplyResult, StoreError> {
-        let index = index.max(self.t.index + 1);
+        let index = index.max(self.t.index.saturating_add(1));
         if let Command::Restore { state } = cmd {
             return self.restore_at(index, state);
         }
@@ -228,9 +231,20 @@ impl Store {
 
     /// Checks that `state` is a store serialisation this build can restore (before it is proposed).
     pub fn validate_snapshot(state: &str) -> Result<u64, SnapshotError> {
-        serde_json::from_str::<Tables>(state)
-            .map(|t| t.index)
-            .map_err(SnapshotError::NotAStateSnapshot)
+        let t = serde_json::from_str::<Tables>(state).map_err(SnapshotError::NotAStateSnapshot)?;
+        // Indexes only grow by one per write: one this large is damage or forgery, and would overflow.
+        if t.index > MAX_INDEX || t.table_indexes.values().any(|i| *i > MAX_INDEX) {
+            return Err(SnapshotError::IndexTooLarge(t.index));
+        }
+        // A cluster restored without a CA it can sign with could never issue another leaf.
+        let usable_ca = t.ca.config.is_some()
+            && t.ca
+                .active_root()
+                .is_some_and(|r| !r.private_key_pem.is_empty());
+        if !usable_ca {
+            return Err(SnapshotError::NoCa);
+        }
+        Ok(t.index)
     }
 
     /// Applies an operator's restore at `index`: the restored state, with every index moved past both the
@@ -238,7 +252,7 @@ impl Store {
     fn restore_at(&mut self, index: u64, state: &str) -> Result<ApplyResult, StoreError> {
         let t: Tables = serde_json::from_str(state)
             .map_err(|e| StoreError::TxnFailed(format!("not a Weft state snapshot: {e}")))?;
-        let index = index.max(t.index + 1);
+        let index = index.max(t.index.saturating_add(1));
         self.t = t;
         self.t.index = index;
         for table in Table::ALL {

@@ -409,3 +409,26 @@ fn watches_fire_for_touched_tables_only() {
     kv.mark_unchanged();
     nodes.mark_unchanged();
 }
+
+#[test]
+fn a_second_ca_initialisation_under_another_cluster_id_is_refused() {
+    let mut h = Harness::new();
+    let setup = |cluster_id: &str| {
+        Command::CaSet(Box::new(crate::CaSetup {
+            cluster_id: cluster_id.into(),
+            config: weft_ca::CaConfig::default(),
+            roots: Vec::new(),
+            serial: 1,
+        }))
+    };
+    h.apply(setup("first")).unwrap();
+    // Two initialisations raced (the dev agent's start and the leader loop): the second must not replace the
+    // first's trust domain, which leaves already carry.
+    assert_eq!(
+        h.apply(setup("second")),
+        Err(StoreError::CaExists("first".into()))
+    );
+    assert_eq!(h.store.ca().cluster_id, "first");
+    // Updates under the same cluster ID (rotations) still apply.
+    h.apply(setup("first")).unwrap();
+}
