@@ -268,6 +268,7 @@ pub fn spawn_watch<T, F>(
     client: AgentClient,
     path: String,
     tx: watch::Sender<Option<Arc<T>>>,
+    metrics: Arc<crate::metrics::Metrics>,
     parse: F,
 ) where
     T: Send + Sync + 'static,
@@ -292,6 +293,9 @@ pub fn spawn_watch<T, F>(
                     backoff = Duration::from_millis(100);
                 }
                 Err(e) => {
+                    metrics
+                        .control_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(%path, error = %e, "watch failed; keeping the last known state");
                     index = 0;
                     tokio::time::sleep(backoff).await;
@@ -396,9 +400,14 @@ mod tests {
         let agent = fake_agent(vec![DENY_API.to_string(), bad]).await;
         let client = AgentClient::new(&agent, None).unwrap();
         let (tx, mut rx) = watch::channel::<Option<Arc<Intentions>>>(None);
-        spawn_watch(client, "/v1/connect/intentions/match".into(), tx, |a| {
-            parse_intentions(a, "web")
-        });
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        spawn_watch(
+            client,
+            "/v1/connect/intentions/match".into(),
+            tx,
+            metrics.clone(),
+            |a| parse_intentions(a, "web"),
+        );
         rx.wait_for(Option::is_some).await.unwrap();
         // The undecodable answers that follow (retried with backoff) change nothing.
         tokio::time::sleep(Duration::from_millis(600)).await;
@@ -408,5 +417,13 @@ mod tests {
         assert_eq!(held.default_policy, DefaultPolicy::Allow);
         let d = weft_types::intention::authorize(&held.list, "api", "web", held.default_policy);
         assert!(!d.allowed);
+        // Each undecodable answer is counted, for an operator's alert.
+        let failures = metrics
+            .control_failures
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(failures >= 1, "{failures}");
+        assert!(metrics
+            .prometheus("web")
+            .contains("weft_proxy_control_failures_total{service=\"web\"}"));
     }
 }

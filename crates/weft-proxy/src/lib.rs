@@ -60,6 +60,7 @@ impl Proxy {
             agent.clone(),
             "/v1/agent/connect/ca/roots".into(),
             roots_tx,
+            metrics.clone(),
             control::parse_roots,
         );
         let (leaf_tx, leaf_rx) = watch::channel::<Option<Arc<Leaf>>>(None);
@@ -70,6 +71,7 @@ impl Proxy {
                 url::segment(&config.service)
             ),
             leaf_tx,
+            metrics.clone(),
             control::parse_leaf,
         );
         let intentions_rx = if config.public.is_some() {
@@ -82,6 +84,7 @@ impl Proxy {
                     url::query_value(&config.service)
                 ),
                 tx,
+                metrics.clone(),
                 move |a| control::parse_intentions(a, &name),
             );
             Some(rx)
@@ -136,7 +139,13 @@ impl Proxy {
             if !upstream.datacenter.is_empty() {
                 path.push_str(&format!("&dc={}", url::query_value(&upstream.datacenter)));
             }
-            control::spawn_watch(agent.clone(), path, tx, control::parse_endpoints);
+            control::spawn_watch(
+                agent.clone(),
+                path,
+                tx,
+                metrics.clone(),
+                control::parse_endpoints,
+            );
             accept_loops.push(tokio::spawn(listeners::serve_upstream(
                 listener,
                 upstream.clone(),
@@ -161,7 +170,13 @@ impl Proxy {
             for service in &http.services {
                 let (tx, rx) = watch::channel::<Option<Arc<Vec<Endpoint>>>>(None);
                 let path = format!("/v1/health/connect/{}?passing=1", url::segment(service));
-                control::spawn_watch(agent.clone(), path, tx, control::parse_endpoints);
+                control::spawn_watch(
+                    agent.clone(),
+                    path,
+                    tx,
+                    metrics.clone(),
+                    control::parse_endpoints,
+                );
                 routes.push(ingress::Route {
                     upstream: config::Upstream {
                         destination: service.clone(),

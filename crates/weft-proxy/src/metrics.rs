@@ -44,6 +44,8 @@ pub struct Metrics {
     pub inbound_accepted: AtomicU64,
     pub upstream_connections: AtomicU64,
     pub upstream_dial_failures: AtomicU64,
+    /// Answers from the local agent that failed or did not decode (the proxy kept its last good state).
+    pub control_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -100,6 +102,11 @@ impl Metrics {
                 "Failed dials to upstream instances (each retried on another instance).",
                 &self.upstream_dial_failures,
             ),
+            (
+                "weft_proxy_control_failures_total",
+                "Agent answers (roots, leaf, endpoints, intentions) that failed or did not decode; the last good state was kept.",
+                &self.control_failures,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
@@ -129,6 +136,10 @@ impl Metrics {
         parts.push(format!(
             "upstream_dial_failures={}",
             self.upstream_dial_failures.load(Ordering::Relaxed)
+        ));
+        parts.push(format!(
+            "control_failures={}",
+            self.control_failures.load(Ordering::Relaxed)
         ));
         parts.join(" ")
     }
