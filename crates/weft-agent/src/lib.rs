@@ -13,6 +13,7 @@ mod runner;
 mod sync;
 
 pub use error::AgentError;
+pub use leaf::DEFAULT_LEAF_IDLE_EXPIRY;
 pub use local::Source;
 pub use persist::PersistError;
 
@@ -54,6 +55,9 @@ pub struct AgentConfig {
     pub root_change_jitter: Duration,
     /// Where API registrations are kept across restarts (`<data-dir>/agent`); none in dev mode.
     pub state_dir: Option<std::path::PathBuf>,
+    /// A leaf certificate no request began or ended within this period is dropped, and no longer renewed
+    /// ([`DEFAULT_LEAF_IDLE_EXPIRY`], Consul's 3 days; `connect.leaf_cache_idle_expiry`).
+    pub leaf_idle_expiry: Duration,
 }
 
 /// A cheap handle to the agent; clones share its state.
@@ -82,11 +86,11 @@ impl Agent {
         Agent {
             inner: Arc::new(Inner {
                 node_meta: std::sync::RwLock::new(config.node_meta.clone()),
+                leaves: leaf::LeafCache::new(config.leaf_idle_expiry),
                 config,
                 server,
                 local: Mutex::new(LocalState::default()),
                 changes: watch::channel(0).0,
-                leaves: leaf::LeafCache::default(),
                 sync: tokio::sync::Mutex::new(()),
                 leaving: std::sync::atomic::AtomicBool::new(false),
             }),

@@ -1,17 +1,23 @@
 //! API registrations kept across restarts: `<state-dir>/local.json` holds the service and check definitions
-//! registered through the API (config-file registrations come from the files again). Written atomically after each
-//! change; read once at start.
+//! registered through the API (config-file registrations come from the files again). Written atomically and durably
+//! after each change, readable by the agent's user only (the definitions may carry tokens and check commands); read
+//! once at start.
 
 use crate::{Agent, Source};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use weft_types::{CheckDefinition, ServiceDefinition};
+use weft_types::{fsio, CheckDefinition, ServiceDefinition};
 
 /// Why the saved registrations could not be restored at start.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
     #[error("cannot read {path}: {source}")]
     Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot make {path} readable by its owner only: {source}")]
+    Tighten {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -64,10 +70,9 @@ impl Agent {
             }
         };
         let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            let tmp = dir.join(format!("{FILE}.tmp"));
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&saved).unwrap_or_default())?;
-            std::fs::rename(&tmp, dir.join(FILE))
+            let bytes = serde_json::to_vec_pretty(&saved)?;
+            fsio::private_dir(&dir)?;
+            fsio::atomic_write(&dir.join(FILE), &bytes, fsio::PRIVATE_FILE)
         };
         if let Err(e) = write() {
             tracing::warn!(dir = %dir.display(), error = %e, "could not save local registrations");
@@ -80,6 +85,13 @@ impl Agent {
             return Ok(0);
         };
         let path = dir.join(FILE);
+        // A state dir an earlier version left readable by everyone is tightened, not refused.
+        for p in [&dir, &path] {
+            fsio::tighten(p).map_err(|source| PersistError::Tighten {
+                path: p.clone(),
+                source,
+            })?;
+        }
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),

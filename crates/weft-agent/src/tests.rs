@@ -7,24 +7,30 @@ use std::time::Duration;
 use weft_server::ServerConfig;
 use weft_types::lenient::decode;
 
-async fn agent() -> Agent {
+fn config() -> AgentConfig {
+    AgentConfig {
+        node_name: "n1".into(),
+        node_id: weft_types::ids::new_uuid(),
+        datacenter: "dc1".into(),
+        advertise_addr: "127.0.0.1".into(),
+        node_meta: Default::default(),
+        server: true,
+        server_port: 8300,
+        root_change_jitter: Duration::from_secs(30),
+        state_dir: None,
+        leaf_idle_expiry: DEFAULT_LEAF_IDLE_EXPIRY,
+    }
+}
+
+async fn agent_with(config: AgentConfig) -> Agent {
     let server = Server::new(ServerConfig::new("dc1", "n1", "127.0.0.1:8300"));
-    let agent = Agent::new(
-        AgentConfig {
-            node_name: "n1".into(),
-            node_id: weft_types::ids::new_uuid(),
-            datacenter: "dc1".into(),
-            advertise_addr: "127.0.0.1".into(),
-            node_meta: Default::default(),
-            server: true,
-            server_port: 8300,
-            root_change_jitter: Duration::from_secs(30),
-            state_dir: None,
-        },
-        server,
-    );
+    let agent = Agent::new(config, server);
     agent.start().await.unwrap();
     agent
+}
+
+async fn agent() -> Agent {
+    agent_with(config()).await
 }
 
 #[tokio::test]
@@ -176,4 +182,101 @@ async fn leaf_requests_are_validated() {
             .await,
         Err(AgentError::BadRequest(_))
     ));
+}
+
+/// A leaf nobody asks for within the idle period is dropped, and its renewal task ends; one that is asked for, or that a
+/// blocking query waits on, is kept.
+#[tokio::test(start_paused = true)]
+async fn idle_leaves_and_their_renewal_tasks_are_dropped() {
+    const IDLE: Duration = Duration::from_secs(600);
+    let a = agent_with(AgentConfig {
+        leaf_idle_expiry: IDLE,
+        ..config()
+    })
+    .await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let baseline = tasks();
+    let leaf = |name: &str| {
+        let (a, name) = (a.clone(), name.to_string());
+        async move {
+            a.leaf_certificate(&name, 0, Duration::from_secs(5))
+                .await
+                .unwrap()
+        }
+    };
+    for i in 0..50 {
+        leaf(&format!("svc-{i}")).await;
+    }
+    let kept = leaf("kept").await;
+    let waited = leaf("waited").await;
+    assert_eq!((a.inner.leaves.len(), tasks()), (52, baseline + 52));
+
+    // A blocking query on "waited" for three idle periods (no newer certificate comes meanwhile), while "kept" is
+    // asked for every half period.
+    let blocking = tokio::spawn({
+        let (a, index) = (a.clone(), waited.modify_index);
+        async move { a.leaf_certificate("waited", index, 3 * IDLE).await.unwrap() }
+    });
+    for _ in 0..6 {
+        tokio::time::sleep(IDLE / 2).await;
+        assert_eq!(leaf("kept").await.serial_number, kept.serial_number);
+    }
+    assert_eq!(blocking.await.unwrap().serial_number, waited.serial_number);
+    assert_eq!(
+        (a.inner.leaves.len(), tasks()),
+        (2, baseline + 2),
+        "the 50 idle leaves and their tasks are gone"
+    );
+
+    // Nobody asks any more: the rest go too, and the next request issues a new certificate.
+    tokio::time::sleep(IDLE + Duration::from_secs(1)).await;
+    assert_eq!((a.inner.leaves.len(), tasks()), (0, baseline));
+    assert_ne!(leaf("kept").await.serial_number, kept.serial_number);
+    assert_eq!((a.inner.leaves.len(), tasks()), (1, baseline + 1));
+}
+
+#[tokio::test]
+async fn saved_registrations_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!(
+        "weft-agent-state-{}-{}",
+        std::process::id(),
+        weft_types::ids::new_uuid()
+    ));
+    let a = agent_with(AgentConfig {
+        state_dir: Some(dir.join("agent")),
+        ..config()
+    })
+    .await;
+    let def: ServiceDefinition = decode(br#"{"Name":"web","Port":80}"#).unwrap();
+    a.register_service(&def, false, Source::Api).await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.join("agent")), 0o700);
+    assert_eq!(mode(&dir.join("agent/local.json")), 0o600);
+    let names: Vec<_> = std::fs::read_dir(dir.join("agent"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["local.json"], "no temporary file is left behind");
+
+    // A state dir an earlier version left open is tightened when the registrations are restored.
+    for (path, wide) in [
+        (dir.join("agent"), 0o755),
+        (dir.join("agent/local.json"), 0o644),
+    ] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(wide)).unwrap();
+    }
+    let restarted = agent_with(AgentConfig {
+        state_dir: Some(dir.join("agent")),
+        ..config()
+    })
+    .await;
+    assert_eq!(restarted.restore_saved().await.unwrap(), 1);
+    assert_eq!(mode(&dir.join("agent")), 0o700);
+    assert_eq!(mode(&dir.join("agent/local.json")), 0o600);
+    let _ = std::fs::remove_dir_all(&dir);
 }

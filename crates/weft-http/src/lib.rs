@@ -22,6 +22,7 @@ pub mod policy;
 pub mod reply;
 pub mod routes;
 pub mod rpc_guard;
+pub mod serve;
 mod session;
 pub mod snapshot;
 mod status;

@@ -49,6 +49,7 @@ impl TestApi {
                 server_port: 8300,
                 root_change_jitter: std::time::Duration::from_millis(100),
                 state_dir: None,
+                leaf_idle_expiry: weft_agent::DEFAULT_LEAF_IDLE_EXPIRY,
             },
             server,
         );

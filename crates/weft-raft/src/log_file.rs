@@ -16,8 +16,9 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use weft_types::fsio;
 
 const HEADER: usize = 21;
 const KIND_ENTRY: u8 = 0;
@@ -154,6 +155,7 @@ impl LogFile {
             .read(true)
             .append(true)
             .create(true)
+            .mode(fsio::PRIVATE_FILE)
             .open(path)
             .map_err(|source| LogFileError::Open {
                 path: path.to_path_buf(),
@@ -211,11 +213,15 @@ impl LogFile {
                 dropped = bytes.len() - pos,
                 "dropping an append that never finished (kept in raft.log.torn)"
             );
-            std::fs::write(path.with_extension("log.torn"), &bytes[pos..]).map_err(|source| {
-                LogFileError::KeepTorn {
-                    path: path.to_path_buf(),
-                    source,
-                }
+            // Durably set aside before the log is cut: the bytes exist somewhere at every moment.
+            fsio::atomic_write(
+                &path.with_extension("log.torn"),
+                &bytes[pos..],
+                fsio::PRIVATE_FILE,
+            )
+            .map_err(|source| LogFileError::KeepTorn {
+                path: path.to_path_buf(),
+                source,
             })?;
             log.file
                 .set_len(pos as u64)
@@ -372,7 +378,13 @@ impl LogFile {
         let tmp = self.path.with_extension("compact");
         // Everything that can fail comes before the rename, which switches files atomically.
         let written = (|| -> std::io::Result<File> {
-            let mut f = File::create(&tmp)?;
+            // A leftover of a compaction cut short may have any mode: start afresh, private from the first byte.
+            fsio::remove_if_exists(&tmp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(fsio::PRIVATE_FILE)
+                .open(&tmp)?;
             f.write_all(&buf)?;
             f.sync_all()?;
             let reopened = OpenOptions::new().read(true).append(true).open(&tmp)?;

@@ -10,9 +10,12 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, LogState, RaftLogId, RaftLogReader, StorageIOError, Vote};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::fmt::Debug;
+use std::fs::OpenOptions;
 use std::ops::{Bound, RangeBounds};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use weft_types::fsio;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -69,6 +72,14 @@ impl LogStore {
             path: shown.clone(),
             reason: e.to_string(),
         };
+        // redb would create the file with the umask's mode: create it private first (redb takes an empty file).
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(fsio::PRIVATE_FILE)
+            .open(path)
+            .map_err(|e| io(&e))?;
         let db = Database::create(path).map_err(|e| io(&e))?;
         let tx = db.begin_write().map_err(|e| io(&e))?;
         {
@@ -316,11 +327,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// Opens the log under a data dir's `raft/` folder.
+/// Opens the log under a data dir's `raft/` folder, which is made readable by its owner only: the folder itself,
+/// and whatever an earlier version left in it readable by others (log, snapshot, leftovers of an unfinished write).
 pub fn open_in(dir: &Path) -> Result<LogStore, OpenError> {
-    std::fs::create_dir_all(dir).map_err(|e| OpenError::Io {
-        path: dir.display().to_string(),
+    let io = |path: &Path, e: std::io::Error| OpenError::Io {
+        path: path.display().to_string(),
         reason: e.to_string(),
-    })?;
+    };
+    fsio::private_dir(dir).map_err(|e| io(dir, e))?;
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let path = entry.map_err(|e| io(dir, e))?.path();
+        fsio::tighten(&path).map_err(|e| io(&path, e))?;
+    }
     LogStore::open(&dir.join("raft.redb"))
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::broadcast;
 use weft_state::Store;
+use weft_types::fsio;
 
 /// The last applied log id and the membership it carried.
 type AppliedState = (Option<LogId<u64>>, StoredMembership<u64, BasicNode>);
@@ -95,20 +96,10 @@ impl Shared {
         self.applied.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes a snapshot file atomically: a temporary file, fsync, rename.
+    /// Writes a snapshot file atomically and durably (a temporary file, fsync, rename, fsync of the directory),
+    /// readable by its owner only: it holds the CA's private key.
     fn persist(&self, bytes: &[u8]) -> std::io::Result<()> {
-        use std::io::Write;
-        let tmp = self.snapshot_path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.snapshot_path)?;
-        if let Some(dir) = self.snapshot_path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        fsio::atomic_write(&self.snapshot_path, bytes, fsio::PRIVATE_FILE)
     }
 }
 

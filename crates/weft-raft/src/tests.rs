@@ -304,3 +304,69 @@ async fn a_format_1_log_moves_into_the_entries_file() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The data dir's entries and their permission bits (the dir itself first).
+fn modes(dir: &std::path::Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mut found = vec![(".".to_string(), mode(dir))];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        found.push((name, mode(&path)));
+    }
+    found.sort();
+    found
+}
+
+fn assert_owner_only(dir: &std::path::Path) {
+    let found = modes(dir);
+    for (name, mode) in &found {
+        let want = if name == "." { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{name} is {mode:o} in {found:?}");
+    }
+    for name in ["raft.redb", "raft.log", "snapshot.bin"] {
+        assert!(
+            found.iter().any(|(n, _)| n == name),
+            "no {name} in {found:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_and_snapshot_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("modes");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let m = start_member(&dir, 7, listener).await;
+    m.node
+        .initialize([(7, addr.clone())].into_iter().collect())
+        .await
+        .unwrap();
+    leader_of(&[&m]).await;
+    assert!(m.node.write(set("k", "v")).await.unwrap()[0].1.is_ok());
+    m.node.trigger_snapshot().await.unwrap();
+    wait_for("snapshot file", || dir.join("snapshot.bin").exists()).await;
+    assert_owner_only(&dir);
+    m.node.shutdown().await;
+    m.server.abort();
+    drop(m);
+    wait_for("the log file to be released", || {
+        log_store::LogStore::open(&dir.join("raft.redb")).is_ok()
+    })
+    .await;
+
+    // A data dir an earlier version left open is tightened when opened again.
+    for (name, _) in modes(&dir) {
+        let mode = if name == "." { 0o755 } else { 0o644 };
+        std::fs::set_permissions(dir.join(&name), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+    let m = start_member(&dir, 7, listener).await;
+    leader_of(&[&m]).await;
+    assert_owner_only(&dir);
+    m.node.shutdown().await;
+    m.server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}

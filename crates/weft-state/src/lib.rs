@@ -236,7 +236,14 @@ impl Store {
         if t.index > MAX_INDEX || t.table_indexes.values().any(|i| *i > MAX_INDEX) {
             return Err(SnapshotError::IndexTooLarge(t.index));
         }
-        // A cluster restored without a CA it can sign with could never issue another leaf.
+        Ok(t.index)
+    }
+
+    /// Checks that `state` may replace a cluster's: a valid snapshot (see [`Store::validate_snapshot`]) holding a
+    /// CA the cluster can sign with, since a cluster restored without one could never issue another leaf.
+    pub fn validate_restore(state: &str) -> Result<u64, SnapshotError> {
+        let index = Self::validate_snapshot(state)?;
+        let t = serde_json::from_str::<Tables>(state).map_err(SnapshotError::NotAStateSnapshot)?;
         let usable_ca = t.ca.config.is_some()
             && t.ca
                 .active_root()
@@ -244,7 +251,7 @@ impl Store {
         if !usable_ca {
             return Err(SnapshotError::NoCa);
         }
-        Ok(t.index)
+        Ok(index)
     }
 
     /// Applies an operator's restore at `index`: the restored state, with every index moved past both the

@@ -558,6 +558,15 @@ async fn a_snapshot_restores_the_whole_state_on_a_fresh_cluster() -> Result<()> 
     {
         let cluster = Cluster::start(3, 0).await?;
         let a = cluster.agent(1)?;
+        // The leader initialises the CA just after it is elected: a backup to restore must hold it.
+        weft_testkit::eventually(Duration::from_secs(10), || async {
+            let roots = a.get("/v1/connect/ca/roots").await.ok()?.json().ok()?;
+            roots["Roots"]
+                .as_array()
+                .filter(|r| !r.is_empty())
+                .map(|_| ())
+        })
+        .await?;
         a.put("/v1/kv/app/config", "v1").await?.expect_status(200)?;
         a.put_json(
             "/v1/connect/intentions/exact?source=web&destination=db",

@@ -253,7 +253,10 @@ async fn the_replica_stream_never_carries_a_private_key() -> Result<()> {
 /// Finding: concurrent leaf signing reused serial numbers (133 distinct serials for 200 leaves).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_leaves_never_share_a_serial() -> Result<()> {
-    let agent = weft_testkit::DevAgent::start()?;
+    // 500 requests at once from one client: above the default per-client connection limit (200).
+    let agent = weft_testkit::DevAgent::builder()
+        .args(["-hcl", "limits { http_max_conns_per_client = 1000 }"])
+        .start()?;
     let http = client()?;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..500 {
@@ -478,5 +481,226 @@ async fn control_characters_and_overflowing_waits_are_refused() -> Result<()> {
         r.status,
         r.text()
     );
+    Ok(())
+}
+
+/// Finding: no header-read or idle timeouts and no per-client connection limit: idle sockets sat forever, slowloris
+/// held, and one client could take every file descriptor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_slow_and_greedy_clients_are_cut_while_others_are_served() -> Result<()> {
+    let agent = weft_testkit::DevAgent::builder()
+        .args(["-hcl", "limits { http_header_read_timeout = \"1s\" }"])
+        .start()?;
+    let addr = agent.addr();
+    // 250 idle connections from one address: 200 are held (Consul's default limit), the rest closed at once.
+    let mut idle: Vec<std::net::TcpStream> = Vec::new();
+    for _ in 0..250 {
+        let conn = std::net::TcpStream::connect(addr)?;
+        conn.set_nonblocking(true)?;
+        idle.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let closed_now = count_closed(&idle);
+    ensure!(
+        (45..=50).contains(&closed_now),
+        "{closed_now} of 250 closed at once (expected the 50 over the limit)"
+    );
+    // Another client is served meanwhile.
+    let connect_from = |ip: &str| -> Result<tokio::net::TcpSocket> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(format!("{ip}:0").parse()?)?;
+        Ok(socket)
+    };
+    let mut other = connect_from("127.0.0.2")?.connect(addr).await?;
+    other
+        .write_all(
+            format!("GET /v1/status/leader HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), other.read_to_string(&mut answer)).await??;
+    ensure!(answer.starts_with("HTTP/1.1 200"), "{answer:.80}");
+    // Slowloris from a third address: a header trickling in (a byte every 100 ms) is cut at the 1 s header timeout,
+    // long before it would be complete.
+    let started = std::time::Instant::now();
+    let mut slow = connect_from("127.0.0.3")?.connect(addr).await?;
+    let header =
+        b"GET /v1/agent/self HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: aaaaaaaaaaaaaaaaaaaa";
+    let mut cut_after = None;
+    for byte in header {
+        if slow.write_all(&[*byte]).await.is_err() {
+            cut_after = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cut_after = match cut_after {
+        Some(t) => t,
+        None => {
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(2), slow.read_to_end(&mut rest)).await??;
+            ensure!(
+                rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+                "the slow client was answered"
+            );
+            started.elapsed()
+        }
+    };
+    ensure!(
+        cut_after < Duration::from_secs(5),
+        "the slow client held on for {cut_after:?}"
+    );
+    // Every idle connection was closed at the header timeout too.
+    let closed_later = count_closed(&idle);
+    ensure!(
+        closed_later == 250,
+        "{closed_later} of 250 idle connections closed after the timeout"
+    );
+    Ok(())
+}
+
+/// How many of `conns` (non-blocking) the other side has closed by now: a read returns end of file or an error.
+fn count_closed(conns: &[std::net::TcpStream]) -> usize {
+    use std::io::Read;
+    conns
+        .iter()
+        .filter(|c| {
+            let mut byte = [0u8; 1];
+            // `Read` is implemented for `&TcpStream`: a shared reference reads too.
+            match (&mut &**c).read(&mut byte) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            }
+        })
+        .count()
+}
+
+/// Permission bits of `path` (the `rwx` triplets only).
+fn mode_of(path: &std::path::Path) -> Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::symlink_metadata(path)?.permissions().mode() & 0o777)
+}
+
+/// Every directory under `dir` (itself included) and every file in them, with their permission bits.
+fn modes_under(dir: &std::path::Path) -> Result<Vec<(std::path::PathBuf, bool, u32)>> {
+    let mut found = vec![(dir.to_path_buf(), true, mode_of(dir)?)];
+    let mut i = 0;
+    while i < found.len() {
+        let (path, is_dir, _) = found[i].clone();
+        if is_dir {
+            for entry in std::fs::read_dir(&path)? {
+                let path = entry?.path();
+                let is_dir = std::fs::symlink_metadata(&path)?.is_dir();
+                found.push((path.clone(), is_dir, mode_of(&path)?));
+            }
+        }
+        i += 1;
+    }
+    Ok(found)
+}
+
+/// Refuses any directory under `dir` that is not 0700 and any file that is not 0600; answers the files seen.
+fn owner_only(dir: &std::path::Path) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    for (path, is_dir, mode) in modes_under(dir)? {
+        let want = if is_dir { 0o700 } else { 0o600 };
+        ensure!(mode == want, "{} is {mode:o}, not {want:o}", path.display());
+        if !is_dir {
+            files.push(path.strip_prefix(dir)?.display().to_string());
+        }
+    }
+    Ok(files)
+}
+
+/// Findings: `weft tls` wrote private keys readable by every local user, and so did the agent with its data dir
+/// (node ID, Raft log and snapshot, saved registrations: 0644 files in 0755 directories).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_keys_and_data_dirs_are_readable_by_their_owner_only() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let certs = Certs::new()?;
+    for key in [
+        "weft-agent-ca-key.pem",
+        "dc1-server-weft-0-key.pem",
+        "dc1-client-weft-0-key.pem",
+    ] {
+        let mode = mode_of(std::path::Path::new(&certs.file(key)))?;
+        ensure!(mode == 0o600, "{key} is {mode:o}");
+    }
+
+    let mut cluster = Cluster::start(1, 1).await?;
+    for i in 0..2 {
+        let r = cluster
+            .agent(i)?
+            .put_json(
+                "/v1/agent/service/register",
+                &serde_json::json!({"Name": format!("web-{i}"), "Port": 80}),
+            )
+            .await?;
+        ensure!(r.status == 200, "{} {}", r.status, r.text());
+    }
+    let data: Vec<std::path::PathBuf> = (0..2)
+        .map(|i| cluster.dir().join(cluster.node(i)))
+        .collect();
+    for (i, dir) in data.iter().enumerate() {
+        let files = owner_only(dir)?;
+        let mut wanted = vec!["node-id", "weft.json", "agent/local.json"];
+        if i == 0 {
+            wanted.extend(["raft/raft.redb", "raft/raft.log"]);
+        }
+        for want in wanted {
+            ensure!(files.iter().any(|f| f == want), "no {want} in {files:?}");
+        }
+    }
+
+    // Data dirs left open by an earlier version are tightened at the next start, not refused.
+    for i in 0..2 {
+        cluster.kill(i);
+    }
+    for dir in &data {
+        for (path, is_dir, _) in modes_under(dir)? {
+            let mode = if is_dir { 0o755 } else { 0o644 };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    for i in 0..2 {
+        cluster.restart(i)?;
+    }
+    cluster.wait_for_leader().await?;
+    cluster.wait_for_catalog().await?;
+    for dir in &data {
+        owner_only(dir)?;
+    }
+    Ok(())
+}
+
+/// Finding: the agent kept a leaf certificate and its renewal task for every service name ever asked for, forever
+/// (356 MB after 50,000 names). A leaf nobody asked for within `connect.leaf_cache_idle_expiry` is forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaf_certificates_nobody_asks_for_are_forgotten() -> Result<()> {
+    let agent = weft_testkit::DevAgent::builder()
+        .args(["-hcl", "connect { leaf_cache_idle_expiry = \"2s\" }"])
+        .start()?;
+    let serial = || async {
+        let leaf = agent.get("/v1/agent/connect/ca/leaf/idle-web").await?;
+        ensure!(leaf.status == 200, "{} {}", leaf.status, leaf.text());
+        let serial = leaf.json()?["SerialNumber"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        ensure!(!serial.is_empty(), "a leaf without a serial");
+        Ok(serial)
+    };
+    let first = serial().await?;
+    // Asked for more often than the idle period: the same certificate throughout.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        ensure!(serial().await? == first, "a leaf still in use was dropped");
+    }
+    // Not asked for during the period: the entry is gone, and the next request issues a new certificate.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let again = serial().await?;
+    ensure!(again != first, "the idle leaf {first} was still cached");
     Ok(())
 }

@@ -1,13 +1,15 @@
 //! Weft's domain and wire types.
 //!
 //! One set of types serves the store, the API and the CLI: serde attributes give them Consul's exact JSON casing, and
-//! [`lenient`] gives request bodies Consul's forgiving decoding. Nothing here does I/O.
+//! [`lenient`] gives request bodies Consul's forgiving decoding. Nothing here does I/O but [`fsio`], the small
+//! helper every crate that writes under the data dir shares.
 
 pub mod addr;
 pub mod agent_self;
 pub mod check;
 pub mod duration;
 pub mod flags;
+pub mod fsio;
 pub mod hcl;
 pub mod ids;
 pub mod intention;

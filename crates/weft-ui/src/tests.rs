@@ -41,6 +41,7 @@ impl Ui {
                 server_port: 8300,
                 root_change_jitter: Duration::from_millis(100),
                 state_dir: None,
+                leaf_idle_expiry: weft_agent::DEFAULT_LEAF_IDLE_EXPIRY,
             },
             server,
         );

@@ -143,13 +143,22 @@ impl App {
             weft_http::browser_guard::guard,
         ));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = tokio::spawn(async move {
-            axum::serve(self.http, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.await;
-                })
-                .await
-        });
+        let limits = weft_http::serve::Limits {
+            header_read_timeout: self.config.http_header_read_timeout,
+            max_conns_per_client: self.config.http_max_conns_per_client,
+            ..weft_http::serve::Limits::default()
+        };
+        // Blocking queries may park for minutes: once told to stop, in-flight requests get 2 s.
+        let stopped = async move {
+            let _ = stop_rx.await;
+        };
+        let serve = tokio::spawn(weft_http::serve::serve(
+            self.http,
+            app,
+            limits,
+            stopped,
+            Duration::from_secs(2),
+        ));
         tokio::select! {
             _ = stop => {
                 tracing::info!("shutting down");
@@ -160,13 +169,9 @@ impl App {
             _ = shutdown.notified() => tracing::info!("left the cluster; shutting down"),
         }
         let _ = stop_tx.send(());
-        // Blocking queries may park for minutes: give in-flight requests a moment, then stop regardless.
-        let result = tokio::time::timeout(Duration::from_secs(2), serve).await;
+        let _ = serve.await;
         for task in self.tasks {
             task.abort();
-        }
-        if let Ok(Ok(Err(e))) = result {
-            return Err(e).context("HTTP server failed");
         }
         Ok(())
     }
@@ -311,6 +316,7 @@ fn agent_config(config: &RuntimeConfig, node_id: String) -> AgentConfig {
         server: config.server,
         server_port: config.server_port,
         root_change_jitter: config.root_change_jitter,
+        leaf_idle_expiry: config.leaf_idle_expiry,
         state_dir: config.data_dir.as_ref().map(|d| d.join("agent")),
     }
 }

@@ -35,10 +35,8 @@ pub async fn run(cmd: SnapshotCmd) -> Result<i32> {
             let answer = api.ok(Method::GET, "/v1/snapshot", None).await?;
             let (header, _) = weft_http::snapshot::check(&answer.body)
                 .map_err(|e| anyhow::anyhow!("the agent sent an unusable snapshot: {e}"))?;
-            let tmp = a.file.with_extension("tmp");
-            std::fs::write(&tmp, &answer.body)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            std::fs::rename(&tmp, &a.file)
+            // The snapshot holds the CA's private key and every secret in the KV store: owner only, and durable.
+            weft_types::fsio::atomic_write(&a.file, &answer.body, weft_types::fsio::PRIVATE_FILE)
                 .with_context(|| format!("cannot write {}", a.file.display()))?;
             println!("Saved and verified snapshot to index {}", header.index);
             Ok(0)

@@ -1,5 +1,6 @@
 //! `weft tls ca create` and `weft tls cert create -server|-client`: the certificates server RPC TLS needs, as
-//! Consul's `consul tls` makes them (files written to the current directory, never overwritten).
+//! Consul's `consul tls` makes them (files written to the current directory, never overwritten; the keys readable by
+//! their owner only).
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -69,14 +70,30 @@ pub struct CertArgs {
     pub dir: PathBuf,
 }
 
-fn write_new(path: &Path, contents: &str) -> Result<()> {
+/// Certificates are public; a private key is readable by its owner only, from the moment the file exists.
+#[derive(Clone, Copy)]
+enum Secrecy {
+    Public,
+    Private,
+}
+
+/// Writes a file that must not exist yet (nothing is ever overwritten), created with the mode its secrecy asks for.
+fn write_new(path: &Path, contents: &str, secrecy: Secrecy) -> Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mode = match secrecy {
+        // What any new file gets, less the umask.
+        Secrecy::Public => 0o666,
+        Secrecy::Private => weft_types::fsio::PRIVATE_FILE,
+    };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(mode)
         .open(path)
         .with_context(|| format!("cannot create {} (it may exist already)", path.display()))?;
     f.write_all(contents.as_bytes())
+        .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -112,8 +129,8 @@ fn create_ca(a: CaArgs) -> Result<i32> {
         a.dir.join("weft-agent-ca.pem"),
         a.dir.join("weft-agent-ca-key.pem"),
     );
-    write_new(&c, &cert.pem())?;
-    write_new(&k, &key.serialize_pem())?;
+    write_new(&c, &cert.pem(), Secrecy::Public)?;
+    write_new(&k, &key.serialize_pem(), Secrecy::Private)?;
     println!("==> Saved {}\n==> Saved {}", c.display(), k.display());
     Ok(0)
 }
@@ -168,8 +185,8 @@ fn create_cert(a: CertArgs) -> Result<i32> {
         a.dir.join(format!("{base}-{n}.pem")),
         a.dir.join(format!("{base}-{n}-key.pem")),
     );
-    write_new(&c, &cert.pem())?;
-    write_new(&k, &key.serialize_pem())?;
+    write_new(&c, &cert.pem(), Secrecy::Public)?;
+    write_new(&k, &key.serialize_pem(), Secrecy::Private)?;
     println!("==> Saved {}\n==> Saved {}", c.display(), k.display());
     Ok(0)
 }

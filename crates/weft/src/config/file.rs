@@ -155,6 +155,9 @@ pub struct AutoEncrypt {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub http_max_conns_per_client: Option<u32>,
+    /// Weft's own: how long a client may take to send a request's headers, and how long an idle keep-alive
+    /// connection is kept (Go's `ReadHeaderTimeout`; 30 s).
+    pub http_header_read_timeout: Option<GoDuration>,
     pub rpc_max_conns_per_client: Option<u32>,
     pub rpc_handshake_timeout: Option<GoDuration>,
     pub rpc_rate: Option<f64>,
@@ -257,6 +260,8 @@ pub struct Connect {
     pub ca_config: Option<Map<String, Value>>,
     /// How soon leaves follow a root rotation (Consul: within 30 s).
     pub leaf_root_change_jitter: Option<GoDuration>,
+    /// Weft's own: how long the agent keeps (and renews) a leaf certificate nobody asks for (Consul's cache: 3 days).
+    pub leaf_cache_idle_expiry: Option<GoDuration>,
     pub enable_mesh_gateway_wan_federation: Option<bool>,
 }
 

@@ -53,6 +53,10 @@ pub struct RuntimeConfig {
     pub reconnect_timeout: Option<Duration>,
     pub dead_server_after: Option<Duration>,
     pub kv_max_value_size: usize,
+    /// Connections one client address may hold to the HTTP API (`limits.http_max_conns_per_client`, 200).
+    pub http_max_conns_per_client: usize,
+    /// How long request headers may take, and idle keep-alive connections last (`limits.http_header_read_timeout`).
+    pub http_header_read_timeout: Duration,
     pub session_ttl_min: Duration,
     pub services: Vec<ServiceDefinition>,
     pub checks: Vec<CheckDefinition>,
@@ -60,6 +64,8 @@ pub struct RuntimeConfig {
     /// The shortest leaf TTL accepted: Consul's 1 h, or a few seconds in dev mode so renewal can be watched.
     pub min_leaf_ttl: Duration,
     pub root_change_jitter: Duration,
+    /// How long a leaf certificate nobody asks for is kept and renewed (`connect.leaf_cache_idle_expiry`).
+    pub leaf_idle_expiry: Duration,
     pub default_policy: DefaultPolicy,
     pub ui_enabled: bool,
     /// Extra names the HTTP API answers browsers for (`http_config.allowed_hosts`).
@@ -140,6 +146,7 @@ pub(super) fn validate(
     let net = check.network();
     let (keyring, rpc_tls, default_policy) = check.security();
     let (ca_config, min_leaf_ttl, root_change_jitter) = check.connect();
+    let limits = limits(&c);
     check.rpc_is_protected(&role, &net, rpc_tls.is_some(), keyring.is_some());
     if !check.errors.is_empty() {
         return Err(check.errors);
@@ -173,18 +180,20 @@ pub(super) fn validate(
             .as_ref()
             .and_then(|a| a.server_stabilization_time)
             .map(|d| d.0),
-        kv_max_value_size: c
-            .limits
-            .as_ref()
-            .and_then(|l| l.kv_max_value_size)
-            .or(c.kv_max_value_size)
-            .map_or(DEFAULT_KV_MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        kv_max_value_size: limits.kv_max_value_size,
         session_ttl_min: c.session_ttl_min.map_or(Duration::from_secs(10), |d| d.0),
+        http_max_conns_per_client: limits.http_max_conns_per_client,
+        http_header_read_timeout: limits.http_header_read_timeout,
         services: defs.services,
         checks: defs.checks,
         ca_config,
         min_leaf_ttl,
         root_change_jitter,
+        leaf_idle_expiry: c
+            .connect
+            .as_ref()
+            .and_then(|x| x.leaf_cache_idle_expiry)
+            .map_or(weft_agent::DEFAULT_LEAF_IDLE_EXPIRY, |d| d.0),
         default_policy,
         ui_enabled: c
             .ui_config
@@ -206,6 +215,31 @@ pub(super) fn validate(
         sources: sources.clone(),
         encrypt: c.encrypt.clone(),
     })
+}
+
+/// What one client or request may cost (`limits`).
+struct Limits {
+    kv_max_value_size: usize,
+    http_max_conns_per_client: usize,
+    http_header_read_timeout: Duration,
+}
+
+fn limits(c: &Config) -> Limits {
+    let l = c.limits.clone().unwrap_or_default();
+    Limits {
+        kv_max_value_size: l
+            .kv_max_value_size
+            .or(c.kv_max_value_size)
+            .map_or(DEFAULT_KV_MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        http_max_conns_per_client: l
+            .http_max_conns_per_client
+            .map_or(200, |n| usize::try_from(n.max(1)).unwrap_or(usize::MAX)),
+        http_header_read_timeout: l
+            .http_header_read_timeout
+            .map_or(Duration::from_secs(30), |d| {
+                d.0.max(Duration::from_millis(100))
+            }),
+    }
 }
 
 /// Checks one merged config, section by section, collecting every problem.
@@ -573,6 +607,8 @@ const APPLIED: &[&str] = &[
     "key_file",
     "verify_incoming",
     "limits.kv_max_value_size",
+    "limits.http_max_conns_per_client",
+    "limits.http_header_read_timeout",
     "kv_max_value_size",
     "session_ttl_min",
     "leave_on_terminate",
@@ -585,6 +621,7 @@ const APPLIED: &[&str] = &[
     "connect.enabled",
     "connect.ca_config",
     "connect.leaf_root_change_jitter",
+    "connect.leaf_cache_idle_expiry",
     "allow_unauthenticated_rpc",
     "http_config.allowed_hosts",
     "http_config.allowed_origins",

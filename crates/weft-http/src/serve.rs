@@ -1,0 +1,135 @@
+//! Serving the HTTP API with limits, so that slow, idle and greedy clients cannot starve the others:
+//! - a request's headers must arrive within `header_read_timeout` (slowloris), and a keep-alive connection that
+//!   sends no next request within it is closed (idle sockets);
+//! - headers are read into at most `max_header_bytes`;
+//! - one client address holds at most `max_conns_per_client` connections (Consul's `http_max_conns_per_client`,
+//!   200); further ones are closed at once, before any byte is read, and counted.
+//!
+//! Blocking queries are unaffected: the header timeout runs only while a request is being read, never while a
+//! handler waits.
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// The limits one listener applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_conns_per_client: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_conns_per_client: 200,
+        }
+    }
+}
+
+/// Open connections per client address, and how many were refused.
+#[derive(Debug, Default)]
+pub struct Connections {
+    open: Mutex<HashMap<IpAddr, usize>>,
+    refused: AtomicU64,
+}
+
+/// One open connection's place in [`Connections`]; given back on drop.
+struct Slot {
+    connections: Arc<Connections>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self
+            .connections
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Connections {
+    fn take(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= limit {
+            drop(open);
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            connections: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections refused because their client already held its limit.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves `app` on `listener` until `stop` completes, then gives in-flight requests up to `grace` to finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let connections = Arc::new(Connections::default());
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Some(slot) = connections.take(peer.ip(), limits.max_conns_per_client) else {
+            tracing::debug!(%peer, "refused a connection: the client holds its limit of connections");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    // Blocking queries may park for minutes: give in-flight requests a moment, then stop regardless.
+    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+}
