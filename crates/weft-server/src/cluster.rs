@@ -82,6 +82,7 @@ impl Server {
             return Err(JoinRefusal::NotAServer);
         };
         if node.is_leader() {
+            self.check_joiner(&req).await?;
             tracing::info!(server = %req.node_name, addr = %req.addr, "adding a server to the cluster");
             return node
                 .add_server(req.id, &req.addr)
@@ -91,6 +92,35 @@ impl Server {
         self.call_leader("/v1/internal/join", &req)
             .await
             .map_err(|e| JoinRefusal::Failed(e.to_string()))?
+    }
+
+    /// A server is added only when its RPC address answers as that very server of this datacenter: a join naming an
+    /// address nobody answers at would add a voter that never votes, and could cost the cluster its quorum.
+    async fn check_joiner(&self, req: &JoinRequest) -> Result<(), JoinRefusal> {
+        let hello: Hello = weft_rpc::post_json(
+            self.http(),
+            &req.addr,
+            "/v1/internal/hello",
+            &(),
+            HELLO_TIMEOUT,
+        )
+        .await
+        .map_err(|e| {
+            JoinRefusal::Failed(format!(
+                "the server to add does not answer at {}: {e}",
+                req.addr
+            ))
+        })?;
+        if hello.product != "weft"
+            || hello.id != req.id
+            || hello.datacenter != self.config().datacenter
+        {
+            return Err(JoinRefusal::Failed(format!(
+                "{} answers as another server (id {}, datacenter {:?}), not the one asking to join",
+                req.addr, hello.id, hello.datacenter
+            )));
+        }
+        Ok(())
     }
 
     /// Runs until this server belongs to a cluster with a leader: joins one, or bootstraps one with its peers.

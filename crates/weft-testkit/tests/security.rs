@@ -704,3 +704,28 @@ async fn leaf_certificates_nobody_asks_for_are_forgotten() -> Result<()> {
     ensure!(again != first, "the idle leaf {first} was still cached");
     Ok(())
 }
+
+/// Finding: a join naming an address that does not answer added an unreachable voter and could leave the cluster
+/// without quorum. The leader now asks the address who it is first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_naming_an_address_that_does_not_answer_is_refused() -> Result<()> {
+    let cluster = Cluster::start(1, 0).await?;
+    let ghost = format!("127.0.0.1:{}", weft_testkit::net::free_port()?);
+    let answer: serde_json::Value = client()?
+        .post(format!("http://{}/v1/internal/join", cluster.rpc_addr(0)))
+        .json(&serde_json::json!({"id": 4242, "addr": ghost, "node_name": "ghost"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let refusal = answer["Err"]["Failed"].as_str().unwrap_or_default();
+    ensure!(refusal.contains("does not answer"), "{answer}");
+    let config = cluster
+        .agent(0)?
+        .get("/v1/operator/raft/configuration")
+        .await?
+        .json()?;
+    let servers = config["Servers"].as_array().map_or(0, Vec::len);
+    ensure!(servers == 1, "the configuration changed: {config}");
+    Ok(())
+}
