@@ -48,6 +48,28 @@ pub struct Proxy {
     tls: watch::Receiver<Option<Arc<MeshTls>>>,
 }
 
+/// The healthy endpoints of `service` (in `datacenter`, or the agent's own when empty), kept up to date.
+fn watch_endpoints(
+    agent: &AgentClient,
+    service: &str,
+    datacenter: &str,
+    metrics: &Arc<Metrics>,
+) -> watch::Receiver<Option<Arc<Vec<Endpoint>>>> {
+    let (tx, rx) = watch::channel(None);
+    let mut path = format!("/v1/health/connect/{}?passing=1", url::segment(service));
+    if !datacenter.is_empty() {
+        path.push_str(&format!("&dc={}", url::query_value(datacenter)));
+    }
+    control::spawn_watch(
+        agent.clone(),
+        path,
+        tx,
+        metrics.clone(),
+        control::parse_endpoints,
+    );
+    rx
+}
+
 impl Proxy {
     /// Binds every listener (so the ports are ready when this returns), starts the watches and serves.
     pub async fn start(config: ProxyConfig, agent: AgentClient) -> Result<Proxy, ProxyError> {
@@ -131,20 +153,11 @@ impl Proxy {
             if let Ok(addr) = listener.local_addr() {
                 upstream_addrs.push((upstream.destination.clone(), addr));
             }
-            let (tx, rx) = watch::channel::<Option<Arc<Vec<Endpoint>>>>(None);
-            let mut path = format!(
-                "/v1/health/connect/{}?passing=1",
-                url::segment(&upstream.destination)
-            );
-            if !upstream.datacenter.is_empty() {
-                path.push_str(&format!("&dc={}", url::query_value(&upstream.datacenter)));
-            }
-            control::spawn_watch(
-                agent.clone(),
-                path,
-                tx,
-                metrics.clone(),
-                control::parse_endpoints,
+            let rx = watch_endpoints(
+                &agent,
+                &upstream.destination,
+                &upstream.datacenter,
+                &metrics,
             );
             accept_loops.push(tokio::spawn(listeners::serve_upstream(
                 listener,
@@ -168,15 +181,7 @@ impl Proxy {
             }
             let mut routes = Vec::new();
             for service in &http.services {
-                let (tx, rx) = watch::channel::<Option<Arc<Vec<Endpoint>>>>(None);
-                let path = format!("/v1/health/connect/{}?passing=1", url::segment(service));
-                control::spawn_watch(
-                    agent.clone(),
-                    path,
-                    tx,
-                    metrics.clone(),
-                    control::parse_endpoints,
-                );
+                let rx = watch_endpoints(&agent, service, "", &metrics);
                 routes.push(ingress::Route {
                     upstream: config::Upstream {
                         destination: service.clone(),
