@@ -197,17 +197,23 @@ async fn three_members_elect_replicate_fail_over_and_recover_from_disk() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_member_recovers_its_state_from_log_and_snapshot() {
-    let dir = temp_dir("single");
+/// A one-member cluster (id 7) in `dir`, initialised and leading; its member and RPC address.
+async fn single_leader(dir: &std::path::Path) -> (Member, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let m = start_member(&dir, 7, listener).await;
+    let m = start_member(dir, 7, listener).await;
     m.node
         .initialize([(7, addr.clone())].into_iter().collect())
         .await
         .unwrap();
     leader_of(&[&m]).await;
+    (m, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_member_recovers_its_state_from_log_and_snapshot() {
+    let dir = temp_dir("single");
+    let (m, addr) = single_leader(&dir).await;
     assert!(m.node.write(set("before-snapshot", "x")).await.unwrap()[0]
         .1
         .is_ok());
@@ -337,14 +343,7 @@ fn assert_owner_only(dir: &std::path::Path) {
 async fn the_log_and_snapshot_are_readable_by_their_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let dir = temp_dir("modes");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let m = start_member(&dir, 7, listener).await;
-    m.node
-        .initialize([(7, addr.clone())].into_iter().collect())
-        .await
-        .unwrap();
-    leader_of(&[&m]).await;
+    let (m, addr) = single_leader(&dir).await;
     assert!(m.node.write(set("k", "v")).await.unwrap()[0].1.is_ok());
     m.node.trigger_snapshot().await.unwrap();
     wait_for("snapshot file", || dir.join("snapshot.bin").exists()).await;
