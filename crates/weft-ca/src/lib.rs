@@ -6,11 +6,13 @@
 //! - [`root`]: roots, their `CARoot` description, cross-signing and pruning.
 //! - [`leaf`]: CSRs, signing with Consul's checks, and reading certificates back.
 //! - [`renewal`]: when an agent should renew a leaf.
+//! - [`seal`]: encrypting the CA's private keys at rest.
 
 pub mod config;
 pub mod leaf;
 pub mod renewal;
 pub mod root;
+pub mod seal;
 pub mod spiffe;
 
 pub use config::{CaConfig, CaConfigWire};

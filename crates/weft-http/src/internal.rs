@@ -46,6 +46,11 @@ pub async fn sign(ctx: Ctx) -> Result<Reply, ApiError> {
     json(&ctx.state.agent.server().handle_sign(req).await)
 }
 
+/// `POST /v1/internal/ca/seal-key`: the key sealing the CA's private keys, for another server (servers only).
+pub async fn seal_key(ctx: Ctx) -> Result<Reply, ApiError> {
+    json(&ctx.state.agent.server().handle_seal_key())
+}
+
 /// `POST /v1/internal/hello`: who this server is, for servers forming or joining a cluster.
 pub async fn hello(ctx: Ctx) -> Result<Reply, ApiError> {
     match ctx.state.agent.server().hello() {

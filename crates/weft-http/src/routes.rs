@@ -92,6 +92,12 @@ fn table() -> Vec<Route> {
         route!("/v1/internal/raft/", [POST], internal::raft, SERVERS),
         route!("/v1/internal/apply", [POST], internal::apply, MEMBERS),
         route!("/v1/internal/ca/sign", [POST], internal::sign, MEMBERS),
+        route!(
+            "/v1/internal/ca/seal-key",
+            [POST],
+            internal::seal_key,
+            SERVERS
+        ),
         route!("/v1/internal/hello", [POST], internal::hello, SERVERS),
         route!("/v1/internal/join", [POST], internal::join, SERVERS),
         // operator

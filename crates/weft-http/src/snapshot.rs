@@ -88,17 +88,20 @@ pub fn check(file: &[u8]) -> Result<(Header, &str), SnapshotFileError> {
 pub async fn snapshot(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
     if ctx.method == Method::GET {
-        save(ctx)
+        save(ctx).await
     } else {
         restore(ctx).await
     }
 }
 
-fn save(ctx: Ctx) -> Result<Reply, ApiError> {
-    let (state, index) = {
-        let store = ctx.state.agent.server().read();
-        (store.snapshot(), store.last_index())
-    };
+async fn save(ctx: Ctx) -> Result<Reply, ApiError> {
+    let (state, index) = ctx
+        .state
+        .agent
+        .server()
+        .export_state()
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let header = Header {
         weft: "snapshot".into(),
         version: FORMAT,
@@ -125,6 +128,10 @@ async fn restore(ctx: Ctx) -> Result<Reply, ApiError> {
     // Refused before anything changes: a cluster restored without a CA could never issue another leaf.
     Store::validate_restore(state).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let server = ctx.state.agent.server();
+    // Keys in the clear are sealed with this cluster's key before they reach the log.
+    let state = &server
+        .prepare_restore(state)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     server
         .write(Command::Restore {
             state: state.to_string(),

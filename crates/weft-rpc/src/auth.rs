@@ -41,6 +41,8 @@ pub enum AuthError {
 /// Signs and checks RPC requests with a key derived from the gossip key.
 pub struct RpcAuth {
     key: hmac::Key,
+    /// Seals secrets one server hands another (the CA's sealing key) when no TLS protects the connection.
+    transport: weft_ca::seal::SealKey,
     rng: SystemRandom,
     /// Nonces seen, with the time (unix ms) after which they may be forgotten.
     seen: Mutex<HashMap<u64, u64>>,
@@ -71,11 +73,23 @@ impl RpcAuth {
     pub fn from_gossip_key(gossip_key: &[u8]) -> RpcAuth {
         let root = hmac::Key::new(hmac::HMAC_SHA256, gossip_key);
         let derived = hmac::sign(&root, b"weft rpc authentication v1");
+        let transport = hmac::sign(&root, b"weft rpc secret transport v1");
+        // A SHA-256 HMAC is 32 bytes, a sealing key's length.
+        let mut transport_key = [0u8; 32];
+        for (to, from) in transport_key.iter_mut().zip(transport.as_ref()) {
+            *to = *from;
+        }
         RpcAuth {
             key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
+            transport: weft_ca::seal::SealKey::from_array(transport_key),
             rng: SystemRandom::new(),
             seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The key that seals secrets sent between members (derived from the gossip key, like the MAC key).
+    pub fn transport_key(&self) -> &weft_ca::seal::SealKey {
+        &self.transport
     }
 
     /// The header value for one request.

@@ -22,6 +22,9 @@ pub enum CaManagerError {
     /// The leader refused for a reason of its own (its words).
     #[error("{0}")]
     Remote(String),
+    /// The CA's keys are sealed and this server cannot open them.
+    #[error(transparent)]
+    Seal(#[from] crate::SealKeyError),
 }
 
 /// Why the leader did not sign a CSR, as it travels back over server RPC.
@@ -43,7 +46,7 @@ impl Server {
     /// Creates the cluster ID and the first root, unless the store already has a CA.
     pub async fn ensure_ca(&self) -> Result<(), CaManagerError> {
         if self.read().ca().config.is_some() {
-            return Ok(());
+            return self.seal_plain_roots().await;
         }
         let config = self.config().ca_config.clone();
         config
@@ -52,6 +55,7 @@ impl Server {
         let cluster_id = weft_types::ids::new_uuid();
         let serial = 1;
         let root = generate_root(&config, &cluster_id, serial, now_unix())?;
+        let root = self.sealed_root(root, &self.seal_key_or_new()?)?;
         let trust_domain = weft_ca::spiffe::trust_domain(&cluster_id);
         let root_id = root.root.id.clone();
         match self
@@ -93,6 +97,7 @@ impl Server {
                 .unwrap_or(Duration::from_secs(72 * 3600));
             (root, ca.trust_domain(), ca.serial, ttl)
         };
+        let root = self.unsealed_root(&root).await?;
         let serial = {
             let mut last = self
                 .inner
@@ -174,6 +179,7 @@ impl Server {
             .find(|r| r.root.active)
             .cloned()
             .ok_or(CaManagerError::NotInitialised)?;
+        let active = self.unsealed_root(&active).await?;
         let supplied_changes_root =
             !new.root_cert.is_empty() && new.root_cert.trim() != active.root.root_cert.trim();
         let supplied_key_changes =
@@ -197,6 +203,7 @@ impl Server {
             serial += 1;
             let cross = cross_sign(&active, &next, serial, now)?;
             next.root.intermediate_certs = Some(vec![cross]);
+            let next = self.sealed_root(next, &self.seal_key_or_new()?)?;
             for r in roots.iter_mut().filter(|r| r.root.active) {
                 r.root.active = false;
                 r.rotated_out_unix = now;

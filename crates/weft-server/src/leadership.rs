@@ -11,6 +11,14 @@ pub(crate) async fn run(server: Server) {
         Mode::Dev => return lead(server).await,
         Mode::Raft(node) => node.clone(),
     };
+    // Every server holds the CA's sealing key, so that whichever leads next can sign.
+    tokio::join!(
+        follow_leadership(server.clone(), node),
+        crate::seal::keep_key(server)
+    );
+}
+
+async fn follow_leadership(server: Server, node: std::sync::Arc<weft_raft::RaftNode>) {
     let mut metrics = node.raft().metrics();
     let mut duties: Option<tokio::task::JoinHandle<()>> = None;
     loop {

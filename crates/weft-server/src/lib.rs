@@ -17,6 +17,7 @@ mod members;
 mod reconcile;
 mod replica;
 mod rpc;
+mod seal;
 mod sessions;
 
 pub use autopilot::ServerHealth;
@@ -25,6 +26,7 @@ pub use cluster::{Bootstrap, Hello, JoinRefusal, JoinRequest};
 pub use members::{MemberStatus, MemberView, MembershipError};
 pub use replica::{stream_lines, StreamLine};
 pub use rpc::{ApplyAnswer, ApplyRequest, LeaderCallError, SignRequest};
+pub use seal::{read_seal_key, SealKeyAnswer, SealKeyError, SealKeySource, SEAL_KEY_FILE};
 pub use sessions::SessionTimers;
 pub use weft_raft::{raft_id, RaftNode, Timings};
 pub use weft_rpc::RpcTls;
@@ -59,6 +61,8 @@ pub struct ServerConfig {
     pub rpc_tls: Option<weft_rpc::RpcTls>,
     /// Signs every RPC request with a key derived from the gossip key (when the cluster has one).
     pub rpc_auth: Option<Arc<weft_rpc::RpcAuth>>,
+    /// Where the key sealing the CA's private keys at rest comes from.
+    pub ca_seal: SealKeySource,
 }
 
 impl ServerConfig {
@@ -75,6 +79,7 @@ impl ServerConfig {
             dead_server_after: Duration::from_secs(10),
             rpc_tls: None,
             rpc_auth: None,
+            ca_seal: SealKeySource::Memory,
         }
     }
 }
@@ -137,6 +142,8 @@ struct Inner {
     /// The last leaf serial this member handed out: concurrent signings each take the next one, so two leaves never
     /// share a serial even before either is recorded in the log.
     last_serial: std::sync::Mutex<u64>,
+    /// The key the CA's private keys are sealed with in the store (see [`seal`]); `None` until created or fetched.
+    seal_key: RwLock<Option<weft_ca::seal::SealKey>>,
 }
 
 /// Milliseconds since the Unix epoch: the clock commands carry.
@@ -175,8 +182,10 @@ impl Server {
             Mode::Raft(node) => Some(batcher::Batcher::start(node.clone())),
             _ => None,
         };
+        let seal_key = RwLock::new(config.ca_seal.initial());
         Server {
             inner: Arc::new(Inner {
+                seal_key,
                 config,
                 store,
                 sessions: SessionTimers::default(),

@@ -219,3 +219,30 @@ fn stamp(root: &CaRoot, create: u64, modify: u64) -> CaRoot {
     r.modify_index = modify;
     r
 }
+
+/// Why [`Store::map_root_keys`] could not rewrite a serialised state.
+#[derive(Debug, thiserror::Error)]
+pub enum MapKeysError<E: std::error::Error + 'static> {
+    #[error("not a Weft state snapshot: {0}")]
+    NotAStateSnapshot(serde_json::Error),
+    #[error(transparent)]
+    Key(E),
+}
+
+impl Store {
+    /// A serialised state (as [`Store::snapshot`] writes it) with every CA root's private key replaced by
+    /// `f(root)`: how keys are sealed before a restore and opened for an export.
+    pub fn map_root_keys<E: std::error::Error + 'static>(
+        state: &[u8],
+        mut f: impl FnMut(&StoredRoot) -> Result<String, E>,
+    ) -> Result<Vec<u8>, MapKeysError<E>> {
+        let mut t: crate::Tables =
+            serde_json::from_slice(state).map_err(MapKeysError::NotAStateSnapshot)?;
+        for root in &mut t.ca.roots {
+            if !root.private_key_pem.is_empty() {
+                root.private_key_pem = f(root).map_err(MapKeysError::Key)?;
+            }
+        }
+        serde_json::to_vec(&t).map_err(MapKeysError::NotAStateSnapshot)
+    }
+}

@@ -14,7 +14,7 @@ mod session;
 mod watch;
 
 pub use command::{CaSetup, Command, KvOp, Registration};
-pub use connect::CaState;
+pub use connect::{CaState, MapKeysError};
 pub use error::{SnapshotError, StoreError};
 pub use watch::{Table, Watches};
 

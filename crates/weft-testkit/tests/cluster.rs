@@ -555,16 +555,16 @@ async fn a_snapshot_restores_the_whole_state_on_a_fresh_cluster() -> Result<()> 
     let dir = weft_testkit::TempDir::new()?;
     let file = dir.path().join("backup.snap");
     let file_s = file.display().to_string();
-    {
+    let backed_up_root = {
         let cluster = Cluster::start(3, 0).await?;
         let a = cluster.agent(1)?;
         // The leader initialises the CA just after it is elected: a backup to restore must hold it.
-        weft_testkit::eventually(Duration::from_secs(10), || async {
+        let root = weft_testkit::eventually(Duration::from_secs(10), || async {
             let roots = a.get("/v1/connect/ca/roots").await.ok()?.json().ok()?;
-            roots["Roots"]
-                .as_array()
-                .filter(|r| !r.is_empty())
-                .map(|_| ())
+            roots["ActiveRootID"]
+                .as_str()
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
         })
         .await?;
         a.put("/v1/kv/app/config", "v1").await?.expect_status(200)?;
@@ -581,7 +581,8 @@ async fn a_snapshot_restores_the_whole_state_on_a_fresh_cluster() -> Result<()> 
             "{}",
             out.stdout
         );
-    }
+        root
+    };
     let fresh = Cluster::start(3, 0).await?;
     let b = fresh.agent(2)?;
     // A truncated copy is refused and changes nothing.
@@ -610,6 +611,11 @@ async fn a_snapshot_restores_the_whole_state_on_a_fresh_cluster() -> Result<()> 
         .await?
         .json()?;
     ensure!(check["Allowed"] == false, "{check}");
+    // The backup's CA came with its key: the restored root is active here and signs.
+    let roots = b.get("/v1/connect/ca/roots").await?.json()?;
+    ensure!(roots["ActiveRootID"] == backed_up_root.as_str(), "{roots}");
+    let leaf = b.get("/v1/agent/connect/ca/leaf/restored").await?;
+    ensure!(leaf.status == 200, "leaf: {} {}", leaf.status, leaf.text());
     Ok(())
 }
 

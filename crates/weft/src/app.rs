@@ -211,6 +211,15 @@ fn server_config(config: &RuntimeConfig) -> Result<ServerConfig> {
         server.ca_config = ca.clone();
     }
     server.rpc_auth = rpc_auth(config);
+    server.ca_seal = match (&config.ca_seal_key, &config.data_dir) {
+        (Some(key), _) => weft_server::SealKeySource::Operator(key.clone()),
+        (None, Some(dir)) if config.server && !config.dev => {
+            let path = dir.join(weft_server::SEAL_KEY_FILE);
+            let key = weft_server::read_seal_key(&path)?;
+            weft_server::SealKeySource::DataDir { path, key }
+        }
+        (None, _) => weft_server::SealKeySource::Memory,
+    };
     server.rpc_tls = match &config.rpc_tls {
         None => None,
         Some(files) => Some(

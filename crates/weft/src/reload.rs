@@ -112,6 +112,10 @@ pub fn needs_restart(old: &RuntimeConfig, new: &RuntimeConfig) -> Vec<String> {
     check("tls", old.rpc_tls != new.rpc_tls);
     check("connect.ca_config", old.ca_config != new.ca_config);
     check(
+        "connect.ca_seal_key_file",
+        old.ca_seal_key != new.ca_seal_key,
+    );
+    check(
         "connect.leaf_cache_idle_expiry",
         old.leaf_idle_expiry != new.leaf_idle_expiry,
     );

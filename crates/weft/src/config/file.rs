@@ -262,6 +262,9 @@ pub struct Connect {
     pub leaf_root_change_jitter: Option<GoDuration>,
     /// Weft's own: how long the agent keeps (and renews) a leaf certificate nobody asks for (Consul's cache: 3 days).
     pub leaf_cache_idle_expiry: Option<GoDuration>,
+    /// Weft's own: a file holding the key that seals the CA's private keys at rest (`weft keygen` output), the
+    /// same on every server; without it each server keeps the cluster's key in its data dir.
+    pub ca_seal_key_file: Option<String>,
     pub enable_mesh_gateway_wan_federation: Option<bool>,
 }
 

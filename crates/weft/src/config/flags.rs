@@ -25,6 +25,9 @@ pub struct AgentFlags {
     /// Encrypts gossip with this key (base64 of 16 or 32 bytes; `weft keygen` makes one).
     #[arg(long)]
     pub encrypt: Option<String>,
+    /// Reads the gossip key from this file instead (keeps it out of `ps` and shell history).
+    #[arg(long = "encrypt-file")]
+    pub encrypt_file: Option<PathBuf>,
     /// The server RPC port (default 8300).
     #[arg(long = "server-port")]
     pub server_port: Option<i32>,
@@ -110,6 +113,14 @@ impl AgentFlags {
             if let Some(v) = value {
                 set(key, json!(v));
             }
+        }
+        if let Some(path) = &self.encrypt_file {
+            if self.encrypt.is_some() {
+                return Err("-encrypt and -encrypt-file both give the gossip key: use one".into());
+            }
+            let key = std::fs::read_to_string(path)
+                .map_err(|e| format!("-encrypt-file: {}: {e}", path.display()))?;
+            set("encrypt", json!(key.trim()));
         }
         if !self.recursor.is_empty() {
             set("recursors", json!(self.recursor));

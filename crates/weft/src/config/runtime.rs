@@ -66,6 +66,8 @@ pub struct RuntimeConfig {
     pub root_change_jitter: Duration,
     /// How long a leaf certificate nobody asks for is kept and renewed (`connect.leaf_cache_idle_expiry`).
     pub leaf_idle_expiry: Duration,
+    /// The operator's key sealing the CA's private keys at rest (`connect.ca_seal_key_file`), read at start.
+    pub ca_seal_key: Option<weft_ca::seal::SealKey>,
     pub default_policy: DefaultPolicy,
     pub ui_enabled: bool,
     /// Extra names the HTTP API answers browsers for (`http_config.allowed_hosts`).
@@ -146,6 +148,7 @@ pub(super) fn validate(
     let net = check.network();
     let (keyring, rpc_tls, default_policy) = check.security();
     let (ca_config, min_leaf_ttl, root_change_jitter) = check.connect();
+    let ca_seal_key = check.ca_seal_key();
     let limits = limits(&c);
     check.rpc_is_protected(&role, &net, rpc_tls.is_some(), keyring.is_some());
     if !check.errors.is_empty() {
@@ -194,6 +197,7 @@ pub(super) fn validate(
             .as_ref()
             .and_then(|x| x.leaf_cache_idle_expiry)
             .map_or(weft_agent::DEFAULT_LEAF_IDLE_EXPIRY, |d| d.0),
+        ca_seal_key,
         default_policy,
         ui_enabled: c
             .ui_config
@@ -534,6 +538,24 @@ impl Checker<'_> {
             .map_or(Duration::from_secs(30), |d: GoDuration| d.0);
         (ca_config, min_leaf_ttl, jitter)
     }
+
+    /// `connect.ca_seal_key_file`: read now, so a missing or malformed key stops the start (and `weft validate`).
+    fn ca_seal_key(&mut self) -> Option<weft_ca::seal::SealKey> {
+        let path = self.c.connect.as_ref()?.ca_seal_key_file.clone()?;
+        match weft_server::read_seal_key(std::path::Path::new(&path)) {
+            Ok(Some(key)) => Some(key),
+            Ok(None) => {
+                self.err(format!(
+                    "connect.ca_seal_key_file: {path} does not exist (create it with `weft keygen > {path}`, mode 0600)"
+                ));
+                None
+            }
+            Err(e) => {
+                self.err(format!("connect.ca_seal_key_file: {e}"));
+                None
+            }
+        }
+    }
 }
 
 fn is_dc_name(dc: &str) -> bool {
@@ -622,6 +644,7 @@ const APPLIED: &[&str] = &[
     "connect.ca_config",
     "connect.leaf_root_change_jitter",
     "connect.leaf_cache_idle_expiry",
+    "connect.ca_seal_key_file",
     "allow_unauthenticated_rpc",
     "http_config.allowed_hosts",
     "http_config.allowed_origins",
