@@ -69,7 +69,22 @@ async fn the_rpc_port_serves_no_public_api() -> Result<()> {
 /// CA key in it) and forward writes. With a gossip key every request must carry its HMAC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_gossip_key_a_bare_http_client_gets_nothing_from_the_rpc_port() -> Result<()> {
-    let cluster = Cluster::start_with(1, 1, vec!["-encrypt".into(), GOSSIP_KEY.into()]).await?;
+    // The key comes from a file, so `ps` does not show it.
+    let dir = TempDir::new()?;
+    let key_file = dir.write("gossip.key", format!("{GOSSIP_KEY}\n"))?;
+    let cluster = Cluster::start_with(
+        1,
+        1,
+        vec!["-encrypt-file".into(), key_file.display().to_string()],
+    )
+    .await?;
+    for i in 0..2 {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", cluster.agent(i)?.pid()))?;
+        ensure!(
+            !String::from_utf8_lossy(&cmdline).contains(GOSSIP_KEY),
+            "the gossip key is on a command line"
+        );
+    }
     let rpc = cluster.rpc_addr(0);
     for (method, path) in [
         ("POST", "/v1/internal/hello"),
