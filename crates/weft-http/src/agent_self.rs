@@ -97,6 +97,7 @@ fn stats(ctx: &Ctx) -> Value {
         "consul": consul_stats(ctx),
         "raft": raft_stats(ctx),
         "serf_lan": serf_stats(ctx),
+        "limits": limit_stats(ctx),
         "runtime": {
             "os": std::env::consts::OS,
             "arch": std::env::consts::ARCH,
@@ -120,6 +121,24 @@ fn stats(ctx: &Ctx) -> Value {
         Value::Object(m)
     })
     .unwrap_or_default()
+}
+
+/// Weft's own section: connections refused by the per-client limits and RPC handshakes that failed or timed out.
+fn limit_stats(ctx: &Ctx) -> Value {
+    let http = &ctx.state.http_connections;
+    let mut stats = json!({
+        "http_conns_open": http.open().to_string(),
+        "http_conns_refused": http.refused().to_string(),
+    });
+    if let (Some(rpc), Some(map)) = (&ctx.state.rpc_connections, stats.as_object_mut()) {
+        map.insert("rpc_conns_open".into(), rpc.open().to_string().into());
+        map.insert("rpc_conns_refused".into(), rpc.refused().to_string().into());
+        map.insert(
+            "rpc_handshakes_failed".into(),
+            rpc.handshakes_failed().to_string().into(),
+        );
+    }
+    stats
 }
 
 fn consul_stats(ctx: &Ctx) -> Value {

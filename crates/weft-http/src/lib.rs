@@ -70,6 +70,10 @@ pub struct ApiState {
     pub self_info: Arc<agent_self::SelfInfo>,
     /// True for the server RPC listener, which also answers `/v1/internal/...` (Raft, forwarded writes, joins).
     pub rpc: bool,
+    /// The HTTP API's connection counts (per-client limit, refusals), shown in `/v1/agent/self`.
+    pub http_connections: Arc<weft_rpc::Connections>,
+    /// The server RPC listener's, on agents that serve it.
+    pub rpc_connections: Option<Arc<weft_rpc::Connections>>,
 }
 
 impl ApiState {
@@ -84,6 +88,8 @@ impl ApiState {
             default_policy: weft_types::DefaultPolicy::Allow,
             self_info: Arc::default(),
             rpc: false,
+            http_connections: weft_rpc::Connections::new(200),
+            rpc_connections: None,
         }
     }
 }

@@ -2,8 +2,8 @@
 //! - a request's headers must arrive within `header_read_timeout` (slowloris), and a keep-alive connection that
 //!   sends no next request within it is closed (idle sockets);
 //! - headers are read into at most `max_header_bytes`;
-//! - one client address holds at most `max_conns_per_client` connections (Consul's `http_max_conns_per_client`,
-//!   200); further ones are closed at once, before any byte is read, and counted.
+//! - one client address holds at most `http_max_conns_per_client` connections (Consul's default: 200); further
+//!   ones are closed at once, before any byte is read, and counted (`weft_rpc::Connections`).
 //!
 //! Blocking queries are unaffected: the header timeout runs only while a request is being read, never while a
 //! handler waits.
@@ -12,20 +12,17 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use weft_rpc::Connections;
 
 /// The limits one listener applies.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
-    pub max_conns_per_client: usize,
 }
 
 impl Default for Limits {
@@ -33,71 +30,20 @@ impl Default for Limits {
         Limits {
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
-            max_conns_per_client: 200,
         }
     }
 }
 
-/// Open connections per client address, and how many were refused.
-#[derive(Debug, Default)]
-pub struct Connections {
-    open: Mutex<HashMap<IpAddr, usize>>,
-    refused: AtomicU64,
-}
-
-/// One open connection's place in [`Connections`]; given back on drop.
-struct Slot {
-    connections: Arc<Connections>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self
-            .connections
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
-}
-
-impl Connections {
-    fn take(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<Slot> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(ip).or_insert(0);
-        if *n >= limit {
-            drop(open);
-            self.refused.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        *n += 1;
-        Some(Slot {
-            connections: self.clone(),
-            ip,
-        })
-    }
-
-    /// Connections refused because their client already held its limit.
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
-    }
-}
-
-/// Serves `app` on `listener` until `stop` completes, then gives in-flight requests up to `grace` to finish.
+/// Serves `app` on `listener` until `stop` completes, then gives in-flight requests up to `grace` to finish. Each
+/// client address holds at most the connections `connections` allows.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    connections: Arc<Connections>,
     stop: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let connections = Arc::new(Connections::default());
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -117,7 +63,7 @@ pub async fn serve(
             },
             _ = &mut stop => break,
         };
-        let Some(slot) = connections.take(peer.ip(), limits.max_conns_per_client) else {
+        let Some(slot) = connections.take(peer.ip()) else {
             tracing::debug!(%peer, "refused a connection: the client holds its limit of connections");
             continue;
         };

@@ -8,10 +8,12 @@
 
 pub mod auth;
 mod client;
+pub mod conn_limit;
 mod listener;
 mod tls;
 
 pub use auth::{AuthError, RpcAuth};
 pub use client::{http_client, post_json, HttpClient, RpcError};
-pub use listener::{PeerRole, RpcListener, RpcPeer};
+pub use conn_limit::Connections;
+pub use listener::{PeerRole, RpcConnection, RpcListener, RpcPeer};
 pub use tls::{server_name, RpcConnector, RpcStream, RpcTls, TlsError};

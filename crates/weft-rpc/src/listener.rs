@@ -1,22 +1,58 @@
 //! The server RPC listener: TCP, or TLS when the agent has RPC certificates. Handshakes run in their own tasks, so a
 //! peer that connects and says nothing (a follower's leader watch, a port scanner) never stalls other accepts; a
-//! handshake that fails (no client certificate, another CA, plain HTTP) is logged and the connection dropped.
+//! handshake that fails (no client certificate, another CA, plain HTTP) or does not complete within
+//! `handshake_timeout` (without TLS: no first byte) is counted and the connection dropped. One client address holds
+//! at most `max_conns_per_client` connections (see `conn_limit`).
 
+use crate::conn_limit::{Connections, Slot};
 use crate::tls::{RpcStream, RpcTls};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 pub struct RpcListener {
-    accepted: Accepted,
+    accepted: mpsc::Receiver<(RpcConnection, RpcPeer)>,
     local: Option<SocketAddr>,
+    connections: Arc<Connections>,
 }
 
-enum Accepted {
-    Plain(TcpListener),
-    /// Connections whose TLS handshake has completed, with who the certificate says they are.
-    Tls(mpsc::Receiver<(RpcStream, RpcPeer)>),
+/// An accepted RPC connection; it holds its client's connection slot until it closes.
+pub struct RpcConnection {
+    stream: RpcStream,
+    _slot: Slot,
+}
+
+impl AsyncRead for RpcConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for RpcConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 /// What a peer's certificate says it is. Only TLS with client certificates tells; plain connections are anonymous
@@ -65,26 +101,45 @@ fn role_of(
     }
 }
 
-const HANDSHAKE: Duration = Duration::from_secs(5);
-
 impl RpcListener {
-    /// Call within the runtime: with TLS, accepting and handshaking start at once in the background.
-    pub fn new(tcp: TcpListener, tls: Option<&RpcTls>) -> RpcListener {
+    /// Call within the runtime: accepting and handshaking start at once in the background. A connection must
+    /// complete its handshake within `handshake_timeout` (`limits.rpc_handshake_timeout`, 5 s); `connections`
+    /// holds the per-client limit (`limits.rpc_max_conns_per_client`, 100) and counts refusals.
+    pub fn new(
+        tcp: TcpListener,
+        tls: Option<&RpcTls>,
+        handshake_timeout: Duration,
+        connections: Arc<Connections>,
+    ) -> RpcListener {
         let local = tcp.local_addr().ok();
-        let accepted = match tls {
-            None => Accepted::Plain(tcp),
-            Some(t) => {
-                let acceptor = tokio_rustls::TlsAcceptor::from(t.server.clone());
-                let (tx, rx) = mpsc::channel(64);
-                let server_name = match &t.server_name {
+        let (tx, rx) = mpsc::channel(64);
+        let handshake = match tls {
+            None => Handshake::FirstByte,
+            Some(t) => Handshake::Tls {
+                acceptor: tokio_rustls::TlsAcceptor::from(t.server.clone()),
+                server_name: match &t.server_name {
                     rustls::pki_types::ServerName::DnsName(n) => n.as_ref().to_ascii_lowercase(),
                     _ => String::new(),
-                };
-                tokio::spawn(handshakes(tcp, acceptor, server_name, tx));
-                Accepted::Tls(rx)
-            }
+                },
+            },
         };
-        RpcListener { accepted, local }
+        tokio::spawn(accept_loop(
+            tcp,
+            handshake,
+            handshake_timeout,
+            connections.clone(),
+            tx,
+        ));
+        RpcListener {
+            accepted: rx,
+            local,
+            connections,
+        }
+    }
+
+    /// This listener's connection counts (open, refused over the limit, failed handshakes).
+    pub fn connections(&self) -> Arc<Connections> {
+        self.connections.clone()
     }
 }
 
@@ -103,34 +158,85 @@ async fn accept_tcp(tcp: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
     }
 }
 
-/// Accepts connections and hands each completed TLS session to the listener, until the listener is dropped.
-async fn handshakes(
+/// What a new connection must do before it is served.
+#[derive(Clone)]
+enum Handshake {
+    /// Without TLS: send its first byte (so silent sockets do not hold slots).
+    FirstByte,
+    /// Complete a TLS handshake; the certificate names the peer's role.
+    Tls {
+        acceptor: tokio_rustls::TlsAcceptor,
+        server_name: String,
+    },
+}
+
+impl Handshake {
+    async fn run(
+        self,
+        stream: tokio::net::TcpStream,
+        addr: SocketAddr,
+    ) -> std::io::Result<(RpcStream, RpcPeer)> {
+        match self {
+            Handshake::FirstByte => {
+                // `peek` waits for a byte without taking it (`readable` may wake spuriously).
+                stream.peek(&mut [0u8; 1]).await?;
+                let peer = RpcPeer {
+                    addr,
+                    role: PeerRole::Anonymous,
+                };
+                Ok((RpcStream::Plain(stream), peer))
+            }
+            Handshake::Tls {
+                acceptor,
+                server_name,
+            } => {
+                let tls = acceptor.accept(stream).await?;
+                let peer = RpcPeer {
+                    addr,
+                    role: role_of(&tls, &server_name),
+                };
+                Ok((RpcStream::Server(Box::new(tls)), peer))
+            }
+        }
+    }
+}
+
+/// Accepts connections, refuses those over their client's limit, and hands each one that completes its handshake
+/// in time to the listener, until the listener is dropped. Handshakes run in their own tasks.
+async fn accept_loop(
     tcp: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    server_name: String,
-    tx: mpsc::Sender<(RpcStream, RpcPeer)>,
+    handshake: Handshake,
+    timeout: Duration,
+    connections: Arc<Connections>,
+    tx: mpsc::Sender<(RpcConnection, RpcPeer)>,
 ) {
     loop {
         let (stream, addr) = tokio::select! {
             accepted = accept_tcp(&tcp) => accepted,
             _ = tx.closed() => return,
         };
-        let (acceptor, tx, server_name) = (acceptor.clone(), tx.clone(), server_name.clone());
+        let Some(slot) = connections.take(addr.ip()) else {
+            tracing::debug!(peer = %addr, "refused a server RPC connection: the client holds its limit");
+            continue;
+        };
+        let (handshake, tx, connections) = (handshake.clone(), tx.clone(), connections.clone());
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    let peer = RpcPeer {
-                        addr,
-                        role: role_of(&tls, &server_name),
+            match tokio::time::timeout(timeout, handshake.run(stream, addr)).await {
+                Ok(Ok((stream, peer))) => {
+                    let conn = RpcConnection {
+                        stream,
+                        _slot: slot,
                     };
-                    let _ = tx.send((RpcStream::Server(Box::new(tls)), peer)).await;
+                    let _ = tx.send((conn, peer)).await;
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(peer = %addr, error = %e, "refused a server RPC connection: TLS handshake failed")
+                    connections.count_failed_handshake();
+                    tracing::warn!(peer = %addr, error = %e, "refused a server RPC connection: handshake failed")
                 }
                 // Silent peers: followers watching the leader's port, probes.
                 Err(_) => {
-                    tracing::debug!(peer = %addr, "closed a server RPC connection that sent no TLS handshake")
+                    connections.count_failed_handshake();
+                    tracing::debug!(peer = %addr, "closed a server RPC connection that did not complete its handshake in time")
                 }
             }
         });
@@ -138,24 +244,14 @@ async fn handshakes(
 }
 
 impl axum::serve::Listener for RpcListener {
-    type Io = RpcStream;
+    type Io = RpcConnection;
     type Addr = RpcPeer;
 
-    async fn accept(&mut self) -> (RpcStream, RpcPeer) {
-        match &mut self.accepted {
-            Accepted::Plain(tcp) => {
-                let (stream, addr) = accept_tcp(tcp).await;
-                let peer = RpcPeer {
-                    addr,
-                    role: PeerRole::Anonymous,
-                };
-                (RpcStream::Plain(stream), peer)
-            }
-            Accepted::Tls(rx) => match rx.recv().await {
-                Some(accepted) => accepted,
-                // The accepting task ended (it only does when this listener is gone): nothing more will come.
-                None => std::future::pending().await,
-            },
+    async fn accept(&mut self) -> (RpcConnection, RpcPeer) {
+        match self.accepted.recv().await {
+            Some(accepted) => accepted,
+            // The accepting task ended (it only does when this listener is gone): nothing more will come.
+            None => std::future::pending().await,
         }
     }
 

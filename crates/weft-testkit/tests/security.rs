@@ -575,6 +575,62 @@ async fn idle_slow_and_greedy_clients_are_cut_while_others_are_served() -> Resul
     Ok(())
 }
 
+/// Finding: the server RPC port had no per-client limit, and without TLS a connection that said nothing was held
+/// forever. Now one address holds at most `limits.rpc_max_conns_per_client`, silent connections are closed after
+/// `limits.rpc_handshake_timeout`, and both are counted in `/v1/agent/self`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rpc_port_limits_each_client_and_closes_silent_connections() -> Result<()> {
+    let limits = "limits { rpc_max_conns_per_client = 30, rpc_handshake_timeout = \"1s\" }";
+    let cluster = Cluster::start_with(1, 1, vec!["-hcl".into(), limits.into()]).await?;
+    let rpc = cluster.rpc_addr(0);
+    let mut silent: Vec<std::net::TcpStream> = Vec::new();
+    for _ in 0..60 {
+        let conn = std::net::TcpStream::connect(&rpc)?;
+        conn.set_nonblocking(true)?;
+        silent.push(conn);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The client agent holds a few connections from the same address: at least the 30 over the limit are closed.
+    let closed_now = count_closed(&silent);
+    ensure!(
+        (30..45).contains(&closed_now),
+        "{closed_now} of 60 closed at once (expected those over the limit of 30)"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let closed_later = count_closed(&silent);
+    ensure!(
+        closed_later == 60,
+        "{closed_later} of 60 silent connections closed after the handshake timeout"
+    );
+    drop(silent);
+    // The cluster is served: the client agent's writes reach the server.
+    let agent = cluster.agent(1)?;
+    let written = weft_testkit::eventually(Duration::from_secs(10), || async {
+        let r = agent.put("/v1/kv/after-the-flood", "1").await.ok()?;
+        (r.text() == "true").then_some(())
+    })
+    .await;
+    ensure!(written.is_ok(), "the client agent could not write");
+    let stats = cluster.agent(0)?.get("/v1/agent/self").await?.json()?;
+    let count = |key: &str| {
+        stats["Stats"]["limits"][key]
+            .as_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    ensure!(
+        count("rpc_conns_refused") >= 30,
+        "{}",
+        stats["Stats"]["limits"]
+    );
+    ensure!(
+        count("rpc_handshakes_failed") >= 20,
+        "{}",
+        stats["Stats"]["limits"]
+    );
+    Ok(())
+}
+
 /// How many of `conns` (non-blocking) the other side has closed by now: a read returns end of file or an error.
 fn count_closed(conns: &[std::net::TcpStream]) -> usize {
     use std::io::Read;

@@ -93,7 +93,12 @@ impl App {
             .await
             .map_err(|e| anyhow::anyhow!("cannot register this node: {e}"))?;
         let reloader = Arc::new(Reloader::new(config.clone(), agent.clone(), logs));
-        let state = api_state(&config, agent.clone(), reloader.clone());
+        let state = api_state(
+            &config,
+            agent.clone(),
+            reloader.clone(),
+            listeners.rpc.is_some(),
+        );
         // The RPC port and cluster forming start before any registration, since those writes wait for a leader.
         if let Some(listener) = listeners.rpc {
             tasks.extend(serve_rpc(&config, listener, state.clone()));
@@ -126,6 +131,7 @@ impl App {
     /// cluster first when `leave_on_terminate` says so.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         let shutdown = self.state.shutdown.clone();
+        let http_connections = self.state.http_connections.clone();
         // The dashboard's routes first; everything else (`/`, `/v1/...`) is the API's.
         let api = weft_http::router(self.state.clone());
         let app = if self.config.ui_enabled {
@@ -145,7 +151,6 @@ impl App {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let limits = weft_http::serve::Limits {
             header_read_timeout: self.config.http_header_read_timeout,
-            max_conns_per_client: self.config.http_max_conns_per_client,
             ..weft_http::serve::Limits::default()
         };
         // Blocking queries may park for minutes: once told to stop, in-flight requests get 2 s.
@@ -156,6 +161,7 @@ impl App {
             self.http,
             app,
             limits,
+            http_connections,
             stopped,
             Duration::from_secs(2),
         ));
@@ -330,8 +336,17 @@ fn agent_config(config: &RuntimeConfig, node_id: String) -> AgentConfig {
     }
 }
 
-fn api_state(config: &RuntimeConfig, agent: Agent, reloader: Arc<Reloader>) -> ApiState {
+fn api_state(
+    config: &RuntimeConfig,
+    agent: Agent,
+    reloader: Arc<Reloader>,
+    serves_rpc: bool,
+) -> ApiState {
     let mut state = ApiState::new(agent);
+    state.http_connections = weft_rpc::Connections::new(config.http_max_conns_per_client);
+    if serves_rpc {
+        state.rpc_connections = Some(weft_rpc::Connections::new(config.rpc_max_conns_per_client));
+    }
     state.kv_max_value_size = config.kv_max_value_size;
     state.session_ttl_min = config.session_ttl_min;
     state.reload = Some(Arc::new(move || {
@@ -367,9 +382,18 @@ fn serve_rpc(
         auth: server.config().rpc_auth.clone(),
         roles: config.rpc_tls.as_ref().is_some_and(|t| t.verify_incoming),
     };
+    let connections = state
+        .rpc_connections
+        .clone()
+        .unwrap_or_else(|| weft_rpc::Connections::new(config.rpc_max_conns_per_client));
     let rpc_app = weft_http::rpc_router(state, forwardable, guard)
         .into_make_service_with_connect_info::<weft_rpc::RpcPeer>();
-    let listener = weft_rpc::RpcListener::new(listener, server.config().rpc_tls.as_ref());
+    let listener = weft_rpc::RpcListener::new(
+        listener,
+        server.config().rpc_tls.as_ref(),
+        config.rpc_handshake_timeout,
+        connections,
+    );
     let serve = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, rpc_app).await {
             tracing::error!(error = %e, "server RPC listener failed");

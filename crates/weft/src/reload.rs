@@ -124,6 +124,14 @@ pub fn needs_restart(old: &RuntimeConfig, new: &RuntimeConfig) -> Vec<String> {
         old.default_policy != new.default_policy,
     );
     check(
+        "limits.rpc_max_conns_per_client",
+        old.rpc_max_conns_per_client != new.rpc_max_conns_per_client,
+    );
+    check(
+        "limits.rpc_handshake_timeout",
+        old.rpc_handshake_timeout != new.rpc_handshake_timeout,
+    );
+    check(
         "limits.kv_max_value_size",
         old.kv_max_value_size != new.kv_max_value_size,
     );

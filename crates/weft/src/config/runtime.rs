@@ -57,6 +57,11 @@ pub struct RuntimeConfig {
     pub http_max_conns_per_client: usize,
     /// How long request headers may take, and idle keep-alive connections last (`limits.http_header_read_timeout`).
     pub http_header_read_timeout: Duration,
+    /// Connections one client address may hold to server RPC (`limits.rpc_max_conns_per_client`, 100; 0: no limit).
+    pub rpc_max_conns_per_client: usize,
+    /// How long a new RPC connection may take to complete its TLS handshake, or to send its first byte
+    /// (`limits.rpc_handshake_timeout`, 5 s).
+    pub rpc_handshake_timeout: Duration,
     pub session_ttl_min: Duration,
     pub services: Vec<ServiceDefinition>,
     pub checks: Vec<CheckDefinition>,
@@ -187,6 +192,8 @@ pub(super) fn validate(
         session_ttl_min: c.session_ttl_min.map_or(Duration::from_secs(10), |d| d.0),
         http_max_conns_per_client: limits.http_max_conns_per_client,
         http_header_read_timeout: limits.http_header_read_timeout,
+        rpc_max_conns_per_client: limits.rpc_max_conns_per_client,
+        rpc_handshake_timeout: limits.rpc_handshake_timeout,
         services: defs.services,
         checks: defs.checks,
         ca_config,
@@ -226,6 +233,8 @@ struct Limits {
     kv_max_value_size: usize,
     http_max_conns_per_client: usize,
     http_header_read_timeout: Duration,
+    rpc_max_conns_per_client: usize,
+    rpc_handshake_timeout: Duration,
 }
 
 fn limits(c: &Config) -> Limits {
@@ -243,6 +252,12 @@ fn limits(c: &Config) -> Limits {
             .map_or(Duration::from_secs(30), |d| {
                 d.0.max(Duration::from_millis(100))
             }),
+        rpc_max_conns_per_client: l
+            .rpc_max_conns_per_client
+            .map_or(100, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        rpc_handshake_timeout: l.rpc_handshake_timeout.map_or(Duration::from_secs(5), |d| {
+            d.0.max(Duration::from_millis(100))
+        }),
     }
 }
 
@@ -631,6 +646,8 @@ const APPLIED: &[&str] = &[
     "limits.kv_max_value_size",
     "limits.http_max_conns_per_client",
     "limits.http_header_read_timeout",
+    "limits.rpc_max_conns_per_client",
+    "limits.rpc_handshake_timeout",
     "kv_max_value_size",
     "session_ttl_min",
     "leave_on_terminate",
