@@ -357,7 +357,12 @@ impl RaftNode {
     }
 
     /// Leader only: adds a server as a learner, waits until it has caught up, then makes it a voter.
-    pub async fn add_server(&self, id: u64, addr: &str) -> Result<(), WriteError> {
+    pub async fn add_server(
+        &self,
+        id: u64,
+        addr: &str,
+        catch_up: Duration,
+    ) -> Result<(), WriteError> {
         let known = self.members().into_iter().find(|(i, _, _)| *i == id);
         if let Some((_, old_addr, voter)) = &known {
             if *voter && old_addr == addr {
@@ -365,10 +370,24 @@ impl RaftNode {
             }
         }
         let node = BasicNode { addr: addr.into() };
+        // The learner is added at once; waiting for it to catch up is bounded, and a learner that does not is
+        // removed again, so that a server that went away mid-join leaves no change hanging in the configuration.
         self.raft
-            .add_learner(id, node, true)
+            .add_learner(id, node, false)
             .await
             .map_err(|e| self.map_membership_error(e))?;
+        if !self.wait_caught_up(id, catch_up).await {
+            let _ = self
+                .raft
+                .change_membership(
+                    ChangeMembers::RemoveNodes([id].into_iter().collect()),
+                    false,
+                )
+                .await;
+            return Err(WriteError::Fatal(format!(
+                "server {id} at {addr} did not catch up with the log within {catch_up:?}; it was not added"
+            )));
+        }
         self.raft
             .change_membership(
                 ChangeMembers::AddVoterIds([id].into_iter().collect()),
@@ -377,6 +396,28 @@ impl RaftNode {
             .await
             .map_err(|e| self.map_membership_error(e))?;
         Ok(())
+    }
+
+    /// True once the leader has replicated its whole log (as of the call) to `id`, within `wait`.
+    async fn wait_caught_up(&self, id: u64, wait: Duration) -> bool {
+        let target = self.last_log_index();
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let matched = metrics
+                .borrow()
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&id).cloned().flatten())
+                .map_or(0, |log_id| log_id.index);
+            if matched >= target {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
     }
 
     /// Leader only: removes a server from the voters and the member list.

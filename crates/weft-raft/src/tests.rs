@@ -369,3 +369,30 @@ async fn the_log_and_snapshot_are_readable_by_their_owner_only() {
     m.server.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A server that never catches up (gone mid-join) is removed again instead of hanging in the configuration as a
+/// learner the leader replicates to forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_that_never_catches_up_is_removed_again() {
+    let dir = temp_dir("learner");
+    let (m, _) = single_leader(&dir).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let started = std::time::Instant::now();
+    let e = m
+        .node
+        .add_server(9, &dead, std::time::Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("did not catch up"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    wait_for("the learner removed", || {
+        m.node.members().iter().all(|(id, _, _)| *id != 9)
+    })
+    .await;
+    // The cluster still writes.
+    assert!(m.node.write(set("after", "x")).await.unwrap()[0].1.is_ok());
+    m.node.shutdown().await;
+}

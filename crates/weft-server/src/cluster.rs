@@ -56,6 +56,10 @@ pub struct Bootstrap {
 }
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the leader waits for gossip to show a joining server.
+const GOSSIP_CONFIRM_WAIT: Duration = Duration::from_secs(5);
+/// How long a new server may take to catch up with the log as a learner before the join is undone.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
 
 impl Server {
     /// This member's answer to `hello`.
@@ -85,7 +89,7 @@ impl Server {
             self.check_joiner(&req).await?;
             tracing::info!(server = %req.node_name, addr = %req.addr, "adding a server to the cluster");
             return node
-                .add_server(req.id, &req.addr)
+                .add_server(req.id, &req.addr, CATCH_UP_WAIT)
                 .await
                 .map_err(|e| JoinRefusal::Failed(e.to_string()));
         }
@@ -119,6 +123,35 @@ impl Server {
                 "{} answers as another server (id {}, datacenter {:?}), not the one asking to join",
                 req.addr, hello.id, hello.datacenter
             )));
+        }
+        self.gossip_confirms(req).await
+    }
+
+    /// The joiner must also be a live server of this datacenter in the gossip pool, announcing that RPC address:
+    /// the leader's own view, not the caller's word. Gossip may lag a join by a moment, so it is given a few seconds.
+    async fn gossip_confirms(&self, req: &JoinRequest) -> Result<(), JoinRefusal> {
+        let Some(gossip) = self.gossip() else {
+            return Ok(());
+        };
+        let dc = &self.config().datacenter;
+        let confirmed = || {
+            gossip.members().iter().any(|m| {
+                m.status == weft_gossip::Status::Alive
+                    && m.member.tags.role == weft_gossip::Role::Server
+                    && &m.member.tags.datacenter == dc
+                    && m.member.tags.rpc.as_deref() == Some(req.addr.as_str())
+            })
+        };
+        let deadline = tokio::time::Instant::now() + GOSSIP_CONFIRM_WAIT;
+        while !confirmed() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(JoinRefusal::Failed(format!(
+                    "no live server of datacenter {dc} announces RPC address {} in the gossip pool: a server joins \
+                     the pool (-retry-join) before the cluster",
+                    req.addr
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
     }

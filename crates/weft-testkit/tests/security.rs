@@ -798,6 +798,39 @@ async fn a_join_naming_an_address_that_does_not_answer_is_refused() -> Result<()
         .json()?;
     let servers = config["Servers"].as_array().map_or(0, Vec::len);
     ensure!(servers == 1, "the configuration changed: {config}");
+    // A real server that answers as itself but is no member of this cluster's gossip pool is refused too: the
+    // leader goes by what gossip confirms, not by the caller's word.
+    let stranger = Cluster::start(1, 0).await?;
+    let hello: serde_json::Value = client()?
+        .post(format!("http://{}/v1/internal/hello", stranger.rpc_addr(0)))
+        .json(&serde_json::json!({}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let join = serde_json::json!({
+        "id": hello["id"], "addr": stranger.rpc_addr(0), "node_name": hello["node_name"],
+    });
+    // The leader gives gossip a few seconds to show the joiner.
+    let patient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()?;
+    let answer: serde_json::Value = patient
+        .post(format!("http://{}/v1/internal/join", cluster.rpc_addr(0)))
+        .json(&join)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let refusal = answer["Err"]["Failed"].as_str().unwrap_or_default();
+    ensure!(refusal.contains("gossip pool"), "{answer}");
+    let config = cluster
+        .agent(0)?
+        .get("/v1/operator/raft/configuration")
+        .await?
+        .json()?;
+    let servers = config["Servers"].as_array().map_or(0, Vec::len);
+    ensure!(servers == 1, "the configuration changed: {config}");
     Ok(())
 }
 
