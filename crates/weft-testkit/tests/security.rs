@@ -776,6 +776,18 @@ async fn leaf_certificates_nobody_asks_for_are_forgotten() -> Result<()> {
     Ok(())
 }
 
+/// Fails unless the cluster's Raft configuration holds exactly one server.
+async fn ensure_one_server(cluster: &Cluster) -> Result<()> {
+    let config = cluster
+        .agent(0)?
+        .get("/v1/operator/raft/configuration")
+        .await?
+        .json()?;
+    let servers = config["Servers"].as_array().map_or(0, Vec::len);
+    ensure!(servers == 1, "the configuration changed: {config}");
+    Ok(())
+}
+
 /// Finding: a join naming an address that does not answer added an unreachable voter and could leave the cluster
 /// without quorum. The leader now asks the address who it is first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -791,13 +803,7 @@ async fn a_join_naming_an_address_that_does_not_answer_is_refused() -> Result<()
         .await?;
     let refusal = answer["Err"]["Failed"].as_str().unwrap_or_default();
     ensure!(refusal.contains("does not answer"), "{answer}");
-    let config = cluster
-        .agent(0)?
-        .get("/v1/operator/raft/configuration")
-        .await?
-        .json()?;
-    let servers = config["Servers"].as_array().map_or(0, Vec::len);
-    ensure!(servers == 1, "the configuration changed: {config}");
+    ensure_one_server(&cluster).await?;
     // A real server that answers as itself but is no member of this cluster's gossip pool is refused too: the
     // leader goes by what gossip confirms, not by the caller's word.
     let stranger = Cluster::start(1, 0).await?;
@@ -824,13 +830,7 @@ async fn a_join_naming_an_address_that_does_not_answer_is_refused() -> Result<()
         .await?;
     let refusal = answer["Err"]["Failed"].as_str().unwrap_or_default();
     ensure!(refusal.contains("gossip pool"), "{answer}");
-    let config = cluster
-        .agent(0)?
-        .get("/v1/operator/raft/configuration")
-        .await?
-        .json()?;
-    let servers = config["Servers"].as_array().map_or(0, Vec::len);
-    ensure!(servers == 1, "the configuration changed: {config}");
+    ensure_one_server(&cluster).await?;
     Ok(())
 }
 
