@@ -106,8 +106,8 @@ impl Server {
             .clone()
     }
 
-    /// Keeps `key` (saved first, when this server keeps its key in its data dir).
-    fn adopt_seal_key(&self, key: SealKey) -> Result<(), SealKeyError> {
+    /// Saves `key` where this server keeps it (its data dir), unless the operator supplies it.
+    fn save_seal_key(&self, key: &SealKey) -> Result<(), SealKeyError> {
         if let SealKeySource::DataDir { path, .. } = &self.config().ca_seal {
             weft_types::fsio::atomic_write(
                 path,
@@ -119,22 +119,38 @@ impl Server {
                 reason: e.to_string(),
             })?;
         }
-        tracing::info!(key = key.id(), "holding the CA sealing key");
-        *self
+        Ok(())
+    }
+
+    /// Keeps `key` (saved first).
+    fn adopt_seal_key(&self, key: SealKey) -> Result<(), SealKeyError> {
+        let mut held = self
             .inner
             .seal_key
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(key);
+            .unwrap_or_else(|p| p.into_inner());
+        self.save_seal_key(&key)?;
+        tracing::info!(key = key.id(), "holding the CA sealing key");
+        *held = Some(key);
         Ok(())
     }
 
     /// The key new root keys are sealed with: the one held, else a new one (saved before it seals anything).
+    /// Checked and created under one lock: two initialisations racing (the dev agent's start and the leader loop)
+    /// must not each make a key of their own.
     pub(crate) fn seal_key_or_new(&self) -> Result<SealKey, SealKeyError> {
-        if let Some(key) = self.seal_key() {
-            return Ok(key);
+        let mut held = self
+            .inner
+            .seal_key
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(key) = held.as_ref() {
+            return Ok(key.clone());
         }
         let key = SealKey::generate()?;
-        self.adopt_seal_key(key.clone())?;
+        self.save_seal_key(&key)?;
+        tracing::info!(key = key.id(), "created the CA sealing key");
+        *held = Some(key.clone());
         Ok(key)
     }
 
@@ -352,5 +368,34 @@ pub(crate) async fn keep_key(server: Server) {
         if changes.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use crate::{Server, ServerConfig};
+
+    /// Two CA initialisations racing (the dev agent's start and the leader loop) used to make a key each: the CA
+    /// was sealed with one and the server kept the other, and could never sign again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_initialisations_share_one_sealing_key() {
+        let server = Server::new(ServerConfig::new("dc1", "n1", "127.0.0.1:8300"));
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let s = server.clone();
+                tokio::task::spawn_blocking(move || s.seal_key_or_new().unwrap().id().to_string())
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap());
+        }
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        // And the CA the server creates opens with the key it holds: it signs.
+        server.ensure_ca().await.unwrap();
+        let root = server.read().ca().active_root().cloned().unwrap();
+        assert!(server.unsealed_root(&root).await.is_ok());
     }
 }
