@@ -65,7 +65,12 @@ pub async fn run(a: IngressArgs) -> Result<i32> {
                 ip if ip.is_unspecified() => task_address(&http_addr).await,
                 ip => Some(ip),
             };
-            Some(ingress_registration(&a.service, ip, addr.port()))
+            Some(ingress_registration(
+                &a.service,
+                ip,
+                addr.port(),
+                &exposed(&config),
+            ))
         }
         _ => None,
     };
@@ -83,12 +88,36 @@ pub async fn run(a: IngressArgs) -> Result<i32> {
     .await
 }
 
-/// The gateway's registration: an `ingress-gateway` service with a TTL heartbeat check.
-fn ingress_registration(service: &str, ip: Option<std::net::IpAddr>, port: u16) -> Registration {
+/// The services the gateway exposes, with the port each is exposed on.
+fn exposed(config: &ProxyConfig) -> Vec<(String, u16)> {
+    let http = config
+        .ingress_http
+        .iter()
+        .flat_map(|l| l.services.iter().map(|s| (s.clone(), l.bind.port())));
+    let tcp = config
+        .upstreams
+        .iter()
+        .map(|u| (u.destination.clone(), u.bind.port()));
+    http.chain(tcp).collect()
+}
+
+/// The gateway's registration: an `ingress-gateway` service with a TTL heartbeat check. The services it exposes
+/// are its upstreams, so the catalog (and DNS's `<service>.ingress.consul`) knows which gateway serves what.
+fn ingress_registration(
+    service: &str,
+    ip: Option<std::net::IpAddr>,
+    port: u16,
+    exposed: &[(String, u16)],
+) -> Registration {
     let check = format!("{service}-ttl");
+    let upstreams: Vec<_> = exposed
+        .iter()
+        .map(|(name, port)| json!({"DestinationName": name, "LocalBindPort": port}))
+        .collect();
     let body = json!({
         "Kind": "ingress-gateway", "ID": service, "Name": service,
         "Address": ip.map(|ip| ip.to_string()).unwrap_or_default(), "Port": port,
+        "Proxy": {"Upstreams": upstreams},
         "Check": {"CheckID": check, "Name": "ingress gateway heartbeat", "TTL": "30s", "Status": "passing"},
     });
     Registration {

@@ -23,6 +23,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The banner line carrying the HTTP address.
 const BANNER: &str = "HTTP API: http://";
+const DNS_BANNER: &str = "DNS: udp+tcp://";
 
 static NODE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -91,6 +92,10 @@ impl DevAgentBuilder {
             cmd.arg("-dev");
         }
         cmd.args(["-http-port", "0", "-node"]).arg(&node);
+        // DNS on a free port too, unless the test chooses (parallel agents must not all take 8600).
+        if !self.args.iter().any(|a| a == "-dns-port") {
+            cmd.args(["-dns-port", "0"]);
+        }
         for f in &self.config_files {
             cmd.arg("-config-file").arg(f);
         }
@@ -113,6 +118,7 @@ impl DevAgentBuilder {
         let mut agent = DevAgent {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dns: None,
             node,
             output,
             http,
@@ -122,6 +128,9 @@ impl DevAgentBuilder {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
+                    if let Some(at) = line.find(DNS_BANNER) {
+                        agent.dns = line[at + DNS_BANNER.len()..].trim().parse().ok();
+                    }
                     if let Some(at) = line.find(BANNER) {
                         let url = line[at + BANNER.len()..].trim();
                         agent.addr = url.parse().with_context(|| {
@@ -150,6 +159,8 @@ impl DevAgentBuilder {
 pub struct DevAgent {
     child: Child,
     addr: SocketAddr,
+    /// Where its DNS listens (UDP and TCP), from its banner.
+    dns: Option<SocketAddr>,
     node: String,
     output: OutputLog,
     http: Http,
@@ -168,6 +179,11 @@ impl DevAgent {
     /// The HTTP API's address (`127.0.0.1:PORT`).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the agent's DNS listens (UDP and TCP); `None` when it serves none.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns
     }
 
     /// `http://127.0.0.1:PORT` + `path` (which starts with `/`).

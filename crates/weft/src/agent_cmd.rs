@@ -23,7 +23,7 @@ pub async fn run(flags: AgentFlags) -> Result<()> {
     let app = App::build(config, listeners, logs).await?;
     let mut signals = weft_sidecar::signals::Signals::install();
     let mut hangups = signal(SignalKind::hangup()).ok();
-    print_banner(app.config(), app.http_addr()?);
+    print_banner(app.config(), app.http_addr()?, app.dns_addr());
     let reloader = app.reloader();
     let reloads = tokio::spawn(async move {
         while let Some(h) = hangups.as_mut() {
@@ -64,7 +64,7 @@ fn init_logging(filter: &'static str) -> LogControl {
     })
 }
 
-fn print_banner(config: &RuntimeConfig, http: SocketAddr) {
+fn print_banner(config: &RuntimeConfig, http: SocketAddr, dns: Option<SocketAddr>) {
     println!("==> Weft agent running!");
     println!("             Version: '{}'", weft_types::VERSION);
     println!("           Node name: '{}'", config.node_name);
@@ -82,11 +82,15 @@ fn print_banner(config: &RuntimeConfig, http: SocketAddr) {
     };
     println!("              Server: {role}");
     println!(
-        "         Client Addr: [{}] (HTTP: {})",
+        "         Client Addr: [{}] (HTTP: {}, DNS: {})",
         config.client_addr,
-        http.port()
+        http.port(),
+        dns.map_or(-1, |d| i32::from(d.port()))
     );
     println!("        Cluster Addr: {}", config.advertise_addr);
+    if let Some(dns) = dns {
+        println!("                 DNS: udp+tcp://{dns}");
+    }
     println!("            HTTP API: http://{http}");
     let _ = std::io::stdout().flush();
 }

@@ -22,6 +22,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// Server RPC (Raft, forwarding, joins, the replica stream): servers outside dev mode only.
     pub rpc: Option<TcpListener>,
+    /// DNS over UDP and TCP on one port, unless `ports.dns` is -1.
+    pub dns: Option<(tokio::net::UdpSocket, TcpListener)>,
 }
 
 impl Listeners {
@@ -42,7 +44,47 @@ impl Listeners {
         } else {
             None
         };
-        Ok(Listeners { http, rpc })
+        let dns = match config.dns_addr {
+            None => None,
+            Some(addr) => Some(bind_dns(addr).with_context(|| {
+                format!("cannot listen for DNS on {addr} (ports.dns = -1 disables DNS)")
+            })?),
+        };
+        Ok(Listeners { http, rpc, dns })
+    }
+}
+
+/// A UDP socket and a TCP listener on the same port (with port 0, the one UDP got; retried if TCP finds it taken).
+fn bind_dns(addr: SocketAddr) -> std::io::Result<(tokio::net::UdpSocket, TcpListener)> {
+    let mut last = None;
+    for _ in 0..8 {
+        let udp = std::net::UdpSocket::bind(addr)?;
+        let at = udp.local_addr()?;
+        match listen(at, 1024) {
+            Ok(tcp) => {
+                udp.set_nonblocking(true)?;
+                return Ok((tokio::net::UdpSocket::from_std(udp)?, tcp));
+            }
+            Err(e) if addr.port() == 0 => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free DNS port")))
+}
+
+/// What DNS answers from: this agent's copy of the state, and how old it is.
+struct DnsView(Server);
+
+impl weft_dns::DnsState for DnsView {
+    fn store(&self) -> std::sync::RwLockReadGuard<'_, weft_state::Store> {
+        self.0.read()
+    }
+
+    fn staleness(&self) -> Option<Duration> {
+        if self.0.is_leader() {
+            return Some(Duration::ZERO);
+        }
+        self.0.last_contact_ms().map(Duration::from_millis)
     }
 }
 
@@ -68,6 +110,8 @@ pub struct App {
     agent: Agent,
     state: ApiState,
     http: TcpListener,
+    /// Where DNS listens (UDP and TCP), when it does.
+    dns_addr: Option<SocketAddr>,
     reloader: Arc<Reloader>,
     /// Background tasks that live as long as the app: the leader loops, the RPC listener, cluster forming.
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -103,12 +147,25 @@ impl App {
         if let Some(listener) = listeners.rpc {
             tasks.extend(serve_rpc(&config, listener, state.clone()));
         }
+        let dns_addr = match listeners.dns {
+            Some((udp, tcp)) => {
+                let at = udp.local_addr().ok();
+                let dns = weft_dns::DnsServer::new(
+                    config.dns.clone(),
+                    Arc::new(DnsView(agent.server().clone())),
+                );
+                tasks.extend(dns.spawn(Some(udp), Some(tcp)));
+                at
+            }
+            None => None,
+        };
         register_saved_and_configured(&config, &agent).await?;
         Ok(App {
             config,
             agent,
             state,
             http: listeners.http,
+            dns_addr,
             reloader,
             tasks,
         })
@@ -121,6 +178,11 @@ impl App {
     /// Where the HTTP API listens (the real port when 0 was asked for).
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
         self.http.local_addr()
+    }
+
+    /// Where DNS listens, UDP and TCP (the real port when 0 was asked for).
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns_addr
     }
 
     pub fn reloader(&self) -> Arc<Reloader> {

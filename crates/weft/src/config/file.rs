@@ -239,6 +239,7 @@ pub struct DnsConfig {
     pub use_cache: Option<bool>,
     pub cache_max_age: Option<GoDuration>,
     pub disable_compression: Option<bool>,
+    pub enable_additional_node_meta_txt: Option<bool>,
     pub soa: Option<Soa>,
 }
 

@@ -52,7 +52,7 @@ pub struct AgentFlags {
     /// HTTP API port (default 8500; 0 picks a free one, -1 disables it).
     #[arg(long = "http-port", allow_negative_numbers = true)]
     pub http_port: Option<i32>,
-    /// DNS port (default 8600; -1 disables it). Accepted for Consul compatibility: Weft serves no DNS yet.
+    /// DNS port, UDP and TCP (default 8600; 0 picks a free one, -1 disables it).
     #[arg(long = "dns-port", allow_negative_numbers = true)]
     pub dns_port: Option<i32>,
     #[arg(long = "data-dir")]
@@ -71,10 +71,13 @@ pub struct AgentFlags {
     pub hcl: Vec<String>,
     #[arg(long = "log-level")]
     pub log_level: Option<String>,
-    /// The DNS domain (default consul). Accepted for Consul compatibility: Weft serves no DNS yet.
+    /// The DNS domain (default consul).
     #[arg(long)]
     pub domain: Option<String>,
-    /// An upstream DNS server for names outside the domain (repeatable). Accepted: Weft serves no DNS yet.
+    /// A second DNS domain answered like the first.
+    #[arg(long = "alt-domain")]
+    pub alt_domain: Option<String>,
+    /// An upstream DNS server for names outside the domain (IP[:port], repeatable).
     #[arg(long)]
     pub recursor: Vec<String>,
     /// Serves the dashboard (it is served unless ui_config.enabled is false).
@@ -109,6 +112,7 @@ impl AgentFlags {
             ("data_dir", &self.data_dir),
             ("log_level", &self.log_level),
             ("domain", &self.domain),
+            ("alt_domain", &self.alt_domain),
         ] {
             if let Some(v) = value {
                 set(key, json!(v));

@@ -41,8 +41,10 @@ pub struct RuntimeConfig {
     pub client_addr: IpAddr,
     /// Where the HTTP API listens; `None` when `ports.http` is -1.
     pub http_addr: Option<SocketAddr>,
-    /// Where DNS would listen; `None` when `ports.dns` is -1.
+    /// Where DNS listens (UDP and TCP); `None` when `ports.dns` is -1.
     pub dns_addr: Option<SocketAddr>,
+    /// `dns_config`, `domain`, `alt_domain`, `recursors`.
+    pub dns: weft_dns::DnsConfig,
     pub server_port: u16,
     pub serf_lan_port: u16,
     /// Gossip addresses to join, with the default port filled in.
@@ -109,8 +111,9 @@ impl RuntimeConfig {
             "ClientAddrs": [self.client_addr.to_string()],
             "HTTPAddrs": self.http_addr.map(|a| vec![format!("tcp://{a}")]).unwrap_or_default(),
             "HTTPPort": self.http_addr.map_or(-1, |a| i32::from(a.port())),
-            // No DNS server listens yet, whatever `ports.dns` says.
-            "DNSPort": -1,
+            "DNSPort": self.dns_addr.map_or(-1, |a| i32::from(a.port())),
+            "DNSDomain": self.dns.domain,
+            "DNSRecursors": self.dns.recursors.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
             "ServerPort": self.server_port,
             "SerfPortLAN": self.serf_lan_port,
             "RetryJoinLAN": self.retry_join,
@@ -154,6 +157,7 @@ pub(super) fn validate(
     let (keyring, rpc_tls, default_policy) = check.security();
     let (ca_config, min_leaf_ttl, root_change_jitter) = check.connect();
     let ca_seal_key = check.ca_seal_key();
+    let dns = check.dns(&datacenter);
     let limits = limits(&c);
     check.rpc_is_protected(&role, &net, rpc_tls.is_some(), keyring.is_some());
     if !check.errors.is_empty() {
@@ -176,6 +180,7 @@ pub(super) fn validate(
         client_addr: net.client_addr,
         http_addr: net.http_addr,
         dns_addr: net.dns_addr,
+        dns,
         server_port: net.server_port,
         serf_lan_port: net.serf_lan_port,
         retry_join: role.retry_join,
@@ -554,6 +559,64 @@ impl Checker<'_> {
         (ca_config, min_leaf_ttl, jitter)
     }
 
+    /// `dns_config`, `domain`, `alt_domain` and `recursors` (IP addresses, port 53 unless given).
+    fn dns(&mut self, datacenter: &str) -> weft_dns::DnsConfig {
+        let c = self.c;
+        let d = c.dns_config.clone().unwrap_or_default();
+        let base = weft_dns::DnsConfig::default();
+        let secs = |d: GoDuration| u32::try_from(d.0.as_secs()).unwrap_or(u32::MAX);
+        let mut recursors = Vec::new();
+        for r in c.recursors.iter().flatten() {
+            let parsed = r
+                .parse::<SocketAddr>()
+                .or_else(|_| r.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+            match parsed {
+                Ok(addr) => recursors.push(addr),
+                Err(_) => self.err(format!(
+                    "recursors: {r:?} is not an IP address (with an optional :port)"
+                )),
+            }
+        }
+        let domain = |key: &str, value: &Option<String>, this: &mut Self| {
+            let v = value.as_deref()?;
+            let normal = weft_dns::DnsConfig::normalise_domain(v);
+            if normal == "." || normal.split('.').any(|l| l.len() > 63) {
+                this.err(format!("{key}: {v:?} is not a domain"));
+                return None;
+            }
+            Some(normal)
+        };
+        let soa = d.soa.clone().unwrap_or_default();
+        weft_dns::DnsConfig {
+            domain: domain("domain", &c.domain, self).unwrap_or(base.domain),
+            alt_domain: domain("alt_domain", &c.alt_domain, self),
+            datacenter: datacenter.to_string(),
+            node_ttl: d.node_ttl.map_or(base.node_ttl, secs),
+            service_ttl: d.service_ttl.map_or(base.service_ttl, |m| {
+                m.into_iter().map(|(k, v)| (k, secs(v))).collect()
+            }),
+            only_passing: d.only_passing.unwrap_or(base.only_passing),
+            allow_stale: d.allow_stale.unwrap_or(base.allow_stale),
+            max_stale: d.max_stale.map_or(base.max_stale, |d| d.0),
+            enable_truncate: d.enable_truncate.unwrap_or(base.enable_truncate),
+            udp_answer_limit: d
+                .udp_answer_limit
+                .map_or(base.udp_answer_limit, |n| n as usize),
+            a_record_limit: d.a_record_limit.map_or(base.a_record_limit, |n| n as usize),
+            node_meta_txt: d
+                .enable_additional_node_meta_txt
+                .unwrap_or(base.node_meta_txt),
+            soa: weft_dns::Soa {
+                refresh: soa.refresh.unwrap_or(base.soa.refresh),
+                retry: soa.retry.unwrap_or(base.soa.retry),
+                expire: soa.expire.unwrap_or(base.soa.expire),
+                min_ttl: soa.min_ttl.unwrap_or(base.soa.min_ttl),
+            },
+            recursors,
+            recursor_timeout: d.recursor_timeout.map_or(base.recursor_timeout, |d| d.0),
+        }
+    }
+
     /// `connect.ca_seal_key_file`: read now, so a missing or malformed key stops the start (and `weft validate`).
     fn ca_seal_key(&mut self) -> Option<weft_ca::seal::SealKey> {
         let path = self.c.connect.as_ref()?.ca_seal_key_file.clone()?;
@@ -662,6 +725,22 @@ const APPLIED: &[&str] = &[
     "connect.leaf_root_change_jitter",
     "connect.leaf_cache_idle_expiry",
     "connect.ca_seal_key_file",
+    "ports.dns",
+    "addresses.dns",
+    "domain",
+    "alt_domain",
+    "recursors",
+    "dns_config.allow_stale",
+    "dns_config.max_stale",
+    "dns_config.node_ttl",
+    "dns_config.service_ttl",
+    "dns_config.only_passing",
+    "dns_config.udp_answer_limit",
+    "dns_config.a_record_limit",
+    "dns_config.enable_truncate",
+    "dns_config.recursor_timeout",
+    "dns_config.enable_additional_node_meta_txt",
+    "dns_config.soa",
     "allow_unauthenticated_rpc",
     "http_config.allowed_hosts",
     "http_config.allowed_origins",

@@ -1,0 +1,353 @@
+//! The DNS interface against real agents, asked with Debian's `dig` (as users do) and, for hostile input, with raw
+//! packets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+use weft_testkit::{eventually, Cluster, DevAgent};
+
+/// `dig @agent -p PORT <args>`: one try, two seconds.
+fn dig(at: SocketAddr, args: &[&str]) -> Result<String> {
+    let out = Command::new("dig")
+        .arg(format!("@{}", at.ip()))
+        .args(["-p", &at.port().to_string(), "+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .context("cannot run dig (Debian's dnsutils)")?;
+    ensure!(
+        out.status.success(),
+        "dig {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The lines of `dig +short`, sorted.
+fn short(at: SocketAddr, args: &[&str]) -> Result<Vec<String>> {
+    let mut all = vec!["+short"];
+    all.extend_from_slice(args);
+    let mut lines: Vec<String> = dig(at, &all)?
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.sort();
+    Ok(lines)
+}
+
+/// The `status:` of a full dig answer (NOERROR, NXDOMAIN, ...).
+fn status(answer: &str) -> &str {
+    answer
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("")
+}
+
+fn dns(agent: &DevAgent) -> Result<SocketAddr> {
+    agent.dns_addr().context("the agent printed no DNS address")
+}
+
+/// Registers `service` on an external node `node` at `addr` with one check of `status`.
+async fn external(
+    agent: &DevAgent,
+    node: &str,
+    addr: &str,
+    service: serde_json::Value,
+    status: &str,
+) -> Result<()> {
+    let id = service["ID"].as_str().unwrap_or_default().to_string();
+    let body = json!({
+        "Node": node, "Address": addr, "NodeMeta": {"rack": "r1"},
+        "Service": service,
+        "Check": {"CheckID": format!("check-{id}"), "Name": "check", "ServiceID": id, "Status": status},
+    });
+    agent
+        .put_json("/v1/catalog/register", &body)
+        .await?
+        .expect_status(200)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_nodes_and_addresses_answer_as_consul_does() -> Result<()> {
+    let agent = DevAgent::builder()
+        .args([
+            "-hcl",
+            r#"dns_config { service_ttl { "*" = "42s" } node_ttl = "7s" }"#,
+        ])
+        .start()?;
+    let at = dns(&agent)?;
+    for (node, addr, id, tags, port, status) in [
+        ("n1", "10.0.0.1", "web-1", vec!["v1"], 8080, "passing"),
+        ("n2", "10.0.0.2", "web-2", vec!["v2"], 8081, "warning"),
+        ("n3", "10.0.0.3", "web-3", vec!["v1"], 8082, "critical"),
+    ] {
+        let svc = json!({"ID": id, "Service": "web", "Tags": tags, "Port": port});
+        external(&agent, node, addr, svc, status).await?;
+    }
+    ensure!(short(at, &["web.service.consul"])? == ["10.0.0.1", "10.0.0.2"]);
+    ensure!(short(at, &["WEB.service.DC1.consul"])? == ["10.0.0.1", "10.0.0.2"]);
+    ensure!(short(at, &["v1.web.service.consul"])? == ["10.0.0.1"]);
+    let srv = short(at, &["_web._tcp.service.consul", "SRV"])?;
+    ensure!(
+        srv == [
+            "1 1 8080 n1.node.dc1.consul.",
+            "1 1 8081 n2.node.dc1.consul."
+        ],
+        "{srv:?}"
+    );
+    // SRV targets' addresses come along; TTLs are the configured ones.
+    let full = dig(at, &["web.service.consul", "SRV"])?;
+    ensure!(full.contains("ADDITIONAL SECTION"), "{full}");
+    ensure!(
+        full.lines()
+            .any(|l| l.starts_with("n1.node.dc1.consul.") && l.contains("10.0.0.1")),
+        "{full}"
+    );
+    ensure!(
+        full.lines()
+            .any(|l| l.starts_with("web.service.consul.") && l.contains("\t42\t")),
+        "service TTL: {full}"
+    );
+    let node = dig(at, &["n1.node.consul"])?;
+    ensure!(
+        node.lines().any(|l| l.starts_with("n1.node.consul.")
+            && l.contains("\t7\t")
+            && l.ends_with("10.0.0.1")),
+        "node TTL and address: {node}"
+    );
+    ensure!(short(at, &["n1.node.consul", "TXT"])? == ["\"rack=r1\""]);
+    ensure!(short(at, &["0a000002.addr.dc1.consul"])? == ["10.0.0.2"]);
+    ensure!(short(at, &["-x", "10.0.0.1"])? == ["n1.node.dc1.consul."]);
+    // Unknown names: NXDOMAIN with the SOA; a known name without that type: NOERROR and nothing.
+    let none = dig(at, &["nope.service.consul"])?;
+    ensure!(status(&none) == "NXDOMAIN", "{none}");
+    ensure!(
+        none.contains("AUTHORITY SECTION") && none.contains("SOA"),
+        "{none}"
+    );
+    let other_dc = dig(at, &["web.service.dc9.consul"])?;
+    ensure!(status(&other_dc) == "NXDOMAIN", "{other_dc}");
+    let mx = dig(at, &["web.service.consul", "MX"])?;
+    ensure!(status(&mx) == "NOERROR" && mx.contains("ANSWER: 0"), "{mx}");
+    // No recursors: names outside the domain are refused.
+    let outside = dig(at, &["example.com"])?;
+    ensure!(status(&outside) == "REFUSED", "{outside}");
+    // A health change shows in the next answer.
+    external(
+        &agent,
+        "n1",
+        "10.0.0.1",
+        json!({"ID": "web-1", "Service": "web", "Tags": ["v1"], "Port": 8080}),
+        "critical",
+    )
+    .await?;
+    ensure!(short(at, &["web.service.consul"])? == ["10.0.0.2"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_ingress_names_lead_to_proxies_and_gateways() -> Result<()> {
+    let agent = DevAgent::start()?;
+    let at = dns(&agent)?;
+    for svc in [
+        json!({"Name": "api", "Port": 9000, "Address": "127.0.0.1"}),
+        json!({"Kind": "connect-proxy", "Name": "api-sidecar-proxy", "Port": 21000, "Address": "127.0.0.1",
+               "Proxy": {"DestinationServiceName": "api"}}),
+    ] {
+        agent
+            .put_json("/v1/agent/service/register", &svc)
+            .await?
+            .expect_status(200)?;
+    }
+    let srv = short(at, &["api.connect.consul", "SRV"])?;
+    ensure!(
+        srv.len() == 1 && srv[0].contains(" 21000 "),
+        "the sidecar's port: {srv:?}"
+    );
+    // The plain name answers the service itself.
+    let srv = short(at, &["api.service.consul", "SRV"])?;
+    ensure!(srv.len() == 1 && srv[0].contains(" 9000 "), "{srv:?}");
+    agent
+        .put_json(
+            "/v1/agent/service/register",
+            &json!({"Kind": "ingress-gateway", "Name": "edge", "Port": 8443, "Address": "127.0.0.9",
+                    "Proxy": {"Upstreams": [{"DestinationName": "api", "LocalBindPort": 8443}]}}),
+        )
+        .await?
+        .expect_status(200)?;
+    ensure!(short(at, &["api.ingress.consul"])? == ["127.0.0.9"]);
+    let none = dig(at, &["other.ingress.consul"])?;
+    ensure!(status(&none) == "NXDOMAIN", "{none}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_answers_are_truncated_over_udp_and_whole_over_tcp() -> Result<()> {
+    let agent = DevAgent::start()?;
+    let at = dns(&agent)?;
+    for i in 0..40 {
+        let svc = json!({"ID": format!("big-{i}"), "Service": "big", "Port": 80});
+        let node = format!("a-node-with-a-long-name-for-truncation-{i}");
+        external(&agent, &node, &format!("10.9.0.{}", i + 1), svc, "passing").await?;
+    }
+    // Without EDNS: udp_answer_limit (3) answers.
+    let a = short(at, &["big.service.consul", "+noedns"])?;
+    ensure!(a.len() == 3, "{a:?}");
+    // SRV with a 512-byte buffer does not fit: TC set (dig reports it and, with +ignore, does not retry).
+    let udp = dig(
+        at,
+        &["big.service.consul", "SRV", "+bufsize=512", "+ignore"],
+    )?;
+    ensure!(udp.contains(" tc"), "no TC flag: {udp}");
+    let tcp = short(at, &["big.service.consul", "SRV", "+tcp"])?;
+    ensure!(tcp.len() == 40, "{} over TCP", tcp.len());
+    // dig on its own retries a truncated answer over TCP and gets them all.
+    let retried = short(at, &["big.service.consul", "SRV", "+bufsize=512"])?;
+    ensure!(retried.len() == 40, "{} after the TCP retry", retried.len());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_outside_the_domain_go_to_the_recursors() -> Result<()> {
+    // Another agent serves the zone `upstream.` and stands in for the recursor.
+    let upstream = DevAgent::builder().args(["-domain", "upstream"]).start()?;
+    let recursor = dns(&upstream)?;
+    external(
+        &upstream,
+        "far",
+        "10.7.7.7",
+        json!({"ID": "far-web", "Service": "far-web", "Port": 80}),
+        "passing",
+    )
+    .await?;
+    let agent = DevAgent::builder()
+        .args(["-recursor", &recursor.to_string()])
+        .start()?;
+    let at = dns(&agent)?;
+    ensure!(short(at, &["far-web.service.upstream"])? == ["10.7.7.7"]);
+    let full = dig(at, &["far-web.service.upstream"])?;
+    ensure!(full.contains(" ra"), "recursion available: {full}");
+    // A recursor that does not answer: SERVFAIL within the recursor timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let dead = DevAgent::builder()
+        .args(["-recursor", &silent.local_addr()?.to_string()])
+        .args(["-hcl", "dns_config { recursor_timeout = \"300ms\" }"])
+        .start()?;
+    let answer = dig(dns(&dead)?, &["example.org"])?;
+    ensure!(status(&answer) == "SERVFAIL", "{answer}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_agent_answers_from_its_replica() -> Result<()> {
+    let cluster = Cluster::start(3, 1).await?;
+    let client = cluster.agent(3)?;
+    client
+        .put_json(
+            "/v1/agent/service/register",
+            &json!({"Name": "replicated", "Port": 7000, "Address": "10.3.3.3"}),
+        )
+        .await?
+        .expect_status(200)?;
+    let at = dns(client)?;
+    let found = eventually(Duration::from_secs(10), || async {
+        let a = short(at, &["replicated.service.consul"]).ok()?;
+        (a == ["10.3.3.3"]).then_some(())
+    })
+    .await;
+    ensure!(found.is_ok(), "the client agent never answered");
+    // A server answers the same.
+    let server = dns(cluster.agent(0)?)?;
+    ensure!(short(server, &["replicated.service.consul"])? == ["10.3.3.3"]);
+    Ok(())
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kb(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    for line in status.lines() {
+        if let Some(v) = line.strip_prefix("VmRSS:") {
+            return Ok(v.trim().trim_end_matches("kB").trim().parse()?);
+        }
+    }
+    bail!("no VmRSS for {pid}")
+}
+
+/// Random and damaged packets, then a flood: the agent answers everyone else throughout and its memory stays flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_packets_and_floods_leave_the_server_answering() -> Result<()> {
+    let agent = DevAgent::start()?;
+    let at = dns(&agent)?;
+    external(
+        &agent,
+        "n1",
+        "10.0.0.1",
+        json!({"ID": "web-1", "Service": "web", "Port": 80}),
+        "passing",
+    )
+    .await?;
+    ensure!(short(at, &["web.service.consul"])? == ["10.0.0.1"]);
+    let before = rss_kb(agent.pid())?;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    // A well-formed query to damage: web.service.consul A.
+    let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["web", "service", "consul"] {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..20_000u32 {
+        let packet: Vec<u8> = match i % 4 {
+            0 => (0..(next() % 600)).map(|_| next() as u8).collect(),
+            1 => {
+                let mut q = query.clone();
+                let at = (next() as usize) % q.len();
+                q[at] = next() as u8;
+                q
+            }
+            // A compression pointer to itself; a header claiming 65,535 questions.
+            2 => {
+                let mut q = query[..12].to_vec();
+                q.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+                q
+            }
+            _ => {
+                let mut q = query.clone();
+                q[4] = 0xff;
+                q[5] = 0xff;
+                q
+            }
+        };
+        socket.send_to(&packet, at)?;
+    }
+    // A name of more than 255 bytes.
+    let mut long = query[..12].to_vec();
+    for _ in 0..5 {
+        long.push(63);
+        long.extend_from_slice(&[b'a'; 63]);
+    }
+    long.extend_from_slice(&[0, 0, 1, 0, 1]);
+    socket.send_to(&long, at)?;
+    // The agent still answers, and its memory did not grow with the flood.
+    ensure!(short(at, &["web.service.consul"])? == ["10.0.0.1"]);
+    let after = rss_kb(agent.pid())?;
+    ensure!(
+        after < before + 5 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    ensure!(agent.get("/v1/status/leader").await?.status == 200);
+    Ok(())
+}
