@@ -19,6 +19,7 @@ struct Demo {
     http: u16,
     test: u16,
     ingress: u16,
+    dns: u16,
 }
 
 impl Drop for Demo {
@@ -50,6 +51,7 @@ impl Demo {
         let log = dir.path().join("demo.log");
         let out = std::fs::File::create(&log)?;
         let (http, test, ingress_port) = (free_port(), free_port(), free_port());
+        let dns = free_port();
         let child = Command::new(weft_binary()?)
             .args([
                 "demo",
@@ -57,6 +59,8 @@ impl Demo {
                 &http.to_string(),
                 "-test-port",
                 &test.to_string(),
+                "-dns-port",
+                &dns.to_string(),
             ])
             .args([
                 "-ingress-port",
@@ -75,6 +79,7 @@ impl Demo {
             http,
             test,
             ingress: ingress_port,
+            dns,
         };
         eventually_sync(Duration::from_secs(120), || {
             demo.output().contains("Weft demo ready")
@@ -147,6 +152,15 @@ fn walkthrough(ingress: &str) -> Result<()> {
         hosts.insert(greeter_host(&line)?);
     }
     assert_eq!(hosts.len(), 2, "both greeter instances answer: {hosts:?}");
+    // The README's DNS line: both greeter instances, by SRV, as the demo prints it.
+    let dig = format!("dig @127.0.0.1 -p {} greeter.service.consul SRV", demo.dns);
+    assert!(out.contains(&dig), "{out}");
+    let srv = std::process::Command::new("dig")
+        .args(["@127.0.0.1", "-p", &demo.dns.to_string(), "+short"])
+        .args(["greeter.service.consul", "SRV"])
+        .output()?;
+    let srv = String::from_utf8_lossy(&srv.stdout);
+    assert_eq!(srv.lines().count(), 2, "{srv}");
     let (code, line) = get(demo.ingress)?;
     assert_eq!(code, 200, "ingress: {line}\n{}", demo.output());
     greeter_host(&line)?;

@@ -22,6 +22,9 @@ pub struct DemoArgs {
     /// The agent's HTTP API and dashboard port.
     #[arg(long = "http-port", default_value_t = 8500)]
     pub http_port: u16,
+    /// The agent's DNS port, UDP and TCP (`dig @127.0.0.1 -p PORT greeter.service.consul SRV`).
+    #[arg(long = "dns-port", default_value_t = 8600)]
+    pub dns_port: u16,
     /// Where the test proxy listens (`curl localhost:PORT`).
     #[arg(long = "test-port", default_value_t = 8080)]
     pub test_port: u16,
@@ -215,6 +218,9 @@ impl Demo {
             TcpListener::bind(("127.0.0.1", port))
                 .with_context(|| format!("{what} {port} is already in use"))?;
         }
+        std::net::UdpSocket::bind(("127.0.0.1", args.dns_port))
+            .and_then(|_| TcpListener::bind(("127.0.0.1", args.dns_port)))
+            .with_context(|| format!("-dns-port {} is already in use", args.dns_port))?;
         let dir = std::env::temp_dir().join(format!("weft-demo-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let http_addr = format!("127.0.0.1:{}", args.http_port);
@@ -226,7 +232,8 @@ impl Demo {
         )?;
         println!("==> Starting the Weft dev agent on {http_addr} (default-deny intentions)");
         let mut agent_args = s(&["agent", "-dev", "-node", "weft-demo", "-http-port"]);
-        agent_args.extend([args.http_port.to_string(), "-config-file".into()]);
+        agent_args.extend([args.http_port.to_string(), "-dns-port".into()]);
+        agent_args.extend([args.dns_port.to_string(), "-config-file".into()]);
         agent_args.push(config.display().to_string());
         let agent = Proc::spawn("agent", &weft, &agent_args, &dir)?;
         let api = Api {
@@ -442,6 +449,10 @@ impl Demo {
         println!();
         println!("    Dashboard:  http://localhost:{http}/ui/dc1/services");
         println!("    API:        http://localhost:{http}/v1/health/service/greeter?pretty");
+        println!(
+            "    DNS:        dig @127.0.0.1 -p {} greeter.service.consul SRV",
+            self.args.dns_port
+        );
         println!("    Test proxy: {test_url}   (weft connect proxy -service test -upstream greeter:{test})");
         println!(
             "    Ingress:    http://localhost:{}/   ({ingress_kind})",
