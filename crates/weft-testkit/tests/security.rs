@@ -718,7 +718,7 @@ async fn private_keys_and_data_dirs_are_readable_by_their_owner_only() -> Result
         let files = owner_only(dir)?;
         let mut wanted = vec!["node-id", "weft.json", "agent/local.json"];
         if i == 0 {
-            wanted.extend(["raft/raft.redb", "raft/raft.log"]);
+            wanted.extend(["raft/raft.redb", "raft/raft.log", "ca-seal.key"]);
         }
         for want in wanted {
             ensure!(files.iter().any(|f| f == want), "no {want} in {files:?}");

@@ -284,6 +284,12 @@ fn server_config(config: &RuntimeConfig) -> Result<ServerConfig> {
         (None, Some(dir)) if config.server && !config.dev => {
             let path = dir.join(weft_server::SEAL_KEY_FILE);
             let key = weft_server::read_seal_key(&path)?;
+            if key.is_some() {
+                // Left readable by others (copied in by hand, or an earlier version): owner-only, as the data dir.
+                weft_types::fsio::tighten(&path).with_context(|| {
+                    format!("cannot make {} readable by its owner only", path.display())
+                })?;
+            }
             weft_server::SealKeySource::DataDir { path, key }
         }
         (None, _) => weft_server::SealKeySource::Memory,
