@@ -107,6 +107,8 @@ async fn start_weft(bin: &Path, clients: usize) -> Result<(Vec<WeftMember>, Clea
             "agent".into(),
             "-http-port".into(),
             "0".into(),
+            "-dns-port".into(),
+            "0".into(),
             "-node".into(),
             format!("bench-{i}"),
             "-bind".into(),

@@ -8,6 +8,8 @@
 //! target/release/weft-bench mesh [--install]   # sidecar pair vs no proxy, nginx, HAProxy, stunnel
 //! target/release/weft-bench all                # dev-agent, then mesh
 //! target/release/weft-bench cluster [--install] # 3 servers vs 3-member etcd, failover, propagation, memory
+//! target/release/weft-bench dns [--install]     # DNS against dnsmasq with dnsperf: q/s, p99, idle memory
+//! target/release/weft-bench dev-agent --baseline OLD/weft   # also run an earlier build: both side by side
 //! ```
 //!
 //! The `weft` binary is `$WEFT_BIN`, else `release/weft` in the benchmark's own target directory. Every process
@@ -17,6 +19,7 @@
 mod blocking;
 mod catalog;
 mod cluster;
+mod dns;
 mod memory;
 mod mesh;
 mod process;
@@ -102,6 +105,10 @@ struct Args {
     /// Leave the peers' TLS session resumption on (default off everywhere, as in Weft).
     #[arg(long = "peer-resumption", help_heading = "Mesh options")]
     peer_resumption: bool,
+    /// Also run the chosen scenarios with this earlier `weft` build, and print both builds' figures side by side
+    /// with their ratios.
+    #[arg(long, value_name = "WEFT_BIN")]
+    baseline: Option<std::path::PathBuf>,
     /// Use the built-in load generator even when wrk is installed.
     #[arg(long = "builtin-load", help_heading = "Mesh options")]
     builtin_load: bool,
@@ -124,6 +131,8 @@ enum Scenario {
     /// Three Weft servers against a three-member etcd (KV writes at 1/16/64 clients), failover time, propagation
     /// between client agents, client agent memory, a server holding 10k x 5 instances
     Cluster,
+    /// DNS with 1,000 services x 3 instances against dnsmasq serving the same names (dnsperf): q/s, p99, memory
+    Dns,
     /// Sidecar pair (wrk -> upstream proxy -> mTLS -> public proxy -> backend) against no proxy, nginx stream,
     /// HAProxy and stunnel pairs: req/s, latency, new connections, bulk MB/s, RSS
     Mesh,
@@ -142,6 +151,7 @@ fn at_least_one<T: FromStr + PartialOrd + From<u8>>(value: &str) -> Result<T, St
 
 struct Options {
     scenario: Scenario,
+    baseline: Option<std::path::PathBuf>,
     runs: usize,
     catalog: catalog::Config,
     watchers: usize,
@@ -153,6 +163,7 @@ impl From<Args> for Options {
     fn from(a: Args) -> Options {
         Options {
             scenario: a.scenario,
+            baseline: a.baseline.clone(),
             runs: a.runs,
             catalog: catalog::Config {
                 services: a.services,
@@ -210,6 +221,28 @@ async fn run(bin: &Path, opts: &Options) -> bool {
                 .join(" ")
         );
     }
+    let baseline = match &opts.baseline {
+        Some(old) => {
+            println!("\n#### baseline build: {}", old.display());
+            let measured = measure(old, opts).await;
+            println!("\n#### this build: {}", bin.display());
+            Some(measured)
+        }
+        None => None,
+    };
+    let (rows, tables, failed) = measure(bin, opts).await;
+    for table in &tables {
+        print!("{table}");
+    }
+    print_table(&rows);
+    if let Some((base_rows, _, _)) = &baseline {
+        report::print_comparison(base_rows, &rows);
+    }
+    failed || rows.iter().any(|r| r.verdict == Verdict::Error)
+}
+
+/// Runs the chosen scenarios with `bin`: their rows, the tables some print, and whether one failed to run.
+async fn measure(bin: &Path, opts: &Options) -> (Vec<Row>, Vec<String>, bool) {
     let all = matches!(opts.scenario, Scenario::DevAgent | Scenario::All);
     let mut rows: Vec<Row> = Vec::new();
     let mut failed = false;
@@ -274,6 +307,14 @@ async fn run(bin: &Path, opts: &Options) -> bool {
         });
         record("mesh", result);
     }
+    if opts.scenario == Scenario::Dns {
+        println!("\n== dns: 1,000 services x 3 instances, Weft against dnsmasq (dnsperf)");
+        let cfg = dns::Config {
+            install: opts.mesh.install,
+            ..dns::Config::default()
+        };
+        record("dns", dns::run(bin, &cfg).await);
+    }
     if opts.scenario == Scenario::Cluster {
         if opts.mesh.install && process::which("etcd").is_none() {
             let _ = std::process::Command::new("apt-get")
@@ -286,9 +327,5 @@ async fn run(bin: &Path, opts: &Options) -> bool {
             cluster::run(bin, &cluster::Config::default()).await,
         );
     }
-    for table in &tables {
-        print!("{table}");
-    }
-    print_table(&rows);
-    failed || rows.iter().any(|r| r.verdict == Verdict::Error)
+    (rows, tables, failed)
 }

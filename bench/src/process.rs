@@ -111,9 +111,18 @@ pub struct Agent {
 impl Agent {
     /// Starts `weft agent -dev -http-port 0` and waits for it to print its HTTP address.
     pub async fn start(bin: &Path) -> Result<Agent> {
-        let args: Vec<String> = ["agent", "-dev", "-http-port", "0", "-node", "weft-bench"]
-            .map(String::from)
-            .to_vec();
+        let args: Vec<String> = [
+            "agent",
+            "-dev",
+            "-http-port",
+            "0",
+            "-dns-port",
+            "0",
+            "-node",
+            "weft-bench",
+        ]
+        .map(String::from)
+        .to_vec();
         Agent::start_with(bin, &args).await
     }
 

@@ -168,3 +168,69 @@ impl Summary {
         )
     }
 }
+
+/// The first number in a measured figure (`12.3 MB`, `5,691/s`, `x1.16`), for ratios between two builds.
+fn first_number(text: &str) -> Option<f64> {
+    let start = text.find(|c: char| c.is_ascii_digit())?;
+    let digits: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ',')
+        .filter(|c| *c != ',')
+        .collect();
+    digits.parse().ok()
+}
+
+/// Both builds' figures side by side, with this build's figure over the baseline's (the first number of each).
+pub fn print_comparison(baseline: &[Row], rows: &[Row]) {
+    let w_fig = rows
+        .iter()
+        .map(|r| r.figure.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let w_val = rows
+        .iter()
+        .chain(baseline)
+        .map(|r| r.measured.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    println!();
+    println!(
+        "{:<w_fig$} | {:<w_val$} | {:<w_val$} | this / baseline",
+        "figure", "baseline", "this build"
+    );
+    println!(
+        "{}-+-{}-+-{}-+-{}",
+        "-".repeat(w_fig),
+        "-".repeat(w_val),
+        "-".repeat(w_val),
+        "-".repeat(15)
+    );
+    for r in rows {
+        let base = baseline.iter().find(|b| b.figure == r.figure);
+        let ratio = base
+            .and_then(|b| Some((first_number(&r.measured)?, first_number(&b.measured)?)))
+            .filter(|(_, b)| *b > 0.0)
+            .map_or("-".to_string(), |(n, b)| format!("x{:.3}", n / b));
+        println!(
+            "{:<w_fig$} | {:<w_val$} | {:<w_val$} | {ratio}",
+            r.figure,
+            base.map_or("-", |b| b.measured.as_str()),
+            r.measured
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_number;
+
+    #[test]
+    fn numbers_are_read_from_figures() {
+        assert_eq!(first_number("12.3 MB"), Some(12.3));
+        assert_eq!(first_number("5,691/s at 16 clients"), Some(5691.0));
+        assert_eq!(first_number("x1.16"), Some(1.16));
+        assert_eq!(first_number("failed"), None);
+    }
+}
