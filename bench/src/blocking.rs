@@ -15,6 +15,8 @@
 //! overhead is part of the figure. It needs an open-file limit of about 2 per query plus some (`ulimit -n`): both
 //! this process and the agent (which inherits it) hold one socket per query.
 //!
+//! The agent's per-client connection limit is raised above the watchers (they all come from one address).
+//!
 //! Connections are kept alive by default, as Consul's clients keep theirs; `--close` sends `Connection: close`,
 //! which adds the agent's connection teardown to each answer.
 
@@ -50,7 +52,24 @@ pub async fn run(bin: &Path, watchers: usize, close: bool) -> Result<Vec<Row>> {
         announce(&row);
         return Ok(vec![row]);
     }
-    let agent = Agent::start(bin).await?;
+    // The 1,000 watchers stand for many clients but all come from 127.0.0.1: lift the per-client connection limit
+    // (Consul's and Weft's default of 200) above them, as a deployment would not see them from one address.
+    let limit = format!("limits {{ http_max_conns_per_client = {} }}", watchers * 2);
+    let args: Vec<String> = [
+        "agent",
+        "-dev",
+        "-http-port",
+        "0",
+        "-dns-port",
+        "0",
+        "-node",
+        "weft-bench",
+        "-hcl",
+        &limit,
+    ]
+    .map(String::from)
+    .to_vec();
+    let agent = Agent::start_with(bin, &args).await?;
     let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
     register(&client, &agent.url, 1).await?;
     let resp = client

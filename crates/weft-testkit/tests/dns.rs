@@ -351,3 +351,78 @@ async fn hostile_packets_and_floods_leave_the_server_answering() -> Result<()> {
     ensure!(agent.get("/v1/status/leader").await?.status == 200);
     Ok(())
 }
+
+/// The same questions from a Rust client (hickory-proto's messages over a plain UDP socket and TCP stream): EDNS0
+/// is echoed, IPv6 addresses come as AAAA, and a truncated UDP answer is whole over TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_client_gets_edns_aaaa_and_whole_answers_over_tcp() -> Result<()> {
+    use hickory_proto::op::{Edns, Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let agent = DevAgent::start()?;
+    let at = dns(&agent)?;
+    external(
+        &agent,
+        "v6",
+        "fd00::10",
+        json!({"ID": "six-1", "Service": "six", "Port": 80}),
+        "passing",
+    )
+    .await?;
+    for i in 0..30 {
+        let svc = json!({"ID": format!("many-{i}"), "Service": "many", "Port": 80});
+        let node = format!("a-node-with-a-long-name-for-a-large-answer-{i}");
+        external(&agent, &node, &format!("10.8.0.{}", i + 1), svc, "passing").await?;
+    }
+    let query = |name: &str, qtype: RecordType, payload: Option<u16>| -> Result<Vec<u8>> {
+        let mut msg = Message::query();
+        msg.add_query(Query::query(Name::from_ascii(name)?, qtype));
+        if let Some(size) = payload {
+            let mut edns = Edns::new();
+            edns.set_max_payload(size);
+            msg.set_edns(edns);
+        }
+        Ok(msg.to_vec()?)
+    };
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let mut buf = vec![0u8; 65_535];
+    let mut ask_udp = async |bytes: Vec<u8>| -> Result<Message> {
+        udp.send_to(&bytes, at).await?;
+        let (n, _) =
+            tokio::time::timeout(Duration::from_secs(2), udp.recv_from(&mut buf)).await??;
+        Ok(Message::from_vec(&buf[..n])?)
+    };
+    let six = ask_udp(query("six.service.consul.", RecordType::AAAA, Some(1232))?).await?;
+    ensure!(six.edns.is_some(), "EDNS0 is answered with EDNS0");
+    let v6: Vec<String> = six
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::AAAA(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    ensure!(v6 == ["fd00::10"], "{v6:?}");
+    let cut = ask_udp(query("many.service.consul.", RecordType::SRV, Some(512))?).await?;
+    ensure!(
+        cut.metadata.truncation && cut.answers.len() < 30,
+        "{}",
+        cut.answers.len()
+    );
+    let mut tcp = tokio::net::TcpStream::connect(at).await?;
+    let bytes = query("many.service.consul.", RecordType::SRV, None)?;
+    tcp.write_all(&(bytes.len() as u16).to_be_bytes()).await?;
+    tcp.write_all(&bytes).await?;
+    let mut len = [0u8; 2];
+    tcp.read_exact(&mut len).await?;
+    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    tcp.read_exact(&mut answer).await?;
+    let whole = Message::from_vec(&answer)?;
+    ensure!(
+        !whole.metadata.truncation && whole.answers.len() == 30,
+        "{}",
+        whole.answers.len()
+    );
+    Ok(())
+}
