@@ -14,6 +14,7 @@ mod connect;
 pub mod ctx;
 pub mod forward;
 mod health;
+pub mod idle;
 mod intentions;
 mod internal;
 mod kv;

@@ -1,6 +1,6 @@
 //! Serving the HTTP API with limits, so that slow, idle and greedy clients cannot starve the others:
 //! - a request's headers must arrive within `header_read_timeout` (slowloris), and a keep-alive connection that
-//!   sends no next request within it is closed (idle sockets);
+//!   sends no next request within it is closed (idle sockets); see `idle` for how, without a timer per request;
 //! - headers are read into at most `max_header_bytes`;
 //! - one client address holds at most `http_max_conns_per_client` connections (Consul's default: 200); further
 //!   ones are closed at once, before any byte is read, and counted (`weft_rpc::Connections`).
@@ -8,8 +8,9 @@
 //! Blocking queries are unaffected: the header timeout runs only while a request is being read, never while a
 //! handler waits.
 
+use crate::idle::{IdleGuard, Tracked};
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
@@ -46,9 +47,9 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192));
+    http.max_buf_size(limits.max_header_bytes.max(8192));
+    // Idle connections and slow request heads are cut by the guard's sweeper, not by a timer per request.
+    let idle = IdleGuard::start(limits.header_read_timeout);
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -68,11 +69,27 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let state = idle.track();
+        let tower = TowerToHyperService::new(app.clone());
+        let busy = state.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let in_flight = busy.request();
+            let answer = hyper::service::Service::call(&tower, req);
+            async move {
+                let answer = answer.await;
+                drop(in_flight);
+                answer
+            }
+        });
+        let io = TokioIo::new(Tracked::new(stream, state.clone()));
+        let conn = graceful.watch(http.serve_connection(io, service));
         tokio::spawn(async move {
             let _slot = slot;
-            let _ = conn.await;
+            tokio::select! {
+                _ = conn => {}
+                // Idle, or a request head too slow: dropping the connection closes it.
+                _ = state.close.notified() => {}
+            }
         });
     }
     drop(listener);
