@@ -51,6 +51,8 @@ pub struct DnsConfig {
     pub a_record_limit: usize,
     /// Add node metadata as TXT records to node and SRV answers (`enable_additional_node_meta_txt`).
     pub node_meta_txt: bool,
+    /// Write every name in full instead of pointing at an earlier one (`disable_compression`).
+    pub disable_compression: bool,
     pub soa: Soa,
     /// Where names outside the domain go (`recursors`); none: REFUSED.
     pub recursors: Vec<SocketAddr>,
@@ -75,6 +77,7 @@ impl Default for DnsConfig {
             udp_answer_limit: 3,
             a_record_limit: 0,
             node_meta_txt: true,
+            disable_compression: false,
             soa: Soa::default(),
             recursors: Vec::new(),
             recursor_timeout: Duration::from_secs(2),

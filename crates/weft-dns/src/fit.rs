@@ -8,7 +8,19 @@
 use crate::DnsConfig;
 use hickory_proto::op::Message;
 use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use hickory_proto::ProtoError;
+
+/// The wire form of `msg`, with names compressed unless `disable_compression` says otherwise.
+fn to_bytes(msg: &Message, config: &DnsConfig) -> Result<Vec<u8>, ProtoError> {
+    let mut buf = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut buf);
+    if config.disable_compression {
+        encoder.set_name_encoding(NameEncoding::Uncompressed);
+    }
+    msg.emit(&mut encoder)?;
+    Ok(buf)
+}
 
 /// How a response travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +74,7 @@ pub fn encode(
         }
     }
     let max = max_size(transport);
-    let full = msg.to_vec()?;
+    let full = to_bytes(&msg, config)?;
     if full.len() <= max {
         return Ok(full);
     }
@@ -78,7 +90,7 @@ pub fn encode(
         tried.answers = answers[..mid].to_vec();
         tried.additionals = additionals.clone();
         keep_extras_in_step(&mut tried);
-        let bytes = tried.to_vec()?;
+        let bytes = to_bytes(&tried, config)?;
         if bytes.len() <= max {
             best = Some(bytes);
             lo = mid + 1;
@@ -94,7 +106,7 @@ pub fn encode(
         None => {
             msg.additionals.clear();
             msg.authorities.clear();
-            msg.to_vec()
+            to_bytes(&msg, config)
         }
     }
 }

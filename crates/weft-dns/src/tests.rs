@@ -447,3 +447,29 @@ proptest::proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn disable_compression_writes_every_name_in_full() {
+    let q = query("_web._tcp.service.consul.", RecordType::SRV, true);
+    let compressed = server().reply(&q, UDP).await.unwrap();
+    let plain = server_with(
+        DnsConfig {
+            disable_compression: true,
+            ..DnsConfig::default()
+        },
+        Some(Duration::ZERO),
+    )
+    .reply(&q, UDP)
+    .await
+    .unwrap();
+    assert!(
+        plain.len() > compressed.len(),
+        "{} vs {}",
+        plain.len(),
+        compressed.len()
+    );
+    // No compression pointer (two top bits set) anywhere a name may start: the answer decodes the same.
+    let a = Message::from_vec(&plain).unwrap();
+    assert_eq!(a.answers.len(), 2);
+    assert!(!plain.windows(2).any(|w| w[0] == 0xc0 && w[1] == 0x0c));
+}

@@ -606,6 +606,7 @@ impl Checker<'_> {
             node_meta_txt: d
                 .enable_additional_node_meta_txt
                 .unwrap_or(base.node_meta_txt),
+            disable_compression: d.disable_compression.unwrap_or(base.disable_compression),
             soa: weft_dns::Soa {
                 refresh: soa.refresh.unwrap_or(base.soa.refresh),
                 retry: soa.retry.unwrap_or(base.soa.retry),
@@ -740,6 +741,7 @@ const APPLIED: &[&str] = &[
     "dns_config.enable_truncate",
     "dns_config.recursor_timeout",
     "dns_config.enable_additional_node_meta_txt",
+    "dns_config.disable_compression",
     "dns_config.soa",
     "allow_unauthenticated_rpc",
     "http_config.allowed_hosts",
