@@ -985,3 +985,42 @@ async fn an_operator_sealing_key_keeps_backups_sealed() -> Result<()> {
     }
     Ok(())
 }
+
+/// Finding: the leaf cache grew without bound with distinct service names (356 MB after 50,000). Asked for 50,000
+/// names in five rounds, each round's leaves expire before the next: memory stays flat instead of growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_thousand_leaf_names_leave_memory_flat() -> Result<()> {
+    let agent = weft_testkit::DevAgent::builder()
+        .args(["-hcl", "connect { leaf_cache_idle_expiry = \"2s\" }"])
+        .args(["-hcl", "limits { http_max_conns_per_client = 1000 }"])
+        .start()?;
+    let http = client()?;
+    let base = format!("http://{}", agent.addr());
+    let mut after_round = Vec::new();
+    for round in 0..5 {
+        let mut pending = tokio::task::JoinSet::new();
+        for i in 0..10_000 {
+            let url = format!("{base}/v1/agent/connect/ca/leaf/r{round}-svc-{i}");
+            let http = http.clone();
+            pending.spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) });
+            if pending.len() >= 32 {
+                if let Some(done) = pending.join_next().await {
+                    ensure!(done?? == 200, "a leaf was refused");
+                }
+            }
+        }
+        while let Some(done) = pending.join_next().await {
+            ensure!(done?? == 200, "a leaf was refused");
+        }
+        // The round's leaves go idle and are forgotten with their renewal tasks.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        after_round.push(rss_kb(agent.pid())?);
+    }
+    println!("RSS after each round of 10,000 leaf names: {after_round:?} KiB");
+    let (first, last) = (after_round[0], after_round[4]);
+    ensure!(
+        last < first + 8 * 1024,
+        "RSS kept growing with leaf names: {after_round:?} KiB after each 10,000"
+    );
+    Ok(())
+}
