@@ -55,21 +55,7 @@ pub async fn run(bin: &Path, watchers: usize, close: bool) -> Result<Vec<Row>> {
     // The 1,000 watchers stand for many clients but all come from 127.0.0.1: lift the per-client connection limit
     // (Consul's and Weft's default of 200) above them, as a deployment would not see them from one address.
     let limit = format!("limits {{ http_max_conns_per_client = {} }}", watchers * 2);
-    let args: Vec<String> = [
-        "agent",
-        "-dev",
-        "-http-port",
-        "0",
-        "-dns-port",
-        "0",
-        "-node",
-        "weft-bench",
-        "-hcl",
-        &limit,
-    ]
-    .map(String::from)
-    .to_vec();
-    let agent = Agent::start_with(bin, &args).await?;
+    let agent = Agent::start_dev(bin, "0", &["-hcl", &limit]).await?;
     let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
     register(&client, &agent.url, 1).await?;
     let resp = client

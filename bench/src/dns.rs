@@ -61,20 +61,7 @@ pub async fn run(bin: &Path, cfg: &Config) -> Result<Vec<Row>> {
     announce(&rows[0]);
 
     let port = free_port()?;
-    let args: Vec<String> = [
-        "agent",
-        "-dev",
-        "-http-port",
-        "0",
-        "-node",
-        "weft-bench",
-        "-dns-port",
-    ]
-    .map(String::from)
-    .into_iter()
-    .chain([port.to_string()])
-    .collect();
-    let agent = Agent::start_with(bin, &args).await?;
+    let agent = Agent::start_dev(bin, &port.to_string(), &[]).await?;
     register(&agent, cfg).await?;
     let weft_at = format!("127.0.0.1:{port}");
     let dnsmasq = start_dnsmasq(cfg)?;
@@ -144,19 +131,7 @@ pub async fn run(bin: &Path, cfg: &Config) -> Result<Vec<Row>> {
 async fn memory_cost(bin: &Path) -> Result<Row> {
     let mut idle = Vec::new();
     for dns in ["-1", "0"] {
-        let args: Vec<String> = [
-            "agent",
-            "-dev",
-            "-http-port",
-            "0",
-            "-node",
-            "weft-bench",
-            "-dns-port",
-            dns,
-        ]
-        .map(String::from)
-        .to_vec();
-        let agent = Agent::start_with(bin, &args).await?;
+        let agent = Agent::start_dev(bin, dns, &[]).await?;
         reqwest::get(format!("{}/v1/status/leader", agent.url))
             .await?
             .text()

@@ -109,20 +109,18 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts `weft agent -dev -http-port 0` and waits for it to print its HTTP address.
+    /// Starts `weft agent -dev -http-port 0` (DNS on a free port) and waits for it to print its HTTP address.
     pub async fn start(bin: &Path) -> Result<Agent> {
-        let args: Vec<String> = [
-            "agent",
-            "-dev",
-            "-http-port",
-            "0",
-            "-dns-port",
-            "0",
-            "-node",
-            "weft-bench",
-        ]
-        .map(String::from)
-        .to_vec();
+        Agent::start_dev(bin, "0", &[]).await
+    }
+
+    /// Starts `weft agent -dev -http-port 0 -node weft-bench -dns-port <dns>` with `extra` arguments after.
+    pub async fn start_dev(bin: &Path, dns: &str, extra: &[&str]) -> Result<Agent> {
+        let mut args: Vec<String> = ["agent", "-dev", "-http-port", "0", "-node", "weft-bench"]
+            .map(String::from)
+            .to_vec();
+        args.extend(["-dns-port".to_string(), dns.to_string()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
         Agent::start_with(bin, &args).await
     }
 
