@@ -73,25 +73,15 @@ pub fn announce(row: &Row) {
     );
 }
 
+/// The width of a column: its widest cell, at least `min`.
+fn width<'a>(cells: impl Iterator<Item = &'a String>, min: usize) -> usize {
+    cells.map(String::len).max().unwrap_or(min).max(min)
+}
+
 pub fn print_table(rows: &[Row]) {
-    let w_fig = rows
-        .iter()
-        .map(|r| r.figure.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    let w_meas = rows
-        .iter()
-        .map(|r| r.measured.len())
-        .max()
-        .unwrap_or(8)
-        .max(8);
-    let w_tgt = rows
-        .iter()
-        .map(|r| r.target.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
+    let w_fig = width(rows.iter().map(|r| &r.figure), 6);
+    let w_meas = width(rows.iter().map(|r| &r.measured), 8);
+    let w_tgt = width(rows.iter().map(|r| &r.target), 6);
     let rule = format!(
         "{}-+-{}-+-{}-+-{}",
         "-".repeat(w_fig),
@@ -182,19 +172,8 @@ fn first_number(text: &str) -> Option<f64> {
 
 /// Both builds' figures side by side, with this build's figure over the baseline's (the first number of each).
 pub fn print_comparison(baseline: &[Row], rows: &[Row]) {
-    let w_fig = rows
-        .iter()
-        .map(|r| r.figure.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    let w_val = rows
-        .iter()
-        .chain(baseline)
-        .map(|r| r.measured.len())
-        .max()
-        .unwrap_or(8)
-        .max(8);
+    let w_fig = width(rows.iter().map(|r| &r.figure), 6);
+    let w_val = width(rows.iter().chain(baseline).map(|r| &r.measured), 8);
     println!();
     println!(
         "{:<w_fig$} | {:<w_val$} | {:<w_val$} | this / baseline",

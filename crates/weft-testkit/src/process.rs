@@ -65,3 +65,14 @@ impl Drop for Spawned {
         let _ = self.child.wait();
     }
 }
+
+/// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`), for tests that bound memory growth.
+pub fn rss_kb(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .with_context(|| format!("no VmRSS in {path}"))?;
+    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+}

@@ -2,11 +2,12 @@
 //! packets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
+use weft_testkit::process::rss_kb;
 use weft_testkit::{eventually, Cluster, DevAgent};
 
 /// `dig @agent -p PORT <args>`: one try, two seconds.
@@ -265,17 +266,6 @@ async fn a_client_agent_answers_from_its_replica() -> Result<()> {
     let server = dns(cluster.agent(0)?)?;
     ensure!(short(server, &["replicated.service.consul"])? == ["10.3.3.3"]);
     Ok(())
-}
-
-/// Resident memory of a process, in KiB.
-fn rss_kb(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    for line in status.lines() {
-        if let Some(v) = line.strip_prefix("VmRSS:") {
-            return Ok(v.trim().trim_end_matches("kB").trim().parse()?);
-        }
-    }
-    bail!("no VmRSS for {pid}")
 }
 
 /// Random and damaged packets, then a flood: the agent answers everyone else throughout and its memory stays flat.

@@ -6,6 +6,7 @@ use anyhow::{ensure, Result};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_testkit::process::rss_kb;
 use weft_testkit::{Cli, Cluster, TempDir};
 
 /// A gossip key for the tests' clusters (it also keys RPC authentication).
@@ -399,15 +400,6 @@ async fn check_target(
         }
     });
     Ok((format!("http://{addr}/health"), hits, sent))
-}
-
-fn rss_kb(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
-    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }
 
 /// Findings: check intervals had no floor (`"1ns"` burned a core), and an HTTP check read the whole response body
