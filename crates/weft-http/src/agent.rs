@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::hash::{Hash, Hasher};
 use tokio::time::Instant;
+use weft_acl::{Named, Need};
 use weft_agent::Source;
 use weft_server::MemberView;
 use weft_types::views::AgentService;
@@ -24,7 +25,11 @@ pub async fn members(ctx: Ctx) -> Result<Reply, ApiError> {
     let Some(members) = ctx.state.agent.server().members() else {
         return Ok(ctx.json(&json!([crate::agent_self::member(&ctx)])));
     };
-    let list: Vec<Value> = members.iter().map(member_json).collect();
+    let list: Vec<Value> = members
+        .iter()
+        .filter(|m| ctx.caller.may(Named::Node, &m.name, Need::Read))
+        .map(member_json)
+        .collect();
     Ok(ctx.json(&Value::Array(list)))
 }
 
@@ -95,6 +100,7 @@ pub async fn services(ctx: Ctx) -> Result<Reply, ApiError> {
         .agent
         .services()
         .iter()
+        .filter(|s| ctx.caller.may(Named::Service, &s.service, Need::Read))
         .map(|s| (s.id.clone(), agent_service_json(s, &dc)))
         .collect();
     Ok(ctx.json(&Value::Object(filter_map(map, &filter))))
@@ -110,6 +116,7 @@ fn content_hash(value: &Value) -> String {
 pub async fn service(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
     let id = ctx.required_rest("service id")?;
+    require_service_id(&ctx, &id, Need::Read)?;
     let wait = ctx.blocking_wait()?;
     let want_hash = ctx.param("hash").map(str::to_string);
     let mut changes = ctx.state.agent.subscribe_changes();
@@ -140,6 +147,7 @@ pub async fn service(ctx: Ctx) -> Result<Reply, ApiError> {
 pub async fn register_service(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
     let def: ServiceDefinition = ctx.decode()?;
+    require_registration(&ctx, &def)?;
     let replace = ctx.flag("replace-existing-checks");
     ctx.state
         .agent
@@ -150,6 +158,7 @@ pub async fn register_service(ctx: Ctx) -> Result<Reply, ApiError> {
 
 pub async fn deregister_service(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.required_rest("service id")?;
+    require_service_id(&ctx, &id, Need::Write)?;
     ctx.state.agent.deregister_service(&id).await?;
     Ok(Reply::empty())
 }
@@ -164,6 +173,7 @@ fn enable_param(ctx: &Ctx) -> Result<bool, ApiError> {
 
 pub async fn service_maintenance(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.required_rest("service id")?;
+    require_service_id(&ctx, &id, Need::Write)?;
     let enable = enable_param(&ctx)?;
     ctx.state
         .agent
@@ -189,6 +199,10 @@ pub async fn checks(ctx: Ctx) -> Result<Reply, ApiError> {
         .agent
         .checks()
         .into_iter()
+        .filter(|c| {
+            let (kind, name) = check_owner(&ctx, c);
+            ctx.caller.may(kind, &name, Need::Read)
+        })
         .map(|c| {
             (
                 c.check_id.clone(),
@@ -202,18 +216,26 @@ pub async fn checks(ctx: Ctx) -> Result<Reply, ApiError> {
 pub async fn register_check(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
     let def: CheckDefinition = ctx.decode()?;
+    if def.service_id.is_empty() {
+        let node = ctx.state.agent.config().node_name.clone();
+        ctx.caller.require(Named::Node, &node, Need::Write)?;
+    } else {
+        require_service_id(&ctx, &def.service_id, Need::Write)?;
+    }
     ctx.state.agent.register_check(&def, Source::Api).await?;
     Ok(Reply::empty())
 }
 
 pub async fn deregister_check(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.required_rest("check id")?;
+    require_check_id(&ctx, &id)?;
     ctx.state.agent.deregister_check(&id).await?;
     Ok(Reply::empty())
 }
 
 async fn set_ttl(ctx: Ctx, status: CheckStatus) -> Result<Reply, ApiError> {
     let id = ctx.required_rest("check id")?;
+    require_check_id(&ctx, &id)?;
     ctx.state
         .agent
         .update_ttl_check(&id, status, ctx.param("note").unwrap_or(""))
@@ -242,6 +264,7 @@ struct CheckUpdate {
 
 pub async fn check_update(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.required_rest("check id")?;
+    require_check_id(&ctx, &id)?;
     let update: CheckUpdate = ctx.decode()?;
     let status: CheckStatus = update
         .status
@@ -283,6 +306,7 @@ fn health_entry(svc: &NodeService, checks: &[HealthCheck], dc: &str) -> Value {
 
 pub async fn health_by_id(ctx: Ctx) -> Result<Reply, ApiError> {
     let id = ctx.required_rest("serviceID")?;
+    require_service_id(&ctx, &id, Need::Read)?;
     let Some((svc, checks)) = ctx.state.agent.service_health(&id) else {
         let reason = format!("ServiceId {id} not found");
         if wants_text(&ctx) {
@@ -361,4 +385,77 @@ pub async fn leave(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.state.agent.leave().await?;
     ctx.state.shutdown.notify_one();
     Ok(Reply::empty())
+}
+
+/// The rule for a local service instance applies to its service name. An unknown ID is the handler's 404.
+fn require_service_id(ctx: &Ctx, id: &str, need: Need) -> Result<(), ApiError> {
+    match ctx.state.agent.service(id) {
+        Some(svc) => ctx.caller.require(Named::Service, &svc.service, need),
+        None => Ok(()),
+    }
+}
+
+/// Who owns a check: its service, or this node for node checks.
+fn check_owner(ctx: &Ctx, check: &HealthCheck) -> (Named, String) {
+    if check.service_id.is_empty() {
+        (Named::Node, ctx.state.agent.config().node_name.clone())
+    } else {
+        let name = if check.service_name.is_empty() {
+            ctx.state
+                .agent
+                .service(&check.service_id)
+                .map(|s| s.service)
+                .unwrap_or_else(|| check.service_id.clone())
+        } else {
+            check.service_name.clone()
+        };
+        (Named::Service, name)
+    }
+}
+
+/// Write on a local check's owner. An unknown ID is the handler's 404.
+fn require_check_id(ctx: &Ctx, id: &str) -> Result<(), ApiError> {
+    match ctx
+        .state
+        .agent
+        .checks()
+        .into_iter()
+        .find(|c| c.check_id == id)
+    {
+        Some(check) => {
+            let (kind, name) = check_owner(ctx, &check);
+            ctx.caller.require(kind, &name, Need::Write)
+        }
+        None => Ok(()),
+    }
+}
+
+/// A registration needs write on the service it registers, on its sidecar, on the service a proxy fronts, and on
+/// the service an existing registration of the same ID belongs to (as Consul checks).
+fn require_registration(ctx: &Ctx, def: &ServiceDefinition) -> Result<(), ApiError> {
+    ctx.caller.require(Named::Service, &def.name, Need::Write)?;
+    if let Some(proxy) = &def.proxy {
+        if !proxy.destination_service_name.is_empty() {
+            ctx.caller
+                .require(Named::Service, &proxy.destination_service_name, Need::Write)?;
+        }
+    }
+    if let Some(sidecar) = def
+        .connect
+        .as_ref()
+        .and_then(|c| c.sidecar_service.as_ref())
+    {
+        let name = if sidecar.name.is_empty() {
+            format!("{}-sidecar-proxy", def.name)
+        } else {
+            sidecar.name.clone()
+        };
+        ctx.caller.require(Named::Service, &name, Need::Write)?;
+    }
+    let id = if def.id.is_empty() {
+        &def.name
+    } else {
+        &def.id
+    };
+    require_service_id(ctx, id, Need::Write)
 }

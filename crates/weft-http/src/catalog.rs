@@ -7,6 +7,7 @@ use crate::reply::{ApiError, Reply};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use weft_acl::{Named, Need};
 use weft_state::{Command, Registration, Store, Table};
 use weft_types::service::NodeService;
 use weft_types::views::{NodeServiceList, NodeServices, ServiceNode};
@@ -103,6 +104,13 @@ pub async fn register(ctx: Ctx) -> Result<Reply, ApiError> {
         ..Node::default()
     };
     node.fill_default_tagged_addresses();
+    require_registration(
+        &ctx,
+        &node.node,
+        req.skip_node_update,
+        req.service.as_ref(),
+        &checks,
+    )?;
     let reg = Registration {
         node,
         skip_node_update: req.skip_node_update,
@@ -135,6 +143,7 @@ pub async fn deregister(ctx: Ctx) -> Result<Reply, ApiError> {
     if req.node.is_empty() {
         return Err(ApiError::bad_request("Missing node name"));
     }
+    require_deregistration(&ctx, &req)?;
     ctx.state
         .agent
         .server()
@@ -165,7 +174,7 @@ pub async fn nodes(ctx: Ctx) -> Result<Reply, ApiError> {
     read_reply(&ctx, &[Table::Nodes], |s: &Store| {
         let list: Vec<Value> = s
             .nodes()
-            .filter(|n| meta_matches(n, &meta))
+            .filter(|n| meta_matches(n, &meta) && ctx.caller.may(Named::Node, &n.node, Need::Read))
             .map(to_json)
             .collect();
         (
@@ -192,6 +201,9 @@ pub async fn services(ctx: Ctx) -> Result<Reply, ApiError> {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
         if meta.is_empty() && filter.is_none() {
             for (name, tags) in s.service_tags() {
+                if !ctx.caller.may(Named::Service, name, Need::Read) {
+                    continue;
+                }
                 out.insert(
                     name.to_string(),
                     tags.into_iter().map(str::to_string).collect(),
@@ -201,6 +213,9 @@ pub async fn services(ctx: Ctx) -> Result<Reply, ApiError> {
             // Filters apply to the instances (ServiceNode fields), then the names and tags are gathered.
             for node in s.nodes().filter(|n| meta_matches(n, &meta)) {
                 for svc in s.node_services(&node.node) {
+                    if !ctx.caller.may(Named::Service, &svc.service, Need::Read) {
+                        continue;
+                    }
                     if filter
                         .as_ref()
                         .is_some_and(|f| !f.matches(&to_json(ServiceNode::new(node, svc))))
@@ -238,6 +253,7 @@ async fn service_nodes(ctx: Ctx, connect: bool) -> Result<Reply, ApiError> {
         let list: Vec<Value> = instances
             .into_iter()
             .filter(|(n, svc)| meta_matches(n, &meta) && tags.iter().all(|t| svc.tags.contains(t)))
+            .filter(|(n, _)| ctx.caller.may(Named::Node, &n.node, Need::Read))
             .map(|(n, svc)| to_json(ServiceNode::new(n, svc)))
             .collect();
         (
@@ -269,7 +285,11 @@ pub async fn node(ctx: Ctx) -> Result<Reply, ApiError> {
         };
         let services = NodeServices {
             node,
-            services: s.node_services(&name).map(|v| (v.id.as_str(), v)).collect(),
+            services: s
+                .node_services(&name)
+                .filter(|v| ctx.caller.may(Named::Service, &v.service, Need::Read))
+                .map(|v| (v.id.as_str(), v))
+                .collect(),
         };
         let mut value = to_json(services);
         if let Some(Value::Object(map)) = value.get_mut("Services") {
@@ -296,7 +316,10 @@ pub async fn node_services(ctx: Ctx) -> Result<Reply, ApiError> {
         };
         let list = NodeServiceList {
             node,
-            services: s.node_services(&name).collect(),
+            services: s
+                .node_services(&name)
+                .filter(|v| ctx.caller.may(Named::Service, &v.service, Need::Read))
+                .collect(),
         };
         let mut value = to_json(list);
         if let Some(services) = value.get_mut("Services") {
@@ -305,4 +328,78 @@ pub async fn node_services(ctx: Ctx) -> Result<Reply, ApiError> {
         (index, value)
     })
     .await
+}
+
+/// The service name of instance `service_id` on `node`: from the registration itself, else from the catalog.
+fn service_name_of(
+    ctx: &Ctx,
+    node: &str,
+    service_id: &str,
+    registering: Option<&NodeService>,
+) -> String {
+    if let Some(svc) =
+        registering.filter(|s| s.id == service_id || (s.id.is_empty() && s.service == service_id))
+    {
+        return svc.service.clone();
+    }
+    ctx.state
+        .agent
+        .server()
+        .read()
+        .node_services(node)
+        .find(|s| s.id == service_id)
+        .map(|s| s.service.clone())
+        .unwrap_or_else(|| service_id.to_string())
+}
+
+/// A catalog registration needs write on the node (unless it leaves the node alone), on the service it registers,
+/// and on each check's owner, as Consul checks.
+fn require_registration(
+    ctx: &Ctx,
+    node: &str,
+    skip_node_update: bool,
+    service: Option<&NodeService>,
+    checks: &[HealthCheck],
+) -> Result<(), ApiError> {
+    let caller = &ctx.caller;
+    if !skip_node_update {
+        caller.require(Named::Node, node, Need::Write)?;
+    }
+    if let Some(svc) = service {
+        caller.require(Named::Service, &svc.service, Need::Write)?;
+    }
+    for check in checks {
+        if check.service_id.is_empty() {
+            caller.require(Named::Node, node, Need::Write)?;
+        } else {
+            let name = service_name_of(ctx, node, &check.service_id, service);
+            caller.require(Named::Service, &name, Need::Write)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removing a service needs write on it; removing the node or a node check needs write on the node.
+fn require_deregistration(ctx: &Ctx, req: &DeregisterRequest) -> Result<(), ApiError> {
+    let caller = &ctx.caller;
+    if !req.service_id.is_empty() {
+        let name = service_name_of(ctx, &req.node, &req.service_id, None);
+        return caller.require(Named::Service, &name, Need::Write);
+    }
+    if !req.check_id.is_empty() {
+        let owner = ctx
+            .state
+            .agent
+            .server()
+            .read()
+            .node_checks(&req.node)
+            .find(|c| c.check_id == req.check_id)
+            .map(|c| c.service_id.clone())
+            .filter(|id| !id.is_empty());
+        if let Some(service_id) = owner {
+            let name = service_name_of(ctx, &req.node, &service_id, None);
+            return caller.require(Named::Service, &name, Need::Write);
+        }
+    }
+    caller.require(Named::Node, &req.node, Need::Write)
 }

@@ -144,6 +144,8 @@ pub async fn authorize(ctx: Ctx) -> Result<Reply, ApiError> {
         )));
     };
     let _ = req.client_cert_serial;
+    ctx.caller
+        .require(weft_acl::Named::Service, &req.target, weft_acl::Need::Write)?;
     let store = ctx.state.agent.server().read();
     let decision = weft_types::intention::authorize(
         store.intentions(),

@@ -20,6 +20,8 @@ pub struct Ctx {
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// Who is calling, and what the caller may do.
+    pub caller: std::sync::Arc<crate::caller::Caller>,
 }
 
 /// How a read was served (`X-Consul-Effective-Consistency`).
@@ -238,6 +240,11 @@ impl Ctx {
             .collect();
         pairs.sort();
         let mut key = self.path.clone();
+        // Lists are filtered per token: callers share an evaluation only when they are the same token.
+        if !self.caller.identity.authorizer.is_allow_all() {
+            key.push('\u{1e}');
+            key.push_str(self.caller.share_key());
+        }
         for (k, v) in pairs {
             key.push('\u{1f}');
             key.push_str(k);

@@ -5,8 +5,9 @@ use crate::catalog::filtered;
 use crate::ctx::Ctx;
 use crate::reply::{ApiError, Reply};
 use serde_json::Value;
+use weft_acl::{Named, Need};
 use weft_state::{Store, Table};
-use weft_types::CheckStatus;
+use weft_types::{CheckStatus, HealthCheck};
 
 fn to_json<T: serde::Serialize>(value: T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
@@ -16,7 +17,11 @@ pub async fn node(ctx: Ctx) -> Result<Reply, ApiError> {
     let name = ctx.required_rest("node name")?;
     let filter = ctx.filter()?;
     read_reply(&ctx, &[Table::Checks], |s: &Store| {
-        let list: Vec<Value> = s.node_checks(&name).map(to_json).collect();
+        let list: Vec<Value> = s
+            .node_checks(&name)
+            .filter(|c| may_read_check(&ctx, c))
+            .map(to_json)
+            .collect();
         (
             s.table_index(Table::Checks),
             filtered(Value::Array(list), &filter),
@@ -29,7 +34,12 @@ pub async fn checks(ctx: Ctx) -> Result<Reply, ApiError> {
     let name = ctx.required_rest("service name")?;
     let filter = ctx.filter()?;
     read_reply(&ctx, &[Table::Checks, Table::Services], |s: &Store| {
-        let list: Vec<Value> = s.service_checks(&name).into_iter().map(to_json).collect();
+        let list: Vec<Value> = s
+            .service_checks(&name)
+            .into_iter()
+            .filter(|c| ctx.caller.may(Named::Node, &c.node, Need::Read))
+            .map(to_json)
+            .collect();
         (
             s.service_index(&name),
             filtered(Value::Array(list), &filter),
@@ -53,6 +63,7 @@ pub async fn state(ctx: Ctx) -> Result<Reply, ApiError> {
         let list: Vec<Value> = s
             .all_checks()
             .filter(|c| wanted.is_none_or(|w| c.status == w))
+            .filter(|c| may_read_check(&ctx, c))
             .map(to_json)
             .collect();
         (
@@ -61,6 +72,16 @@ pub async fn state(ctx: Ctx) -> Result<Reply, ApiError> {
         )
     })
     .await
+}
+
+/// A check is readable with read on its service, or on its node for node checks.
+fn may_read_check(ctx: &Ctx, check: &HealthCheck) -> bool {
+    if check.service_name.is_empty() {
+        ctx.caller.may(Named::Node, &check.node, Need::Read)
+    } else {
+        ctx.caller
+            .may(Named::Service, &check.service_name, Need::Read)
+    }
 }
 
 /// `?passing`: presence, `1`, `true` (and `""`) mean yes; Consul's error for anything unparseable.
@@ -91,6 +112,7 @@ async fn service_health(ctx: Ctx, connect: bool) -> Result<Reply, ApiError> {
                 .filter(|csn| {
                     !passing || csn.checks.iter().all(|c| c.status == CheckStatus::Passing)
                 })
+                .filter(|csn| ctx.caller.may(Named::Node, &csn.node.node, Need::Read))
                 .map(to_json)
                 .collect();
             (

@@ -9,6 +9,7 @@ use axum::http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use weft_acl::{Named, Need};
 use weft_state::{Command, Store, Table};
 use weft_types::intention::{self, Intention};
 
@@ -36,7 +37,15 @@ pub async fn list_or_create(ctx: Ctx) -> Result<Reply, ApiError> {
 async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
     let filter = ctx.filter()?;
     read_reply(&ctx, &[Table::Intentions], |s: &Store| {
-        let list: Vec<Value> = s.intentions().into_iter().map(to_json).collect();
+        let list: Vec<Value> = s
+            .intentions()
+            .into_iter()
+            .filter(|i| {
+                ctx.caller
+                    .may(Named::Intention, &i.destination_name, Need::Read)
+            })
+            .map(to_json)
+            .collect();
         (
             s.table_index(Table::Intentions),
             filtered(Value::Array(list), &filter),
@@ -64,6 +73,8 @@ async fn write_intention(ctx: &Ctx, mut i: Intention) -> Result<Intention, ApiEr
 async fn create(ctx: Ctx) -> Result<Reply, ApiError> {
     let mut i: Intention = ctx.decode()?;
     i.normalize().map_err(invalid)?;
+    ctx.caller
+        .require(Named::Intention, &i.destination_name, Need::Write)?;
     if let Some(existing) = ctx
         .state
         .agent
@@ -171,6 +182,13 @@ pub async fn by_id(ctx: Ctx) -> Result<Reply, ApiError> {
     let Some(existing) = existing else {
         return Err(ApiError::not_found("Intention not found"));
     };
+    let need = if ctx.method == Method::GET {
+        Need::Read
+    } else {
+        Need::Write
+    };
+    ctx.caller
+        .require(Named::Intention, &existing.destination_name, need)?;
     match ctx.method {
         Method::GET => Ok(ctx.json(&to_json(&existing))),
         Method::PUT => {
@@ -178,6 +196,8 @@ pub async fn by_id(ctx: Ctx) -> Result<Reply, ApiError> {
             i.id = existing.id.clone();
             i.created_at = existing.created_at.clone();
             i.normalize().map_err(invalid)?;
+            ctx.caller
+                .require(Named::Intention, &i.destination_name, Need::Write)?;
             if (i.source_name.as_str(), i.destination_name.as_str())
                 != (
                     existing.source_name.as_str(),
@@ -350,6 +370,8 @@ pub async fn config_put(ctx: Ctx) -> Result<Reply, ApiError> {
     if entry.name.is_empty() {
         return Err(ApiError::bad_request("config entry Name is required"));
     }
+    ctx.caller
+        .require(Named::Intention, &entry.name, Need::Write)?;
     let _ = entry.meta;
     let mut seen = std::collections::BTreeSet::new();
     let mut intentions = Vec::new();
@@ -398,6 +420,7 @@ pub async fn config_entry(ctx: Ctx) -> Result<Reply, ApiError> {
         if name.is_empty() {
             return Err(ApiError::bad_request("Missing config entry name"));
         }
+        ctx.caller.require(Named::Intention, &name, Need::Write)?;
         ctx.state
             .agent
             .server()
@@ -418,6 +441,7 @@ pub async fn config_entry(ctx: Ctx) -> Result<Reply, ApiError> {
             .collect();
         names.sort();
         names.dedup();
+        names.retain(|n| ctx.caller.may(Named::Intention, n, Need::Read));
         Value::Array(
             names
                 .into_iter()
@@ -425,6 +449,10 @@ pub async fn config_entry(ctx: Ctx) -> Result<Reply, ApiError> {
                 .collect(),
         )
     } else {
+        if let Err(e) = ctx.caller.require(Named::Intention, &name, Need::Read) {
+            drop(store);
+            return Err(e);
+        }
         match entry_json(&store, &name) {
             Some(v) => v,
             None => {

@@ -65,6 +65,12 @@ pub async fn join(ctx: Ctx) -> Result<Reply, ApiError> {
     json(&ctx.state.agent.server().handle_join(req).await)
 }
 
+/// `POST /v1/internal/acl/resolve`: a token's rules for a client agent (`null` for an unknown or expired one).
+pub async fn acl_resolve(ctx: Ctx) -> Result<Reply, ApiError> {
+    let req: weft_server::ResolveRequest = decode(&ctx)?;
+    json(&ctx.state.agent.server().handle_resolve(&req))
+}
+
 /// `GET /v1/internal/stream`: the replica stream for client agents (see `weft_server::stream_lines`).
 pub fn stream(state: &crate::ApiState) -> axum::response::Response {
     use axum::response::IntoResponse;

@@ -6,6 +6,7 @@ use crate::ctx::Ctx;
 use crate::reply::{ApiError, Reply};
 use axum::http::{Method, StatusCode};
 use serde_json::Value;
+use weft_acl::{Named, Need};
 use weft_state::{ApplyResult, Command, KvOp, Store, Table};
 
 pub async fn kv(ctx: Ctx) -> Result<Reply, ApiError> {
@@ -25,6 +26,14 @@ async fn get(ctx: Ctx) -> Result<Reply, ApiError> {
     if key.is_empty() && !recurse && !keys {
         return Err(ApiError::bad_request("Missing key name"));
     }
+    // One key needs read on it; a listing shows only the keys the token may read (and, with
+    // `acl.enable_key_list_policy`, needs list on the prefix).
+    let caller = ctx.caller.clone();
+    if !recurse && !keys {
+        caller.require(Named::Key, &key, Need::Read)?;
+    } else if ctx.state.acl.enable_key_list_policy {
+        caller.require(Named::Key, &key, Need::List)?;
+    }
     let separator = ctx
         .param("separator")
         .or(ctx.param("seperator"))
@@ -33,14 +42,18 @@ async fn get(ctx: Ctx) -> Result<Reply, ApiError> {
     let (index, value) = read(&ctx, &[Table::Kv], |s: &Store| {
         let index = s.kv_index(&key);
         let value = if keys {
-            let names = s.kv_keys(&key, &separator);
+            let mut names = s.kv_keys(&key, &separator);
+            names.retain(|n| caller.may(Named::Key, n, Need::Read));
             if names.is_empty() && !key.is_empty() {
                 Value::Null
             } else {
                 serde_json::to_value(names).unwrap_or(Value::Null)
             }
         } else if recurse {
-            let entries: Vec<_> = s.kv_list(&key).collect();
+            let entries: Vec<_> = s
+                .kv_list(&key)
+                .filter(|e| caller.may(Named::Key, &e.key, Need::Read))
+                .collect();
             if entries.is_empty() {
                 Value::Null
             } else {
@@ -107,6 +120,7 @@ async fn put(ctx: Ctx) -> Result<Reply, ApiError> {
     if key.is_empty() {
         return Err(ApiError::bad_request("Missing key name"));
     }
+    ctx.caller.require(Named::Key, &key, Need::Write)?;
     let present = ["cas", "acquire", "release"]
         .iter()
         .filter(|p| ctx.param(p).is_some())
@@ -162,6 +176,11 @@ async fn delete(ctx: Ctx) -> Result<Reply, ApiError> {
     }
     if key.is_empty() && !recurse {
         return Err(ApiError::bad_request("Missing key name"));
+    }
+    if recurse {
+        ctx.caller.require_key_prefix_write(&key)?;
+    } else {
+        ctx.caller.require(Named::Key, &key, Need::Write)?;
     }
     let op = match (recurse, cas) {
         (true, _) => KvOp::DeleteTree { prefix: key },

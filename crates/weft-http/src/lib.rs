@@ -5,10 +5,12 @@
 //! table (`routes`) with its declared policy (`policy`: forwarding class, body limit, listener, ACL rule); handlers
 //! take a [`Ctx`] and return a [`Reply`] or an [`ApiError`], which becomes a plain-text answer in one place.
 
+mod acl;
 mod agent;
 pub mod agent_self;
 pub mod blocking;
 pub mod browser_guard;
+pub mod caller;
 mod catalog;
 mod connect;
 pub mod ctx;
@@ -75,6 +77,8 @@ pub struct ApiState {
     pub http_connections: Arc<weft_rpc::Connections>,
     /// The server RPC listener's, on agents that serve it.
     pub rpc_connections: Option<Arc<weft_rpc::Connections>>,
+    /// ACL settings of the API (the agent's tokens, the bootstrap reset file, token TTL bounds).
+    pub acl: caller::AclApi,
 }
 
 impl ApiState {
@@ -91,6 +95,7 @@ impl ApiState {
             rpc: false,
             http_connections: weft_rpc::Connections::new(200),
             rpc_connections: None,
+            acl: caller::AclApi::default(),
         }
     }
 }
@@ -136,15 +141,21 @@ pub fn rpc_router(
 const MAX_INTERNAL_BODY: usize = 64 * 1024 * 1024;
 
 async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
-    // The default decision for connections no intention covers; proxies read it from this header.
-    let policy = state.default_policy.as_str();
+    // The ACL default, as Consul always says it; and, apart from it, the default decision for connections no
+    // intention covers, which proxies read (Consul coupled the two; Weft keeps them separate).
+    let acl_policy = state.agent.server().config().acl.default_policy.as_str();
+    let intention_policy = state.default_policy.as_str();
     let reply = handle(state, req).await;
     let mut builder = Response::builder().status(reply.status);
     if let Some(headers) = builder.headers_mut() {
         headers.extend(reply.headers);
         headers.insert(
             "x-consul-default-acl-policy",
-            header::HeaderValue::from_static(policy),
+            header::HeaderValue::from_static(acl_policy),
+        );
+        headers.insert(
+            weft_types::intention::DEFAULT_INTENTION_POLICY_HEADER,
+            header::HeaderValue::from_static(intention_policy),
         );
     }
     builder
@@ -256,6 +267,26 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
     {
         return forward::no_leader().into_reply();
     }
+    // Who is calling is decided where the request is answered (a forwarded request, by the leader).
+    let caller = if state.rpc || route.policy.acl.resource == policy::Resource::None {
+        caller::Caller::everything()
+    } else {
+        match caller::Caller::resolve(&state, &query, &headers).await {
+            Ok(c) => c,
+            Err(e) => return e.into_reply(),
+        }
+    };
+    let node_name = state.agent.config().node_name.clone();
+    if let Err(e) = caller::check_route(
+        &caller,
+        &route.policy.acl,
+        &method,
+        rest,
+        &query,
+        &node_name,
+    ) {
+        return e.into_reply();
+    }
     let ctx = Ctx {
         state,
         method,
@@ -264,13 +295,20 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
         query,
         headers,
         body,
+        caller: caller.clone(),
     };
-    match (route.handler)(ctx).await {
+    let mut reply = match (route.handler)(ctx).await {
         Ok(reply) => reply,
         Err(e) => e.into_reply(),
+    };
+    if caller.report_filtered() {
+        reply.set("x-consul-results-filtered-by-acls", "true");
     }
+    reply
 }
 
+#[cfg(test)]
+mod acl_tests;
 #[cfg(test)]
 mod route_audit;
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! What each route declares beside its handler: where it is answered, how large a body it takes, which listener
-//! serves it, and who may call it. The ACL system enforces [`AclRule`]s; until it exists they are the declared
-//! contract that the route-table test checks, so a new route cannot be added without deciding all four.
+//! serves it, and who may call it. The dispatcher enforces the [`AclRule`]s whose subject it can see (the path, a
+//! query parameter, this node, the whole resource; `caller::check_route`); handlers enforce those found in the
+//! body, owned by an ID or listed item by item. A new route cannot be added without deciding all four.
 
 /// Where a request is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,12 @@ pub enum Subject {
     Query(&'static str),
     /// Named in the request body (registrations), checked once it is decoded.
     Body,
+    /// The path names an object by ID (a service instance, a check, a session, an intention): the rule applies to
+    /// what owns it (the service, the node, the destination), found by the handler.
+    Owner,
+    /// KV: the path's key; with `?recurse`/`?keys` every key listed (filtered), and a recursive delete needs write
+    /// on every key below.
+    Keys,
     /// This agent's own node.
     ThisNode,
     /// The resource has no instances (operator, ACL, cluster).

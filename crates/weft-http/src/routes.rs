@@ -5,7 +5,7 @@ use crate::ctx::Ctx;
 use crate::policy::{Access, AclRule, BodyLimit, Forward, Listener, Policy, Resource, Subject};
 use crate::reply::{ApiError, Reply};
 use crate::{
-    agent, agent_self, catalog, connect, health, intentions, internal, kv, operator, session,
+    acl, agent, agent_self, catalog, connect, health, intentions, internal, kv, operator, session,
     snapshot, status, txn,
 };
 use axum::http::Method;
@@ -84,7 +84,7 @@ const fn rule(resource: Resource, access: Access, subject: Subject) -> AclRule {
 
 use Access::{ByMethod, Read, Write};
 use Resource::{Acl, Agent, Intention, Key, Node, Operator, Service, Session};
-use Subject::{Body, Each, Path, Query, ThisNode, Whole};
+use Subject::{Body, Each, Keys, Owner, Path, Query, ThisNode, Whole};
 
 fn table() -> Vec<Route> {
     vec![
@@ -100,6 +100,12 @@ fn table() -> Vec<Route> {
         ),
         route!("/v1/internal/hello", [POST], internal::hello, SERVERS),
         route!("/v1/internal/join", [POST], internal::join, SERVERS),
+        route!(
+            "/v1/internal/acl/resolve",
+            [POST],
+            internal::acl_resolve,
+            MEMBERS
+        ),
         // operator
         route!(
             "/v1/operator/raft/configuration",
@@ -170,7 +176,7 @@ fn table() -> Vec<Route> {
             "/v1/agent/service/",
             [GET],
             agent::service,
-            local(rule(Service, Read, Path))
+            local(rule(Service, Read, Owner))
         ),
         route!(
             "/v1/agent/service/register",
@@ -182,13 +188,13 @@ fn table() -> Vec<Route> {
             "/v1/agent/service/deregister/",
             [PUT],
             agent::deregister_service,
-            local(rule(Service, Write, Path))
+            local(rule(Service, Write, Owner))
         ),
         route!(
             "/v1/agent/service/maintenance/",
             [PUT],
             agent::service_maintenance,
-            local(rule(Service, Write, Path))
+            local(rule(Service, Write, Owner))
         ),
         route!(
             "/v1/agent/maintenance",
@@ -214,37 +220,37 @@ fn table() -> Vec<Route> {
             "/v1/agent/check/deregister/",
             [PUT],
             agent::deregister_check,
-            local(rule(Service, Write, Path))
+            local(rule(Service, Write, Owner))
         ),
         route!(
             "/v1/agent/check/pass/",
             [PUT],
             agent::check_pass,
-            local(rule(Service, Write, Path))
+            local(rule(Service, Write, Owner))
         ),
         route!(
             "/v1/agent/check/warn/",
             [PUT],
             agent::check_warn,
-            local(rule(Service, Write, Path))
+            local(rule(Service, Write, Owner))
         ),
         route!(
             "/v1/agent/check/fail/",
             [PUT],
             agent::check_fail,
-            local(rule(Service, Write, Path))
+            local(rule(Service, Write, Owner))
         ),
         route!(
             "/v1/agent/check/update/",
             [PUT],
             agent::check_update,
-            local(rule(Service, Write, Path))
+            local(rule(Service, Write, Owner))
         ),
         route!(
             "/v1/agent/health/service/id/",
             [GET],
             agent::health_by_id,
-            local(rule(Service, Read, Path))
+            local(rule(Service, Read, Owner))
         ),
         route!(
             "/v1/agent/health/service/name/",
@@ -355,7 +361,7 @@ fn table() -> Vec<Route> {
             "/v1/kv/",
             [GET, PUT, DELETE],
             kv::kv,
-            kv(rule(Key, ByMethod, Path))
+            kv(rule(Key, ByMethod, Keys))
         ),
         route!("/v1/txn", [PUT], txn::txn, kv(rule(Key, Write, Body))),
         // sessions
@@ -369,19 +375,19 @@ fn table() -> Vec<Route> {
             "/v1/session/destroy/",
             [PUT],
             session::destroy,
-            leader(rule(Session, Write, Path))
+            leader(rule(Session, Write, Owner))
         ),
         route!(
             "/v1/session/renew/",
             [PUT],
             session::renew,
-            leader(rule(Session, Write, Path))
+            leader(rule(Session, Write, Owner))
         ),
         route!(
             "/v1/session/info/",
             [GET],
             session::info,
-            leader(rule(Session, Read, Path))
+            leader(rule(Session, Read, Owner))
         ),
         route!(
             "/v1/session/node/",
@@ -454,7 +460,7 @@ fn table() -> Vec<Route> {
             "/v1/connect/intentions/",
             [GET, PUT, DELETE],
             intentions::by_id,
-            leader(rule(Intention, ByMethod, Path))
+            leader(rule(Intention, ByMethod, Owner))
         ),
         // Config entries: the kind decides the rule (service-intentions: intentions on the destination).
         route!(
@@ -467,7 +473,92 @@ fn table() -> Vec<Route> {
             "/v1/config/",
             [GET, DELETE],
             intentions::config_entry,
-            leader(rule(Intention, ByMethod, Path))
+            leader(rule(Intention, ByMethod, Owner))
+        ),
+        // ACLs: bootstrap needs no token (it is refused once done); a token may always read itself
+        route!(
+            "/v1/acl/bootstrap",
+            [PUT],
+            acl::bootstrap,
+            leader(AclRule::NONE)
+        ),
+        route!(
+            "/v1/acl/token",
+            [PUT],
+            acl::token_create,
+            leader(rule(Acl, Write, Whole))
+        ),
+        route!(
+            "/v1/acl/token/self",
+            [GET],
+            acl::token_self,
+            leader(AclRule::NONE)
+        ),
+        route!(
+            "/v1/acl/token/",
+            [GET, PUT, DELETE],
+            acl::token,
+            leader(rule(Acl, ByMethod, Whole))
+        ),
+        route!(
+            "/v1/acl/tokens",
+            [GET],
+            acl::tokens,
+            leader(rule(Acl, Read, Whole))
+        ),
+        route!(
+            "/v1/acl/policy",
+            [PUT],
+            acl::policy_create,
+            leader(rule(Acl, Write, Whole))
+        ),
+        route!(
+            "/v1/acl/policy/",
+            [GET, PUT, DELETE],
+            acl::policy,
+            leader(rule(Acl, ByMethod, Whole))
+        ),
+        route!(
+            "/v1/acl/policies",
+            [GET],
+            acl::policies,
+            leader(rule(Acl, Read, Whole))
+        ),
+        route!(
+            "/v1/acl/role",
+            [PUT],
+            acl::role_create,
+            leader(rule(Acl, Write, Whole))
+        ),
+        route!(
+            "/v1/acl/role/",
+            [GET, PUT, DELETE],
+            acl::role,
+            leader(rule(Acl, ByMethod, Whole))
+        ),
+        route!(
+            "/v1/acl/roles",
+            [GET],
+            acl::roles,
+            leader(rule(Acl, Read, Whole))
+        ),
+        route!(
+            "/v1/acl/templated-policies",
+            [GET],
+            acl::templated_policies,
+            local(rule(Acl, Read, Whole))
+        ),
+        route!(
+            "/v1/acl/templated-policy/name/",
+            [GET],
+            acl::templated_policy,
+            local(rule(Acl, Read, Whole))
+        ),
+        route!(
+            "/v1/acl/templated-policy/preview/",
+            [POST],
+            acl::templated_preview,
+            local(rule(Acl, Read, Whole))
         ),
         // status: no token needed, as in Consul
         route!(

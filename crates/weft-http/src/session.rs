@@ -5,6 +5,7 @@ use crate::ctx::Ctx;
 use crate::reply::{ApiError, Reply};
 use serde_json::{json, Value};
 use std::time::Duration;
+use weft_acl::{Named, Need};
 use weft_state::{Command, Store, Table};
 use weft_types::duration::format_duration;
 use weft_types::{Session, SessionBehavior, SessionRequest};
@@ -46,14 +47,16 @@ pub async fn create(ctx: Ctx) -> Result<Reply, ApiError> {
         (None, Some(c)) => c,
         (None, None) => vec![weft_agent::SERF_HEALTH.to_string()],
     };
+    let node = if req.node.is_empty() {
+        ctx.state.agent.config().node_name.clone()
+    } else {
+        req.node
+    };
+    ctx.caller.require(Named::Session, &node, Need::Write)?;
     let session = Session {
         id: weft_types::ids::new_uuid(),
         name: req.name,
-        node: if req.node.is_empty() {
-            ctx.state.agent.config().node_name.clone()
-        } else {
-            req.node
-        },
+        node,
         lock_delay: lock_delay.as_nanos() as u64,
         behavior,
         ttl: ttl.map(format_duration).unwrap_or_default(),
@@ -75,6 +78,7 @@ pub async fn create(ctx: Ctx) -> Result<Reply, ApiError> {
 pub async fn destroy(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
     let id = ctx.required_rest("session")?;
+    require_session(&ctx, &id, Need::Write)?;
     ctx.state
         .agent
         .server()
@@ -86,6 +90,7 @@ pub async fn destroy(ctx: Ctx) -> Result<Reply, ApiError> {
 pub async fn renew(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
     let id = ctx.required_rest("session")?;
+    require_session(&ctx, &id, Need::Write)?;
     let server = ctx.state.agent.server();
     let session = server.read().session(&id).cloned();
     match session {
@@ -110,7 +115,11 @@ pub async fn info(ctx: Ctx) -> Result<Reply, ApiError> {
     read_reply(&ctx, &[Table::Sessions], |s: &Store| {
         (
             s.table_index(Table::Sessions),
-            list_json(s.session(&id).into_iter()),
+            list_json(
+                s.session(&id)
+                    .into_iter()
+                    .filter(|x| ctx.caller.may(Named::Session, &x.node, Need::Read)),
+            ),
         )
     })
     .await
@@ -129,7 +138,28 @@ pub async fn node(ctx: Ctx) -> Result<Reply, ApiError> {
 
 pub async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
     read_reply(&ctx, &[Table::Sessions], |s: &Store| {
-        (s.table_index(Table::Sessions), list_json(s.sessions()))
+        (
+            s.table_index(Table::Sessions),
+            list_json(
+                s.sessions()
+                    .filter(|x| ctx.caller.may(Named::Session, &x.node, Need::Read)),
+            ),
+        )
     })
     .await
+}
+
+/// The rule for a session applies to its node. An unknown ID is the handler's to answer.
+fn require_session(ctx: &Ctx, id: &str, need: Need) -> Result<(), ApiError> {
+    let node = ctx
+        .state
+        .agent
+        .server()
+        .read()
+        .session(id)
+        .map(|s| s.node.clone());
+    match node {
+        Some(node) => ctx.caller.require(Named::Session, &node, need),
+        None => Ok(()),
+    }
 }

@@ -37,7 +37,11 @@ pub(crate) const NODE_ID: &str = "0b3d3d2f-7a6c-4b57-9e0a-4f6a1d7c2e11";
 
 impl TestApi {
     pub async fn new() -> TestApi {
-        let server = Server::new(ServerConfig::new("dc1", "n1", "127.0.0.1:8300"));
+        TestApi::with_server(ServerConfig::new("dc1", "n1", "127.0.0.1:8300")).await
+    }
+
+    pub async fn with_server(config: ServerConfig) -> TestApi {
+        let server = Server::new(config);
         let agent = Agent::new(
             AgentConfig {
                 node_name: "n1".into(),
@@ -60,11 +64,22 @@ impl TestApi {
     }
 
     pub async fn call(&self, method: &str, uri: &str, body: &str) -> Answer {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Body::from(body.to_string()))
-            .unwrap();
+        self.call_as(method, uri, body, None).await
+    }
+
+    /// A request carrying `token` in `X-Consul-Token` (none: no token at all).
+    pub async fn call_as(
+        &self,
+        method: &str,
+        uri: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> Answer {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("x-consul-token", t);
+        }
+        let req = req.body(Body::from(body.to_string())).unwrap();
         let resp = router(self.state.clone()).oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();

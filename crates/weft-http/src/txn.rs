@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use weft_acl::{Named, Need};
 use weft_state::{ApplyResult, Command, KvOp};
 
 const MAX_OPS: usize = 128;
@@ -121,6 +122,12 @@ pub async fn txn(ctx: Ctx) -> Result<Reply, ApiError> {
             _ => errors.push(json!({"OpIndex": i, "What": "Operation has no KV, Node, Service or Check part"})),
         }
     }
+    // Each operation is checked on its own key, as Consul does; a refused one fails the transaction with its reason.
+    for (i, op) in kv_ops.iter().enumerate() {
+        if let Err(e) = check_op(&ctx, op) {
+            errors.push(json!({"OpIndex": i, "What": e.message}));
+        }
+    }
     if !errors.is_empty() {
         return Ok(ctx
             .json(&json!({"Results": null, "Errors": errors}))
@@ -135,7 +142,12 @@ pub async fn txn(ctx: Ctx) -> Result<Reply, ApiError> {
     };
     match result {
         ApplyResult::Txn(entries) => {
-            let results: Vec<Value> = entries.into_iter().map(|e| json!({"KV": e})).collect();
+            // `get-tree` lists only what the token may read.
+            let results: Vec<Value> = entries
+                .into_iter()
+                .filter(|e| ctx.caller.may(Named::Key, &e.key, Need::Read))
+                .map(|e| json!({"KV": e}))
+                .collect();
             let reply = ctx.json(&json!({"Results": results, "Errors": null}));
             if read_only {
                 let index = ctx.state.agent.server().read().last_index();
@@ -147,5 +159,26 @@ pub async fn txn(ctx: Ctx) -> Result<Reply, ApiError> {
             .json(&json!({"Results": null, "Errors": [{"OpIndex": op_index, "What": what}]}))
             .with_status(StatusCode::CONFLICT)),
         ApplyResult::Bool(_) => Err(ApiError::internal("unexpected transaction result")),
+    }
+}
+
+/// The permission one KV operation needs: write on its key (every key below for `delete-tree`), or read on it;
+/// `get-tree` is filtered afterwards instead.
+fn check_op(ctx: &Ctx, op: &KvOp) -> Result<(), ApiError> {
+    let caller = &ctx.caller;
+    match op {
+        KvOp::Set { key, .. }
+        | KvOp::Cas { key, .. }
+        | KvOp::Lock { key, .. }
+        | KvOp::Unlock { key, .. }
+        | KvOp::Delete { key }
+        | KvOp::DeleteCas { key, .. } => caller.require(Named::Key, key, Need::Write),
+        KvOp::DeleteTree { prefix } => caller.require_key_prefix_write(prefix),
+        KvOp::Get { key }
+        | KvOp::GetOrEmpty { key }
+        | KvOp::CheckIndex { key, .. }
+        | KvOp::CheckSession { key, .. }
+        | KvOp::CheckNotExists { key } => caller.require(Named::Key, key, Need::Read),
+        KvOp::GetTree { .. } => Ok(()),
     }
 }

@@ -101,7 +101,7 @@ impl AgentClient {
             .unwrap_or(0);
         let default_policy = resp
             .headers()
-            .get("x-consul-default-acl-policy")
+            .get(weft_types::intention::DEFAULT_INTENTION_POLICY_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(DefaultPolicy::parse);
         let bytes = resp

@@ -2,7 +2,7 @@
 //! none, rebuilds session TTL timers from the sessions in the store and prunes old roots; when it steps down, all
 //! of that stops, and the next leader starts over from the replicated state.
 
-use crate::{autopilot, ca, reconcile, sessions, Mode, Server};
+use crate::{acl_leader, autopilot, ca, reconcile, sessions, Mode, Server};
 use std::time::Duration;
 
 pub(crate) async fn run(server: Server) {
@@ -72,6 +72,7 @@ async fn lead(server: Server) {
         }
     }
     tokio::join!(
+        acl_leader::run(server.clone()),
         ca::prune_loop(server.clone()),
         autopilot::run(server.clone()),
         reconcile::run(server.clone()),

@@ -8,6 +8,8 @@
 //!
 //! The leader's loops (session TTL expiry, CA initialisation and pruning) run only while this member leads.
 
+mod acl;
+mod acl_leader;
 mod autopilot;
 mod batcher;
 mod ca;
@@ -20,6 +22,9 @@ mod rpc;
 mod seal;
 mod sessions;
 
+pub use acl::{
+    resolve_in_store, AclConfig, DownPolicy, Identity, ResolveError, ResolveRequest, ResolvedToken,
+};
 pub use autopilot::ServerHealth;
 pub use ca::{CaManagerError, SignRefusal};
 pub use cluster::{Bootstrap, Hello, JoinRefusal, JoinRequest};
@@ -63,6 +68,8 @@ pub struct ServerConfig {
     pub rpc_auth: Option<Arc<weft_rpc::RpcAuth>>,
     /// Where the key sealing the CA's private keys at rest comes from.
     pub ca_seal: SealKeySource,
+    /// ACL enforcement (off by default).
+    pub acl: AclConfig,
 }
 
 impl ServerConfig {
@@ -80,6 +87,7 @@ impl ServerConfig {
             rpc_tls: None,
             rpc_auth: None,
             ca_seal: SealKeySource::Memory,
+            acl: AclConfig::default(),
         }
     }
 }
@@ -144,6 +152,8 @@ struct Inner {
     last_serial: std::sync::Mutex<u64>,
     /// The key the CA's private keys are sealed with in the store (see [`seal`]); `None` until created or fetched.
     seal_key: RwLock<Option<weft_ca::seal::SealKey>>,
+    /// Resolved tokens (see [`acl`]).
+    tokens: acl::TokenCache,
 }
 
 /// Milliseconds since the Unix epoch: the clock commands carry.
@@ -196,6 +206,7 @@ impl Server {
                 ready_term: std::sync::atomic::AtomicU64::new(0),
                 last_serial: std::sync::Mutex::new(0),
                 batcher,
+                tokens: acl::TokenCache::default(),
             }),
         }
     }
@@ -386,6 +397,10 @@ impl Server {
 
     pub(crate) fn batcher(&self) -> Option<&batcher::Batcher> {
         self.inner.batcher.as_ref()
+    }
+
+    pub(crate) fn token_cache(&self) -> &acl::TokenCache {
+        &self.inner.tokens
     }
 
     pub(crate) fn autopilot(&self) -> &autopilot::Tracker {

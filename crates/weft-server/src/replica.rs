@@ -36,7 +36,7 @@ pub enum StreamLine {
         leader: Option<String>,
         servers: Vec<String>,
     },
-    /// A command the replica does not hold (KV): only its index.
+    /// A command the replica does not hold (KV, ACLs): only its index.
     Skip { index: u64 },
 }
 
@@ -67,6 +67,8 @@ pub fn stream_lines(server: &Server) -> Option<mpsc::Receiver<Bytes>> {
                 event = events.recv() => match event {
                     Ok(Applied::Command { index, now_ms, command }) if index > at => match &*command {
                         Command::Kv(_) | Command::Txn(_) => StreamLine::Skip { index },
+                        // Tokens are secrets: client agents ask the servers to resolve them.
+                        c if c.is_acl() => StreamLine::Skip { index },
                         // An operator's restore replaces everything, KV included: the subscriber starts over from
                         // a snapshot without KV.
                         Command::Restore { .. } => return,

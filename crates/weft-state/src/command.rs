@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use weft_ca::{CaConfig, StoredRoot};
+use weft_types::acl::{AclPolicy, AclRole, AclToken};
 use weft_types::{CheckStatus, HealthCheck, Intention, Node, NodeService, Session};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +49,32 @@ pub enum Command {
     CaLeafIssued {
         serial: u64,
     },
+    /// Creates what an ACL system needs when it is missing: the `global-management` policy, the anonymous token
+    /// and the operator's initial management token (which counts as the bootstrap).
+    AclInit {
+        anonymous: Box<AclToken>,
+        management: Option<Box<AclToken>>,
+    },
+    /// `/v1/acl/bootstrap`: the first management token; again only with the reset index of the last bootstrap.
+    AclBootstrap {
+        token: Box<AclToken>,
+        reset_index: Option<u64>,
+    },
+    /// Creates or replaces a token (by AccessorID).
+    AclTokenSet(Box<AclToken>),
+    AclTokenDelete {
+        accessor_id: String,
+    },
+    AclPolicySet(Box<AclPolicy>),
+    AclPolicyDelete {
+        id: String,
+    },
+    AclRoleSet(Box<AclRole>),
+    AclRoleDelete {
+        id: String,
+    },
+    /// Removes the tokens expired at the command's time.
+    AclReapExpired,
     /// Replaces the whole state with an operator's snapshot (`weft snapshot restore`): the store's own
     /// serialisation, checked before it is proposed.
     Restore {
@@ -129,6 +156,24 @@ pub enum KvOp {
         key: String,
         index: u64,
     },
+}
+
+impl Command {
+    /// ACL commands: they carry secrets, so they never reach client agents' replicas.
+    pub fn is_acl(&self) -> bool {
+        matches!(
+            self,
+            Command::AclInit { .. }
+                | Command::AclBootstrap { .. }
+                | Command::AclTokenSet(_)
+                | Command::AclTokenDelete { .. }
+                | Command::AclPolicySet(_)
+                | Command::AclPolicyDelete { .. }
+                | Command::AclRoleSet(_)
+                | Command::AclRoleDelete { .. }
+                | Command::AclReapExpired
+        )
+    }
 }
 
 impl KvOp {

@@ -33,6 +33,17 @@ pub enum StoreError {
     /// since leaves already carry its trust domain.
     #[error("the cluster already has a CA (cluster ID {0})")]
     CaExists(String),
+    /// Bootstrap was done at this index (Consul's reset index).
+    #[error("ACL bootstrap no longer allowed (reset index: {0})")]
+    AclBootstrapDone(u64),
+    #[error("Cannot find {0}")]
+    AclNotFound(String),
+    #[error("Changing or deleting {0} is not permitted")]
+    AclBuiltin(String),
+    #[error("Invalid {0}: a {0} with Name \"{1}\" already exists")]
+    AclNameTaken(String, String),
+    #[error("Invalid Token: SecretID is already in use")]
+    AclSecretTaken,
     /// The servers could not be reached or failed; the reason is for operators.
     #[error("{0}")]
     Unavailable(String),

@@ -5,6 +5,7 @@
 //! [`Command`]; readers use the query methods and the per-table indexes, and park on [`Watches`] to block until a table
 //! moves past the index they have seen. Snapshots are the store's own serialisation.
 
+mod acl;
 mod catalog;
 mod command;
 mod connect;
@@ -13,6 +14,7 @@ mod kv;
 mod session;
 mod watch;
 
+pub use acl::AclTables;
 pub use command::{CaSetup, Command, KvOp, Registration};
 pub use connect::{CaState, MapKeysError};
 pub use error::{SnapshotError, StoreError};
@@ -59,6 +61,9 @@ struct Tables {
     ca: CaState,
     /// `service.<name>` indexes: bumped by anything that changes that service's health or catalog view.
     service_indexes: BTreeMap<String, u64>,
+    /// Tokens, policies, roles (absent from stores written before ACLs).
+    #[serde(default)]
+    acl: AclTables,
 }
 
 /// [`Tables`] as a client agent's replica receives it: the same fields, KV empty. A field added to `Tables` and not
@@ -78,6 +83,7 @@ struct TablesWithoutKv<'a> {
     intentions: &'a BTreeMap<(String, String), Intention>,
     ca: CaState,
     service_indexes: &'a BTreeMap<String, u64>,
+    acl: AclTables,
 }
 
 fn intentions_by_pair<S: serde::Serializer>(
@@ -96,6 +102,8 @@ pub struct Store {
     /// Derived lookup: Connect destination name → proxies and native instances for it.
     connect_by_dest: HashMap<String, BTreeSet<InstanceKey>>,
     watches: Watches,
+    /// Derived lookup: token secret → AccessorID (not serialised; rebuilt on restore).
+    acl_secrets: HashMap<String, String>,
     /// The clock of the command being applied (unix ms), for lock-delay decisions deep inside a write.
     clock_ms: u64,
 }
@@ -177,7 +185,11 @@ impl Store {
             | Command::CaLeafIssued { .. } => self
                 .apply_connect(index, cmd, &mut touched)
                 .map(|()| ApplyResult::Bool(true)),
+            acl if acl.is_acl() => self
+                .apply_acl(index, cmd, &mut touched)
+                .map(|()| ApplyResult::Bool(true)),
             Command::Restore { .. } => Ok(ApplyResult::Bool(false)),
+            _ => Ok(ApplyResult::Bool(false)),
         };
         // Failed commands still consume their index, as a Raft entry would, so indexes stay monotonic.
         self.t.index = index;
@@ -202,7 +214,8 @@ impl Store {
 
     /// The serialisation a client agent's replica starts from: everything but KV (entries and tombstones), which
     /// client agents ask the servers for, so their memory does not grow with the KV store, and but the CA's private
-    /// keys, which never leave the servers (client agents send CSRs to the leader). Serialised from borrowed
+    /// keys and the ACL tables, which never leave the servers (client agents send CSRs to the leader and ask the
+    /// servers to resolve tokens). Serialised from borrowed
     /// tables (no copy, and readers go on meanwhile).
     pub fn snapshot_without_kv(&self) -> Vec<u8> {
         let t = &self.t;
@@ -220,6 +233,8 @@ impl Store {
             // The CA's private keys never leave the servers.
             ca: t.ca.without_keys(),
             service_indexes: &t.service_indexes,
+            // Tokens are secrets: agents ask the servers to resolve them.
+            acl: AclTables::default(),
         };
         serde_json::to_vec(&view).unwrap_or_default()
     }
@@ -282,6 +297,7 @@ impl Store {
     }
 
     fn rebuild_lookups(&mut self) {
+        self.rebuild_acl_secrets();
         self.by_name.clear();
         self.connect_by_dest.clear();
         let instances: Vec<NodeService> = self

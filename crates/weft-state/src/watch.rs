@@ -17,10 +17,11 @@ pub enum Table {
     Sessions,
     Intentions,
     ConnectCa,
+    Acl,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Nodes,
         Table::Services,
         Table::Checks,
@@ -28,6 +29,7 @@ impl Table {
         Table::Sessions,
         Table::Intentions,
         Table::ConnectCa,
+        Table::Acl,
     ];
 
     /// The table's position in [`Table::ALL`]; a unit test checks every variant is listed.

@@ -153,8 +153,11 @@ pub struct Decision {
     pub matched: Option<Intention>,
 }
 
-/// What applies when no intention matches (Consul: the ACL default policy), as agents announce it in
-/// `X-Consul-Default-ACL-Policy`.
+/// The header that tells proxies the decision for connections no intention covers (Weft's own: Consul's
+/// `X-Consul-Default-ACL-Policy` tells the ACL default, which Weft keeps apart from it).
+pub const DEFAULT_INTENTION_POLICY_HEADER: &str = "x-weft-default-intention-policy";
+
+/// `allow` or `deny`: the ACL default (`X-Consul-Default-ACL-Policy`) and the intention default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DefaultPolicy {

@@ -133,6 +133,24 @@ const KNOWN_KEYS: &[&str] = &[
     "EnvoyExtensions",
     "AccessLogs",
     "Datacenters",
+    // ACL tokens, policies and roles
+    "AccessorID",
+    "SecretID",
+    "Description",
+    "Policies",
+    "Roles",
+    "ServiceIdentities",
+    "NodeIdentities",
+    "TemplatedPolicies",
+    "TemplateName",
+    "TemplateVariables",
+    "NodeName",
+    "Local",
+    "AuthMethod",
+    "ExpirationTime",
+    "ExpirationTTL",
+    "Rules",
+    "BootstrapSecret",
 ];
 
 /// Keys whose object value is a user map: its keys are data and keep their spelling, and so do its values.

@@ -4,6 +4,7 @@
 //! [`lenient`] gives request bodies Consul's forgiving decoding. Nothing here does I/O but [`fsio`], the small
 //! helper every crate that writes under the data dir shares.
 
+pub mod acl;
 pub mod addr;
 pub mod agent_self;
 pub mod check;

@@ -21,6 +21,59 @@ pub fn rfc3339(at: SystemTime) -> String {
     rfc3339_unix(secs)
 }
 
+/// Unix milliseconds as RFC 3339 with fractional seconds where there are any (`2026-12-06T02:28:18.25Z`).
+pub fn rfc3339_unix_ms(ms: u64) -> String {
+    let at = i128::from(ms)
+        .checked_mul(1_000_000)
+        .and_then(|ns| OffsetDateTime::from_unix_timestamp_nanos(ns).ok())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+/// An RFC 3339 time as unix milliseconds; `None` for text that is not one, or a time before the epoch.
+pub fn parse_rfc3339_ms(text: &str) -> Option<u64> {
+    let at = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// Serde for unix milliseconds written as RFC 3339.
+pub mod rfc3339_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::rfc3339_unix_ms(*ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_rfc3339_ms(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid time {text:?}: expected RFC 3339"))
+        })
+    }
+}
+
+/// Serde for an optional unix-millisecond time written as RFC 3339 (absent or null for none).
+pub mod rfc3339_ms_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match ms {
+            Some(ms) => s.serialize_str(&super::rfc3339_unix_ms(*ms)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) if text.is_empty() => Ok(None),
+            Some(text) => super::parse_rfc3339_ms(&text).map(Some).ok_or_else(|| {
+                serde::de::Error::custom(format!("invalid time {text:?}: expected RFC 3339"))
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,5 +83,23 @@ mod tests {
         assert_eq!(rfc3339_unix(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339_unix(1_796_524_098), "2026-12-06T02:28:18Z");
         assert_eq!(rfc3339_unix(u64::MAX), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn milliseconds_round_trip() {
+        assert_eq!(
+            rfc3339_unix_ms(1_796_524_098_250),
+            "2026-12-06T02:28:18.25Z"
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-12-06T02:28:18.25Z"),
+            Some(1_796_524_098_250)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2019-06-17T15:34:38.211963-05:00"),
+            Some(1_560_803_678_211)
+        );
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+        assert_eq!(parse_rfc3339_ms("1969-12-31T23:59:59Z"), None);
     }
 }

@@ -56,7 +56,29 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/ui/", get(root::ui_root))
         .nest("/ui", ui)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            closed_under_acls,
+        ))
         .with_state(state)
+}
+
+/// The pages read the agent's state directly, not through tokens: until the dashboard signs in with a token and
+/// shows only what it may read, an agent with ACLs on serves none of it rather than all of it.
+async fn closed_under_acls(
+    axum::extract::State(state): axum::extract::State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if state.agent.server().acl_enabled() {
+        return (
+            axum::http::StatusCode::FORBIDDEN,
+            "The dashboard is not available while ACLs are enabled: it does not sign in with a token yet. Use the HTTP API with a token.\n",
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// The KV pages alone, for a server's RPC port: client agents hold no KV and pass these pages to a server.
@@ -65,6 +87,10 @@ pub fn kv_router(state: ApiState) -> Router {
     Router::new()
         .route("/ui/{dc}/kv/", get(kv::root))
         .route("/ui/{dc}/kv/{*key}", get(kv::path))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            closed_under_acls,
+        ))
         .with_state(state)
 }
 

@@ -279,6 +279,13 @@ fn server_config(config: &RuntimeConfig) -> Result<ServerConfig> {
         server.ca_config = ca.clone();
     }
     server.rpc_auth = rpc_auth(config);
+    server.acl = weft_server::AclConfig {
+        enabled: config.acl.enabled,
+        default_policy: config.acl.default_policy,
+        down_policy: config.acl.down_policy,
+        token_ttl: config.acl.token_ttl,
+        initial_management: config.acl.initial_management.clone(),
+    };
     server.ca_seal = match (&config.ca_seal_key, &config.data_dir) {
         (Some(key), _) => weft_server::SealKeySource::Operator(key.clone()),
         (None, Some(dir)) if config.server && !config.dev => {
@@ -426,8 +433,21 @@ fn api_state(
                 .map_err(weft_http::ReloadFailure::from)
         })
     }));
-    // Dev mode allows what no intention denies, as Consul's dev agent does; `acl.default_policy` overrides.
+    // Dev mode allows what no intention denies, as Consul's dev agent does; `default_intention_policy` overrides.
     state.default_policy = config.default_policy;
+    state.acl = weft_http::caller::AclApi {
+        bootstrap_reset_file: config
+            .data_dir
+            .as_ref()
+            .map(|d| d.join("acl-bootstrap-reset")),
+        tokens: Arc::new(std::sync::RwLock::new(weft_http::caller::AgentTokens {
+            default: config.acl.default_token.clone(),
+            ..Default::default()
+        })),
+        token_min_ttl: config.acl.token_min_ttl,
+        token_max_ttl: config.acl.token_max_ttl,
+        enable_key_list_policy: config.acl.enable_key_list_policy,
+    };
     state.self_info = Arc::new(weft_http::agent_self::SelfInfo {
         debug_config: config.debug_json(),
         serf_lan_port: config.serf_lan_port,

@@ -227,7 +227,7 @@ impl Demo {
         let config = dir.join("agent.json");
         std::fs::write(
             &config,
-            json!({"acl": {"default_policy": "deny"}, "connect": {"leaf_root_change_jitter": "5s"}})
+            json!({"default_intention_policy": "deny", "connect": {"leaf_root_change_jitter": "5s"}})
                 .to_string(),
         )?;
         println!("==> Starting the Weft dev agent on {http_addr} (default-deny intentions)");

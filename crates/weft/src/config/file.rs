@@ -70,6 +70,8 @@ pub struct Config {
     pub checks: Option<OneOrMany<Value>>,
     pub check: Option<OneOrMany<Value>>,
     pub acl: Option<Acl>,
+    /// What connections no intention covers get (Consul 1.20's key). Weft keeps it apart from `acl.default_policy`.
+    pub default_intention_policy: Option<String>,
     pub dns_config: Option<DnsConfig>,
     pub recursors: Option<Vec<String>>,
     pub domain: Option<String>,
@@ -197,7 +199,7 @@ pub struct UiConfig {
     pub dashboard_url_templates: Option<BTreeMap<String, String>>,
 }
 
-/// `acl`: enforced by the ACL system; today `default_policy` also decides connections no intention covers.
+/// `acl`: tokens, policies and roles enforced on every route.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Acl {
@@ -209,14 +211,18 @@ pub struct Acl {
     pub token_ttl: Option<GoDuration>,
     pub policy_ttl: Option<GoDuration>,
     pub role_ttl: Option<GoDuration>,
+    pub token_min_expiration_ttl: Option<GoDuration>,
+    pub token_max_expiration_ttl: Option<GoDuration>,
     pub tokens: Option<AclTokens>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AclTokens {
+    #[serde(alias = "master")]
     pub initial_management: Option<String>,
     pub agent: Option<String>,
+    #[serde(alias = "agent_master")]
     pub agent_recovery: Option<String>,
     pub default: Option<String>,
     pub replication: Option<String>,

@@ -75,7 +75,10 @@ pub struct RuntimeConfig {
     pub leaf_idle_expiry: Duration,
     /// The operator's key sealing the CA's private keys at rest (`connect.ca_seal_key_file`), read at start.
     pub ca_seal_key: Option<weft_ca::seal::SealKey>,
+    /// What connections no intention covers get (`default_intention_policy`).
     pub default_policy: DefaultPolicy,
+    /// The `acl { }` block.
+    pub acl: AclSettings,
     pub ui_enabled: bool,
     /// Extra names the HTTP API answers browsers for (`http_config.allowed_hosts`).
     pub allowed_hosts: Vec<String>,
@@ -87,6 +90,21 @@ pub struct RuntimeConfig {
     pub sources: AgentFlags,
     /// The gossip key as written, compared on reload (it needs a restart).
     pub(crate) encrypt: Option<String>,
+}
+
+/// The `acl { }` block as the agent applies it.
+#[derive(Debug, Clone)]
+pub struct AclSettings {
+    pub enabled: bool,
+    pub default_policy: DefaultPolicy,
+    pub down_policy: weft_server::DownPolicy,
+    pub token_ttl: Duration,
+    pub enable_key_list_policy: bool,
+    pub token_min_ttl: Duration,
+    pub token_max_ttl: Duration,
+    pub initial_management: Option<String>,
+    /// Used for requests that carry no token (`acl.tokens.default`).
+    pub default_token: Option<String>,
 }
 
 const DEFAULT_KV_MAX: usize = 512 * 1024;
@@ -154,7 +172,7 @@ pub(super) fn validate(
     let role = check.role();
     let (datacenter, node_name, log_level, log_filter) = check.identity();
     let net = check.network();
-    let (keyring, rpc_tls, default_policy) = check.security();
+    let (keyring, rpc_tls, default_policy, acl) = check.security();
     let (ca_config, min_leaf_ttl, root_change_jitter) = check.connect();
     let ca_seal_key = check.ca_seal_key();
     let dns = check.dns(&datacenter);
@@ -211,6 +229,7 @@ pub(super) fn validate(
             .map_or(weft_agent::DEFAULT_LEAF_IDLE_EXPIRY, |d| d.0),
         ca_seal_key,
         default_policy,
+        acl,
         ui_enabled: c
             .ui_config
             .as_ref()
@@ -439,13 +458,14 @@ impl Checker<'_> {
         }
     }
 
-    /// The gossip key, TLS for server RPC, and the default policy; ACLs Weft cannot enforce are refused.
+    /// The gossip key, TLS for server RPC, the intention default and the ACL settings.
     fn security(
         &mut self,
     ) -> (
         Option<weft_gossip::Keyring>,
         Option<RpcTlsFiles>,
         DefaultPolicy,
+        AclSettings,
     ) {
         let c = self.c;
         let keyring = c.encrypt.as_deref().and_then(|k| {
@@ -454,19 +474,25 @@ impl Checker<'_> {
                 .ok()
         });
         let rpc_tls = self.rpc_tls();
-        let acl = c.acl.clone().unwrap_or_default();
-        if acl.enabled == Some(true) {
-            self.err("acl.enabled: ACL enforcement is not available in this Weft version; refusing to start rather than run without the ACLs the config asks for");
-        }
-        let policy = match acl.default_policy.as_deref() {
-            None | Some("allow") => DefaultPolicy::Allow,
-            Some("deny") => DefaultPolicy::Deny,
-            Some(other) => {
-                self.err(format!(
-                    "acl.default_policy must be \"allow\" or \"deny\", got {other:?}"
-                ));
+        let acl = self.acl();
+        let policy = match (
+            c.default_intention_policy.as_deref(),
+            c.acl.as_ref().and_then(|a| a.default_policy.as_ref()),
+        ) {
+            (None, None) => DefaultPolicy::Allow,
+            // Consul let the ACL default decide connections too, and turning ACLs on to deny then cut traffic.
+            // Weft keeps them apart; a config that sets only the ACL default must say what it means for
+            // connections rather than have the meaning change under it.
+            (None, Some(_)) => {
+                self.err("acl.default_policy no longer decides connections no intention covers: set default_intention_policy = \"allow\" or \"deny\" as well");
                 DefaultPolicy::Deny
             }
+            (Some(text), _) => DefaultPolicy::parse(text).unwrap_or_else(|| {
+                self.err(format!(
+                    "default_intention_policy must be \"allow\" or \"deny\", got {text:?}"
+                ));
+                DefaultPolicy::Deny
+            }),
         };
         let multiplier = c
             .performance
@@ -478,7 +504,55 @@ impl Checker<'_> {
                 "performance.raft_multiplier cannot be {multiplier}. Must be between 1 and 10"
             ));
         }
-        (keyring, rpc_tls, policy)
+        (keyring, rpc_tls, policy, acl)
+    }
+
+    fn acl(&mut self) -> AclSettings {
+        let acl = self.c.acl.clone().unwrap_or_default();
+        let default_policy = match acl.default_policy.as_deref() {
+            None | Some("allow") => DefaultPolicy::Allow,
+            Some("deny") => DefaultPolicy::Deny,
+            Some(other) => {
+                self.err(format!(
+                    "acl.default_policy must be \"allow\" or \"deny\", got {other:?}"
+                ));
+                DefaultPolicy::Deny
+            }
+        };
+        let down_policy = match acl.down_policy.as_deref() {
+            None => weft_server::DownPolicy::ExtendCache,
+            Some(text) => weft_server::DownPolicy::parse(text).unwrap_or_else(|| {
+                self.err(format!("acl.down_policy must be \"allow\", \"deny\", \"extend-cache\" or \"async-cache\", got {text:?}"));
+                weft_server::DownPolicy::Deny
+            }),
+        };
+        let tokens = acl.tokens.clone().unwrap_or_default();
+        let enabled = acl.enabled.unwrap_or(false);
+        if let Some(t) = &tokens.initial_management {
+            if !weft_types::ids::is_uuid(t) {
+                self.err("acl.tokens.initial_management must be a UUID (weft generates one with `uuidgen` or `cat /proc/sys/kernel/random/uuid`)");
+            }
+        }
+        let min = acl
+            .token_min_expiration_ttl
+            .map_or(Duration::from_secs(60), |d| d.0);
+        let max = acl
+            .token_max_expiration_ttl
+            .map_or(Duration::from_secs(24 * 3600), |d| d.0);
+        if min > max {
+            self.err("acl.token_min_expiration_ttl must not exceed acl.token_max_expiration_ttl");
+        }
+        AclSettings {
+            enabled,
+            default_policy,
+            down_policy,
+            token_ttl: acl.token_ttl.map_or(Duration::from_secs(30), |d| d.0),
+            enable_key_list_policy: acl.enable_key_list_policy.unwrap_or(false),
+            token_min_ttl: min,
+            token_max_ttl: max,
+            initial_management: tokens.initial_management,
+            default_token: tokens.default.filter(|t| !t.is_empty()),
+        }
     }
 
     /// A server's RPC port on an address others can reach must prove who calls it: TLS, or the gossip key's HMAC.
@@ -721,6 +795,15 @@ const APPLIED: &[&str] = &[
     "ui_config.enabled",
     "acl.enabled",
     "acl.default_policy",
+    "acl.down_policy",
+    "acl.token_ttl",
+    "acl.enable_key_list_policy",
+    "acl.token_min_expiration_ttl",
+    "acl.token_max_expiration_ttl",
+    "acl.tokens.initial_management",
+    "acl.tokens.master",
+    "acl.tokens.default",
+    "default_intention_policy",
     "connect.enabled",
     "connect.ca_config",
     "connect.leaf_root_change_jitter",

@@ -106,7 +106,7 @@ fn hcl_as_consul_docs_write_it() {
         r#"
 datacenter = "dc1"            node_name = "node-1"
 ports { http = 8501  dns = -1  server = 8310 }
-acl { default_policy = "deny" }
+default_intention_policy = "deny"
 connect { leaf_root_change_jitter = "5s" }
 service { name = "greeter"  port = 9090
   connect { sidecar_service {} }
@@ -256,15 +256,68 @@ fn the_environment_sits_between_files_and_flags() {
 }
 
 #[test]
-fn security_settings_weft_cannot_honour_are_refused() {
-    for fragment in ["acl { enabled = true }", "ports { https = 8501 }"] {
-        let flags = AgentFlags {
-            dev: true,
-            hcl: vec![fragment.into()],
-            ..Default::default()
-        };
-        assert!(build(&flags).is_err(), "{fragment} must be refused");
+fn acl_settings_are_read_and_kept_apart_from_the_intention_default() {
+    let flags = |hcl: &str| AgentFlags {
+        dev: true,
+        hcl: vec![hcl.into()],
+        ..Default::default()
+    };
+    let c = build(&flags(
+        r#"acl {
+             enabled = true  default_policy = "deny"  down_policy = "deny"  token_ttl = "5s"
+             enable_key_list_policy = true
+             tokens { master = "8f246b77-f3e1-ff88-5b48-8ec93abf3e05"  default = "d" }
+           }
+           default_intention_policy = "allow""#,
+    ))
+    .unwrap();
+    assert!(c.acl.enabled);
+    assert_eq!(c.acl.default_policy, DefaultPolicy::Deny);
+    assert_eq!(c.acl.down_policy, weft_server::DownPolicy::Deny);
+    assert_eq!(c.acl.token_ttl, std::time::Duration::from_secs(5));
+    assert!(c.acl.enable_key_list_policy);
+    assert_eq!(
+        c.acl.initial_management.as_deref(),
+        Some("8f246b77-f3e1-ff88-5b48-8ec93abf3e05"),
+        "`master` is the older name of initial_management"
+    );
+    assert_eq!(c.acl.default_token.as_deref(), Some("d"));
+    assert_eq!(
+        c.default_policy,
+        DefaultPolicy::Allow,
+        "intentions keep their own default"
+    );
+    for (bad, words) in [
+        (
+            r#"acl { default_policy = "deny" }"#,
+            "default_intention_policy",
+        ),
+        (r#"acl { down_policy = "maybe" }"#, "acl.down_policy"),
+        (r#"acl { tokens { initial_management = "root" } }"#, "UUID"),
+        (
+            r#"default_intention_policy = "perhaps""#,
+            "default_intention_policy",
+        ),
+    ] {
+        let errors = build(&flags(bad)).err().unwrap();
+        assert!(
+            errors.iter().any(|e| e.contains(words)),
+            "{bad}: {errors:?}"
+        );
     }
+}
+
+#[test]
+fn security_settings_weft_cannot_honour_are_refused() {
+    let flags = AgentFlags {
+        dev: true,
+        hcl: vec!["ports { https = 8501 }".into()],
+        ..Default::default()
+    };
+    assert!(
+        build(&flags).is_err(),
+        "an HTTPS port Weft does not serve must be refused"
+    );
 }
 
 #[test]
