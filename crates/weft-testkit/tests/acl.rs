@@ -1,0 +1,120 @@
+//! ACLs on a real cluster: three servers and a client agent started with `acl { enabled = true default_policy =
+//! "deny" }` and an initial management token. A token with only a service identity for `web`, created through the
+//! client agent and resolved by it over server RPC, gets `web`'s leaf and nothing else; an unknown token gets
+//! Consul's refusal; a token expires at its expiry; with every server gone, the client agent keeps honouring the
+//! tokens it has cached (`down_policy = "extend-cache"`) and refuses those it has not.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use anyhow::Result;
+use serde_json::json;
+use std::time::Duration;
+use weft_testkit::{eventually, Cluster};
+
+const ROOT: &str = "0d9b8c1e-3f2a-4c6d-8e7f-a1b2c3d4e5f6";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_token_is_confined_to_its_service_across_a_cluster() -> Result<()> {
+    // The harness reads the catalog without a token while the cluster forms, so requests without one use the
+    // management token here (`acl.tokens.default`); every check below passes a token explicitly.
+    let acl = format!(
+        r#"acl {{
+             enabled = true  default_policy = "deny"  token_min_expiration_ttl = "1s"
+             tokens {{ initial_management = "{ROOT}"  default = "{ROOT}" }}
+           }}
+           default_intention_policy = "deny""#
+    );
+    let mut cluster = Cluster::start_with(3, 1, vec!["-hcl".into(), acl]).await?;
+    let client = 3;
+    let agent = cluster.agent(client)?;
+    eventually(Duration::from_secs(20), async || -> Result<bool> {
+        Ok(agent
+            .get(&format!("/v1/acl/token/self?token={ROOT}"))
+            .await?
+            .status
+            == 200)
+    })
+    .await?;
+
+    let created = agent
+        .put_json(
+            &format!("/v1/acl/token?token={ROOT}"),
+            &json!({"Description": "web's sidecar", "ServiceIdentities": [{"ServiceName": "web"}]}),
+        )
+        .await?;
+    created.expect_status(200)?;
+    let web = created.json()?["SecretID"].as_str().unwrap().to_string();
+
+    // Its own leaf, from the client agent (which resolves the token through a server).
+    agent
+        .get(&format!("/v1/agent/connect/ca/leaf/web?token={web}"))
+        .await?
+        .expect_status(200)?;
+    // Nothing else: another service's leaf, an intention write, KV, a snapshot, the token list.
+    for (method, path, permission) in [
+        (
+            "GET",
+            "/v1/agent/connect/ca/leaf/db".to_string(),
+            "service:write",
+        ),
+        (
+            "PUT",
+            "/v1/connect/intentions/exact?source=web&destination=db".to_string(),
+            "intentions:write",
+        ),
+        ("GET", "/v1/kv/app/config".to_string(), "key:read"),
+        ("GET", "/v1/snapshot".to_string(), "acl:write"),
+        ("GET", "/v1/acl/tokens".to_string(), "acl:read"),
+    ] {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let body = (method == "PUT").then(|| br#"{"Action":"allow"}"#.to_vec());
+        let r = agent
+            .request(method, &format!("{path}{sep}token={web}"), body)
+            .await?;
+        assert_eq!(r.status, 403, "{method} {path}: {}", r.text());
+        assert!(
+            r.text()
+                .contains(&format!("lacks permission '{permission}'")),
+            "{method} {path}: {}",
+            r.text()
+        );
+    }
+    let unknown = agent
+        .get("/v1/kv/app/config?token=11111111-2222-3333-4444-555555555555")
+        .await?;
+    assert_eq!(
+        (unknown.status, unknown.text()),
+        (403, "ACL not found".into())
+    );
+
+    // A token stops working at its expiry.
+    let short = agent
+        .put_json(
+            &format!("/v1/acl/token?token={ROOT}"),
+            &json!({"ServiceIdentities": [{"ServiceName": "web"}], "ExpirationTTL": "2s"}),
+        )
+        .await?;
+    short.expect_status(200)?;
+    let short = short.json()?["SecretID"].as_str().unwrap().to_string();
+    let leaf = format!("/v1/agent/connect/ca/leaf/web?token={short}");
+    agent.get(&leaf).await?.expect_status(200)?;
+    eventually(Duration::from_secs(10), async || -> Result<bool> {
+        let r = agent.get(&leaf).await?;
+        Ok(r.status == 403 && r.text() == "ACL not found")
+    })
+    .await?;
+
+    // Every server gone: the client agent keeps the tokens it has resolved and refuses the others.
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    let agent = cluster.agent(client)?;
+    agent
+        .get(&format!("/v1/agent/connect/ca/leaf/web?token={web}"))
+        .await?
+        .expect_status(200)?;
+    let never_seen = agent
+        .get(&format!("/v1/agent/connect/ca/leaf/web?token={ROOT}x"))
+        .await?;
+    assert_eq!(never_seen.status, 403, "{}", never_seen.text());
+    Ok(())
+}
