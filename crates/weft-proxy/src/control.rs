@@ -44,7 +44,7 @@ pub enum ControlError {
 pub struct Answer {
     pub index: u64,
     pub body: Bytes,
-    /// `X-Consul-Default-ACL-Policy`; `None` when missing or not a policy (then connections no intention covers
+    /// `X-Weft-Default-Intention-Policy`; `None` when missing or not a policy (then connections no intention covers
     /// are refused: fail closed).
     pub default_policy: Option<DefaultPolicy>,
 }
@@ -253,7 +253,7 @@ pub fn parse_endpoints(answer: &Answer) -> Result<Vec<Endpoint>, ControlError> {
 pub fn parse_intentions(answer: &Answer, name: &str) -> Result<Intentions, ControlError> {
     let mut by_name: BTreeMap<String, Vec<Intention>> = answer.decode()?;
     let default_policy = answer.default_policy.unwrap_or_else(|| {
-        tracing::warn!("the agent named no default policy (X-Consul-Default-ACL-Policy); denying what no intention allows");
+        tracing::warn!("the agent named no default policy (X-Weft-Default-Intention-Policy); denying what no intention allows");
         DefaultPolicy::Deny
     });
     Ok(Intentions {
@@ -383,7 +383,7 @@ mod tests {
                 let _ = conn.read(&mut buf).await;
                 let body = &answers[n.min(answers.len() - 1)];
                 let response = format!(
-                    "HTTP/1.1 200 OK\r\nX-Consul-Index: {}\r\nX-Consul-Default-ACL-Policy: allow\r\n\
+                    "HTTP/1.1 200 OK\r\nX-Consul-Index: {}\r\nX-Weft-Default-Intention-Policy: allow\r\n\
                      Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     n + 1,
                     body.len()
