@@ -111,22 +111,19 @@ pub(crate) struct Segments {
 impl Segments {
     /// The level that decides for `name`: the exact rule, else the longest matching prefix.
     pub(crate) fn decide(&self, name: &str) -> Option<Level> {
-        if let Some(level) = self.exact.get(name) {
-            return Some(*level);
-        }
-        // Prefixes of `name` are at most name.len() + 1 candidates: look each up rather than scanning every rule.
-        let mut end = name.len();
-        loop {
-            if name.is_char_boundary(end) {
-                if let Some(level) = self.prefix.get(&name[..end]) {
-                    return Some(*level);
-                }
-            }
-            if end == 0 {
-                return None;
-            }
-            end -= 1;
-        }
+        self.exact
+            .get(name)
+            .copied()
+            .or_else(|| self.longest_prefix(name))
+    }
+
+    /// The longest prefix rule covering `name`. Prefixes of `name` are at most name.len() + 1 candidates: each is
+    /// looked up rather than every rule scanned.
+    fn longest_prefix(&self, name: &str) -> Option<Level> {
+        (0..=name.len())
+            .rev()
+            .filter(|end| name.is_char_boundary(*end))
+            .find_map(|end| self.prefix.get(&name[..end]).copied())
     }
 
     fn merge(&mut self, other: &Segments) {
@@ -359,11 +356,7 @@ impl Rules {
 
     /// The longest prefix rule covering `name` (exact rules ignored): what decides for names below `name`.
     pub(crate) fn named_prefix_level(&self, kind: Named, name: &str) -> Option<Level> {
-        let segments = self.named.get(&kind)?;
-        (0..=name.len())
-            .rev()
-            .filter(|end| name.is_char_boundary(*end))
-            .find_map(|end| segments.prefix.get(&name[..end]).copied())
+        self.named.get(&kind)?.longest_prefix(name)
     }
 
     /// Rules naming `prefix` or a name below it (for writes on a whole subtree).

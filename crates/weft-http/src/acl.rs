@@ -86,6 +86,76 @@ fn grants_hash(g: &AclGrants, extra: &[&str]) -> String {
     hash_of(&parts)
 }
 
+/// Writes `cmd`, then answers the object as the store now holds it (`view` renders it from the store).
+async fn write_and_show(
+    ctx: &Ctx,
+    cmd: Command,
+    view: impl FnOnce(&Store) -> Option<Value>,
+) -> Result<Reply, ApiError> {
+    write(ctx, cmd).await?;
+    let server = ctx.state.agent.server();
+    let shown = view(&server.read());
+    let value = shown
+        .ok_or_else(|| ApiError::internal("the object was written but cannot be read back"))?;
+    Ok(ctx.json(&value))
+}
+
+/// Answers one object, or 404 with `missing`.
+fn show(
+    ctx: &Ctx,
+    missing: &str,
+    view: impl FnOnce(&Store) -> Option<Value>,
+) -> Result<Reply, ApiError> {
+    let server = ctx.state.agent.server();
+    let shown = view(&server.read());
+    shown
+        .map(|v| ctx.json(&v))
+        .ok_or_else(|| ApiError::not_found(missing))
+}
+
+/// Deletes one object: `true`, or 404 `Cannot find <what> to delete`.
+async fn delete_one(ctx: &Ctx, what: &str, cmd: Command) -> Result<Reply, ApiError> {
+    match write(ctx, cmd).await {
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            Err(ApiError::not_found(format!("Cannot find {what} to delete")))
+        }
+        Err(e) => Err(e),
+        Ok(()) => Ok(Reply::bool(true)),
+    }
+}
+
+/// What a `/v1/acl/policy/` or `/v1/acl/role/` path names: `name/:name` (read only) or `:id`.
+enum Target {
+    Name(String),
+    Id(String),
+}
+
+fn target(ctx: &Ctx) -> Result<Target, ApiError> {
+    match ctx.rest.strip_prefix("name/") {
+        Some(_) if ctx.method != axum::http::Method::GET => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        )),
+        Some(name) => Ok(Target::Name(name.to_string())),
+        None => Ok(Target::Id(ctx.rest.clone())),
+    }
+}
+
+/// An update's body may repeat the ID, but not name another object.
+fn same_id(body: &str, url: &str, what: &str) -> Result<(), ApiError> {
+    if body.is_empty() || body == url {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "{what} ID in URL and payload do not match"
+        )))
+    }
+}
+
+fn value<T: serde::Serialize>(v: &T) -> Option<Value> {
+    serde_json::to_value(v).ok()
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Bootstrap
 
@@ -403,13 +473,12 @@ fn or_new(id: &str) -> String {
 
 async fn set_token(ctx: &Ctx, token: AclToken) -> Result<Reply, ApiError> {
     let accessor = token.accessor_id.clone();
-    write(ctx, Command::AclTokenSet(Box::new(token))).await?;
-    let server = ctx.state.agent.server();
-    let store = server.read();
-    let stored = store
-        .token(&accessor)
-        .ok_or_else(|| ApiError::internal("the token was written but cannot be read back"))?;
-    to_json(ctx, &token_view(&store, stored, true))
+    write_and_show(ctx, Command::AclTokenSet(Box::new(token)), |store| {
+        store
+            .token(&accessor)
+            .and_then(|t| value(&token_view(store, t, true)))
+    })
+    .await
 }
 
 /// `GET|PUT|DELETE /v1/acl/token/:accessor`, `PUT /v1/acl/token/:accessor/clone`.
@@ -447,20 +516,8 @@ pub async fn token(ctx: Ctx) -> Result<Reply, ApiError> {
                     "Delete operation not permitted on the anonymous token",
                 ));
             }
-            match write(
-                &ctx,
-                Command::AclTokenDelete {
-                    accessor_id: accessor.to_string(),
-                },
-            )
-            .await
-            {
-                Err(e) if e.status == StatusCode::NOT_FOUND => {
-                    Err(ApiError::not_found("Cannot find token to delete"))
-                }
-                Err(e) => Err(e),
-                Ok(()) => Ok(Reply::bool(true)),
-            }
+            let accessor_id = accessor.to_string();
+            delete_one(&ctx, "token", Command::AclTokenDelete { accessor_id }).await
         }
     }
 }
@@ -494,11 +551,7 @@ fn expanded(ctx: &Ctx, store: &Store, token: AclToken) -> Value {
 
 async fn token_update(ctx: &Ctx, accessor: &str) -> Result<Reply, ApiError> {
     let req: TokenRequest = ctx.decode_or_default()?;
-    if !req.accessor_id.is_empty() && req.accessor_id != accessor {
-        return Err(ApiError::bad_request(
-            "Token Accessor ID in URL and payload do not match",
-        ));
-    }
+    same_id(&req.accessor_id, accessor, "Token Accessor")?;
     let token = {
         let server = ctx.state.agent.server();
         let store = server.read();
@@ -650,13 +703,10 @@ fn checked_policy(req: PolicyRequest, id: String) -> Result<AclPolicy, ApiError>
 
 async fn set_policy(ctx: &Ctx, policy: AclPolicy) -> Result<Reply, ApiError> {
     let id = policy.id.clone();
-    write(ctx, Command::AclPolicySet(Box::new(policy))).await?;
-    let server = ctx.state.agent.server();
-    let store = server.read();
-    let stored = store
-        .acl_policy(&id)
-        .ok_or_else(|| ApiError::internal("the policy was written but cannot be read back"))?;
-    to_json(ctx, stored)
+    write_and_show(ctx, Command::AclPolicySet(Box::new(policy)), |store| {
+        store.acl_policy(&id).and_then(value)
+    })
+    .await
 }
 
 /// `PUT /v1/acl/policy`.
@@ -675,43 +725,26 @@ pub async fn policy_create(ctx: Ctx) -> Result<Reply, ApiError> {
 /// `GET|PUT|DELETE /v1/acl/policy/:id`, `GET /v1/acl/policy/name/:name`.
 pub async fn policy(ctx: Ctx) -> Result<Reply, ApiError> {
     enabled(&ctx)?;
-    let rest = ctx.rest.clone();
-    if let Some(name) = rest.strip_prefix("name/") {
-        if ctx.method != axum::http::Method::GET {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed",
-            ));
+    let id = match target(&ctx)? {
+        Target::Name(name) => {
+            return show(&ctx, "ACL policy not found", |store| {
+                store.acl_policy_by_name(&name).and_then(value)
+            })
         }
-        let server = ctx.state.agent.server();
-        let store = server.read();
-        let policy = store
-            .acl_policy_by_name(name)
-            .ok_or_else(|| ApiError::not_found("ACL policy not found"))?;
-        return to_json(&ctx, policy);
-    }
-    let id = rest.as_str();
+        Target::Id(id) => id,
+    };
     match ctx.method.as_str() {
-        "GET" => {
-            let server = ctx.state.agent.server();
-            let store = server.read();
-            let policy = store
-                .acl_policy(id)
-                .ok_or_else(|| ApiError::not_found("ACL policy not found"))?;
-            to_json(&ctx, policy)
-        }
+        "GET" => show(&ctx, "ACL policy not found", |store| {
+            store.acl_policy(&id).and_then(value)
+        }),
         "PUT" => {
             let req: PolicyRequest = ctx.decode()?;
-            if !req.id.is_empty() && req.id != id {
-                return Err(ApiError::bad_request(
-                    "Policy ID in URL and payload do not match",
-                ));
-            }
+            same_id(&req.id, &id, "Policy")?;
             {
                 let server = ctx.state.agent.server();
                 let store = server.read();
                 let current = store
-                    .acl_policy(id)
+                    .acl_policy(&id)
                     .ok_or_else(|| ApiError::not_found("Cannot find policy to update"))?;
                 if id == GLOBAL_MANAGEMENT_ID && req.rules != current.rules {
                     return Err(ApiError::bad_request(
@@ -719,7 +752,7 @@ pub async fn policy(ctx: Ctx) -> Result<Reply, ApiError> {
                     ));
                 }
             }
-            let policy = checked_policy(req, id.to_string())?;
+            let policy = checked_policy(req, id)?;
             set_policy(&ctx, policy).await
         }
         _ => {
@@ -728,13 +761,7 @@ pub async fn policy(ctx: Ctx) -> Result<Reply, ApiError> {
                     "Deletion of the builtin global-management policy is not permitted",
                 ));
             }
-            match write(&ctx, Command::AclPolicyDelete { id: id.to_string() }).await {
-                Err(e) if e.status == StatusCode::NOT_FOUND => {
-                    Err(ApiError::not_found("Cannot find policy to delete"))
-                }
-                Err(e) => Err(e),
-                Ok(()) => Ok(Reply::bool(true)),
-            }
+            delete_one(&ctx, "policy", Command::AclPolicyDelete { id }).await
         }
     }
 }
@@ -793,13 +820,12 @@ fn checked_role(store: &Store, req: RoleRequest, id: String) -> Result<AclRole, 
 
 async fn set_role(ctx: &Ctx, role: AclRole) -> Result<Reply, ApiError> {
     let id = role.id.clone();
-    write(ctx, Command::AclRoleSet(Box::new(role))).await?;
-    let server = ctx.state.agent.server();
-    let store = server.read();
-    let stored = store
-        .acl_role(&id)
-        .ok_or_else(|| ApiError::internal("the role was written but cannot be read back"))?;
-    to_json(ctx, &role_view(&store, stored))
+    write_and_show(ctx, Command::AclRoleSet(Box::new(role)), |store| {
+        store
+            .acl_role(&id)
+            .and_then(|r| value(&role_view(store, r)))
+    })
+    .await
 }
 
 /// `PUT /v1/acl/role`.
@@ -822,55 +848,36 @@ pub async fn role_create(ctx: Ctx) -> Result<Reply, ApiError> {
 /// `GET|PUT|DELETE /v1/acl/role/:id`, `GET /v1/acl/role/name/:name`.
 pub async fn role(ctx: Ctx) -> Result<Reply, ApiError> {
     enabled(&ctx)?;
-    let rest = ctx.rest.clone();
-    if let Some(name) = rest.strip_prefix("name/") {
-        if ctx.method != axum::http::Method::GET {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed",
-            ));
+    let id = match target(&ctx)? {
+        Target::Name(name) => {
+            return show(&ctx, "ACL role not found", |store| {
+                store
+                    .acl_role_by_name(&name)
+                    .and_then(|r| value(&role_view(store, r)))
+            })
         }
-        let server = ctx.state.agent.server();
-        let store = server.read();
-        let role = store
-            .acl_role_by_name(name)
-            .ok_or_else(|| ApiError::not_found("ACL role not found"))?;
-        return to_json(&ctx, &role_view(&store, role));
-    }
-    let id = rest.as_str();
+        Target::Id(id) => id,
+    };
     match ctx.method.as_str() {
-        "GET" => {
-            let server = ctx.state.agent.server();
-            let store = server.read();
-            let role = store
-                .acl_role(id)
-                .ok_or_else(|| ApiError::not_found("ACL role not found"))?;
-            to_json(&ctx, &role_view(&store, role))
-        }
+        "GET" => show(&ctx, "ACL role not found", |store| {
+            store
+                .acl_role(&id)
+                .and_then(|r| value(&role_view(store, r)))
+        }),
         "PUT" => {
             let req: RoleRequest = ctx.decode()?;
-            if !req.id.is_empty() && req.id != id {
-                return Err(ApiError::bad_request(
-                    "Role ID in URL and payload do not match",
-                ));
-            }
+            same_id(&req.id, &id, "Role")?;
             let role = {
                 let server = ctx.state.agent.server();
                 let store = server.read();
-                if store.acl_role(id).is_none() {
+                if store.acl_role(&id).is_none() {
                     return Err(ApiError::not_found("Cannot find role to update"));
                 }
-                checked_role(&store, req, id.to_string())?
+                checked_role(&store, req, id)?
             };
             set_role(&ctx, role).await
         }
-        _ => match write(&ctx, Command::AclRoleDelete { id: id.to_string() }).await {
-            Err(e) if e.status == StatusCode::NOT_FOUND => {
-                Err(ApiError::not_found("Cannot find role to delete"))
-            }
-            Err(e) => Err(e),
-            Ok(()) => Ok(Reply::bool(true)),
-        },
+        _ => delete_one(&ctx, "role", Command::AclRoleDelete { id }).await,
     }
 }
 

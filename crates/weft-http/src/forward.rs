@@ -190,12 +190,12 @@ async fn forward(
         passed_on.insert(FORWARDED, hop);
     }
     // A request without a token is answered on the servers with this agent's default token, as Consul's agents do.
-    let query: Vec<(String, String)> = path_and_query
-        .split_once('?')
-        .map(|(_, q)| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
-    if crate::caller::token_of(&query, headers).is_none() {
-        if let Some(token) = state.acl.default_token() {
+    if let Some(token) = state.acl.default_token() {
+        let query: Vec<(String, String)> = path_and_query
+            .split_once('?')
+            .map(|(_, q)| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        if crate::caller::token_of(&query, headers).is_none() {
             if let Ok(value) = axum::http::HeaderValue::from_str(&token) {
                 passed_on.insert("x-consul-token", value);
             }

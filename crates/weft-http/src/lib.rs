@@ -276,14 +276,13 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
             Err(e) => return e.into_reply(),
         }
     };
-    let node_name = state.agent.config().node_name.clone();
     if let Err(e) = caller::check_route(
         &caller,
         &route.policy.acl,
         &method,
         rest,
         &query,
-        &node_name,
+        &state.agent.config().node_name,
     ) {
         return e.into_reply();
     }

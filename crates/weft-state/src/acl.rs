@@ -23,6 +23,56 @@ pub struct AclTables {
     pub(crate) bootstrapped_at: Option<u64>,
 }
 
+/// Policies and roles: stored by ID, unique by name, their create index kept across updates.
+trait IdAndName: Clone {
+    fn id(&self) -> &str;
+    fn name(&self) -> &str;
+    fn create_index(&self) -> u64;
+    fn set_indexes(&mut self, create: u64, modify: u64);
+}
+
+macro_rules! id_and_name {
+    ($t:ty) => {
+        impl IdAndName for $t {
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn create_index(&self) -> u64 {
+                self.create_index
+            }
+            fn set_indexes(&mut self, create: u64, modify: u64) {
+                self.create_index = create;
+                self.modify_index = modify;
+            }
+        }
+    };
+}
+id_and_name!(AclPolicy);
+id_and_name!(AclRole);
+
+/// Creates or replaces `item` by ID, refusing a name another one holds.
+fn upsert_unique_name<T: IdAndName>(
+    map: &mut BTreeMap<String, T>,
+    what: &str,
+    item: &T,
+    index: u64,
+) -> Result<(), StoreError> {
+    if map
+        .values()
+        .any(|other| other.name() == item.name() && other.id() != item.id())
+    {
+        return Err(StoreError::AclNameTaken(what.into(), item.name().into()));
+    }
+    let mut item = item.clone();
+    let created = map.get(item.id()).map_or(index, IdAndName::create_index);
+    item.set_indexes(created, index);
+    map.insert(item.id().to_string(), item);
+    Ok(())
+}
+
 impl Store {
     pub(crate) fn apply_acl(
         &mut self,
@@ -77,23 +127,7 @@ impl Store {
                         ));
                     }
                 }
-                if let Some(other) = self.t.acl.policies.values().find(|p| p.name == policy.name) {
-                    if other.id != policy.id {
-                        return Err(StoreError::AclNameTaken(
-                            "policy".into(),
-                            policy.name.clone(),
-                        ));
-                    }
-                }
-                let mut policy = (**policy).clone();
-                policy.create_index = self
-                    .t
-                    .acl
-                    .policies
-                    .get(&policy.id)
-                    .map_or(index, |p| p.create_index);
-                policy.modify_index = index;
-                self.t.acl.policies.insert(policy.id.clone(), policy);
+                upsert_unique_name(&mut self.t.acl.policies, "policy", policy, index)?;
             }
             Command::AclPolicyDelete { id } => {
                 if id == GLOBAL_MANAGEMENT_ID {
@@ -106,20 +140,7 @@ impl Store {
                 }
             }
             Command::AclRoleSet(role) => {
-                if let Some(other) = self.t.acl.roles.values().find(|r| r.name == role.name) {
-                    if other.id != role.id {
-                        return Err(StoreError::AclNameTaken("role".into(), role.name.clone()));
-                    }
-                }
-                let mut role = (**role).clone();
-                role.create_index = self
-                    .t
-                    .acl
-                    .roles
-                    .get(&role.id)
-                    .map_or(index, |r| r.create_index);
-                role.modify_index = index;
-                self.t.acl.roles.insert(role.id.clone(), role);
+                upsert_unique_name(&mut self.t.acl.roles, "role", role, index)?;
             }
             Command::AclRoleDelete { id } => {
                 if self.t.acl.roles.remove(id).is_none() {
