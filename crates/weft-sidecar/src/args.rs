@@ -21,6 +21,10 @@ pub struct AgentFlags {
     /// ACL token (also WEFT_HTTP_TOKEN or CONSUL_HTTP_TOKEN).
     #[arg(long)]
     pub token: Option<String>,
+    /// A file holding the ACL token (also WEFT_HTTP_TOKEN_FILE or CONSUL_HTTP_TOKEN_FILE): keeps it out of the
+    /// command line and the environment.
+    #[arg(long = "token-file")]
+    pub token_file: Option<String>,
     /// Datacenter to query (default: the agent's; a proxy always serves its agent's).
     #[arg(long)]
     pub datacenter: Option<String>,
@@ -44,12 +48,52 @@ impl AgentFlags {
             .unwrap_or_else(|| "127.0.0.1:8500".into())
     }
 
-    /// `-token`, else WEFT_HTTP_TOKEN, else CONSUL_HTTP_TOKEN.
-    pub fn token(&self) -> Option<String> {
-        self.token
-            .clone()
-            .or_else(|| env(&["WEFT_HTTP_TOKEN", "CONSUL_HTTP_TOKEN"]))
+    /// Consul's order: `-token`, `-token-file`, then WEFT_HTTP_TOKEN / CONSUL_HTTP_TOKEN, then WEFT_HTTP_TOKEN_FILE /
+    /// CONSUL_HTTP_TOKEN_FILE. A token file that cannot be read is an error, never "no token".
+    pub fn token(&self) -> Result<Option<String>, TokenFileError> {
+        if let Some(t) = self.token.clone().filter(|t| !t.is_empty()) {
+            return Ok(Some(t));
+        }
+        if let Some(path) = &self.token_file {
+            return read_token_file(path).map(Some);
+        }
+        if let Some(t) = env(&["WEFT_HTTP_TOKEN", "CONSUL_HTTP_TOKEN"]) {
+            return Ok(Some(t));
+        }
+        match env(&["WEFT_HTTP_TOKEN_FILE", "CONSUL_HTTP_TOKEN_FILE"]) {
+            Some(path) => read_token_file(&path).map(Some),
+            None => Ok(None),
+        }
     }
+}
+
+/// A token file that gives no token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("cannot read the token file {path}: {source}")]
+    Unreadable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the token file {0} is empty")]
+    Empty(String),
+}
+
+/// The token in `path`: its first line, trimmed (a file of at most 4 KiB).
+fn read_token_file(path: &str) -> Result<String, TokenFileError> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4096).read_to_string(&mut text))
+        .map_err(|source| TokenFileError::Unreadable {
+            path: path.to_string(),
+            source,
+        })?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(TokenFileError::Empty(path.to_string()));
+    }
+    Ok(token)
 }
 
 #[derive(Args, Debug)]
@@ -119,4 +163,45 @@ pub struct IngressArgs {
     pub register: bool,
     #[command(flatten)]
     pub run: RunFlags,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn flags(token: Option<&str>, file: Option<&std::path::Path>) -> AgentFlags {
+        AgentFlags {
+            token: token.map(str::to_string),
+            token_file: file.map(|f| f.to_string_lossy().into_owned()),
+            ..AgentFlags::default()
+        }
+    }
+
+    #[test]
+    fn token_comes_from_the_flag_then_the_file_and_a_bad_file_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("weft-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "  from-file \nignored\n").unwrap();
+        assert_eq!(
+            flags(Some("flag"), Some(&file)).token().unwrap().as_deref(),
+            Some("flag")
+        );
+        assert_eq!(
+            flags(None, Some(&file)).token().unwrap().as_deref(),
+            Some("from-file")
+        );
+        std::fs::write(&file, "\n").unwrap();
+        assert!(matches!(
+            flags(None, Some(&file)).token(),
+            Err(TokenFileError::Empty(_))
+        ));
+        let missing = dir.join("missing");
+        assert!(matches!(
+            flags(None, Some(&missing)).token(),
+            Err(TokenFileError::Unreadable { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -21,7 +21,7 @@ pub async fn run(a: IngressArgs) -> Result<i32> {
     }
     let signals = Signals::install();
     let http_addr = a.agent.addr();
-    let agent = AgentClient::new(&http_addr, a.agent.token())?;
+    let agent = AgentClient::new(&http_addr, a.agent.token()?)?;
     // A gateway that registers itself is a deployment's component: it may start before its agent answers.
     let patience = if a.register {
         Duration::from_secs(60)

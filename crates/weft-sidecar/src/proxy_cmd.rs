@@ -18,7 +18,7 @@ pub async fn run(a: ProxyArgs) -> Result<i32> {
     // end it (and remove what it registered).
     let signals = Signals::install();
     let http_addr = a.agent.addr();
-    let agent = AgentClient::new(&http_addr, a.agent.token())?;
+    let agent = AgentClient::new(&http_addr, a.agent.token()?)?;
     // A task's sidecar may start before its host's agent answers: give the agent a minute.
     let patience = if a.register_service.is_some() {
         Duration::from_secs(60)

@@ -5,7 +5,7 @@ use crate::signals::Signals;
 use anyhow::{anyhow, bail, Context, Result};
 use std::time::Duration;
 use weft_proxy::config::ProxyConfig;
-use weft_proxy::control::{AgentClient, Method};
+use weft_proxy::control::{AgentClient, ControlError, Method};
 use weft_proxy::Proxy;
 use weft_types::agent_self::AgentSelf;
 
@@ -26,17 +26,25 @@ pub struct Registration {
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// The agent's datacenter, from `/v1/agent/self`; retries for up to `patience` while the agent does not answer.
+/// A sidecar's token usually holds only its service's identity, which does not grant `agent:read`: then the
+/// first of `/v1/catalog/datacenters` (open to every token, the agent's own first, as Consul sorts it).
 pub async fn datacenter(agent: &AgentClient, patience: Duration) -> Result<String> {
     let deadline = tokio::time::Instant::now() + patience;
     loop {
-        match agent.get("/v1/agent/self").await {
-            Ok(answer) => {
-                let me: AgentSelf = answer.decode()?;
-                if me.config.datacenter.is_empty() {
-                    bail!("the local agent did not say which datacenter it is in");
-                }
-                return Ok(me.config.datacenter);
+        let answer = match agent.get("/v1/agent/self").await {
+            Ok(answer) => answer.decode::<AgentSelf>().map(|me| me.config.datacenter),
+            Err(ControlError::Status { status: 403, .. }) => agent
+                .get("/v1/catalog/datacenters")
+                .await
+                .and_then(|a| a.decode::<Vec<String>>())
+                .map(|dcs| dcs.into_iter().next().unwrap_or_default()),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(dc) if dc.is_empty() => {
+                bail!("the local agent did not say which datacenter it is in")
             }
+            Ok(dc) => return Ok(dc),
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 bail!("Error talking to the local agent: {e}")
             }

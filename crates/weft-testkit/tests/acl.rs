@@ -5,10 +5,12 @@
 //! tokens it has cached (`down_policy = "extend-cache"`) and refuses those it has not.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 use std::time::Duration;
-use weft_testkit::{eventually, Cluster};
+use weft_testkit::mesh::{greeting_app, sidecar_for_with};
+use weft_testkit::net::{free_port, http_get};
+use weft_testkit::{eventually, weft_binary, Cluster, DevAgent, Spawned, TempDir};
 
 const ROOT: &str = "0d9b8c1e-3f2a-4c6d-8e7f-a1b2c3d4e5f6";
 
@@ -116,5 +118,124 @@ async fn a_service_token_is_confined_to_its_service_across_a_cluster() -> Result
         .get(&format!("/v1/agent/connect/ca/leaf/web?token={ROOT}x"))
         .await?;
     assert_eq!(never_seen.status, 403, "{}", never_seen.text());
+    Ok(())
+}
+
+/// A token holding `ServiceIdentities` for `service`, made with the management token.
+async fn identity_token(agent: &DevAgent, service: &str) -> Result<String> {
+    let r = agent
+        .put_json(
+            &format!("/v1/acl/token?token={ROOT}"),
+            &json!({"ServiceIdentities": [{"ServiceName": service}]}),
+        )
+        .await?;
+    r.expect_status(200)?;
+    Ok(r.json()?["SecretID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_run_on_service_identity_tokens_under_default_deny() -> Result<()> {
+    let acl = format!(
+        r#"acl {{ enabled = true  default_policy = "deny"  tokens {{ initial_management = "{ROOT}" }} }}
+           default_intention_policy = "deny""#
+    );
+    let agent = DevAgent::builder().arg("-hcl").arg(acl).start()?;
+    eventually(Duration::from_secs(20), async || -> Result<bool> {
+        Ok(agent
+            .get(&format!("/v1/acl/token/self?token={ROOT}"))
+            .await?
+            .status
+            == 200)
+    })
+    .await?;
+    let addr = agent.addr().to_string();
+    let greeting = identity_token(&agent, "greeting").await?;
+    let test = identity_token(&agent, "test").await?;
+
+    // The application registers with its own token; its sidecar reads the token from a file.
+    let app_port = free_port()?;
+    let _app = greeting_app(app_port, "acl-host")?;
+    agent
+        .put_json(
+            &format!("/v1/agent/service/register?token={greeting}"),
+            &json!({"ID": "greeting-1", "Name": "greeting", "Port": app_port, "Address": "127.0.0.1",
+                    "Connect": {"SidecarService": {"Port": free_port()?}}}),
+        )
+        .await?
+        .expect_status(200)?;
+    let dir = TempDir::new()?;
+    let token_file = dir.path().join("greeting.token");
+    std::fs::write(&token_file, format!("{greeting}\n"))?;
+    let token_file = token_file.to_string_lossy().to_string();
+    let sidecar = sidecar_for_with("greeting-1", &addr, &["-token-file", &token_file])?;
+
+    // The test proxy runs on `test`'s token; the operator allows test -> greeting with the management token.
+    agent
+        .put_json(
+            &format!("/v1/connect/intentions/exact?source=test&destination=greeting&token={ROOT}"),
+            &json!({"Action": "allow"}),
+        )
+        .await?
+        .expect_status(200)?;
+    let upstream = free_port()?;
+    let upstream_arg = format!("greeting:{upstream}");
+    let client = Spawned::start(
+        &weft_binary()?,
+        &[
+            "connect",
+            "proxy",
+            "-service",
+            "test",
+            "-upstream",
+            &upstream_arg,
+            "-http-addr",
+            &addr,
+            "-token",
+            &test,
+        ]
+        .map(String::from),
+    )?;
+    eventually(Duration::from_secs(30), async || -> Result<bool> {
+        let (code, body) = http_get(upstream)?;
+        Ok(code == 200 && body.contains("acl-host"))
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "sidecar:\n{}\nclient:\n{}",
+            sidecar.output(),
+            client.output()
+        )
+    })?;
+
+    // `test`'s token cannot stand in for `greeting`: a proxy claiming to be `greeting` is refused its leaf.
+    let other_port = free_port()?;
+    let other_arg = format!("greeting:{other_port}");
+    let impostor = Spawned::start(
+        &weft_binary()?,
+        &[
+            "connect",
+            "proxy",
+            "-service",
+            "greeting",
+            "-upstream",
+            &other_arg,
+            "-http-addr",
+            &addr,
+            "-token",
+            &test,
+        ]
+        .map(String::from),
+    )?;
+    eventually(Duration::from_secs(15), async || -> Result<bool> {
+        Ok(impostor
+            .output()
+            .contains("lacks permission 'service:write'"))
+    })
+    .await
+    .with_context(|| format!("impostor:\n{}", impostor.output()))?;
     Ok(())
 }

@@ -51,7 +51,7 @@ impl Api {
         let http = builder
             .build()
             .map_err(|e| anyhow!("cannot build HTTP client: {e}"))?;
-        let token = args.token();
+        let token = args.token()?;
         Ok(Api {
             base,
             http,
