@@ -28,23 +28,9 @@ async fn a_service_token_is_confined_to_its_service_across_a_cluster() -> Result
     let mut cluster = Cluster::start_with(3, 1, vec!["-hcl".into(), acl]).await?;
     let client = 3;
     let agent = cluster.agent(client)?;
-    eventually(Duration::from_secs(20), async || -> Result<bool> {
-        Ok(agent
-            .get(&format!("/v1/acl/token/self?token={ROOT}"))
-            .await?
-            .status
-            == 200)
-    })
-    .await?;
+    wait_for_acls(agent).await?;
 
-    let created = agent
-        .put_json(
-            &format!("/v1/acl/token?token={ROOT}"),
-            &json!({"Description": "web's sidecar", "ServiceIdentities": [{"ServiceName": "web"}]}),
-        )
-        .await?;
-    created.expect_status(200)?;
-    let web = created.json()?["SecretID"].as_str().unwrap().to_string();
+    let web = identity_token(agent, "web").await?;
 
     // Its own leaf, from the client agent (which resolves the token through a server).
     agent
@@ -121,6 +107,17 @@ async fn a_service_token_is_confined_to_its_service_across_a_cluster() -> Result
     Ok(())
 }
 
+/// Waits until the leader has set ACLs up (the initial management token resolves).
+async fn wait_for_acls(agent: &DevAgent) -> Result<()> {
+    eventually(Duration::from_secs(20), async || -> Result<bool> {
+        let r = agent
+            .get(&format!("/v1/acl/token/self?token={ROOT}"))
+            .await?;
+        Ok(r.status == 200)
+    })
+    .await
+}
+
 /// A token holding `ServiceIdentities` for `service`, made with the management token.
 async fn identity_token(agent: &DevAgent, service: &str) -> Result<String> {
     let r = agent
@@ -143,14 +140,7 @@ async fn sidecars_run_on_service_identity_tokens_under_default_deny() -> Result<
            default_intention_policy = "deny""#
     );
     let agent = DevAgent::builder().arg("-hcl").arg(acl).start()?;
-    eventually(Duration::from_secs(20), async || -> Result<bool> {
-        Ok(agent
-            .get(&format!("/v1/acl/token/self?token={ROOT}"))
-            .await?
-            .status
-            == 200)
-    })
-    .await?;
+    wait_for_acls(&agent).await?;
     let addr = agent.addr().to_string();
     let greeting = identity_token(&agent, "greeting").await?;
     let test = identity_token(&agent, "test").await?;
