@@ -22,6 +22,8 @@ pub struct Ctx {
     pub body: Vec<u8>,
     /// Who is calling, and what the caller may do.
     pub caller: std::sync::Arc<crate::caller::Caller>,
+    /// On the server RPC listener: the role the caller's certificate names (`None` elsewhere).
+    pub rpc_role: Option<weft_rpc::PeerRole>,
 }
 
 /// How a read was served (`X-Consul-Effective-Consistency`).

@@ -35,6 +35,14 @@ pub async fn raft(ctx: Ctx) -> Result<Reply, ApiError> {
 /// `POST /v1/internal/apply`: a write forwarded by a client agent or a follower.
 pub async fn apply(ctx: Ctx) -> Result<Reply, ApiError> {
     let req: ApplyRequest = decode(&ctx)?;
+    // A client agent forwards only its own anti-entropy; tokens, the CA, intentions, KV and restores are written
+    // by servers (a client agent passes such requests on as HTTP, which the leader authorises).
+    if ctx.rpc_role == Some(weft_rpc::PeerRole::Client) && !req.command.is_agent_sync() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "rpc: a client agent's certificate may only sync its own catalog entries",
+        ));
+    }
     // The refusal travels typed (the sender decides on `NoLeader` by its variant, not its text).
     let answer: Result<_, StoreError> = ctx.state.agent.server().handle_apply(req).await;
     json(&answer)

@@ -201,6 +201,10 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
         return Reply::text(StatusCode::NOT_FOUND, text);
     };
     let method = req.method().clone();
+    let rpc_role = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<weft_rpc::RpcPeer>>()
+        .map(|c| c.0.role);
     let allow = || {
         let mut names = vec!["OPTIONS"];
         names.extend(route.methods.iter().map(|m| m.as_str()));
@@ -295,6 +299,7 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
         headers,
         body,
         caller: caller.clone(),
+        rpc_role,
     };
     let mut reply = match (route.handler)(ctx).await {
         Ok(reply) => reply,

@@ -159,6 +159,15 @@ pub enum KvOp {
 }
 
 impl Command {
+    /// What a client agent writes for itself: its node, services and checks (anti-entropy). Over server RPC, a
+    /// peer whose certificate names it a client may send nothing else.
+    pub fn is_agent_sync(&self) -> bool {
+        matches!(
+            self,
+            Command::Register(_) | Command::Deregister { .. } | Command::UpdateCheck { .. }
+        )
+    }
+
     /// ACL commands: they carry secrets, so they never reach client agents' replicas.
     pub fn is_acl(&self) -> bool {
         matches!(

@@ -166,6 +166,11 @@ impl Certs {
 
     /// An HTTP/1.1 request over TLS with the client certificate; answers the status code.
     async fn as_client(&self, rpc: &str, method: &str, path: &str) -> Result<u16> {
+        self.as_client_with(rpc, method, path, "{}").await
+    }
+
+    /// [`Certs::as_client`] with a body.
+    async fn as_client_with(&self, rpc: &str, method: &str, path: &str, body: &str) -> Result<u16> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -186,7 +191,8 @@ impl Certs {
             .connect(name, tcp)
             .await?;
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: weft\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            "{method} {path} HTTP/1.1\r\nHost: weft\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         );
         tls.write_all(request.as_bytes()).await?;
         let mut head = [0u8; 12];
@@ -224,6 +230,37 @@ async fn a_client_certificate_cannot_speak_raft_or_join() -> Result<()> {
         .as_client(&rpc, "GET", "/v1/internal/forward/v1/status/leader")
         .await?;
     ensure!(read == 200, "forwarded read: {read}");
+    // Its own anti-entropy, and nothing else: a client certificate cannot write a management token, a CA, or
+    // intentions through the servers' apply route.
+    let apply = |command: serde_json::Value| {
+        serde_json::json!({"command": command, "forward": true}).to_string()
+    };
+    let sync = apply(serde_json::json!({"UpdateCheck": {
+        "node": "nowhere", "check_id": "c", "status": "passing", "output": ""}}));
+    let status = certs
+        .as_client_with(&rpc, "POST", "/v1/internal/apply", &sync)
+        .await?;
+    ensure!(status == 200, "a client's own check update: {status}");
+    let token = apply(serde_json::json!({"AclTokenSet": {
+        "AccessorID": "7a3b0c1d-2e4f-4a6b-8c9d-0e1f2a3b4c5d",
+        "SecretID": "8b4c1d2e-3f5a-4b7c-9d0e-1f2a3b4c5d6e",
+        "Policies": [{"ID": "00000000-0000-0000-0000-000000000001", "Name": "global-management"}]}}));
+    let status = certs
+        .as_client_with(&rpc, "POST", "/v1/internal/apply", &token)
+        .await?;
+    ensure!(
+        status == 403,
+        "a client certificate wrote a management token: {status}"
+    );
+    let intention =
+        apply(serde_json::json!({"IntentionDelete": {"source": "*", "destination": "*"}}));
+    let status = certs
+        .as_client_with(&rpc, "POST", "/v1/internal/apply", &intention)
+        .await?;
+    ensure!(
+        status == 403,
+        "a client certificate wrote intentions: {status}"
+    );
     Ok(())
 }
 
