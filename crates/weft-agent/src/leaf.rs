@@ -32,6 +32,9 @@ struct Entry {
     rx: watch::Receiver<LeafState>,
     /// When a request for this leaf last began or ended.
     last_used: Instant,
+    /// The ACL token of the latest request: renewals are signed on its authority (Consul's agent cache keeps the
+    /// requester's token the same way), so a token that loses `service:write` stops the renewals.
+    token: Option<String>,
 }
 
 pub struct LeafCache {
@@ -82,13 +85,19 @@ impl LeafCache {
     }
 
     /// A hold on a service's leaf, starting its manager on first use (or after the last one stopped).
-    pub(crate) fn subscribe(&self, agent: &Arc<Inner>, service: &str) -> Lease<'_> {
+    pub(crate) fn subscribe(
+        &self,
+        agent: &Arc<Inner>,
+        service: &str,
+        token: Option<&str>,
+    ) -> Lease<'_> {
         let now = Instant::now();
         let mut entries = self.entries();
         let rx = match entries.get_mut(service) {
             // A closed channel: its manager stopped (the agent's server is going away). Start another.
             Some(entry) if entry.rx.has_changed().is_ok() => {
                 entry.last_used = now;
+                entry.token = token.map(str::to_string);
                 entry.rx.clone()
             }
             _ => {
@@ -96,6 +105,7 @@ impl LeafCache {
                 let entry = Entry {
                     rx: rx.clone(),
                     last_used: now,
+                    token: token.map(str::to_string),
                 };
                 entries.insert(service.to_string(), entry);
                 tokio::spawn(manage(Arc::downgrade(agent), service.to_string(), tx));
@@ -124,6 +134,11 @@ impl LeafCache {
         at
     }
 
+    /// The token the latest request for `service`'s leaf came with.
+    fn token(&self, service: &str) -> Option<String> {
+        self.entries().get(service).and_then(|e| e.token.clone())
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries().len()
@@ -150,9 +165,10 @@ async fn issue(agent: &Inner, service: &str) -> Result<IssuedCert, AgentError> {
     let id = ServiceId::new(&trust_domain, &agent.config.datacenter, service);
     let (key_pem, csr_pem) =
         weft_ca::leaf::new_request(&id).map_err(|e| AgentError::Internal(e.to_string()))?;
+    let token = agent.leaves.token(service);
     let mut cert = agent
         .server
-        .sign_leaf(&csr_pem, &agent.config.datacenter)
+        .sign_leaf(&csr_pem, &agent.config.datacenter, token.as_deref())
         .await
         .map_err(|e| match e {
             weft_server::CaManagerError::Ca(weft_ca::CaError::BadCsr(m)) => {
@@ -282,9 +298,11 @@ async fn manage(agent: Weak<Inner>, service: String, tx: watch::Sender<LeafState
 impl crate::Agent {
     /// The current leaf for `service`, issuing one first if needed; with `min_index`, waits (up to `wait`) until
     /// a certificate newer than that index is issued.
+    /// `token` is the requester's ACL token (see [`LeafCache`]'s entries).
     pub async fn leaf_certificate(
         &self,
         service: &str,
+        token: Option<&str>,
         min_index: u64,
         wait: Duration,
     ) -> Result<Arc<IssuedCert>, AgentError> {
@@ -293,7 +311,7 @@ impl crate::Agent {
                 "Invalid service name {service:?}"
             )));
         }
-        let mut lease = self.inner.leaves.subscribe(&self.inner, service);
+        let mut lease = self.inner.leaves.subscribe(&self.inner, service, token);
         let rx = &mut lease.rx;
         let deadline = tokio::time::Instant::now() + wait;
         loop {

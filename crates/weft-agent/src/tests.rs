@@ -95,14 +95,19 @@ async fn sidecar_service_is_expanded() {
 async fn leaf_renews_on_a_fast_clock() {
     let a = agent().await;
     let first = a
-        .leaf_certificate("web", 0, Duration::from_secs(5))
+        .leaf_certificate("web", None, 0, Duration::from_secs(5))
         .await
         .unwrap();
     let info = weft_ca::leaf::inspect(&first.cert_pem).unwrap();
     assert!(info.uris[0].ends_with("/ns/default/dc/dc1/svc/web"));
     // The paused clock jumps to the renewal time (60-90 % of 72 h) as soon as nothing else is runnable.
     let renewed = a
-        .leaf_certificate("web", first.modify_index, Duration::from_secs(80 * 3600))
+        .leaf_certificate(
+            "web",
+            None,
+            first.modify_index,
+            Duration::from_secs(80 * 3600),
+        )
         .await
         .unwrap();
     assert!(renewed.modify_index > first.modify_index);
@@ -113,7 +118,7 @@ async fn leaf_renews_on_a_fast_clock() {
     );
     // A reader without an index gets the current certificate at once.
     let now = a
-        .leaf_certificate("web", 0, Duration::from_secs(1))
+        .leaf_certificate("web", None, 0, Duration::from_secs(1))
         .await
         .unwrap();
     assert!(now.modify_index >= renewed.modify_index);
@@ -123,7 +128,7 @@ async fn leaf_renews_on_a_fast_clock() {
 async fn root_rotation_reissues_leaves() {
     let a = agent().await;
     let first = a
-        .leaf_certificate("api", 0, Duration::from_secs(5))
+        .leaf_certificate("api", None, 0, Duration::from_secs(5))
         .await
         .unwrap();
     let old_key = a
@@ -162,7 +167,7 @@ async fn root_rotation_reissues_leaves() {
         "the old root stays listed"
     );
     let reissued = a
-        .leaf_certificate("api", first.modify_index, Duration::from_secs(60))
+        .leaf_certificate("api", None, first.modify_index, Duration::from_secs(60))
         .await
         .unwrap();
     let info = weft_ca::leaf::inspect(&reissued.cert_pem).unwrap();
@@ -178,7 +183,7 @@ async fn root_rotation_reissues_leaves() {
 async fn leaf_requests_are_validated() {
     let a = agent().await;
     assert!(matches!(
-        a.leaf_certificate("bad name", 0, Duration::from_secs(1))
+        a.leaf_certificate("bad name", None, 0, Duration::from_secs(1))
             .await,
         Err(AgentError::BadRequest(_))
     ));
@@ -203,7 +208,7 @@ async fn idle_leaves_and_their_renewal_tasks_are_dropped() {
     let leaf = |name: &str| {
         let (a, name) = (a.clone(), name.to_string());
         async move {
-            a.leaf_certificate(&name, 0, Duration::from_secs(5))
+            a.leaf_certificate(&name, None, 0, Duration::from_secs(5))
                 .await
                 .unwrap()
         }
@@ -219,7 +224,11 @@ async fn idle_leaves_and_their_renewal_tasks_are_dropped() {
     // asked for every half period.
     let blocking = tokio::spawn({
         let (a, index) = (a.clone(), waited.modify_index);
-        async move { a.leaf_certificate("waited", index, 3 * IDLE).await.unwrap() }
+        async move {
+            a.leaf_certificate("waited", None, index, 3 * IDLE)
+                .await
+                .unwrap()
+        }
     });
     for _ in 0..6 {
         tokio::time::sleep(IDLE / 2).await;

@@ -64,7 +64,19 @@ pub struct SigningContext<'a> {
 /// Checks a CSR (one service SPIFFE URI in our trust domain and datacenter) and signs it with the active root.
 /// Returns the issued certificate (leaf followed by the root's intermediates) and the identity it names.
 pub fn sign(csr_pem: &str, ctx: &SigningContext<'_>) -> Result<(IssuedCert, ServiceId), CaError> {
-    let mut req = CertificateSigningRequestParams::from_pem(csr_pem)
+    let (req, id) = parse_csr(csr_pem)?;
+    check_scope(&id, ctx)?;
+    sign_checked(req, id, ctx)
+}
+
+/// The service identity a CSR asks for (its one URI SAN), checked for shape but not yet for trust domain or
+/// datacenter: who may have it signed is decided before signing.
+pub fn csr_service(csr_pem: &str) -> Result<ServiceId, CaError> {
+    parse_csr(csr_pem).map(|(_, id)| id)
+}
+
+fn parse_csr(csr_pem: &str) -> Result<(CertificateSigningRequestParams, ServiceId), CaError> {
+    let req = CertificateSigningRequestParams::from_pem(csr_pem)
         .map_err(|e| CaError::BadCsr(format!("invalid certificate signing request: {e}")))?;
     let uris: Vec<String> = req
         .params
@@ -92,6 +104,10 @@ pub fn sign(csr_pem: &str, ctx: &SigningContext<'_>) -> Result<(IssuedCert, Serv
     let id = ServiceId::parse(uri).ok_or_else(|| {
         CaError::BadCsr(format!("SPIFFE ID in CSR is not a service identity: {uri}"))
     })?;
+    Ok((req, id))
+}
+
+fn check_scope(id: &ServiceId, ctx: &SigningContext<'_>) -> Result<(), CaError> {
     if id.trust_domain != ctx.trust_domain.to_ascii_lowercase() {
         return Err(CaError::BadCsr(format!(
             "SPIFFE ID in CSR from a different trust domain: {} (want {})",
@@ -110,6 +126,14 @@ pub fn sign(csr_pem: &str, ctx: &SigningContext<'_>) -> Result<(IssuedCert, Serv
             id.namespace
         )));
     }
+    Ok(())
+}
+
+fn sign_checked(
+    mut req: CertificateSigningRequestParams,
+    id: ServiceId,
+    ctx: &SigningContext<'_>,
+) -> Result<(IssuedCert, ServiceId), CaError> {
     let key = KeyPair::from_pem(&ctx.root.private_key_pem)
         .map_err(|e| CaError::Internal(format!("CA key: {e}")))?;
     let issuer = Issuer::from_ca_cert_pem(&ctx.root.root.root_cert, key)

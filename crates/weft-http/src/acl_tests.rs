@@ -612,3 +612,56 @@ async fn the_default_token_answers_requests_without_one() {
     .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+/// What the server RPC route `/v1/internal/ca/sign` runs: the leader signs only for a token holding
+/// `service:write` on the CSR's service, so a host that reaches server RPC cannot have another service's leaf made.
+#[tokio::test]
+async fn the_leader_signs_a_leaf_only_for_a_token_that_may_write_its_service() {
+    let api = api(weft_types::DefaultPolicy::Deny).await;
+    let root = bootstrap(&api).await;
+    let server = api.state.agent.server().clone();
+    let web = {
+        let t = api
+            .call_as(
+                "PUT",
+                "/v1/acl/token",
+                &json!({"ServiceIdentities": [{"ServiceName": "web"}]}).to_string(),
+                Some(&root),
+            )
+            .await;
+        t.json()["SecretID"].as_str().unwrap().to_string()
+    };
+    let trust_domain = server.read().ca().trust_domain();
+    let csr = |service: &str| {
+        let id = weft_ca::spiffe::ServiceId::new(&trust_domain, "dc1", service);
+        weft_ca::leaf::new_request(&id).unwrap().1
+    };
+    let sign = |csr: String, token: Option<&str>| weft_server::SignRequest {
+        csr,
+        datacenter: "dc1".into(),
+        token: token.map(str::to_string),
+    };
+    assert!(server
+        .handle_sign(sign(csr("web"), Some(&web)))
+        .await
+        .is_ok());
+    for (service, token) in [
+        ("db", Some(web.as_str())),
+        ("web", None),
+        ("web", Some("nope")),
+    ] {
+        match server.handle_sign(sign(csr(service), token)).await {
+            Err(weft_server::SignRefusal::Denied(why)) => {
+                assert!(
+                    why.contains("service:write") || why == "ACL not found",
+                    "{why}"
+                )
+            }
+            other => panic!("{service} with {token:?}: {other:?}"),
+        }
+    }
+    assert!(server
+        .handle_sign(sign(csr("db"), Some(&root)))
+        .await
+        .is_ok());
+}

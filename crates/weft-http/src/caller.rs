@@ -46,6 +46,9 @@ pub fn token_of(query: &[(String, String)], headers: &HeaderMap) -> Option<Strin
 /// The caller of one request.
 pub struct Caller {
     pub identity: Arc<Identity>,
+    /// The secret the identity was resolved from (the request's, the default or `anonymous`); `None` with ACLs
+    /// off. Passed on where servers decide again (leaf signing).
+    pub secret: Option<String>,
     /// A token was presented: only then do filtered lists say so (`X-Consul-Results-Filtered-By-ACLs`).
     pub token_given: bool,
     filtered: AtomicBool,
@@ -58,6 +61,7 @@ impl Caller {
         ALL.get_or_init(|| {
             Arc::new(Caller {
                 identity: Identity::allow_all(),
+                secret: None,
                 token_given: false,
                 filtered: AtomicBool::new(false),
             })
@@ -86,6 +90,7 @@ impl Caller {
         match server.resolve_token(&secret).await {
             Ok(identity) => Ok(Arc::new(Caller {
                 identity,
+                secret: Some(secret),
                 token_given: given.is_some(),
                 filtered: AtomicBool::new(false),
             })),

@@ -25,6 +25,9 @@ pub enum CaManagerError {
     /// The CA's keys are sealed and this server cannot open them.
     #[error(transparent)]
     Seal(#[from] crate::SealKeyError),
+    /// The token does not allow this leaf (Consul's words).
+    #[error("{0}")]
+    Denied(String),
 }
 
 /// Why the leader did not sign a CSR, as it travels back over server RPC.
@@ -33,6 +36,9 @@ pub enum SignRefusal {
     /// The CSR itself is wrong (the caller's fault: 400).
     #[error("{0}")]
     BadCsr(String),
+    /// The token may not have this service's leaf.
+    #[error("{0}")]
+    Denied(String),
     /// Anything else (no CA yet, no leader, storage).
     #[error("{0}")]
     Failed(String),
@@ -124,32 +130,67 @@ impl Server {
     }
 
     /// Signs a leaf CSR where the CA's keys are: here on the leader (and in dev mode), else at the leader over RPC.
+    /// With ACLs on, the leader signs only for a `token` holding `service:write` on the CSR's service, as
+    /// Consul's `ConnectCA.Sign` checks: a host that can reach server RPC cannot have another service's leaf signed.
     pub async fn sign_leaf(
         &self,
         csr_pem: &str,
         datacenter: &str,
+        token: Option<&str>,
     ) -> Result<IssuedCert, CaManagerError> {
         if self.is_leader() {
+            self.authorize_sign(csr_pem, token).await?;
             return self.sign_leaf_here(csr_pem, datacenter).await;
         }
         let req = crate::SignRequest {
             csr: csr_pem.to_string(),
             datacenter: datacenter.to_string(),
+            token: token.map(str::to_string),
         };
         let answer: Result<IssuedCert, SignRefusal> =
             self.call_leader("/v1/internal/ca/sign", &req).await?;
         answer.map_err(|refusal| match refusal {
             SignRefusal::BadCsr(m) => CaManagerError::Ca(CaError::BadCsr(m)),
+            SignRefusal::Denied(m) => CaManagerError::Denied(m),
             SignRefusal::Failed(m) => CaManagerError::Remote(m),
         })
     }
 
+    /// `service:write` on the CSR's service for `token` (`anonymous` when none), when ACLs are on.
+    async fn authorize_sign(
+        &self,
+        csr_pem: &str,
+        token: Option<&str>,
+    ) -> Result<(), CaManagerError> {
+        if !self.acl_enabled() {
+            return Ok(());
+        }
+        let service = weft_ca::leaf::csr_service(csr_pem)?.service;
+        let secret = token.unwrap_or(weft_types::acl::ANONYMOUS_SECRET);
+        let identity = self
+            .resolve_token(secret)
+            .await
+            .map_err(|e| CaManagerError::Denied(e.to_string()))?;
+        if identity
+            .authorizer
+            .named(weft_acl::Named::Service, &service, weft_acl::Need::Write)
+        {
+            Ok(())
+        } else {
+            Err(CaManagerError::Denied(format!(
+                "Permission denied: token with AccessorID '{}' lacks permission 'service:write' on {service:?}",
+                identity.accessor_id
+            )))
+        }
+    }
+
     /// Serves `POST /v1/internal/ca/sign`: signs if this member leads, else passes the CSR to the leader.
     pub async fn handle_sign(&self, req: crate::SignRequest) -> Result<IssuedCert, SignRefusal> {
-        self.sign_leaf(&req.csr, &req.datacenter)
+        self.sign_leaf(&req.csr, &req.datacenter, req.token.as_deref())
             .await
             .map_err(|e| match e {
                 CaManagerError::Ca(CaError::BadCsr(m)) => SignRefusal::BadCsr(m),
+                CaManagerError::Denied(m) => SignRefusal::Denied(m),
                 other => SignRefusal::Failed(other.to_string()),
             })
     }

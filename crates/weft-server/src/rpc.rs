@@ -27,6 +27,9 @@ pub struct ApplyAnswer {
 pub struct SignRequest {
     pub csr: String,
     pub datacenter: String,
+    /// The ACL token of whoever asked for the leaf: the leader checks it holds `service:write` on the service.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
