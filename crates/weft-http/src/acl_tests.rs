@@ -665,3 +665,73 @@ async fn the_leader_signs_a_leaf_only_for_a_token_that_may_write_its_service() {
         .await
         .is_ok());
 }
+
+#[tokio::test]
+async fn the_agent_takes_its_tokens_through_the_api() {
+    let off = TestApi::new().await;
+    let a = off
+        .call(
+            "PUT",
+            "/v1/agent/token/default",
+            &json!({"Token": "x"}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.text()),
+        (StatusCode::UNAUTHORIZED, "ACL support disabled".into())
+    );
+
+    let api = api(weft_types::DefaultPolicy::Deny).await;
+    let root = bootstrap(&api).await;
+    let reader = token_with(
+        &api,
+        &root,
+        "kv-read",
+        r#"key_prefix "" { policy = "read" }"#,
+    )
+    .await;
+    // Setting a token needs agent:write; unknown kinds are 404.
+    let body = json!({"Token": reader}).to_string();
+    let a = api
+        .call_as("PUT", "/v1/agent/token/default", &body, Some(&reader))
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text());
+    let a = api
+        .call_as("PUT", "/v1/agent/token/nope", &body, Some(&root))
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    api.call_as("PUT", "/v1/kv/k", "v", Some(&root)).await;
+    assert_eq!(
+        api.call_as("GET", "/v1/kv/k", "", None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let a = api
+        .call_as("PUT", "/v1/agent/token/default", &body, Some(&root))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(
+        api.call_as("GET", "/v1/kv/k", "", None).await.status,
+        StatusCode::OK
+    );
+
+    // The recovery token reaches this agent's own endpoints, decided without the servers, and nothing else.
+    let recovery = "2f0c5a1b-9d3e-4f6a-8b7c-1d2e3f4a5b6c";
+    let a = api
+        .call_as(
+            "PUT",
+            "/v1/agent/token/agent_recovery",
+            &json!({"Token": recovery}).to_string(),
+            Some(&root),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        api.call_as("GET", "/v1/agent/self", "", Some(recovery))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let a = api.call_as("GET", "/v1/kv/k", "", Some(recovery)).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(a.text().contains("'agent-recovery'"), "{}", a.text());
+}

@@ -12,16 +12,7 @@ use weft_acl::{Named, Need, Whole};
 use weft_server::{Identity, ResolveError};
 use weft_types::acl::ANONYMOUS_SECRET;
 
-/// The tokens an agent itself holds (`acl.tokens`), replaceable at run time.
-#[derive(Debug, Clone, Default)]
-pub struct AgentTokens {
-    /// Used for requests that carry no token.
-    pub default: Option<String>,
-    /// The agent's own: node registration and anti-entropy.
-    pub agent: Option<String>,
-    /// Accepted for `agent:*` on this agent when the servers cannot be reached.
-    pub agent_recovery: Option<String>,
-}
+pub use crate::agent_token::AgentTokens;
 
 /// The request's token, in Consul's order; `None` when it carries none.
 pub fn token_of(query: &[(String, String)], headers: &HeaderMap) -> Option<String> {
@@ -87,6 +78,17 @@ impl Caller {
                 .default_token()
                 .unwrap_or_else(|| ANONYMOUS_SECRET.to_string()),
         };
+        if let Some(identity) = state
+            .acl
+            .agent_recovery(&secret, &state.agent.config().node_name)
+        {
+            return Ok(Arc::new(Caller {
+                identity,
+                secret: Some(secret),
+                token_given: given.is_some(),
+                filtered: AtomicBool::new(false),
+            }));
+        }
         match server.resolve_token(&secret).await {
             Ok(identity) => Ok(Arc::new(Caller {
                 identity,
@@ -216,6 +218,8 @@ pub struct AclApi {
     pub token_max_ttl: std::time::Duration,
     /// `acl.enable_key_list_policy`: listing keys needs `key:list` rather than `key:read`.
     pub enable_key_list_policy: bool,
+    /// The data dir, when `acl.enable_token_persistence` keeps tokens set through the API there.
+    pub persist_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for AclApi {
@@ -226,11 +230,29 @@ impl Default for AclApi {
             token_min_ttl: std::time::Duration::from_secs(60),
             token_max_ttl: std::time::Duration::from_secs(24 * 3600),
             enable_key_list_policy: false,
+            persist_dir: None,
         }
     }
 }
 
 impl AclApi {
+    /// The identity `secret` has as this agent's recovery token (`acl.tokens.agent_recovery`): `agent:write` on
+    /// this agent and `node:read`, decided here without the servers.
+    fn agent_recovery(&self, secret: &str, node: &str) -> Option<Arc<Identity>> {
+        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        if tokens.agent_recovery.as_deref() != Some(secret) {
+            return None;
+        }
+        let mut rules = weft_acl::Rules::default();
+        rules.set_named(Named::Agent, node, false, weft_acl::Level::Write);
+        rules.set_named(Named::Node, "", true, weft_acl::Level::Read);
+        Some(Arc::new(Identity {
+            accessor_id: "agent-recovery".into(),
+            authorizer: weft_acl::Authorizer::new(rules, weft_acl::DefaultPolicy::Deny),
+            expires_ms: None,
+        }))
+    }
+
     pub fn default_token(&self) -> Option<String> {
         self.tokens
             .read()

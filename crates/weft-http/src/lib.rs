@@ -8,6 +8,7 @@
 mod acl;
 mod agent;
 pub mod agent_self;
+pub mod agent_token;
 pub mod blocking;
 pub mod browser_guard;
 pub mod caller;

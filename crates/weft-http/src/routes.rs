@@ -5,8 +5,8 @@ use crate::ctx::Ctx;
 use crate::policy::{Access, AclRule, BodyLimit, Forward, Listener, Policy, Resource, Subject};
 use crate::reply::{ApiError, Reply};
 use crate::{
-    acl, agent, agent_self, catalog, connect, health, intentions, internal, kv, operator, session,
-    snapshot, status, txn,
+    acl, agent, agent_self, agent_token, catalog, connect, health, intentions, internal, kv,
+    operator, session, snapshot, status, txn,
 };
 use axum::http::Method;
 use std::future::Future;
@@ -262,6 +262,12 @@ fn table() -> Vec<Route> {
             "/v1/agent/reload",
             [PUT],
             agent::reload,
+            local(rule(Agent, Write, ThisNode))
+        ),
+        route!(
+            "/v1/agent/token/",
+            [PUT],
+            agent_token::set,
             local(rule(Agent, Write, ThisNode))
         ),
         route!(

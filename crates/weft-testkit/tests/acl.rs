@@ -229,3 +229,56 @@ async fn sidecars_run_on_service_identity_tokens_under_default_deny() -> Result<
     .with_context(|| format!("impostor:\n{}", impostor.output()))?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_set_through_the_api_outlive_a_restart_with_persistence() -> Result<()> {
+    let acl = format!(
+        r#"acl {{ enabled = true  default_policy = "deny"  enable_token_persistence = true
+                 tokens {{ initial_management = "{ROOT}"  default = "{ROOT}" }} }}
+           default_intention_policy = "allow""#
+    );
+    let mut cluster = Cluster::start_with(1, 0, vec!["-hcl".into(), acl]).await?;
+    wait_for_acls(cluster.agent(0)?).await?;
+    let agent = cluster.agent(0)?;
+    let reader = agent
+        .put_json(
+            &format!("/v1/acl/policy?token={ROOT}"),
+            &json!({"Name": "kv-read", "Rules": "key_prefix \"\" { policy = \"read\" }"}),
+        )
+        .await?;
+    reader.expect_status(200)?;
+    let token = agent
+        .put_json(
+            &format!("/v1/acl/token?token={ROOT}"),
+            &json!({"Policies": [{"Name": "kv-read"}]}),
+        )
+        .await?;
+    token.expect_status(200)?;
+    let secret = token.json()?["SecretID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    agent
+        .put_json(&format!("/v1/kv/k?token={ROOT}"), &json!("v"))
+        .await?
+        .expect_status(200)?;
+    // The API's default token (read-only) replaces the configured one (management), and stays after a restart.
+    agent
+        .put_json(
+            &format!("/v1/agent/token/default?token={ROOT}"),
+            &json!({"Token": secret}),
+        )
+        .await?
+        .expect_status(200)?;
+    cluster.kill(0);
+    cluster.restart(0)?;
+    cluster.wait_for_leader().await?;
+    let agent = cluster.agent(0)?;
+    eventually(Duration::from_secs(20), async || -> Result<bool> {
+        Ok(agent.get("/v1/kv/k").await?.status == 200)
+    })
+    .await?;
+    let write = agent.put_json("/v1/kv/k", &json!("w")).await?;
+    assert_eq!(write.status, 403, "{}", write.text());
+    Ok(())
+}

@@ -142,7 +142,7 @@ impl App {
             agent.clone(),
             reloader.clone(),
             listeners.rpc.is_some(),
-        );
+        )?;
         // The RPC port and cluster forming start before any registration, since those writes wait for a leader.
         if let Some(listener) = listeners.rpc {
             tasks.extend(serve_rpc(&config, listener, state.clone()));
@@ -416,7 +416,7 @@ fn api_state(
     agent: Agent,
     reloader: Arc<Reloader>,
     serves_rpc: bool,
-) -> ApiState {
+) -> anyhow::Result<ApiState> {
     let mut state = ApiState::new(agent);
     state.http_connections = weft_rpc::Connections::new(config.http_max_conns_per_client);
     if serves_rpc {
@@ -435,18 +435,27 @@ fn api_state(
     }));
     // Dev mode allows what no intention denies, as Consul's dev agent does; `default_intention_policy` overrides.
     state.default_policy = config.default_policy;
+    let persist_dir = config
+        .data_dir
+        .clone()
+        .filter(|_| config.acl.enable_token_persistence);
+    let mut tokens = config.acl.tokens.clone();
+    if let Some(dir) = &persist_dir {
+        // Tokens set through the API outlive restarts and win over the configured ones, as in Consul.
+        let persisted = weft_http::agent_token::AgentTokens::load(dir)
+            .map_err(|e| anyhow::anyhow!("acl.enable_token_persistence: {e}"))?;
+        tokens.overlay(&persisted);
+    }
     state.acl = weft_http::caller::AclApi {
         bootstrap_reset_file: config
             .data_dir
             .as_ref()
             .map(|d| d.join("acl-bootstrap-reset")),
-        tokens: Arc::new(std::sync::RwLock::new(weft_http::caller::AgentTokens {
-            default: config.acl.default_token.clone(),
-            ..Default::default()
-        })),
+        tokens: Arc::new(std::sync::RwLock::new(tokens)),
         token_min_ttl: config.acl.token_min_ttl,
         token_max_ttl: config.acl.token_max_ttl,
         enable_key_list_policy: config.acl.enable_key_list_policy,
+        persist_dir,
     };
     state.self_info = Arc::new(weft_http::agent_self::SelfInfo {
         debug_config: config.debug_json(),
@@ -454,7 +463,7 @@ fn api_state(
         bootstrap_expect: config.bootstrap_expect,
         encrypted: config.keyring.is_some(),
     });
-    state
+    Ok(state)
 }
 
 /// Serves server RPC (Raft, forwarding, joins, the replica stream) and starts forming the cluster.

@@ -103,8 +103,10 @@ pub struct AclSettings {
     pub token_min_ttl: Duration,
     pub token_max_ttl: Duration,
     pub initial_management: Option<String>,
-    /// Used for requests that carry no token (`acl.tokens.default`).
-    pub default_token: Option<String>,
+    /// The agent's own tokens (`acl.tokens.default`, `agent_recovery`, ...).
+    pub tokens: weft_http::agent_token::AgentTokens,
+    /// Tokens set through `/v1/agent/token` are kept in the data dir (`acl.enable_token_persistence`).
+    pub enable_token_persistence: bool,
 }
 
 const DEFAULT_KV_MAX: usize = 512 * 1024;
@@ -550,8 +552,18 @@ impl Checker<'_> {
             enable_key_list_policy: acl.enable_key_list_policy.unwrap_or(false),
             token_min_ttl: min,
             token_max_ttl: max,
+            tokens: weft_http::agent_token::AgentTokens {
+                default: tokens.default.filter(|t| !t.is_empty()),
+                agent: tokens.agent.filter(|t| !t.is_empty()),
+                agent_recovery: tokens.agent_recovery.filter(|t| !t.is_empty()),
+                replication: tokens.replication.filter(|t| !t.is_empty()),
+                config_file_service_registration: tokens
+                    .config_file_service_registration
+                    .filter(|t| !t.is_empty()),
+                dns: None,
+            },
             initial_management: tokens.initial_management,
-            default_token: tokens.default.filter(|t| !t.is_empty()),
+            enable_token_persistence: acl.enable_token_persistence.unwrap_or(false),
         }
     }
 
@@ -803,6 +815,9 @@ const APPLIED: &[&str] = &[
     "acl.tokens.initial_management",
     "acl.tokens.master",
     "acl.tokens.default",
+    "acl.tokens.agent_recovery",
+    "acl.tokens.agent_master",
+    "acl.enable_token_persistence",
     "default_intention_policy",
     "connect.enabled",
     "connect.ca_config",

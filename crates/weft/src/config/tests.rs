@@ -281,7 +281,7 @@ fn acl_settings_are_read_and_kept_apart_from_the_intention_default() {
         Some("8f246b77-f3e1-ff88-5b48-8ec93abf3e05"),
         "`master` is the older name of initial_management"
     );
-    assert_eq!(c.acl.default_token.as_deref(), Some("d"));
+    assert_eq!(c.acl.tokens.default.as_deref(), Some("d"));
     assert_eq!(
         c.default_policy,
         DefaultPolicy::Allow,
