@@ -10,7 +10,7 @@ use serde_json::json;
 use std::time::Duration;
 use weft_testkit::mesh::{greeting_app, sidecar_for_with};
 use weft_testkit::net::{free_port, http_get};
-use weft_testkit::{eventually, weft_binary, Cluster, DevAgent, Spawned, TempDir};
+use weft_testkit::{eventually, weft_binary, Cli, CliOutput, Cluster, DevAgent, Spawned, TempDir};
 
 const ROOT: &str = "0d9b8c1e-3f2a-4c6d-8e7f-a1b2c3d4e5f6";
 
@@ -280,5 +280,151 @@ async fn tokens_set_through_the_api_outlive_a_restart_with_persistence() -> Resu
     .await?;
     let write = agent.put_json("/v1/kv/k", &json!("w")).await?;
     assert_eq!(write.status, 403, "{}", write.text());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acl_cli_bootstraps_and_manages_tokens_policies_and_roles() -> Result<()> {
+    let acl =
+        r#"acl { enabled = true  default_policy = "deny" }  default_intention_policy = "allow""#;
+    let agent = DevAgent::builder().arg("-hcl").arg(acl).start()?;
+    let addr = format!("-http-addr={}", agent.addr());
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.push(&addr);
+        Cli::new().args(&all).run()
+    };
+    // Bootstrap once (the leader sets ACLs up first), JSON output.
+    let boot = eventually(
+        Duration::from_secs(20),
+        async || -> Result<Option<CliOutput>> {
+            let out = run(&["acl", "bootstrap", "-format", "json"])?;
+            Ok((out.code() == 0).then_some(out))
+        },
+    )
+    .await?;
+    let root: serde_json::Value = serde_json::from_str(&boot.stdout)?;
+    let root = root["SecretID"].as_str().unwrap_or_default().to_string();
+    let again = run(&["acl", "bootstrap"])?;
+    assert_eq!(again.code(), 1);
+    assert!(
+        again.stderr.contains("ACL bootstrap no longer allowed"),
+        "{}",
+        again.stderr
+    );
+
+    let dir = TempDir::new()?;
+    let rules = dir.path().join("rules.hcl");
+    std::fs::write(&rules, "key_prefix \"app/\" {\n  policy = \"read\"\n}\n")?;
+    let rules_arg = format!("@{}", rules.display());
+    let p = run(&[
+        "acl", "policy", "create", "-name", "app-read", "-rules", &rules_arg, "-token", &root,
+    ])?;
+    assert_eq!(p.code(), 0, "{}", p.stderr);
+    assert!(p.stdout.contains("Name:         app-read"), "{}", p.stdout);
+    let bad = run(&[
+        "acl",
+        "policy",
+        "create",
+        "-name",
+        "bad",
+        "-rules",
+        "sevice \"x\" {}",
+        "-token",
+        &root,
+    ])?;
+    assert_eq!(bad.code(), 1);
+    assert!(
+        bad.stderr.contains("unknown rule \"sevice\""),
+        "{}",
+        bad.stderr
+    );
+    let r = run(&[
+        "acl",
+        "role",
+        "create",
+        "-name",
+        "reader",
+        "-policy-name",
+        "app-read",
+        "-token",
+        &root,
+    ])?;
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+
+    let t = run(&[
+        "acl",
+        "token",
+        "create",
+        "-description",
+        "app reader",
+        "-role-name",
+        "reader",
+        "-service-identity",
+        "web",
+        "-format",
+        "json",
+        "-token",
+        &root,
+    ])?;
+    assert_eq!(t.code(), 0, "{}", t.stderr);
+    let t: serde_json::Value = serde_json::from_str(&t.stdout)?;
+    let (accessor, secret) = (
+        t["AccessorID"].as_str().unwrap_or_default().to_string(),
+        t["SecretID"].as_str().unwrap_or_default().to_string(),
+    );
+    let me = run(&["acl", "token", "read", "-self", "-token", &secret])?;
+    assert_eq!(me.code(), 0, "{}", me.stderr);
+    assert!(
+        me.stdout.contains(&format!("AccessorID:       {accessor}")),
+        "{}",
+        me.stdout
+    );
+    assert!(
+        me.stdout.contains("web (Datacenters: all)"),
+        "{}",
+        me.stdout
+    );
+    let list = run(&["acl", "token", "list", "-token", &root])?;
+    assert!(list.stdout.contains(&accessor), "{}", list.stdout);
+    // The token reads app/ keys through its role, and nothing else.
+    agent
+        .put(&format!("/v1/kv/app/x?token={root}"), "v")
+        .await?
+        .expect_status(200)?;
+    let kv = Cli::new()
+        .args(&["kv", "get", &addr, "-token", &secret, "app/x"])
+        .run()?;
+    assert_eq!((kv.code(), kv.stdout.trim()), (0, "v"), "{}", kv.stderr);
+    let refused = run(&["acl", "token", "list", "-token", &secret])?;
+    assert_eq!(refused.code(), 1);
+    assert!(
+        refused.stderr.contains("lacks permission 'acl:read'"),
+        "{}",
+        refused.stderr
+    );
+
+    let set = run(&[
+        "acl",
+        "set-agent-token",
+        "default",
+        &secret,
+        "-token",
+        &root,
+    ])?;
+    assert_eq!(set.code(), 0, "{}", set.stderr);
+    agent.get("/v1/kv/app/x").await?.expect_status(200)?;
+    let del = run(&[
+        "acl",
+        "token",
+        "delete",
+        "-accessor-id",
+        &accessor,
+        "-token",
+        &root,
+    ])?;
+    assert_eq!(del.code(), 0, "{}", del.stderr);
+    let gone = agent.get(&format!("/v1/kv/app/x?token={secret}")).await?;
+    assert_eq!(gone.status, 403);
     Ok(())
 }

@@ -14,7 +14,7 @@ mod sidecar_exec;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    catalog, config as config_cmd, connect, demo, intention, kv, misc, operator, services,
+    acl, catalog, config as config_cmd, connect, demo, intention, kv, misc, operator, services,
     snapshot, tls,
 };
 
@@ -47,6 +47,9 @@ enum Command {
     /// Service mesh: the sidecar proxy and the CA.
     #[command(subcommand)]
     Connect(connect::ConnectCmd),
+    /// Manages ACLs: bootstrap, tokens, policies, roles and the agent's own tokens.
+    #[command(subcommand)]
+    Acl(acl::AclCmd),
     /// Manages intentions: which services may connect to which.
     #[command(subcommand)]
     Intention(intention::IntentionCmd),
@@ -100,6 +103,7 @@ fn main() {
             Command::Kv(c) => kv::run(c).await,
             Command::Connect(c) => connect::run(c).await,
             Command::Intention(c) => intention::run(c).await,
+            Command::Acl(c) => acl::run(c).await,
             Command::Operator(c) => operator::run(c).await,
             Command::Snapshot(c) => snapshot::run(c).await,
             Command::Tls(c) => tls::run(c),
@@ -112,4 +116,14 @@ fn main() {
             Command::Keygen => misc::keygen(),
         }
     })
+}
+
+#[cfg(test)]
+mod cli_tests {
+    /// clap checks the whole command tree (duplicate names, conflicting flags) only when asked: a mistake would
+    /// otherwise surface as a panic the first time someone runs that one command.
+    #[test]
+    fn the_command_tree_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

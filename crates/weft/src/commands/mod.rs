@@ -1,5 +1,6 @@
 //! The CLI commands that talk to an agent over HTTP, one file per area.
 
+pub mod acl;
 pub mod catalog;
 pub mod config;
 pub mod connect;
