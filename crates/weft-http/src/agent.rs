@@ -23,7 +23,14 @@ pub async fn members(ctx: Ctx) -> Result<Reply, ApiError> {
         ));
     }
     let Some(members) = ctx.state.agent.server().members() else {
-        return Ok(ctx.json(&json!([crate::agent_self::member(&ctx)])));
+        // Without gossip (dev mode) the agent is its only member.
+        let node = &ctx.state.agent.config().node_name;
+        let me = if ctx.caller.may(Named::Node, node, Need::Read) {
+            vec![crate::agent_self::member(&ctx)]
+        } else {
+            Vec::new()
+        };
+        return Ok(ctx.json(&Value::Array(me)));
     };
     let list: Vec<Value> = members
         .iter()

@@ -313,6 +313,8 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
 }
 
 #[cfg(test)]
+mod acl_matrix;
+#[cfg(test)]
 mod acl_tests;
 #[cfg(test)]
 mod route_audit;
