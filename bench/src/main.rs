@@ -16,6 +16,7 @@
 //! started is killed when its scenario ends, also on error. The exit code is 0 when every scenario ran (whatever
 //! the verdicts), 1 when one failed to run (or a peer of `mesh` failed), 2 on bad usage.
 
+mod acl;
 mod blocking;
 mod catalog;
 mod cluster;
@@ -133,6 +134,9 @@ enum Scenario {
     Cluster,
     /// DNS with 1,000 services x 3 instances against dnsmasq serving the same names (dnsperf): q/s, p99, memory
     Dns,
+    /// ACLs on (a cached token) against off, in one run: API reads and writes, leaf issuance; 1,000 policies and
+    /// 10,000 tokens: memory and token resolution p99
+    Acl,
     /// Sidecar pair (wrk -> upstream proxy -> mTLS -> public proxy -> backend) against no proxy, nginx stream,
     /// HAProxy and stunnel pairs: req/s, latency, new connections, bulk MB/s, RSS
     Mesh,
@@ -314,6 +318,10 @@ async fn measure(bin: &Path, opts: &Options) -> (Vec<Row>, Vec<String>, bool) {
             ..dns::Config::default()
         };
         record("dns", dns::run(bin, &cfg).await);
+    }
+    if opts.scenario == Scenario::Acl {
+        println!("\n== acl: ACLs on against off (API reads and writes, leaves), then 1,000 policies and 10,000 tokens");
+        record("acl", acl::run(bin).await);
     }
     if opts.scenario == Scenario::Cluster {
         if opts.mesh.install && process::which("etcd").is_none() {
