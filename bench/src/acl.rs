@@ -112,7 +112,7 @@ async fn start_targets(bin: &Path) -> Result<(Target, Target)> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rules = r#"key_prefix "" { policy = "write" }  service_prefix "" { policy = "write" }
-                   node_prefix "" { policy = "read" }"#;
+                   node_prefix "" { policy = "write" }"#;
     let root = |req: reqwest::RequestBuilder| req.header("x-consul-token", ROOT);
     expect_ok(
         root(client.put(format!("{}/v1/acl/policy", on.url)))

@@ -101,6 +101,9 @@ impl Whole {
     }
 }
 
+/// Up to this many prefix rules, [`Segments::longest_prefix`] scans them rather than looking prefixes up.
+const SCAN_UP_TO: usize = 8;
+
 /// Exact and prefix rules for one named resource.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Segments {
@@ -117,9 +120,18 @@ impl Segments {
             .or_else(|| self.longest_prefix(name))
     }
 
-    /// The longest prefix rule covering `name`. Prefixes of `name` are at most name.len() + 1 candidates: each is
-    /// looked up rather than every rule scanned.
+    /// The longest prefix rule covering `name`. A few rules (the common case: `key_prefix ""` and a handful) are
+    /// scanned; with more, the at most name.len() + 1 prefixes of `name` are each looked up. Measured with
+    /// callgrind on a KV read, the lookups cost about 600 instructions a request where the scan costs a tenth.
     fn longest_prefix(&self, name: &str) -> Option<Level> {
+        if self.prefix.len() <= SCAN_UP_TO {
+            return self
+                .prefix
+                .iter()
+                .filter(|(p, _)| name.starts_with(p.as_str()))
+                .max_by_key(|(p, _)| p.len())
+                .map(|(_, level)| *level);
+        }
         (0..=name.len())
             .rev()
             .filter(|end| name.is_char_boundary(*end))

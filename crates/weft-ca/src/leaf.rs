@@ -64,15 +64,26 @@ pub struct SigningContext<'a> {
 /// Checks a CSR (one service SPIFFE URI in our trust domain and datacenter) and signs it with the active root.
 /// Returns the issued certificate (leaf followed by the root's intermediates) and the identity it names.
 pub fn sign(csr_pem: &str, ctx: &SigningContext<'_>) -> Result<(IssuedCert, ServiceId), CaError> {
-    let (req, id) = parse_csr(csr_pem)?;
-    check_scope(&id, ctx)?;
-    sign_checked(req, id, ctx)
+    Csr::parse(csr_pem)?.sign(ctx)
 }
 
-/// The service identity a CSR asks for (its one URI SAN), checked for shape but not yet for trust domain or
-/// datacenter: who may have it signed is decided before signing.
-pub fn csr_service(csr_pem: &str) -> Result<ServiceId, CaError> {
-    parse_csr(csr_pem).map(|(_, id)| id)
+/// A CSR read once: the identity it asks for (its one URI SAN, checked for shape but not yet for trust domain or
+/// datacenter), so that who may have it signed is decided before signing, without parsing it twice.
+pub struct Csr {
+    req: CertificateSigningRequestParams,
+    pub id: ServiceId,
+}
+
+impl Csr {
+    pub fn parse(csr_pem: &str) -> Result<Csr, CaError> {
+        parse_csr(csr_pem).map(|(req, id)| Csr { req, id })
+    }
+
+    /// Checks the identity's scope and signs with the active root (see [`sign`]).
+    pub fn sign(self, ctx: &SigningContext<'_>) -> Result<(IssuedCert, ServiceId), CaError> {
+        check_scope(&self.id, ctx)?;
+        sign_checked(self.req, self.id, ctx)
+    }
 }
 
 fn parse_csr(csr_pem: &str) -> Result<(CertificateSigningRequestParams, ServiceId), CaError> {

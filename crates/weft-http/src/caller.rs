@@ -16,22 +16,27 @@ pub use crate::agent_token::AgentTokens;
 
 /// The request's token, in Consul's order; `None` when it carries none.
 pub fn token_of(query: &[(String, String)], headers: &HeaderMap) -> Option<String> {
+    token_in(query, headers).map(str::to_string)
+}
+
+/// [`token_of`], borrowed from the request.
+fn token_in<'a>(query: &'a [(String, String)], headers: &'a HeaderMap) -> Option<&'a str> {
     if let Some((_, t)) = query.iter().find(|(k, v)| k == "token" && !v.is_empty()) {
-        return Some(t.clone());
+        return Some(t);
     }
     if let Some(t) = headers
         .get("x-consul-token")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
     {
-        return Some(t.to_string());
+        return Some(t);
     }
     let auth = headers.get("authorization")?.to_str().ok()?;
     let (scheme, rest) = auth.trim().split_once(char::is_whitespace)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
-    rest.split_whitespace().next().map(str::to_string)
+    rest.split_whitespace().next()
 }
 
 /// The caller of one request.
@@ -70,9 +75,9 @@ impl Caller {
         if !server.acl_enabled() {
             return Ok(Caller::everything());
         }
-        let given = token_of(query, headers);
-        let secret = match &given {
-            Some(t) => t.clone(),
+        let given = token_in(query, headers);
+        let secret = match given {
+            Some(t) => t.to_string(),
             None => state
                 .acl
                 .default_token()

@@ -10,7 +10,7 @@
 use crate::Server;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use weft_acl::{Authorizer, DefaultPolicy, Rules};
 use weft_state::{Store, Table};
@@ -203,7 +203,8 @@ fn grant_rules(store: &Store, grants: &AclGrants, dc: &str, out: &mut Vec<String
 /// Compiled identities by secret. Bounded: past [`CACHE_LIMIT`] entries the oldest half is dropped.
 #[derive(Default)]
 pub(crate) struct TokenCache {
-    entries: Mutex<HashMap<String, Cached>>,
+    /// Read on every request, written on a token's first use: a reader-writer lock.
+    entries: RwLock<HashMap<String, Cached>>,
 }
 
 const CACHE_LIMIT: usize = 16_384;
@@ -217,14 +218,14 @@ struct Cached {
 
 impl TokenCache {
     fn get(&self, secret: &str) -> Option<(Instant, u64, Arc<Identity>)> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries
             .get(secret)
             .map(|c| (c.at, c.acl_index, c.identity.clone()))
     }
 
     fn put(&self, secret: &str, acl_index: u64, identity: Arc<Identity>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= CACHE_LIMIT && !entries.contains_key(secret) {
             let mut ages: Vec<Instant> = entries.values().map(|c| c.at).collect();
             ages.sort();
@@ -242,7 +243,7 @@ impl TokenCache {
     }
 
     fn forget(&self, secret: &str) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         entries.remove(secret);
     }
 }
@@ -258,19 +259,19 @@ impl Server {
         if !acl.enabled {
             return Ok(Identity::allow_all());
         }
-        let now = crate::now_ms();
         let identity = if self.is_server() {
-            self.resolve_here(secret, now)?
+            self.resolve_here(secret)?
         } else {
             self.resolve_remote(secret).await?
         };
-        if identity.expires_ms.is_some_and(|t| t <= now) {
+        // The clock is read only for tokens that expire.
+        if identity.expires_ms.is_some_and(|t| t <= crate::now_ms()) {
             return Err(ResolveError::NotFound);
         }
         Ok(identity)
     }
 
-    fn resolve_here(&self, secret: &str, now: u64) -> Result<Arc<Identity>, ResolveError> {
+    fn resolve_here(&self, secret: &str) -> Result<Arc<Identity>, ResolveError> {
         let cache = self.token_cache();
         let (acl_index, resolved) = {
             let store = self.read();
@@ -280,7 +281,7 @@ impl Server {
                     return Ok(identity);
                 }
             }
-            let resolved = resolve_in_store(&store, secret, now, &self.config().datacenter);
+            let resolved = resolve_in_store(&store, secret, crate::now_ms(), &self.config().datacenter);
             (acl_index, resolved)
         };
         let resolved = match resolved {

@@ -84,9 +84,9 @@ impl Server {
     }
 
     /// Signs a leaf CSR with the active root (checks in `weft_ca::leaf::sign`). The serial is recorded in the log.
-    pub async fn sign_leaf_here(
+    async fn sign_leaf_here(
         &self,
-        csr_pem: &str,
+        csr: weft_ca::leaf::Csr,
         datacenter: &str,
     ) -> Result<IssuedCert, CaManagerError> {
         let (root, trust_domain, serial, ttl) = {
@@ -121,7 +121,7 @@ impl Server {
             now_unix: now_unix(),
             ttl,
         };
-        let (mut issued, _) = weft_ca::leaf::sign(csr_pem, &ctx)?;
+        let (mut issued, _) = csr.sign(&ctx)?;
         let (index, result) = self.write_indexed(Command::CaLeafIssued { serial }).await;
         result?;
         issued.create_index = index;
@@ -139,8 +139,9 @@ impl Server {
         token: Option<&str>,
     ) -> Result<IssuedCert, CaManagerError> {
         if self.is_leader() {
-            self.authorize_sign(csr_pem, token).await?;
-            return self.sign_leaf_here(csr_pem, datacenter).await;
+            let csr = weft_ca::leaf::Csr::parse(csr_pem)?;
+            self.authorize_sign(&csr.id.service, token).await?;
+            return self.sign_leaf_here(csr, datacenter).await;
         }
         let req = crate::SignRequest {
             csr: csr_pem.to_string(),
@@ -156,16 +157,11 @@ impl Server {
         })
     }
 
-    /// `service:write` on the CSR's service for `token` (`anonymous` when none), when ACLs are on.
-    async fn authorize_sign(
-        &self,
-        csr_pem: &str,
-        token: Option<&str>,
-    ) -> Result<(), CaManagerError> {
+    /// `service:write` on the CSR's `service` for `token` (`anonymous` when none), when ACLs are on.
+    async fn authorize_sign(&self, service: &str, token: Option<&str>) -> Result<(), CaManagerError> {
         if !self.acl_enabled() {
             return Ok(());
         }
-        let service = weft_ca::leaf::csr_service(csr_pem)?.service;
         let secret = token.unwrap_or(weft_types::acl::ANONYMOUS_SECRET);
         let identity = self
             .resolve_token(secret)
@@ -173,7 +169,7 @@ impl Server {
             .map_err(|e| CaManagerError::Denied(e.to_string()))?;
         if identity
             .authorizer
-            .named(weft_acl::Named::Service, &service, weft_acl::Need::Write)
+            .named(weft_acl::Named::Service, service, weft_acl::Need::Write)
         {
             Ok(())
         } else {

@@ -85,11 +85,12 @@ fn level() -> impl Strategy<Value = Level> {
 
 /// Short names over a small alphabet, so prefixes of each other come up often.
 fn name() -> impl Strategy<Value = String> {
-    "[ab/]{0,4}"
+    "[abc/]{0,5}"
 }
 
 fn rules() -> impl Strategy<Value = Rules> {
-    prop::collection::vec((name(), any::<bool>(), level()), 0..8).prop_map(|items| {
+    // Up to 24 rules: both the scan (few prefix rules) and the lookups (many) decide.
+    prop::collection::vec((name(), any::<bool>(), level()), 0..24).prop_map(|items| {
         let mut r = Rules::default();
         for (n, prefix, l) in items {
             r.set_named(Named::Key, &n, prefix, l);
