@@ -24,14 +24,20 @@ fn token_in<'a>(query: &'a [(String, String)], headers: &'a HeaderMap) -> Option
     if let Some((_, t)) = query.iter().find(|(k, v)| k == "token" && !v.is_empty()) {
         return Some(t);
     }
+    // A name built once: looking a header up by `&str` parses the name again on every request.
+    static TOKEN_HEADER: std::sync::LazyLock<axum::http::HeaderName> =
+        std::sync::LazyLock::new(|| axum::http::HeaderName::from_static("x-consul-token"));
     if let Some(t) = headers
-        .get("x-consul-token")
+        .get(&*TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
     {
         return Some(t);
     }
-    let auth = headers.get("authorization")?.to_str().ok()?;
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, rest) = auth.trim().split_once(char::is_whitespace)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
@@ -39,12 +45,33 @@ fn token_in<'a>(query: &'a [(String, String)], headers: &'a HeaderMap) -> Option
     rest.split_whitespace().next()
 }
 
+/// The secret a request is decided by: its own token, else the agent's default token, else `anonymous`.
+fn secret_for<'a>(state: &crate::ApiState, given: Option<&'a str>) -> std::borrow::Cow<'a, str> {
+    match given {
+        Some(t) => std::borrow::Cow::Borrowed(t),
+        None => match state.acl.default_token() {
+            Some(t) => std::borrow::Cow::Owned(t),
+            None => std::borrow::Cow::Borrowed(ANONYMOUS_SECRET),
+        },
+    }
+}
+
+/// The secret to pass on where servers decide again (leaf signing); `None` with ACLs off.
+pub fn secret_of(
+    state: &crate::ApiState,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> Option<String> {
+    state
+        .agent
+        .server()
+        .acl_enabled()
+        .then(|| secret_for(state, token_in(query, headers)).into_owned())
+}
+
 /// The caller of one request.
 pub struct Caller {
     pub identity: Arc<Identity>,
-    /// The secret the identity was resolved from (the request's, the default or `anonymous`); `None` with ACLs
-    /// off. Passed on where servers decide again (leaf signing).
-    pub secret: Option<String>,
     /// A token was presented: only then do filtered lists say so (`X-Consul-Results-Filtered-By-ACLs`).
     pub token_given: bool,
     filtered: AtomicBool,
@@ -57,7 +84,6 @@ impl Caller {
         ALL.get_or_init(|| {
             Arc::new(Caller {
                 identity: Identity::allow_all(),
-                secret: None,
                 token_given: false,
                 filtered: AtomicBool::new(false),
             })
@@ -76,20 +102,13 @@ impl Caller {
             return Ok(Caller::everything());
         }
         let given = token_in(query, headers);
-        let secret = match given {
-            Some(t) => t.to_string(),
-            None => state
-                .acl
-                .default_token()
-                .unwrap_or_else(|| ANONYMOUS_SECRET.to_string()),
-        };
+        let secret = secret_for(state, given);
         if let Some(identity) = state
             .acl
             .agent_recovery(&secret, &state.agent.config().node_name)
         {
             return Ok(Arc::new(Caller {
                 identity,
-                secret: Some(secret),
                 token_given: given.is_some(),
                 filtered: AtomicBool::new(false),
             }));
@@ -97,7 +116,6 @@ impl Caller {
         match server.resolve_token(&secret).await {
             Ok(identity) => Ok(Arc::new(Caller {
                 identity,
-                secret: Some(secret),
                 token_given: given.is_some(),
                 filtered: AtomicBool::new(false),
             })),

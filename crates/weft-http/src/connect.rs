@@ -107,7 +107,12 @@ pub async fn leaf(ctx: Ctx) -> Result<Reply, ApiError> {
     let cert = ctx
         .state
         .agent
-        .leaf_certificate(&service, ctx.caller.secret.as_deref(), min_index, wait)
+        .leaf_certificate(
+            &service,
+            crate::caller::secret_of(&ctx.state, &ctx.query, &ctx.headers).as_deref(),
+            min_index,
+            wait,
+        )
         .await?;
     let value = serde_json::to_value(&*cert).map_err(|e| ApiError::internal(e.to_string()))?;
     let mut reply = ctx.read_meta(

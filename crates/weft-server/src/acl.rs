@@ -281,7 +281,8 @@ impl Server {
                     return Ok(identity);
                 }
             }
-            let resolved = resolve_in_store(&store, secret, crate::now_ms(), &self.config().datacenter);
+            let resolved =
+                resolve_in_store(&store, secret, crate::now_ms(), &self.config().datacenter);
             (acl_index, resolved)
         };
         let resolved = match resolved {

@@ -158,7 +158,11 @@ impl Server {
     }
 
     /// `service:write` on the CSR's `service` for `token` (`anonymous` when none), when ACLs are on.
-    async fn authorize_sign(&self, service: &str, token: Option<&str>) -> Result<(), CaManagerError> {
+    async fn authorize_sign(
+        &self,
+        service: &str,
+        token: Option<&str>,
+    ) -> Result<(), CaManagerError> {
         if !self.acl_enabled() {
             return Ok(());
         }
