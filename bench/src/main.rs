@@ -9,6 +9,7 @@
 //! target/release/weft-bench all                # dev-agent, then mesh
 //! target/release/weft-bench cluster [--install] # 3 servers vs 3-member etcd, failover, propagation, memory
 //! target/release/weft-bench dns [--install]     # DNS against dnsmasq with dnsperf: q/s, p99, idle memory
+//! target/release/weft-bench acl                 # ACLs on (cached token) vs off: reads, writes, leaves; 10k tokens
 //! target/release/weft-bench dev-agent --baseline OLD/weft   # also run an earlier build: both side by side
 //! ```
 //!
