@@ -106,11 +106,27 @@ pub fn soa(config: &DnsConfig, zone: &str) -> Option<Record> {
     ))
 }
 
-/// The answer to `q`, a question about `lookup`, from `store`.
-pub fn answer(store: &Store, config: &DnsConfig, q: &Question<'_>, lookup: &Lookup) -> Answer {
+/// The answer to `q`, a question about `lookup`, from `store`, naming only what `acl` lets DNS see (a service or
+/// node it may not read does not exist, as in Consul).
+pub fn answer(
+    store: &Store,
+    config: &DnsConfig,
+    q: &Question<'_>,
+    lookup: &Lookup,
+    acl: &dyn crate::DnsState,
+) -> Answer {
+    let on_visible_nodes = |instances| visible_nodes(instances, acl);
     match lookup {
+        Lookup::Service { name, .. } | Lookup::Connect { name } | Lookup::Ingress { name }
+            if !acl.may_see_service(name) =>
+        {
+            Answer::nxdomain(config, q.zone)
+        }
         Lookup::Service { name, tag } => {
-            let instances = healthy(store.check_service_nodes(name, false), config);
+            let instances = healthy(
+                on_visible_nodes(store.check_service_nodes(name, false)),
+                config,
+            );
             let tagged: Vec<_> = instances
                 .into_iter()
                 .filter(|i| {
@@ -125,7 +141,10 @@ pub fn answer(store: &Store, config: &DnsConfig, q: &Question<'_>, lookup: &Look
             service_answer(tagged, config, q, config.service_ttl(name))
         }
         Lookup::Connect { name } => {
-            let instances = healthy(store.check_service_nodes(name, true), config);
+            let instances = healthy(
+                on_visible_nodes(store.check_service_nodes(name, true)),
+                config,
+            );
             service_answer(instances, config, q, config.service_ttl(name))
         }
         Lookup::Ingress { name } => {
@@ -142,10 +161,13 @@ pub fn answer(store: &Store, config: &DnsConfig, q: &Question<'_>, lookup: &Look
                             .any(|u| u.destination_name.eq_ignore_ascii_case(name))
                 })
                 .collect();
-            let gateways = healthy(gateways, config);
+            let gateways = healthy(on_visible_nodes(gateways), config);
             service_answer(gateways, config, q, config.service_ttl(name))
         }
-        Lookup::Node { name } => match store.nodes().find(|n| n.node.eq_ignore_ascii_case(name)) {
+        Lookup::Node { name } => match store
+            .nodes()
+            .find(|n| n.node.eq_ignore_ascii_case(name) && acl.may_see_node(&n.node))
+        {
             Some(node) => node_answer(node, config, q),
             None => Answer::nxdomain(config, q.zone),
         },
@@ -162,8 +184,17 @@ pub fn answer(store: &Store, config: &DnsConfig, q: &Question<'_>, lookup: &Look
             },
             _ => Answer::nodata(config, q.zone),
         },
-        Lookup::Reverse(ip) => reverse_answer(store, config, q, *ip),
+        Lookup::Reverse(ip) => reverse_answer(store, config, q, *ip, acl),
     }
+}
+
+/// The instances on nodes DNS may name.
+fn visible_nodes<'a>(
+    mut instances: Vec<CheckServiceNode<'a>>,
+    acl: &dyn crate::DnsState,
+) -> Vec<CheckServiceNode<'a>> {
+    instances.retain(|i| acl.may_see_node(&i.node.node));
+    instances
 }
 
 /// Instances without a critical check (or a warning one, with `only_passing`), shuffled.
@@ -343,16 +374,22 @@ fn node_answer(node: &Node, config: &DnsConfig, q: &Question<'_>) -> Answer {
 }
 
 /// PTR records for the nodes and service instances at `ip`, named under the primary domain.
-fn reverse_answer(store: &Store, config: &DnsConfig, q: &Question<'_>, ip: IpAddr) -> Answer {
+fn reverse_answer(
+    store: &Store,
+    config: &DnsConfig,
+    q: &Question<'_>,
+    ip: IpAddr,
+    acl: &dyn crate::DnsState,
+) -> Answer {
     let dc = &config.datacenter;
     let domain = &config.domain;
     let mut targets: Vec<String> = Vec::new();
-    for node in store.nodes() {
+    for node in store.nodes().filter(|n| acl.may_see_node(&n.node)) {
         if node.address.parse::<IpAddr>().ok() == Some(ip) {
             targets.push(format!("{}.node.{dc}.{domain}", node.node));
         }
         for svc in store.node_services(&node.node) {
-            if svc.address.parse::<IpAddr>().ok() == Some(ip) {
+            if svc.address.parse::<IpAddr>().ok() == Some(ip) && acl.may_see_service(&svc.service) {
                 let t = format!("{}.service.{dc}.{domain}", svc.service);
                 if !targets.contains(&t) {
                     targets.push(t);

@@ -22,6 +22,14 @@ pub trait DnsState: Send + Sync + 'static {
     /// How old the copy may be: zero where it is authoritative (the leader, dev mode); `None` before this agent
     /// has heard from any server.
     fn staleness(&self) -> Option<Duration>;
+    /// Whether DNS may name this service (with ACLs: the agent's `dns` or `default` token holds `service:read`).
+    fn may_see_service(&self, _name: &str) -> bool {
+        true
+    }
+    /// Whether DNS may name this node (`node:read`).
+    fn may_see_node(&self, _name: &str) -> bool {
+        true
+    }
 }
 
 /// Forwarded queries in flight at once; more are dropped (the client retries).
@@ -164,7 +172,13 @@ impl DnsServer {
             qtype: query.query_type(),
             zone: &zone,
         };
-        let found: Answer = answer(&self.state.store(), &self.config, &question, &lookup);
+        let found: Answer = answer(
+            &self.state.store(),
+            &self.config,
+            &question,
+            &lookup,
+            &*self.state,
+        );
         // An address no node or service has: the recursors may know it.
         if matches!(lookup, Lookup::Reverse(_))
             && found.code == ResponseCode::NXDomain

@@ -205,6 +205,17 @@ impl DevAgent {
         self.output.recent()
     }
 
+    /// Waits (up to 20 s) until the leader has set ACLs up: the `management` token resolves.
+    pub async fn wait_for_acls(&self, management: &str) -> Result<()> {
+        crate::eventually(Duration::from_secs(20), async || -> Result<bool> {
+            let r = self
+                .get(&format!("/v1/acl/token/self?token={management}"))
+                .await?;
+            Ok(r.status == 200)
+        })
+        .await
+    }
+
     /// The raw HTTP client, bound to nothing: pass full URLs (see [`DevAgent::url`]).
     pub fn http(&self) -> &Http {
         &self.http

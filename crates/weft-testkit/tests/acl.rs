@@ -28,7 +28,7 @@ async fn a_service_token_is_confined_to_its_service_across_a_cluster() -> Result
     let mut cluster = Cluster::start_with(3, 1, vec!["-hcl".into(), acl]).await?;
     let client = 3;
     let agent = cluster.agent(client)?;
-    wait_for_acls(agent).await?;
+    agent.wait_for_acls(ROOT).await?;
 
     let web = identity_token(agent, "web").await?;
 
@@ -107,17 +107,6 @@ async fn a_service_token_is_confined_to_its_service_across_a_cluster() -> Result
     Ok(())
 }
 
-/// Waits until the leader has set ACLs up (the initial management token resolves).
-async fn wait_for_acls(agent: &DevAgent) -> Result<()> {
-    eventually(Duration::from_secs(20), async || -> Result<bool> {
-        let r = agent
-            .get(&format!("/v1/acl/token/self?token={ROOT}"))
-            .await?;
-        Ok(r.status == 200)
-    })
-    .await
-}
-
 /// A token holding `ServiceIdentities` for `service`, made with the management token.
 async fn identity_token(agent: &DevAgent, service: &str) -> Result<String> {
     let r = agent
@@ -140,7 +129,7 @@ async fn sidecars_run_on_service_identity_tokens_under_default_deny() -> Result<
            default_intention_policy = "deny""#
     );
     let agent = DevAgent::builder().arg("-hcl").arg(acl).start()?;
-    wait_for_acls(&agent).await?;
+    agent.wait_for_acls(ROOT).await?;
     let addr = agent.addr().to_string();
     let greeting = identity_token(&agent, "greeting").await?;
     let test = identity_token(&agent, "test").await?;
@@ -238,7 +227,7 @@ async fn tokens_set_through_the_api_outlive_a_restart_with_persistence() -> Resu
            default_intention_policy = "allow""#
     );
     let mut cluster = Cluster::start_with(1, 0, vec!["-hcl".into(), acl]).await?;
-    wait_for_acls(cluster.agent(0)?).await?;
+    cluster.agent(0)?.wait_for_acls(ROOT).await?;
     let agent = cluster.agent(0)?;
     let reader = agent
         .put_json(

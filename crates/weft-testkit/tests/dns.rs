@@ -416,3 +416,52 @@ async fn a_rust_client_gets_edns_aaaa_and_whole_answers_over_tcp() -> Result<()>
     );
     Ok(())
 }
+
+/// With ACLs on, DNS names only what the agent's `dns` token (else `default`, else anonymous) may read, as
+/// Consul's DNS filters: under default deny, nothing; once a token with `builtin/dns` is set, every healthy
+/// service and node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_acls_dns_names_only_what_its_token_may_read() -> Result<()> {
+    const ROOT: &str = "3e9d7c5b-1a2f-4c6e-8d0b-9a8f7e6d5c4b";
+    let acl = format!(
+        r#"acl {{ enabled = true  default_policy = "deny"  tokens {{ initial_management = "{ROOT}" }} }}
+           default_intention_policy = "allow""#
+    );
+    let agent = DevAgent::builder().arg("-hcl").arg(acl).start()?;
+    let at = dns(&agent)?;
+    agent.wait_for_acls(ROOT).await?;
+    agent
+        .put_json(
+            &format!("/v1/catalog/register?token={ROOT}"),
+            &json!({"Node": "ext", "Address": "10.1.2.3", "Service": {"Service": "web", "Port": 80}}),
+        )
+        .await?
+        .expect_status(200)?;
+    let hidden = dig(at, &["web.service.consul", "A"])?;
+    ensure!(status(&hidden) == "NXDOMAIN", "{hidden}");
+    ensure!(status(&dig(at, &["ext.node.consul", "A"])?) == "NXDOMAIN");
+    let token = agent
+        .put_json(
+            &format!("/v1/acl/token?token={ROOT}"),
+            &json!({"TemplatedPolicies": [{"TemplateName": "builtin/dns"}]}),
+        )
+        .await?;
+    token.expect_status(200)?;
+    let secret = token.json()?["SecretID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    agent
+        .put_json(
+            &format!("/v1/agent/token/dns?token={ROOT}"),
+            &json!({"Token": secret}),
+        )
+        .await?
+        .expect_status(200)?;
+    eventually(Duration::from_secs(10), async || -> Result<bool> {
+        Ok(short(at, &["web.service.consul", "A"])? == ["10.1.2.3"])
+    })
+    .await?;
+    ensure!(short(at, &["ext.node.consul", "A"])? == ["10.1.2.3"]);
+    Ok(())
+}

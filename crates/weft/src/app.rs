@@ -72,19 +72,74 @@ fn bind_dns(addr: SocketAddr) -> std::io::Result<(tokio::net::UdpSocket, TcpList
     Err(last.unwrap_or_else(|| std::io::Error::other("no free DNS port")))
 }
 
-/// What DNS answers from: this agent's copy of the state, and how old it is.
-struct DnsView(Server);
+/// What DNS answers from: this agent's copy of the state, how old it is, and, with ACLs on, what the agent's
+/// `dns` token (else its `default` token, else the anonymous token) may read, as Consul's DNS filters.
+struct DnsView {
+    server: Server,
+    /// The token's identity, resolved again every [`DNS_TOKEN_REFRESH`]; `None` until resolved or when the token
+    /// is unknown, and then DNS names nothing (fail closed).
+    sight: Arc<std::sync::RwLock<Option<Arc<weft_server::Identity>>>>,
+}
+
+/// How often DNS re-resolves its token (a token or policy change shows within this).
+const DNS_TOKEN_REFRESH: Duration = Duration::from_secs(2);
+
+impl DnsView {
+    fn new(
+        server: Server,
+        tokens: Arc<std::sync::RwLock<weft_http::agent_token::AgentTokens>>,
+    ) -> (DnsView, Option<tokio::task::JoinHandle<()>>) {
+        let sight = Arc::new(std::sync::RwLock::new(None));
+        let task = server.acl_enabled().then(|| {
+            let (server, sight) = (server.clone(), sight.clone());
+            tokio::spawn(async move {
+                loop {
+                    let secret = {
+                        let t = tokens.read().unwrap_or_else(|p| p.into_inner());
+                        t.dns
+                            .clone()
+                            .or_else(|| t.default.clone())
+                            .unwrap_or_else(|| weft_types::acl::ANONYMOUS_SECRET.to_string())
+                    };
+                    let identity = server.resolve_token(&secret).await.ok();
+                    *sight.write().unwrap_or_else(|p| p.into_inner()) = identity;
+                    tokio::time::sleep(DNS_TOKEN_REFRESH).await;
+                }
+            })
+        });
+        (DnsView { server, sight }, task)
+    }
+
+    fn may_read(&self, kind: weft_acl::Named, name: &str) -> bool {
+        if !self.server.acl_enabled() {
+            return true;
+        }
+        self.sight
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|id| id.authorizer.named(kind, name, weft_acl::Need::Read))
+    }
+}
 
 impl weft_dns::DnsState for DnsView {
     fn store(&self) -> std::sync::RwLockReadGuard<'_, weft_state::Store> {
-        self.0.read()
+        self.server.read()
     }
 
     fn staleness(&self) -> Option<Duration> {
-        if self.0.is_leader() {
+        if self.server.is_leader() {
             return Some(Duration::ZERO);
         }
-        self.0.last_contact_ms().map(Duration::from_millis)
+        self.server.last_contact_ms().map(Duration::from_millis)
+    }
+
+    fn may_see_service(&self, name: &str) -> bool {
+        self.may_read(weft_acl::Named::Service, name)
+    }
+
+    fn may_see_node(&self, name: &str) -> bool {
+        self.may_read(weft_acl::Named::Node, name)
     }
 }
 
@@ -150,10 +205,9 @@ impl App {
         let dns_addr = match listeners.dns {
             Some((udp, tcp)) => {
                 let at = udp.local_addr().ok();
-                let dns = weft_dns::DnsServer::new(
-                    config.dns.clone(),
-                    Arc::new(DnsView(agent.server().clone())),
-                );
+                let (view, sight) = DnsView::new(agent.server().clone(), state.acl.tokens.clone());
+                tasks.extend(sight);
+                let dns = weft_dns::DnsServer::new(config.dns.clone(), Arc::new(view));
                 tasks.extend(dns.spawn(Some(udp), Some(tcp)));
                 at
             }
