@@ -141,6 +141,17 @@ fn target(ctx: &Ctx) -> Result<Target, ApiError> {
     }
 }
 
+/// A create names no ID: the server makes it.
+fn no_id_on_create(id: &str, what: &str) -> Result<(), ApiError> {
+    if id.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "Cannot specify the ID when creating a new {what}"
+        )))
+    }
+}
+
 /// An update's body may repeat the ID, but not name another object.
 fn same_id(body: &str, url: &str, what: &str) -> Result<(), ApiError> {
     if body.is_empty() || body == url {
@@ -713,11 +724,7 @@ async fn set_policy(ctx: &Ctx, policy: AclPolicy) -> Result<Reply, ApiError> {
 pub async fn policy_create(ctx: Ctx) -> Result<Reply, ApiError> {
     enabled(&ctx)?;
     let req: PolicyRequest = ctx.decode()?;
-    if !req.id.is_empty() {
-        return Err(ApiError::bad_request(
-            "Cannot specify the ID when creating a new policy",
-        ));
-    }
+    no_id_on_create(&req.id, "policy")?;
     let policy = checked_policy(req, new_uuid())?;
     set_policy(&ctx, policy).await
 }
@@ -832,11 +839,7 @@ async fn set_role(ctx: &Ctx, role: AclRole) -> Result<Reply, ApiError> {
 pub async fn role_create(ctx: Ctx) -> Result<Reply, ApiError> {
     enabled(&ctx)?;
     let req: RoleRequest = ctx.decode()?;
-    if !req.id.is_empty() {
-        return Err(ApiError::bad_request(
-            "Cannot specify the ID when creating a new role",
-        ));
-    }
+    no_id_on_create(&req.id, "role")?;
     let role = {
         let server = ctx.state.agent.server();
         let store = server.read();
