@@ -6,8 +6,7 @@ use crate::tests::TestApi;
 use axum::http::StatusCode;
 use serde_json::{json, Value};
 use weft_server::{AclConfig, ServerConfig};
-use weft_state::Command;
-use weft_types::acl::{AclToken, ANONYMOUS_ACCESSOR, ANONYMOUS_SECRET};
+use weft_types::acl::ANONYMOUS_ACCESSOR;
 
 const ROOT: &str = "4ee8d0a6-4b5c-4d29-9a5f-1f3b1d7a0c01";
 
@@ -19,18 +18,8 @@ async fn api(default: weft_types::DefaultPolicy) -> TestApi {
         ..AclConfig::default()
     };
     let api = TestApi::with_server(config).await;
-    // What the leader loop does on a real agent.
-    api.state
-        .agent
-        .server()
-        .write(Command::AclInit {
-            anonymous: Box::new(AclToken {
-                accessor_id: ANONYMOUS_ACCESSOR.into(),
-                secret_id: ANONYMOUS_SECRET.into(),
-                ..AclToken::default()
-            }),
-            management: None,
-        })
+    // What the leader does on taking office.
+    weft_server::acl_leader::init(&api.state.agent.server())
         .await
         .unwrap();
     api

@@ -91,6 +91,15 @@ impl Caller {
         .clone()
     }
 
+    /// A caller with a known identity.
+    pub fn with_identity(identity: Arc<Identity>, token_given: bool) -> Caller {
+        Caller {
+            identity,
+            token_given,
+            filtered: AtomicBool::new(false),
+        }
+    }
+
     /// Resolves the request's token (or the agent's default, or `anonymous`).
     pub async fn resolve(
         state: &crate::ApiState,

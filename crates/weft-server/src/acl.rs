@@ -90,6 +90,15 @@ impl Identity {
         })
     }
 
+    /// Nothing allowed: where no identity could be found, decisions fail closed.
+    pub fn deny_all() -> Arc<Identity> {
+        Arc::new(Identity {
+            accessor_id: String::new(),
+            authorizer: Authorizer::new(weft_acl::Rules::default(), weft_acl::DefaultPolicy::Deny),
+            expires_ms: None,
+        })
+    }
+
     fn compile(resolved: &ResolvedToken, default: DefaultPolicy) -> Identity {
         let mut rules = Rules::default();
         for text in &resolved.rules {

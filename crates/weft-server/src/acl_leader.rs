@@ -38,7 +38,8 @@ pub(crate) async fn run(server: Server) {
     }
 }
 
-async fn init(server: &Server) -> Result<(), weft_state::StoreError> {
+/// Creates what the ACL system needs, once (the leader runs it on taking office; tests call it directly).
+pub async fn init(server: &Server) -> Result<(), weft_state::StoreError> {
     let management = server.config().acl.initial_management.clone();
     let done = {
         let store = server.read();

@@ -9,7 +9,7 @@
 //! The leader's loops (session TTL expiry, CA initialisation and pruning) run only while this member leads.
 
 mod acl;
-mod acl_leader;
+pub mod acl_leader;
 mod autopilot;
 mod batcher;
 mod ca;

@@ -5,11 +5,29 @@
 //  2. Filters: search boxes and selects hide rows client-side, and survive live updates.
 //  3. Writes: forms and delete buttons call the /v1 HTTP API (the same one the CLI uses) and show its error text
 //     inline; nothing is changed unless the API accepted it.
+//  4. With ACLs on: signing in and out (the token is kept in localStorage and sent as X-Consul-Token; a cookie
+//     scoped to /ui lets pages render for it), and the access pages (tokens, policies, roles).
 'use strict';
 (() => {
   const $ = (sel, root = document) => root.querySelector(sel);
   const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  // ---------------------------------------------------------------- the token
+
+  const TOKEN_KEY = 'weft:token';
+  const token = () => { try { return localStorage.getItem(TOKEN_KEY) || ''; } catch (e) { return ''; } };
+
+  function keepToken(secret) {
+    try { localStorage.setItem(TOKEN_KEY, secret); } catch (e) { /* private mode: the cookie still works */ }
+    const secure = location.protocol === 'https:' ? '; Secure' : '';
+    document.cookie = `weft-token=${encodeURIComponent(secret)}; Path=/ui; SameSite=Strict${secure}`;
+  }
+
+  function forgetToken() {
+    try { localStorage.removeItem(TOKEN_KEY); } catch (e) { /* nothing kept */ }
+    document.cookie = 'weft-token=; Path=/ui; SameSite=Strict; Max-Age=0';
+  }
 
   // ---------------------------------------------------------------- API calls
 
@@ -19,6 +37,7 @@
   async function api(method, url, body, contentType) {
     // A custom header makes any cross-origin use of this call need a CORS preflight, which the agent never grants.
     const init = { method, cache: 'no-store', headers: { 'X-Weft-Dashboard': '1' } };
+    if (token()) init.headers['X-Consul-Token'] = token();
     if (body !== undefined) {
       init.body = body;
       init.headers['Content-Type'] = contentType || 'application/octet-stream';
@@ -123,6 +142,12 @@
         const url = `${location.pathname}?live=${encodeURIComponent(index)}&hash=${encodeURIComponent(hash)}`;
         const res = await fetch(url, { cache: 'no-store', headers: { Accept: 'text/html' } });
         setLeader(res.headers.get('x-weft-leader'));
+        if (res.headers.get('x-weft-signed-out')) {
+          // The token stopped resolving (deleted or expired): the sign-in page says so.
+          forgetToken();
+          location.reload();
+          return;
+        }
         if (res.status === 204) {
           index = res.headers.get('x-weft-index') || index;
         } else if (res.ok) {
@@ -347,6 +372,209 @@
         busy(kvEdit, false);
       }
     });
+  }
+
+  // ---------------------------------------------------------------- signing in and out
+
+  const login = $('form[data-login]');
+  if (login) {
+    // A page that signed the viewer out forgets the token that no longer works.
+    if (login.hasAttribute('data-signed-out')) forgetToken();
+    login.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      clearMessages(login);
+      const secret = login.elements.secret.value.trim();
+      busy(login, true);
+      try {
+        // Checked before it is kept: an unknown secret is refused here with the API's text ("ACL not found").
+        const res = await fetch('/v1/acl/token/self', {
+          cache: 'no-store',
+          headers: { 'X-Weft-Dashboard': '1', 'X-Consul-Token': secret },
+        });
+        const text = await res.text();
+        if (!res.ok) throw new ApiError(`${res.status} ${res.statusText}: ${text.trim() || 'the agent refused the token'}`);
+        keepToken(secret);
+        location.assign(login.dataset.next || login.dataset.home);
+      } catch (e) {
+        showError(login, e instanceof ApiError ? e.message : `Cannot reach the agent (${e.message}).`);
+      } finally {
+        busy(login, false);
+      }
+    });
+  }
+
+  document.addEventListener('click', (ev) => {
+    const out = ev.target.closest('[data-sign-out]');
+    if (out) {
+      forgetToken();
+      location.assign(out.dataset.signOut);
+      return;
+    }
+    const inLink = ev.target.closest('a[data-sign-in]');
+    if (inLink) {
+      ev.preventDefault();
+      location.assign(`${inLink.getAttribute('href')}?next=${encodeURIComponent(location.pathname)}`);
+    }
+  });
+
+  // ---------------------------------------------------------------- access controls
+
+  const aclPage = $('[data-acl-page]');
+  if (aclPage) initAcls(aclPage);
+
+  function initAcls(page) {
+    const kind = page.dataset.kind;
+    const locked = page.hasAttribute('data-locked');
+    const list = $('[data-acl-list]', page);
+    const editor = $('[data-acl-editor]', page);
+    const form = $('form[data-acl-form]', page);
+    const f = form.elements;
+    const title = $('[data-acl-editor-title]', page);
+    const createTitle = title.textContent;
+    const names = (v) => (v || '').split(',').map((x) => x.trim()).filter(Boolean);
+    const joined = (links) => (links || []).map((l) => l.Name || l.ServiceName || l.TemplateName).join(', ');
+    const el = (tag, text, cls) => {
+      const e = document.createElement(tag);
+      if (text !== undefined) e.textContent = text;
+      if (cls) e.className = cls;
+      return e;
+    };
+    const apiBase = { tokens: '/v1/acl/token', policies: '/v1/acl/policy', roles: '/v1/acl/role' }[kind];
+    const idOf = (item) => (kind === 'tokens' ? item.AccessorID : item.ID);
+
+    function columns(item) {
+      if (kind === 'tokens') {
+        return [item.AccessorID, item.Description || '', joined(item.Policies), joined(item.Roles),
+          joined(item.ServiceIdentities), item.ExpirationTime ? new Date(item.ExpirationTime).toLocaleString() : 'never'];
+      }
+      if (kind === 'policies') return [item.Name, item.Description || '', (item.Datacenters || []).join(', ') || 'all'];
+      return [item.Name, item.Description || '', joined(item.Policies), joined(item.ServiceIdentities)];
+    }
+    const heads = {
+      tokens: ['AccessorID', 'Description', 'Policies', 'Roles', 'Service identities', 'Expires'],
+      policies: ['Name', 'Description', 'Datacenters'],
+      roles: ['Name', 'Description', 'Policies', 'Service identities'],
+    }[kind];
+
+    async function load() {
+      let items;
+      try {
+        items = JSON.parse(await api('GET', `${apiBase === '/v1/acl/policy' ? '/v1/acl/policies' : `${apiBase}s`}`));
+      } catch (e) {
+        list.replaceChildren(el('p', e.message, 'error'));
+        return;
+      }
+      const count = $('[data-count]');
+      if (count) count.textContent = `${items.length} total`;
+      if (!items.length) { list.replaceChildren(el('p', `No ${kind} yet.`, 'muted')); return; }
+      const table = el('table', undefined, 'list acl');
+      const head = el('tr');
+      for (const h of heads) { const th = el('th', h); th.scope = 'col'; head.append(th); }
+      const actionsHead = el('th'); actionsHead.append(el('span', 'Actions', 'sr')); head.append(actionsHead);
+      const thead = el('thead'); thead.append(head);
+      const tbody = el('tbody');
+      for (const item of items) {
+        const tr = el('tr');
+        tr.dataset.row = '';
+        tr.dataset.id = idOf(item);
+        columns(item).forEach((c, i) => { const td = el('td', c); td.dataset.label = heads[i]; tr.append(td); });
+        const actions = el('td', undefined, 'row-actions');
+        const edit = el('button', 'Edit', 'button small');
+        edit.type = 'button';
+        edit.dataset.aclEdit = idOf(item);
+        const del = el('button', 'Delete', 'button small danger');
+        del.type = 'button';
+        del.dataset.delete = `${apiBase}/${encodeURIComponent(idOf(item))}`;
+        del.dataset.what = kind === 'tokens' ? `the token ${idOf(item)}` : `the ${kind === 'roles' ? 'role' : 'policy'} ${item.Name}`;
+        del.dataset.then = location.pathname;
+        if (locked) { [edit, del].forEach((b) => { b.disabled = true; b.title = $('.notice') ? $('.notice').textContent : 'Read only'; }); }
+        actions.append(edit, ' ', del);
+        tr.append(actions);
+        tbody.append(tr);
+      }
+      table.append(thead, tbody);
+      list.replaceChildren(table);
+    }
+
+    function reset() {
+      form.reset();
+      f.id.value = '';
+      title.textContent = createTitle;
+      $$('[data-create-only]', form).forEach((x) => { x.hidden = false; });
+      clearMessages(form);
+      const rulesError = $('[data-rules-error]', form);
+      if (rulesError) rulesError.hidden = true;
+    }
+
+    async function edit(id) {
+      reset();
+      try {
+        const item = JSON.parse(await api('GET', `${apiBase}/${encodeURIComponent(id)}`));
+        f.id.value = id;
+        title.textContent = `Edit ${kind === 'tokens' ? `token ${id}` : item.Name}`;
+        if (f.name) f.name.value = item.Name || '';
+        f.description.value = item.Description || '';
+        if (f.rules) f.rules.value = item.Rules || '';
+        if (f.policies) f.policies.value = joined(item.Policies);
+        if (f.roles) f.roles.value = joined(item.Roles);
+        if (f.services) f.services.value = joined(item.ServiceIdentities);
+        $$('[data-create-only]', form).forEach((x) => { x.hidden = true; });
+        editor.open = true;
+        (f.name || f.description).focus();
+      } catch (e) {
+        editor.open = true;
+        showError(form, e.message);
+      }
+    }
+
+    function body() {
+      const b = { Description: f.description.value };
+      if (f.name) b.Name = f.name.value.trim();
+      if (f.rules) b.Rules = f.rules.value;
+      if (f.policies) b.Policies = names(f.policies.value).map((Name) => ({ Name }));
+      if (f.roles) b.Roles = names(f.roles.value).map((Name) => ({ Name }));
+      if (f.services) b.ServiceIdentities = names(f.services.value).map((ServiceName) => ({ ServiceName }));
+      if (f.ttl && f.ttl.value.trim() && !f.id.value) b.ExpirationTTL = f.ttl.value.trim();
+      if (f.id.value) b[kind === 'tokens' ? 'AccessorID' : 'ID'] = f.id.value;
+      return b;
+    }
+
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      clearMessages(form);
+      const rulesError = $('[data-rules-error]', form);
+      if (rulesError) rulesError.hidden = true;
+      const id = f.id.value;
+      busy(form, true);
+      try {
+        const url = id ? `${apiBase}/${encodeURIComponent(id)}` : apiBase;
+        const saved = JSON.parse(await api('PUT', url, JSON.stringify(body()), 'application/json'));
+        reset();
+        const note = $('.saved', form);
+        note.textContent = kind === 'tokens' && !id
+          ? `Created. AccessorID ${saved.AccessorID}; SecretID ${saved.SecretID} (copy it now: it is the token).`
+          : 'Saved.';
+        note.hidden = false;
+        await load();
+      } catch (e) {
+        // A rule mistake is shown under the rules, where it is (the API names the line).
+        if (rulesError && /^400 /.test(e.message) && /rule|line|policy/i.test(e.message)) {
+          rulesError.textContent = e.message;
+          rulesError.hidden = false;
+          f.rules.focus();
+        } else {
+          showError(form, e.message);
+        }
+      } finally {
+        busy(form, false);
+      }
+    });
+    $('[data-acl-cancel]', form).addEventListener('click', () => { reset(); editor.open = false; });
+    page.addEventListener('click', (ev) => {
+      const b = ev.target.closest('[data-acl-edit]');
+      if (b && !b.disabled) edit(b.dataset.aclEdit);
+    });
+    load();
   }
 
   // ---------------------------------------------------------------- start

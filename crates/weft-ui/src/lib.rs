@@ -18,6 +18,7 @@ mod links;
 mod live;
 mod model;
 mod pages;
+pub mod viewer;
 
 use axum::routing::get;
 use axum::Router;
@@ -27,12 +28,15 @@ use weft_http::ApiState;
 /// Paths under `/ui/` the dashboard does not have get its own 404 page (a nested fallback, which stays within
 /// `/ui/`, so the API router keeps answering everything else).
 pub fn router(state: ApiState) -> Router {
-    use pages::{intentions, kv, nodes, root, service, services};
+    use pages::{acls, intentions, kv, login, nodes, root, service, services};
     let ui = Router::new()
         .route("/", get(root::ui_root))
         .route("/assets/{file}", get(assets::serve))
         .route("/{dc}", get(root::dc_root))
         .route("/{dc}/", get(root::dc_root))
+        .route("/{dc}/login", get(login::handler))
+        .route("/{dc}/acls", get(acls::root))
+        .route("/{dc}/acls/{kind}", get(acls::handler))
         .route("/{dc}/services", get(services::handler))
         .route("/{dc}/services/{name}", get(service::default_tab))
         .route("/{dc}/services/{name}/instances", get(service::instances))
@@ -58,27 +62,9 @@ pub fn router(state: ApiState) -> Router {
         .nest("/ui", ui)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            closed_under_acls,
+            viewer::sign_in,
         ))
         .with_state(state)
-}
-
-/// The pages read the agent's state directly, not through tokens: until the dashboard signs in with a token and
-/// shows only what it may read, an agent with ACLs on serves none of it rather than all of it.
-async fn closed_under_acls(
-    axum::extract::State(state): axum::extract::State<ApiState>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    if state.agent.server().acl_enabled() {
-        return (
-            axum::http::StatusCode::FORBIDDEN,
-            "The dashboard is not available while ACLs are enabled: it does not sign in with a token yet. Use the HTTP API with a token.\n",
-        )
-            .into_response();
-    }
-    next.run(req).await
 }
 
 /// The KV pages alone, for a server's RPC port: client agents hold no KV and pass these pages to a server.
@@ -89,10 +75,12 @@ pub fn kv_router(state: ApiState) -> Router {
         .route("/ui/{dc}/kv/{*key}", get(kv::path))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            closed_under_acls,
+            viewer::sign_in,
         ))
         .with_state(state)
 }
 
+#[cfg(test)]
+mod acl_tests;
 #[cfg(test)]
 mod tests;

@@ -12,14 +12,14 @@ use weft_agent::{Agent, AgentConfig, Source};
 use weft_state::{Command, KvOp};
 use weft_types::{CheckDefinition, Intention, ServiceDefinition};
 
-struct Ui {
-    state: ApiState,
+pub(crate) struct Ui {
+    pub state: ApiState,
 }
 
-struct Page {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: String,
+pub(crate) struct Page {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
 }
 
 impl Ui {
@@ -29,7 +29,11 @@ impl Ui {
 
     /// A server whose RPC address is `rpc`; an empty one means "no leader" (dev servers lead at their own address).
     async fn with_rpc_addr(rpc: &str) -> Ui {
-        let server = weft_server::Server::new(weft_server::ServerConfig::new("dc1", "n1", rpc));
+        Ui::with_config(weft_server::ServerConfig::new("dc1", "n1", rpc)).await
+    }
+
+    pub async fn with_config(config: weft_server::ServerConfig) -> Ui {
+        let server = weft_server::Server::new(config);
         let agent = Agent::new(
             AgentConfig {
                 node_name: "n1".into(),
@@ -53,7 +57,22 @@ impl Ui {
 
     /// A GET through the dashboard merged with the API, as the agent serves them.
     async fn get(&self, uri: &str) -> Page {
-        let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        self.send("GET", uri, "", &[]).await
+    }
+
+    /// Any request, with extra headers (a token, a cookie).
+    pub async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Page {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Body::from(body.to_string())).unwrap();
         let app = router(self.state.clone()).merge(weft_http::router(self.state.clone()));
         let resp = app.oneshot(req).await.unwrap();
         let status = resp.status();
@@ -66,7 +85,7 @@ impl Ui {
         }
     }
 
-    async fn register(&self, json: serde_json::Value) {
+    pub async fn register(&self, json: serde_json::Value) {
         let def: ServiceDefinition = serde_json::from_value(json).unwrap();
         self.state
             .agent
@@ -75,7 +94,7 @@ impl Ui {
             .unwrap();
     }
 
-    async fn intention(&self, source: &str, destination: &str, action: &str) -> String {
+    pub async fn intention(&self, source: &str, destination: &str, action: &str) -> String {
         let mut i = Intention {
             id: format!("id-{source}-{destination}"),
             source_name: source.into(),
@@ -93,7 +112,7 @@ impl Ui {
         i.id
     }
 
-    async fn kv(&self, key: &str, value: &str) {
+    pub async fn kv(&self, key: &str, value: &str) {
         self.state
             .agent
             .server()

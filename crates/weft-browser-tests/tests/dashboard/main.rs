@@ -4,6 +4,7 @@
 //! Every page is saved as a screenshot at laptop and phone widths for review.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod acls;
 mod browser;
 mod fixtures;
 mod mesh;

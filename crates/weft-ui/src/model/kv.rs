@@ -38,6 +38,8 @@ pub struct KvRow {
     /// The API URL the delete button calls (with `?recurse` for folders).
     pub delete_url: String,
     pub search: String,
+    /// Why the viewer may not delete it (the permission its token lacks); the button is disabled then.
+    pub locked: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +81,7 @@ pub fn folder(dc: &str, store: &Store, prefix: &str) -> Folder {
                 .map(|e| e.value.as_slice())
                 .unwrap_or(&[]);
             KvRow {
+                locked: None,
                 search: name.to_lowercase(),
                 href: links::kv_addressable(&key).then(|| links::kv(dc, &key)),
                 size: value.len(),

@@ -41,9 +41,10 @@ pub fn page(
     heading: &str,
     message: String,
     back: Link,
+    signed_in: bool,
 ) -> Response {
     let page = ErrorPage {
-        chrome: chrome_for(state, dc, heading.to_string(), None),
+        chrome: chrome_for(state, dc, heading.to_string(), None, signed_in),
         heading: heading.to_string(),
         message,
         back,
@@ -65,6 +66,7 @@ pub fn unknown_dc(state: &ApiState, dc: &str, own: &str) -> Response {
             label: format!("Go to {own}"),
             href: links::dc_path(own, "services"),
         },
+        false,
     )
 }
 
@@ -80,6 +82,7 @@ pub fn not_found(state: &ApiState, path: &str) -> Response {
             label: "Go to services".into(),
             href: links::dc_path(&own, "services"),
         },
+        false,
     )
 }
 

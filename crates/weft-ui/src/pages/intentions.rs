@@ -9,6 +9,7 @@ use crate::links;
 use crate::live::{html_response, serve, LiveQuery, Region, Screen};
 use crate::model::intentions::{rows, IntentionRow};
 use crate::pages::errors::render_failed;
+use crate::viewer::Viewer;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -45,7 +46,9 @@ impl Screen for Intentions {
     }
 
     fn model(&self, cx: &Cx, store: &Store) -> Self::Model {
-        rows(&cx.dc, store, |_| true)
+        rows(&cx.dc, store, |i| {
+            cx.sees(weft_acl::Named::Intention, &i.destination_name)
+        })
     }
 
     fn live(&self, cx: &Cx, rows: &Self::Model) -> askama::Result<String> {
@@ -77,11 +80,12 @@ impl Screen for Intentions {
 
 pub async fn list(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path(dc): Path<String>,
     Query(live): Query<LiveQuery>,
     Query(filter): Query<Filter>,
 ) -> Result<Response, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
     Ok(serve(&cx, &Intentions { filter }, live).await)
 }
 
@@ -110,6 +114,8 @@ struct Form {
     precedence: i32,
     description: String,
     services: Vec<String>,
+    /// Why the viewer cannot save or delete (the permission its token lacks): the buttons are disabled.
+    locked: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +144,7 @@ impl Form {
             .read()
             .service_tags()
             .keys()
+            .filter(|s| cx.sees(weft_acl::Named::Service, s))
             .map(|s| s.to_string())
             .collect();
         Form {
@@ -164,6 +171,7 @@ impl Form {
             ),
             description: String::new(),
             services,
+            locked: None,
         }
     }
 
@@ -182,10 +190,11 @@ impl Form {
 
 pub async fn create(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path(dc): Path<String>,
     Query(q): Query<FormQuery>,
 ) -> Result<Response, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
     Ok(Form::new(&cx, &q, "Create intention").respond())
 }
 
@@ -193,10 +202,11 @@ pub async fn create(
 /// for intentions made through the legacy API, their ID.
 pub async fn edit(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path((dc, id)): Path<(String, String)>,
     Query(q): Query<FormQuery>,
 ) -> Result<Response, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
     let found: Option<Intention> = {
         let store = cx.state.agent.server().read();
         match links::intention_pair(&id) {
@@ -210,6 +220,16 @@ pub async fn edit(
     match found {
         None => form.missing = true,
         Some(i) => {
+            cx.require(
+                weft_acl::Named::Intention,
+                &i.destination_name,
+                weft_acl::Need::Read,
+            )?;
+            form.locked = cx.viewer.lacks(
+                weft_acl::Named::Intention,
+                &i.destination_name,
+                weft_acl::Need::Write,
+            );
             form.heading = format!("{} → {}", i.source_name, i.destination_name);
             form.chrome.title = form.heading.clone();
             form.api_url = links::intention_api(&i.source_name, &i.destination_name);

@@ -8,11 +8,13 @@ use crate::cx::{Chrome, Cx, Section};
 use crate::links;
 use crate::live::{serve, LiveQuery, Region, Screen};
 use crate::model::kv::{self, EntryView, Folder};
+use crate::viewer::Viewer;
 use askama::Template;
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use weft_acl::{Named, Need};
 use weft_http::ApiState;
 use weft_state::{Store, Table};
 
@@ -52,8 +54,27 @@ impl Screen for FolderScreen {
     }
 
     fn model(&self, cx: &Cx, store: &Store) -> Self::Model {
+        let mut folder = kv::folder(&cx.dc, store, &self.prefix);
+        folder.rows.retain(|r| cx.sees(Named::Key, &r.key));
+        for row in folder.rows.iter_mut() {
+            row.locked = if row.folder {
+                (!cx.viewer
+                    .caller
+                    .identity
+                    .authorizer
+                    .key_write_prefix(&row.key))
+                .then(|| {
+                    format!(
+                        "Your token lacks key:write on every key under {:?}",
+                        row.key
+                    )
+                })
+            } else {
+                cx.viewer.lacks(Named::Key, &row.key, Need::Write)
+            };
+        }
         (
-            kv::folder(&cx.dc, store, &self.prefix),
+            folder,
             self.prefix.is_empty() || kv::has_children(store, &self.prefix),
         )
     }
@@ -119,6 +140,7 @@ struct KeyLive<'a> {
 #[derive(Template)]
 #[template(path = "kv_key.html")]
 struct KeyPage<'a> {
+    locked: Option<String>,
     chrome: Chrome,
     region: &'a Region,
     crumbs: Vec<Link>,
@@ -172,6 +194,7 @@ impl Screen for KeyScreen {
 
     fn page(&self, cx: &Cx, entry: &Self::Model, region: &Region) -> askama::Result<String> {
         KeyPage {
+            locked: cx.viewer.lacks(Named::Key, &self.key, Need::Write),
             chrome: cx.chrome(self.key.clone(), Some(Section::Kv)),
             region,
             crumbs: kv::crumbs(&cx.dc, &self.key),
@@ -203,9 +226,10 @@ pub struct FolderQuery {
 
 pub async fn kv_root_redirect(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path(dc): Path<String>,
 ) -> Result<Redirect, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
     Ok(Redirect::temporary(&links::kv(&cx.dc, "")))
 }
 
@@ -220,16 +244,18 @@ async fn from_servers(cx: &Cx, uri: &Uri, headers: &HeaderMap) -> Option<Respons
 
 pub async fn root(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path(dc): Path<String>,
     Query(live): Query<LiveQuery>,
     Query(q): Query<FolderQuery>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
     if let Some(answer) = from_servers(&cx, &uri, &headers).await {
         return Ok(answer);
     }
+    cx.require(Named::Key, "", list_need(&cx))?;
     let screen = FolderScreen {
         prefix: String::new(),
         create: q.create,
@@ -239,17 +265,19 @@ pub async fn root(
 
 pub async fn path(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path((dc, key)): Path<(String, String)>,
     Query(live): Query<LiveQuery>,
     Query(q): Query<FolderQuery>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
     if let Some(answer) = from_servers(&cx, &uri, &headers).await {
         return Ok(answer);
     }
     if key.ends_with('/') {
+        cx.require(Named::Key, &key, list_need(&cx))?;
         let screen = FolderScreen {
             prefix: key,
             create: q.create,
@@ -267,5 +295,15 @@ pub async fn path(
             return Ok(Redirect::temporary(&links::kv(&cx.dc, &folder)).into_response());
         }
     }
+    cx.require(Named::Key, &key, Need::Read)?;
     Ok(serve(&cx, &KeyScreen { key }, live).await)
+}
+
+/// Listing a folder needs `key:list` where `acl.enable_key_list_policy` is on, else `key:read` (as the API).
+fn list_need(cx: &Cx) -> Need {
+    if cx.state.acl.enable_key_list_policy {
+        Need::List
+    } else {
+        Need::Read
+    }
 }

@@ -1,9 +1,11 @@
 //! One module per screen: its template structs, its [`crate::live::Screen`] and its axum handlers. The shapes
 //! shared by several screens (list and detail pages, tabs, filter options) live here.
 
+pub mod acls;
 pub mod errors;
 pub mod intentions;
 pub mod kv;
+pub mod login;
 pub mod nodes;
 pub mod root;
 pub mod service;

@@ -7,10 +7,12 @@ use crate::cx::{Cx, Section};
 use crate::links;
 use crate::live::{serve, LiveQuery, Region, Screen};
 use crate::model::catalog::{self, CheckView, NodeInstance, NodeRow};
+use crate::viewer::Viewer;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use weft_acl::{Named, Need};
 use weft_http::ApiState;
 use weft_state::{Store, Table};
 
@@ -36,7 +38,9 @@ impl Screen for Nodes {
     }
 
     fn model(&self, cx: &Cx, store: &Store) -> Self::Model {
-        catalog::node_rows(&cx.dc, store, |n| cx.is_leader_node(n))
+        let mut rows = catalog::node_rows(&cx.dc, store, |n| cx.is_leader_node(n));
+        rows.retain(|r| cx.sees(Named::Node, &r.name));
+        rows
     }
 
     fn live(&self, _cx: &Cx, rows: &Self::Model) -> askama::Result<String> {
@@ -118,11 +122,10 @@ impl Screen for NodeChecks {
         TABLES
     }
 
-    fn model(&self, _cx: &Cx, store: &Store) -> Self::Model {
-        (
-            store.node(&self.node).is_none(),
-            catalog::node_checks(store, &self.node),
-        )
+    fn model(&self, cx: &Cx, store: &Store) -> Self::Model {
+        let mut checks = catalog::node_checks(store, &self.node);
+        checks.retain(|c| c.service_name.is_empty() || cx.sees(Named::Service, &c.service_name));
+        (store.node(&self.node).is_none(), checks)
     }
 
     fn live(&self, cx: &Cx, (missing, checks): &Self::Model) -> askama::Result<String> {
@@ -165,10 +168,9 @@ impl Screen for NodeInstances {
     }
 
     fn model(&self, cx: &Cx, store: &Store) -> Self::Model {
-        (
-            store.node(&self.node).is_none(),
-            catalog::node_instances(&cx.dc, store, &self.node),
-        )
+        let mut instances = catalog::node_instances(&cx.dc, store, &self.node);
+        instances.retain(|i| cx.sees(Named::Service, &i.service));
+        (store.node(&self.node).is_none(), instances)
     }
 
     fn live(&self, cx: &Cx, (missing, instances): &Self::Model) -> askama::Result<String> {
@@ -194,36 +196,43 @@ impl Screen for NodeInstances {
 
 pub async fn list(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path(dc): Path<String>,
     Query(live): Query<LiveQuery>,
     Query(filter): Query<Filter>,
 ) -> Result<Response, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
     Ok(serve(&cx, &Nodes { filter }, live).await)
 }
 
 pub async fn default_tab(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path((dc, node)): Path<(String, String)>,
 ) -> Result<Response, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
+    cx.require(Named::Node, &node, Need::Read)?;
     Ok(Redirect::temporary(&links::node(&cx.dc, &node, "health-checks")).into_response())
 }
 
 pub async fn checks(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path((dc, node)): Path<(String, String)>,
     Query(live): Query<LiveQuery>,
 ) -> Result<Response, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
+    cx.require(Named::Node, &node, Need::Read)?;
     Ok(serve(&cx, &NodeChecks { node }, live).await)
 }
 
 pub async fn instances(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path((dc, node)): Path<(String, String)>,
     Query(live): Query<LiveQuery>,
 ) -> Result<Response, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
+    cx.require(Named::Node, &node, Need::Read)?;
     Ok(serve(&cx, &NodeInstances { node }, live).await)
 }

@@ -4,6 +4,7 @@
 use super::errors::{self, Refused};
 use crate::cx::Cx;
 use crate::links;
+use crate::viewer::Viewer;
 use axum::extract::{Path, State};
 use axum::http::Uri;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -16,9 +17,10 @@ pub async fn ui_root(State(state): State<ApiState>) -> Redirect {
 
 pub async fn dc_root(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path(dc): Path<String>,
 ) -> Result<Redirect, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
     Ok(Redirect::temporary(&links::dc_path(&cx.dc, "services")))
 }
 

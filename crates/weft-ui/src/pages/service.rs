@@ -9,10 +9,12 @@ use crate::live::{serve, LiveQuery, Region, Screen};
 use crate::model::catalog::{self, InstanceView};
 use crate::model::intentions::{rows, IntentionRow};
 use crate::model::topology::{self, Topology};
+use crate::viewer::Viewer;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use weft_acl::{Named, Need};
 use weft_http::ApiState;
 use weft_state::{Store, Table};
 use weft_types::intention::WILDCARD;
@@ -79,7 +81,9 @@ impl Screen for Instances {
     }
 
     fn model(&self, cx: &Cx, store: &Store) -> Self::Model {
-        catalog::instances(&cx.dc, store, &self.name)
+        let mut all = catalog::instances(&cx.dc, store, &self.name);
+        all.retain(|i| cx.sees(Named::Node, &i.node));
+        all
     }
 
     fn live(&self, cx: &Cx, instances: &Self::Model) -> askama::Result<String> {
@@ -129,7 +133,11 @@ impl Screen for TopologyScreen {
     }
 
     fn model(&self, cx: &Cx, store: &Store) -> Topology {
-        topology::topology(&cx.dc, store, &self.name, cx.state.default_policy.allows())
+        let mut t = topology::topology(&cx.dc, store, &self.name, cx.state.default_policy.allows());
+        t.downstreams
+            .retain(|e| cx.sees(Named::Service, &e.service));
+        t.upstreams.retain(|e| cx.sees(Named::Service, &e.service));
+        t
     }
 
     fn live(&self, _cx: &Cx, t: &Topology) -> askama::Result<String> {
@@ -172,12 +180,14 @@ impl Screen for ServiceIntentions {
 
     fn model(&self, cx: &Cx, store: &Store) -> Self::Model {
         let name = self.name.as_str();
+        let visible =
+            |i: &weft_types::intention::Intention| cx.sees(Named::Intention, &i.destination_name);
         (
             rows(&cx.dc, store, |i| {
-                i.destination_name == name || i.destination_name == WILDCARD
+                (i.destination_name == name || i.destination_name == WILDCARD) && visible(i)
             }),
             rows(&cx.dc, store, |i| {
-                i.source_name == name || i.source_name == WILDCARD
+                (i.source_name == name || i.source_name == WILDCARD) && visible(i)
             }),
         )
     }
@@ -204,9 +214,11 @@ impl Screen for ServiceIntentions {
 
 pub async fn default_tab(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path((dc, name)): Path<(String, String)>,
 ) -> Result<Response, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
+    cx.require(Named::Service, &name, Need::Read)?;
     let mesh = catalog::in_mesh(&cx.state.agent.server().read(), &name);
     let tab = if mesh { "topology" } else { "instances" };
     Ok(Redirect::temporary(&links::service(&cx.dc, &name, tab)).into_response())
@@ -214,27 +226,33 @@ pub async fn default_tab(
 
 pub async fn instances(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path((dc, name)): Path<(String, String)>,
     Query(live): Query<LiveQuery>,
 ) -> Result<Response, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
+    cx.require(Named::Service, &name, Need::Read)?;
     Ok(serve(&cx, &Instances { name }, live).await)
 }
 
 pub async fn topology(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path((dc, name)): Path<(String, String)>,
     Query(live): Query<LiveQuery>,
 ) -> Result<Response, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
+    cx.require(Named::Service, &name, Need::Read)?;
     Ok(serve(&cx, &TopologyScreen { name }, live).await)
 }
 
 pub async fn intentions(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path((dc, name)): Path<(String, String)>,
     Query(live): Query<LiveQuery>,
 ) -> Result<Response, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
+    cx.require(Named::Service, &name, Need::Read)?;
     Ok(serve(&cx, &ServiceIntentions { name }, live).await)
 }

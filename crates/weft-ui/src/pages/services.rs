@@ -5,6 +5,7 @@ use super::{options, Filter, ListPage, HEALTH_FILTER};
 use crate::cx::{Cx, Section};
 use crate::live::{serve, LiveQuery, Region, Screen};
 use crate::model::catalog::{service_rows, ServiceRow};
+use crate::viewer::Viewer;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -29,7 +30,9 @@ impl Screen for Services {
     }
 
     fn model(&self, cx: &Cx, store: &Store) -> Vec<ServiceRow> {
-        service_rows(&cx.dc, store)
+        let mut rows = service_rows(&cx.dc, store);
+        rows.retain(|r| cx.sees(weft_acl::Named::Service, &r.name));
+        rows
     }
 
     fn live(&self, _cx: &Cx, rows: &Vec<ServiceRow>) -> askama::Result<String> {
@@ -54,10 +57,11 @@ impl Screen for Services {
 
 pub async fn handler(
     State(state): State<ApiState>,
+    viewer: Viewer,
     Path(dc): Path<String>,
     Query(live): Query<LiveQuery>,
     Query(filter): Query<Filter>,
 ) -> Result<Response, Refused> {
-    let cx = Cx::new(state, dc)?;
+    let cx = Cx::new(state, dc, viewer)?;
     Ok(serve(&cx, &Services { filter }, live).await)
 }
