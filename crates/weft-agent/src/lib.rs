@@ -137,6 +137,10 @@ impl Agent {
             tokio::spawn(sync::anti_entropy(weak.clone()));
         } else {
             self.inner.server.write(registration).await?;
+            if self.inner.server.acl_enabled() {
+                // Config-file services blocked by ACLs wait in local state for their token: anti-entropy retries.
+                tokio::spawn(sync::anti_entropy(weak.clone()));
+            }
             if self.inner.config.server {
                 // Dev mode: the CA exists before the API answers (a cluster's leader initialises it).
                 self.inner
@@ -225,7 +229,11 @@ impl Agent {
         };
         let sidecar_id = format!("{parent_id}-sidecar-proxy");
         let port = self.sidecar_port(&sidecar_id)?;
-        let sidecar = definition::expand_sidecar(def, port)?;
+        let mut sidecar = definition::expand_sidecar(def, port)?;
+        // A sidecar is registered with its parent's token, as in Consul.
+        if sidecar.token.is_empty() {
+            sidecar.token.clone_from(&def.token);
+        }
         // Validate the sidecar completely before anything is registered, so a bad block changes nothing.
         let side_service = definition::build_service(&sidecar)?;
         for cd in definition::service_checks(&sidecar, &side_service) {
@@ -315,10 +323,18 @@ impl Agent {
                     source,
                     sidecar_of,
                     definition,
+                    token: (source == Source::Config).then(|| def.token.clone()),
                 },
             );
             (stale, checks)
         };
+        if source == Source::Config && !self.inner.may_register(&service.service, &def.token).await
+        {
+            // Kept locally; anti-entropy writes it once the token allows (or ACLs let it).
+            tracing::warn!(service = %service.service, "service registration blocked by ACLs: its token lacks service:write; kept locally and retried by anti-entropy");
+            self.inner.notify();
+            return Ok(());
+        }
         let check_ids: Vec<String> = checks.iter().map(|c| c.check_id.clone()).collect();
         let result = self
             .inner
@@ -740,6 +756,28 @@ impl Inner {
 
     /// In a cluster, a catalog write that failed because no leader answered is not the caller's failure: the local
     /// state (the source of truth) stands and anti-entropy writes it once a leader is back, as Consul's agent does.
+    /// Whether a config-file service may be written to the catalog with `token` (empty: anonymous): always with
+    /// ACLs off; with them on, while the token holds `service:write` on `name`. An unknown token, or no answer
+    /// from the servers beyond what `down_policy` allows, means not yet.
+    pub(crate) async fn may_register(&self, name: &str, token: &str) -> bool {
+        if !self.server.acl_enabled() {
+            return true;
+        }
+        let secret = if token.is_empty() {
+            weft_types::acl::ANONYMOUS_SECRET
+        } else {
+            token
+        };
+        match self.server.resolve_token(secret).await {
+            Ok(identity) => {
+                identity
+                    .authorizer
+                    .named(weft_acl::Named::Service, name, weft_acl::Need::Write)
+            }
+            Err(_) => false,
+        }
+    }
+
     fn tolerate_cluster_outage(
         &self,
         written: Result<(), weft_state::StoreError>,

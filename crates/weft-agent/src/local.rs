@@ -21,6 +21,11 @@ pub struct LocalService {
     pub sidecar_of: Option<String>,
     /// The definition as registered (parents only), kept so a client agent can restore it after a restart.
     pub definition: Option<weft_types::ServiceDefinition>,
+    /// For services from config files: the token their catalog writes need (`token`, else the agent's
+    /// `config_file_service_registration` or default token; empty means anonymous). With ACLs on, the service is
+    /// kept locally but written to the catalog only while this token holds `service:write` on it, as in Consul.
+    /// `None` for API registrations, which the HTTP API authorised with the caller's token.
+    pub token: Option<String>,
 }
 
 #[derive(Debug)]

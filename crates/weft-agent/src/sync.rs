@@ -16,6 +16,8 @@ use weft_types::{CheckStatus, HealthCheck, Node, NodeService};
 /// The longest time between two passes.
 pub(crate) const FULL_SYNC: Duration = Duration::from_secs(30);
 /// Changes arriving together are handled in one pass.
+/// How soon a sync round that left services out (blocked by ACLs) is tried again.
+const BLOCKED_RETRY: Duration = Duration::from_secs(2);
 const SETTLE: Duration = Duration::from_millis(100);
 
 pub(crate) async fn anti_entropy(agent: Weak<Inner>) {
@@ -39,7 +41,9 @@ pub(crate) async fn anti_entropy(agent: Weak<Inner>) {
             sync_once(&inner).await
         };
         drop(inner);
-        let pause = match outcome {
+        // A service blocked by ACLs is tried again soon: its token may be created or granted at any moment.
+        let retry_blocked = matches!(outcome, Ok((_, true)));
+        let pause = match outcome.map(|(n, _)| n) {
             Ok(0) => {
                 backoff = Duration::from_millis(200);
                 None
@@ -64,7 +68,7 @@ pub(crate) async fn anti_entropy(agent: Weak<Inner>) {
             _ = services.changed() => {}
             _ = checks.changed() => {}
             _ = local.changed() => {}
-            _ = tokio::time::sleep(FULL_SYNC) => {}
+            _ = tokio::time::sleep(if retry_blocked { BLOCKED_RETRY } else { FULL_SYNC }) => {}
         }
         tokio::time::sleep(SETTLE).await;
         nodes.borrow_and_update();
@@ -93,15 +97,36 @@ fn same_check(a: &HealthCheck, b: &HealthCheck) -> bool {
 }
 
 /// One pass; answers how many writes it made.
-pub(crate) async fn sync_once(inner: &Arc<Inner>) -> Result<usize, weft_state::StoreError> {
+/// One anti-entropy round: the writes it made, and whether it left services out because ACLs block them.
+pub(crate) async fn sync_once(inner: &Arc<Inner>) -> Result<(usize, bool), weft_state::StoreError> {
     let cfg = &inner.config;
-    let (local_services, local_checks): (Vec<NodeService>, Vec<HealthCheck>) = {
+    let (local_services, local_checks, tokens): (Vec<NodeService>, Vec<HealthCheck>, Vec<_>) = {
         let local = inner.local();
         (
             local.services.values().map(|s| s.service.clone()).collect(),
             local.checks.values().map(|c| c.check.clone()).collect(),
+            local
+                .services
+                .values()
+                .filter_map(|s| {
+                    Some((
+                        s.service.id.clone(),
+                        s.service.service.clone(),
+                        s.token.clone()?,
+                    ))
+                })
+                .collect(),
         )
     };
+    // Config-file services whose token may not write them stay out of the catalog (decided before the store's
+    // lock is taken: resolving a token may ask a server).
+    let mut blocked = std::collections::BTreeSet::new();
+    for (id, name, token) in tokens {
+        if !inner.may_register(&name, &token).await {
+            tracing::warn!(service = %name, "service registration blocked by ACLs: its token lacks service:write");
+            blocked.insert(id);
+        }
+    }
     let mut writes: Vec<Command> = Vec::new();
     {
         let store = inner.server.read();
@@ -132,7 +157,7 @@ pub(crate) async fn sync_once(inner: &Arc<Inner>) -> Result<usize, weft_state::S
                     .iter()
                     .any(|cc| cc.check_id == lc.check_id && same_check(cc, lc))
             });
-            if !service_same || !checks_same {
+            if (!service_same || !checks_same) && !blocked.contains(&s.id) {
                 writes.push(Command::Register(Box::new(Registration {
                     node: Node {
                         node: cfg.node_name.clone(),
@@ -193,7 +218,7 @@ pub(crate) async fn sync_once(inner: &Arc<Inner>) -> Result<usize, weft_state::S
     for w in writes {
         inner.server.write(w).await?;
     }
-    Ok(n)
+    Ok((n, !blocked.is_empty()))
 }
 
 /// The catalog's node carries the agent's metadata (plus the segment key every node has).

@@ -19,7 +19,7 @@ async fn api(default: weft_types::DefaultPolicy) -> TestApi {
     };
     let api = TestApi::with_server(config).await;
     // What the leader does on taking office.
-    weft_server::acl_leader::init(&api.state.agent.server())
+    weft_server::acl_leader::init(api.state.agent.server())
         .await
         .unwrap();
     api

@@ -34,6 +34,11 @@ pub struct AgentTokens {
 }
 
 impl AgentTokens {
+    /// The token the agent's own writes carry: `agent`, else `default` (Consul's order).
+    pub fn for_agent(&self) -> Option<String> {
+        self.agent.clone().or_else(|| self.default.clone())
+    }
+
     /// The slot for a `/v1/agent/token/:type` name (Consul's, with its older spellings).
     fn slot(&mut self, kind: &str) -> Option<&mut Option<String>> {
         Some(match kind {
@@ -110,6 +115,7 @@ pub async fn set(ctx: Ctx) -> Result<Reply, ApiError> {
             .slot(&ctx.rest)
             .ok_or_else(|| ApiError::not_found(format!("Token {:?} is unknown", ctx.rest)))?;
         slot.clone_from(&token);
+        ctx.state.agent.server().set_agent_token(tokens.for_agent());
     }
     if let Some(dir) = &acl.persist_dir {
         if let Some(slot) = persisted.slot(&ctx.rest) {

@@ -43,9 +43,35 @@ pub async fn apply(ctx: Ctx) -> Result<Reply, ApiError> {
             "rpc: a client agent's certificate may only sync its own catalog entries",
         ));
     }
+    // With ACLs on, a client agent writes a node only with a token holding node:write on it (its agent token), as
+    // Consul's anti-entropy does: a certificate or the gossip key alone does not let one host rewrite another.
+    let from_client = ctx.rpc_role == Some(weft_rpc::PeerRole::Client)
+        || (ctx.rpc_role != Some(weft_rpc::PeerRole::Server) && req.forward);
+    if from_client && ctx.state.agent.server().acl_enabled() {
+        authorize_sync(&ctx, &req).await?;
+    }
     // The refusal travels typed (the sender decides on `NoLeader` by its variant, not its text).
     let answer: Result<_, StoreError> = ctx.state.agent.server().handle_apply(req).await;
     json(&answer)
+}
+
+async fn authorize_sync(ctx: &Ctx, req: &ApplyRequest) -> Result<(), ApiError> {
+    let Some(node) = req.command.synced_node() else {
+        return Ok(());
+    };
+    let secret = req
+        .token
+        .as_deref()
+        .unwrap_or(weft_types::acl::ANONYMOUS_SECRET);
+    let identity = ctx
+        .state
+        .agent
+        .server()
+        .resolve_token(secret)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::FORBIDDEN, "ACL not found"))?;
+    let caller = crate::caller::Caller::with_identity(identity, true);
+    caller.require(weft_acl::Named::Node, node, weft_acl::Need::Write)
 }
 
 /// `POST /v1/internal/ca/sign`: a leaf CSR for the leader.

@@ -154,6 +154,8 @@ struct Inner {
     seal_key: RwLock<Option<weft_ca::seal::SealKey>>,
     /// Resolved tokens (see [`acl`]).
     tokens: acl::TokenCache,
+    /// The agent's own token (`acl.tokens.agent`, else `default`): what its anti-entropy writes are authorised by.
+    agent_token: RwLock<Option<String>>,
 }
 
 /// Milliseconds since the Unix epoch: the clock commands carry.
@@ -207,6 +209,7 @@ impl Server {
                 last_serial: std::sync::Mutex::new(0),
                 batcher,
                 tokens: acl::TokenCache::default(),
+                agent_token: RwLock::new(None),
             }),
         }
     }
@@ -397,6 +400,23 @@ impl Server {
 
     pub(crate) fn batcher(&self) -> Option<&batcher::Batcher> {
         self.inner.batcher.as_ref()
+    }
+
+    /// Sets the token this agent's own writes (its node, anti-entropy) carry to the servers.
+    pub fn set_agent_token(&self, token: Option<String>) {
+        *self
+            .inner
+            .agent_token
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = token;
+    }
+
+    pub(crate) fn agent_token(&self) -> Option<String> {
+        self.inner
+            .agent_token
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn token_cache(&self) -> &acl::TokenCache {

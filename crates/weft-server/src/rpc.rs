@@ -14,6 +14,10 @@ pub struct ApplyRequest {
     pub command: Command,
     /// False when the sender is itself a server that found this member to be the leader: do not pass it on.
     pub forward: bool,
+    /// The sending agent's token (`acl.tokens.agent`, else its default): with ACLs on, a client agent's
+    /// anti-entropy needs `node:write` on the node it writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +64,7 @@ pub(crate) async fn write_through_raft(
                 let req = ApplyRequest {
                     command: command.clone(),
                     forward: false,
+                    token: server.agent_token(),
                 };
                 match send_apply(server, &leader, &req).await {
                     Ok(Ok(answer)) => return (answer.index, answer.result),
@@ -102,6 +107,7 @@ pub(crate) async fn write_via_servers(
     let req = ApplyRequest {
         command,
         forward: true,
+        token: server.agent_token(),
     };
     let mut last_error = StoreError::Unavailable("no servers known".into());
     loop {

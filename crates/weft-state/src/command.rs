@@ -168,6 +168,15 @@ impl Command {
         )
     }
 
+    /// The node an agent-sync command writes (see [`Command::is_agent_sync`]).
+    pub fn synced_node(&self) -> Option<&str> {
+        match self {
+            Command::Register(r) => Some(&r.node.node),
+            Command::Deregister { node, .. } | Command::UpdateCheck { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+
     /// ACL commands: they carry secrets, so they never reach client agents' replicas.
     pub fn is_acl(&self) -> bool {
         matches!(

@@ -417,3 +417,61 @@ async fn the_acl_cli_bootstraps_and_manages_tokens_policies_and_roles() -> Resul
     assert_eq!(gone.status, 403);
     Ok(())
 }
+
+/// Services from config files are written to the catalog with their own `token` (else the agent's
+/// `config_file_service_registration` token, else its default): under default deny, one whose token lacks
+/// `service:write` is kept locally but stays out of the catalog until its token exists, as in Consul.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_services_register_with_their_own_token() -> Result<()> {
+    const WEB: &str = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
+    let config = format!(
+        r#"acl {{ enabled = true  default_policy = "deny"  tokens {{ initial_management = "{ROOT}" }} }}
+           default_intention_policy = "deny"
+           service {{ name = "web"  port = 8080  token = "{WEB}"  connect {{ sidecar_service {{}} }} }}
+           service {{ name = "db"  port = 5432 }}"#
+    );
+    let agent = DevAgent::builder().arg("-hcl").arg(config).start()?;
+    agent.wait_for_acls(ROOT).await?;
+    async fn catalog(agent: &DevAgent) -> Result<serde_json::Value> {
+        agent
+            .get(&format!("/v1/catalog/services?token={ROOT}"))
+            .await?
+            .json()
+    }
+    // web's token does not exist yet; db has none (anonymous): neither is in the catalog, both are local.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let services = catalog(&agent).await?;
+    anyhow::ensure!(
+        services.get("web").is_none() && services.get("db").is_none(),
+        "{services}"
+    );
+    let local = agent
+        .get(&format!("/v1/agent/services?token={ROOT}"))
+        .await?
+        .json()?;
+    anyhow::ensure!(
+        local.get("web").is_some() && local.get("db").is_some(),
+        "{local}"
+    );
+    // Once web's token exists with web's identity, anti-entropy writes web and its sidecar; db stays out.
+    let made = agent
+        .put_json(
+            &format!("/v1/acl/token?token={ROOT}"),
+            &json!({"SecretID": WEB, "ServiceIdentities": [{"ServiceName": "web"}]}),
+        )
+        .await?;
+    made.expect_status(200)?;
+    eventually(Duration::from_secs(10), async || -> Result<()> {
+        let services = catalog(&agent).await?;
+        anyhow::ensure!(
+            services.get("web").is_some() && services.get("web-sidecar-proxy").is_some(),
+            "{services}"
+        );
+        Ok(())
+    })
+    .await
+    .with_context(|| agent.recent_output())?;
+    let services = catalog(&agent).await?;
+    anyhow::ensure!(services.get("db").is_none(), "{services}");
+    Ok(())
+}

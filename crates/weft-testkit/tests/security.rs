@@ -2,7 +2,7 @@
 //! processes and asserts it is now refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -261,6 +261,66 @@ async fn a_client_certificate_cannot_speak_raft_or_join() -> Result<()> {
         status == 403,
         "a client certificate wrote intentions: {status}"
     );
+    Ok(())
+}
+
+/// With ACLs on, a client agent's anti-entropy is authorised by its agent token, as in Consul: a client
+/// certificate alone no longer lets one host rewrite another node's catalog entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_acls_a_client_syncs_only_the_node_its_token_may_write() -> Result<()> {
+    const ROOT: &str = "6a1b2c3d-4e5f-4a7b-8c9d-0e1f2a3b4c5d";
+    let certs = Certs::new()?;
+    let config = certs.server_config()?;
+    let acl = format!(
+        r#"acl {{ enabled = true  default_policy = "deny"
+                 tokens {{ initial_management = "{ROOT}"  default = "{ROOT}" }} }}
+           default_intention_policy = "deny""#
+    );
+    // The harness reads the catalog without a token: the default token lets it.
+    let cluster = Cluster::start_with(
+        1,
+        0,
+        vec![
+            "-config-file".into(),
+            config.display().to_string(),
+            "-hcl".into(),
+            acl,
+        ],
+    )
+    .await?;
+    let server = cluster.agent(0)?;
+    server.wait_for_acls(ROOT).await?;
+    let made = server
+        .put_json(
+            &format!("/v1/acl/token?token={ROOT}"),
+            &serde_json::json!({"NodeIdentities": [{"NodeName": "host-a", "Datacenter": "dc1"}]}),
+        )
+        .await?
+        .json()?;
+    let agent_token = made["SecretID"].as_str().context("SecretID")?.to_string();
+    let rpc = cluster.rpc_addr(0);
+    let sync = |node: &str, token: Option<&str>| {
+        let mut req = serde_json::json!({"command": {"UpdateCheck": {
+            "node": node, "check_id": "c", "status": "passing", "output": ""}}, "forward": true});
+        if let Some(t) = token {
+            req["token"] = t.into();
+        }
+        req.to_string()
+    };
+    for (node, token, want) in [
+        ("host-a", Some(agent_token.as_str()), 200),
+        ("server-x", Some(agent_token.as_str()), 403),
+        ("host-a", None, 403),
+        ("host-a", Some("0f0e0d0c-0b0a-4909-8807-060504030201"), 403),
+    ] {
+        let status = certs
+            .as_client_with(&rpc, "POST", "/v1/internal/apply", &sync(node, token))
+            .await?;
+        ensure!(
+            status == want,
+            "sync of {node} with {token:?}: {status}, want {want}"
+        );
+    }
     Ok(())
 }
 

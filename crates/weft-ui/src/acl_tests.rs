@@ -19,7 +19,7 @@ async fn ui_with_acls() -> Ui {
     };
     let ui = Ui::with_config(config).await;
     // What the leader does on taking office.
-    weft_server::acl_leader::init(&ui.state.agent.server())
+    weft_server::acl_leader::init(ui.state.agent.server())
         .await
         .unwrap();
     let b = ui

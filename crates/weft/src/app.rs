@@ -500,6 +500,7 @@ fn api_state(
             .map_err(|e| anyhow::anyhow!("acl.enable_token_persistence: {e}"))?;
         tokens.overlay(&persisted);
     }
+    state.agent.server().set_agent_token(tokens.for_agent());
     state.acl = weft_http::caller::AclApi {
         bootstrap_reset_file: config
             .data_dir
@@ -571,7 +572,7 @@ async fn register_saved_and_configured(config: &RuntimeConfig, agent: &Agent) ->
         Err(e) => bail!("{e}"),
     }
     let cluster = !config.dev;
-    for svc in &config.services {
+    for svc in &config.config_services() {
         match agent.register_service(svc, true, Source::Config).await {
             Ok(()) => {}
             Err(e @ AgentError::NoLeader) if cluster => {

@@ -66,7 +66,9 @@ impl Reloader {
     pub async fn reload(&self) -> Result<Vec<String>, ReloadError> {
         let _one = self.running.lock().await;
         let new = ConfigBuilder::from_flags(&self.started.sources).build_and_validate()?;
-        self.agent.apply_config(&new.services, &new.checks).await?;
+        self.agent
+            .apply_config(&new.config_services(), &new.checks)
+            .await?;
         self.logs.set(new.log_filter)?;
         self.agent.set_node_meta(new.node_meta.clone()).await?;
         let restart = needs_restart(&self.started, &new);

@@ -112,6 +112,27 @@ pub struct AclSettings {
 const DEFAULT_KV_MAX: usize = 512 * 1024;
 
 impl RuntimeConfig {
+    /// The services of the config files, each with the token its catalog writes need: its own `token`, else
+    /// `acl.tokens.config_file_service_registration`, else the default token (Consul's order).
+    pub fn config_services(&self) -> Vec<ServiceDefinition> {
+        let fallback = self
+            .acl
+            .tokens
+            .config_file_service_registration
+            .as_ref()
+            .or(self.acl.tokens.default.as_ref());
+        self.services
+            .iter()
+            .map(|s| {
+                let mut s = s.clone();
+                if let (true, Some(t)) = (s.token.is_empty(), fallback) {
+                    s.token.clone_from(t);
+                }
+                s
+            })
+            .collect()
+    }
+
     /// The settings in Consul's `DebugConfig` names, secrets replaced by `"hidden"` (`/v1/agent/self`).
     pub fn debug_json(&self) -> Value {
         let hidden = |set: bool| if set { "hidden" } else { "" };
