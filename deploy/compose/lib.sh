@@ -7,8 +7,12 @@ export WEFT_UI_PORT=${WEFT_UI_PORT:-8500}
 export WEFT_INGRESS_PORT=${WEFT_INGRESS_PORT:-8080}
 export WEFT_GATEWAY_PORT=${WEFT_GATEWAY_PORT:-8081}
 export WEFT_SUBNET=${WEFT_SUBNET:-10.89.0}   # the first three octets of the deployment's /24
-# The gossip key is made once per deployment by up.sh and kept beside this file until down.sh.
-key_file="$here/.gossip-key.$WEFT_PROJECT"
+# The host address the dashboard's port is published on: loopback by default (reach it through an SSH tunnel);
+# 0.0.0.0 publishes it on every interface of the host.
+export WEFT_UI_BIND=${WEFT_UI_BIND:-127.0.0.1}
+# The deployment's secrets, made once by up.sh and removed by down.sh: the gossip key, the RPC CA and each node's
+# certificate, the management token, the agents' and the services' tokens. Readable by the operator only (0700).
+export WEFT_SECRETS=${WEFT_SECRETS:-$here/.secrets/$WEFT_PROJECT}
 
 compose() {
   if docker compose version >/dev/null 2>&1; then
@@ -24,3 +28,13 @@ TASK_SIDECARS=(ingress-sidecar gateway greeting-sidecar name-sidecar greeter-1-s
 TASK_APPS=(ingress greeting name greeter-1 greeter-2)
 HOSTS=(host-a host-b host-c)
 SERVERS=(server-1 server-2 server-3)
+# The services that hold a token of their own (a service identity), each mounted into its sidecars only.
+MESH_SERVICES=(greeting name greeter ingress ingress-gateway)
+
+# Each node's address on the mesh network.
+node_ip() {
+  case $1 in
+    server-1) echo "$WEFT_SUBNET.11" ;; server-2) echo "$WEFT_SUBNET.12" ;; server-3) echo "$WEFT_SUBNET.13" ;;
+    host-a) echo "$WEFT_SUBNET.21" ;; host-b) echo "$WEFT_SUBNET.22" ;; host-c) echo "$WEFT_SUBNET.23" ;;
+  esac
+}

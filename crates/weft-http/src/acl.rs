@@ -24,7 +24,7 @@ use weft_types::ids::{is_uuid, new_uuid};
 const REDACTED: &str = "<hidden>";
 
 /// 401 on every ACL endpoint while ACLs are off (Consul's words).
-fn enabled(ctx: &Ctx) -> Result<(), ApiError> {
+pub(crate) fn enabled(ctx: &Ctx) -> Result<(), ApiError> {
     if ctx.state.agent.server().acl_enabled() {
         Ok(())
     } else {
@@ -35,7 +35,7 @@ fn enabled(ctx: &Ctx) -> Result<(), ApiError> {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     weft_server::now_ms()
 }
 
@@ -44,7 +44,7 @@ fn to_json<T: serde::Serialize>(ctx: &Ctx, value: &T) -> Result<Reply, ApiError>
     Ok(ctx.json(&v))
 }
 
-fn store_error(e: StoreError) -> ApiError {
+pub(crate) fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::AclBootstrapDone(at) => ApiError::new(
             StatusCode::FORBIDDEN,
@@ -58,7 +58,7 @@ fn store_error(e: StoreError) -> ApiError {
     }
 }
 
-async fn write(ctx: &Ctx, cmd: Command) -> Result<(), ApiError> {
+pub(crate) async fn write(ctx: &Ctx, cmd: Command) -> Result<(), ApiError> {
     ctx.state
         .agent
         .server()
@@ -69,7 +69,7 @@ async fn write(ctx: &Ctx, cmd: Command) -> Result<(), ApiError> {
 }
 
 /// A content hash, as Consul gives every token, policy and role (base64 of SHA-256 over the fields that grant).
-fn hash_of(parts: &[&str]) -> String {
+pub(crate) fn hash_of(parts: &[&str]) -> String {
     use base64::Engine;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for p in parts {
@@ -79,7 +79,7 @@ fn hash_of(parts: &[&str]) -> String {
     base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref())
 }
 
-fn grants_hash(g: &AclGrants, extra: &[&str]) -> String {
+pub(crate) fn grants_hash(g: &AclGrants, extra: &[&str]) -> String {
     let grants = serde_json::to_string(g).unwrap_or_default();
     let mut parts = vec![grants.as_str()];
     parts.extend_from_slice(extra);
@@ -87,7 +87,7 @@ fn grants_hash(g: &AclGrants, extra: &[&str]) -> String {
 }
 
 /// Writes `cmd`, then answers the object as the store now holds it (`view` renders it from the store).
-async fn write_and_show(
+pub(crate) async fn write_and_show(
     ctx: &Ctx,
     cmd: Command,
     view: impl FnOnce(&Store) -> Option<Value>,
@@ -101,7 +101,7 @@ async fn write_and_show(
 }
 
 /// Answers one object, or 404 with `missing`.
-fn show(
+pub(crate) fn show(
     ctx: &Ctx,
     missing: &str,
     view: impl FnOnce(&Store) -> Option<Value>,
@@ -114,7 +114,7 @@ fn show(
 }
 
 /// Deletes one object: `true`, or 404 `Cannot find <what> to delete`.
-async fn delete_one(ctx: &Ctx, what: &str, cmd: Command) -> Result<Reply, ApiError> {
+pub(crate) async fn delete_one(ctx: &Ctx, what: &str, cmd: Command) -> Result<Reply, ApiError> {
     match write(ctx, cmd).await {
         Err(e) if e.status == StatusCode::NOT_FOUND => {
             Err(ApiError::not_found(format!("Cannot find {what} to delete")))
@@ -142,7 +142,7 @@ fn target(ctx: &Ctx) -> Result<Target, ApiError> {
 }
 
 /// A create names no ID: the server makes it.
-fn no_id_on_create(id: &str, what: &str) -> Result<(), ApiError> {
+pub(crate) fn no_id_on_create(id: &str, what: &str) -> Result<(), ApiError> {
     if id.is_empty() {
         Ok(())
     } else {
@@ -153,7 +153,7 @@ fn no_id_on_create(id: &str, what: &str) -> Result<(), ApiError> {
 }
 
 /// An update's body may repeat the ID, but not name another object.
-fn same_id(body: &str, url: &str, what: &str) -> Result<(), ApiError> {
+pub(crate) fn same_id(body: &str, url: &str, what: &str) -> Result<(), ApiError> {
     if body.is_empty() || body == url {
         Ok(())
     } else {
@@ -163,7 +163,7 @@ fn same_id(body: &str, url: &str, what: &str) -> Result<(), ApiError> {
     }
 }
 
-fn value<T: serde::Serialize>(v: &T) -> Option<Value> {
+pub(crate) fn value<T: serde::Serialize>(v: &T) -> Option<Value> {
     serde_json::to_value(v).ok()
 }
 
@@ -294,7 +294,11 @@ fn resolve_role_links(store: &Store, links: &[AclLink]) -> Result<Vec<AclLink>, 
 }
 
 /// Checks and normalises what a token or role grants.
-fn check_grants(store: &Store, grants: &AclGrants, what: &str) -> Result<AclGrants, ApiError> {
+pub(crate) fn check_grants(
+    store: &Store,
+    grants: &AclGrants,
+    what: &str,
+) -> Result<AclGrants, ApiError> {
     for si in &grants.service_identities {
         if !weft_acl::valid_identity_name(&si.service_name) {
             return Err(ApiError::bad_request(format!(
@@ -482,7 +486,7 @@ fn or_new(id: &str) -> String {
     }
 }
 
-async fn set_token(ctx: &Ctx, token: AclToken) -> Result<Reply, ApiError> {
+pub(crate) async fn set_token(ctx: &Ctx, token: AclToken) -> Result<Reply, ApiError> {
     let accessor = token.accessor_id.clone();
     write_and_show(ctx, Command::AclTokenSet(Box::new(token)), |store| {
         store

@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use weft_server::{AclConfig, ServerConfig};
 use weft_types::acl::ANONYMOUS_ACCESSOR;
 
-const ROOT: &str = "4ee8d0a6-4b5c-4d29-9a5f-1f3b1d7a0c01";
+pub(crate) const ROOT: &str = "4ee8d0a6-4b5c-4d29-9a5f-1f3b1d7a0c01";
 
-async fn api(default: weft_types::DefaultPolicy) -> TestApi {
+pub(crate) async fn api(default: weft_types::DefaultPolicy) -> TestApi {
     let mut config = ServerConfig::new("dc1", "n1", "127.0.0.1:8300");
     config.acl = AclConfig {
         enabled: true,
@@ -25,7 +25,7 @@ async fn api(default: weft_types::DefaultPolicy) -> TestApi {
     api
 }
 
-async fn bootstrap(api: &TestApi) -> String {
+pub(crate) async fn bootstrap(api: &TestApi) -> String {
     let a = api
         .call_as(
             "PUT",

@@ -6,6 +6,7 @@
 //! take a [`Ctx`] and return a [`Reply`] or an [`ApiError`], which becomes a plain-text answer in one place.
 
 mod acl;
+mod acl_login;
 mod agent;
 pub mod agent_self;
 pub mod agent_token;
@@ -312,6 +313,8 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
     reply
 }
 
+#[cfg(test)]
+mod acl_login_tests;
 #[cfg(test)]
 mod acl_matrix;
 #[cfg(test)]

@@ -19,10 +19,14 @@ const OPEN: &[&str] = &[
     // Their handlers decide: bootstrap works once (then only with the reset index), and a token may read itself.
     "/v1/acl/bootstrap",
     "/v1/acl/token/self",
+    // A login's proof is its bearer credential; a logout deletes only the login token it carries.
+    "/v1/acl/login",
+    "/v1/acl/logout",
 ];
 
-/// The one open route that writes: bootstrap, refused once done.
-const OPEN_WRITES: &[&str] = &["/v1/acl/bootstrap"];
+/// The open routes that write: bootstrap (refused once done), login and logout (their handlers check the
+/// credential).
+const OPEN_WRITES: &[&str] = &["/v1/acl/bootstrap", "/v1/acl/login", "/v1/acl/logout"];
 
 /// POSTs that change nothing (Consul requires only read for them).
 const READING_POSTS: &[&str] = &["/v1/acl/templated-policy/preview/"];
@@ -43,6 +47,10 @@ const CLUSTER: &[&str] = &[
     "/v1/acl/token",
     "/v1/acl/polic",
     "/v1/acl/role",
+    "/v1/acl/auth-method",
+    "/v1/acl/binding-rule",
+    "/v1/acl/login",
+    "/v1/acl/logout",
 ];
 
 #[test]

@@ -5,8 +5,8 @@ use crate::ctx::Ctx;
 use crate::policy::{Access, AclRule, BodyLimit, Forward, Listener, Policy, Resource, Subject};
 use crate::reply::{ApiError, Reply};
 use crate::{
-    acl, agent, agent_self, agent_token, catalog, connect, health, intentions, internal, kv,
-    operator, session, snapshot, status, txn,
+    acl, acl_login, agent, agent_self, agent_token, catalog, connect, health, intentions, internal,
+    kv, operator, session, snapshot, status, txn,
 };
 use axum::http::Method;
 use std::future::Future;
@@ -547,6 +547,55 @@ fn table() -> Vec<Route> {
             [GET],
             acl::roles,
             leader(rule(Acl, Read, Whole))
+        ),
+        route!(
+            "/v1/acl/auth-method",
+            [PUT],
+            acl_login::auth_method_create,
+            leader(rule(Acl, Write, Whole))
+        ),
+        route!(
+            "/v1/acl/auth-method/",
+            [GET, PUT, DELETE],
+            acl_login::auth_method,
+            leader(rule(Acl, ByMethod, Whole))
+        ),
+        route!(
+            "/v1/acl/auth-methods",
+            [GET],
+            acl_login::auth_methods,
+            leader(rule(Acl, Read, Whole))
+        ),
+        route!(
+            "/v1/acl/binding-rule",
+            [PUT],
+            acl_login::binding_rule_create,
+            leader(rule(Acl, Write, Whole))
+        ),
+        route!(
+            "/v1/acl/binding-rule/",
+            [GET, PUT, DELETE],
+            acl_login::binding_rule,
+            leader(rule(Acl, ByMethod, Whole))
+        ),
+        route!(
+            "/v1/acl/binding-rules",
+            [GET],
+            acl_login::binding_rules,
+            leader(rule(Acl, Read, Whole))
+        ),
+        // Login needs no token (the bearer credential is the proof); logout deletes the token it carries.
+        route!(
+            "/v1/acl/login",
+            [POST],
+            acl_login::login,
+            leader(AclRule::NONE)
+        ),
+        route!(
+            "/v1/acl/logout",
+            [POST],
+            acl_login::logout,
+            leader(AclRule::NONE)
         ),
         route!(
             "/v1/acl/templated-policies",

@@ -10,8 +10,8 @@ use crate::{Command, Store, StoreError, Table};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use weft_types::acl::{
-    AclPolicy, AclRole, AclToken, ANONYMOUS_ACCESSOR, GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME,
-    GLOBAL_MANAGEMENT_RULES,
+    AclAuthMethod, AclBindingRule, AclPolicy, AclRole, AclToken, ANONYMOUS_ACCESSOR,
+    GLOBAL_MANAGEMENT_ID, GLOBAL_MANAGEMENT_NAME, GLOBAL_MANAGEMENT_RULES,
 };
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -21,6 +21,12 @@ pub struct AclTables {
     pub(crate) roles: BTreeMap<String, AclRole>,
     /// The index of the bootstrap (Consul's reset index), once bootstrapped.
     pub(crate) bootstrapped_at: Option<u64>,
+    /// Auth methods by name (older snapshots have none).
+    #[serde(default)]
+    pub(crate) auth_methods: BTreeMap<String, AclAuthMethod>,
+    /// Binding rules by ID.
+    #[serde(default)]
+    pub(crate) binding_rules: BTreeMap<String, AclBindingRule>,
 }
 
 /// Policies and roles: stored by ID, unique by name, their create index kept across updates.
@@ -147,6 +153,58 @@ impl Store {
                     return Err(StoreError::AclNotFound("role".into()));
                 }
             }
+            Command::AclAuthMethodSet(method) => {
+                let mut method = (**method).clone();
+                method.create_index = self
+                    .t
+                    .acl
+                    .auth_methods
+                    .get(&method.name)
+                    .map_or(index, |m| m.create_index);
+                method.modify_index = index;
+                self.t.acl.auth_methods.insert(method.name.clone(), method);
+            }
+            Command::AclAuthMethodDelete { name } => {
+                if self.t.acl.auth_methods.remove(name).is_none() {
+                    return Err(StoreError::AclNotFound("auth method".into()));
+                }
+                // As in Consul: the method's binding rules and the tokens it minted go with it.
+                self.t
+                    .acl
+                    .binding_rules
+                    .retain(|_, r| r.auth_method != *name);
+                let minted: Vec<String> = self
+                    .t
+                    .acl
+                    .tokens
+                    .values()
+                    .filter(|t| t.auth_method == *name)
+                    .map(|t| t.accessor_id.clone())
+                    .collect();
+                for accessor in &minted {
+                    self.t.acl.tokens.remove(accessor);
+                }
+                self.acl_secrets.retain(|_, a| !minted.contains(a));
+            }
+            Command::AclBindingRuleSet(rule) => {
+                if !self.t.acl.auth_methods.contains_key(&rule.auth_method) {
+                    return Err(StoreError::AclNotFound("auth method".into()));
+                }
+                let mut rule = (**rule).clone();
+                rule.create_index = self
+                    .t
+                    .acl
+                    .binding_rules
+                    .get(&rule.id)
+                    .map_or(index, |r| r.create_index);
+                rule.modify_index = index;
+                self.t.acl.binding_rules.insert(rule.id.clone(), rule);
+            }
+            Command::AclBindingRuleDelete { id } => {
+                if self.t.acl.binding_rules.remove(id).is_none() {
+                    return Err(StoreError::AclNotFound("binding rule".into()));
+                }
+            }
             Command::AclReapExpired => {
                 let now = self.clock_ms;
                 let expired: Vec<String> = self
@@ -261,6 +319,22 @@ impl Store {
 
     pub fn acl_roles(&self) -> impl Iterator<Item = &AclRole> {
         self.t.acl.roles.values()
+    }
+
+    pub fn acl_auth_method(&self, name: &str) -> Option<&AclAuthMethod> {
+        self.t.acl.auth_methods.get(name)
+    }
+
+    pub fn acl_auth_methods(&self) -> impl Iterator<Item = &AclAuthMethod> {
+        self.t.acl.auth_methods.values()
+    }
+
+    pub fn acl_binding_rule(&self, id: &str) -> Option<&AclBindingRule> {
+        self.t.acl.binding_rules.get(id)
+    }
+
+    pub fn acl_binding_rules(&self) -> impl Iterator<Item = &AclBindingRule> {
+        self.t.acl.binding_rules.values()
     }
 
     /// The reset index once bootstrapped (`None`: bootstrap is still allowed).
@@ -402,6 +476,60 @@ mod tests {
         assert!(s.token("e").is_none() && s.token_by_secret("es").is_none());
         assert!(s.token("k").is_some());
         assert!(created > 0);
+    }
+
+    #[test]
+    fn deleting_an_auth_method_takes_its_rules_and_tokens() {
+        let mut s = Store::new();
+        init(&mut s);
+        let method = |name: &str| AclAuthMethod {
+            name: name.into(),
+            kind: "jwt".into(),
+            ..AclAuthMethod::default()
+        };
+        let rule = |id: &str, m: &str| AclBindingRule {
+            id: id.into(),
+            auth_method: m.into(),
+            bind_type: "service".into(),
+            bind_name: "web".into(),
+            ..AclBindingRule::default()
+        };
+        assert_eq!(
+            apply(
+                &mut s,
+                Command::AclBindingRuleSet(Box::new(rule("r0", "m1")))
+            ),
+            Err(StoreError::AclNotFound("auth method".into()))
+        );
+        apply(&mut s, Command::AclAuthMethodSet(Box::new(method("m1")))).unwrap();
+        apply(&mut s, Command::AclAuthMethodSet(Box::new(method("m2")))).unwrap();
+        let created = s.acl_auth_method("m1").unwrap().create_index;
+        apply(&mut s, Command::AclAuthMethodSet(Box::new(method("m1")))).unwrap();
+        assert_eq!(s.acl_auth_method("m1").unwrap().create_index, created);
+        apply(
+            &mut s,
+            Command::AclBindingRuleSet(Box::new(rule("r1", "m1"))),
+        )
+        .unwrap();
+        apply(
+            &mut s,
+            Command::AclBindingRuleSet(Box::new(rule("r2", "m2"))),
+        )
+        .unwrap();
+        let mut minted = token("t1", "s1");
+        minted.auth_method = "m1".into();
+        apply(&mut s, Command::AclTokenSet(Box::new(minted))).unwrap();
+        apply(&mut s, Command::AclTokenSet(Box::new(token("t2", "s2")))).unwrap();
+        apply(&mut s, Command::AclAuthMethodDelete { name: "m1".into() }).unwrap();
+        assert!(s.acl_auth_method("m1").is_none() && s.acl_binding_rule("r1").is_none());
+        assert!(s.acl_binding_rule("r2").is_some());
+        assert!(s.token("t1").is_none() && s.token_by_secret("s1").is_none());
+        assert!(s.token("t2").is_some());
+        let mut restored = Store::new();
+        restored.restore(&s.snapshot()).unwrap();
+        assert!(
+            restored.acl_auth_method("m2").is_some() && restored.acl_binding_rule("r2").is_some()
+        );
     }
 
     #[test]

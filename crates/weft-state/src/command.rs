@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use weft_ca::{CaConfig, StoredRoot};
-use weft_types::acl::{AclPolicy, AclRole, AclToken};
+use weft_types::acl::{AclAuthMethod, AclBindingRule, AclPolicy, AclRole, AclToken};
 use weft_types::{CheckStatus, HealthCheck, Intention, Node, NodeService, Session};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +71,17 @@ pub enum Command {
     },
     AclRoleSet(Box<AclRole>),
     AclRoleDelete {
+        id: String,
+    },
+    /// Creates or replaces an auth method (by name).
+    AclAuthMethodSet(Box<AclAuthMethod>),
+    /// Removes an auth method with its binding rules and the tokens it minted.
+    AclAuthMethodDelete {
+        name: String,
+    },
+    /// Creates or replaces a binding rule (by ID); its auth method must exist.
+    AclBindingRuleSet(Box<AclBindingRule>),
+    AclBindingRuleDelete {
         id: String,
     },
     /// Removes the tokens expired at the command's time.
@@ -189,6 +200,10 @@ impl Command {
                 | Command::AclPolicyDelete { .. }
                 | Command::AclRoleSet(_)
                 | Command::AclRoleDelete { .. }
+                | Command::AclAuthMethodSet(_)
+                | Command::AclAuthMethodDelete { .. }
+                | Command::AclBindingRuleSet(_)
+                | Command::AclBindingRuleDelete { .. }
                 | Command::AclReapExpired
         )
     }

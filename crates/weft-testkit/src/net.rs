@@ -18,12 +18,22 @@ pub fn http_get(port: u16) -> Result<(u16, String)> {
 
 /// One HTTP/1.1 GET of `path` through `127.0.0.1:port` on a fresh connection; the status code and the body.
 pub fn http_get_path(port: u16, path: &str) -> Result<(u16, String)> {
+    http_get_as(port, path, None)
+}
+
+/// `GET path` on 127.0.0.1:`port` with an ACL token (`X-Consul-Token`) when one is given.
+pub fn http_get_as(port: u16, path: &str, token: Option<&str>) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let token = token
+        .map(|t| format!("X-Consul-Token: {t}\r\n"))
+        .unwrap_or_default();
     stream.write_all(
         // The Host curl would send: the agent refuses names that are not its own (DNS-rebinding defence).
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{token}Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
     )?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw)?;

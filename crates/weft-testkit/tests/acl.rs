@@ -418,6 +418,163 @@ async fn the_acl_cli_bootstraps_and_manages_tokens_policies_and_roles() -> Resul
     Ok(())
 }
 
+/// `weft acl auth-method|binding-rule create`, `weft login` and `weft logout` against a real agent: a JWT signed by
+/// a key whose JWKS is a file becomes a token with the service identity the binding rule names, written to a file
+/// only its owner reads; a JWT from another key is refused; logout deletes the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_cli_trades_a_jwt_for_a_service_token() -> Result<()> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let acl = format!(
+        r#"acl {{ enabled = true  default_policy = "deny"  tokens {{ initial_management = "{ROOT}" }} }}
+           default_intention_policy = "deny""#
+    );
+    let agent = DevAgent::builder().arg("-hcl").arg(&acl).start()?;
+    agent.wait_for_acls(ROOT).await?;
+    let addr = format!("-http-addr={}", agent.addr());
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.push(&addr);
+        Cli::new().args(&all).run()
+    };
+    let rng = ring::rand::SystemRandom::new();
+    let key = |rng: &ring::rand::SystemRandom| -> Result<EcdsaKeyPair> {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, rng)
+            .map_err(|_| anyhow::anyhow!("keygen"))?;
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), rng)
+            .map_err(|_| anyhow::anyhow!("key"))
+    };
+    let (issuer, stranger) = (key(&rng)?, key(&rng)?);
+    let dir = TempDir::new()?;
+    let point = issuer.public_key().as_ref();
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])}]});
+    std::fs::write(dir.path().join("jwks.json"), jwks.to_string())?;
+    let config = json!({
+        "JWKSURL": format!("file://{}", dir.path().join("jwks.json").display()),
+        "JWTSupportedAlgs": ["ES256"], "BoundAudiences": ["weft"],
+        "ClaimMappings": {"service": "service"},
+    });
+    let config_file = dir.path().join("method.json");
+    std::fs::write(&config_file, config.to_string())?;
+    let config_arg = format!("@{}", config_file.display());
+    let m = run(&[
+        "acl",
+        "auth-method",
+        "create",
+        "-type",
+        "jwt",
+        "-name",
+        "ci",
+        "-max-token-ttl",
+        "1h",
+        "-config",
+        &config_arg,
+        "-token",
+        ROOT,
+    ])?;
+    assert_eq!(m.code(), 0, "{}", m.stderr);
+    assert!(m.stdout.contains("Type:          jwt"), "{}", m.stdout);
+    let r = run(&[
+        "acl",
+        "binding-rule",
+        "create",
+        "-method",
+        "ci",
+        "-bind-type",
+        "service",
+        "-bind-name",
+        "${value.service}",
+        "-format",
+        "json",
+        "-token",
+        ROOT,
+    ])?;
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    let listed = run(&[
+        "acl",
+        "binding-rule",
+        "list",
+        "-method",
+        "ci",
+        "-token",
+        ROOT,
+    ])?;
+    assert!(
+        listed.stdout.contains("${value.service}"),
+        "{}",
+        listed.stdout
+    );
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let jwt = |signer: &EcdsaKeyPair| -> Result<String> {
+        let h = URL_SAFE_NO_PAD.encode(json!({"alg": "ES256", "typ": "JWT"}).to_string());
+        let p = URL_SAFE_NO_PAD
+            .encode(json!({"aud": "weft", "exp": now + 600, "service": "web"}).to_string());
+        let msg = format!("{h}.{p}");
+        let sig = signer
+            .sign(&ring::rand::SystemRandom::new(), msg.as_bytes())
+            .map_err(|_| anyhow::anyhow!("sign"))?;
+        Ok(format!("{msg}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref())))
+    };
+    let (bearer, sink) = (dir.path().join("job.jwt"), dir.path().join("web.token"));
+    let (bearer_arg, sink_arg) = (bearer.display().to_string(), sink.display().to_string());
+    let login = |extra: &[&str]| {
+        let mut args = vec![
+            "login",
+            "-method",
+            "ci",
+            "-bearer-token-file",
+            &bearer_arg,
+            "-token-sink-file",
+            &sink_arg,
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    std::fs::write(&bearer, jwt(&stranger)?)?;
+    let refused = login(&[])?;
+    assert_eq!(refused.code(), 1);
+    assert!(
+        refused.stderr.contains("Permission denied"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!sink.exists());
+    std::fs::write(&bearer, jwt(&issuer)?)?;
+    let login = login(&["-meta", "job=42"])?;
+    assert_eq!(login.code(), 0, "{}", login.stderr);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&sink)?.permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let secret = std::fs::read_to_string(&sink)?;
+    agent
+        .get(&format!("/v1/agent/connect/ca/leaf/web?token={secret}"))
+        .await?
+        .expect_status(200)?;
+    let db = agent
+        .get(&format!("/v1/agent/connect/ca/leaf/db?token={secret}"))
+        .await?;
+    assert_eq!(db.status, 403);
+    let out = run(&["logout", "-token-file", &sink_arg])?;
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    let gone = agent
+        .get(&format!("/v1/acl/token/self?token={secret}"))
+        .await?;
+    assert_eq!(
+        (gone.status, gone.text()),
+        (403, "ACL not found".to_string())
+    );
+    Ok(())
+}
+
 /// Services from config files are written to the catalog with their own `token` (else the agent's
 /// `config_file_service_registration` token, else its default): under default deny, one whose token lacks
 /// `service:write` is kept locally but stays out of the catalog until its token exists, as in Consul.

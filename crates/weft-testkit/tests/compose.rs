@@ -7,7 +7,12 @@
 //! - stopping one greeter task leaves every later call answered;
 //! - stopping the leader server elects another, writes and calls keep working, and the restarted server rejoins
 //!   and catches up;
-//! - `down.sh` leaves no container, network or volume behind (and the guard runs it when the test fails).
+//! - it is secured by default: the secrets directory is the operator's alone, the dashboard's port is published on
+//!   loopback only, application containers mount no secret and sidecars only their own service's token; from
+//!   inside an application's network namespace every agent refuses another service's leaf, an intention write, a KV
+//!   read and a snapshot with 403, the server RPC port answers nothing without a certificate, and the dashboard
+//!   shows nothing without a token; the operator's calls (test proxy, KV, dashboard) work with the printed token;
+//! - `down.sh` leaves no container, network, volume or secret behind (and the guard runs it when the test fails).
 //!
 //! Needs Docker and the images `deploy/compose/build-images.sh` builds (scripts/test builds them first).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -19,7 +24,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 use weft_testkit::docker;
 use weft_testkit::eventually_sync;
-use weft_testkit::net::{free_port, http_get_path};
+use weft_testkit::net::{free_port, http_get_as, http_get_path};
 
 fn compose_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/compose")
@@ -94,6 +99,14 @@ impl Deployment {
             ("WEFT_INGRESS_PORT", d.ingress.to_string()),
             ("WEFT_GATEWAY_PORT", d.gateway.to_string()),
             ("WEFT_SKIP_BUILD", "1".into()),
+            (
+                "WEFT_SECRETS",
+                compose_dir()
+                    .join(".secrets")
+                    .join(&d.project)
+                    .display()
+                    .to_string(),
+            ),
         ];
         let out = d.script("up.sh")?;
         if !out.status.success() {
@@ -128,7 +141,6 @@ impl Deployment {
             .arg(&file)
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("WEFT_GOSSIP_KEY", "unused-by-stop-and-start")
             .output()?;
         ensure!(
             out.status.success(),
@@ -183,10 +195,96 @@ impl Deployment {
         format!("{}.{host}", self.subnet)
     }
 
+    fn secrets(&self) -> PathBuf {
+        compose_dir().join(".secrets").join(&self.project)
+    }
+
+    /// The management token up.sh bootstrapped.
+    fn management(&self) -> Result<String> {
+        let path = self.secrets().join("management.token");
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("no management token at {}", path.display()))?
+            .trim()
+            .to_string())
+    }
+
+    /// `GET path` on host-a's published API as the operator.
     fn api(&self, path: &str) -> Result<String> {
-        let (code, body) = http_get_path(self.ui, path)?;
+        let (code, body) = http_get_as(self.ui, path, Some(&self.management()?))?;
         ensure!(code == 200, "GET {path}: {code} {body}");
         Ok(body)
+    }
+
+    /// `weft ARGS` in a service's container as the operator: the management token arrives on stdin.
+    fn weft_admin(&self, service: &str, args: &[&str]) -> Result<Output> {
+        use std::io::Write;
+        let id = self.compose(&["ps", "-q", service])?;
+        let mut child = Command::new("docker")
+            .args(["exec", "-i", &id, "weft"])
+            .args(args)
+            .args(["-token-file", "/dev/stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(self.management()?.as_bytes())?;
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    /// The host PID of a service's container (its namespaces).
+    fn pid(&self, service: &str) -> Result<u32> {
+        let id = self.compose(&["ps", "-q", service])?;
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Pid}}", &id])
+            .output()?;
+        Ok(text(&out).trim().parse()?)
+    }
+
+    /// The host paths mounted into a service's container.
+    fn mounts(&self, service: &str) -> Result<Vec<String>> {
+        let id = self.compose(&["ps", "-q", service])?;
+        let out = Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{range .Mounts}}{{.Source}}\n{{end}}",
+                &id,
+            ])
+            .output()?;
+        Ok(text(&out)
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect())
+    }
+
+    /// curl run by the host inside a service's network namespace only (the application's view of the network,
+    /// with none of its files): the HTTP status and body, or curl's exit code as `Err`.
+    fn curl_from_netns(&self, service: &str, args: &[&str]) -> Result<(u16, String), i32> {
+        let pid = self.pid(service).map_err(|_| -1)?;
+        let out = Command::new("nsenter")
+            .args([
+                "-t",
+                &pid.to_string(),
+                "-n",
+                "curl",
+                "-sS",
+                "-m",
+                "5",
+                "-w",
+                "\n%{http_code}",
+            ])
+            .args(args)
+            .output()
+            .map_err(|_| -1)?;
+        if !out.status.success() {
+            return Err(out.status.code().unwrap_or(-1));
+        }
+        let all = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = all.rsplit_once('\n').unwrap_or(("", &all));
+        Ok((code.trim().parse().unwrap_or(0), body.to_string()))
     }
 
     /// Calls through a public port; the greeter host of each answer.
@@ -276,7 +374,14 @@ fn the_container_deployment_serves_the_walkthrough_and_survives_failures() -> Re
     // The built-in ingress gateway, the other way in.
     d.calls(d.gateway, 10)?;
 
-    // The dashboard's nodes page lists the six Weft nodes.
+    secured_by_default(&d)?;
+
+    // The dashboard's nodes page lists the six Weft nodes (for the printed token; nothing without one).
+    let (code, anonymous) = http_get_path(d.ui, "/ui/dc1/nodes")?;
+    ensure!(
+        !anonymous.contains("data-node=\""),
+        "the nodes page shows nodes without a token: {code}"
+    );
     let page = d.api("/ui/dc1/nodes")?;
     let nodes: BTreeSet<String> = page
         .split("data-node=\"")
@@ -332,9 +437,9 @@ fn the_container_deployment_serves_the_walkthrough_and_survives_failures() -> Re
         ensure!(now.contains(":8300") && now != leader, "leader: {now}");
         Ok(())
     })?;
-    let put = d.exec(
+    let put = d.weft_admin(
         "host-a",
-        &["weft", "kv", "put", "compose/after-failover", "written"],
+        &["kv", "put", "compose/after-failover", "written"],
     )?;
     ensure!(put.status.success(), "write after failover: {}", text(&put));
     d.calls(d.ingress, 10)?;
@@ -342,11 +447,14 @@ fn the_container_deployment_serves_the_walkthrough_and_survives_failures() -> Re
     // It comes back: it rejoins as a voter and catches up with what was written while it was away.
     d.compose(&["start", &old])?;
     eventually_sync(Duration::from_secs(60), || -> Result<()> {
+        let header = format!("X-Consul-Token: {}", d.management()?);
         let got = d.exec(
             &old,
             &[
                 "curl",
                 "-sS",
+                "-H",
+                &header,
                 "localhost:8500/v1/kv/compose/after-failover?stale&raw",
             ],
         )?;
@@ -365,8 +473,143 @@ fn the_container_deployment_serves_the_walkthrough_and_survives_failures() -> Re
     d.calls(d.ingress, 10)?;
 
     // Down leaves nothing behind.
+    let secrets = d.secrets();
     d.down()?;
     let left = d.leftovers()?;
     ensure!(left.is_empty(), "left behind: {left:?}");
+    ensure!(!secrets.exists(), "down.sh left {}", secrets.display());
+    Ok(())
+}
+
+/// What a compromised application container can do, and what the operator still can.
+fn secured_by_default(d: &Deployment) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| -> Result<u32> {
+        Ok(std::fs::metadata(p)?.permissions().mode() & 0o777)
+    };
+    let secrets = d.secrets();
+    ensure!(
+        mode(&secrets)? == 0o700,
+        "{} is not 0700",
+        secrets.display()
+    );
+    for file in [
+        "management.token",
+        "gossip.key",
+        "greeting/token",
+        "host-a/key.pem",
+    ] {
+        let m = mode(&secrets.join(file))?;
+        ensure!(m & 0o077 == 0, "{file} is readable by others: {m:o}");
+    }
+    // The dashboard's port is published on the host's loopback only.
+    let id = d.compose(&["ps", "-q", "host-a"])?;
+    let port = Command::new("docker")
+        .args(["port", &id, "8500"])
+        .output()?;
+    let published = text(&port);
+    ensure!(
+        !published.is_empty()
+            && published
+                .lines()
+                .all(|l| l.trim().starts_with("127.0.0.1:")),
+        "the dashboard is published on {published:?}"
+    );
+    // Applications mount no secret; each sidecar only its own service's directory.
+    for app in ["greeting", "name", "greeter-1", "greeter-2", "ingress"] {
+        let mounts = d.mounts(app)?;
+        ensure!(
+            !mounts.iter().any(|m| m.contains(".secrets")),
+            "{app} mounts {mounts:?}"
+        );
+    }
+    for (sidecar, service) in [
+        ("greeting-sidecar", "greeting"),
+        ("greeter-1-sidecar", "greeter"),
+        ("ingress-sidecar", "ingress"),
+        ("gateway", "ingress-gateway"),
+    ] {
+        let mounted: Vec<String> = d
+            .mounts(sidecar)?
+            .into_iter()
+            .filter(|m| m.contains(".secrets"))
+            .collect();
+        let own = format!("/.secrets/{}/{service}", d.project);
+        ensure!(
+            mounted.len() == 1 && mounted[0].ends_with(&own),
+            "{sidecar} mounts {mounted:?}"
+        );
+    }
+    // From inside greeting's network namespace, every agent refuses what an attacker would want.
+    d.weft_admin("host-a", &["kv", "put", "compose/secret", "s3cret"])
+        .map(|o| o.status.success())?
+        .then_some(())
+        .context("kv put as the operator")?;
+    for host in [21, 22, 23] {
+        let base = format!("http://{}:8500", d.ip(host));
+        for (what, args) in [
+            (
+                "greeter's leaf",
+                vec![format!("{base}/v1/agent/connect/ca/leaf/greeter")],
+            ),
+            (
+                "an intention * -> *",
+                vec![
+                    "-X".into(),
+                    "PUT".into(),
+                    "-d".into(),
+                    r#"{"Action": "allow"}"#.into(),
+                    format!("{base}/v1/connect/intentions/exact?source=*&destination=*"),
+                ],
+            ),
+            ("a KV read", vec![format!("{base}/v1/kv/compose/secret")]),
+            ("a snapshot", vec![format!("{base}/v1/snapshot")]),
+        ] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let got = d.curl_from_netns("greeting", &args);
+            ensure!(
+                matches!(&got, Ok((403, _))),
+                "from greeting's namespace, {what} on host .{host}: {got:?}"
+            );
+        }
+    }
+    let intentions = d.api("/v1/connect/intentions")?;
+    ensure!(
+        !intentions.contains(r#""SourceName":"*""#),
+        "an intention from * exists: {intentions}"
+    );
+    // The server RPC port: nothing without a certificate from the deployment's CA, TLS or not.
+    for scheme in ["https", "http"] {
+        let url = format!("{scheme}://{}:8300/v1/status/leader", d.ip(11));
+        let got = d.curl_from_netns("greeting", &["-k", &url]);
+        ensure!(
+            !matches!(&got, Ok((200, _))),
+            "RPC port answered {url} without a certificate: {got:?}"
+        );
+    }
+    // The operator's own calls: the test proxy with its token file, in host-a's container.
+    let id = d.compose(&["ps", "-q", "host-a"])?;
+    let started = Command::new("docker")
+        .args([
+            "exec",
+            "-d",
+            &id,
+            "weft",
+            "connect",
+            "proxy",
+            "-service",
+            "test",
+            "-upstream",
+            "greeter:8080",
+            "-token-file",
+            "/etc/weft/secret/test.token",
+        ])
+        .output()?;
+    ensure!(started.status.success(), "test proxy: {}", text(&started));
+    eventually_sync(Duration::from_secs(30), || -> Result<()> {
+        let out = d.curl("host-a", "http://127.0.0.1:8080/")?;
+        ensure!(text(&out).starts_with("From "), "{}", text(&out));
+        Ok(())
+    })?;
     Ok(())
 }

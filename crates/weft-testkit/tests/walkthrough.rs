@@ -1,7 +1,8 @@
 //! The walkthrough as a user runs it: `weft demo` comes up, `curl localhost:<test-port>` answers with the
 //! greeter's line from both instances, the ingress (nginx, and Weft's own gateway) answers the same, a deny
 //! intention is named in the greeter's answer, a dead greeter instance is routed around, and Ctrl-C leaves an
-//! empty catalog and free ports.
+//! empty catalog and free ports. With `-acl`, the same walkthrough runs under default-deny ACLs: nothing answers
+//! without a token, the printed management token works, and a service's own token gets only its own leaf.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use anyhow::{bail, Context, Result};
@@ -46,7 +47,7 @@ fn free_port() -> u16 {
 }
 
 impl Demo {
-    fn start(ingress: &str) -> Result<Demo> {
+    fn start(ingress: &str, extra: &[&str]) -> Result<Demo> {
         let dir = TempDir::new()?;
         let log = dir.path().join("demo.log");
         let out = std::fs::File::create(&log)?;
@@ -68,6 +69,7 @@ impl Demo {
                 "-ingress",
                 ingress,
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -141,17 +143,23 @@ fn greeter_host(line: &str) -> Result<String> {
     Ok(host.to_string())
 }
 
-fn walkthrough(ingress: &str) -> Result<()> {
-    let demo = Demo::start(ingress)?;
-    let out = demo.output();
-    assert!(out.contains(&format!("localhost:{}", demo.http)), "{out}");
+/// 20 calls through the test proxy: all answered, by both greeter instances.
+fn both_greeters_answer(port: u16) -> Result<()> {
     let mut hosts = HashSet::new();
     for _ in 0..20 {
-        let (code, line) = get(demo.test)?;
+        let (code, line) = get(port)?;
         assert_eq!(code, 200, "{line}");
         hosts.insert(greeter_host(&line)?);
     }
     assert_eq!(hosts.len(), 2, "both greeter instances answer: {hosts:?}");
+    Ok(())
+}
+
+fn walkthrough(ingress: &str) -> Result<()> {
+    let demo = Demo::start(ingress, &[])?;
+    let out = demo.output();
+    assert!(out.contains(&format!("localhost:{}", demo.http)), "{out}");
+    both_greeters_answer(demo.test)?;
     // The README's DNS line: both greeter instances, by SRV, as the demo prints it.
     let dig = format!("dig @127.0.0.1 -p {} greeter.service.consul SRV", demo.dns);
     assert!(out.contains(&dig), "{out}");
@@ -229,8 +237,11 @@ fn walkthrough(ingress: &str) -> Result<()> {
         assert_eq!((code, greeter_host(&line)?), (200, "host-c".to_string()));
     }
 
-    // Ctrl-C: everything deregistered, every port free again.
-    let mut demo = demo;
+    stop(demo)
+}
+
+/// Ctrl-C: everything deregistered, every port free again.
+fn stop(mut demo: Demo) -> Result<()> {
     signal(demo.child.id(), Signal::Int)?;
     let deadline = Instant::now() + Duration::from_secs(40);
     let status = loop {
@@ -264,4 +275,99 @@ fn walkthrough_with_nginx() -> Result<()> {
         bail!("nginx is not installed: run ./scripts/test, which installs it");
     }
     walkthrough("nginx")
+}
+
+#[test]
+fn walkthrough_with_acls() -> Result<()> {
+    let demo = Demo::start("builtin", &["-acl"])?;
+    let out = demo.output();
+    let management = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Management token: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .with_context(|| format!("no management token printed:\n{out}"))?
+        .to_string();
+    let dir = std::path::Path::new(&management)
+        .parent()
+        .context("token dir")?
+        .to_path_buf();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for file in [
+            management.clone(),
+            dir.join("greeting.token").display().to_string(),
+        ] {
+            let mode = std::fs::metadata(&file)?.permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file}");
+        }
+        assert_eq!(std::fs::metadata(&dir)?.permissions().mode() & 0o777, 0o700);
+    }
+    let root = std::fs::read_to_string(&management)?.trim().to_string();
+    // The mesh works: the test proxy and the ingress, each on its own token.
+    both_greeters_answer(demo.test)?;
+    assert_eq!(get(demo.ingress)?.0, 200);
+    // Without a token the catalog shows nothing; with the management token, both greeters.
+    let path = "/v1/health/connect/greeter?passing=1";
+    let (code, anonymous) = weft_testkit::net::http_get_path(demo.http, path)?;
+    assert!(
+        code == 403 || anonymous.trim() == "[]",
+        "{code} {anonymous}"
+    );
+    let (code, body) = weft_testkit::net::http_get_as(demo.http, path, Some(&root))?;
+    let listed: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(
+        (code, listed.as_array().map(Vec::len)),
+        (200, Some(2)),
+        "{body}"
+    );
+    // A service's own token: its leaf, not another service's.
+    let greeting = std::fs::read_to_string(dir.join("greeting.token"))?;
+    let greeting = greeting.trim();
+    let leaf = |service: &str| {
+        weft_testkit::net::http_get_as(
+            demo.http,
+            &format!("/v1/agent/connect/ca/leaf/{service}"),
+            Some(greeting),
+        )
+        .map(|(code, _)| code)
+    };
+    assert_eq!(leaf("greeting")?, 200);
+    assert_eq!(leaf("greeter")?, 403);
+    // DNS answers through the agent's dns token.
+    let srv = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &demo.dns.to_string(), "+short"])
+        .args(["greeter.service.consul", "SRV"])
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&srv.stdout).lines().count(), 2);
+    // The CLI needs the token: refused without, done with the printed file.
+    let agent = format!("127.0.0.1:{}", demo.http);
+    let deny = |with_token: bool| -> Result<std::process::Output> {
+        let mut cmd = Command::new(weft_binary()?);
+        cmd.args([
+            "intention",
+            "create",
+            "-deny",
+            "-replace",
+            "greeter",
+            "name",
+        ])
+        .args(["-http-addr", &agent]);
+        if with_token {
+            cmd.args(["-token-file", &management]);
+        }
+        Ok(cmd.output()?)
+    };
+    let refused = deny(false)?;
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("403"),
+        "{refused:?}"
+    );
+    assert_eq!(get(demo.test)?.0, 200, "the refused write changed nothing");
+    assert!(deny(true)?.status.success());
+    eventually_sync(Duration::from_secs(10), || -> Result<bool> {
+        let (code, body) = get(demo.test)?;
+        Ok(code == 502 && body == "name: refused by intention")
+    })?;
+    stop(demo)
 }

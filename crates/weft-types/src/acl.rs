@@ -190,3 +190,59 @@ pub fn valid_acl_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
+
+/// An auth method (`/v1/acl/auth-method`): how `/v1/acl/login` checks a bearer credential. `Config` is the type's
+/// own settings (for `jwt`: the trusted keys, bound issuer and audiences, claim mappings).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AclAuthMethod {
+    pub name: String,
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    #[serde(default)]
+    pub description: String,
+    /// A Go duration (`"1h0m0s"`); empty: login tokens do not expire.
+    #[serde(
+        rename = "MaxTokenTTL",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub max_token_ttl: String,
+    /// `local` (the default) or `global`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token_locality: String,
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub create_index: u64,
+    #[serde(default)]
+    pub modify_index: u64,
+}
+
+/// A binding rule (`/v1/acl/binding-rule`): for logins through `AuthMethod` whose attributes match `Selector`,
+/// the token gets what `BindType` and `BindName` say (`${value.x}` filled in from the login's attributes).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AclBindingRule {
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub auth_method: String,
+    #[serde(default)]
+    pub selector: String,
+    /// `service`, `node`, `role`, `policy` or `templated-policy`.
+    #[serde(default)]
+    pub bind_type: String,
+    #[serde(default)]
+    pub bind_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_vars: Option<TemplateVariables>,
+    #[serde(default)]
+    pub create_index: u64,
+    #[serde(default)]
+    pub modify_index: u64,
+}

@@ -14,8 +14,8 @@ mod sidecar_exec;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    acl, catalog, config as config_cmd, connect, demo, intention, kv, misc, operator, services,
-    snapshot, tls,
+    acl, auth, catalog, config as config_cmd, connect, demo, intention, kv, misc, operator,
+    services, snapshot, tls,
 };
 
 #[derive(Parser, Debug)]
@@ -50,6 +50,10 @@ enum Command {
     /// Manages ACLs: bootstrap, tokens, policies, roles and the agent's own tokens.
     #[command(subcommand)]
     Acl(acl::AclCmd),
+    /// Logs in with a credential (a JWT) through an auth method and writes the new token to a file.
+    Login(auth::LoginArgs),
+    /// Deletes the login token this command runs with.
+    Logout(client::HttpArgs),
     /// Manages intentions: which services may connect to which.
     #[command(subcommand)]
     Intention(intention::IntentionCmd),
@@ -104,6 +108,8 @@ fn main() {
             Command::Connect(c) => connect::run(c).await,
             Command::Intention(c) => intention::run(c).await,
             Command::Acl(c) => acl::run(c).await,
+            Command::Login(a) => auth::login(a).await,
+            Command::Logout(a) => auth::logout(a).await,
             Command::Operator(c) => operator::run(c).await,
             Command::Snapshot(c) => snapshot::run(c).await,
             Command::Tls(c) => tls::run(c),

@@ -1,4 +1,4 @@
-//! `weft acl bootstrap|token|policy|role|set-agent-token`: Consul's ACL commands, their flags, their output
+//! `weft acl bootstrap|token|policy|role|auth-method|binding-rule|set-agent-token`: Consul's ACL commands, their flags, their output
 //! (`-format pretty` by default, or `json`) and their exit codes (0, or 1 with the agent's reason on stderr).
 
 use crate::client::{segment, Api, HttpArgs};
@@ -20,6 +20,12 @@ pub enum AclCmd {
     /// Creates, reads, deletes and lists roles.
     #[command(subcommand)]
     Role(RoleCmd),
+    /// Creates, reads, updates, deletes and lists auth methods (how `weft login` checks a credential).
+    #[command(subcommand)]
+    AuthMethod(super::auth::AuthMethodCmd),
+    /// Creates, reads, updates, deletes and lists binding rules (what a login's token grants).
+    #[command(subcommand)]
+    BindingRule(super::auth::BindingRuleCmd),
     /// Sets one of the local agent's own tokens (default, agent, agent_recovery, ...).
     SetAgentToken(SetAgentTokenArgs),
 }
@@ -209,6 +215,8 @@ pub async fn run(cmd: AclCmd) -> Result<i32> {
         AclCmd::Token(c) => token(c).await,
         AclCmd::Policy(c) => policy(c).await,
         AclCmd::Role(c) => role(c).await,
+        AclCmd::AuthMethod(c) => super::auth::auth_method(c).await,
+        AclCmd::BindingRule(c) => super::auth::binding_rule(c).await,
         AclCmd::SetAgentToken(a) => set_agent_token(a).await,
     };
     match outcome {
@@ -225,7 +233,7 @@ fn json_body(v: &Value) -> Option<Vec<u8>> {
 }
 
 /// Sends, and turns a refusal into `what: <the agent's reason>`.
-async fn send(
+pub(super) async fn send(
     api: &Api,
     method: Method,
     path: &str,
@@ -255,7 +263,7 @@ async fn bootstrap(a: OutputArgs) -> Result<()> {
     show(&a.format, &token, print_token)
 }
 
-fn show(format: &str, value: &Value, pretty: fn(&Value)) -> Result<()> {
+pub(super) fn show(format: &str, value: &Value, pretty: fn(&Value)) -> Result<()> {
     match format {
         "json" => println!("{}", serde_json::to_string_pretty(value)?),
         "pretty" => pretty(value),

@@ -5,6 +5,10 @@
 //! `weft connect proxy -service test -upstream greeter:8080`, and the ingress (nginx in front of a sidecar upstream
 //! when nginx is installed, Weft's own gateway otherwise). Each piece is a real process, as on real hosts. Ctrl-C
 //! tears down in reverse: ingress and services (deregistered), then the agent.
+//!
+//! With `-acl` it runs the way the container deployment does: ACLs on with default deny, the ACL system
+//! bootstrapped once (the management token in a file only the user reads), the agent given a token for its node
+//! and a DNS token, and every service and proxy its own token with just its service identity.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -34,6 +38,9 @@ pub struct DemoArgs {
     /// `auto` (nginx when installed), `nginx` or `builtin`.
     #[arg(long, default_value = "auto")]
     pub ingress: String,
+    /// ACLs on, default deny: bootstraps, and gives the agent and every service a token of its own.
+    #[arg(long)]
+    pub acl: bool,
 }
 
 /// A child process, stopped on drop.
@@ -141,11 +148,27 @@ fn find_nginx() -> Option<PathBuf> {
 struct Api {
     base: String,
     http: reqwest::Client,
+    /// The management token, with `-acl`.
+    token: Option<String>,
 }
 
 impl Api {
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
+        self.call_as(method, path, body, self.token.as_deref())
+            .await
+    }
+
+    async fn call_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> Result<Value> {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.header("X-Consul-Token", t);
+        }
         if let Some(b) = body {
             req = req.body(b.to_string());
         }
@@ -171,12 +194,34 @@ struct Demo {
     sidecars: Vec<Proc>,
     ingress: Vec<Proc>,
     service_ids: Vec<String>,
+    /// With `-acl`: each service's token file.
+    tokens: std::collections::BTreeMap<String, PathBuf>,
+}
+
+/// The services that get a token of their own with `-acl`.
+const ACL_SERVICES: [&str; 5] = ["greeting", "name", "greeter", "test", "ingress"];
+
+/// Writes a secret readable by its owner only, from the moment the file exists.
+fn write_secret(path: &Path, secret: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(secret.as_bytes())?;
+    Ok(())
 }
 
 pub async fn run(a: DemoArgs) -> Result<i32> {
     let use_nginx = ingress_choice(&a.ingress)?;
     let mut signals = weft_sidecar::signals::Signals::install();
     let (mut demo, agent) = Demo::start_agent(a).await?;
+    if demo.args.acl {
+        demo.set_up_acls().await?;
+    }
     demo.start_services().await?;
     demo.allow_intentions().await?;
     demo.start_sidecars()?;
@@ -222,15 +267,30 @@ impl Demo {
             .and_then(|_| TcpListener::bind(("127.0.0.1", args.dns_port)))
             .with_context(|| format!("-dns-port {} is already in use", args.dns_port))?;
         let dir = std::env::temp_dir().join(format!("weft-demo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        {
+            // The demo's tokens live here: the user's alone.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
         let http_addr = format!("127.0.0.1:{}", args.http_port);
         let config = dir.join("agent.json");
-        std::fs::write(
-            &config,
-            json!({"default_intention_policy": "deny", "connect": {"leaf_root_change_jitter": "5s"}})
-                .to_string(),
-        )?;
-        println!("==> Starting the Weft dev agent on {http_addr} (default-deny intentions)");
+        let mut settings = json!({"default_intention_policy": "deny", "connect": {"leaf_root_change_jitter": "5s"}});
+        if args.acl {
+            settings["acl"] = json!({"enabled": true, "default_policy": "deny"});
+        }
+        std::fs::write(&config, settings.to_string())?;
+        let acl_note = if args.acl {
+            ", ACLs on with default deny"
+        } else {
+            ""
+        };
+        println!(
+            "==> Starting the Weft dev agent on {http_addr} (default-deny intentions{acl_note})"
+        );
         let mut agent_args = s(&["agent", "-dev", "-node", "weft-demo", "-http-port"]);
         agent_args.extend([args.http_port.to_string(), "-dns-port".into()]);
         agent_args.extend([args.dns_port.to_string(), "-config-file".into()]);
@@ -241,6 +301,7 @@ impl Demo {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
+            token: None,
         };
         wait_for(
             Duration::from_secs(15),
@@ -264,8 +325,84 @@ impl Demo {
             sidecars: Vec::new(),
             ingress: Vec::new(),
             service_ids: Vec::new(),
+            tokens: std::collections::BTreeMap::new(),
         };
         Ok((demo, agent))
+    }
+
+    /// `-acl`: bootstraps (the management token to `<dir>/management.token`), gives the agent a token for its node
+    /// and one for DNS, and every service a token with its service identity (`<dir>/<service>.token`).
+    async fn set_up_acls(&mut self) -> Result<()> {
+        println!("==> ACLs: bootstrapping, then a token for the agent and one per service");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let management = loop {
+            // The leader sets the ACL system up just after it is elected: bootstrap may be early.
+            match self.api.call(Method::PUT, "/v1/acl/bootstrap", None).await {
+                Ok(v) => match v["SecretID"].as_str() {
+                    Some(secret) => break secret.to_string(),
+                    None => bail!("the bootstrap answer holds no SecretID"),
+                },
+                Err(e) if Instant::now() > deadline => return Err(e.context("ACL bootstrap")),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        write_secret(&self.dir.join("management.token"), &management)?;
+        self.api.token = Some(management);
+        let agent = self
+            .create_token(
+                "agent token for weft-demo",
+                json!({"NodeIdentities": [{"NodeName": "weft-demo", "Datacenter": "dc1"}]}),
+            )
+            .await?;
+        let dns = self
+            .create_token(
+                "DNS token",
+                json!({"TemplatedPolicies": [{"TemplateName": "builtin/dns"}]}),
+            )
+            .await?;
+        for (kind, secret) in [("agent", agent), ("dns", dns)] {
+            self.api
+                .call(
+                    Method::PUT,
+                    &format!("/v1/agent/token/{kind}"),
+                    Some(json!({ "Token": secret })),
+                )
+                .await?;
+        }
+        for service in ACL_SERVICES {
+            let secret = self
+                .create_token(
+                    &format!("token for {service}"),
+                    json!({"ServiceIdentities": [{"ServiceName": service}]}),
+                )
+                .await?;
+            let file = self.dir.join(format!("{service}.token"));
+            write_secret(&file, &secret)?;
+            self.tokens.insert(service.to_string(), file);
+        }
+        Ok(())
+    }
+
+    /// A new token with `grants`; answers its secret.
+    async fn create_token(&self, description: &str, grants: Value) -> Result<String> {
+        let mut body = grants;
+        body["Description"] = json!(description);
+        let v = self
+            .api
+            .call(Method::PUT, "/v1/acl/token", Some(body))
+            .await?;
+        v["SecretID"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("the token answer holds no SecretID"))
+    }
+
+    /// The secret of `service`'s token, with `-acl`.
+    fn token_of(&self, service: &str) -> Result<Option<String>> {
+        match self.tokens.get(service) {
+            None => Ok(None),
+            Some(file) => Ok(Some(std::fs::read_to_string(file)?.trim().to_string())),
+        }
     }
 
     /// greeting and name, then two greeters with their upstreams, each registered with a sidecar.
@@ -278,7 +415,8 @@ impl Demo {
             let args = s(&[role, "-listen", &format!("127.0.0.1:{port}"), "-node", node]);
             self.apps
                 .push(Proc::spawn(id, &self.greeter, &args, &self.dir)?);
-            register(&self.api, id, role, port, &[]).await?;
+            let token = self.token_of(role)?;
+            register(&self.api, token.as_deref(), id, role, port, &[]).await?;
             self.service_ids.push(id.to_string());
         }
         for (id, node) in [("greeter-1", "host-b"), ("greeter-2", "host-c")] {
@@ -297,7 +435,8 @@ impl Demo {
             self.apps
                 .push(Proc::spawn(id, &self.greeter, &args, &self.dir)?);
             let upstreams = [("greeting", greeting_up), ("name", name_up)];
-            register(&self.api, id, "greeter", port, &upstreams).await?;
+            let token = self.token_of("greeter")?;
+            register(&self.api, token.as_deref(), id, "greeter", port, &upstreams).await?;
             self.service_ids.push(id.to_string());
         }
         Ok(())
@@ -321,19 +460,29 @@ impl Demo {
         Ok(())
     }
 
-    /// `weft connect proxy` with these arguments and the agent's address.
-    fn proxy(&self, name: &str, args: &[&str]) -> Result<Proc> {
-        let mut argv = s(&["connect", "proxy"]);
-        argv.extend(s(args));
+    /// `weft connect proxy` (or `ingress`) with these arguments, the agent's address and, with `-acl`, the
+    /// token file of `service`.
+    fn weft_proxy(&self, kind: &str, name: &str, service: &str, args: &[String]) -> Result<Proc> {
+        let mut argv = s(&["connect", kind]);
+        argv.extend(args.iter().cloned());
         argv.extend(s(&["-http-addr", &self.http_addr]));
+        if let Some(file) = self.tokens.get(service) {
+            argv.extend(["-token-file".to_string(), file.display().to_string()]);
+        }
         Proc::spawn(name, &self.weft, &argv, &self.dir)
+    }
+
+    fn proxy(&self, name: &str, service: &str, args: &[&str]) -> Result<Proc> {
+        self.weft_proxy("proxy", name, service, &s(args))
     }
 
     fn start_sidecars(&mut self) -> Result<()> {
         for id in &self.service_ids {
+            // greeting-1 -> greeting, greeter-2 -> greeter.
+            let service = id.rsplit_once('-').map_or(id.as_str(), |(name, _)| name);
             let args = ["-sidecar-for", id, "-drain-timeout", "2s"];
             self.sidecars
-                .push(self.proxy(&format!("{id}-sidecar"), &args)?);
+                .push(self.proxy(&format!("{id}-sidecar"), service, &args)?);
         }
         Ok(())
     }
@@ -349,38 +498,24 @@ impl Demo {
             "-drain-timeout",
             "2s",
         ];
-        self.proxy("test-proxy", &args)
+        self.proxy("test-proxy", "test", &args)
     }
 
     /// nginx in front of a sidecar upstream, or Weft's own gateway; answers which.
     fn start_ingress(&mut self, use_nginx: bool) -> Result<&'static str> {
         let listen = format!("127.0.0.1:{}", self.args.ingress_port);
         if !use_nginx {
-            let mut argv = s(&[
-                "connect",
-                "ingress",
-                "-service",
-                "ingress",
-                "-register",
-                "-http",
-            ]);
-            argv.extend([
-                format!("{listen}=greeter"),
-                "-http-addr".into(),
-                self.http_addr.clone(),
-            ]);
-            self.ingress.push(Proc::spawn(
-                "ingress-gateway",
-                &self.weft,
-                &argv,
-                &self.dir,
-            )?);
+            let mut argv = s(&["-service", "ingress", "-register", "-http"]);
+            argv.push(format!("{listen}=greeter"));
+            let gateway = self.weft_proxy("ingress", "ingress-gateway", "ingress", &argv)?;
+            self.ingress.push(gateway);
             return Ok("Weft's ingress gateway");
         }
         let upstream = free_port()?;
         let target = format!("greeter:{upstream}");
         let proxy = self.proxy(
             "ingress-proxy",
+            "ingress",
             &["-service", "ingress", "-upstream", &target],
         )?;
         self.ingress.push(proxy);
@@ -459,6 +594,15 @@ impl Demo {
             self.args.ingress_port
         );
         println!("    Logs:       {}", self.dir.display());
+        if let Some(file) = self.tokens.get("test") {
+            let dir = self.dir.display();
+            println!("    ACLs:       on, default deny; every service and proxy has its own token ({dir}/<service>.token)");
+            println!(
+                "    Management token: {dir}/management.token   (sign in to the dashboard with it;"
+            );
+            println!("                weft commands take -token-file {dir}/management.token)");
+            println!("    Test proxy token: {}", file.display());
+        }
         println!();
         if let Ok(plain) = plain_client() {
             for _ in 0..4 {
@@ -472,7 +616,15 @@ impl Demo {
             }
         }
         println!();
-        println!("    Deny one edge and watch the greeter name it:  weft intention create -deny -replace greeter name");
+        let token_flag = if self.tokens.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " -token-file {}",
+                self.dir.join("management.token").display()
+            )
+        };
+        println!("    Deny one edge and watch the greeter name it:  weft intention create -deny -replace greeter name{token_flag}");
         println!("==> Weft demo ready. Press Ctrl-C to stop.");
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -528,9 +680,11 @@ fn plain_client() -> Result<reqwest::Client> {
         .build()?)
 }
 
-/// Registers one service instance with a sidecar and an HTTP check, and the upstreams its sidecar opens.
+/// Registers one service instance with a sidecar and an HTTP check, and the upstreams its sidecar opens (with
+/// `-acl`, with the service's own token, which the agent then keeps it in sync with).
 async fn register(
     api: &Api,
+    token: Option<&str>,
     id: &str,
     name: &str,
     port: u16,
@@ -546,7 +700,8 @@ async fn register(
                   "Status": "passing"},
         "Connect": {"SidecarService": {"Port": free_port()?, "Proxy": {"Upstreams": upstreams}}},
     });
-    api.call(Method::PUT, "/v1/agent/service/register", Some(body))
+    let token = token.or(api.token.as_deref());
+    api.call_as(Method::PUT, "/v1/agent/service/register", Some(body), token)
         .await
         .map(|_| ())
 }

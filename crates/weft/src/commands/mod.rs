@@ -1,6 +1,7 @@
 //! The CLI commands that talk to an agent over HTTP, one file per area.
 
 pub mod acl;
+pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod connect;
