@@ -340,6 +340,33 @@ async fn the_acl_cli_bootstraps_and_manages_tokens_policies_and_roles() -> Resul
         &root,
     ])?;
     assert_eq!(r.code(), 0, "{}", r.stderr);
+    // Update keeps the links it is not given and replaces the kinds it is.
+    let role = run(&[
+        "acl", "role", "read", "-name", "reader", "-format", "json", "-token", &root,
+    ])?;
+    let role: serde_json::Value = serde_json::from_str(&role.stdout)?;
+    let role_id = role["ID"].as_str().unwrap_or_default().to_string();
+    let updated = run(&[
+        "acl",
+        "role",
+        "update",
+        "-id",
+        &role_id,
+        "-description",
+        "reads app",
+        "-service-identity",
+        "api",
+        "-format",
+        "json",
+        "-token",
+        &root,
+    ])?;
+    assert_eq!(updated.code(), 0, "{}", updated.stderr);
+    let updated: serde_json::Value = serde_json::from_str(&updated.stdout)?;
+    assert_eq!(updated["Name"], "reader");
+    assert_eq!(updated["Description"], "reads app");
+    assert_eq!(updated["Policies"][0]["Name"], "app-read");
+    assert_eq!(updated["ServiceIdentities"][0]["ServiceName"], "api");
 
     let t = run(&[
         "acl",

@@ -182,6 +182,8 @@ pub struct NamedArgs {
 pub enum RoleCmd {
     Create(RoleCreateArgs),
     Read(NamedArgs),
+    /// Changes a role: the flags given replace those kinds of links; the rest are kept.
+    Update(RoleUpdateArgs),
     Delete(NamedArgs),
     List(OutputArgs),
 }
@@ -194,6 +196,21 @@ pub struct RoleCreateArgs {
     pub grants: GrantArgs,
     #[arg(long)]
     pub name: String,
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RoleUpdateArgs {
+    #[command(flatten)]
+    pub out: OutputArgs,
+    #[command(flatten)]
+    pub grants: GrantArgs,
+    #[arg(long)]
+    pub id: String,
+    /// A new name.
+    #[arg(long)]
+    pub name: Option<String>,
     #[arg(long)]
     pub description: Option<String>,
 }
@@ -433,6 +450,17 @@ fn grants_json(g: &GrantArgs, body: &mut Map<String, Value>) -> Result<()> {
     Ok(())
 }
 
+/// Links and identities not given on the command line are kept: `current`'s are copied into `body` first, and the
+/// flags then replace the kinds they name.
+fn keep_grants(current: &Value, body: &mut Map<String, Value>, links: &[&str]) {
+    let identities = ["ServiceIdentities", "NodeIdentities", "TemplatedPolicies"];
+    for key in links.iter().chain(identities.iter()) {
+        if !current[*key].is_null() {
+            body.insert(key.to_string(), current[*key].clone());
+        }
+    }
+}
+
 fn roles_json(names: &[String], ids: &[String], body: &mut Map<String, Value>) {
     let mut roles: Vec<Value> = ids.iter().map(|id| json!({"ID": id})).collect();
     roles.extend(names.iter().map(|n| json!({"Name": n})));
@@ -505,18 +533,7 @@ async fn token(cmd: TokenCmd) -> Result<()> {
                     .clone()
                     .unwrap_or_else(|| text(&current["Description"]).to_string())),
             );
-            // Links and identities not given on the command line are kept.
-            for key in [
-                "Policies",
-                "Roles",
-                "ServiceIdentities",
-                "NodeIdentities",
-                "TemplatedPolicies",
-            ] {
-                if !current[key].is_null() {
-                    body.insert(key.into(), current[key].clone());
-                }
-            }
+            keep_grants(&current, &mut body, &["Policies", "Roles"]);
             grants_json(&a.grants, &mut body)?;
             roles_json(&a.role_names, &a.role_ids, &mut body);
             let t = send(
@@ -729,6 +746,37 @@ async fn role(cmd: RoleCmd) -> Result<()> {
                 "/v1/acl/role",
                 Some(Value::Object(body)),
                 "Failed to create new role",
+            )
+            .await?;
+            show(&a.out.format, &r, print_role)
+        }
+        RoleCmd::Update(a) => {
+            let api = Api::new(&a.out.http)?;
+            let path = format!("/v1/acl/role/{}", segment(&a.id));
+            let current = send(
+                &api,
+                Method::GET,
+                &path,
+                None,
+                "Error when retrieving current role",
+            )
+            .await?;
+            let mut body = Map::new();
+            body.insert("ID".into(), json!(a.id));
+            for (key, given) in [("Name", &a.name), ("Description", &a.description)] {
+                let value = given
+                    .clone()
+                    .unwrap_or_else(|| text(&current[key]).to_string());
+                body.insert(key.into(), json!(value));
+            }
+            keep_grants(&current, &mut body, &["Policies"]);
+            grants_json(&a.grants, &mut body)?;
+            let r = send(
+                &api,
+                Method::PUT,
+                &path,
+                Some(Value::Object(body)),
+                "Failed to update role",
             )
             .await?;
             show(&a.out.format, &r, print_role)
