@@ -59,10 +59,17 @@ pub async fn state(ctx: Ctx) -> Result<Reply, ApiError> {
         ),
     };
     let filter = ctx.filter()?;
-    read_reply(&ctx, &[Table::Checks], |s: &Store| {
+    let meta = ctx.node_meta();
+    read_reply(&ctx, &[Table::Checks, Table::Nodes], |s: &Store| {
         let list: Vec<Value> = s
             .all_checks()
             .filter(|c| wanted.is_none_or(|w| c.status == w))
+            // `?node-meta=k:v` (repeatable): only checks on nodes carrying every pair, as Consul filters them.
+            .filter(|c| {
+                meta.is_empty()
+                    || s.node(&c.node)
+                        .is_some_and(|n| meta.iter().all(|(k, v)| n.meta.get(k) == Some(v)))
+            })
             .filter(|c| may_read_check(&ctx, c))
             .map(to_json)
             .collect();

@@ -78,6 +78,12 @@ pub async fn create(ctx: Ctx) -> Result<Reply, ApiError> {
 pub async fn destroy(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
     let id = ctx.required_rest("session")?;
+    // Consul refuses an ID that is not a UUID rather than answering `true` for a session that cannot exist.
+    if !weft_types::ids::is_uuid(&id) {
+        return Err(ApiError::bad_request(format!(
+            "Session ID {id:?} is not a UUID"
+        )));
+    }
     require_session(&ctx, &id, Need::Write)?;
     ctx.state
         .agent

@@ -564,6 +564,14 @@ async fn sessions_golden() {
         api.get(&format!("/v1/session/info/{id}")).await.json(),
         json!([])
     );
+    let not_uuid = api.put("/v1/session/destroy/not-a-uuid", "").await;
+    assert_eq!(
+        (not_uuid.status, not_uuid.text()),
+        (
+            StatusCode::BAD_REQUEST,
+            "Session ID \"not-a-uuid\" is not a UUID".into()
+        )
+    );
     let renew = api.put("/v1/session/renew/nope", "").await;
     assert_eq!(
         (renew.status, renew.text()),
@@ -1041,4 +1049,35 @@ async fn identical_blocking_queries_share_one_slot() {
         shared.is_empty(),
         "slots are dropped when their last waiter leaves"
     );
+}
+
+#[tokio::test]
+async fn health_state_honours_node_meta() {
+    let api = TestApi::new().await;
+    let reg = api
+        .put(
+            "/v1/catalog/register",
+            r#"{"Node": "meta-node", "Address": "10.0.0.9", "NodeMeta": {"env": "prod"},
+                "Check": {"CheckID": "disk", "Name": "disk", "Status": "critical"}}"#,
+        )
+        .await;
+    assert_eq!(reg.status, StatusCode::OK, "{}", reg.text());
+    let all = api.get("/v1/health/state/any").await.json();
+    assert!(all.as_array().unwrap().len() > 1, "{all}");
+    let prod = api
+        .get("/v1/health/state/any?node-meta=env:prod")
+        .await
+        .json();
+    let nodes: Vec<&str> = prod
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["Node"].as_str())
+        .collect();
+    assert_eq!(nodes, vec!["meta-node"]);
+    let none = api
+        .get("/v1/health/state/critical?node-meta=env:prod&node-meta=zone:b")
+        .await
+        .json();
+    assert_eq!(none, serde_json::json!([]));
 }

@@ -210,6 +210,31 @@ async fn kv_put_get_delete() -> Result<()> {
     let out = cli(&agent, &["kv", "put", "-cas", "a", "d"])?;
     assert_eq!(out.code(), 1, "-cas needs -modify-index: {out:?}");
 
+    // -acquire / -release with a session, in Consul's words.
+    let session = agent.put("/v1/session/create", "{}").await?.json()?;
+    let session = session["ID"].as_str().unwrap_or_default().to_string();
+    let lock = ["kv", "put", "-session", &session];
+    let run = |flag: &str| {
+        let mut args = lock.to_vec();
+        args.extend([flag, "lock", "held"]);
+        cli(&agent, &args)
+    };
+    let out = run("-acquire")?;
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(out.stdout, "Success! Lock acquired on: lock\n");
+    let out = run("-release")?;
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(out.stdout, "Success! Lock released on: lock\n");
+    let other = agent.put("/v1/session/create", "{}").await?.json()?;
+    let other = other["ID"].as_str().unwrap_or_default();
+    agent
+        .put(&format!("/v1/kv/lock?acquire={other}"), "theirs")
+        .await?
+        .expect_status(200)?;
+    let out = run("-acquire")?;
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert_eq!(out.stderr, "Error! Did not acquire lock\n");
+
     // -flags, -detailed
     cli(&agent, &["kv", "put", "-flags", "42", "dir/one", "1"])?;
     cli(&agent, &["kv", "put", "dir/two", "2"])?;

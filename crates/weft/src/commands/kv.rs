@@ -223,17 +223,17 @@ async fn put(a: PutArgs) -> Result<i32> {
         .ok(Method::PUT, &path, Some(value))
         .await
         .map_err(|e| anyhow!("Error! Failed writing data: {e}"))?;
-    if answer.text() != "true" {
-        let why = if a.cas {
-            "CAS failed"
-        } else {
-            "lock is held by another session"
-        };
-        eprintln!("Error! Did not write to {}: {why}", a.key);
-        return Ok(1);
+    let written = answer.text() == "true";
+    // Consul's words for each outcome.
+    match (written, a.acquire, a.release) {
+        (true, true, _) => println!("Success! Lock acquired on: {}", a.key),
+        (true, _, true) => println!("Success! Lock released on: {}", a.key),
+        (true, ..) => println!("Success! Data written to: {}", a.key),
+        (false, true, _) => eprintln!("Error! Did not acquire lock"),
+        (false, _, true) => eprintln!("Error! Did not release lock"),
+        (false, ..) => eprintln!("Error! Did not write to {}: CAS failed", a.key),
     }
-    println!("Success! Data written to: {}", a.key);
-    Ok(0)
+    Ok(if written { 0 } else { 1 })
 }
 
 async fn delete(a: DeleteArgs) -> Result<i32> {
