@@ -43,6 +43,55 @@ pub async fn raft_peer(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 /// `GET /v1/operator/autopilot/health`.
+/// `GET /v1/operator/autopilot/state`: Consul's autopilot state, from the same probes as `health`: servers keyed by
+/// Raft ID with their status (`leader`, `voter`, `non-voter`), the leader, the voters, and the failure tolerances.
+pub async fn autopilot_state(ctx: Ctx) -> Result<Reply, ApiError> {
+    ctx.check_scope()?;
+    let server = ctx.state.agent.server();
+    let servers = server.autopilot_health();
+    let healthy = servers.iter().all(|s| s.healthy);
+    let leader = servers.iter().find(|s| s.leader).map(|s| s.id.clone());
+    let voters: Vec<&str> = servers
+        .iter()
+        .filter(|s| s.voter)
+        .map(|s| s.id.as_str())
+        .collect();
+    // Consul's optimistic tolerance: servers failing one at a time, each removed by autopilot's cleanup before the
+    // next fails, leave one healthy voter at the end.
+    let healthy_voters = servers.iter().filter(|s| s.voter && s.healthy).count();
+    let optimistic = healthy_voters.saturating_sub(1);
+    let by_id: serde_json::Map<String, serde_json::Value> = servers
+        .iter()
+        .map(|s| {
+            let status = if s.leader {
+                "leader"
+            } else if s.voter {
+                "voter"
+            } else {
+                "non-voter"
+            };
+            let entry = json!({
+                "ID": s.id, "Name": s.name, "Address": s.address, "NodeStatus": s.serf_status,
+                "Version": s.version, "LastContact": s.last_contact, "LastTerm": s.last_term,
+                "LastIndex": s.last_index, "Healthy": s.healthy, "StableSince": s.stable_since,
+                "ReadReplica": false, "Status": status, "Meta": {},
+                "NodeType": if s.voter { "voter" } else { "read-replica" },
+            });
+            (s.id.clone(), entry)
+        })
+        .collect();
+    Ok(ctx.json(&json!({
+        "Healthy": healthy,
+        "FailureTolerance": server.failure_tolerance(),
+        "OptimisticFailureTolerance": optimistic,
+        "Servers": by_id,
+        "Leader": leader.unwrap_or_default(),
+        "Voters": voters,
+        "ReadReplicas": [],
+        "RedundancyZones": {},
+    })))
+}
+
 pub async fn autopilot_health(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
     let server = ctx.state.agent.server();

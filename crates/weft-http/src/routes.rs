@@ -135,6 +135,12 @@ fn table() -> Vec<Route> {
             operator::autopilot_health,
             leader(rule(Operator, Read, Whole))
         ),
+        route!(
+            "/v1/operator/autopilot/state",
+            [GET],
+            operator::autopilot_state,
+            leader(rule(Operator, Read, Whole))
+        ),
         // agent
         route!(
             "/v1/agent/self",

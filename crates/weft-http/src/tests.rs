@@ -1081,3 +1081,18 @@ async fn health_state_honours_node_meta() {
         .json();
     assert_eq!(none, serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn autopilot_state_has_consuls_shape() {
+    let api = TestApi::new().await;
+    let state = api.get("/v1/operator/autopilot/state").await;
+    assert_eq!(state.status, StatusCode::OK, "{}", state.text());
+    let v = state.json();
+    let leader = v["Leader"].as_str().unwrap().to_string();
+    assert_eq!(v["Servers"][&leader]["Status"], "leader");
+    assert_eq!(v["Servers"][&leader]["NodeType"], "voter");
+    assert_eq!(v["Voters"], serde_json::json!([leader]));
+    assert_eq!(v["Healthy"], true);
+    assert_eq!(v["FailureTolerance"], 0);
+    assert_eq!(v["OptimisticFailureTolerance"], 0);
+}

@@ -393,6 +393,36 @@ async fn a_dead_server_is_removed_once_a_replacement_joins() -> Result<()> {
         .await?;
     ensure!(health.status == 200, "{} {}", health.status, health.text());
     ensure!(health.json()?["FailureTolerance"] == 1, "{}", health.text());
+    // The same cluster in Consul's autopilot state shape: servers keyed by ID, one leader, three voters.
+    let state = cluster
+        .agent(leader)?
+        .get("/v1/operator/autopilot/state")
+        .await?;
+    ensure!(state.status == 200, "{} {}", state.status, state.text());
+    let state = state.json()?;
+    let servers = state["Servers"].as_object().cloned().unwrap_or_default();
+    ensure!(servers.len() == 3, "{state}");
+    let leader_id = state["Leader"].as_str().unwrap_or_default();
+    ensure!(
+        servers
+            .get(leader_id)
+            .is_some_and(|s| s["Status"] == "leader"),
+        "{state}"
+    );
+    ensure!(
+        state["Voters"].as_array().map(Vec::len) == Some(3),
+        "{state}"
+    );
+    ensure!(
+        state["FailureTolerance"] == 1 && state["OptimisticFailureTolerance"] == 2,
+        "{state}"
+    );
+    ensure!(
+        servers
+            .values()
+            .all(|s| s["Healthy"] == true && s["NodeType"] == "voter"),
+        "{state}"
+    );
     // Writes go on through the new configuration.
     let r = cluster
         .agent(replacement)?
