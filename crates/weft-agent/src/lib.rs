@@ -6,6 +6,7 @@
 
 pub mod definition;
 mod error;
+pub mod host;
 mod leaf;
 mod local;
 mod persist;

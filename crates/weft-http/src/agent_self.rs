@@ -57,6 +57,15 @@ fn with_id(mut member: Value, ctx: &Ctx) -> Value {
     member
 }
 
+/// `GET /v1/agent/host` (operator:read, as Consul): memory, CPUs, host and kernel, and the data dir's disk.
+pub async fn host(ctx: Ctx) -> Result<Reply, ApiError> {
+    let dir = ctx.state.agent.config().state_dir.clone();
+    let report = tokio::task::spawn_blocking(move || weft_agent::host::report(dir.as_deref()))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(ctx.json(&report))
+}
+
 pub async fn self_(ctx: Ctx) -> Result<Reply, ApiError> {
     let cfg = ctx.state.agent.config();
     let config = weft_types::agent_self::AgentSelfConfig {

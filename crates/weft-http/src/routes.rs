@@ -149,6 +149,12 @@ fn table() -> Vec<Route> {
             local(rule(Agent, Read, ThisNode))
         ),
         route!(
+            "/v1/agent/host",
+            [GET],
+            agent_self::host,
+            local(rule(Operator, Read, Whole))
+        ),
+        route!(
             "/v1/agent/members",
             [GET],
             agent::members,

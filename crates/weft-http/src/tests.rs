@@ -1096,3 +1096,16 @@ async fn autopilot_state_has_consuls_shape() {
     assert_eq!(v["FailureTolerance"], 0);
     assert_eq!(v["OptimisticFailureTolerance"], 0);
 }
+
+#[tokio::test]
+async fn agent_host_reports_this_machine() {
+    let api = TestApi::new().await;
+    let host = api.get("/v1/agent/host").await;
+    assert_eq!(host.status, StatusCode::OK, "{}", host.text());
+    let v = host.json();
+    assert!(v["Memory"]["total"].as_u64().unwrap() > 0, "{v}");
+    assert!(!v["CPU"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(v["Host"]["os"], "linux");
+    assert!(v["Disk"]["total"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["CollectionTime"].as_u64().unwrap() > 0);
+}
