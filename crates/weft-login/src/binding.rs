@@ -51,23 +51,11 @@ impl Bound {
     }
 }
 
-/// The `${...}` names in `text`, or an error for an unclosed one.
-fn variables(text: &str) -> Result<Vec<&str>, String> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
-        out.push(after[..end].trim());
-        rest = &after[end + 1..];
-    }
-    Ok(out)
-}
-
-/// `text` with every `${value.x}` replaced by the login's attribute `x`.
-fn fill(text: &str, id: &Identity) -> Result<String, String> {
+/// `text` with each `${var}` replaced by what `value_of(var)` answers (an error for an unclosed `${`).
+fn substitute(
+    text: &str,
+    value_of: impl Fn(&str) -> Result<String, String>,
+) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -76,16 +64,21 @@ fn fill(text: &str, id: &Identity) -> Result<String, String> {
         let end = after
             .find('}')
             .ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
-        let var = after[..end].trim();
-        let value = var
-            .strip_prefix("value.")
-            .and_then(|name| id.values.get(name))
-            .ok_or_else(|| format!("unknown variable ${{{var}}}"))?;
-        out.push_str(value);
+        out.push_str(&value_of(after[..end].trim())?);
         rest = &after[end + 1..];
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// `text` with every `${value.x}` replaced by the login's attribute `x`.
+fn fill(text: &str, id: &Identity) -> Result<String, String> {
+    substitute(text, |var| {
+        var.strip_prefix("value.")
+            .and_then(|name| id.values.get(name))
+            .cloned()
+            .ok_or_else(|| format!("unknown variable ${{{var}}}"))
+    })
 }
 
 fn valid_bound_name(kind: BindType, name: &str) -> bool {
@@ -127,40 +120,28 @@ pub fn check_rule(rule: &AclBindingRule, method: &JwtMethod) -> Result<(), Login
             )));
         }
     }
-    for text in [rule.bind_name.as_str(), var_name] {
-        for var in variables(text).map_err(|e| config(format!("Invalid Binding Rule: {e}")))? {
-            let known = var
-                .strip_prefix("value.")
-                .is_some_and(|n| method.has_value(n));
-            if !known {
-                return Err(config(format!(
-                    "Invalid Binding Rule: BindName uses ${{{var}}}, which is not a value.<attribute> of the auth method's ClaimMappings"
-                )));
+    // Every variable must be a `value.<attribute>` the method maps; the name with each one as a plain word must
+    // be valid (the filled-in name is checked again at login).
+    let sample = |text: &str| {
+        substitute(text, |var| {
+            if var.strip_prefix("value.").is_some_and(|n| method.has_value(n)) {
+                Ok("x".to_string())
+            } else {
+                Err(format!(
+                    "BindName uses ${{{var}}}, which is not a value.<attribute> of the auth method's ClaimMappings"
+                ))
             }
-        }
-    }
-    // The name with every variable as a plain word must be valid (the filled-in name is checked again at login).
-    let sample = |t: &str| {
-        let mut s = String::new();
-        let mut rest = t;
-        while let Some(start) = rest.find("${") {
-            s.push_str(&rest[..start]);
-            s.push('x');
-            match rest[start..].find('}') {
-                Some(end) => rest = &rest[start + end + 1..],
-                None => rest = "",
-            }
-        }
-        s.push_str(rest);
-        s
+        })
+        .map_err(|e| config(format!("Invalid Binding Rule: {e}")))
     };
+    let (name_sample, var_sample) = (sample(&rule.bind_name)?, sample(var_name)?);
     let checked = if kind == BindType::TemplatedPolicy {
         if var_name.is_empty() {
             return Ok(());
         }
-        sample(var_name)
+        var_sample
     } else {
-        sample(&rule.bind_name)
+        name_sample
     };
     if !valid_bound_name(kind, &checked) {
         return Err(config(format!(
