@@ -233,15 +233,6 @@ impl Deployment {
         Ok(child.wait_with_output()?)
     }
 
-    /// The host PID of a service's container (its namespaces).
-    fn pid(&self, service: &str) -> Result<u32> {
-        let id = self.compose(&["ps", "-q", service])?;
-        let out = Command::new("docker")
-            .args(["inspect", "-f", "{{.State.Pid}}", &id])
-            .output()?;
-        Ok(text(&out).trim().parse()?)
-    }
-
     /// The host paths mounted into a service's container.
     fn mounts(&self, service: &str) -> Result<Vec<String>> {
         let id = self.compose(&["ps", "-q", service])?;
@@ -260,16 +251,23 @@ impl Deployment {
             .collect())
     }
 
-    /// curl run by the host inside a service's network namespace only (the application's view of the network,
-    /// with none of its files): the HTTP status and body, or curl's exit code as `Err`.
+    /// curl in a throw-away container that joins a service's network namespace only (the application's view of the
+    /// network, with none of its files, as an attacker inside it would have): the HTTP status and body, or curl's
+    /// exit code as `Err`. Needs only Docker, not root.
     fn curl_from_netns(&self, service: &str, args: &[&str]) -> Result<(u16, String), i32> {
-        let pid = self.pid(service).map_err(|_| -1)?;
-        let out = Command::new("nsenter")
+        let id = self.compose(&["ps", "-q", service]).map_err(|_| -1)?;
+        let netns = format!("container:{id}");
+        let out = Command::new("docker")
             .args([
-                "-t",
-                &pid.to_string(),
-                "-n",
-                "curl",
+                "run",
+                "--rm",
+                "--network",
+                &netns,
+                "--entrypoint",
+                "/bin/curl",
+            ])
+            .args([
+                "weft-local/weft:latest",
                 "-sS",
                 "-m",
                 "5",

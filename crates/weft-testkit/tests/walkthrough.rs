@@ -155,6 +155,24 @@ fn both_greeters_answer(port: u16) -> Result<()> {
     Ok(())
 }
 
+/// `weft intention create <action> -replace greeter name` against the demo's agent, with `extra` flags.
+fn greeter_to_name(demo: &Demo, action: &str, extra: &[&str]) -> Result<std::process::Output> {
+    let agent = format!("127.0.0.1:{}", demo.http);
+    Ok(Command::new(weft_binary()?)
+        .args(["intention", "create", action, "-replace", "greeter", "name"])
+        .args(["-http-addr", &agent])
+        .args(extra)
+        .output()?)
+}
+
+/// The greeter names the refused upstream once a deny intention reaches its sidecar.
+fn wait_for_refusal_by_intention(demo: &Demo) -> Result<()> {
+    eventually_sync(Duration::from_secs(10), || -> Result<bool> {
+        let (code, body) = get(demo.test)?;
+        Ok(code == 502 && body == "name: refused by intention")
+    })
+}
+
 fn walkthrough(ingress: &str) -> Result<()> {
     let demo = Demo::start(ingress, &[])?;
     let out = demo.output();
@@ -174,37 +192,10 @@ fn walkthrough(ingress: &str) -> Result<()> {
     greeter_host(&line)?;
 
     // Deny greeter -> name: the greeter names the refused upstream; greeting still works.
-    let agent = format!("127.0.0.1:{}", demo.http);
-    let weft = weft_binary()?;
-    let deny = Command::new(&weft)
-        .args([
-            "intention",
-            "create",
-            "-deny",
-            "-replace",
-            "greeter",
-            "name",
-            "-http-addr",
-            &agent,
-        ])
-        .output()?;
+    let deny = greeter_to_name(&demo, "-deny", &[])?;
     assert!(deny.status.success(), "{deny:?}");
-    eventually_sync(Duration::from_secs(10), || -> Result<bool> {
-        let (code, body) = get(demo.test)?;
-        Ok(code == 502 && body == "name: refused by intention")
-    })?;
-    let allow = Command::new(&weft)
-        .args([
-            "intention",
-            "create",
-            "-allow",
-            "-replace",
-            "greeter",
-            "name",
-            "-http-addr",
-            &agent,
-        ])
-        .output()?;
+    wait_for_refusal_by_intention(&demo)?;
+    let allow = greeter_to_name(&demo, "-allow", &[])?;
     assert!(allow.status.success(), "{allow:?}");
     eventually_sync(Duration::from_secs(10), || -> Result<bool> {
         Ok(get(demo.test)?.0 == 200)
@@ -340,34 +331,15 @@ fn walkthrough_with_acls() -> Result<()> {
         .output()?;
     assert_eq!(String::from_utf8_lossy(&srv.stdout).lines().count(), 2);
     // The CLI needs the token: refused without, done with the printed file.
-    let agent = format!("127.0.0.1:{}", demo.http);
-    let deny = |with_token: bool| -> Result<std::process::Output> {
-        let mut cmd = Command::new(weft_binary()?);
-        cmd.args([
-            "intention",
-            "create",
-            "-deny",
-            "-replace",
-            "greeter",
-            "name",
-        ])
-        .args(["-http-addr", &agent]);
-        if with_token {
-            cmd.args(["-token-file", &management]);
-        }
-        Ok(cmd.output()?)
-    };
-    let refused = deny(false)?;
+    let refused = greeter_to_name(&demo, "-deny", &[])?;
     assert_eq!(refused.status.code(), Some(1), "{refused:?}");
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("403"),
         "{refused:?}"
     );
     assert_eq!(get(demo.test)?.0, 200, "the refused write changed nothing");
-    assert!(deny(true)?.status.success());
-    eventually_sync(Duration::from_secs(10), || -> Result<bool> {
-        let (code, body) = get(demo.test)?;
-        Ok(code == 502 && body == "name: refused by intention")
-    })?;
+    let with_token = greeter_to_name(&demo, "-deny", &["-token-file", &management])?;
+    assert!(with_token.status.success(), "{with_token:?}");
+    wait_for_refusal_by_intention(&demo)?;
     stop(demo)
 }
