@@ -63,8 +63,9 @@ async fn mesh(extra_config: serde_json::Value) -> Result<Mesh> {
     }
     let upstream_port = free_port()?;
     let client = upstream_proxy("test", "greeting", upstream_port, &http)?;
-    // Sidecars turn healthy when their listening check (every 10 s) first sees them.
-    eventually(Duration::from_secs(40), async || -> Result<bool> {
+    // Sidecars turn healthy when their listening check (every 10 s) first sees them. The bound is generous: with
+    // the whole suite running beside it on two cores (compose, browser and partition tests), 40 s once ran out.
+    eventually(Duration::from_secs(90), async || -> Result<bool> {
         let r = agent.get("/v1/health/connect/greeting?passing=1").await?;
         Ok(r.json()?.as_array().map(|a| a.len()) == Some(2))
     })
