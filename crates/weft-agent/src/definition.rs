@@ -129,6 +129,10 @@ pub fn build_service(def: &ServiceDefinition) -> Result<NodeService, AgentError>
         socket_path: def.socket_path.clone(),
         weights: def.weights.unwrap_or_default(),
         enable_tag_override: def.enable_tag_override,
+        locality: def
+            .locality
+            .clone()
+            .filter(|l| !l.region.is_empty() || !l.zone.is_empty()),
         proxy: {
             let mut proxy = def.proxy.clone().unwrap_or_default();
             for upstream in &mut proxy.upstreams {
@@ -291,6 +295,9 @@ pub fn expand_sidecar(
     }
     if side.meta.is_empty() {
         side.meta = parent.meta.clone();
+    }
+    if side.locality.is_none() {
+        side.locality = parent.locality.clone();
     }
     if side.port == 0 {
         side.port = port;

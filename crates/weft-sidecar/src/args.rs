@@ -42,10 +42,15 @@ fn env(names: &[&str]) -> Option<String> {
 impl AgentFlags {
     /// `-http-addr`, else WEFT_HTTP_ADDR, else CONSUL_HTTP_ADDR, else 127.0.0.1:8500.
     pub fn addr(&self) -> String {
+        self.given_addr().unwrap_or_else(|| "127.0.0.1:8500".into())
+    }
+
+    /// The agent's address when the operator named one (flag or environment).
+    pub fn given_addr(&self) -> Option<String> {
         self.http_addr
             .clone()
+            .filter(|a| !a.is_empty())
             .or_else(|| env(&["WEFT_HTTP_ADDR", "CONSUL_HTTP_ADDR"]))
-            .unwrap_or_else(|| "127.0.0.1:8500".into())
     }
 
     /// Consul's order: `-token`, `-token-file`, then WEFT_HTTP_TOKEN / CONSUL_HTTP_TOKEN, then WEFT_HTTP_TOKEN_FILE /
@@ -123,11 +128,13 @@ pub struct ProxyArgs {
     /// Run as this connect-proxy registration.
     #[arg(long = "proxy-id", env = "CONNECT_PROXY_ID")]
     pub proxy_id: Option<String>,
-    /// Register the application defined in FILE (a service definition with `connect.sidecar_service`) and run as its
-    /// sidecar: the task's address fills an empty `address`, the proxy reports whether it can reach the
-    /// application, and both registrations are removed when the proxy stops.
+    /// Register the application defined in FILE (a service definition with `connect.sidecar_service`; or the
+    /// definition itself, when the value starts with `{`) and run as its sidecar: the task's address fills an empty
+    /// `address`, the proxy reports whether it can reach the application, and both registrations are removed when
+    /// the proxy stops. Under Amazon ECS ($ECS_CONTAINER_METADATA_URI_V4 set) the task's address, ID and zone
+    /// come from the task metadata and the agent is the container instance's unless -http-addr names one.
     #[arg(long = "register-service", value_name = "FILE")]
-    pub register_service: Option<std::path::PathBuf>,
+    pub register_service: Option<String>,
     #[command(flatten)]
     pub run: RunFlags,
 }

@@ -123,7 +123,8 @@ fn ingress_registration(
     Registration {
         id: service.to_string(),
         check,
-        body: Some(body),
+        body,
+        registered: false,
         probe: None,
     }
 }

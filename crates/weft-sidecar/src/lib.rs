@@ -7,8 +7,10 @@
 //! `weft`. Both paths take the same arguments and behave the same.
 
 pub mod args;
+mod ecs;
 mod ingress_cmd;
 mod proxy_cmd;
+mod retry;
 mod serve;
 pub mod service_file;
 pub mod signals;

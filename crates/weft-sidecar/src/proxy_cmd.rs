@@ -2,43 +2,60 @@
 //! registration (`-sidecar-for`, `-proxy-id`), or from a task's service file (`-register-service`).
 
 use crate::args::ProxyArgs;
-use crate::serve::{datacenter, deregister, drain_timeout, serve, Registration, Serving};
+use crate::serve::{datacenter, deregister, drain_timeout, register, serve, Registration, Serving};
 use crate::signals::Signals;
 use crate::task_service::TaskService;
 use anyhow::{anyhow, bail, Result};
 use serde_json::json;
 use std::time::Duration;
 use weft_proxy::config::{self, ProxyConfig, PublicListener};
-use weft_proxy::control::{AgentClient, Method};
+use weft_proxy::control::AgentClient;
 
 pub async fn run(a: ProxyArgs) -> Result<i32> {
     crate::init_logging(&a.run.log_level)?;
     let drain = drain_timeout(&a.run.drain_timeout)?;
     // First: as a container's PID 1 the proxy has no default SIGTERM action, and a stop during start-up must still
     // end it (and remove what it registered).
-    let signals = Signals::install();
-    let http_addr = a.agent.addr();
-    let agent = AgentClient::new(&http_addr, a.agent.token()?)?;
-    // A task's sidecar may start before its host's agent answers: give the agent a minute.
-    let patience = if a.register_service.is_some() {
-        Duration::from_secs(60)
-    } else {
-        Duration::ZERO
+    let mut signals = Signals::install();
+    // Under ECS a task's sidecar finds its task in the task metadata, and its agent on the container instance.
+    let ecs = match (&a.register_service, crate::ecs::metadata_uri()) {
+        (Some(_), Some(uri)) => Some(crate::ecs::discover_task(&uri, signals.wait()).await?),
+        _ => None,
     };
-    let datacenter = datacenter(&agent, patience).await?;
+    let http_addr = match (&ecs, a.agent.given_addr()) {
+        (_, Some(addr)) => addr,
+        (Some(_), None) => crate::ecs::discover_agent(signals.wait()).await?,
+        (None, None) => a.agent.addr(),
+    };
+    if let Some(task) = &ecs {
+        println!(
+            "==> ECS task {} at {} ({}), agent at {http_addr}",
+            task.id,
+            task.ip,
+            if task.zone.is_empty() {
+                &task.region
+            } else {
+                &task.zone
+            }
+        );
+    }
+    let agent = AgentClient::new(&http_addr, a.agent.token()?)?;
+    // A task's sidecar may start before its host's agent answers (or outlive it, while it restarts): wait for it,
+    // saying so, rather than give up and have the platform restart the whole task.
+    let datacenter = if a.register_service.is_some() {
+        let what = format!("the agent at {http_addr}");
+        crate::retry::retry(&what, signals.wait(), || datacenter(&agent, Duration::ZERO)).await?
+    } else {
+        datacenter(&agent, Duration::ZERO).await?
+    };
     let metrics_addr = a.run.metrics_addr.as_deref();
 
     if let Some(file) = &a.register_service {
         if a.service.is_some() || a.sidecar_for.is_some() || a.proxy_id.is_some() || a.register {
             bail!("-register-service cannot be combined with -service, -sidecar-for, -proxy-id or -register");
         }
-        let task = TaskService::from_file(file, &http_addr).await?;
-        agent
-            .request(
-                Method::PUT,
-                "/v1/agent/service/register",
-                Some(task.body.to_string()),
-            )
+        let task = TaskService::from_definition(file, &http_addr, ecs.as_ref()).await?;
+        register(&agent, &task.body)
             .await
             .map_err(|e| anyhow!("Error registering service {:?}: {e}", task.id))?;
         let config = match config::from_sidecar(&agent, &task.id, &datacenter).await {
@@ -53,7 +70,8 @@ pub async fn run(a: ProxyArgs) -> Result<i32> {
         let registration = Registration {
             id: task.id,
             check: task.check,
-            body: None,
+            body: task.body,
+            registered: true,
             probe,
         };
         let served = serve(
@@ -174,7 +192,8 @@ fn proxy_registration(config: &ProxyConfig, suffix: Option<&str>) -> Result<Regi
     Ok(Registration {
         id,
         check,
-        body: Some(body),
+        body,
+        registered: false,
         probe: None,
     })
 }

@@ -16,8 +16,11 @@ pub struct Registration {
     pub id: String,
     /// Its TTL check, passed by the heartbeat.
     pub check: String,
-    /// The body to register once the proxy listens (`None`: registered already).
-    pub body: Option<serde_json::Value>,
+    /// The registration body: sent once the proxy listens (unless `registered`), and again whenever the agent has
+    /// forgotten it (an agent that restarted without its data dir).
+    pub body: serde_json::Value,
+    /// Registered before the proxy started (a task's service, which the proxy reads its configuration from).
+    pub registered: bool,
     /// An application address the heartbeat dials first: the check passes only when it answers.
     pub probe: Option<String>,
 }
@@ -122,13 +125,8 @@ pub async fn serve(config: ProxyConfig, s: Serving<'_>) -> Result<i32> {
             config.service.clone(),
         ));
     }
-    if let Some(body) = registration.as_ref().and_then(|r| r.body.as_ref()) {
-        agent
-            .request(
-                Method::PUT,
-                "/v1/agent/service/register",
-                Some(body.to_string()),
-            )
+    if let Some(r) = registration.as_ref().filter(|r| !r.registered) {
+        register(&agent, &r.body)
             .await
             .map_err(|e| anyhow!("Error registering the proxy: {e}"))?;
     }
@@ -181,10 +179,34 @@ async fn heartbeat(agent: AgentClient, r: Registration) {
                 ),
             },
         };
-        if let Err(e) = agent.request(Method::PUT, &path, None).await {
-            tracing::warn!(error = %e, "proxy heartbeat failed");
+        match agent.request(Method::PUT, &path, None).await {
+            Ok(_) => {}
+            // The agent answers but no longer knows the check: it restarted without its state. Register again
+            // (the next beat reports the check).
+            Err(ControlError::Status { status: 404, .. }) => {
+                eprintln!(
+                    "==> The agent lost the registration of {:?}; registering it again",
+                    r.id
+                );
+                if let Err(e) = register(&agent, &r.body).await {
+                    tracing::warn!(error = %e, "registering again failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "proxy heartbeat failed"),
         }
     }
+}
+
+/// `PUT /v1/agent/service/register`.
+pub async fn register(agent: &AgentClient, body: &serde_json::Value) -> Result<(), ControlError> {
+    agent
+        .request(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(body.to_string()),
+        )
+        .await
+        .map(|_| ())
 }
 
 /// Removes a registration this proxy made (three tries: the agent may be restarting).

@@ -13,10 +13,24 @@ pub fn definitions(path: &std::path::Path) -> Result<Vec<Value>> {
             path.display()
         );
     }
+    parse_definitions(&text, &path.display().to_string())
+}
+
+/// The definitions a file or an inline value holds: a value starting with `{` is the JSON itself (a container
+/// platform such as ECS passes a task's definition in its command, with no file to mount), anything else a path.
+pub fn definitions_from(file_or_json: &str) -> Result<Vec<Value>> {
+    if file_or_json.trim_start().starts_with('{') {
+        parse_definitions(file_or_json, "the inline service definition")
+    } else {
+        definitions(std::path::Path::new(file_or_json))
+    }
+}
+
+fn parse_definitions(text: &str, source: &str) -> Result<Vec<Value>> {
     let value: Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
+        serde_json::from_str(text).with_context(|| format!("{source}: invalid JSON"))?;
     let Value::Object(map) = value else {
-        bail!("{}: expected a JSON object", path.display())
+        bail!("{source}: expected a JSON object")
     };
     let lower: Map<String, Value> = map
         .iter()

@@ -2,9 +2,9 @@
 //! network namespace) registers the application itself, at the task's address, and reports whether the application
 //! answers, since only the sidecar can reach an application that listens on the task's loopback.
 
+use crate::ecs::EcsTask;
 use anyhow::{bail, Result};
 use serde_json::{json, Map, Value};
-use std::path::Path;
 use std::time::Duration;
 
 /// The service a task's sidecar registers for its application (`-register-service`).
@@ -16,42 +16,76 @@ pub struct TaskService {
 }
 
 impl TaskService {
-    pub async fn from_file(file: &Path, agent_addr: &str) -> Result<TaskService> {
-        let defs = crate::service_file::definitions(file)?;
+    /// The registration from a definition (`-register-service`): under ECS, `task` gives the address, the ID suffix,
+    /// the locality and the task's meta; elsewhere the address is the one this task reaches its agent from.
+    pub async fn from_definition(
+        file_or_json: &str,
+        agent_addr: &str,
+        task: Option<&EcsTask>,
+    ) -> Result<TaskService> {
+        let source = if file_or_json.trim_start().starts_with('{') {
+            "the inline service definition".to_string()
+        } else {
+            file_or_json.to_string()
+        };
+        let defs = crate::service_file::definitions_from(file_or_json)?;
         let [def] = defs.as_slice() else {
-            bail!(
-                "{}: -register-service takes exactly one service definition",
-                file.display()
-            )
+            bail!("{source}: -register-service takes exactly one service definition")
         };
         let Value::Object(def) = def else {
-            bail!(
-                "{}: the service definition is not an object",
-                file.display()
-            )
+            bail!("{source}: the service definition is not an object")
         };
         let (name, id) = crate::service_file::name_and_id(&Value::Object(def.clone()));
         if name.is_empty() {
-            bail!("{}: the service definition has no name", file.display());
+            bail!("{source}: the service definition has no name");
         }
         let connect = field(def, "connect").and_then(|c| c.as_object());
         if connect
             .and_then(|c| field(c, "sidecar_service").or_else(|| field(c, "sidecarservice")))
             .is_none()
         {
-            bail!(
-                "{}: the definition needs connect.sidecar_service for the proxy to serve",
-                file.display()
-            );
+            bail!("{source}: the definition needs connect.sidecar_service for the proxy to serve");
         }
         let mut body = def.clone();
         let address = field(def, "address").and_then(|v| v.as_str()).unwrap_or("");
         if address.is_empty() {
             body.retain(|k, _| !k.eq_ignore_ascii_case("address"));
-            if let Some(ip) = task_address(agent_addr).await {
+            let ip = match task {
+                Some(t) => Some(t.ip),
+                None => task_address(agent_addr).await,
+            };
+            if let Some(ip) = ip {
                 body.insert("Address".into(), json!(ip.to_string()));
             }
         }
+        let id = match task {
+            // Every task of an ECS service registers apart, and a replaced task never takes over its
+            // predecessor's registration.
+            Some(t) => {
+                let id = format!("{id}-{}", t.id);
+                body.retain(|k, _| !k.eq_ignore_ascii_case("id"));
+                body.insert("ID".into(), json!(id));
+                if field(def, "locality").is_none() {
+                    body.insert(
+                        "Locality".into(),
+                        json!({"Region": t.region, "Zone": t.zone}),
+                    );
+                }
+                let meta = body
+                    .iter_mut()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("meta"))
+                    .map(|(_, v)| v);
+                let mut merged = meta
+                    .and_then(|m| m.as_object().cloned())
+                    .unwrap_or_default();
+                merged.entry("task-arn").or_insert_with(|| json!(t.arn));
+                merged.entry("task-id").or_insert_with(|| json!(t.id));
+                body.retain(|k, _| !k.eq_ignore_ascii_case("meta"));
+                body.insert("Meta".into(), Value::Object(merged));
+                id
+            }
+            None => id,
+        };
         let check = format!("{id}-app");
         let mut checks: Vec<Value> = field(def, "checks")
             .and_then(|c| c.as_array())

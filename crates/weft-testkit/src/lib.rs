@@ -18,6 +18,7 @@
 //! - [`eventually`]: polls a condition until it holds or a timeout passes.
 //! - [`process`]: other processes a test runs (proxies, demo services), killed on drop.
 //! - [`signal`]: sends a signal to a process by PID (kill(2), no `kill` command).
+//! - [`stub_http`]: canned answers standing in for another system's HTTP endpoint (ECS and EC2 metadata).
 //! - [`tempdir`]: throwaway directories for config files.
 
 pub mod agent;
@@ -33,6 +34,7 @@ pub mod net;
 pub mod output;
 pub mod process;
 pub mod signal;
+pub mod stub_http;
 pub mod tempdir;
 
 pub use agent::{DevAgent, DevAgentBuilder};

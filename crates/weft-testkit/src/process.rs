@@ -16,11 +16,17 @@ pub struct Spawned {
 
 impl Spawned {
     pub fn start(bin: &Path, args: &[String]) -> Result<Spawned> {
+        Spawned::start_with_env(bin, args, &[])
+    }
+
+    /// [`Spawned::start`] with extra environment variables.
+    pub fn start_with_env(bin: &Path, args: &[String], env: &[(&str, &str)]) -> Result<Spawned> {
         let dir = TempDir::new()?;
         let log = dir.path().join("out.log");
         let out = std::fs::File::create(&log)?;
         let child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

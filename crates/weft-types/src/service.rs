@@ -122,6 +122,8 @@ pub struct NodeService {
     pub socket_path: String,
     pub weights: Weights,
     pub enable_tag_override: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
     pub proxy: ConnectProxyConfig,
     pub connect: ServiceConnect,
     pub peer_name: String,
@@ -142,6 +144,17 @@ impl NodeService {
 pub struct ServiceEntry {
     pub node: crate::Node,
     pub service: NodeService,
+}
+
+/// Where an instance runs (Consul 1.17's `Locality`): a cloud region and zone, an ECS task's say. Stored and
+/// returned as given; a sidecar registered without one inherits its parent's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Locality {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub region: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub zone: String,
 }
 
 /// The `Connect` block of a registration body.
@@ -168,6 +181,7 @@ pub struct ServiceDefinition {
     pub socket_path: String,
     pub weights: Option<Weights>,
     pub enable_tag_override: bool,
+    pub locality: Option<Locality>,
     pub check: Option<CheckDefinition>,
     pub checks: Vec<CheckDefinition>,
     pub proxy: Option<ConnectProxyConfig>,

@@ -4,7 +4,9 @@
 
 use crate::check::{CheckStatus, HealthCheck};
 use crate::node::Node;
-use crate::service::{ConnectProxyConfig, NodeService, ServiceAddress, ServiceConnect, Weights};
+use crate::service::{
+    ConnectProxyConfig, Locality, NodeService, ServiceAddress, ServiceConnect, Weights,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -34,6 +36,8 @@ pub struct AgentService<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_hash: Option<String>,
     pub datacenter: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<&'a Locality>,
 }
 
 impl<'a> AgentService<'a> {
@@ -54,6 +58,7 @@ impl<'a> AgentService<'a> {
             connect: s.connect.native.then_some(&s.connect),
             content_hash: None,
             datacenter,
+            locality: s.locality.as_ref(),
         }
     }
 }
@@ -84,7 +89,7 @@ pub struct ServiceNode<'a> {
     pub service_enable_tag_override: bool,
     pub service_proxy: &'a ConnectProxyConfig,
     pub service_connect: &'a ServiceConnect,
-    pub service_locality: Option<()>,
+    pub service_locality: Option<&'a Locality>,
     pub create_index: u64,
     pub modify_index: u64,
 }
@@ -111,7 +116,7 @@ impl<'a> ServiceNode<'a> {
             service_enable_tag_override: s.enable_tag_override,
             service_proxy: &s.proxy,
             service_connect: &s.connect,
-            service_locality: None,
+            service_locality: s.locality.as_ref(),
             create_index: s.create_index,
             modify_index: s.modify_index,
         }
