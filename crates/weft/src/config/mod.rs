@@ -9,6 +9,7 @@ mod builder;
 pub mod file;
 mod flags;
 mod runtime;
+mod sockaddr;
 mod sources;
 
 pub use builder::{ConfigBuilder, ConfigError};

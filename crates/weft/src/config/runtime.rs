@@ -412,10 +412,17 @@ impl Checker<'_> {
     fn ip(&mut self, key: &str, value: &Option<String>, default: IpAddr) -> IpAddr {
         match value {
             None => default,
-            Some(text) => text.parse().unwrap_or_else(|_| {
-                self.err(format!("{key}: {text:?} is not an IP address"));
-                default
-            }),
+            Some(text) => match super::sockaddr::template(text) {
+                Some(Ok(ip)) => ip,
+                Some(Err(e)) => {
+                    self.err(format!("{key}: {e}"));
+                    default
+                }
+                None => text.parse().unwrap_or_else(|_| {
+                    self.err(format!("{key}: {text:?} is not an IP address"));
+                    default
+                }),
+            },
         }
     }
 
@@ -446,7 +453,16 @@ impl Checker<'_> {
         let c = self.c;
         let loopback = IpAddr::from([127, 0, 0, 1]);
         let bind_addr = self.ip("bind_addr", &c.bind_addr, loopback);
-        let advertise_addr = self.ip("advertise_addr", &c.advertise_addr, bind_addr);
+        // Consul's rule for an agent bound to every interface: advertise the host's private address.
+        let advertise_addr = match (&c.advertise_addr, bind_addr.is_unspecified()) {
+            (None, true) => super::sockaddr::private_ip().unwrap_or_else(|e| {
+                self.err(format!(
+                    "bind_addr {bind_addr} needs an advertise_addr, and none could be found: {e}"
+                ));
+                bind_addr
+            }),
+            _ => self.ip("advertise_addr", &c.advertise_addr, bind_addr),
+        };
         let client_addr = self.ip("client_addr", &c.client_addr, loopback);
         let ports = c.ports.clone().unwrap_or_default();
         let addresses = c.addresses.clone().unwrap_or_default();

@@ -352,3 +352,29 @@ fn an_exposed_server_rpc_port_needs_tls_or_a_gossip_key() {
     };
     assert!(build(&loopback).is_ok());
 }
+
+#[test]
+fn a_host_whose_address_is_not_known_in_advance_binds_through_get_private_ip() {
+    let flags = |bind: &str| AgentFlags {
+        dev: true,
+        bind: Some(bind.into()),
+        ..Default::default()
+    };
+    // Whatever routes this machine has, the template and 0.0.0.0 resolve alike: to the default route's private
+    // address, or to one error naming why.
+    match sockaddr::private_ip() {
+        Ok(ip) => {
+            let c = build(&flags("{{ GetPrivateIP }}")).unwrap();
+            assert_eq!((c.bind_addr, c.advertise_addr), (ip, ip));
+            let c = build(&flags("0.0.0.0")).unwrap();
+            assert_eq!(c.bind_addr, std::net::IpAddr::from([0, 0, 0, 0]));
+            assert_eq!(c.advertise_addr, ip, "Consul advertises the private address");
+        }
+        Err(why) => {
+            let problems = build(&flags("{{ GetPrivateIP }}")).err().unwrap();
+            assert_eq!(problems, vec![format!("bind_addr: {why}")]);
+        }
+    }
+    let problems = build(&flags(r#"{{ GetInterfaceIP "eth0" }}"#)).err().unwrap();
+    assert!(problems[0].starts_with("bind_addr: the go-sockaddr template"), "{problems:?}");
+}
