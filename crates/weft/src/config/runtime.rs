@@ -852,6 +852,7 @@ const APPLIED: &[&str] = &[
     "acl.tokens.initial_management",
     "acl.tokens.master",
     "acl.tokens.default",
+    "acl.tokens.agent",
     "acl.tokens.agent_recovery",
     "acl.tokens.agent_master",
     "acl.enable_token_persistence",

@@ -46,8 +46,13 @@ mod tests {
     #[test]
     fn only_get_private_ip_is_a_known_template() {
         assert!(template("10.0.0.1").is_none());
-        let e = template(r#"{{ GetInterfaceIP "eth0" }}"#).unwrap().unwrap_err();
-        assert!(e.contains("GetInterfaceIP") && e.contains("not supported"), "{e}");
+        let e = template(r#"{{ GetInterfaceIP "eth0" }}"#)
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            e.contains("GetInterfaceIP") && e.contains("not supported"),
+            "{e}"
+        );
         // Whatever this host's routes are, the answer is a private address or a reason.
         match template("{{GetPrivateIP}}").unwrap() {
             Ok(IpAddr::V4(ip)) => assert!(is_private(ip), "{ip}"),

@@ -368,13 +368,21 @@ fn a_host_whose_address_is_not_known_in_advance_binds_through_get_private_ip() {
             assert_eq!((c.bind_addr, c.advertise_addr), (ip, ip));
             let c = build(&flags("0.0.0.0")).unwrap();
             assert_eq!(c.bind_addr, std::net::IpAddr::from([0, 0, 0, 0]));
-            assert_eq!(c.advertise_addr, ip, "Consul advertises the private address");
+            assert_eq!(
+                c.advertise_addr, ip,
+                "Consul advertises the private address"
+            );
         }
         Err(why) => {
             let problems = build(&flags("{{ GetPrivateIP }}")).err().unwrap();
             assert_eq!(problems, vec![format!("bind_addr: {why}")]);
         }
     }
-    let problems = build(&flags(r#"{{ GetInterfaceIP "eth0" }}"#)).err().unwrap();
-    assert!(problems[0].starts_with("bind_addr: the go-sockaddr template"), "{problems:?}");
+    let problems = build(&flags(r#"{{ GetInterfaceIP "eth0" }}"#))
+        .err()
+        .unwrap();
+    assert!(
+        problems[0].starts_with("bind_addr: the go-sockaddr template"),
+        "{problems:?}"
+    );
 }
