@@ -30,6 +30,7 @@ pub mod rpc_guard;
 pub mod serve;
 mod session;
 pub mod snapshot;
+pub mod snapshot_archive;
 mod status;
 mod txn;
 

@@ -109,3 +109,62 @@ pub async fn autopilot_health(ctx: Ctx) -> Result<Reply, ApiError> {
     }
     Ok(reply)
 }
+
+/// `GET /v1/operator/usage`: how many services, instances and nodes this datacenter holds, as Consul counts them
+/// (services and instances of every kind; billable instances leave out proxies, gateways and `consul`). Blocking,
+/// with the query's metadata inside the body as Consul writes it.
+pub async fn usage(ctx: Ctx) -> Result<Reply, ApiError> {
+    let consistency = crate::blocking::prepare(&ctx)?;
+    let datacenter = ctx.state.agent.config().datacenter.clone();
+    let (index, counts) = crate::blocking::read(
+        &ctx,
+        &[weft_state::Table::Services, weft_state::Table::Nodes],
+        |s: &weft_state::Store| {
+            let mut names = std::collections::BTreeSet::new();
+            let (mut instances, mut billable, mut nodes) = (0u64, 0u64, 0u64);
+            let mut by_kind: std::collections::BTreeMap<&str, u64> = [
+                "connect-native",
+                "connect-proxy",
+                "ingress-gateway",
+                "mesh-gateway",
+                "terminating-gateway",
+                "api-gateway",
+            ]
+            .into_iter()
+            .map(|k| (k, 0))
+            .collect();
+            for node in s.nodes() {
+                nodes += 1;
+                for svc in s.node_services(&node.node) {
+                    names.insert(svc.service.clone());
+                    instances += 1;
+                    if svc.kind.is_empty() {
+                        if svc.connect.native {
+                            *by_kind.entry("connect-native").or_default() += 1;
+                        }
+                        if svc.service != "consul" {
+                            billable += 1;
+                        }
+                    } else if let Some(n) = by_kind.get_mut(svc.kind.as_str()) {
+                        *n += 1;
+                    }
+                }
+            }
+            (
+                s.table_index(weft_state::Table::Services)
+                    .max(s.table_index(weft_state::Table::Nodes)),
+                json!({
+                    "Services": names.len(), "ServiceInstances": instances,
+                    "ConnectServiceInstances": by_kind, "BillableServiceInstances": billable, "Nodes": nodes,
+                }),
+            )
+        },
+    )
+    .await?;
+    let body = json!({
+        "Usage": {datacenter: *counts},
+        "Index": index, "LastContact": 0, "KnownLeader": true, "ConsistencyLevel": consistency.as_str(),
+        "NotModified": false, "Backend": 0, "ResultsFilteredByACLs": false,
+    });
+    Ok(ctx.read_meta(ctx.json(&body), index, consistency))
+}

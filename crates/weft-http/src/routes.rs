@@ -136,6 +136,12 @@ fn table() -> Vec<Route> {
             leader(rule(Operator, Read, Whole))
         ),
         route!(
+            "/v1/operator/usage",
+            [GET],
+            operator::usage,
+            leader(rule(Operator, Read, Whole))
+        ),
+        route!(
             "/v1/operator/autopilot/state",
             [GET],
             operator::autopilot_state,

@@ -1,9 +1,9 @@
 //! `/v1/snapshot`: the whole state as one file, for backups and for moving a cluster (`weft snapshot save|restore`).
 //!
-//! The file is a one-line JSON header followed by the store's own serialisation. The header carries a format
-//! version, the length and an FNV-1a checksum of the body, so a truncated or altered file is refused before
-//! anything changes. (Consul's file is a gzipped tar of its Raft snapshot; Weft's is its own and says so in the
-//! header: `"Weft": "snapshot"`.)
+//! `GET` answers Consul's archive ([`crate::snapshot_archive`]: gzipped tar of `meta.json`, `state.bin`,
+//! `SHA256SUMS`). `PUT` takes that archive, or a file of Weft's earlier format: a one-line JSON header
+//! (`"Weft": "snapshot"`, format version, length, FNV-1a checksum) followed by the state. Either is checked whole
+//! before anything changes.
 
 use crate::ctx::Ctx;
 use crate::reply::{ApiError, Reply};
@@ -54,6 +54,45 @@ pub enum SnapshotFileError {
     NotUtf8,
     #[error(transparent)]
     State(#[from] weft_state::SnapshotError),
+    #[error(transparent)]
+    Archive(#[from] crate::snapshot_archive::ArchiveError),
+}
+
+/// A checked snapshot file of either format.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The Raft index the state is as of.
+    pub index: u64,
+    pub state: String,
+    pub format: Format,
+}
+
+#[derive(Debug)]
+pub enum Format {
+    /// Consul's archive, with its `meta.json`.
+    Archive(crate::snapshot_archive::Meta),
+    /// Weft's earlier file, with its header.
+    Weft(Header),
+}
+
+/// Checks a snapshot file of either format and returns its state.
+pub fn decode(file: &[u8]) -> Result<Snapshot, SnapshotFileError> {
+    if crate::snapshot_archive::is_archive(file) {
+        let (meta, state) = crate::snapshot_archive::read(file)?;
+        let state = String::from_utf8(state).map_err(|_| SnapshotFileError::NotUtf8)?;
+        Store::validate_snapshot(&state)?;
+        return Ok(Snapshot {
+            index: meta.index,
+            state,
+            format: Format::Archive(meta),
+        });
+    }
+    let (header, state) = check(file)?;
+    Ok(Snapshot {
+        index: header.index,
+        state: state.to_string(),
+        format: Format::Weft(header),
+    })
 }
 
 /// Checks a snapshot file and returns its state; the reason it is refused otherwise.
@@ -102,17 +141,32 @@ async fn save(ctx: Ctx) -> Result<Reply, ApiError> {
         .export_state()
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let header = Header {
-        weft: "snapshot".into(),
-        version: FORMAT,
+    let server = ctx.state.agent.server();
+    let term = server.term();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let servers = server
+        .autopilot_health()
+        .into_iter()
+        .map(|h| crate::snapshot_archive::ConfigServer {
+            suffrage: u8::from(!h.voter),
+            id: h.id,
+            address: h.address,
+        })
+        .collect();
+    let meta = crate::snapshot_archive::Meta {
+        version: 1,
+        id: format!("{term}-{index}-{}", now.as_millis()),
         index,
-        datacenter: ctx.state.agent.config().datacenter.clone(),
-        length: state.len(),
-        checksum: fnv64(&state),
+        term,
+        peers: None,
+        configuration: crate::snapshot_archive::Configuration { servers },
+        configuration_index: index,
+        size: 0,
     };
-    let mut body = serde_json::to_vec(&header).map_err(|e| ApiError::internal(e.to_string()))?;
-    body.push(b'\n');
-    body.extend_from_slice(&state);
+    let body = crate::snapshot_archive::write(&meta, &state, now.as_secs())
+        .map_err(|e| ApiError::internal(format!("cannot write the snapshot archive: {e}")))?;
     let mut reply = Reply {
         status: StatusCode::OK,
         headers: Default::default(),
@@ -124,7 +178,8 @@ async fn save(ctx: Ctx) -> Result<Reply, ApiError> {
 }
 
 async fn restore(ctx: Ctx) -> Result<Reply, ApiError> {
-    let (_, state) = check(&ctx.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let snapshot = decode(&ctx.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let state = snapshot.state.as_str();
     // Refused before anything changes: a cluster restored without a CA could never issue another leaf.
     Store::validate_restore(state).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let server = ctx.state.agent.server();

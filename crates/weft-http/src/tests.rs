@@ -1109,3 +1109,40 @@ async fn agent_host_reports_this_machine() {
     assert!(v["Disk"]["total"].as_u64().unwrap() > 0, "{v}");
     assert!(v["CollectionTime"].as_u64().unwrap() > 0);
 }
+
+#[tokio::test]
+async fn operator_usage_counts_services_instances_and_nodes() {
+    let api = TestApi::new().await;
+    let before = api.get("/v1/operator/usage").await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.text());
+    let dc = before.json()["Usage"]["dc1"].clone();
+    let (services, instances) = (
+        dc["Services"].as_u64().unwrap(),
+        dc["ServiceInstances"].as_u64().unwrap(),
+    );
+    // A service with a sidecar: two names, two instances, one billable, one Connect proxy.
+    let r = api
+        .put(
+            "/v1/agent/service/register",
+            r#"{"Name":"billing","Port":9000,"Connect":{"SidecarService":{}}}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let after = api.get("/v1/operator/usage").await.json();
+    let dc = &after["Usage"]["dc1"];
+    assert_eq!(dc["Services"].as_u64().unwrap(), services + 2, "{after}");
+    assert_eq!(
+        dc["ServiceInstances"].as_u64().unwrap(),
+        instances + 2,
+        "{after}"
+    );
+    assert_eq!(dc["ConnectServiceInstances"]["connect-proxy"], 1, "{after}");
+    assert_eq!(
+        dc["BillableServiceInstances"], 1,
+        "consul and proxies are not billable: {after}"
+    );
+    assert_eq!(dc["Nodes"], 1);
+    assert_eq!(after["KnownLeader"], true);
+    assert_eq!(after["ConsistencyLevel"], "leader");
+    assert!(after["Index"].as_u64().unwrap() > 0);
+}

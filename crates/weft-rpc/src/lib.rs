@@ -16,4 +16,4 @@ pub use auth::{AuthError, RpcAuth};
 pub use client::{http_client, post_json, HttpClient, RpcError};
 pub use conn_limit::Connections;
 pub use listener::{PeerRole, RpcConnection, RpcListener, RpcPeer};
-pub use tls::{server_name, RpcConnector, RpcStream, RpcTls, TlsError};
+pub use tls::{server_name, Pem, RpcConnector, RpcStream, RpcTls, TlsError};

@@ -11,7 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::future::Future;
 use std::io;
-use std::path::Path;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -60,30 +60,71 @@ pub enum TlsError {
     Setup(String),
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let name = || path.display().to_string();
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| TlsError::Read {
-            path: name(),
-            reason: e.to_string(),
-        })?
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::BadPem {
-            path: name(),
-            reason: e.to_string(),
-        })?;
+/// Where a PEM document comes from: a file (Consul's `ca_file`, `cert_file`, `key_file`), or the text itself (Weft's
+/// `ca_pem`, `cert_pem`, `key_pem`, for platforms such as ECS that hand secrets to a container as environment, not
+/// files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pem {
+    File(PathBuf),
+    /// The PEM text and the setting it came from (for messages; the text is never printed).
+    Inline {
+        setting: String,
+        text: String,
+    },
+}
+
+impl Pem {
+    /// The file's path, or the setting's name.
+    pub fn name(&self) -> String {
+        match self {
+            Pem::File(path) => path.display().to_string(),
+            Pem::Inline { setting, .. } => setting.clone(),
+        }
+    }
+}
+
+fn read_certs(pem: &Pem) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let name = || pem.name();
+    let certs: Vec<_> = match pem {
+        Pem::File(path) => CertificateDer::pem_file_iter(path)
+            .map_err(|e| TlsError::Read {
+                path: name(),
+                reason: e.to_string(),
+            })?
+            .collect::<Result<_, _>>(),
+        Pem::Inline { text, .. } => CertificateDer::pem_slice_iter(text.as_bytes())
+            .map(|c| c.map(|c| c.into_owned()))
+            .collect::<Result<_, _>>(),
+    }
+    .map_err(|e| TlsError::BadPem {
+        path: name(),
+        reason: e.to_string(),
+    })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(name()));
     }
     Ok(certs)
 }
 
+fn read_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, TlsError> {
+    match pem {
+        Pem::File(path) => PrivateKeyDer::from_pem_file(path),
+        Pem::Inline { text, .. } => {
+            PrivateKeyDer::from_pem_slice(text.as_bytes()).map(|k| k.clone_key())
+        }
+    }
+    .map_err(|e| TlsError::BadKey {
+        path: pem.name(),
+        reason: e.to_string(),
+    })
+}
+
 impl RpcTls {
     /// Loads the CA, this agent's certificate and key. `verify_incoming` makes servers demand client certificates.
-    pub fn from_files(
-        ca_file: &Path,
-        cert_file: &Path,
-        key_file: &Path,
+    pub fn load(
+        ca_file: &Pem,
+        cert_file: &Pem,
+        key_file: &Pem,
         verify_incoming: bool,
         datacenter: &str,
     ) -> Result<RpcTls, TlsError> {
@@ -92,16 +133,13 @@ impl RpcTls {
         let mut roots = rustls::RootCertStore::empty();
         for ca in read_certs(ca_file)? {
             roots.add(ca).map_err(|e| TlsError::BadCa {
-                path: ca_file.display().to_string(),
+                path: ca_file.name(),
                 reason: e.to_string(),
             })?;
         }
         let roots = Arc::new(roots);
         let chain = read_certs(cert_file)?;
-        let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| TlsError::BadKey {
-            path: key_file.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let key = read_key(key_file)?;
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| setup(&e))?;
@@ -118,8 +156,8 @@ impl RpcTls {
         }
         .with_single_cert(chain.clone(), key.clone_key())
         .map_err(|e| TlsError::Mismatch {
-            cert: cert_file.display().to_string(),
-            key: key_file.display().to_string(),
+            cert: cert_file.name(),
+            key: key_file.name(),
             reason: e.to_string(),
         })?;
         let client = rustls::ClientConfig::builder_with_provider(provider)
@@ -127,7 +165,7 @@ impl RpcTls {
             .map_err(|e| setup(&e))?
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
-            .map_err(|e| setup(&format!("{}: {e}", cert_file.display())))?;
+            .map_err(|e| setup(&format!("{}: {e}", cert_file.name())))?;
         let server_name = ServerName::try_from(server_name(datacenter))
             .map_err(|e| setup(&format!("bad datacenter name for TLS: {e}")))?;
         Ok(RpcTls {

@@ -34,7 +34,7 @@ pub use rpc::{ApplyAnswer, ApplyRequest, LeaderCallError, SignRequest};
 pub use seal::{read_seal_key, SealKeyAnswer, SealKeyError, SealKeySource, SEAL_KEY_FILE};
 pub use sessions::SessionTimers;
 pub use weft_raft::{raft_id, RaftNode, Timings};
-pub use weft_rpc::RpcTls;
+pub use weft_rpc::{Pem, RpcTls};
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -318,6 +318,15 @@ impl Server {
             Mode::Dev => Some(self.inner.config.rpc_addr.clone()),
             Mode::Raft(node) => node.leader().map(|(_, addr)| addr),
             Mode::Client(replica) => replica.leader(),
+        }
+    }
+
+    /// The current Raft term (1 in dev mode, which has one; 0 on a client agent).
+    pub fn term(&self) -> u64 {
+        match &self.inner.mode {
+            Mode::Dev => 1,
+            Mode::Raft(node) => node.term(),
+            Mode::Client(_) => 0,
         }
     }
 

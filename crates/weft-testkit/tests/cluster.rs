@@ -581,6 +581,23 @@ async fn gossip_encryption_keeps_out_agents_without_the_key() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_file_of_weft_s_earlier_format_still_restores() -> Result<()> {
+    // Saved by Weft before snapshots became Consul's archive (a dev agent with one key and one intention).
+    let earlier = include_bytes!("fixtures/weft-snapshot-v1.snap");
+    let cluster = Cluster::start(1, 0).await?;
+    let server = cluster.agent(0)?;
+    let r = server.put("/v1/snapshot", earlier.to_vec()).await?;
+    ensure!(r.status == 200, "{} {}", r.status, r.text());
+    ensure!(server.get("/v1/kv/legacy/kept?raw").await?.text() == "yes");
+    let check = server
+        .get("/v1/connect/intentions/check?source=web&destination=db")
+        .await?
+        .json()?;
+    ensure!(check["Allowed"] == false, "{check}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_restores_the_whole_state_on_a_fresh_cluster() -> Result<()> {
     let dir = weft_testkit::TempDir::new()?;
     let file = dir.path().join("backup.snap");
@@ -611,6 +628,53 @@ async fn a_snapshot_restores_the_whole_state_on_a_fresh_cluster() -> Result<()> 
             "{}",
             out.stdout
         );
+        // Consul's archive: a gzipped tar whose SHA256SUMS GNU tar and sha256sum accept, and that
+        // `snapshot inspect` reads as Consul's does.
+        let unpacked = dir.path().join("unpacked");
+        std::fs::create_dir(&unpacked)?;
+        let tar = std::process::Command::new("tar")
+            .arg("-xzf")
+            .arg(&file)
+            .arg("-C")
+            .arg(&unpacked)
+            .output()?;
+        ensure!(
+            tar.status.success(),
+            "tar: {}",
+            String::from_utf8_lossy(&tar.stderr)
+        );
+        let sums = std::process::Command::new("sha256sum")
+            .args(["-c", "SHA256SUMS"])
+            .current_dir(&unpacked)
+            .output()?;
+        let said = String::from_utf8_lossy(&sums.stdout).into_owned();
+        ensure!(
+            sums.status.success()
+                && said.contains("meta.json: OK")
+                && said.contains("state.bin: OK"),
+            "{said}"
+        );
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(unpacked.join("meta.json"))?)?;
+        ensure!(
+            meta["Version"] == 1 && meta["Index"].as_u64() > Some(0),
+            "{meta}"
+        );
+        ensure!(
+            meta["Configuration"]["Servers"].as_array().map(Vec::len) == Some(3),
+            "{meta}"
+        );
+        let out = weft_testkit::Cli::new()
+            .args(&["snapshot", "inspect", &file_s])
+            .run()?;
+        ensure!(out.code() == 0, "{}", out.stderr);
+        for field in [" ID ", " Size ", " Index ", " Term ", " Version "] {
+            ensure!(
+                out.stdout.contains(field),
+                "{field:?} missing in:\n{}",
+                out.stdout
+            );
+        }
         root
     };
     let fresh = Cluster::start(3, 0).await?;
@@ -746,8 +810,9 @@ fn a_data_dir_of_another_kind_is_refused_and_left_untouched() -> Result<()> {
     Ok(())
 }
 
-/// A CA and one server certificate made by `weft tls`, and an agent config file that uses them.
-fn tls_config(dir: &weft_testkit::TempDir) -> Result<std::path::PathBuf> {
+/// A CA and one server certificate made by `weft tls`, and an agent config file that uses them: as files, or with
+/// the PEM text inline (`ca_pem`, `cert_pem`, `key_pem`, as an ECS task gets them from a secret).
+fn tls_config(dir: &weft_testkit::TempDir, inline: bool) -> Result<std::path::PathBuf> {
     let d = dir.path().display().to_string();
     let ca = weft_testkit::Cli::new()
         .args(&["tls", "ca", "create", "-dir", &d])
@@ -761,19 +826,27 @@ fn tls_config(dir: &weft_testkit::TempDir) -> Result<std::path::PathBuf> {
         ])
         .run()?;
     ensure!(cert.code() == 0, "{}", cert.stderr);
-    let config = json!({"tls": {"defaults": {
-        "ca_file": ca_file,
-        "cert_file": format!("{d}/dc1-server-weft-0.pem"),
-        "key_file": format!("{d}/dc1-server-weft-0-key.pem"),
-        "verify_incoming": true,
-    }}});
+    let cert_file = format!("{d}/dc1-server-weft-0.pem");
+    let key_file = format!("{d}/dc1-server-weft-0-key.pem");
+    let config = if inline {
+        json!({"tls": {"defaults": {
+            "ca_pem": std::fs::read_to_string(&ca_file)?,
+            "cert_pem": std::fs::read_to_string(&cert_file)?,
+            "key_pem": std::fs::read_to_string(&key_file)?,
+            "verify_incoming": true,
+        }}})
+    } else {
+        json!({"tls": {"defaults": {
+            "ca_file": ca_file, "cert_file": cert_file, "key_file": key_file, "verify_incoming": true,
+        }}})
+    };
     dir.write("tls.json", config.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_rpc_runs_over_tls_and_refuses_strangers() -> Result<()> {
     let ours = weft_testkit::TempDir::new()?;
-    let config = tls_config(&ours)?;
+    let config = tls_config(&ours, true)?;
     let mut cluster = Cluster::start_with(
         3,
         1,
@@ -799,7 +872,7 @@ async fn server_rpc_runs_over_tls_and_refuses_strangers() -> Result<()> {
     );
     // An agent with certificates from another CA cannot write.
     let theirs = weft_testkit::TempDir::new()?;
-    let other = tls_config(&theirs)?;
+    let other = tls_config(&theirs, false)?;
     let intruder =
         cluster.add_client_with(vec!["-config-file".into(), other.display().to_string()])?;
     let r = cluster.agent(intruder)?.put("/v1/kv/intruder", "1").await?;

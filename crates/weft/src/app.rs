@@ -358,10 +358,10 @@ fn server_config(config: &RuntimeConfig) -> Result<ServerConfig> {
     server.rpc_tls = match &config.rpc_tls {
         None => None,
         Some(files) => Some(
-            weft_server::RpcTls::from_files(
-                &files.ca_file,
-                &files.cert_file,
-                &files.key_file,
+            weft_server::RpcTls::load(
+                &files.ca,
+                &files.cert,
+                &files.key,
                 files.verify_incoming,
                 &config.datacenter,
             )

@@ -1,4 +1,4 @@
-//! `weft operator raft list-peers|remove-peer` and `weft operator autopilot state`.
+//! `weft operator raft list-peers|remove-peer`, `weft operator autopilot state` and `weft operator usage instances`.
 
 use crate::client::{columns, query_value, Api, HttpArgs};
 use crate::commands::misc::PlainArgs;
@@ -15,6 +15,15 @@ pub enum OperatorCmd {
     /// Server health as the leader's autopilot sees it.
     #[command(subcommand)]
     Autopilot(AutopilotCmd),
+    /// How much the datacenter holds.
+    #[command(subcommand)]
+    Usage(UsageCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsageCmd {
+    /// Services, service instances and nodes, billable and Connect ones apart.
+    Instances(PlainArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,6 +65,7 @@ pub async fn run(cmd: OperatorCmd) -> Result<i32> {
         OperatorCmd::Raft(RaftCmd::ListPeers(a)) => list_peers(a).await,
         OperatorCmd::Raft(RaftCmd::RemovePeer(a)) => remove_peer(a).await,
         OperatorCmd::Autopilot(AutopilotCmd::State(a)) => autopilot_state(a).await,
+        OperatorCmd::Usage(UsageCmd::Instances(a)) => usage_instances(a).await,
     }
 }
 
@@ -148,4 +158,53 @@ async fn autopilot_state(a: PlainArgs) -> Result<i32> {
     }
     print!("{}", columns(&rows));
     Ok(if health["Healthy"] == true { 0 } else { 2 })
+}
+
+/// `weft operator usage instances`: Consul's layout of `/v1/operator/usage`.
+async fn usage_instances(a: PlainArgs) -> Result<i32> {
+    let api = Api::new(&a.http)?;
+    let usage = api.get_json("/v1/operator/usage").await?;
+    let Some(by_dc) = usage["Usage"].as_object() else {
+        bail!("Unexpected answer from /v1/operator/usage: {usage}");
+    };
+    let count = |v: &Value, key: &str| v[key].as_u64().unwrap_or(0);
+    let total: u64 = by_dc
+        .values()
+        .map(|u| count(u, "BillableServiceInstances"))
+        .sum();
+    println!("Billable Service Instances Total: {total}");
+    for (dc, u) in by_dc {
+        println!(
+            "{dc} Billable Service Instances: {}",
+            count(u, "BillableServiceInstances")
+        );
+        println!("\nBillable Services");
+        let rows = vec![
+            vec!["Services".to_string(), "Service instances".to_string()],
+            vec![
+                count(u, "Services").to_string(),
+                count(u, "ServiceInstances").to_string(),
+            ],
+        ];
+        print!("{}", columns(&rows));
+        println!("\nNodes");
+        print!(
+            "{}",
+            columns(&[
+                vec!["Datacenter".to_string(), "Count".to_string()],
+                vec![dc.clone(), count(u, "Nodes").to_string()],
+            ])
+        );
+        println!("\nConnect Services");
+        let mut rows = vec![vec!["Type".to_string(), "Service instances".to_string()]];
+        for (kind, n) in u["ConnectServiceInstances"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            rows.push(vec![kind.clone(), n.as_u64().unwrap_or(0).to_string()]);
+        }
+        print!("{}", columns(&rows));
+    }
+    Ok(0)
 }

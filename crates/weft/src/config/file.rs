@@ -135,6 +135,10 @@ pub struct TlsSection {
     pub ca_path: Option<String>,
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
+    /// Weft's: the PEM text itself instead of a file (ECS and other platforms pass secrets as environment).
+    pub ca_pem: Option<String>,
+    pub cert_pem: Option<String>,
+    pub key_pem: Option<String>,
     pub verify_incoming: Option<bool>,
     pub verify_outgoing: Option<bool>,
     pub verify_server_hostname: Option<bool>,

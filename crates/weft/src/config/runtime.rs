@@ -11,12 +11,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 use weft_types::{CheckDefinition, DefaultPolicy, ServiceDefinition};
 
-/// Files for TLS on server RPC (`tls.defaults` / `tls.internal_rpc`, or the older top-level keys).
+/// TLS on server RPC (`tls.defaults` / `tls.internal_rpc`, or the older top-level keys): each PEM from its file or
+/// inline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RpcTlsFiles {
-    pub ca_file: PathBuf,
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+    pub ca: weft_server::Pem,
+    pub cert: weft_server::Pem,
+    pub key: weft_server::Pem,
     pub verify_incoming: bool,
 }
 
@@ -160,8 +161,8 @@ impl RuntimeConfig {
             "RetryJoinLAN": self.retry_join,
             "EncryptKey": hidden(self.encrypt.is_some()),
             "TLS": {"InternalRPC": self.rpc_tls.as_ref().map(|t| serde_json::json!({
-                "CAFile": t.ca_file.display().to_string(),
-                "CertFile": t.cert_file.display().to_string(),
+                "CAFile": t.ca.name(),
+                "CertFile": t.cert.name(),
                 "KeyFile": "hidden",
                 "VerifyIncoming": t.verify_incoming,
             }))},
@@ -632,27 +633,55 @@ impl Checker<'_> {
                 .find_map(|s| get(s).clone())
                 .or_else(|| legacy.clone())
         };
-        let ca = pick(&c.ca_file, |s| &s.ca_file);
-        let cert = pick(&c.cert_file, |s| &s.cert_file);
-        let key = pick(&c.key_file, |s| &s.key_file);
+        let pem = |file: Option<String>, key: &str, get: fn(&TlsSection) -> &Option<String>| {
+            let inline = sections.iter().rev().find_map(|s| get(s).clone());
+            match (file, inline) {
+                (Some(_), Some(_)) => Err(format!(
+                    "tls: {key}_file and {key}_pem both name the {key}: set one"
+                )),
+                (Some(f), None) => Ok(Some(weft_server::Pem::File(f.into()))),
+                (None, Some(text)) => Ok(Some(weft_server::Pem::Inline {
+                    setting: format!("tls {key}_pem"),
+                    text,
+                })),
+                (None, None) => Ok(None),
+            }
+        };
+        let found = [
+            pem(pick(&c.ca_file, |s| &s.ca_file), "ca", |s| &s.ca_pem),
+            pem(pick(&c.cert_file, |s| &s.cert_file), "cert", |s| {
+                &s.cert_pem
+            }),
+            pem(pick(&c.key_file, |s| &s.key_file), "key", |s| &s.key_pem),
+        ];
+        let mut parts = Vec::new();
+        for part in found {
+            match part {
+                Ok(p) => parts.push(p),
+                Err(e) => {
+                    self.err(e);
+                    return None;
+                }
+            }
+        }
         let verify_incoming = sections
             .iter()
             .rev()
             .find_map(|s| s.verify_incoming)
             .or(c.verify_incoming)
             .unwrap_or(true);
-        match (ca, cert, key) {
-            (None, None, None) => None,
+        match <[Option<weft_server::Pem>; 3]>::try_from(parts) {
+            Ok([None, None, None]) => None,
             // Dev mode has no server RPC to protect.
-            (Some(_), Some(_), Some(_)) if self.dev => None,
-            (Some(ca), Some(cert), Some(key)) => Some(RpcTlsFiles {
-                ca_file: ca.into(),
-                cert_file: cert.into(),
-                key_file: key.into(),
+            Ok([Some(_), Some(_), Some(_)]) if self.dev => None,
+            Ok([Some(ca), Some(cert), Some(key)]) => Some(RpcTlsFiles {
+                ca,
+                cert,
+                key,
                 verify_incoming,
             }),
             _ => {
-                self.err("tls: ca_file, cert_file and key_file go together (server RPC TLS needs all three)");
+                self.err("tls: the CA, the certificate and the key go together (server RPC TLS needs all three, each as a _file or a _pem)");
                 None
             }
         }

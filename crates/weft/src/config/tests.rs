@@ -386,3 +386,32 @@ fn a_host_whose_address_is_not_known_in_advance_binds_through_get_private_ip() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn rpc_tls_material_is_a_file_or_inline_pem_never_both() {
+    let dir = Dir::new("tls-pem");
+    dir.write(
+        "tls.json",
+        r#"{"server": true, "bootstrap_expect": 1, "tls": {"defaults": {"ca_file": "/ca.pem", "ca_pem": "x", "cert_pem": "y", "key_pem": "z"}}}"#,
+    );
+    let flags = AgentFlags {
+        config_dir: vec![dir.0.clone()],
+        ..Default::default()
+    };
+    let problems = build(&flags).err().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p == "tls: ca_file and ca_pem both name the ca: set one"),
+        "{problems:?}"
+    );
+    dir.write(
+        "tls.json",
+        r#"{"server": true, "bootstrap_expect": 1, "tls": {"defaults": {"ca_pem": "x", "cert_pem": "y"}}}"#,
+    );
+    let problems = build(&flags).err().unwrap();
+    assert!(
+        problems.iter().any(|p| p.contains("needs all three")),
+        "{problems:?}"
+    );
+}
