@@ -18,7 +18,7 @@ const TASK_ID: &str = "158d1c8083dd49d6b527399fd6414f5c";
 const TASK_IP: &str = "127.0.0.2";
 
 /// `weft connect proxy -register-service DEFINITION` as an ECS task's sidecar, with the task metadata at `metadata`.
-fn ecs_sidecar(definition: &str, agent: &DevAgent, metadata: &str) -> Result<Spawned> {
+fn ecs_sidecar(definition: &str, agent: &str, metadata: &str) -> Result<Spawned> {
     Spawned::start_with_env(
         &weft_binary()?,
         &strings(&[
@@ -27,7 +27,7 @@ fn ecs_sidecar(definition: &str, agent: &DevAgent, metadata: &str) -> Result<Spa
             "-register-service",
             definition,
             "-http-addr",
-            &agent.addr().to_string(),
+            agent,
         ]),
         &[("ECS_CONTAINER_METADATA_URI_V4", metadata)],
     )
@@ -58,7 +58,7 @@ async fn an_ecs_task_sidecar_registers_its_task_from_the_metadata_and_deregister
     }});
     let mut sidecar = ecs_sidecar(
         &definition.to_string(),
-        &agent,
+        &agent.addr().to_string(),
         &format!("{}/v4/c0ffee", metadata.url()),
     )?;
     eventually(Duration::from_secs(10), async || {
@@ -160,7 +160,7 @@ async fn an_ecs_task_sidecar_without_its_metadata_endpoint_waits_and_stops_clean
     let unreachable = format!("http://127.0.0.1:{}/v4/gone", free_port()?);
     let mut sidecar = ecs_sidecar(
         r#"{"name":"web","port":8080,"connect":{"sidecar_service":{}}}"#,
-        &agent,
+        &agent.addr().to_string(),
         &unreachable,
     )?;
     eventually(Duration::from_secs(10), async || {
@@ -188,5 +188,31 @@ async fn an_ecs_task_sidecar_without_its_metadata_endpoint_waits_and_stops_clean
         "{}",
         sidecar.output()
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_ecs_task_sidecar_with_no_agent_on_its_host_waits_and_registers_nothing() -> Result<()> {
+    let metadata = StubHttp::start().await?;
+    metadata.set(
+        "GET",
+        "/v4/c0ffee/task",
+        200,
+        TASK.replace("10.0.2.106", TASK_IP),
+    );
+    let nobody = format!("127.0.0.1:{}", free_port()?);
+    let mut sidecar = ecs_sidecar(
+        r#"{"name":"web","port":8080,"connect":{"sidecar_service":{}}}"#,
+        &nobody,
+        &format!("{}/v4/c0ffee", metadata.url()),
+    )?;
+    let waiting = format!("==> waiting for the agent at {nobody}");
+    eventually(Duration::from_secs(10), async || {
+        sidecar.output().matches(&waiting).count() >= 2
+    })
+    .await
+    .map_err(|e| e.context(sidecar.output()))?;
+    let status = sidecar.terminate()?;
+    assert_eq!(status.code(), Some(1), "{}", sidecar.output());
     Ok(())
 }
