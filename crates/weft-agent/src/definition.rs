@@ -217,9 +217,9 @@ pub fn build_check(
     }
     let status = def.initial_status().map_err(|e| bad(e.to_string()))?;
     let interval = match &kind {
-        CheckKind::Http { interval, .. } | CheckKind::Tcp { interval, .. } => {
-            format_duration(*interval)
-        }
+        CheckKind::Http { interval, .. }
+        | CheckKind::Tcp { interval, .. }
+        | CheckKind::Script { interval, .. } => format_duration(*interval),
         _ => String::new(),
     };
     let check = HealthCheck {

@@ -59,6 +59,35 @@ pub struct AgentConfig {
     /// A leaf certificate no request began or ended within this period is dropped, and no longer renewed
     /// ([`DEFAULT_LEAF_IDLE_EXPIRY`], Consul's 3 days; `connect.leaf_cache_idle_expiry`).
     pub leaf_idle_expiry: Duration,
+    /// Which registrations may carry script checks (`Args`): none unless the operator says so, since a script
+    /// check runs a program on this host as the agent's user.
+    pub script_checks: ScriptChecks,
+}
+
+/// `enable_script_checks` (checks registered through the API and the config) and `enable_local_script_checks`
+/// (the config only), as Consul reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScriptChecks {
+    pub from_api: bool,
+    pub from_config: bool,
+}
+
+impl ScriptChecks {
+    /// Refuses a script check from `source` that the operator has not enabled, in Consul's words.
+    pub fn allow(self, kind: &CheckKind, source: Source) -> Result<(), AgentError> {
+        if !matches!(kind, CheckKind::Script { .. }) {
+            return Ok(());
+        }
+        match source {
+            Source::Config if !self.from_config => Err(AgentError::BadRequest(
+                "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true".into(),
+            )),
+            Source::Api if !self.from_api => Err(AgentError::BadRequest(
+                "Scripts are disabled on this agent from remote calls; to enable, configure 'enable_script_checks' to true".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A cheap handle to the agent; clones share its state.
@@ -238,7 +267,9 @@ impl Agent {
         // Validate the sidecar completely before anything is registered, so a bad block changes nothing.
         let side_service = definition::build_service(&sidecar)?;
         for cd in definition::service_checks(&sidecar, &side_service) {
-            definition::build_check(&cd, &self.inner.config.node_name, Some(&side_service))?;
+            let (_, kind) =
+                definition::build_check(&cd, &self.inner.config.node_name, Some(&side_service))?;
+            self.inner.config.script_checks.allow(&kind, source)?;
         }
         let mut parent = def.clone();
         if let Some(c) = parent.connect.as_mut() {
@@ -285,6 +316,7 @@ impl Agent {
         for cd in &check_defs {
             let (check, kind) =
                 definition::build_check(cd, &self.inner.config.node_name, Some(&service))?;
+            self.inner.config.script_checks.allow(&kind, source)?;
             built.push((check, kind, cd.clone()));
         }
         let (stale, checks) = {
@@ -463,6 +495,7 @@ impl Agent {
         };
         let (check, kind) =
             definition::build_check(def, &self.inner.config.node_name, owner.as_ref())?;
+        self.inner.config.script_checks.allow(&kind, source)?;
         let written = self
             .inner
             .register_on_own_node(Registration {

@@ -24,6 +24,9 @@ pub(crate) fn spawn(
             tokio::spawn(run_tcp(agent, id, address, interval, def))
         }
         CheckKind::AliasService(service) => tokio::spawn(run_alias(agent, id, service)),
+        CheckKind::Script { args, interval } => {
+            tokio::spawn(run_script(agent, id, args, interval, def))
+        }
         CheckKind::Manual => return None,
     };
     Some(handle.abort_handle())
@@ -61,10 +64,7 @@ async fn run_http(
     def: CheckDefinition,
 ) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let timeout = def
-        .timeout
-        .filter(|t| !t.is_zero())
-        .unwrap_or(DEFAULT_TIMEOUT);
+    let timeout = timeout_of(&def, DEFAULT_TIMEOUT);
     let redirects = if def.disable_redirects {
         reqwest::redirect::Policy::none()
     } else {
@@ -138,6 +138,11 @@ async fn run_http(
     }
 }
 
+/// The check's `Timeout`, or `default` when it sets none.
+fn timeout_of(def: &CheckDefinition, default: Duration) -> Duration {
+    def.timeout.filter(|t| !t.is_zero()).unwrap_or(default)
+}
+
 /// The most of a check's output kept (Consul's `check_output_max_size`, 4 KB by default).
 fn output_limit(max: usize) -> usize {
     if max == 0 {
@@ -170,10 +175,7 @@ async fn run_tcp(
     interval: Duration,
     def: CheckDefinition,
 ) {
-    let timeout = def
-        .timeout
-        .filter(|t| !t.is_zero())
-        .unwrap_or(DEFAULT_TIMEOUT);
+    let timeout = timeout_of(&def, DEFAULT_TIMEOUT);
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
@@ -193,6 +195,111 @@ async fn run_tcp(
         let Some(inner) = agent.upgrade() else { return };
         report(&inner, &id, status, &output).await;
     }
+}
+
+/// A script check's default time limit (Consul's).
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the check's program (never through a shell) every interval. The child gets no stdin and at most the
+/// output limit of its stdout and stderr is kept (the rest is read and dropped, so a chatty script never blocks on a
+/// full pipe nor grows the agent); past the timeout it is killed.
+async fn run_script(
+    agent: Weak<Inner>,
+    id: String,
+    args: Vec<String>,
+    interval: Duration,
+    def: CheckDefinition,
+) {
+    let timeout = timeout_of(&def, SCRIPT_TIMEOUT);
+    let limit = output_limit(def.output_max_size);
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let (status, output) = run_script_once(&args, timeout, limit).await;
+        let Some(inner) = agent.upgrade() else { return };
+        let max = def.output_max_size;
+        report(&inner, &id, status, &crate::truncate_output(&output, max)).await;
+    }
+}
+
+async fn run_script_once(
+    args: &[String],
+    timeout: Duration,
+    limit: usize,
+) -> (CheckStatus, String) {
+    let Some((program, rest)) = args.split_first() else {
+        return (CheckStatus::Critical, "no program to run".into());
+    };
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(rest)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                CheckStatus::Critical,
+                format!("Failed to run {program:?}: {e}"),
+            )
+        }
+    };
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let run = async {
+        let (out, err, status) = tokio::join!(
+            read_bounded(stdout, limit),
+            read_bounded(stderr, limit),
+            child.wait()
+        );
+        (out, err, status)
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Err(_) => {
+            // kill_on_drop ends it when `child` goes; kill now so the next run starts clean.
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            (
+                CheckStatus::Critical,
+                format!(
+                    "Timed out ({}) running check",
+                    weft_types::duration::format_duration(timeout)
+                ),
+            )
+        }
+        Ok((out, err, status)) => {
+            let mut output = out;
+            output.push_str(&err);
+            let status = match status.map(|s| s.code()) {
+                Ok(Some(0)) => CheckStatus::Passing,
+                Ok(Some(1)) => CheckStatus::Warning,
+                _ => CheckStatus::Critical,
+            };
+            (status, output)
+        }
+    }
+}
+
+/// Up to `limit` bytes of a child's pipe; the rest is read and dropped until the pipe closes.
+async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>, limit: usize) -> String {
+    use tokio::io::AsyncReadExt;
+    let Some(mut pipe) = pipe else {
+        return String::new();
+    };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = (limit + 1).saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// Mirrors the health of a service on this agent, re-evaluated on every local change.

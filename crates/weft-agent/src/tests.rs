@@ -19,6 +19,7 @@ fn config() -> AgentConfig {
         root_change_jitter: Duration::from_secs(30),
         state_dir: None,
         leaf_idle_expiry: DEFAULT_LEAF_IDLE_EXPIRY,
+        script_checks: Default::default(),
     }
 }
 
@@ -288,4 +289,128 @@ async fn saved_registrations_are_readable_by_their_owner_only() {
     assert_eq!(mode(&dir.join("agent")), 0o700);
     assert_eq!(mode(&dir.join("agent/local.json")), 0o600);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A check's status and output once its first run has reported (the runner reports on its first tick).
+async fn settled(a: &Agent, id: &str) -> HealthCheck {
+    for _ in 0..200 {
+        if let Some(c) = a.checks().into_iter().find(|c| c.check_id == id) {
+            if !c.output.is_empty() {
+                return c;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("check {id} never reported: {:?}", a.checks());
+}
+
+fn script(id: &str, script: &str, extra: &str) -> CheckDefinition {
+    decode(
+        format!(
+            r#"{{"ID":"{id}","Name":"{id}","Args":["/bin/sh","-c",{}],"Interval":"10s"{extra}}}"#,
+            serde_json::to_string(script).unwrap()
+        )
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn script_checks_are_refused_unless_the_operator_enables_them() {
+    let a = agent().await;
+    let e = a
+        .register_check(&script("s", "exit 0", ""), Source::Api)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Scripts are disabled on this agent from remote calls"),
+        "{e}"
+    );
+    let e = a
+        .register_check(&script("s", "exit 0", ""), Source::Config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("enable_local_script_checks"), "{e}");
+    assert!(
+        a.checks().iter().all(|c| c.check_id != "s"),
+        "nothing registered"
+    );
+    // Local only: config files may, the API may not.
+    let local = agent_with(AgentConfig {
+        script_checks: ScriptChecks {
+            from_api: false,
+            from_config: true,
+        },
+        ..config()
+    })
+    .await;
+    local
+        .register_check(&script("cfg", "exit 0", ""), Source::Config)
+        .await
+        .unwrap();
+    assert!(local
+        .register_check(&script("api", "exit 0", ""), Source::Api)
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn script_checks_map_exit_codes_bound_output_and_time() {
+    let a = agent_with(AgentConfig {
+        script_checks: ScriptChecks {
+            from_api: true,
+            from_config: true,
+        },
+        ..config()
+    })
+    .await;
+    for (id, body, want) in [
+        ("ok", "echo fine; exit 0", CheckStatus::Passing),
+        ("warn", "echo degraded >&2; exit 1", CheckStatus::Warning),
+        ("bad", "echo broken; exit 2", CheckStatus::Critical),
+    ] {
+        a.register_check(&script(id, body, ""), Source::Api)
+            .await
+            .unwrap();
+        let c = settled(&a, id).await;
+        assert_eq!(c.status, want, "{id}: {}", c.output);
+        assert_eq!(c.check_type, "script");
+    }
+    assert!(settled(&a, "ok").await.output.contains("fine"));
+    assert!(
+        settled(&a, "warn").await.output.contains("degraded"),
+        "stderr is kept too"
+    );
+    // A megabyte of output keeps 4 KB (and the script is not blocked on a full pipe).
+    a.register_check(
+        &script("loud", "head -c 1000000 /dev/zero | tr '\\0' x; exit 0", ""),
+        Source::Api,
+    )
+    .await
+    .unwrap();
+    let c = settled(&a, "loud").await;
+    assert_eq!(c.status, CheckStatus::Passing);
+    assert!(c.output.len() < 4200, "{} bytes kept", c.output.len());
+    // Past its timeout the script is killed and the check is critical.
+    let started = std::time::Instant::now();
+    a.register_check(
+        &script("slow", "sleep 30", r#","Timeout":"1s""#),
+        Source::Api,
+    )
+    .await
+    .unwrap();
+    let c = settled(&a, "slow").await;
+    assert_eq!(c.status, CheckStatus::Critical);
+    assert_eq!(c.output, "Timed out (1s) running check");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A program that does not exist.
+    let missing: CheckDefinition =
+        decode(br#"{"ID":"none","Name":"none","Args":["/nonexistent/check"],"Interval":"10s"}"#)
+            .unwrap();
+    a.register_check(&missing, Source::Api).await.unwrap();
+    let c = settled(&a, "none").await;
+    assert_eq!(c.status, CheckStatus::Critical);
+    assert!(c.output.contains("Failed to run"), "{}", c.output);
 }

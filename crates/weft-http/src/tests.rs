@@ -54,6 +54,7 @@ impl TestApi {
                 root_change_jitter: std::time::Duration::from_millis(100),
                 state_dir: None,
                 leaf_idle_expiry: weft_agent::DEFAULT_LEAF_IDLE_EXPIRY,
+                script_checks: Default::default(),
             },
             server,
         );
@@ -1145,4 +1146,24 @@ async fn operator_usage_counts_services_instances_and_nodes() {
     assert_eq!(after["KnownLeader"], true);
     assert_eq!(after["ConsistencyLevel"], "leader");
     assert!(after["Index"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn script_checks_are_refused_by_an_agent_that_has_not_enabled_them() {
+    let api = TestApi::new().await;
+    let r = api
+        .put(
+            "/v1/agent/check/register",
+            r#"{"Name":"disk","Args":["/usr/local/bin/check-disk","-w","80"],"Interval":"10s"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("Scripts are disabled on this agent from remote calls"),
+        "{}",
+        r.text()
+    );
+    let checks = api.get("/v1/agent/checks").await.json();
+    assert!(checks.get("disk").is_none(), "{checks}");
 }

@@ -126,6 +126,11 @@ pub enum CheckKind {
         interval: Duration,
     },
     AliasService(String),
+    /// Runs `args` (no shell) every `interval`: exit 0 passing, 1 warning, anything else critical.
+    Script {
+        args: Vec<String>,
+        interval: Duration,
+    },
     /// Set and updated only through the API (catalog checks, maintenance checks).
     Manual,
 }
@@ -137,6 +142,7 @@ impl CheckKind {
             CheckKind::Http { .. } => "http",
             CheckKind::Tcp { .. } => "tcp",
             CheckKind::AliasService(_) => "alias",
+            CheckKind::Script { .. } => "script",
             CheckKind::Manual => "",
         }
     }
@@ -218,7 +224,6 @@ impl CheckDefinition {
             }
         };
         for (set, what) in [
-            (!self.script_args.is_empty(), "script"),
             (!self.grpc.is_empty(), "gRPC"),
             (!self.udp.is_empty(), "UDP"),
             (!self.h2ping.is_empty(), "H2PING"),
@@ -233,6 +238,18 @@ impl CheckDefinition {
         }
         if let Some(ttl) = self.ttl.filter(|t| !t.is_zero()) {
             return Ok(CheckKind::Ttl(ttl));
+        }
+        if !self.script_args.is_empty() {
+            let interval = needs_interval("script")?;
+            if self.script_args[0].is_empty() {
+                return Err(CheckError::Invalid(
+                    "Args must name a program to run".into(),
+                ));
+            }
+            return Ok(CheckKind::Script {
+                args: self.script_args.clone(),
+                interval,
+            });
         }
         if !self.http.is_empty() {
             let interval = needs_interval("HTTP")?;

@@ -46,6 +46,7 @@ impl Ui {
                 root_change_jitter: Duration::from_millis(100),
                 state_dir: None,
                 leaf_idle_expiry: weft_agent::DEFAULT_LEAF_IDLE_EXPIRY,
+                script_checks: Default::default(),
             },
             server,
         );

@@ -461,6 +461,7 @@ fn agent_config(config: &RuntimeConfig, node_id: String) -> AgentConfig {
         server_port: config.server_port,
         root_change_jitter: config.root_change_jitter,
         leaf_idle_expiry: config.leaf_idle_expiry,
+        script_checks: config.script_checks,
         state_dir: config.data_dir.as_ref().map(|d| d.join("agent")),
     }
 }

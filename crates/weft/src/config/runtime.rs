@@ -74,6 +74,8 @@ pub struct RuntimeConfig {
     pub root_change_jitter: Duration,
     /// How long a leaf certificate nobody asks for is kept and renewed (`connect.leaf_cache_idle_expiry`).
     pub leaf_idle_expiry: Duration,
+    /// `enable_script_checks` / `enable_local_script_checks`.
+    pub script_checks: weft_agent::ScriptChecks,
     /// The operator's key sealing the CA's private keys at rest (`connect.ca_seal_key_file`), read at start.
     pub ca_seal_key: Option<weft_ca::seal::SealKey>,
     /// What connections no intention covers get (`default_intention_policy`).
@@ -202,6 +204,14 @@ pub(super) fn validate(
     let dns = check.dns(&datacenter);
     let limits = limits(&c);
     check.rpc_is_protected(&role, &net, rpc_tls.is_some(), keyring.is_some());
+    // Consul only warns; a script check registered through the API runs any program on this host, so without ACLs
+    // anyone who reaches the API could. Fail closed.
+    if c.enable_script_checks == Some(true) && !acl.enabled {
+        check.err(
+            "enable_script_checks lets API callers run programs on this host, so it needs ACLs (acl.enabled = true); \
+             enable_local_script_checks allows script checks from config files only",
+        );
+    }
     if !check.errors.is_empty() {
         return Err(check.errors);
     }
@@ -251,6 +261,11 @@ pub(super) fn validate(
             .as_ref()
             .and_then(|x| x.leaf_cache_idle_expiry)
             .map_or(weft_agent::DEFAULT_LEAF_IDLE_EXPIRY, |d| d.0),
+        script_checks: weft_agent::ScriptChecks {
+            from_api: c.enable_script_checks == Some(true),
+            from_config: c.enable_script_checks == Some(true)
+                || c.enable_local_script_checks == Some(true),
+        },
         ca_seal_key,
         default_policy,
         acl,
@@ -886,6 +901,8 @@ const APPLIED: &[&str] = &[
     "acl.tokens.agent_master",
     "acl.enable_token_persistence",
     "default_intention_policy",
+    "enable_script_checks",
+    "enable_local_script_checks",
     "connect.enabled",
     "connect.ca_config",
     "connect.leaf_root_change_jitter",

@@ -415,3 +415,33 @@ fn rpc_tls_material_is_a_file_or_inline_pem_never_both() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn script_checks_from_the_api_need_acls_local_ones_do_not() {
+    let flags = |hcl: &str| AgentFlags {
+        dev: true,
+        hcl: vec![hcl.into()],
+        ..Default::default()
+    };
+    let problems = build(&flags("enable_script_checks = true")).err().unwrap();
+    assert!(
+        problems[0].starts_with("enable_script_checks lets API callers run programs"),
+        "{problems:?}"
+    );
+    let c = build(&flags("enable_local_script_checks = true")).unwrap();
+    assert_eq!(
+        c.script_checks,
+        weft_agent::ScriptChecks {
+            from_api: false,
+            from_config: true
+        }
+    );
+    let c = build(&flags(r#"enable_script_checks = true  default_intention_policy = "deny"  acl { enabled = true  default_policy = "deny" }"#)).unwrap();
+    assert_eq!(
+        c.script_checks,
+        weft_agent::ScriptChecks {
+            from_api: true,
+            from_config: true
+        }
+    );
+}
