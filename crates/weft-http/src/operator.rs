@@ -168,3 +168,40 @@ pub async fn usage(ctx: Ctx) -> Result<Reply, ApiError> {
     });
     Ok(ctx.read_meta(ctx.json(&body), index, consistency))
 }
+
+/// `GET /v1/operator/autopilot/configuration`: the settings in force (the operator's, else the leader's agent
+/// configuration, with indexes 0). `PUT` replaces them, with `?cas=<ModifyIndex>` only if unchanged since; the
+/// answer is `true` or `false`.
+pub async fn autopilot_configuration(ctx: Ctx) -> Result<Reply, ApiError> {
+    ctx.check_scope()?;
+    let server = ctx.state.agent.server();
+    if ctx.method == axum::http::Method::GET {
+        let config = serde_json::to_value(server.autopilot_config())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        return Ok(ctx.json(&config));
+    }
+    let cas = match ctx.param("cas") {
+        None => None,
+        Some(text) => Some(text.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("Error parsing cas value: {text:?} is not an index"))
+        })?),
+    };
+    let config: weft_types::autopilot::AutopilotConfig = ctx.decode()?;
+    if config.last_contact_threshold.is_some_and(|d| d.is_zero()) {
+        return Err(ApiError::bad_request(
+            "LastContactThreshold must be positive",
+        ));
+    }
+    match server
+        .write(weft_state::Command::AutopilotSet {
+            config: Box::new(config),
+            cas,
+        })
+        .await?
+    {
+        weft_state::ApplyResult::Bool(ok) => Ok(Reply::bool(ok)),
+        other => Err(ApiError::internal(format!(
+            "unexpected autopilot result {other:?}"
+        ))),
+    }
+}

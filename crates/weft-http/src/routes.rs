@@ -142,6 +142,12 @@ fn table() -> Vec<Route> {
             leader(rule(Operator, Read, Whole))
         ),
         route!(
+            "/v1/operator/autopilot/configuration",
+            [GET, PUT],
+            operator::autopilot_configuration,
+            leader(rule(Operator, ByMethod, Whole))
+        ),
+        route!(
             "/v1/operator/autopilot/state",
             [GET],
             operator::autopilot_state,

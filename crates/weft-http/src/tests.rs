@@ -1167,3 +1167,65 @@ async fn script_checks_are_refused_by_an_agent_that_has_not_enabled_them() {
     let checks = api.get("/v1/agent/checks").await.json();
     assert!(checks.get("disk").is_none(), "{checks}");
 }
+
+#[tokio::test]
+async fn autopilot_configuration_is_read_and_replaced_with_cas() {
+    let api = TestApi::new().await;
+    let initial = api.get("/v1/operator/autopilot/configuration").await.json();
+    assert_eq!(initial["CleanupDeadServers"], true, "{initial}");
+    assert_eq!(initial["MaxTrailingLogs"], 250);
+    assert_eq!(initial["ServerStabilizationTime"], "10s");
+    assert_eq!(initial["ModifyIndex"], 0, "nothing written yet");
+    let body = r#"{"CleanupDeadServers":false,"LastContactThreshold":"5s","MaxTrailingLogs":100,"MinQuorum":3,"ServerStabilizationTime":"30s"}"#;
+    let first = api
+        .put("/v1/operator/autopilot/configuration?cas=0", body)
+        .await;
+    assert_eq!(first.text(), "true");
+    // The same CAS again loses: the settings changed since.
+    let again = api
+        .put("/v1/operator/autopilot/configuration?cas=0", body)
+        .await;
+    assert_eq!(again.text(), "false");
+    let now = api.get("/v1/operator/autopilot/configuration").await.json();
+    assert_eq!(now["CleanupDeadServers"], false, "{now}");
+    assert_eq!(now["LastContactThreshold"], "5s");
+    assert_eq!(
+        (now["MaxTrailingLogs"].as_u64(), now["MinQuorum"].as_u64()),
+        (Some(100), Some(3))
+    );
+    let index = now["ModifyIndex"].as_u64().unwrap();
+    assert!(index > 0 && now["CreateIndex"] == index, "{now}");
+    let next = api
+        .put(
+            &format!("/v1/operator/autopilot/configuration?cas={index}"),
+            r#"{"CleanupDeadServers":true}"#,
+        )
+        .await;
+    assert_eq!(next.text(), "true");
+    let later = api.get("/v1/operator/autopilot/configuration").await.json();
+    assert_eq!(later["CleanupDeadServers"], true);
+    assert_eq!(later["CreateIndex"], index, "created once: {later}");
+    for (query, body, why) in [
+        ("?cas=x", "{}", "cas"),
+        (
+            "",
+            r#"{"LastContactThreshold":"0s"}"#,
+            "LastContactThreshold",
+        ),
+        ("", r#"{"MaxTrailingLogs":"many"}"#, "Request decode failed"),
+    ] {
+        let r = api
+            .put(
+                &format!("/v1/operator/autopilot/configuration{query}"),
+                body,
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{query} {body}: {}",
+            r.text()
+        );
+        assert!(r.text().contains(why), "{}", r.text());
+    }
+}

@@ -1,6 +1,7 @@
 //! Autopilot, run by the leader: probes every Raft member once a second, reports their health
 //! (`/v1/operator/autopilot/health`), and removes a dead voter once a replacement has joined, so a server that is
-//! gone for good does not count against the quorum forever (Consul's `CleanupDeadServers`).
+//! gone for good does not count against the quorum forever (Consul's `CleanupDeadServers`). Its settings are
+//! `/v1/operator/autopilot/configuration`'s: the operator's from the Raft state, else the agent configuration's.
 
 use crate::{Hello, Mode, Server};
 use serde::Serialize;
@@ -9,8 +10,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// A member that has not answered for this long is unhealthy.
-const UNHEALTHY_AFTER: Duration = Duration::from_secs(3);
+/// The shortest contact threshold in force: below two probe rounds every server would look unhealthy between
+/// probes (and a cluster that looks unhealthy never cleans up).
+const MIN_CONTACT_THRESHOLD: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 pub struct Tracker {
@@ -22,6 +24,8 @@ struct Seen {
     last_ok: Instant,
     term: u64,
     last_index: u64,
+    /// The leader's last index when this member answered: how far it trailed then.
+    trailing: u64,
     healthy_since: SystemTime,
 }
 
@@ -49,7 +53,8 @@ impl Tracker {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn record(&self, hello: &Hello, term: u64, last_index: u64) {
+    fn record(&self, hello: &Hello, leader_index: u64, threshold: Duration) {
+        let (term, last_index) = (hello.term, hello.last_index);
         let mut seen = self.lock();
         let now = Instant::now();
         let entry = seen.entry(hello.id).or_insert_with(|| Seen {
@@ -57,15 +62,17 @@ impl Tracker {
             last_ok: now,
             term,
             last_index,
+            trailing: 0,
             healthy_since: SystemTime::now(),
         });
-        if now.duration_since(entry.last_ok) > UNHEALTHY_AFTER {
+        if now.duration_since(entry.last_ok) > threshold {
             entry.healthy_since = SystemTime::now();
         }
         entry.name = hello.node_name.clone();
         entry.last_ok = now;
         entry.term = term;
         entry.last_index = last_index;
+        entry.trailing = leader_index.saturating_sub(last_index);
     }
 
     pub fn clear(&self) {
@@ -74,6 +81,18 @@ impl Tracker {
 }
 
 impl Server {
+    /// Autopilot's settings in force: the operator's (Raft state), else the agent configuration's.
+    pub fn autopilot_config(&self) -> weft_types::autopilot::AutopilotConfig {
+        self.read()
+            .autopilot_config()
+            .cloned()
+            .unwrap_or_else(|| self.config().autopilot.clone())
+    }
+
+    fn contact_threshold(config: &weft_types::autopilot::AutopilotConfig) -> Duration {
+        config.last_contact_threshold().max(MIN_CONTACT_THRESHOLD)
+    }
+
     /// The health of every Raft member, as the leader sees it (this member alone in dev mode).
     pub fn autopilot_health(&self) -> Vec<ServerHealth> {
         let Mode::Raft(node) = self.mode() else {
@@ -92,6 +111,8 @@ impl Server {
                 stable_since: weft_types::timefmt::rfc3339(SystemTime::now()),
             }];
         };
+        let settings = self.autopilot_config();
+        let threshold = Self::contact_threshold(&settings);
         let seen = self.autopilot().lock();
         node.members()
             .into_iter()
@@ -103,7 +124,9 @@ impl Server {
                 } else {
                     s.map(|s| s.last_ok.elapsed())
                 };
-                let healthy = since_ok.is_some_and(|d| d < UNHEALTHY_AFTER);
+                let trailing = if me { 0 } else { s.map_or(0, |s| s.trailing) };
+                let healthy = since_ok.is_some_and(|d| d < threshold)
+                    && trailing <= settings.max_trailing_logs;
                 ServerHealth {
                     id: id.to_string(),
                     name: if me {
@@ -170,18 +193,25 @@ pub(crate) async fn run(server: Server) {
             )
             .await;
             if let Ok(h) = hello {
-                let (term, index) = (h.term, h.last_index);
-                server.autopilot().record(&h, term, index);
+                let threshold = Server::contact_threshold(&server.autopilot_config());
+                server
+                    .autopilot()
+                    .record(&h, node.last_log_index(), threshold);
             }
         }
         cleanup_dead_servers(&server, &node).await;
     }
 }
 
-/// Removes voters that have been unreachable for `dead_server_after` when enough healthy voters remain without
-/// them (at least `-bootstrap-expect`: a replacement has joined), never more than one per pass.
+/// Removes voters that have been unreachable for `ServerStabilizationTime` when enough healthy voters remain
+/// without them (at least `-bootstrap-expect`: a replacement has joined) and at least `MinQuorum` voters would
+/// remain, never more than one per pass; nothing when `CleanupDeadServers` is off.
 async fn cleanup_dead_servers(server: &Server, node: &weft_raft::RaftNode) {
-    let after = server.config().dead_server_after;
+    let settings = server.autopilot_config();
+    if !settings.cleanup_dead_servers {
+        return;
+    }
+    let after = settings.server_stabilization_time();
     let health = server.autopilot_health();
     let expect = server.config().bootstrap_expect.max(1) as usize;
     let healthy_voters = health.iter().filter(|h| h.voter && h.healthy).count();
@@ -199,8 +229,9 @@ async fn cleanup_dead_servers(server: &Server, node: &weft_raft::RaftNode) {
     if started == 0 {
         return;
     }
+    let voters = health.iter().filter(|h| h.voter).count();
     if let Some(id) = dead.first() {
-        if healthy_voters >= expect {
+        if healthy_voters >= expect && voters > settings.min_quorum as usize {
             tracing::info!(
                 server = id,
                 "removing a dead server: a replacement has joined"

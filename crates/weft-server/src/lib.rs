@@ -60,8 +60,8 @@ pub struct ServerConfig {
     pub ca_prune_interval: std::time::Duration,
     /// `-bootstrap-expect`: how many servers must meet before the first of them starts the cluster (0: join only).
     pub bootstrap_expect: u32,
-    /// How long a voter may be unreachable before autopilot removes it (once a replacement has joined).
-    pub dead_server_after: Duration,
+    /// Autopilot's settings until an operator writes others into the Raft state.
+    pub autopilot: weft_types::autopilot::AutopilotConfig,
     /// TLS for server RPC (Raft, forwarding, the replica stream); plain TCP when unset.
     pub rpc_tls: Option<weft_rpc::RpcTls>,
     /// Signs every RPC request with a key derived from the gossip key (when the cluster has one).
@@ -83,7 +83,7 @@ impl ServerConfig {
             min_leaf_ttl: std::time::Duration::from_secs(3600),
             ca_prune_interval: std::time::Duration::from_secs(3600),
             bootstrap_expect: 0,
-            dead_server_after: Duration::from_secs(10),
+            autopilot: weft_types::autopilot::AutopilotConfig::default(),
             rpc_tls: None,
             rpc_auth: None,
             ca_seal: SealKeySource::Memory,

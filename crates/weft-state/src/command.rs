@@ -86,6 +86,12 @@ pub enum Command {
     },
     /// Removes the tokens expired at the command's time.
     AclReapExpired,
+    /// `PUT /v1/operator/autopilot/configuration`: replaces autopilot's settings; with `cas`, only when the stored
+    /// settings' ModifyIndex (0 when none were ever written) equals it.
+    AutopilotSet {
+        config: Box<weft_types::autopilot::AutopilotConfig>,
+        cas: Option<u64>,
+    },
     /// Replaces the whole state with an operator's snapshot (`weft snapshot restore`): the store's own
     /// serialisation, checked before it is proposed.
     Restore {

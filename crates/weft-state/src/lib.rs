@@ -64,6 +64,9 @@ struct Tables {
     /// Tokens, policies, roles (absent from stores written before ACLs).
     #[serde(default)]
     acl: AclTables,
+    /// Autopilot's settings once an operator has written them (absent before).
+    #[serde(default)]
+    autopilot: Option<weft_types::autopilot::AutopilotConfig>,
 }
 
 /// [`Tables`] as a client agent's replica receives it: the same fields, KV empty. A field added to `Tables` and not
@@ -84,6 +87,7 @@ struct TablesWithoutKv<'a> {
     ca: CaState,
     service_indexes: &'a BTreeMap<String, u64>,
     acl: AclTables,
+    autopilot: &'a Option<weft_types::autopilot::AutopilotConfig>,
 }
 
 fn intentions_by_pair<S: serde::Serializer>(
@@ -120,6 +124,11 @@ impl Store {
 
     pub fn watches(&self) -> &Watches {
         &self.watches
+    }
+
+    /// Autopilot's settings, when an operator has written them.
+    pub fn autopilot_config(&self) -> Option<&weft_types::autopilot::AutopilotConfig> {
+        self.t.autopilot.as_ref()
     }
 
     /// The highest index that changed `table` (0 when never written).
@@ -188,6 +197,19 @@ impl Store {
             acl if acl.is_acl() => self
                 .apply_acl(index, cmd, &mut touched)
                 .map(|()| ApplyResult::Bool(true)),
+            Command::AutopilotSet { config, cas } => {
+                let current = self.t.autopilot.as_ref().map_or(0, |c| c.modify_index);
+                if cas.is_some_and(|cas| cas != current) {
+                    Ok(ApplyResult::Bool(false))
+                } else {
+                    let mut config = (**config).clone();
+                    config.create_index =
+                        self.t.autopilot.as_ref().map_or(index, |c| c.create_index);
+                    config.modify_index = index;
+                    self.t.autopilot = Some(config);
+                    Ok(ApplyResult::Bool(true))
+                }
+            }
             Command::Restore { .. } => Ok(ApplyResult::Bool(false)),
             _ => Ok(ApplyResult::Bool(false)),
         };
@@ -235,6 +257,7 @@ impl Store {
             service_indexes: &t.service_indexes,
             // Tokens are secrets: agents ask the servers to resolve them.
             acl: AclTables::default(),
+            autopilot: &t.autopilot,
         };
         serde_json::to_vec(&view).unwrap_or_default()
     }

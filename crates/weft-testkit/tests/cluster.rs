@@ -368,8 +368,51 @@ async fn a_dead_server_is_removed_once_a_replacement_joins() -> Result<()> {
         "{config}"
     );
 
+    // An operator turns cleanup off (autopilot's settings in the Raft state): the replacement joins and the dead
+    // server stays; turned on again, it goes.
+    let set = |cluster: &Cluster, on: &str| {
+        weft_testkit::cli(
+            cluster.agent(leader)?,
+            &[
+                "operator",
+                "autopilot",
+                "set-config",
+                &format!("-cleanup-dead-servers={on}"),
+            ],
+        )
+    };
+    let off = set(&cluster, "false")?;
+    ensure!(
+        off.code() == 0 && off.stdout.contains("Configuration updated!"),
+        "{} {}",
+        off.stdout,
+        off.stderr
+    );
+    let shown = weft_testkit::cli(
+        cluster.agent(leader)?,
+        &["operator", "autopilot", "get-config"],
+    )?;
+    ensure!(
+        shown.stdout.contains("CleanupDeadServers = false"),
+        "{}",
+        shown.stdout
+    );
     let replacement = cluster.add_server()?;
     let replacement_addr = cluster.rpc_addr(replacement);
+    let four = || async {
+        let config = cluster
+            .agent(leader)?
+            .get("/v1/operator/raft/configuration")
+            .await?
+            .json()?;
+        Ok::<_, anyhow::Error>(config["Servers"].as_array().map_or(0, Vec::len) == 4)
+    };
+    eventually(Duration::from_secs(30), four).await?;
+    // Well past the 2 s stabilization time and a few autopilot rounds.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    ensure!(four().await?, "a dead server was removed with cleanup off");
+    let on = set(&cluster, "true")?;
+    ensure!(on.code() == 0, "{} {}", on.stdout, on.stderr);
     eventually(Duration::from_secs(30), || async {
         let config = cluster
             .agent(leader)?

@@ -179,8 +179,11 @@ fn canonical(key: &str) -> String {
 fn dictionary() -> &'static HashMap<String, &'static str> {
     static DICT: OnceLock<HashMap<String, &'static str>> = OnceLock::new();
     DICT.get_or_init(|| {
-        let mut map: HashMap<String, &'static str> =
-            KNOWN_KEYS.iter().map(|k| (canonical(k), *k)).collect();
+        let mut map: HashMap<String, &'static str> = KNOWN_KEYS
+            .iter()
+            .chain(crate::autopilot::SETTINGS)
+            .map(|k| (canonical(k), *k))
+            .collect();
         for (alias, target) in ALIASES {
             map.insert((*alias).to_string(), target);
         }

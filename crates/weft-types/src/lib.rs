@@ -7,6 +7,7 @@
 pub mod acl;
 pub mod addr;
 pub mod agent_self;
+pub mod autopilot;
 pub mod check;
 pub mod duration;
 pub mod flags;

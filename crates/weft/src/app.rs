@@ -326,9 +326,7 @@ fn server_config(config: &RuntimeConfig) -> Result<ServerConfig> {
     let mut server = ServerConfig::new(&config.datacenter, &config.node_name, &rpc_addr);
     server.min_leaf_ttl = config.min_leaf_ttl;
     server.bootstrap_expect = config.bootstrap_expect;
-    if let Some(after) = config.dead_server_after {
-        server.dead_server_after = after;
-    }
+    server.autopilot = config.autopilot.clone();
     if let Some(ca) = &config.ca_config {
         server.ca_config = ca.clone();
     }

@@ -38,6 +38,31 @@ pub enum RaftCmd {
 pub enum AutopilotCmd {
     /// Prints each server's health.
     State(PlainArgs),
+    /// Prints autopilot's settings.
+    GetConfig(PlainArgs),
+    /// Changes autopilot's settings (those given; the others are kept).
+    SetConfig(SetConfigArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SetConfigArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// Remove failed servers once a replacement has joined (true or false).
+    #[arg(long = "cleanup-dead-servers")]
+    pub cleanup_dead_servers: Option<bool>,
+    /// A server not heard from for longer is unhealthy (a duration such as 3s).
+    #[arg(long = "last-contact-threshold")]
+    pub last_contact_threshold: Option<String>,
+    /// A server trailing the leader's log by more entries is unhealthy.
+    #[arg(long = "max-trailing-logs")]
+    pub max_trailing_logs: Option<u64>,
+    /// Never remove dead servers below this many voters.
+    #[arg(long = "min-quorum")]
+    pub min_quorum: Option<u32>,
+    /// How long a server must stay failed before cleanup may remove it (a duration).
+    #[arg(long = "server-stabilization-time")]
+    pub server_stabilization_time: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +90,8 @@ pub async fn run(cmd: OperatorCmd) -> Result<i32> {
         OperatorCmd::Raft(RaftCmd::ListPeers(a)) => list_peers(a).await,
         OperatorCmd::Raft(RaftCmd::RemovePeer(a)) => remove_peer(a).await,
         OperatorCmd::Autopilot(AutopilotCmd::State(a)) => autopilot_state(a).await,
+        OperatorCmd::Autopilot(AutopilotCmd::GetConfig(a)) => autopilot_get_config(a).await,
+        OperatorCmd::Autopilot(AutopilotCmd::SetConfig(a)) => autopilot_set_config(a).await,
         OperatorCmd::Usage(UsageCmd::Instances(a)) => usage_instances(a).await,
     }
 }
@@ -207,4 +234,66 @@ async fn usage_instances(a: PlainArgs) -> Result<i32> {
         print!("{}", columns(&rows));
     }
     Ok(0)
+}
+
+/// `weft operator autopilot get-config`, in Consul's layout.
+async fn autopilot_get_config(a: PlainArgs) -> Result<i32> {
+    let api = Api::new(&a.http)?;
+    let c = api.get_json("/v1/operator/autopilot/configuration").await?;
+    for key in weft_types::autopilot::SETTINGS {
+        let value = match &c[key] {
+            Value::String(text) if key.ends_with("Tag") => format!("{text:?}"),
+            _ => s(&c, key),
+        };
+        println!("{key} = {value}");
+    }
+    Ok(0)
+}
+
+/// `weft operator autopilot set-config`: reads the settings, changes those given and writes them back only if
+/// nobody changed them meanwhile (check-and-set on their ModifyIndex), as Consul's command does.
+async fn autopilot_set_config(a: SetConfigArgs) -> Result<i32> {
+    let duration = |flag: &str, text: &Option<String>| -> Result<Option<String>> {
+        match text {
+            None => Ok(None),
+            Some(t) => match weft_types::duration::parse_duration(t) {
+                Ok(_) => Ok(Some(t.clone())),
+                Err(e) => bail!("Invalid -{flag} {t:?}: {e}"),
+            },
+        }
+    };
+    let threshold = duration("last-contact-threshold", &a.last_contact_threshold)?;
+    let stabilization = duration("server-stabilization-time", &a.server_stabilization_time)?;
+    let api = Api::new(&a.http)?;
+    let mut c = api.get_json("/v1/operator/autopilot/configuration").await?;
+    let index = c["ModifyIndex"].as_u64().unwrap_or(0);
+    if let Some(v) = a.cleanup_dead_servers {
+        c["CleanupDeadServers"] = Value::Bool(v);
+    }
+    if let Some(v) = threshold {
+        c["LastContactThreshold"] = Value::String(v);
+    }
+    if let Some(v) = a.max_trailing_logs {
+        c["MaxTrailingLogs"] = v.into();
+    }
+    if let Some(v) = a.min_quorum {
+        c["MinQuorum"] = v.into();
+    }
+    if let Some(v) = stabilization {
+        c["ServerStabilizationTime"] = Value::String(v);
+    }
+    let answer = api
+        .ok(
+            Method::PUT,
+            &format!("/v1/operator/autopilot/configuration?cas={index}"),
+            Some(c.to_string().into_bytes()),
+        )
+        .await?;
+    if answer.text().trim() == "true" {
+        println!("Configuration updated!");
+        Ok(0)
+    } else {
+        println!("Configuration could not be atomically updated, please try again");
+        Ok(1)
+    }
 }

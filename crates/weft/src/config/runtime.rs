@@ -54,7 +54,9 @@ pub struct RuntimeConfig {
     pub rpc_tls: Option<RpcTlsFiles>,
     pub leave_on_terminate: bool,
     pub reconnect_timeout: Option<Duration>,
-    pub dead_server_after: Option<Duration>,
+
+    /// Autopilot's settings until an operator writes others (`autopilot { ... }`).
+    pub autopilot: weft_types::autopilot::AutopilotConfig,
     pub kv_max_value_size: usize,
     /// Connections one client address may hold to the HTTP API (`limits.http_max_conns_per_client`, 200).
     pub http_max_conns_per_client: usize,
@@ -240,11 +242,26 @@ pub(super) fn validate(
         rpc_tls,
         leave_on_terminate: c.leave_on_terminate.unwrap_or(!dev && !role.server),
         reconnect_timeout: c.reconnect_timeout.map(|d| d.0),
-        dead_server_after: c
-            .autopilot
-            .as_ref()
-            .and_then(|a| a.server_stabilization_time)
-            .map(|d| d.0),
+        autopilot: {
+            let a = c.autopilot.clone().unwrap_or_default();
+            let defaults = weft_types::autopilot::AutopilotConfig::default();
+            weft_types::autopilot::AutopilotConfig {
+                cleanup_dead_servers: a
+                    .cleanup_dead_servers
+                    .unwrap_or(defaults.cleanup_dead_servers),
+                last_contact_threshold: a
+                    .last_contact_threshold
+                    .map(|d| d.0)
+                    .or(defaults.last_contact_threshold),
+                max_trailing_logs: a.max_trailing_logs.unwrap_or(defaults.max_trailing_logs),
+                min_quorum: a.min_quorum.unwrap_or(defaults.min_quorum),
+                server_stabilization_time: a
+                    .server_stabilization_time
+                    .map(|d| d.0)
+                    .or(defaults.server_stabilization_time),
+                ..defaults
+            }
+        },
         kv_max_value_size: limits.kv_max_value_size,
         session_ttl_min: c.session_ttl_min.map_or(Duration::from_secs(10), |d| d.0),
         http_max_conns_per_client: limits.http_max_conns_per_client,
@@ -884,6 +901,10 @@ const APPLIED: &[&str] = &[
     "leave_on_terminate",
     "reconnect_timeout",
     "autopilot.server_stabilization_time",
+    "autopilot.cleanup_dead_servers",
+    "autopilot.last_contact_threshold",
+    "autopilot.max_trailing_logs",
+    "autopilot.min_quorum",
     "ui",
     "ui_config.enabled",
     "acl.enabled",
