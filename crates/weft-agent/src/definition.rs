@@ -430,7 +430,9 @@ mod tests {
             r#"{"name":"c","http":"http://x","interval":"0s"}"#,
             r#"{"name":"c","http":"ftp://x","interval":"1s"}"#,
             r#"{"name":"c","ttl":"10s","status":"bogus"}"#,
-            r#"{"name":"c","args":["/bin/true"],"interval":"1s"}"#,
+            r#"{"name":"c","grpc":"localhost:9090","interval":"1s"}"#,
+            r#"{"name":"c","args":["/bin/true"]}"#,
+            r#"{"name":"c","args":[""],"interval":"1s"}"#,
         ] {
             let c: CheckDefinition = decode(body.as_bytes()).unwrap();
             assert!(build_check(&c, "n1", None).is_err(), "{body}");

@@ -6,6 +6,7 @@
 
 pub mod definition;
 mod error;
+pub mod events;
 pub mod host;
 mod leaf;
 mod local;
@@ -109,6 +110,8 @@ pub(crate) struct Inner {
     leaving: std::sync::atomic::AtomicBool,
     /// The node's metadata: the config's at start, replaced on reload.
     node_meta: std::sync::RwLock<BTreeMap<String, String>>,
+    /// The user events this agent received and kept.
+    events: events::EventBuffer,
 }
 
 impl Agent {
@@ -123,6 +126,7 @@ impl Agent {
                 changes: watch::channel(0).0,
                 sync: tokio::sync::Mutex::new(()),
                 leaving: std::sync::atomic::AtomicBool::new(false),
+                events: events::EventBuffer::default(),
             }),
         }
     }
@@ -213,6 +217,38 @@ impl Agent {
             result?;
         }
         Ok(())
+    }
+
+    /// The user events this agent kept (`/v1/event/list`).
+    pub fn events(&self) -> &events::EventBuffer {
+        &self.inner.events
+    }
+
+    /// A user event gossip delivered: kept when its filters select this node.
+    pub fn receive_event(&self, event: weft_types::event::UserEvent) {
+        let services: Vec<(String, Vec<String>)> = self
+            .services()
+            .into_iter()
+            .map(|s| (s.service, s.tags))
+            .collect();
+        if events::applies_to(&event, &self.inner.config.node_name, &services) {
+            self.inner.events.push(event);
+        }
+    }
+
+    /// Without a gossip pool (dev mode) an event reaches this agent alone; it still gets a Lamport time.
+    pub fn fire_locally(
+        &self,
+        mut event: weft_types::event::UserEvent,
+    ) -> weft_types::event::UserEvent {
+        event.ltime = self
+            .inner
+            .events
+            .list(None)
+            .last()
+            .map_or(1, |e| e.ltime + 1);
+        self.receive_event(event.clone());
+        event
     }
 
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {

@@ -7,6 +7,7 @@
 //! servers through gossip, as Consul's do.
 
 mod crypto;
+mod events;
 mod member;
 mod resolve;
 mod runner;
@@ -59,10 +60,17 @@ pub enum GossipError {
     },
     #[error("gossip has stopped")]
     Stopped,
+    #[error("cannot send the event: {0}")]
+    Event(String),
 }
 
 pub(crate) enum Command {
     Join(Vec<SocketAddr>),
+    /// Spreads a user event (its Lamport time is set here) and answers it as sent.
+    Fire(
+        weft_types::event::UserEvent,
+        oneshot::Sender<Result<weft_types::event::UserEvent, String>>,
+    ),
     Leave(oneshot::Sender<()>),
     ForceLeave(String, oneshot::Sender<bool>),
 }
@@ -74,6 +82,8 @@ pub struct Gossip {
     members: watch::Receiver<Vec<MemberInfo>>,
     local: Member,
     reconnect_timeout: Duration,
+    /// User events as they arrive (this agent's own too), for the agent to take once.
+    events: std::sync::Arc<std::sync::Mutex<Option<mpsc::Receiver<weft_types::event::UserEvent>>>>,
 }
 
 impl Gossip {
@@ -89,12 +99,21 @@ impl Gossip {
         let reconnect_timeout = config.reconnect_timeout;
         let (commands, rx) = mpsc::channel(64);
         let (members_tx, members) = watch::channel(vec![MemberInfo::alive(&local)]);
-        tokio::spawn(runner::run(config, socket, local.clone(), rx, members_tx));
+        let (deliver, events) = mpsc::channel(events::DELIVERY_BACKLOG);
+        tokio::spawn(runner::run(
+            config,
+            socket,
+            local.clone(),
+            rx,
+            members_tx,
+            deliver,
+        ));
         Ok(Gossip {
             commands,
             members,
             local,
             reconnect_timeout,
+            events: std::sync::Arc::new(std::sync::Mutex::new(Some(events))),
         })
     }
 
@@ -135,6 +154,27 @@ impl Gossip {
             .await
             .map_err(|_| GossipError::Stopped)?;
         rx.await.map_err(|_| GossipError::Stopped)
+    }
+
+    /// Fires a user event: every member receives it once, this one included. Answers the event as sent, with its
+    /// Lamport time.
+    pub async fn fire(
+        &self,
+        event: weft_types::event::UserEvent,
+    ) -> Result<weft_types::event::UserEvent, GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Fire(event, tx))
+            .await
+            .map_err(|_| GossipError::Stopped)?;
+        rx.await
+            .map_err(|_| GossipError::Stopped)?
+            .map_err(GossipError::Event)
+    }
+
+    /// The user events this agent receives, in arrival order; `None` once taken.
+    pub fn take_events(&self) -> Option<mpsc::Receiver<weft_types::event::UserEvent>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Every member known, this one included.

@@ -20,7 +20,7 @@ const LEAVE: u8 = 1;
 /// Seeds are announced to this often until some member answers.
 const JOIN_RETRY: Duration = Duration::from_secs(2);
 
-type Swim = Foca<Member, PostcardCodec, SmallRng, foca::NoCustomBroadcast>;
+type Swim = Foca<Member, PostcardCodec, SmallRng, crate::events::EventHandler>;
 
 struct State {
     config: GossipConfig,
@@ -35,6 +35,8 @@ struct State {
     timers: mpsc::Sender<Timer<Member>>,
     members: watch::Sender<Vec<MemberInfo>>,
     undecryptable: u64,
+    /// Shared with the event handler inside foca: the Lamport clock and the IDs seen.
+    events: std::sync::Arc<std::sync::Mutex<crate::events::Seen>>,
 }
 
 pub(crate) async fn run(
@@ -43,13 +45,19 @@ pub(crate) async fn run(
     local: Member,
     mut commands: mpsc::Receiver<Command>,
     members: watch::Sender<Vec<MemberInfo>>,
+    deliver: mpsc::Sender<weft_types::event::UserEvent>,
 ) {
     let mut foca_config = Config::new_lan(NonZeroU32::MIN.saturating_add(7));
     foca_config.probe_period = config.probe_period;
     foca_config.probe_rtt = config.probe_period / 2;
     foca_config.suspect_to_down_after = config.probe_period * 6;
     let rng: SmallRng = rand::make_rng();
-    let foca = Foca::new(local.clone(), foca_config, rng, PostcardCodec);
+    let events = std::sync::Arc::<std::sync::Mutex<crate::events::Seen>>::default();
+    let handler = crate::events::EventHandler {
+        seen: events.clone(),
+        deliver,
+    };
+    let foca = Foca::with_custom_broadcast(local.clone(), foca_config, rng, PostcardCodec, handler);
     let (timers, mut timer_rx) = mpsc::channel(1024);
     let mut table = BTreeMap::new();
     table.insert(local.name.clone(), MemberInfo::alive(&local));
@@ -65,6 +73,7 @@ pub(crate) async fn run(
         timers,
         members,
         undecryptable: 0,
+        events,
     };
     // foca schedules its own probe timer on the first interaction; gossip periodically as memberlist does.
     let mut gossip_tick = tokio::time::interval(Duration::from_millis(200));
@@ -93,6 +102,9 @@ pub(crate) async fn run(
                     let _ = done.send(());
                     return;
                 }
+                Some(Command::Fire(event, done)) => {
+                    let _ = done.send(state.fire(event));
+                }
                 Some(Command::ForceLeave(name, done)) => {
                     let found = state.force_leave(&name);
                     let _ = done.send(found);
@@ -113,6 +125,19 @@ pub(crate) async fn run(
 }
 
 impl State {
+    /// Stamps the event with the next Lamport time and hands it to foca, whose handler delivers it here too.
+    fn fire(
+        &mut self,
+        mut event: weft_types::event::UserEvent,
+    ) -> Result<weft_types::event::UserEvent, String> {
+        event.ltime = self.events.lock().unwrap_or_else(|p| p.into_inner()).ltime + 1;
+        let bytes = serde_json::to_vec(&event).map_err(|e| e.to_string())?;
+        match self.foca.add_broadcast(&bytes) {
+            Ok(_) => Ok(event),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     fn announce_to_seeds(&mut self) {
         for seed in self.seeds.clone() {
             if seed == self.local.addr {

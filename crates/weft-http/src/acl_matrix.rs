@@ -37,6 +37,7 @@ fn kind_word(resource: Resource) -> Option<&'static str> {
         Resource::Service => "service",
         Resource::Key => "key",
         Resource::Session => "session",
+        Resource::Event => "event",
         Resource::Intention => "intentions",
         Resource::Operator => "operator",
         Resource::Mesh => "mesh",
@@ -477,6 +478,7 @@ fn fixtures(session: &str, intention: &str) -> Vec<(&'static str, Case)> {
             listed("/v1/health/state/any", "service"),
         ),
         ("/v1/session/list", listed("/v1/session/list", "session")),
+        ("/v1/event/list", listed("/v1/event/list", "event")),
         (
             "/v1/connect/intentions",
             listed("/v1/connect/intentions", "intentions"),
@@ -493,6 +495,11 @@ async fn seed(api: &TestApi) -> (String, String) {
     api.call_as("PUT", "/v1/agent/service/register", &reg.to_string(), root)
         .await;
     api.call_as("PUT", "/v1/kv/app/x", "v", root).await;
+    // One user event, named as the sample service, for the filtered event list.
+    let events = api.call_as("GET", "/v1/event/list", "", root).await.json();
+    if events.as_array().is_none_or(|e| e.is_empty()) {
+        api.call_as("PUT", "/v1/event/fire/web", "", root).await;
+    }
     // An intention with an ID (the legacy create gives one; exact and config-entry writes do not).
     let exact = "/v1/connect/intentions/exact?source=legacy&destination=web";
     if api.call_as("GET", exact, "", root).await.status != axum::http::StatusCode::OK {

@@ -232,6 +232,7 @@ pub fn check_route(
         Resource::Service => caller.require(Named::Service, name, need),
         Resource::Key => caller.require(Named::Key, name, need),
         Resource::Session => caller.require(Named::Session, name, need),
+        Resource::Event => caller.require(Named::Event, name, need),
         Resource::Intention => caller.require(Named::Intention, name, need),
         Resource::Operator => caller.require_whole(Whole::Operator, need),
         Resource::Mesh => caller.require_whole(Whole::Mesh, need),

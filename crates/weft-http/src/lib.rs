@@ -16,6 +16,7 @@ pub mod caller;
 mod catalog;
 mod connect;
 pub mod ctx;
+mod event;
 pub mod forward;
 mod health;
 pub mod idle;

@@ -46,6 +46,8 @@ pub enum Resource {
     Service,
     Key,
     Session,
+    /// User events, by name.
+    Event,
     /// Intentions (Consul checks `intentions` rules on the destination service).
     Intention,
     Operator,

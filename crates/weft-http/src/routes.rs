@@ -5,8 +5,8 @@ use crate::ctx::Ctx;
 use crate::policy::{Access, AclRule, BodyLimit, Forward, Listener, Policy, Resource, Subject};
 use crate::reply::{ApiError, Reply};
 use crate::{
-    acl, acl_login, agent, agent_self, agent_token, catalog, connect, health, intentions, internal,
-    kv, operator, session, snapshot, status, txn,
+    acl, acl_login, agent, agent_self, agent_token, catalog, connect, event, health, intentions,
+    internal, kv, operator, session, snapshot, status, txn,
 };
 use axum::http::Method;
 use std::future::Future;
@@ -83,7 +83,7 @@ const fn rule(resource: Resource, access: Access, subject: Subject) -> AclRule {
 }
 
 use Access::{ByMethod, Read, Write};
-use Resource::{Acl, Agent, Intention, Key, Node, Operator, Service, Session};
+use Resource::{Acl, Agent, Event, Intention, Key, Node, Operator, Service, Session};
 use Subject::{Body, Each, Keys, Owner, Path, Query, ThisNode, Whole};
 
 fn table() -> Vec<Route> {
@@ -134,6 +134,18 @@ fn table() -> Vec<Route> {
             [GET],
             operator::autopilot_health,
             leader(rule(Operator, Read, Whole))
+        ),
+        route!(
+            "/v1/event/fire/",
+            [PUT],
+            event::fire,
+            local(rule(Event, Write, Path))
+        ),
+        route!(
+            "/v1/event/list",
+            [GET],
+            event::list,
+            local(rule(Event, Read, Each))
         ),
         route!(
             "/v1/operator/usage",

@@ -10,6 +10,7 @@ pub mod agent_self;
 pub mod autopilot;
 pub mod check;
 pub mod duration;
+pub mod event;
 pub mod flags;
 pub mod fsio;
 pub mod hcl;

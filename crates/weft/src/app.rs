@@ -191,6 +191,15 @@ impl App {
             .start()
             .await
             .map_err(|e| anyhow::anyhow!("cannot register this node: {e}"))?;
+        // User events from gossip: the agent keeps those whose filters select this node.
+        if let Some(mut events) = agent.server().gossip().and_then(|g| g.take_events()) {
+            let receiver = agent.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    receiver.receive_event(event);
+                }
+            }));
+        }
         let reloader = Arc::new(Reloader::new(config.clone(), agent.clone(), logs));
         let state = api_state(
             &config,

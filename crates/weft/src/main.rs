@@ -14,7 +14,7 @@ mod sidecar_exec;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    acl, auth, catalog, config as config_cmd, connect, demo, intention, kv, misc, operator,
+    acl, auth, catalog, config as config_cmd, connect, demo, event, intention, kv, misc, operator,
     services, snapshot, tls,
 };
 
@@ -80,6 +80,10 @@ enum Command {
     ForceLeave(misc::ForceLeaveArgs),
     /// Prints a new gossip encryption key (for -encrypt).
     Keygen,
+    /// Fires a user event to the agents whose filters match.
+    Event(event::EventArgs),
+    /// Follows user events (`-type event`), printing each new list or handing it to a command.
+    Watch(event::WatchArgs),
 }
 
 fn main() {
@@ -120,6 +124,8 @@ fn main() {
             Command::Join(a) => misc::join(a).await,
             Command::ForceLeave(a) => misc::force_leave(a).await,
             Command::Keygen => misc::keygen(),
+            Command::Event(a) => event::fire(a).await,
+            Command::Watch(a) => event::watch(a).await,
         }
     })
 }

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod config;
 pub mod connect;
 pub mod demo;
+pub mod event;
 pub mod intention;
 pub mod kv;
 pub mod misc;
