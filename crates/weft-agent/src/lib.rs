@@ -60,6 +60,8 @@ pub struct AgentConfig {
     /// A leaf certificate no request began or ended within this period is dropped, and no longer renewed
     /// ([`DEFAULT_LEAF_IDLE_EXPIRY`], Consul's 3 days; `connect.leaf_cache_idle_expiry`).
     pub leaf_idle_expiry: Duration,
+    /// Where this node runs (`locality { region zone }`), registered with the node.
+    pub locality: Option<weft_types::service::Locality>,
     /// Which registrations may carry script checks (`Args`): none unless the operator says so, since a script
     /// check runs a program on this host as the agent's user.
     pub script_checks: ScriptChecks,

@@ -133,6 +133,7 @@ pub(crate) async fn sync_once(inner: &Arc<Inner>) -> Result<(usize, bool), weft_
         let node_ok = store.node(&cfg.node_name).is_some_and(|n| {
             n.address == cfg.advertise_addr
                 && n.id == cfg.node_id
+                && n.locality == cfg.locality
                 && meta_matches(n, &inner.node_meta())
         });
         let catalog_checks: Vec<HealthCheck> = store.node_checks(&cfg.node_name).cloned().collect();
@@ -238,6 +239,7 @@ pub(crate) fn node_registration(inner: &Inner) -> Command {
         address: cfg.advertise_addr.clone(),
         datacenter: cfg.datacenter.clone(),
         meta: inner.node_meta(),
+        locality: cfg.locality.clone(),
         ..Node::default()
     };
     node.meta

@@ -20,6 +20,7 @@ fn config() -> AgentConfig {
         state_dir: None,
         leaf_idle_expiry: DEFAULT_LEAF_IDLE_EXPIRY,
         script_checks: Default::default(),
+        locality: None,
     }
 }
 
@@ -413,4 +414,25 @@ async fn script_checks_map_exit_codes_bound_output_and_time() {
     let c = settled(&a, "none").await;
     assert_eq!(c.status, CheckStatus::Critical);
     assert!(c.output.contains("Failed to run"), "{}", c.output);
+}
+
+#[tokio::test]
+async fn the_node_is_registered_with_its_locality() {
+    let zone = weft_types::service::Locality {
+        region: "us-west-2".into(),
+        zone: "us-west-2d".into(),
+    };
+    let a = agent_with(AgentConfig {
+        locality: Some(zone.clone()),
+        ..config()
+    })
+    .await;
+    let node = a.server().read().node("n1").cloned().unwrap();
+    assert_eq!(node.locality, Some(zone));
+    let json = serde_json::to_value(&node).unwrap();
+    assert_eq!(json["Locality"]["Zone"], "us-west-2d");
+    // Without one, the field is left out, as Consul does.
+    let plain = agent().await;
+    let json = serde_json::to_value(plain.server().read().node("n1").unwrap()).unwrap();
+    assert!(json.get("Locality").is_none(), "{json}");
 }

@@ -148,20 +148,7 @@ pub fn answer(
             service_answer(instances, config, q, config.service_ttl(name))
         }
         Lookup::Ingress { name } => {
-            let gateways: Vec<_> = store
-                .service_tags()
-                .keys()
-                .flat_map(|gw| store.check_service_nodes(gw, false))
-                .filter(|i| {
-                    i.service.kind == "ingress-gateway"
-                        && i.service
-                            .proxy
-                            .upstreams
-                            .iter()
-                            .any(|u| u.destination_name.eq_ignore_ascii_case(name))
-                })
-                .collect();
-            let gateways = healthy(on_visible_nodes(gateways), config);
+            let gateways = healthy(on_visible_nodes(store.ingress_gateways_for(name)), config);
             service_answer(gateways, config, q, config.service_ttl(name))
         }
         Lookup::Node { name } => match store

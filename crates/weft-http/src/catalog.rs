@@ -40,6 +40,7 @@ struct RegisterRequest {
     datacenter: String,
     tagged_addresses: BTreeMap<String, String>,
     node_meta: BTreeMap<String, String>,
+    locality: Option<weft_types::service::Locality>,
     service: Option<NodeService>,
     check: Option<CatalogCheck>,
     checks: Vec<CatalogCheck>,
@@ -101,6 +102,9 @@ pub async fn register(ctx: Ctx) -> Result<Reply, ApiError> {
         datacenter: ctx.datacenter().to_string(),
         tagged_addresses: req.tagged_addresses,
         meta: req.node_meta,
+        locality: req
+            .locality
+            .filter(|l| !l.region.is_empty() || !l.zone.is_empty()),
         ..Node::default()
     };
     node.fill_default_tagged_addresses();
@@ -402,4 +406,27 @@ fn require_deregistration(ctx: &Ctx, req: &DeregisterRequest) -> Result<(), ApiE
         }
     }
     caller.require(Named::Node, &req.node, Need::Write)
+}
+
+/// `GET /v1/catalog/gateway-services/:gateway`: the services an ingress gateway carries, in Consul's
+/// `GatewayService` shape (the protocol is `http` for an HTTP listener of Weft's gateway, else `tcp`).
+pub async fn gateway_services(ctx: Ctx) -> Result<Reply, ApiError> {
+    let gateway = ctx.required_rest("gateway name")?;
+    read_reply(&ctx, &[Table::Services], |s: &Store| {
+        let list: Vec<Value> = s
+            .gateway_services(&gateway)
+            .into_iter()
+            .filter(|(svc, _)| ctx.caller.may(Named::Service, svc, Need::Read))
+            .map(|(svc, port)| {
+                serde_json::json!({
+                    "Gateway": {"Name": gateway}, "Service": {"Name": svc},
+                    "GatewayKind": "ingress-gateway", "Port": port, "Protocol": "tcp",
+                    "Hosts": null, "CAFile": "", "CertFile": "", "KeyFile": "", "SNI": "",
+                    "FromWildcard": false,
+                })
+            })
+            .collect();
+        (s.table_index(Table::Services), Value::Array(list))
+    })
+    .await
 }

@@ -101,7 +101,18 @@ fn passing_param(ctx: &Ctx) -> Result<bool, ApiError> {
     }
 }
 
-async fn service_health(ctx: Ctx, connect: bool) -> Result<Reply, ApiError> {
+/// Which instances a health query lists.
+#[derive(Clone, Copy)]
+enum Instances {
+    /// `/v1/health/service/:name`.
+    Service,
+    /// `/v1/health/connect/:name`: its sidecar proxies and Connect-native instances.
+    Connect,
+    /// `/v1/health/ingress/:name`: the ingress gateways that carry it.
+    Ingress,
+}
+
+async fn service_health(ctx: Ctx, which: Instances) -> Result<Reply, ApiError> {
     let name = ctx.required_rest("service name")?;
     let filter = ctx.filter()?;
     let passing = passing_param(&ctx)?;
@@ -111,8 +122,12 @@ async fn service_health(ctx: Ctx, connect: bool) -> Result<Reply, ApiError> {
         &ctx,
         &[Table::Services, Table::Checks, Table::Nodes],
         |s: &Store| {
-            let list: Vec<Value> = s
-                .check_service_nodes(&name, connect)
+            let instances = match which {
+                Instances::Service => s.check_service_nodes(&name, false),
+                Instances::Connect => s.check_service_nodes(&name, true),
+                Instances::Ingress => s.ingress_gateways_for(&name),
+            };
+            let list: Vec<Value> = instances
                 .into_iter()
                 .filter(|csn| tags.iter().all(|t| csn.service.tags.contains(t)))
                 .filter(|csn| meta.iter().all(|(k, v)| csn.node.meta.get(k) == Some(v)))
@@ -120,21 +135,32 @@ async fn service_health(ctx: Ctx, connect: bool) -> Result<Reply, ApiError> {
                     !passing || csn.checks.iter().all(|c| c.status == CheckStatus::Passing)
                 })
                 .filter(|csn| ctx.caller.may(Named::Node, &csn.node.node, Need::Read))
+                // A gateway is a service of its own: its name must be readable too.
+                .filter(|csn| {
+                    ctx.caller
+                        .may(Named::Service, &csn.service.service, Need::Read)
+                })
                 .map(to_json)
                 .collect();
-            (
-                s.service_index(&name),
-                filtered(Value::Array(list), &filter),
-            )
+            let index = match which {
+                // Gateways are registered under their own names: any service change may add or drop one.
+                Instances::Ingress => s.table_index(Table::Services),
+                _ => s.service_index(&name),
+            };
+            (index, filtered(Value::Array(list), &filter))
         },
     )
     .await
 }
 
 pub async fn service(ctx: Ctx) -> Result<Reply, ApiError> {
-    service_health(ctx, false).await
+    service_health(ctx, Instances::Service).await
 }
 
 pub async fn connect(ctx: Ctx) -> Result<Reply, ApiError> {
-    service_health(ctx, true).await
+    service_health(ctx, Instances::Connect).await
+}
+
+pub async fn ingress(ctx: Ctx) -> Result<Reply, ApiError> {
+    service_health(ctx, Instances::Ingress).await
 }

@@ -393,6 +393,18 @@ fn table() -> Vec<Route> {
             leader(rule(Service, Read, Path))
         ),
         route!(
+            "/v1/health/ingress/",
+            [GET],
+            health::ingress,
+            leader(rule(Service, Read, Path))
+        ),
+        route!(
+            "/v1/catalog/gateway-services/",
+            [GET],
+            catalog::gateway_services,
+            leader(rule(Service, Read, Path))
+        ),
+        route!(
             "/v1/health/connect/",
             [GET],
             health::connect,

@@ -55,6 +55,7 @@ impl TestApi {
                 state_dir: None,
                 leaf_idle_expiry: weft_agent::DEFAULT_LEAF_IDLE_EXPIRY,
                 script_checks: Default::default(),
+                locality: None,
             },
             server,
         );
@@ -1228,4 +1229,50 @@ async fn autopilot_configuration_is_read_and_replaced_with_cas() {
         );
         assert!(r.text().contains(why), "{}", r.text());
     }
+}
+
+#[tokio::test]
+async fn ingress_gateways_are_found_by_the_services_they_carry() {
+    let api = TestApi::new().await;
+    let gateway = r#"{"Kind":"ingress-gateway","ID":"gw1","Name":"edge","Port":8443,
+        "Proxy":{"Upstreams":[{"DestinationName":"greeter","LocalBindPort":8080},
+                              {"DestinationName":"billing","LocalBindPort":8081}]},
+        "Check":{"TTL":"30s","Status":"passing"}}"#;
+    let r = api.put("/v1/agent/service/register", gateway).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let health = api.get("/v1/health/ingress/greeter?passing=1").await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.text());
+    let list = health.json();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["Service"]["ID"], "gw1");
+    assert_eq!(list[0]["Service"]["Kind"], "ingress-gateway");
+    assert!(
+        health
+            .header("x-consul-index")
+            .and_then(|i| i.parse::<u64>().ok())
+            > Some(0)
+    );
+    assert_eq!(
+        api.get("/v1/health/ingress/nobody").await.json(),
+        serde_json::json!([])
+    );
+    let carried = api.get("/v1/catalog/gateway-services/edge").await.json();
+    let names: Vec<(&str, u64)> = carried
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["Service"]["Name"].as_str().unwrap(),
+                g["Port"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(names, [("billing", 8081), ("greeter", 8080)], "{carried}");
+    assert_eq!(carried[0]["Gateway"]["Name"], "edge");
+    assert_eq!(carried[0]["GatewayKind"], "ingress-gateway");
+    assert_eq!(
+        api.get("/v1/catalog/gateway-services/greeter").await.json(),
+        serde_json::json!([])
+    );
 }

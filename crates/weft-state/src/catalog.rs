@@ -498,6 +498,42 @@ impl Store {
             .collect()
     }
 
+    /// The ingress gateway instances that carry `service` (one of their upstreams names it), with their checks:
+    /// `/v1/health/ingress/:service` and DNS's `<service>.ingress.consul`.
+    pub fn ingress_gateways_for(&self, service: &str) -> Vec<CheckServiceNode<'_>> {
+        self.service_tags()
+            .keys()
+            .flat_map(|gw| self.check_service_nodes(gw, false))
+            .filter(|i| {
+                i.service.kind == "ingress-gateway"
+                    && i.service
+                        .proxy
+                        .upstreams
+                        .iter()
+                        .any(|u| u.destination_name.eq_ignore_ascii_case(service))
+            })
+            .collect()
+    }
+
+    /// What the ingress gateway named `gateway` exposes, over all its instances: each service once, with the port
+    /// the gateway listens on for it (`/v1/catalog/gateway-services/:gateway`).
+    pub fn gateway_services(&self, gateway: &str) -> Vec<(String, u16)> {
+        let mut out: Vec<(String, u16)> = self
+            .instances(gateway)
+            .into_iter()
+            .filter(|(_, svc)| svc.kind == "ingress-gateway")
+            .flat_map(|(_, svc)| {
+                svc.proxy
+                    .upstreams
+                    .iter()
+                    .map(|u| (u.destination_name.clone(), u.local_bind_port))
+            })
+            .collect();
+        out.sort();
+        out.dedup_by(|a, b| a.0 == b.0);
+        out
+    }
+
     /// The index a query on one service name reports and blocks on.
     pub fn service_index(&self, name: &str) -> u64 {
         self.t

@@ -190,6 +190,23 @@ fn walkthrough(ingress: &str) -> Result<()> {
     let (code, line) = get(demo.ingress)?;
     assert_eq!(code, 200, "ingress: {line}\n{}", demo.output());
     greeter_host(&line)?;
+    if ingress == "builtin" {
+        // Weft's own gateway, as Consul's API describes gateways: found by the service it carries, and listing it.
+        let (code, body) =
+            weft_testkit::net::http_get_path(demo.http, "/v1/health/ingress/greeter?passing=1")?;
+        let gateways: serde_json::Value = serde_json::from_str(&body)?;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(gateways[0]["Service"]["Kind"], "ingress-gateway", "{body}");
+        let gateway = gateways[0]["Service"]["Service"]
+            .as_str()
+            .unwrap_or_default();
+        let (_, body) = weft_testkit::net::http_get_path(
+            demo.http,
+            &format!("/v1/catalog/gateway-services/{gateway}"),
+        )?;
+        let carried: serde_json::Value = serde_json::from_str(&body)?;
+        assert_eq!(carried[0]["Service"]["Name"], "greeter", "{body}");
+    }
 
     // Deny greeter -> name: the greeter names the refused upstream; greeting still works.
     let deny = greeter_to_name(&demo, "-deny", &[])?;

@@ -13,6 +13,9 @@ pub struct Node {
     pub datacenter: String,
     pub tagged_addresses: BTreeMap<String, String>,
     pub meta: BTreeMap<String, String>,
+    /// Where the node runs (Consul 1.17's `Locality`), from the agent's `locality` setting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<crate::service::Locality>,
     pub create_index: u64,
     pub modify_index: u64,
 }

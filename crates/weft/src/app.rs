@@ -469,6 +469,7 @@ fn agent_config(config: &RuntimeConfig, node_id: String) -> AgentConfig {
         root_change_jitter: config.root_change_jitter,
         leaf_idle_expiry: config.leaf_idle_expiry,
         script_checks: config.script_checks,
+        locality: config.locality.clone(),
         state_dir: config.data_dir.as_ref().map(|d| d.join("agent")),
     }
 }

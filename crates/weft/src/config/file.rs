@@ -24,6 +24,7 @@ pub struct Config {
     pub node_name: Option<String>,
     pub node_id: Option<String>,
     pub node_meta: Option<BTreeMap<String, String>>,
+    pub locality: Option<Locality>,
     pub server: Option<bool>,
     pub bootstrap: Option<bool>,
     pub bootstrap_expect: Option<u32>,
@@ -178,6 +179,13 @@ pub struct Performance {
     pub raft_multiplier: Option<u32>,
     pub leave_drain_time: Option<GoDuration>,
     pub rpc_hold_timeout: Option<GoDuration>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Locality {
+    pub region: Option<String>,
+    pub zone: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

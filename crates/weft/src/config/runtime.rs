@@ -78,6 +78,8 @@ pub struct RuntimeConfig {
     pub leaf_idle_expiry: Duration,
     /// `enable_script_checks` / `enable_local_script_checks`.
     pub script_checks: weft_agent::ScriptChecks,
+    /// `locality { region zone }`: where this node runs.
+    pub locality: Option<weft_types::service::Locality>,
     /// The operator's key sealing the CA's private keys at rest (`connect.ca_seal_key_file`), read at start.
     pub ca_seal_key: Option<weft_ca::seal::SealKey>,
     /// What connections no intention covers get (`default_intention_policy`).
@@ -278,6 +280,12 @@ pub(super) fn validate(
             .as_ref()
             .and_then(|x| x.leaf_cache_idle_expiry)
             .map_or(weft_agent::DEFAULT_LEAF_IDLE_EXPIRY, |d| d.0),
+        locality: c.locality.as_ref().and_then(|l| {
+            let region = l.region.clone().unwrap_or_default();
+            let zone = l.zone.clone().unwrap_or_default();
+            (!region.is_empty() || !zone.is_empty())
+                .then_some(weft_types::service::Locality { region, zone })
+        }),
         script_checks: weft_agent::ScriptChecks {
             from_api: c.enable_script_checks == Some(true),
             from_config: c.enable_script_checks == Some(true)
@@ -923,6 +931,9 @@ const APPLIED: &[&str] = &[
     "acl.enable_token_persistence",
     "default_intention_policy",
     "enable_script_checks",
+    "locality",
+    "locality.region",
+    "locality.zone",
     "enable_local_script_checks",
     "connect.enabled",
     "connect.ca_config",

@@ -445,3 +445,29 @@ fn script_checks_from_the_api_need_acls_local_ones_do_not() {
         }
     );
 }
+
+#[test]
+fn the_node_locality_is_read_from_the_config() {
+    let flags = AgentFlags {
+        dev: true,
+        hcl: vec![r#"locality { region = "eu-west-1" zone = "eu-west-1b" }"#.into()],
+        ..Default::default()
+    };
+    let c = build(&flags).unwrap();
+    let l = c.locality.unwrap();
+    assert_eq!(
+        (l.region.as_str(), l.zone.as_str()),
+        ("eu-west-1", "eu-west-1b")
+    );
+    assert!(
+        c.ignored.iter().all(|k| !k.starts_with("locality")),
+        "{:?}",
+        c.ignored
+    );
+    let bad = AgentFlags {
+        dev: true,
+        hcl: vec![r#"locality { planet = "mars" }"#.into()],
+        ..Default::default()
+    };
+    assert!(build(&bad).is_err());
+}
