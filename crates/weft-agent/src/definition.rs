@@ -219,7 +219,8 @@ pub fn build_check(
     let interval = match &kind {
         CheckKind::Http { interval, .. }
         | CheckKind::Tcp { interval, .. }
-        | CheckKind::Script { interval, .. } => format_duration(*interval),
+        | CheckKind::Script { interval, .. }
+        | CheckKind::Grpc { interval, .. } => format_duration(*interval),
         _ => String::new(),
     };
     let check = HealthCheck {
@@ -430,7 +431,8 @@ mod tests {
             r#"{"name":"c","http":"http://x","interval":"0s"}"#,
             r#"{"name":"c","http":"ftp://x","interval":"1s"}"#,
             r#"{"name":"c","ttl":"10s","status":"bogus"}"#,
-            r#"{"name":"c","grpc":"localhost:9090","interval":"1s"}"#,
+            r#"{"name":"c","grpc":"localhost:9090"}"#,
+            r#"{"name":"c","h2ping":"localhost:9090","interval":"1s"}"#,
             r#"{"name":"c","args":["/bin/true"]}"#,
             r#"{"name":"c","args":[""],"interval":"1s"}"#,
         ] {

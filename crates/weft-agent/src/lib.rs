@@ -7,6 +7,7 @@
 pub mod definition;
 mod error;
 pub mod events;
+mod grpc_check;
 pub mod host;
 mod leaf;
 mod local;

@@ -27,6 +27,9 @@ pub(crate) fn spawn(
         CheckKind::Script { args, interval } => {
             tokio::spawn(run_script(agent, id, args, interval, def))
         }
+        CheckKind::Grpc { target, interval } => {
+            tokio::spawn(run_grpc(agent, id, target, interval, def))
+        }
         CheckKind::Manual => return None,
     };
     Some(handle.abort_handle())
@@ -154,7 +157,12 @@ fn output_limit(max: usize) -> usize {
 
 /// Up to `limit` bytes of a response body (a little more, to show the output was cut). The rest is never read: the
 /// response is dropped, and its connection with it, so a check answering 300 MiB costs the agent 4 KB.
-async fn read_at_most(mut resp: reqwest::Response, limit: usize) -> String {
+async fn read_at_most(resp: reqwest::Response, limit: usize) -> String {
+    String::from_utf8_lossy(&read_bytes_at_most(resp, limit).await).into_owned()
+}
+
+/// Up to `limit` bytes (and one more, to show there were more) of a response body.
+async fn read_bytes_at_most(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
     let mut body: Vec<u8> = Vec::new();
     while body.len() <= limit {
         match resp.chunk().await {
@@ -165,7 +173,7 @@ async fn read_at_most(mut resp: reqwest::Response, limit: usize) -> String {
             Ok(None) | Err(_) => break,
         }
     }
-    String::from_utf8_lossy(&body).into_owned()
+    body
 }
 
 async fn run_tcp(
@@ -195,6 +203,86 @@ async fn run_tcp(
         let Some(inner) = agent.upgrade() else { return };
         report(&inner, &id, status, &output).await;
     }
+}
+
+/// Asks `grpc.health.v1.Health/Check` every interval, over HTTP/2 in the clear or, with `GRPCUseTLS`, over TLS
+/// (`TLSSkipVerify` honoured). SERVING is passing; anything else, or no answer, critical.
+async fn run_grpc(
+    agent: Weak<Inner>,
+    id: String,
+    target: String,
+    interval: Duration,
+    def: CheckDefinition,
+) {
+    use crate::grpc_check;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (addr, service) = grpc_check::split_target(&target);
+    let scheme = if def.grpc_use_tls { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}/grpc.health.v1.Health/Check");
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout_of(&def, grpc_check::DEFAULT_TIMEOUT))
+        .http2_prior_knowledge()
+        .tls_danger_accept_invalid_certs(def.tls_skip_verify);
+    if !def.grpc_use_tls {
+        builder = builder.tls_certs_only(Vec::new());
+    }
+    let client = match builder.build() {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(inner) = agent.upgrade() {
+                let output = format!("cannot build the gRPC client: {e}");
+                report(&inner, &id, CheckStatus::Critical, &output).await;
+            }
+            return;
+        }
+    };
+    let body = grpc_check::request_body(service);
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let answer = client
+            .post(&url)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("user-agent", "Weft Health Check")
+            .body(body.clone())
+            .send()
+            .await;
+        let (status, output) = match answer {
+            Ok(resp) => {
+                let grpc_status = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                // A health answer is a few bytes; anything longer is not one.
+                let bytes = read_bytes_at_most(resp, 1024).await;
+                grpc_check::verdict(
+                    &target,
+                    grpc_check::serving_status(&bytes),
+                    grpc_status.as_deref(),
+                )
+            }
+            Err(e) => (
+                CheckStatus::Critical,
+                format!("gRPC check {target}: {}", with_causes(&e)),
+            ),
+        };
+        let Some(inner) = agent.upgrade() else { return };
+        report(&inner, &id, status, &output).await;
+    }
+}
+
+/// An error and what caused it, on one line (reqwest's own message names only the request).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// A script check's default time limit (Consul's).

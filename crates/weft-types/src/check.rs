@@ -131,6 +131,11 @@ pub enum CheckKind {
         args: Vec<String>,
         interval: Duration,
     },
+    /// The standard gRPC health protocol (`grpc.health.v1.Health/Check`) at `target` (`host:port[/service]`).
+    Grpc {
+        target: String,
+        interval: Duration,
+    },
     /// Set and updated only through the API (catalog checks, maintenance checks).
     Manual,
 }
@@ -143,6 +148,7 @@ impl CheckKind {
             CheckKind::Tcp { .. } => "tcp",
             CheckKind::AliasService(_) => "alias",
             CheckKind::Script { .. } => "script",
+            CheckKind::Grpc { .. } => "grpc",
             CheckKind::Manual => "",
         }
     }
@@ -183,6 +189,8 @@ pub struct CheckDefinition {
     pub script_args: Vec<String>,
     #[serde(rename = "GRPC")]
     pub grpc: String,
+    #[serde(rename = "GRPCUseTLS")]
+    pub grpc_use_tls: bool,
     #[serde(rename = "UDP")]
     pub udp: String,
     #[serde(rename = "H2PING")]
@@ -224,7 +232,6 @@ impl CheckDefinition {
             }
         };
         for (set, what) in [
-            (!self.grpc.is_empty(), "gRPC"),
             (!self.udp.is_empty(), "UDP"),
             (!self.h2ping.is_empty(), "H2PING"),
             (!self.docker_container_id.is_empty(), "Docker"),
@@ -261,6 +268,13 @@ impl CheckDefinition {
             }
             return Ok(CheckKind::Http {
                 url: self.http.clone(),
+                interval,
+            });
+        }
+        if !self.grpc.is_empty() {
+            let interval = needs_interval("gRPC")?;
+            return Ok(CheckKind::Grpc {
+                target: self.grpc.clone(),
                 interval,
             });
         }

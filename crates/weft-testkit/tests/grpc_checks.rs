@@ -1,0 +1,98 @@
+//! gRPC health checks against a real gRPC server (Python's grpcio with its standard health service): SERVING is
+//! passing (the server as a whole, or one service); NOT_SERVING, a service the server does not know and a port
+//! nobody listens on are critical, each saying why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+use weft_testkit::net::free_port;
+use weft_testkit::{eventually, DevAgent, Spawned};
+
+const HEALTH_SERVER: &str = r#"
+import sys
+from concurrent import futures
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+servicer = health.HealthServicer()
+health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+servicer.set("db", health_pb2.HealthCheckResponse.SERVING)
+servicer.set("cache", health_pb2.HealthCheckResponse.NOT_SERVING)
+servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+server.start()
+print("serving", flush=True)
+server.wait_for_termination()
+"#;
+
+async fn check(agent: &DevAgent, id: &str) -> Result<Value> {
+    let checks = agent.get("/v1/agent/checks").await?.json()?;
+    Ok(checks[id].clone())
+}
+
+#[tokio::test]
+async fn grpc_checks_follow_the_standard_health_service() -> Result<()> {
+    let port = free_port()?;
+    let server = Spawned::start(
+        Path::new("python3"),
+        &[
+            "-c".to_string(),
+            HEALTH_SERVER.to_string(),
+            port.to_string(),
+        ],
+    )?;
+    eventually(Duration::from_secs(20), async || {
+        server.output().contains("serving")
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "the Python gRPC server did not start (pip install grpcio grpcio-health-checking):\n{}",
+            server.output()
+        )
+    })?;
+    let agent = DevAgent::start()?;
+    let closed = free_port()?;
+    for (id, target) in [
+        ("whole", format!("127.0.0.1:{port}")),
+        ("db", format!("127.0.0.1:{port}/db")),
+        ("cache", format!("127.0.0.1:{port}/cache")),
+        ("nope", format!("127.0.0.1:{port}/nope")),
+        ("closed", format!("127.0.0.1:{closed}/db")),
+    ] {
+        agent
+            .put_json(
+                "/v1/agent/check/register",
+                &json!({"ID": id, "Name": id, "GRPC": target, "Interval": "1s", "Timeout": "2s"}),
+            )
+            .await?
+            .expect_status(200)?;
+    }
+    for (id, status, says) in [
+        ("whole", "passing", "success"),
+        ("db", "passing", "success"),
+        ("cache", "critical", "NOT_SERVING"),
+        ("nope", "critical", "does not know"),
+        ("closed", "critical", "gRPC check"),
+    ] {
+        let c = eventually(
+            Duration::from_secs(15),
+            async || -> Result<Option<Value>> {
+                let c = check(&agent, id).await?;
+                let ok =
+                    c["Status"] == status && c["Output"].as_str().is_some_and(|o| o.contains(says));
+                if ok {
+                    Ok(Some(c))
+                } else {
+                    anyhow::bail!("{c}")
+                }
+            },
+        )
+        .await
+        .with_context(|| id.to_string())?;
+        assert_eq!(c["Type"], "grpc", "{c}");
+    }
+    Ok(())
+}
