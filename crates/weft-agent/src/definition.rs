@@ -220,7 +220,8 @@ pub fn build_check(
         CheckKind::Http { interval, .. }
         | CheckKind::Tcp { interval, .. }
         | CheckKind::Script { interval, .. }
-        | CheckKind::Grpc { interval, .. } => format_duration(*interval),
+        | CheckKind::Grpc { interval, .. }
+        | CheckKind::H2Ping { interval, .. } => format_duration(*interval),
         _ => String::new(),
     };
     let check = HealthCheck {
@@ -432,7 +433,8 @@ mod tests {
             r#"{"name":"c","http":"ftp://x","interval":"1s"}"#,
             r#"{"name":"c","ttl":"10s","status":"bogus"}"#,
             r#"{"name":"c","grpc":"localhost:9090"}"#,
-            r#"{"name":"c","h2ping":"localhost:9090","interval":"1s"}"#,
+            r#"{"name":"c","h2ping":"localhost:9090"}"#,
+            r#"{"name":"c","udp":"localhost:53","interval":"1s"}"#,
             r#"{"name":"c","args":["/bin/true"]}"#,
             r#"{"name":"c","args":[""],"interval":"1s"}"#,
         ] {

@@ -8,6 +8,7 @@ pub mod definition;
 mod error;
 pub mod events;
 mod grpc_check;
+mod h2ping;
 pub mod host;
 mod leaf;
 mod local;

@@ -30,6 +30,9 @@ pub(crate) fn spawn(
         CheckKind::Grpc { target, interval } => {
             tokio::spawn(run_grpc(agent, id, target, interval, def))
         }
+        CheckKind::H2Ping { target, interval } => {
+            tokio::spawn(run_h2ping(agent, id, target, interval, def))
+        }
         CheckKind::Manual => return None,
     };
     Some(handle.abort_handle())
@@ -268,6 +271,27 @@ async fn run_grpc(
                 format!("gRPC check {target}: {}", with_causes(&e)),
             ),
         };
+        let Some(inner) = agent.upgrade() else { return };
+        report(&inner, &id, status, &output).await;
+    }
+}
+
+/// One HTTP/2 PING every interval (TLS unless `H2PingUseTLS` is false).
+async fn run_h2ping(
+    agent: Weak<Inner>,
+    id: String,
+    target: String,
+    interval: Duration,
+    def: CheckDefinition,
+) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let timeout = timeout_of(&def, crate::h2ping::DEFAULT_TIMEOUT);
+    let tls = def.h2ping_use_tls.unwrap_or(true);
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let (status, output) =
+            crate::h2ping::ping(&target, tls, def.tls_skip_verify, timeout).await;
         let Some(inner) = agent.upgrade() else { return };
         report(&inner, &id, status, &output).await;
     }

@@ -70,7 +70,32 @@ async fn grpc_checks_follow_the_standard_health_service() -> Result<()> {
             .await?
             .expect_status(200)?;
     }
+    // H2PING against the same HTTP/2 server: in the clear it answers; over TLS (the default) it cannot.
+    for (id, body) in [
+        (
+            "ping",
+            json!({"H2PING": format!("127.0.0.1:{port}"), "H2PingUseTLS": false}),
+        ),
+        ("ping-tls", json!({"H2PING": format!("127.0.0.1:{port}")})),
+        (
+            "ping-closed",
+            json!({"H2PING": format!("127.0.0.1:{closed}"), "H2PingUseTLS": false}),
+        ),
+    ] {
+        let mut body = body;
+        body["ID"] = json!(id);
+        body["Name"] = json!(id);
+        body["Interval"] = json!("1s");
+        body["Timeout"] = json!("2s");
+        agent
+            .put_json("/v1/agent/check/register", &body)
+            .await?
+            .expect_status(200)?;
+    }
     for (id, status, says) in [
+        ("ping", "passing", "HTTP2 ping was successful"),
+        ("ping-tls", "critical", "HTTP2 ping to"),
+        ("ping-closed", "critical", "HTTP2 ping to"),
         ("whole", "passing", "success"),
         ("db", "passing", "success"),
         ("cache", "critical", "NOT_SERVING"),
@@ -92,7 +117,12 @@ async fn grpc_checks_follow_the_standard_health_service() -> Result<()> {
         )
         .await
         .with_context(|| id.to_string())?;
-        assert_eq!(c["Type"], "grpc", "{c}");
+        let kind = if id.starts_with("ping") {
+            "h2ping"
+        } else {
+            "grpc"
+        };
+        assert_eq!(c["Type"], kind, "{c}");
     }
     Ok(())
 }

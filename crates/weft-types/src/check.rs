@@ -131,6 +131,11 @@ pub enum CheckKind {
         args: Vec<String>,
         interval: Duration,
     },
+    /// One HTTP/2 PING to `target` (`host:port`).
+    H2Ping {
+        target: String,
+        interval: Duration,
+    },
     /// The standard gRPC health protocol (`grpc.health.v1.Health/Check`) at `target` (`host:port[/service]`).
     Grpc {
         target: String,
@@ -149,6 +154,7 @@ impl CheckKind {
             CheckKind::AliasService(_) => "alias",
             CheckKind::Script { .. } => "script",
             CheckKind::Grpc { .. } => "grpc",
+            CheckKind::H2Ping { .. } => "h2ping",
             CheckKind::Manual => "",
         }
     }
@@ -195,6 +201,9 @@ pub struct CheckDefinition {
     pub udp: String,
     #[serde(rename = "H2PING")]
     pub h2ping: String,
+    /// H2PING over TLS (Consul's default) or in the clear (`false`).
+    #[serde(rename = "H2PingUseTLS")]
+    pub h2ping_use_tls: Option<bool>,
     #[serde(rename = "DockerContainerID")]
     pub docker_container_id: String,
     #[serde(rename = "OSService")]
@@ -233,7 +242,6 @@ impl CheckDefinition {
         };
         for (set, what) in [
             (!self.udp.is_empty(), "UDP"),
-            (!self.h2ping.is_empty(), "H2PING"),
             (!self.docker_container_id.is_empty(), "Docker"),
             (!self.os_service.is_empty(), "OS service"),
         ] {
@@ -268,6 +276,13 @@ impl CheckDefinition {
             }
             return Ok(CheckKind::Http {
                 url: self.http.clone(),
+                interval,
+            });
+        }
+        if !self.h2ping.is_empty() {
+            let interval = needs_interval("H2PING")?;
+            return Ok(CheckKind::H2Ping {
+                target: self.h2ping.clone(),
                 interval,
             });
         }
