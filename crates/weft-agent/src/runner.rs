@@ -38,6 +38,21 @@ pub(crate) fn spawn(
     Some(handle.abort_handle())
 }
 
+/// Runs `probe` every `interval` and records its verdict, until the agent is gone.
+async fn every<F, Fut>(agent: Weak<Inner>, id: String, interval: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (CheckStatus, String)>,
+{
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let (status, output) = probe().await;
+        let Some(inner) = agent.upgrade() else { return };
+        report(&inner, &id, status, &output).await;
+    }
+}
+
 async fn report(agent: &Arc<Inner>, id: &str, status: CheckStatus, output: &str) {
     if let Err(e) = agent.set_check_status(id, status, output).await {
         tracing::warn!(check = %id, error = %e, "could not record check result");
@@ -187,25 +202,26 @@ async fn run_tcp(
     def: CheckDefinition,
 ) {
     let timeout = timeout_of(&def, DEFAULT_TIMEOUT);
-    let mut ticker = tokio::time::interval(interval);
-    loop {
-        ticker.tick().await;
-        let attempt =
-            tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address.as_str())).await;
-        let (status, output) = match attempt {
-            Ok(Ok(_)) => (
-                CheckStatus::Passing,
-                format!("TCP connect {address}: Success"),
-            ),
-            Ok(Err(e)) => (CheckStatus::Critical, format!("dial tcp {address}: {e}")),
-            Err(_) => (
-                CheckStatus::Critical,
-                format!("dial tcp {address}: i/o timeout"),
-            ),
-        };
-        let Some(inner) = agent.upgrade() else { return };
-        report(&inner, &id, status, &output).await;
-    }
+    every(agent, id, interval, move || {
+        let address = address.clone();
+        async move {
+            let attempt =
+                tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address.as_str()))
+                    .await;
+            match attempt {
+                Ok(Ok(_)) => (
+                    CheckStatus::Passing,
+                    format!("TCP connect {address}: Success"),
+                ),
+                Ok(Err(e)) => (CheckStatus::Critical, format!("dial tcp {address}: {e}")),
+                Err(_) => (
+                    CheckStatus::Critical,
+                    format!("dial tcp {address}: i/o timeout"),
+                ),
+            }
+        }
+    })
+    .await;
 }
 
 /// Asks `grpc.health.v1.Health/Check` every interval, over HTTP/2 in the clear or, with `GRPCUseTLS`, over TLS
@@ -240,40 +256,41 @@ async fn run_grpc(
         }
     };
     let body = grpc_check::request_body(service);
-    let mut ticker = tokio::time::interval(interval);
-    loop {
-        ticker.tick().await;
-        let answer = client
-            .post(&url)
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .header("user-agent", "Weft Health Check")
-            .body(body.clone())
-            .send()
-            .await;
-        let (status, output) = match answer {
-            Ok(resp) => {
-                let grpc_status = resp
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                // A health answer is a few bytes; anything longer is not one.
-                let bytes = read_bytes_at_most(resp, 1024).await;
-                grpc_check::verdict(
-                    &target,
-                    grpc_check::serving_status(&bytes),
-                    grpc_status.as_deref(),
-                )
+    every(agent, id, interval, move || {
+        let (client, url, body, target) =
+            (client.clone(), url.clone(), body.clone(), target.clone());
+        async move {
+            let answer = client
+                .post(&url)
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .header("user-agent", "Weft Health Check")
+                .body(body)
+                .send()
+                .await;
+            match answer {
+                Ok(resp) => {
+                    let grpc_status = resp
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    // A health answer is a few bytes; anything longer is not one.
+                    let bytes = read_bytes_at_most(resp, 1024).await;
+                    grpc_check::verdict(
+                        &target,
+                        grpc_check::serving_status(&bytes),
+                        grpc_status.as_deref(),
+                    )
+                }
+                Err(e) => (
+                    CheckStatus::Critical,
+                    format!("gRPC check {target}: {}", with_causes(&e)),
+                ),
             }
-            Err(e) => (
-                CheckStatus::Critical,
-                format!("gRPC check {target}: {}", with_causes(&e)),
-            ),
-        };
-        let Some(inner) = agent.upgrade() else { return };
-        report(&inner, &id, status, &output).await;
-    }
+        }
+    })
+    .await;
 }
 
 /// One HTTP/2 PING every interval (TLS unless `H2PingUseTLS` is false).
@@ -287,14 +304,12 @@ async fn run_h2ping(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let timeout = timeout_of(&def, crate::h2ping::DEFAULT_TIMEOUT);
     let tls = def.h2ping_use_tls.unwrap_or(true);
-    let mut ticker = tokio::time::interval(interval);
-    loop {
-        ticker.tick().await;
-        let (status, output) =
-            crate::h2ping::ping(&target, tls, def.tls_skip_verify, timeout).await;
-        let Some(inner) = agent.upgrade() else { return };
-        report(&inner, &id, status, &output).await;
-    }
+    let skip_verify = def.tls_skip_verify;
+    every(agent, id, interval, move || {
+        let target = target.clone();
+        async move { crate::h2ping::ping(&target, tls, skip_verify, timeout).await }
+    })
+    .await;
 }
 
 /// An error and what caused it, on one line (reqwest's own message names only the request).
@@ -324,14 +339,15 @@ async fn run_script(
 ) {
     let timeout = timeout_of(&def, SCRIPT_TIMEOUT);
     let limit = output_limit(def.output_max_size);
-    let mut ticker = tokio::time::interval(interval);
-    loop {
-        ticker.tick().await;
-        let (status, output) = run_script_once(&args, timeout, limit).await;
-        let Some(inner) = agent.upgrade() else { return };
-        let max = def.output_max_size;
-        report(&inner, &id, status, &crate::truncate_output(&output, max)).await;
-    }
+    let max = def.output_max_size;
+    every(agent, id, interval, move || {
+        let args = args.clone();
+        async move {
+            let (status, output) = run_script_once(&args, timeout, limit).await;
+            (status, crate::truncate_output(&output, max))
+        }
+    })
+    .await;
 }
 
 async fn run_script_once(
