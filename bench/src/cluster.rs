@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use weft_testkit::net::free_port;
 
-type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+pub(crate) type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 pub struct Config {
     /// Seconds of writing per concurrency level and system.
@@ -38,7 +38,7 @@ impl Default for Config {
     }
 }
 
-struct WeftMember {
+pub(crate) struct WeftMember {
     /// None while killed.
     agent: Option<Agent>,
     rpc: String,
@@ -46,7 +46,7 @@ struct WeftMember {
 }
 
 impl WeftMember {
-    fn url(&self) -> Result<&str> {
+    pub(crate) fn url(&self) -> Result<&str> {
         self.agent
             .as_ref()
             .map(|a| a.url.as_str())
@@ -62,7 +62,7 @@ impl WeftMember {
 }
 
 /// Removes a directory when dropped (after the processes using it are gone).
-struct Cleanup(std::path::PathBuf);
+pub(crate) struct Cleanup(std::path::PathBuf);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -70,13 +70,18 @@ impl Drop for Cleanup {
     }
 }
 
-fn http_client() -> Http {
+pub(crate) fn http_client() -> Http {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(256)
         .build_http()
 }
 
-async fn send(http: &Http, method: &str, url: &str, body: Vec<u8>) -> Result<(u16, Bytes)> {
+pub(crate) async fn send(
+    http: &Http,
+    method: &str,
+    url: &str,
+    body: Vec<u8>,
+) -> Result<(u16, Bytes)> {
     let req = hyper::Request::builder()
         .method(method)
         .uri(url)
@@ -88,7 +93,7 @@ async fn send(http: &Http, method: &str, url: &str, body: Vec<u8>) -> Result<(u1
 }
 
 /// Starts three servers (and `clients` client agents) and waits for a leader.
-async fn start_weft(bin: &Path, clients: usize) -> Result<(Vec<WeftMember>, Cleanup)> {
+pub(crate) async fn start_weft(bin: &Path, clients: usize) -> Result<(Vec<WeftMember>, Cleanup)> {
     let dir = process::temp_path("cluster");
     let cleanup = Cleanup(dir.clone());
     let mut serf_ports = Vec::new();

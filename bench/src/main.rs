@@ -10,7 +10,9 @@
 //! target/release/weft-bench cluster [--install] # 3 servers vs 3-member etcd, failover, propagation, memory
 //! target/release/weft-bench dns [--install]     # DNS against dnsmasq with dnsperf: q/s, p99, idle memory
 //! target/release/weft-bench acl                 # ACLs on (cached token) vs off: reads, writes, leaves; 10k tokens
+//! target/release/weft-bench surface             # 50 agents: event fan-out, coordinate traffic, /v1/agent/metrics
 //! target/release/weft-bench dev-agent --baseline OLD/weft   # also run an earlier build: both side by side
+//! target/release/weft-bench blocking --baseline OLD/weft --rounds 8   # taking turns at going first; median ratios
 //! ```
 //!
 //! The `weft` binary is `$WEFT_BIN`, else `release/weft` in the benchmark's own target directory. Every process
@@ -27,6 +29,7 @@ mod mesh;
 mod process;
 mod report;
 mod startup;
+mod surface;
 
 use anyhow::Result;
 use clap::{Parser, ValueEnum};
@@ -104,13 +107,17 @@ struct Args {
     /// `cluster`).
     #[arg(long, help_heading = "Mesh options")]
     install: bool,
-    /// Leave the peers' TLS session resumption on (default off everywhere, as in Weft).
-    #[arg(long = "peer-resumption", help_heading = "Mesh options")]
-    peer_resumption: bool,
+    /// Turn the peers' TLS session resumption off (default on everywhere, as in Weft).
+    #[arg(long = "no-peer-resumption", help_heading = "Mesh options")]
+    no_peer_resumption: bool,
     /// Also run the chosen scenarios with this earlier `weft` build, and print both builds' figures side by side
     /// with their ratios.
     #[arg(long, value_name = "WEFT_BIN")]
     baseline: Option<std::path::PathBuf>,
+    /// With `--baseline`: measure both builds this many times, taking turns at going first (the build measured
+    /// first in a pair tends to do worse), and print each figure's ratio per round and their median.
+    #[arg(long, value_name = "N", value_parser = at_least_one::<usize>, default_value_t = 1)]
+    rounds: usize,
     /// Use the built-in load generator even when wrk is installed.
     #[arg(long = "builtin-load", help_heading = "Mesh options")]
     builtin_load: bool,
@@ -138,6 +145,8 @@ enum Scenario {
     /// ACLs on (a cached token) against off, in one run: API reads and writes, leaf issuance; 1,000 policies and
     /// 10,000 tokens: memory and token resolution p99
     Acl,
+    /// 50 agents on loopback: event fan-out p99, coordinate traffic per agent, /v1/agent/metrics latency
+    Surface,
     /// Sidecar pair (wrk -> upstream proxy -> mTLS -> public proxy -> backend) against no proxy, nginx stream,
     /// HAProxy and stunnel pairs: req/s, latency, new connections, bulk MB/s, RSS
     Mesh,
@@ -157,6 +166,7 @@ fn at_least_one<T: FromStr + PartialOrd + From<u8>>(value: &str) -> Result<T, St
 struct Options {
     scenario: Scenario,
     baseline: Option<std::path::PathBuf>,
+    rounds: usize,
     runs: usize,
     catalog: catalog::Config,
     watchers: usize,
@@ -169,6 +179,7 @@ impl From<Args> for Options {
         Options {
             scenario: a.scenario,
             baseline: a.baseline.clone(),
+            rounds: a.rounds,
             runs: a.runs,
             catalog: catalog::Config {
                 services: a.services,
@@ -185,7 +196,7 @@ impl From<Args> for Options {
                 bulk_mib: a.bulk_mib,
                 bulk_runs: a.bulk_runs,
                 install: a.install,
-                peer_resumption: a.peer_resumption,
+                peer_resumption: !a.no_peer_resumption,
                 builtin_load: a.builtin_load,
                 only: a.only,
             },
@@ -226,6 +237,9 @@ async fn run(bin: &Path, opts: &Options) -> bool {
                 .join(" ")
         );
     }
+    if let (Some(old), true) = (&opts.baseline, opts.rounds > 1) {
+        return rounds(old, bin, opts).await;
+    }
     let baseline = match &opts.baseline {
         Some(old) => {
             println!("\n#### baseline build: {}", old.display());
@@ -244,6 +258,38 @@ async fn run(bin: &Path, opts: &Options) -> bool {
         report::print_comparison(base_rows, &rows);
     }
     failed || rows.iter().any(|r| r.verdict == Verdict::Error)
+}
+
+/// `opts.rounds` pairs of measurements of `old` and `bin`, the baseline first in odd rounds and second in even
+/// ones; prints every round's comparison, then the median ratio per figure. True if a scenario failed to run.
+async fn rounds(old: &Path, bin: &Path, opts: &Options) -> bool {
+    let mut pairs = Vec::new();
+    let mut failed = false;
+    for round in 1..=opts.rounds {
+        let baseline_first = round % 2 == 1;
+        println!(
+            "\n#### round {round} of {}: {} first",
+            opts.rounds,
+            if baseline_first {
+                "baseline"
+            } else {
+                "this build"
+            }
+        );
+        let (first, second) = if baseline_first {
+            (old, bin)
+        } else {
+            (bin, old)
+        };
+        let (a, _, fa) = measure(first, opts).await;
+        let (b, _, fb) = measure(second, opts).await;
+        let (base, this) = if baseline_first { (a, b) } else { (b, a) };
+        report::print_comparison(&base, &this);
+        failed |= fa || fb;
+        pairs.push((base, this));
+    }
+    report::print_median_ratios(&pairs);
+    failed
 }
 
 /// Runs the chosen scenarios with `bin`: their rows, the tables some print, and whether one failed to run.
@@ -323,6 +369,10 @@ async fn measure(bin: &Path, opts: &Options) -> (Vec<Row>, Vec<String>, bool) {
     if opts.scenario == Scenario::Acl {
         println!("\n== acl: ACLs on against off (API reads and writes, leaves), then 1,000 policies and 10,000 tokens");
         record("acl", acl::run(bin).await);
+    }
+    if opts.scenario == Scenario::Surface {
+        println!("\n== surface: 3 servers + 47 client agents: event fan-out, coordinate traffic, agent metrics");
+        record("surface", surface::run(bin).await);
     }
     if opts.scenario == Scenario::Cluster {
         if opts.mesh.install && process::which("etcd").is_none() {

@@ -77,7 +77,7 @@ impl Default for Config {
             bulk_mib: 64,
             bulk_runs: 10,
             install: false,
-            peer_resumption: false,
+            peer_resumption: true,
             builtin_load: false,
             only: None,
         }
@@ -835,7 +835,8 @@ async fn start_weft(bin: &Path, backend: SocketAddr) -> Result<Setup> {
         ),
         config_note: "`weft agent -dev`; `weft connect proxy -sidecar-for backend` and `-service loadgen \
                       -upstream backend:PORT` (run by weft-sidecar, one thread, when it sits beside weft or is \
-                      $WEFT_PROXY_BIN; TLS 1.3 only, resumption off by design)"
+                      $WEFT_PROXY_BIN; TLS 1.3 only; each connection a stream of a pooled mTLS HTTP/2 tunnel, the intention \
+                      checked per stream)"
             .into(),
         _holder: Some(Box::new(WeftMesh {
             _upstream: upstream,

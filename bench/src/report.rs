@@ -189,9 +189,8 @@ pub fn print_comparison(baseline: &[Row], rows: &[Row]) {
     for r in rows {
         let base = baseline.iter().find(|b| b.figure == r.figure);
         let ratio = base
-            .and_then(|b| Some((first_number(&r.measured)?, first_number(&b.measured)?)))
-            .filter(|(_, b)| *b > 0.0)
-            .map_or("-".to_string(), |(n, b)| format!("x{:.3}", n / b));
+            .and_then(|b| ratio(b, r))
+            .map_or("-".to_string(), |x| format!("x{x:.3}"));
         println!(
             "{:<w_fig$} | {:<w_val$} | {:<w_val$} | {ratio}",
             r.figure,
@@ -201,9 +200,62 @@ pub fn print_comparison(baseline: &[Row], rows: &[Row]) {
     }
 }
 
+/// This build's figure over the baseline's (their first numbers), when both have one.
+fn ratio(baseline: &Row, row: &Row) -> Option<f64> {
+    let (n, b) = (
+        first_number(&row.measured)?,
+        first_number(&baseline.measured)?,
+    );
+    (b > 0.0).then(|| n / b)
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `None` when empty.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+/// For several (baseline, this build) rounds: each figure's ratio in every round and their median.
+pub fn print_median_ratios(pairs: &[(Vec<Row>, Vec<Row>)]) {
+    let Some((_, first)) = pairs.first() else {
+        return;
+    };
+    let w_fig = width(first.iter().map(|r| &r.figure), 6);
+    println!(
+        "\n{:<w_fig$} | median | this / baseline, round by round",
+        "figure"
+    );
+    println!("{}-+--------+-{}", "-".repeat(w_fig), "-".repeat(32));
+    for r in first {
+        let ratios: Vec<f64> = pairs
+            .iter()
+            .filter_map(|(base, this)| {
+                let b = base.iter().find(|b| b.figure == r.figure)?;
+                let t = this.iter().find(|t| t.figure == r.figure)?;
+                ratio(b, t)
+            })
+            .collect();
+        let each: Vec<String> = ratios.iter().map(|x| format!("x{x:.3}")).collect();
+        let mid = median(ratios).map_or("-".to_string(), |m| format!("x{m:.3}"));
+        println!("{:<w_fig$} | {mid:<6} | {}", r.figure, each.join(" "));
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::first_number;
+    use super::{first_number, median};
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
 
     #[test]
     fn numbers_are_read_from_figures() {

@@ -2,8 +2,9 @@
 //! that does what a sidecar pair does. The upstream side accepts plaintext on 127.0.0.1 and dials the public side
 //! over mutual TLS with a client certificate, verifying the server's chain and name; the public side requires and
 //! verifies the client certificate and forwards plaintext to the backend. TLS 1.3 only, one throwaway CA with
-//! ECDSA P-256 keys (the key type of Weft's own CA), and (unless asked otherwise) session resumption off on both
-//! sides, as Weft has it, so a new connection costs a full handshake everywhere.
+//! ECDSA P-256 keys (the key type of Weft's own CA), and session resumption at each peer's default (on) on both
+//! sides, as Weft has it (`--no-peer-resumption` turns it off), so a new connection costs the same kind of handshake
+//! everywhere.
 //!
 //! Each peer runs as the current user from its own temporary directory (configuration, pid file, logs), in the
 //! foreground, and is stopped when its guard drops. The Debian packages are found on `$PATH` (and the sbin

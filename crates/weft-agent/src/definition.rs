@@ -219,7 +219,9 @@ pub fn build_check(
     let interval = match &kind {
         CheckKind::Http { interval, .. }
         | CheckKind::Tcp { interval, .. }
+        | CheckKind::Udp { interval, .. }
         | CheckKind::Script { interval, .. }
+        | CheckKind::Docker { interval, .. }
         | CheckKind::Grpc { interval, .. }
         | CheckKind::H2Ping { interval, .. } => format_duration(*interval),
         _ => String::new(),
@@ -434,7 +436,9 @@ mod tests {
             r#"{"name":"c","ttl":"10s","status":"bogus"}"#,
             r#"{"name":"c","grpc":"localhost:9090"}"#,
             r#"{"name":"c","h2ping":"localhost:9090"}"#,
-            r#"{"name":"c","udp":"localhost:53","interval":"1s"}"#,
+            r#"{"name":"c","udp":"localhost:53"}"#,
+            r#"{"name":"c","docker_container_id":"web","interval":"1s"}"#,
+            r#"{"name":"c","os_service":"sshd","interval":"1s"}"#,
             r#"{"name":"c","args":["/bin/true"]}"#,
             r#"{"name":"c","args":[""],"interval":"1s"}"#,
         ] {

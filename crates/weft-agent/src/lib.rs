@@ -4,7 +4,9 @@
 //! change through to the catalog on its server. In dev mode the server is in the same process; in a cluster the
 //! writes go over server RPC and anti-entropy (`sync`) repairs whatever drifted, with the same API either way.
 
+pub mod coordinates;
 pub mod definition;
+mod docker_check;
 mod error;
 pub mod events;
 mod grpc_check;
@@ -67,6 +69,9 @@ pub struct AgentConfig {
     /// Which registrations may carry script checks (`Args`): none unless the operator says so, since a script
     /// check runs a program on this host as the agent's user.
     pub script_checks: ScriptChecks,
+    /// The most output any check keeps (`check_output_max_size`; 0 means Consul's 4096); a check's own
+    /// `OutputMaxSize` may only lower it, as in Consul.
+    pub check_output_max_size: usize,
 }
 
 /// `enable_script_checks` (checks registered through the API and the config) and `enable_local_script_checks`
@@ -80,7 +85,7 @@ pub struct ScriptChecks {
 impl ScriptChecks {
     /// Refuses a script check from `source` that the operator has not enabled, in Consul's words.
     pub fn allow(self, kind: &CheckKind, source: Source) -> Result<(), AgentError> {
-        if !matches!(kind, CheckKind::Script { .. }) {
+        if !matches!(kind, CheckKind::Script { .. } | CheckKind::Docker { .. }) {
             return Ok(());
         }
         match source {
@@ -883,6 +888,11 @@ impl Inner {
         };
         let critical_since = (check.status == CheckStatus::Critical).then(Instant::now);
         let id = check.check_id.clone();
+        let mut definition = definition;
+        definition.output_max_size = output_max_size(
+            self.config.check_output_max_size,
+            definition.output_max_size,
+        );
         let runner = runner::spawn(
             Arc::downgrade(self),
             id.clone(),
@@ -937,6 +947,17 @@ impl Inner {
             })
             .await;
         result.map(|_| ()).map_err(AgentError::from)
+    }
+}
+
+/// The output a check keeps: the agent's `check_output_max_size` (4096 unless set), lowered by the check's own
+/// `OutputMaxSize` when that is smaller, as Consul decides it.
+pub fn output_max_size(agent: usize, check: usize) -> usize {
+    let agent = if agent == 0 { 4096 } else { agent };
+    if check > 0 {
+        check.min(agent)
+    } else {
+        agent
     }
 }
 

@@ -23,10 +23,37 @@ pub(crate) fn spawn(
         CheckKind::Tcp { address, interval } => {
             tokio::spawn(run_tcp(agent, id, address, interval, def))
         }
-        CheckKind::AliasService(service) => tokio::spawn(run_alias(agent, id, service)),
-        CheckKind::Script { args, interval } => {
-            tokio::spawn(run_script(agent, id, args, interval, def))
+        CheckKind::Udp { address, interval } => {
+            tokio::spawn(run_udp(agent, id, address, interval, def))
         }
+        CheckKind::AliasService(service) => tokio::spawn(run_alias(agent, id, service)),
+        CheckKind::Script { args, interval } => tokio::spawn(run_command(
+            agent,
+            id,
+            interval,
+            def,
+            move |timeout, limit| {
+                let args = args.clone();
+                async move { run_script_once(&args, timeout, limit).await }
+            },
+        )),
+        CheckKind::Docker {
+            container,
+            shell,
+            args,
+            interval,
+        } => tokio::spawn(run_command(
+            agent,
+            id,
+            interval,
+            def,
+            move |timeout, limit| {
+                let (container, shell, args) = (container.clone(), shell.clone(), args.clone());
+                async move {
+                    crate::docker_check::probe(&container, &shell, &args, timeout, limit).await
+                }
+            },
+        )),
         CheckKind::Grpc { target, interval } => {
             tokio::spawn(run_grpc(agent, id, target, interval, def))
         }
@@ -169,9 +196,13 @@ fn output_limit(max: usize) -> usize {
     if max == 0 {
         4096
     } else {
-        max
+        max.min(MAX_OUTPUT)
     }
 }
+
+/// The most output any check keeps, whatever its `OutputMaxSize` asks: a registrant must not make the agent buffer
+/// without bound.
+const MAX_OUTPUT: usize = 1024 * 1024;
 
 /// Up to `limit` bytes of a response body (a little more, to show the output was cut). The rest is never read: the
 /// response is dropped, and its connection with it, so a check answering 300 MiB costs the agent 4 KB.
@@ -222,6 +253,58 @@ async fn run_tcp(
         }
     })
     .await;
+}
+
+/// Sends one datagram to `address` every interval and waits up to the timeout for an answer, as Consul's UDP
+/// checks do: an answer, or silence (UDP promises no reply), is passing; an error, such as the ICMP "port
+/// unreachable" a closed port sends back, is critical.
+async fn run_udp(
+    agent: Weak<Inner>,
+    id: String,
+    address: String,
+    interval: Duration,
+    def: CheckDefinition,
+) {
+    let timeout = timeout_of(&def, DEFAULT_TIMEOUT);
+    every(agent, id, interval, move || {
+        let address = address.clone();
+        async move {
+            match udp_probe(&address, timeout).await {
+                Ok(true) => (CheckStatus::Passing, format!("UDP {address}: answered")),
+                Ok(false) => (
+                    CheckStatus::Passing,
+                    format!(
+                        "UDP {address}: sent, no answer within the timeout (no error came back)"
+                    ),
+                ),
+                Err(e) => (CheckStatus::Critical, format!("UDP {address}: {e}")),
+            }
+        }
+    })
+    .await;
+}
+
+/// One datagram to `address`: `Ok(true)` when something came back, `Ok(false)` on silence.
+async fn udp_probe(address: &str, timeout: Duration) -> std::io::Result<bool> {
+    let target = tokio::time::timeout(timeout, tokio::net::lookup_host(address))
+        .await
+        .map_err(|_| std::io::Error::other("resolving the address timed out"))??
+        .next()
+        .ok_or_else(|| std::io::Error::other("the address resolves to nothing"))?;
+    let local = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let socket = tokio::net::UdpSocket::bind(local).await?;
+    socket.connect(target).await?;
+    socket.send(b"Hello from Weft").await?;
+    let mut buf = [0u8; 512];
+    match tokio::time::timeout(timeout, socket.recv(&mut buf)).await {
+        Ok(Ok(_)) => Ok(true),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Ok(false),
+    }
 }
 
 /// Asks `grpc.health.v1.Health/Check` every interval, over HTTP/2 in the clear or, with `GRPCUseTLS`, over TLS
@@ -327,23 +410,26 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 /// A script check's default time limit (Consul's).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs the check's program (never through a shell) every interval. The child gets no stdin and at most the
-/// output limit of its stdout and stderr is kept (the rest is read and dropped, so a chatty script never blocks on a
-/// full pipe nor grows the agent); past the timeout it is killed.
-async fn run_script(
+/// Script-like checks (a program; a command in a container), every interval, under the script timeout and output
+/// limit. A program gets no stdin and at most the output limit of its stdout and stderr is kept (the rest is read
+/// and dropped, so a chatty script never blocks on a full pipe nor grows the agent); past the timeout it is killed.
+async fn run_command<F, Fut>(
     agent: Weak<Inner>,
     id: String,
-    args: Vec<String>,
     interval: Duration,
     def: CheckDefinition,
-) {
+    run: F,
+) where
+    F: Fn(Duration, usize) -> Fut,
+    Fut: std::future::Future<Output = (CheckStatus, String)>,
+{
     let timeout = timeout_of(&def, SCRIPT_TIMEOUT);
     let limit = output_limit(def.output_max_size);
     let max = def.output_max_size;
     every(agent, id, interval, move || {
-        let args = args.clone();
+        let ran = run(timeout, limit);
         async move {
-            let (status, output) = run_script_once(&args, timeout, limit).await;
+            let (status, output) = ran.await;
             (status, crate::truncate_output(&output, max))
         }
     })

@@ -20,6 +20,7 @@ fn config() -> AgentConfig {
         state_dir: None,
         leaf_idle_expiry: DEFAULT_LEAF_IDLE_EXPIRY,
         script_checks: Default::default(),
+        check_output_max_size: 0,
         locality: None,
     }
 }
@@ -414,6 +415,149 @@ async fn script_checks_map_exit_codes_bound_output_and_time() {
     let c = settled(&a, "none").await;
     assert_eq!(c.status, CheckStatus::Critical);
     assert!(c.output.contains("Failed to run"), "{}", c.output);
+}
+
+/// Docker checks against a real container: a `FROM scratch` image holding only a shell (`/weft` is `/bin/sh`),
+/// kept running by an open stdin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_checks_run_in_the_container_and_map_exit_codes() {
+    struct Running(String);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &self.0])
+                .output();
+        }
+    }
+    assert!(
+        weft_testkit::docker::available(),
+        "this test needs a Docker daemon"
+    );
+    let tag = format!("weft-shell:{}", std::process::id());
+    let _image = weft_testkit::docker::Image::build(std::path::Path::new("/bin/sh"), &tag).unwrap();
+    let name = format!("weft-docker-check-{}", std::process::id());
+    let out = std::process::Command::new("docker")
+        .args(["run", "-d", "-i", "--name", &name, &tag])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _running = Running(name.clone());
+
+    let docker = |id: &str, container: &str, args: &str| -> CheckDefinition {
+        decode(
+            format!(
+                r#"{{"ID":"{id}","Name":"{id}","DockerContainerID":"{container}","Shell":"/weft","Args":{args},"Interval":"10s"}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    };
+    let refusing = agent().await;
+    let e = refusing
+        .register_check(&docker("d", &name, r#"["exit 0"]"#), Source::Api)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Scripts are disabled"), "{e}");
+    let a = agent_with(AgentConfig {
+        script_checks: ScriptChecks {
+            from_api: true,
+            from_config: true,
+        },
+        ..config()
+    })
+    .await;
+    for (id, args, want, says) in [
+        (
+            "ok",
+            r#"["echo", "inside;", "exit 0"]"#,
+            CheckStatus::Passing,
+            "inside",
+        ),
+        (
+            "warn",
+            r#"["echo degraded >&2; exit 1"]"#,
+            CheckStatus::Warning,
+            "degraded",
+        ),
+        (
+            "bad",
+            r#"["echo broken; exit 3"]"#,
+            CheckStatus::Critical,
+            "broken",
+        ),
+    ] {
+        a.register_check(&docker(id, &name, args), Source::Api)
+            .await
+            .unwrap();
+        let c = settled(&a, id).await;
+        assert_eq!(c.status, want, "{id}: {}", c.output);
+        assert!(c.output.contains(says), "{id}: {}", c.output);
+        assert_eq!(c.check_type, "docker");
+    }
+    a.register_check(
+        &docker("gone", "no-such-container", r#"["exit 0"]"#),
+        Source::Api,
+    )
+    .await
+    .unwrap();
+    let c = settled(&a, "gone").await;
+    assert_eq!(c.status, CheckStatus::Critical);
+    assert!(c.output.contains("No such container"), "{}", c.output);
+    // Args are required.
+    let bad: CheckDefinition = decode(
+        format!(r#"{{"ID":"x","Name":"x","DockerContainerID":"{name}","Interval":"10s"}}"#)
+            .as_bytes(),
+    )
+    .unwrap();
+    assert!(a.register_check(&bad, Source::Api).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_checks_pass_on_answers_and_silence_and_fail_on_errors() {
+    let a = agent().await;
+    // An echo server, a socket that never answers, and a port nothing listens on (ICMP port unreachable).
+    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+            let _ = echo.send_to(&buf[..n], from).await;
+        }
+    });
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let closed = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    for (id, addr, want, says) in [
+        ("echo", echo_addr, CheckStatus::Passing, "answered"),
+        (
+            "silent",
+            silent.local_addr().unwrap(),
+            CheckStatus::Passing,
+            "no answer",
+        ),
+        ("closed", closed, CheckStatus::Critical, "refused"),
+    ] {
+        let def: CheckDefinition = decode(
+            format!(
+                r#"{{"ID":"{id}","Name":"{id}","UDP":"{addr}","Interval":"10s","Timeout":"1s"}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        a.register_check(&def, Source::Api).await.unwrap();
+        let c = settled(&a, id).await;
+        assert_eq!(c.status, want, "{id}: {}", c.output);
+        assert!(c.output.contains(says), "{id}: {}", c.output);
+        assert_eq!(c.check_type, "udp");
+    }
+    drop(silent);
 }
 
 #[tokio::test]

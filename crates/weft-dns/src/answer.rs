@@ -151,6 +151,7 @@ pub fn answer(
             let gateways = healthy(on_visible_nodes(store.ingress_gateways_for(name)), config);
             service_answer(gateways, config, q, config.service_ttl(name))
         }
+        Lookup::Query { name } => query_answer(store, config, q, name, acl),
         Lookup::Node { name } => match store
             .nodes()
             .find(|n| n.node.eq_ignore_ascii_case(name) && acl.may_see_node(&n.node))
@@ -173,6 +174,41 @@ pub fn answer(
         },
         Lookup::Reverse(ip) => reverse_answer(store, config, q, *ip, acl),
     }
+}
+
+/// A prepared query's results, as `/v1/query/:name/execute` gives them to the agent's DNS token (the query's own
+/// stored token stays on the servers): NXDOMAIN for an unknown query or no instances, the query's `DNS.TTL` or
+/// else the service's TTL, and `Near` honoured (`_agent`: this agent's node).
+fn query_answer(
+    store: &Store,
+    config: &DnsConfig,
+    q: &Question<'_>,
+    name: &str,
+    acl: &dyn crate::DnsState,
+) -> Answer {
+    let Ok(query) = store.resolve_prepared_query(name) else {
+        return Answer::nxdomain(config, q.zone);
+    };
+    let service = &query.service;
+    if !acl.may_see_service(&service.service) {
+        return Answer::nxdomain(config, q.zone);
+    }
+    let mut instances = visible_nodes(store.prepared_query_instances(service, false), acl);
+    let near = match service.near.as_str() {
+        "" | "_ip" => None,
+        "_agent" => Some(config.node_name.as_str()),
+        node => Some(node),
+    };
+    instances.shuffle(&mut rand::rng());
+    if let Some(near) = near {
+        store.sort_instances_near(&mut instances, near);
+    }
+    weft_state::pin_near(&mut instances, near);
+    let ttl = match weft_types::duration::parse_duration(&query.dns.ttl) {
+        Ok(ttl) if !query.dns.ttl.is_empty() => u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
+        _ => config.service_ttl(&service.service),
+    };
+    service_answer(instances, config, q, ttl)
 }
 
 /// The instances on nodes DNS may name.

@@ -33,6 +33,8 @@ pub struct DnsConfig {
     pub alt_domain: Option<String>,
     /// This agent's datacenter: the only one it answers for (names of other datacenters are NXDOMAIN).
     pub datacenter: String,
+    /// This agent's node: where prepared queries with `Near: _agent` sort their results.
+    pub node_name: String,
     /// TTL of node records (`node_ttl`).
     pub node_ttl: u32,
     /// TTL of service records by name: an exact name, then the longest `prefix*`, then `*` (`service_ttl`).
@@ -68,6 +70,7 @@ impl Default for DnsConfig {
             domain: "consul.".into(),
             alt_domain: None,
             datacenter: "dc1".into(),
+            node_name: String::new(),
             node_ttl: 5,
             service_ttl: BTreeMap::from([("*".to_string(), 5)]),
             only_passing: false,

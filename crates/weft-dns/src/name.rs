@@ -15,6 +15,8 @@ pub enum Lookup {
     Connect { name: String },
     /// `<service>.ingress`: the ingress gateways exposing the service.
     Ingress { name: String },
+    /// `<query id or name>.query`, `_<name>._<protocol>.query`: a prepared query's results.
+    Query { name: String },
     /// `<node>.node`.
     Node { name: String },
     /// `<hex>.addr`: an address spelt in hex (SRV targets).
@@ -29,8 +31,8 @@ pub enum Lookup {
 pub enum Parsed {
     /// A name in one of our zones (`zone` is the one it was asked under, with its trailing dot).
     Ours { lookup: Lookup, zone: String },
-    /// A name in one of our zones that names nothing Weft answers (another datacenter, prepared queries, a
-    /// malformed form): NXDOMAIN.
+    /// A name in one of our zones that names nothing Weft answers (another datacenter, virtual IPs, a malformed
+    /// form): NXDOMAIN.
     Unknown { zone: String },
     /// Outside our zones: for the recursors.
     Outside,
@@ -124,7 +126,18 @@ fn lookup(labels: &[&str], datacenter: &str) -> Option<Lookup> {
             name: parts.join("."),
         }),
         ("addr", [hex]) => decode_hex_ip(hex).map(Lookup::Addr),
-        // Prepared queries and virtual IPs are not served.
+        // RFC 2782: `_<name>._<protocol>.query`, the protocol ignored.
+        ("query", [first, .., last]) if first.starts_with('_') && last.starts_with('_') => {
+            let name = parts[..parts.len() - 1].join(".");
+            Some(Lookup::Query {
+                name: name.trim_start_matches('_').to_string(),
+            })
+        }
+        // A query's name may hold dots.
+        ("query", parts) => Some(Lookup::Query {
+            name: parts.join("."),
+        }),
+        // Virtual IPs are not served.
         _ => None,
     }
 }

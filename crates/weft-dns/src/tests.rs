@@ -473,3 +473,84 @@ async fn disable_compression_writes_every_name_in_full() {
     assert_eq!(a.answers.len(), 2);
     assert!(!plain.windows(2).any(|w| w[0] == 0xc0 && w[1] == 0x0c));
 }
+
+#[tokio::test]
+async fn prepared_queries_answer_under_query() {
+    let mut store = store();
+    let mut q = weft_types::query::PreparedQuery {
+        id: "11111111-2222-3333-4444-555555555555".into(),
+        name: "web-v1".into(),
+        service: weft_types::query::ServiceQuery {
+            service: "web".into(),
+            tags: vec!["v1".into()],
+            // The critical instance is left out all the same; ignoring its check brings it back.
+            ignore_check_ids: vec!["check-web-3".into()],
+            ..Default::default()
+        },
+        dns: weft_types::query::QueryDns { ttl: "42s".into() },
+        ..Default::default()
+    };
+    store
+        .apply(
+            100,
+            1_000,
+            &Command::QuerySet {
+                query: Box::new(q.clone()),
+                create: true,
+            },
+        )
+        .unwrap();
+    q.id = "21111111-2222-3333-4444-555555555555".into();
+    q.name = "near".into();
+    q.service.tags.clear();
+    q.service.ignore_check_ids.clear();
+    q.service.near = "_agent".into();
+    q.dns.ttl.clear();
+    store
+        .apply(
+            101,
+            1_000,
+            &Command::QuerySet {
+                query: Box::new(q),
+                create: true,
+            },
+        )
+        .unwrap();
+    let config = DnsConfig {
+        node_name: "n2".into(),
+        ..DnsConfig::default()
+    };
+    let s = DnsServer::new(
+        config,
+        Arc::new(State {
+            store: RwLock::new(store),
+            age: Some(Duration::ZERO),
+        }),
+    );
+    let a = ask(&s, "web-v1.query.consul.", RecordType::A, UDP).await;
+    assert_eq!(addresses(&a), ["10.0.0.1", "10.0.0.3"]);
+    assert_eq!(a.answers[0].ttl, 42);
+    // By ID, in the RFC 2782 form, with the datacenter named.
+    let a = ask(
+        &s,
+        "11111111-2222-3333-4444-555555555555.query.dc1.consul.",
+        RecordType::A,
+        UDP,
+    )
+    .await;
+    assert_eq!(addresses(&a).len(), 2);
+    let a = ask(&s, "_web-v1._tcp.query.consul.", RecordType::SRV, UDP).await;
+    assert_eq!(a.answers.len(), 2);
+    // Near `_agent`: this agent's node first, every time; the service's TTL when the query sets none.
+    for _ in 0..10 {
+        let a = ask(&s, "near.query.consul.", RecordType::A, UDP).await;
+        match &a.answers[0].data {
+            RData::A(ip) => assert_eq!(ip.0.to_string(), "10.0.0.2"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.answers[0].ttl, 5);
+    }
+    let a = ask(&s, "nothing.query.consul.", RecordType::A, UDP).await;
+    assert_eq!(a.metadata.response_code, ResponseCode::NXDomain);
+    assert!(!a.authorities.is_empty(), "NXDOMAIN carries the SOA");
+}

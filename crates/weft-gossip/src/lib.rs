@@ -6,18 +6,24 @@
 //! three states. Each member's identity carries its tags (role, datacenter, RPC address), so agents find the
 //! servers through gossip, as Consul's do.
 
+mod coordinates;
 mod crypto;
 mod events;
+mod keyring_query;
 mod member;
 mod resolve;
 mod runner;
 
-pub use crypto::{generate_key, KeyError, Keyring};
+pub use crypto::{canonical_key, generate_key, KeyError, Keyring, MAX_KEYS};
+pub use keyring_query::{KeyOp, KeyringAnswer, NodeKeys, QUERY_TIMEOUT};
 pub use member::{Member, MemberInfo, Role, Status, Tags};
 pub use resolve::{resolve, ResolveError, DEFAULT_PORT};
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// Where an agent keeps its gossip keyring, under its data dir (the keys in use, primary first; mode 0600).
+pub const KEYRING_FILE: &str = "gossip/local.keyring";
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// How this agent takes part in gossip.
@@ -62,6 +68,8 @@ pub enum GossipError {
     Stopped,
     #[error("cannot send the event: {0}")]
     Event(String),
+    #[error("too many keyring operations at once; try again")]
+    Busy,
 }
 
 pub(crate) enum Command {
@@ -73,6 +81,17 @@ pub(crate) enum Command {
     ),
     Leave(oneshot::Sender<()>),
     ForceLeave(String, oneshot::Sender<bool>),
+    Keyring(KeyOp, oneshot::Sender<Result<KeyringAnswer, GossipError>>),
+}
+
+/// Bytes on the gossip socket since the agent started, all frames and the coordinate probes apart (counted after
+/// sealing, so as they go on the wire, without UDP and IP headers).
+#[derive(Debug, Default)]
+pub struct GossipStats {
+    pub sent_bytes: std::sync::atomic::AtomicU64,
+    pub received_bytes: std::sync::atomic::AtomicU64,
+    pub coordinate_sent_bytes: std::sync::atomic::AtomicU64,
+    pub coordinate_received_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// A cheap handle on the running gossip task.
@@ -82,8 +101,11 @@ pub struct Gossip {
     members: watch::Receiver<Vec<MemberInfo>>,
     local: Member,
     reconnect_timeout: Duration,
+    /// This agent's network coordinate, moved by every round-trip sample.
+    coordinate: watch::Receiver<weft_types::coordinate::Coordinate>,
     /// User events as they arrive (this agent's own too), for the agent to take once.
     events: std::sync::Arc<std::sync::Mutex<Option<mpsc::Receiver<weft_types::event::UserEvent>>>>,
+    stats: std::sync::Arc<GossipStats>,
 }
 
 impl Gossip {
@@ -100,21 +122,34 @@ impl Gossip {
         let (commands, rx) = mpsc::channel(64);
         let (members_tx, members) = watch::channel(vec![MemberInfo::alive(&local)]);
         let (deliver, events) = mpsc::channel(events::DELIVERY_BACKLOG);
+        let (coordinate_tx, coordinate) = watch::channel(Default::default());
+        let stats = std::sync::Arc::new(GossipStats::default());
         tokio::spawn(runner::run(
             config,
             socket,
             local.clone(),
             rx,
-            members_tx,
-            deliver,
+            runner::Outputs {
+                members: members_tx,
+                deliver,
+                coordinate: coordinate_tx,
+                stats: stats.clone(),
+            },
         ));
         Ok(Gossip {
             commands,
             members,
             local,
             reconnect_timeout,
+            coordinate,
             events: std::sync::Arc::new(std::sync::Mutex::new(Some(events))),
+            stats,
         })
+    }
+
+    /// Bytes sent and received on the gossip socket so far.
+    pub fn stats(&self) -> &GossipStats {
+        &self.stats
     }
 
     /// How long failed members are kept before they are reaped.
@@ -172,9 +207,26 @@ impl Gossip {
             .map_err(GossipError::Event)
     }
 
+    /// Applies a keyring operation on every alive member (this one first) and answers what each holds afterwards;
+    /// waits at most [`QUERY_TIMEOUT`] for the others. Without encryption, only this agent answers (with Serf's
+    /// refusal) and nothing is sent.
+    pub async fn keyring_operation(&self, op: KeyOp) -> Result<KeyringAnswer, GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Keyring(op, tx))
+            .await
+            .map_err(|_| GossipError::Stopped)?;
+        rx.await.map_err(|_| GossipError::Stopped)?
+    }
+
     /// The user events this agent receives, in arrival order; `None` once taken.
     pub fn take_events(&self) -> Option<mpsc::Receiver<weft_types::event::UserEvent>> {
         self.events.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// This agent's network coordinate (the origin until the first round-trip sample).
+    pub fn coordinate(&self) -> weft_types::coordinate::Coordinate {
+        self.coordinate.borrow().clone()
     }
 
     /// Every member known, this one included.

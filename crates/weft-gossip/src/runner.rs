@@ -2,7 +2,9 @@
 //!
 //! Frames are one kind byte and a body: `0` carries a foca packet; `1` carries a leave notice (a member's name),
 //! sent to everyone by a member about to leave (or by `force-leave` on its behalf), so the down state that follows
-//! is recorded as "left" rather than "failed". With a keyring, the whole frame is sealed.
+//! is recorded as "left" rather than "failed"; `2` and `3` are the coordinate probes' ping and pong (see
+//! `coordinates`); `4` and `5` are keyring queries and their answers (see `keyring_query`). With a keyring, the
+//! whole frame is sealed.
 
 use crate::member::{Member, MemberInfo, Status};
 use crate::{Command, GossipConfig};
@@ -11,12 +13,19 @@ use rand::rngs::SmallRng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 const FOCA: u8 = 0;
 const LEAVE: u8 = 1;
+const PING: u8 = 2;
+const PONG: u8 = 3;
+const KEY_QUERY: u8 = 4;
+const KEY_REPLY: u8 = 5;
+/// How often this agent measures a round trip for its network coordinate, at most.
+const COORDINATE_PROBE_EVERY: Duration = Duration::from_secs(1);
 /// Seeds are announced to this often until some member answers.
 const JOIN_RETRY: Duration = Duration::from_secs(2);
 
@@ -37,6 +46,20 @@ struct State {
     undecryptable: u64,
     /// Shared with the event handler inside foca: the Lamport clock and the IDs seen.
     events: std::sync::Arc<std::sync::Mutex<crate::events::Seen>>,
+    probes: crate::coordinates::Probes,
+    coordinate: watch::Sender<weft_types::coordinate::Coordinate>,
+    key_queries: crate::keyring_query::Queries,
+    stats: std::sync::Arc<crate::GossipStats>,
+    /// foca's settings, kept to change how often updates and events are retransmitted as the cluster grows.
+    foca_config: Config,
+}
+
+/// Where the gossip task reports what it learns.
+pub(crate) struct Outputs {
+    pub members: watch::Sender<Vec<MemberInfo>>,
+    pub deliver: mpsc::Sender<weft_types::event::UserEvent>,
+    pub coordinate: watch::Sender<weft_types::coordinate::Coordinate>,
+    pub stats: std::sync::Arc<crate::GossipStats>,
 }
 
 pub(crate) async fn run(
@@ -44,9 +67,14 @@ pub(crate) async fn run(
     socket: UdpSocket,
     local: Member,
     mut commands: mpsc::Receiver<Command>,
-    members: watch::Sender<Vec<MemberInfo>>,
-    deliver: mpsc::Sender<weft_types::event::UserEvent>,
+    outputs: Outputs,
 ) {
+    let Outputs {
+        members,
+        deliver,
+        coordinate,
+        stats,
+    } = outputs;
     let mut foca_config = Config::new_lan(NonZeroU32::MIN.saturating_add(7));
     foca_config.probe_period = config.probe_period;
     foca_config.probe_rtt = config.probe_period / 2;
@@ -57,7 +85,13 @@ pub(crate) async fn run(
         seen: events.clone(),
         deliver,
     };
-    let foca = Foca::with_custom_broadcast(local.clone(), foca_config, rng, PostcardCodec, handler);
+    let foca = Foca::with_custom_broadcast(
+        local.clone(),
+        foca_config.clone(),
+        rng,
+        PostcardCodec,
+        handler,
+    );
     let (timers, mut timer_rx) = mpsc::channel(1024);
     let mut table = BTreeMap::new();
     table.insert(local.name.clone(), MemberInfo::alive(&local));
@@ -74,11 +108,21 @@ pub(crate) async fn run(
         members,
         undecryptable: 0,
         events,
+        probes: crate::coordinates::Probes::new(),
+        coordinate,
+        key_queries: Default::default(),
+        stats,
+        foca_config,
     };
+    state.fit_retransmissions();
     // foca schedules its own probe timer on the first interaction; gossip periodically as memberlist does.
     let mut gossip_tick = tokio::time::interval(Duration::from_millis(200));
     let mut join_tick = tokio::time::interval(JOIN_RETRY);
     let mut reap_tick = tokio::time::interval(Duration::from_secs(10));
+    // One round-trip probe a second at most, as Serf's coordinates ride on its one-second LAN probes: each costs a
+    // ping and a pong of a few hundred bytes, and faster probing would not make the estimate better, only dearer.
+    let mut coordinate_tick =
+        tokio::time::interval(state.config.probe_period.max(COORDINATE_PROBE_EVERY));
     let mut buf = vec![0u8; 65_536];
     loop {
         tokio::select! {
@@ -109,9 +153,13 @@ pub(crate) async fn run(
                     let found = state.force_leave(&name);
                     let _ = done.send(found);
                 }
+                Some(Command::Keyring(op, done)) => state.keyring_query(op, done).await,
             },
             _ = gossip_tick.tick() => {
                 let _ = state.foca.gossip(&mut state.runtime);
+                for (query, to) in state.key_queries.tick() {
+                    state.send_frame(to, KEY_QUERY, &query).await;
+                }
             }
             _ = join_tick.tick() => {
                 if state.foca.num_members() == 0 {
@@ -119,9 +167,21 @@ pub(crate) async fn run(
                 }
             }
             _ = reap_tick.tick() => state.reap(),
+            _ = coordinate_tick.tick() => state.probe_coordinate().await,
         }
         state.drain().await;
     }
+}
+
+/// How many times an update is sent on in a cluster of `members`: 6 x log10(n + 1), at least 4. memberlist's
+/// multiplier of 4 left about one agent in a thousand without a user event among 50 (each agent hears an update
+/// about as many times as it is sent on, so the chance of hearing nothing falls as e^-tx); 6 makes that rare
+/// (measured: `weft-bench surface`) for a few hundred bytes more per update.
+pub(crate) fn retransmissions(members: usize) -> std::num::NonZeroU8 {
+    let n = ((members as f64 + 1.0).log10() * 6.0)
+        .ceil()
+        .clamp(4.0, 255.0) as u8;
+    std::num::NonZeroU8::new(n).unwrap_or(std::num::NonZeroU8::MIN)
 }
 
 impl State {
@@ -156,6 +216,9 @@ impl State {
     }
 
     fn receive(&mut self, frame: &[u8], from: SocketAddr) {
+        self.stats
+            .received_bytes
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
         let plain = match &self.config.keyring {
             Some(k) => match k.open(frame) {
                 Some(p) => p,
@@ -169,6 +232,11 @@ impl State {
             },
             None => frame.to_vec(),
         };
+        if matches!(plain.first(), Some(&PING | &PONG)) {
+            self.stats
+                .coordinate_received_bytes
+                .fetch_add(frame.len() as u64, Ordering::Relaxed);
+        }
         match plain.split_first() {
             Some((&FOCA, body)) => {
                 if let Err(e) = self.foca.handle_data(body, &mut self.runtime) {
@@ -179,8 +247,150 @@ impl State {
                 let name = String::from_utf8_lossy(body).to_string();
                 self.mark_leaving(&name);
             }
+            Some((&PING, body)) => self.answer_ping(body),
+            Some((&KEY_QUERY, body)) => self.answer_key_query(body),
+            Some((&KEY_REPLY, body)) => {
+                if let Ok(reply) = serde_json::from_slice(body) {
+                    self.key_queries.answered(reply);
+                }
+            }
+            Some((&PONG, body)) => {
+                let Ok(pong) = serde_json::from_slice::<crate::coordinates::Pong>(body) else {
+                    return;
+                };
+                let mut random = || rand::random::<f64>();
+                if self.probes.answered(pong, &mut random) {
+                    self.coordinate
+                        .send_replace(self.probes.coordinate().clone());
+                }
+            }
             _ => tracing::debug!(%from, "ignored a frame that is not Weft gossip"),
         }
+    }
+
+    /// Pings one random alive member for a round-trip sample.
+    async fn probe_coordinate(&mut self) {
+        let alive: Vec<(String, SocketAddr)> = self
+            .table
+            .values()
+            .filter(|i| i.status == Status::Alive && i.member.name != self.local.name)
+            .map(|i| (i.member.name.clone(), i.member.addr))
+            .collect();
+        if alive.is_empty() {
+            return;
+        }
+        let (name, addr) = &alive[rand::random_range(0..alive.len())];
+        let ping = self.probes.ping(name, &self.local.name);
+        if let Ok(body) = serde_json::to_vec(&ping) {
+            self.send_frame(*addr, PING, &body).await;
+        }
+    }
+
+    /// Answers a ping with this agent's coordinate, at the pinging member's gossip address (as every gossip
+    /// answer goes): never to the packet's apparent source, since a pong is larger than a ping and answering any
+    /// address would make this agent an amplifier for spoofed packets.
+    fn answer_ping(&mut self, body: &[u8]) {
+        let Ok(ping) = serde_json::from_slice::<crate::coordinates::Ping>(body) else {
+            return;
+        };
+        let Some(to) = self
+            .table
+            .get(&ping.name)
+            .filter(|i| i.status == Status::Alive && ping.name != self.local.name)
+            .map(|i| i.member.addr)
+        else {
+            return;
+        };
+        let Some(pong) = self.probes.pong(&ping, &self.local.name) else {
+            return;
+        };
+        if let Some(frame) = serde_json::to_vec(&pong)
+            .ok()
+            .and_then(|b| self.frame(PONG, &b))
+        {
+            if self.socket.try_send_to(&frame, to).is_ok() {
+                self.count_sent(PONG, frame.len());
+            }
+        }
+    }
+
+    /// Applies a keyring operation here and asks every alive member to apply it too; `done` gets the answers.
+    async fn keyring_query(
+        &mut self,
+        op: crate::keyring_query::KeyOp,
+        done: tokio::sync::oneshot::Sender<
+            Result<crate::keyring_query::KeyringAnswer, crate::GossipError>,
+        >,
+    ) {
+        if self.key_queries.busy() {
+            let _ = done.send(Err(crate::GossipError::Busy));
+            return;
+        }
+        let local =
+            crate::keyring_query::apply(self.config.keyring.as_ref(), &op, &self.local.name);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Without encryption nothing is sent: an unsealed frame must never change anyone's keys.
+        let members = match self.config.keyring {
+            Some(_) => self.alive_others(),
+            None => BTreeMap::new(),
+        };
+        if let Some((query, addresses)) =
+            self.key_queries
+                .start(&self.local.name, op, local, members, tx)
+        {
+            for to in addresses {
+                self.send_frame(to, KEY_QUERY, &query).await;
+            }
+        }
+        tokio::spawn(async move {
+            let answer = rx.await.map_err(|_| crate::GossipError::Stopped);
+            let _ = done.send(answer);
+        });
+    }
+
+    /// Applies another member's keyring query (once; a repeat gets the same answer) and answers at that member's
+    /// gossip address. Only sealed frames get here when encryption is on, and without it nothing is changed.
+    fn answer_key_query(&mut self, body: &[u8]) {
+        let Ok(query) = serde_json::from_slice::<crate::keyring_query::KeyQuery>(body) else {
+            return;
+        };
+        let Some(to) = self
+            .table
+            .get(&query.from)
+            .filter(|i| i.status == Status::Alive && query.from != self.local.name)
+            .map(|i| i.member.addr)
+        else {
+            return;
+        };
+        let keyring = self.config.keyring.clone();
+        let name = self.local.name.clone();
+        let Some(answer) = self.key_queries.receive(&query, |op| {
+            crate::keyring_query::apply(keyring.as_ref(), op, &name)
+        }) else {
+            tracing::debug!(from = %query.from, "ignored a stale keyring query");
+            return;
+        };
+        let reply = crate::keyring_query::KeyReply {
+            id: query.id,
+            answer,
+        };
+        if let Some(frame) = serde_json::to_vec(&reply)
+            .ok()
+            .and_then(|b| self.frame(KEY_REPLY, &b))
+        {
+            if self.socket.try_send_to(&frame, to).is_ok() {
+                self.count_sent(KEY_REPLY, frame.len());
+            }
+        }
+    }
+
+    /// Every alive member but this one, by name, with its gossip address.
+    fn alive_others(&self) -> BTreeMap<String, SocketAddr> {
+        self.table
+            .values()
+            .filter(|i| i.status == Status::Alive && i.member.name != self.local.name)
+            .map(|i| (i.member.name.clone(), i.member.addr))
+            .collect()
     }
 
     fn mark_leaving(&mut self, name: &str) {
@@ -210,7 +420,20 @@ impl State {
 
     async fn send_frame(&mut self, to: SocketAddr, kind: u8, body: &[u8]) {
         if let Some(frame) = self.frame(kind, body) {
-            let _ = self.socket.send_to(&frame, to).await;
+            if self.socket.send_to(&frame, to).await.is_ok() {
+                self.count_sent(kind, frame.len());
+            }
+        }
+    }
+
+    fn count_sent(&self, kind: u8, bytes: usize) {
+        self.stats
+            .sent_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        if kind == PING || kind == PONG {
+            self.stats
+                .coordinate_sent_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
         }
     }
 
@@ -232,6 +455,25 @@ impl State {
         }
         if changed {
             self.publish();
+            self.fit_retransmissions();
+        }
+    }
+
+    /// Retransmits membership updates and user events as often as the cluster's size needs: set for a small
+    /// cluster, an event fired among 50 agents missed some of them.
+    fn fit_retransmissions(&mut self) {
+        let alive = self
+            .table
+            .values()
+            .filter(|i| i.status == Status::Alive)
+            .count();
+        let wanted = retransmissions(alive);
+        if wanted != self.foca_config.max_transmissions {
+            let mut config = self.foca_config.clone();
+            config.max_transmissions = wanted;
+            if self.foca.set_config(config.clone()).is_ok() {
+                self.foca_config = config;
+            }
         }
     }
 
@@ -314,8 +556,11 @@ impl State {
             return;
         };
         for info in self.table.values() {
-            if info.status == Status::Alive && info.member.name != self.local.name {
-                let _ = self.socket.try_send_to(&frame, info.member.addr);
+            if info.status == Status::Alive
+                && info.member.name != self.local.name
+                && self.socket.try_send_to(&frame, info.member.addr).is_ok()
+            {
+                self.count_sent(LEAVE, frame.len());
             }
         }
     }

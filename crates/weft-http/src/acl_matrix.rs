@@ -38,8 +38,10 @@ fn kind_word(resource: Resource) -> Option<&'static str> {
         Resource::Key => "key",
         Resource::Session => "session",
         Resource::Event => "event",
+        Resource::PreparedQuery => "query",
         Resource::Intention => "intentions",
         Resource::Operator => "operator",
+        Resource::Keyring => "keyring",
         Resource::Mesh => "mesh",
         Resource::Acl => "acl",
         Resource::None | Resource::ClusterMember | Resource::ClusterServer => return None,
@@ -61,7 +63,7 @@ fn rules_for(kind: &str, name: &str, write: bool) -> (String, String) {
         (rule(kind, name, "write"), rule(kind, name, "read"))
     } else {
         let other = match kind {
-            "operator" | "mesh" | "acl" => String::new(),
+            "operator" | "mesh" | "acl" | "keyring" => String::new(),
             _ => rule(kind, "other", "read"),
         };
         (rule(kind, name, "read"), other)
@@ -153,7 +155,7 @@ fn listed(path: &str, kind: &str) -> Case {
 
 /// Fixtures for subjects the handlers decide: `(route path, method)` → case. Objects named by ID exist (see
 /// [`seed`]).
-fn fixtures(session: &str, intention: &str) -> Vec<(&'static str, Case)> {
+fn fixtures(session: &str, intention: &str, query: &str) -> Vec<(&'static str, Case)> {
     use Method as M;
     let web_check = json!({"Name": "c2", "TTL": "30s", "ServiceID": "web1"});
     vec![
@@ -479,6 +481,70 @@ fn fixtures(session: &str, intention: &str) -> Vec<(&'static str, Case)> {
         ),
         ("/v1/session/list", listed("/v1/session/list", "session")),
         ("/v1/event/list", listed("/v1/event/list", "event")),
+        ("/v1/query", listed("/v1/query", "query")),
+        (
+            "/v1/coordinate/datacenters",
+            listed("/v1/coordinate/datacenters", "node"),
+        ),
+        (
+            "/v1/coordinate/nodes",
+            listed("/v1/coordinate/nodes", "node"),
+        ),
+        (
+            "/v1/coordinate/update",
+            case(
+                M::PUT,
+                "/v1/coordinate/update",
+                json!({"Node": NODE, "Coord": weft_types::coordinate::Coordinate::default()}),
+                "node",
+                NODE,
+                true,
+            ),
+        ),
+        (
+            "/v1/query",
+            case(
+                M::POST,
+                "/v1/query",
+                json!({"Name": "web", "Service": {"Service": "web"}}),
+                "query",
+                "web",
+                true,
+            ),
+        ),
+        (
+            "/v1/query/",
+            case(
+                M::GET,
+                &format!("/v1/query/{query}"),
+                json!(null),
+                "query",
+                "web",
+                false,
+            ),
+        ),
+        (
+            "/v1/query/",
+            case(
+                M::PUT,
+                &format!("/v1/query/{query}"),
+                json!({"Name": "web", "Service": {"Service": "web"}}),
+                "query",
+                "web",
+                true,
+            ),
+        ),
+        (
+            "/v1/query/",
+            case(
+                M::DELETE,
+                &format!("/v1/query/{query}"),
+                json!(null),
+                "query",
+                "web",
+                true,
+            ),
+        ),
         (
             "/v1/connect/intentions",
             listed("/v1/connect/intentions", "intentions"),
@@ -487,8 +553,8 @@ fn fixtures(session: &str, intention: &str) -> Vec<(&'static str, Case)> {
 }
 
 /// The objects the fixtures name by ID, made again before each call (a call may have removed them). Returns the
-/// session's and the intention's IDs.
-async fn seed(api: &TestApi) -> (String, String) {
+/// session's, the intention's and the prepared query's IDs.
+async fn seed(api: &TestApi) -> (String, String, String) {
     let root = Some(ROOT);
     let reg =
         json!({"ID": "web1", "Name": "web", "Port": 80, "Check": {"CheckID": "chk", "TTL": "30s"}});
@@ -532,7 +598,46 @@ async fn seed(api: &TestApi) -> (String, String) {
             .unwrap()
             .to_string(),
     };
-    (session, id)
+    // This node's coordinate, for the coordinate lists to filter.
+    if api.state.agent.server().read().coordinate(NODE).is_none() {
+        api.state
+            .agent
+            .server()
+            .write(Command::CoordinatesSet(vec![(
+                NODE.to_string(),
+                weft_types::coordinate::Coordinate::default(),
+            )]))
+            .await
+            .unwrap();
+    }
+    // A prepared query named as the sample service, with a fixed ID so that it is the same one after a delete.
+    let query = "7a1e0c3d-5b2f-4e6a-9c8d-0f1e2d3c4b5a";
+    if api
+        .call_as("GET", &format!("/v1/query/{query}"), "", root)
+        .await
+        .status
+        != axum::http::StatusCode::OK
+    {
+        let q = weft_types::query::PreparedQuery {
+            id: query.into(),
+            name: "web".into(),
+            service: weft_types::query::ServiceQuery {
+                service: "web".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        api.state
+            .agent
+            .server()
+            .write(Command::QuerySet {
+                query: Box::new(q),
+                create: true,
+            })
+            .await
+            .unwrap();
+    }
+    (session, id, query.to_string())
 }
 
 fn refused(a: &Answer) -> bool {
@@ -597,8 +702,8 @@ async fn every_route_refuses_and_allows_as_it_declares() {
         })
         .await
         .unwrap();
-    let (session, intention) = seed(&api).await;
-    let fixtures = fixtures(&session, &intention);
+    let (session, intention, query) = seed(&api).await;
+    let fixtures = fixtures(&session, &intention, &query);
 
     let mut cases: Vec<(String, Case)> = Vec::new();
     let mut uncovered = Vec::new();
@@ -634,7 +739,11 @@ async fn every_route_refuses_and_allows_as_it_declares() {
     cases.sort_by_key(|(path, case)| match path.as_str() {
         "/v1/agent/leave" => 2,
         "/v1/session/destroy/" | "/v1/config" => 1,
-        "/v1/connect/intentions/" | "/v1/config/" if case.method == Method::DELETE => 1,
+        "/v1/connect/intentions/" | "/v1/config/" | "/v1/query/"
+            if case.method == Method::DELETE =>
+        {
+            1
+        }
         _ => 0,
     });
 

@@ -39,7 +39,7 @@ pub(crate) async fn bootstrap(api: &TestApi) -> String {
 }
 
 /// Creates a policy and a token holding it; returns the token's secret.
-async fn token_with(api: &TestApi, root: &str, name: &str, rules: &str) -> String {
+pub(crate) async fn token_with(api: &TestApi, root: &str, name: &str, rules: &str) -> String {
     let p = api
         .call_as(
             "PUT",

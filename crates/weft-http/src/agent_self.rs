@@ -95,12 +95,17 @@ fn stats(ctx: &Ctx) -> Value {
     let server = agent.server();
     let checks = agent.checks();
     let ttl_checks = checks.iter().filter(|c| c.definition.ttl.is_some()).count();
+    // Consul's "monitors" are the checks that run a program.
+    let monitors = checks
+        .iter()
+        .filter(|c| matches!(c.check_type.as_str(), "script" | "docker"))
+        .count();
     json!({
         "agent": {
             "services": agent.services().len().to_string(),
             "checks": checks.len().to_string(),
             "check_ttls": ttl_checks.to_string(),
-            "check_monitors": "0",
+            "check_monitors": monitors.to_string(),
         },
         "build": {"prerelease": "", "revision": "weft", "version": VERSION},
         "consul": consul_stats(ctx),

@@ -233,8 +233,10 @@ pub fn check_route(
         Resource::Key => caller.require(Named::Key, name, need),
         Resource::Session => caller.require(Named::Session, name, need),
         Resource::Event => caller.require(Named::Event, name, need),
+        Resource::PreparedQuery => caller.require(Named::Query, name, need),
         Resource::Intention => caller.require(Named::Intention, name, need),
         Resource::Operator => caller.require_whole(Whole::Operator, need),
+        Resource::Keyring => caller.require_whole(Whole::Keyring, need),
         Resource::Mesh => caller.require_whole(Whole::Mesh, need),
         Resource::Acl => caller.require_whole(Whole::Acl, need),
     }

@@ -175,12 +175,16 @@ fn to_json<T: serde::Serialize>(value: T) -> Value {
 pub async fn nodes(ctx: Ctx) -> Result<Reply, ApiError> {
     let filter = ctx.filter()?;
     let meta = ctx.node_meta();
+    let near = ctx.near();
     read_reply(&ctx, &[Table::Nodes], |s: &Store| {
-        let list: Vec<Value> = s
+        let mut nodes: Vec<&weft_types::Node> = s
             .nodes()
             .filter(|n| meta_matches(n, &meta) && ctx.caller.may(Named::Node, &n.node, Need::Read))
-            .map(to_json)
             .collect();
+        if let Some(near) = &near {
+            s.sort_near(&mut nodes, near, |n| n.node.as_str());
+        }
+        let list: Vec<Value> = nodes.into_iter().map(to_json).collect();
         (
             s.table_index(Table::Nodes),
             filtered(Value::Array(list), &filter),
@@ -248,16 +252,23 @@ async fn service_nodes(ctx: Ctx, connect: bool) -> Result<Reply, ApiError> {
     let filter = ctx.filter()?;
     let tags: Vec<String> = ctx.params("tag").into_iter().map(str::to_string).collect();
     let meta = ctx.node_meta();
+    let near = ctx.near();
     let reply = read_reply(&ctx, &[Table::Services, Table::Nodes], |s: &Store| {
         let instances = if connect {
             s.connect_instances(&name)
         } else {
             s.instances(&name)
         };
-        let list: Vec<Value> = instances
+        let mut kept: Vec<_> = instances
             .into_iter()
             .filter(|(n, svc)| meta_matches(n, &meta) && tags.iter().all(|t| svc.tags.contains(t)))
             .filter(|(n, _)| ctx.caller.may(Named::Node, &n.node, Need::Read))
+            .collect();
+        if let Some(near) = &near {
+            s.sort_near(&mut kept, near, |(n, _)| n.node.as_str());
+        }
+        let list: Vec<Value> = kept
+            .into_iter()
             .map(|(n, svc)| to_json(ServiceNode::new(n, svc)))
             .collect();
         (
@@ -408,25 +419,29 @@ fn require_deregistration(ctx: &Ctx, req: &DeregisterRequest) -> Result<(), ApiE
     caller.require(Named::Node, &req.node, Need::Write)
 }
 
-/// `GET /v1/catalog/gateway-services/:gateway`: the services an ingress gateway carries, in Consul's
-/// `GatewayService` shape (the protocol is `http` for an HTTP listener of Weft's gateway, else `tcp`).
+/// `GET /v1/catalog/gateway-services/:gateway`: the services a gateway carries, in Consul's `GatewayService` shape,
+/// from its config entry and from its registration (Weft's own ingress gateway).
 pub async fn gateway_services(ctx: Ctx) -> Result<Reply, ApiError> {
     let gateway = ctx.required_rest("gateway name")?;
-    read_reply(&ctx, &[Table::Services], |s: &Store| {
+    read_reply(&ctx, &[Table::Services, Table::ConfigEntries], |s: &Store| {
         let list: Vec<Value> = s
             .gateway_services(&gateway)
             .into_iter()
-            .filter(|(svc, _)| ctx.caller.may(Named::Service, svc, Need::Read))
-            .map(|(svc, port)| {
+            .filter(|g| g.service == "*" || ctx.caller.may(Named::Service, &g.service, Need::Read))
+            .map(|g| {
                 serde_json::json!({
-                    "Gateway": {"Name": gateway}, "Service": {"Name": svc},
-                    "GatewayKind": "ingress-gateway", "Port": port, "Protocol": "tcp",
-                    "Hosts": null, "CAFile": "", "CertFile": "", "KeyFile": "", "SNI": "",
+                    "Gateway": {"Name": gateway}, "Service": {"Name": g.service},
+                    "GatewayKind": g.kind, "Port": g.port, "Protocol": g.protocol,
+                    "Hosts": if g.hosts.is_empty() { Value::Null } else { serde_json::json!(g.hosts) },
+                    "CAFile": g.ca_file, "CertFile": g.cert_file, "KeyFile": g.key_file, "SNI": g.sni,
                     "FromWildcard": false,
                 })
             })
             .collect();
-        (s.table_index(Table::Services), Value::Array(list))
+        let index = s
+            .table_index(Table::Services)
+            .max(s.table_index(Table::ConfigEntries));
+        (index, Value::Array(list))
     })
     .await
 }

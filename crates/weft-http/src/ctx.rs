@@ -252,8 +252,34 @@ impl Ctx {
             key.push_str(k);
             key.push('=');
             key.push_str(v);
+            // `_agent` names a different node for each agent a request comes through.
+            if v == "_agent" {
+                key.push('@');
+                key.push_str(&self.origin_node());
+            }
         }
         key
+    }
+
+    /// The node of the agent the request reached first: this one, or for a request a cluster member forwarded, its
+    /// (what `_agent` means in `?near=` and prepared queries).
+    pub fn origin_node(&self) -> String {
+        self.rpc_role
+            .and_then(|_| self.headers.get(crate::forward::ORIGIN_NODE))
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(
+                || self.state.agent.config().node_name.clone(),
+                str::to_string,
+            )
+    }
+
+    /// `?near=<node>` (`_agent`: the receiving agent's node): lists sort by estimated round trip from it.
+    pub fn near(&self) -> Option<String> {
+        match self.param("near") {
+            None | Some("") => None,
+            Some("_agent") => Some(self.origin_node()),
+            Some(node) => Some(node.to_string()),
+        }
     }
 
     /// The path remainder, required to be non-empty.

@@ -22,6 +22,9 @@ use weft_rpc::RpcError;
 use weft_server::{Mode, LEADER_WAIT};
 
 pub const FORWARDED: &str = "x-weft-forwarded";
+/// The node of the agent a request first reached, so that the server answering it can sort near that agent
+/// (prepared queries' `_agent`). Only ordering depends on it.
+pub const ORIGIN_NODE: &str = "x-weft-origin-node";
 
 /// How many times a request may be passed on.
 const MAX_HOPS: u32 = 3;
@@ -44,6 +47,44 @@ fn wants_stale(method: &Method, query: &[(String, String)]) -> bool {
     *method == Method::GET && query.iter().any(|(k, _)| k == "stale")
 }
 
+/// `?cached` (Consul's agent cache): this agent's copy of the state is its cache, kept current by the replica
+/// stream (or Raft, on a server). A read asking for it is answered here (`X-Cache: HIT`, `Age` the copy's age in
+/// seconds) unless the request's `Cache-Control: max-age=N` is older than that copy allows, when it goes to the
+/// leader (`X-Cache: MISS`).
+pub fn wants_cached(
+    state: &ApiState,
+    method: &Method,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> bool {
+    if *method != Method::GET || !query.iter().any(|(k, _)| k == "cached") {
+        return false;
+    }
+    let max_age = headers
+        .get_all(axum::http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|d| d.trim().strip_prefix("max-age=")?.parse::<u64>().ok());
+    match (max_age, state.agent.server().last_contact_ms()) {
+        // Never heard from a server (a client agent just started): the copy may be empty; the leader answers.
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(max), Some(age_ms)) => age_ms / 1000 <= max,
+    }
+}
+
+/// The `X-Cache` and `Age` headers of a `?cached` read.
+pub fn mark_cached(state: &ApiState, reply: &mut Reply, hit: bool) {
+    reply.set("x-cache", if hit { "HIT" } else { "MISS" });
+    let age = if hit {
+        state.agent.server().last_contact_ms().unwrap_or(0) / 1000
+    } else {
+        0
+    };
+    reply.set("age", age.to_string());
+}
+
 /// Decides where a request is answered; waits (up to [`LEADER_WAIT`]) for an election in progress.
 pub async fn decide(
     state: &ApiState,
@@ -58,7 +99,9 @@ pub async fn decide(
     // `weft_server::replica`): any server answers it from its own.
     let local = match class {
         Forward::Local | Forward::Internal => true,
-        Forward::Leader => wants_stale(method, query),
+        Forward::Leader => {
+            wants_stale(method, query) || wants_cached(state, method, query, headers)
+        }
         Forward::LeaderKv => wants_stale(method, query) && !client,
     };
     if local {
@@ -189,6 +232,11 @@ async fn forward(
     if let Ok(hop) = axum::http::HeaderValue::from_str(&(hops(headers) + 1).to_string()) {
         passed_on.insert(FORWARDED, hop);
     }
+    if !passed_on.contains_key(ORIGIN_NODE) {
+        if let Ok(node) = axum::http::HeaderValue::from_str(&state.agent.config().node_name) {
+            passed_on.insert(ORIGIN_NODE, node);
+        }
+    }
     // A request without a token is answered on the servers with this agent's default token, as Consul's agents do.
     if let Some(token) = state.acl.default_token() {
         let query: Vec<(String, String)> = path_and_query
@@ -244,6 +292,7 @@ async fn forward(
             status,
             headers: reply_headers,
             body,
+            stream: None,
         });
     }
     Err(last_error)

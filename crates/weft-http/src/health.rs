@@ -118,38 +118,50 @@ async fn service_health(ctx: Ctx, which: Instances) -> Result<Reply, ApiError> {
     let passing = passing_param(&ctx)?;
     let tags: Vec<String> = ctx.params("tag").into_iter().map(str::to_string).collect();
     let meta = ctx.node_meta();
-    read_reply(
-        &ctx,
-        &[Table::Services, Table::Checks, Table::Nodes],
-        |s: &Store| {
-            let instances = match which {
-                Instances::Service => s.check_service_nodes(&name, false),
-                Instances::Connect => s.check_service_nodes(&name, true),
-                Instances::Ingress => s.ingress_gateways_for(&name),
-            };
-            let list: Vec<Value> = instances
-                .into_iter()
-                .filter(|csn| tags.iter().all(|t| csn.service.tags.contains(t)))
-                .filter(|csn| meta.iter().all(|(k, v)| csn.node.meta.get(k) == Some(v)))
-                .filter(|csn| {
-                    !passing || csn.checks.iter().all(|c| c.status == CheckStatus::Passing)
-                })
-                .filter(|csn| ctx.caller.may(Named::Node, &csn.node.node, Need::Read))
-                // A gateway is a service of its own: its name must be readable too.
-                .filter(|csn| {
-                    ctx.caller
-                        .may(Named::Service, &csn.service.service, Need::Read)
-                })
-                .map(to_json)
-                .collect();
-            let index = match which {
-                // Gateways are registered under their own names: any service change may add or drop one.
-                Instances::Ingress => s.table_index(Table::Services),
-                _ => s.service_index(&name),
-            };
-            (index, filtered(Value::Array(list), &filter))
-        },
-    )
+    let near = ctx.near();
+    // Gateways carry what their config entries say, too.
+    let tables: &[Table] = match which {
+        Instances::Ingress => &[
+            Table::Services,
+            Table::Checks,
+            Table::Nodes,
+            Table::ConfigEntries,
+        ],
+        _ => &[Table::Services, Table::Checks, Table::Nodes],
+    };
+    read_reply(&ctx, tables, |s: &Store| {
+        let instances = match which {
+            Instances::Service => s.check_service_nodes(&name, false),
+            Instances::Connect => s.check_service_nodes(&name, true),
+            Instances::Ingress => s.ingress_gateways_for(&name),
+        };
+        let mut instances = instances;
+        if let Some(near) = &near {
+            s.sort_instances_near(&mut instances, near);
+        }
+        let list: Vec<Value> = instances
+            .into_iter()
+            .filter(|csn| tags.iter().all(|t| csn.service.tags.contains(t)))
+            .filter(|csn| meta.iter().all(|(k, v)| csn.node.meta.get(k) == Some(v)))
+            .filter(|csn| !passing || csn.checks.iter().all(|c| c.status == CheckStatus::Passing))
+            .filter(|csn| ctx.caller.may(Named::Node, &csn.node.node, Need::Read))
+            // A gateway is a service of its own: its name must be readable too.
+            .filter(|csn| {
+                ctx.caller
+                    .may(Named::Service, &csn.service.service, Need::Read)
+            })
+            .map(to_json)
+            .collect();
+        let index = match which {
+            // Gateways are registered under their own names: any service or config entry change may add or
+            // drop one.
+            Instances::Ingress => s
+                .table_index(Table::Services)
+                .max(s.table_index(Table::ConfigEntries)),
+            _ => s.service_index(&name),
+        };
+        (index, filtered(Value::Array(list), &filter))
+    })
     .await
 }
 

@@ -4,9 +4,12 @@
 //! listener looks at all of them a few times per timeout:
 //! - a connection with no request in flight and no byte read or written for `timeout` is closed (idle keep-alive
 //!   connections, sockets that never send anything);
-//! - a request head that has not been completed `timeout` after its first byte is cut (slowloris).
+//! - a request head that has not been completed `timeout` after its first byte is cut (slowloris);
+//! - a connection whose answer could not be written for `timeout` is cut, request in flight or not: its client has
+//!   stopped reading (a monitor nobody reads would otherwise hold its slot for ever).
 //!
-//! A request in flight (a blocking query parked for minutes, a large body being written) is never cut.
+//! A request in flight (a blocking query parked for minutes, a large body being read by its client) is otherwise
+//! never cut.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -31,6 +34,11 @@ pub struct ConnState {
     last_activity: AtomicU64,
     head_started: AtomicU64,
     in_flight: AtomicU64,
+    /// Since when a write has been waiting for the client to read (0: none is).
+    write_blocked: AtomicU64,
+    /// The guard's clock origin, copied: reads and writes stamp activity without touching the guard's reference
+    /// count, which every connection shares.
+    started: Instant,
     guard: Weak<IdleGuard>,
     id: u64,
     /// Notified when the sweeper wants the connection gone.
@@ -63,6 +71,8 @@ impl IdleGuard {
             last_activity: AtomicU64::new(self.now()),
             head_started: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            write_blocked: AtomicU64::new(0),
+            started: self.started,
             guard: Arc::downgrade(self),
             id,
             close: Notify::new(),
@@ -84,6 +94,10 @@ impl IdleGuard {
             .values()
             .filter_map(Weak::upgrade)
             .filter(|c| {
+                let blocked = c.write_blocked.load(Ordering::Acquire);
+                if blocked != 0 && now.saturating_sub(blocked) >= limit {
+                    return true;
+                }
                 if c.in_flight.load(Ordering::Acquire) > 0 {
                     return false;
                 }
@@ -116,7 +130,8 @@ async fn sweep(guard: Weak<IdleGuard>) {
 
 impl ConnState {
     fn now(&self) -> u64 {
-        self.guard.upgrade().map_or(0, |g| g.now())
+        // As `IdleGuard::now`: never 0.
+        self.started.elapsed().as_millis() as u64 + 1
     }
 
     fn read(&self) {
@@ -132,6 +147,25 @@ impl ConnState {
 
     fn wrote(&self) {
         self.last_activity.store(self.now(), Ordering::Release);
+    }
+
+    /// Records the outcome of a write: progress clears the stall, a write that must wait starts one.
+    fn write_polled(&self, polled: &Poll<std::io::Result<usize>>) {
+        match polled {
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                self.write_blocked.store(0, Ordering::Release);
+                self.wrote();
+            }
+            Poll::Pending => {
+                let _ = self.write_blocked.compare_exchange(
+                    0,
+                    self.now(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+            _ => {}
+        }
     }
 
     /// A request's head has been read and its handler runs: until the returned token drops, the connection is busy.
@@ -160,6 +194,44 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.wrote();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Marks a response whose body is streamed for as long as the client listens (`/v1/agent/monitor`): its
+/// connection counts as busy until the body ends, so a quiet stream is not cut as idle. Other responses are not
+/// held: a client that stops reading one is cut by the idle timeout as before.
+#[derive(Debug, Clone, Copy)]
+pub struct LongLived;
+
+/// A response body, holding its connection busy when the response is [`LongLived`].
+pub struct HeldBody {
+    inner: axum::body::Body,
+    _busy: Option<InFlight>,
+}
+
+impl HeldBody {
+    pub fn new(inner: axum::body::Body, busy: Option<InFlight>) -> HeldBody {
+        HeldBody { inner, _busy: busy }
+    }
+}
+
+impl hyper::body::Body for HeldBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -199,9 +271,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.state.wrote();
-        }
+        this.state.write_polled(&polled);
         polled
     }
 
@@ -212,9 +282,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.state.wrote();
-        }
+        this.state.write_polled(&polled);
         polled
     }
 
@@ -263,6 +331,29 @@ mod tests {
             guard.conns.lock().unwrap().len(),
             3,
             "a closed connection is forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_its_client_stops_reading_is_cut_even_in_flight() {
+        let guard = IdleGuard::start(Duration::from_millis(50));
+        let stalled = guard.track();
+        let _a = stalled.request();
+        let reading = guard.track();
+        let _b = reading.request();
+        stalled.write_polled(&Poll::Pending);
+        reading.write_polled(&Poll::Pending);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        reading.write_polled(&Poll::Ready(Ok(10)));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let due: Vec<u64> = guard.due().iter().map(|c| c.id).collect();
+        assert!(
+            due.contains(&stalled.id),
+            "no byte taken for longer than the timeout"
+        );
+        assert!(
+            !due.contains(&reading.id),
+            "a client that reads keeps its answer"
         );
     }
 }

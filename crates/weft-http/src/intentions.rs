@@ -353,20 +353,39 @@ fn entry_json(s: &Store, name: &str) -> Option<Value> {
     )
 }
 
+/// Kinds kept in the config entry table (the others but `service-intentions` are refused by name).
+const STORED_KINDS: [&str; 8] = [
+    weft_types::config_entry::INGRESS_GATEWAY,
+    weft_types::config_entry::TERMINATING_GATEWAY,
+    weft_types::config_entry::SERVICE_DEFAULTS,
+    weft_types::config_entry::PROXY_DEFAULTS,
+    weft_types::config_entry::MESH,
+    crate::config_chain::SERVICE_ROUTER,
+    crate::config_chain::SERVICE_SPLITTER,
+    crate::config_chain::SERVICE_RESOLVER,
+];
+
 fn kind_supported(kind: &str) -> Result<(), ApiError> {
-    if kind == "service-intentions" {
+    if kind == "service-intentions" || STORED_KINDS.contains(&kind) {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
-            "config entry kind {kind:?} is not supported by Weft yet (service-intentions is)"
+            "config entry kind {kind:?} is not stored by Weft yet (service-intentions, service-defaults, \
+             proxy-defaults, mesh, service-router, service-splitter, service-resolver, ingress-gateway and \
+             terminating-gateway are)"
         )))
     }
 }
 
 /// `PUT /v1/config`: writes a config entry.
 pub async fn config_put(ctx: Ctx) -> Result<Reply, ApiError> {
-    let entry: ConfigEntry = ctx.decode()?;
-    kind_supported(&entry.kind)?;
+    let value: Value = ctx.decode()?;
+    let kind = weft_types::config_entry::kind_of(&value);
+    if kind != "service-intentions" {
+        return crate::config_entries::put(ctx, value).await;
+    }
+    let entry: ConfigEntry =
+        weft_types::lenient::decode_value(value).map_err(crate::reply::decode_error)?;
     if entry.name.is_empty() {
         return Err(ApiError::bad_request("config entry Name is required"));
     }
@@ -415,7 +434,18 @@ pub async fn config_entry(ctx: Ctx) -> Result<Reply, ApiError> {
         Some((k, n)) => (k.to_string(), n.to_string()),
         None => (ctx.rest.clone(), String::new()),
     };
+    let kind = kind.to_ascii_lowercase();
     kind_supported(&kind)?;
+    if STORED_KINDS.contains(&kind.as_str()) {
+        return if ctx.method == Method::DELETE {
+            if name.is_empty() {
+                return Err(ApiError::bad_request("Missing config entry name"));
+            }
+            crate::config_entries::delete(ctx, kind, name).await
+        } else {
+            crate::config_entries::get(ctx, kind, name).await
+        };
+    }
     if ctx.method == Method::DELETE {
         if name.is_empty() {
             return Err(ApiError::bad_request("Missing config entry name"));

@@ -73,6 +73,7 @@ async fn get(ctx: Ctx) -> Result<Reply, ApiError> {
             status: StatusCode::NOT_FOUND,
             headers: Default::default(),
             body: Default::default(),
+            stream: None,
         };
         return Ok(ctx.read_meta(reply, index, consistency));
     }
@@ -89,6 +90,7 @@ async fn get(ctx: Ctx) -> Result<Reply, ApiError> {
             status: StatusCode::OK,
             headers: Default::default(),
             body: raw.into(),
+            stream: None,
         };
         reply.set("content-type", "text/plain");
         reply.set("x-content-type-options", "nosniff");

@@ -14,7 +14,10 @@ pub mod blocking;
 pub mod browser_guard;
 pub mod caller;
 mod catalog;
+mod config_chain;
+mod config_entries;
 mod connect;
+mod coordinate;
 pub mod ctx;
 mod event;
 pub mod forward;
@@ -22,9 +25,13 @@ mod health;
 pub mod idle;
 mod intentions;
 mod internal;
+mod keyring;
 mod kv;
+mod metrics;
+pub mod monitor;
 mod operator;
 pub mod policy;
+pub mod query;
 pub mod reply;
 pub mod routes;
 pub mod rpc_guard;
@@ -58,9 +65,28 @@ pub type ConfigReloader = Arc<
         + Sync,
 >;
 
-/// Everything handlers need; cheap to clone.
+/// Everything handlers need, shared: a clone is one reference count, since every request clones it (axum's
+/// `State`) and drops it when answered, a thousand at once when a write wakes parked blocking queries. Fields are
+/// read through `Deref`; setting one (at start-up) copies the settings if they are shared.
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiSettings>);
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiSettings;
+    fn deref(&self) -> &ApiSettings {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ApiState {
+    fn deref_mut(&mut self) -> &mut ApiSettings {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+/// What [`ApiState`] holds.
+#[derive(Clone)]
+pub struct ApiSettings {
     pub agent: Agent,
     pub reload: Option<ConfigReloader>,
     /// Largest KV value accepted (Consul's `kv_max_value_size`, 512 KiB by default).
@@ -83,11 +109,13 @@ pub struct ApiState {
     pub rpc_connections: Option<Arc<weft_rpc::Connections>>,
     /// ACL settings of the API (the agent's tokens, the bootstrap reset file, token TTL bounds).
     pub acl: caller::AclApi,
+    /// The agent's log, for `/v1/agent/monitor` (`None` where the process logs nowhere to stream from).
+    pub logs: Option<Arc<monitor::LogStream>>,
 }
 
 impl ApiState {
     pub fn new(agent: Agent) -> ApiState {
-        ApiState {
+        ApiState(Arc::new(ApiSettings {
             agent,
             reload: None,
             kv_max_value_size: 512 * 1024,
@@ -100,7 +128,8 @@ impl ApiState {
             http_connections: weft_rpc::Connections::new(200),
             rpc_connections: None,
             acl: caller::AclApi::default(),
-        }
+            logs: None,
+        }))
     }
 }
 
@@ -162,8 +191,11 @@ async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
             header::HeaderValue::from_static(intention_policy),
         );
     }
+    if reply.stream.is_some() {
+        builder = builder.extension(idle::LongLived);
+    }
     builder
-        .body(Body::from(reply.body))
+        .body(reply.stream.unwrap_or_else(|| Body::from(reply.body)))
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
@@ -252,7 +284,11 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
             )
         }
     };
-    if let Some(reply) = forward::route(
+    let cached = route.policy.forward == policy::Forward::Leader
+        && method == Method::GET
+        && query.iter().any(|(k, _)| k == "cached");
+    let started = std::time::Instant::now();
+    if let Some(mut reply) = forward::route(
         &state,
         route.policy.forward,
         &method,
@@ -263,6 +299,15 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
     )
     .await
     {
+        if cached {
+            forward::mark_cached(&state, &mut reply, false);
+        }
+        // Passed on to a server: timed here too, as Consul's agents time what they forward.
+        state.agent.server().metrics().time_http(
+            method_name(&method),
+            route.path,
+            started.elapsed(),
+        );
         return reply;
     }
     if method == Method::GET
@@ -294,6 +339,9 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
     ) {
         return e.into_reply();
     }
+    // What the request is timed under: its method and its route's pattern (never the path itself, so the number
+    // of series stays bounded).
+    let timed = (method_name(&method), route.path, state.clone());
     let ctx = Ctx {
         state,
         method,
@@ -309,10 +357,34 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
         Ok(reply) => reply,
         Err(e) => e.into_reply(),
     };
+    let (method, path, state) = timed;
+    let metrics = state.agent.server().metrics();
+    if state.rpc {
+        metrics.count("consul.rpc.request", vec![], 1.0);
+    }
+    metrics.time_http(method, path, started.elapsed());
     if caller.report_filtered() {
         reply.set("x-consul-results-filtered-by-acls", "true");
     }
+    if cached {
+        // Answered from this agent's copy (fresh enough, or the leader's own).
+        forward::mark_cached(&state, &mut reply, true);
+    }
     reply
+}
+
+/// A method's name with a static lifetime, for metrics (anything unusual is `OTHER`).
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +393,12 @@ mod acl_login_tests;
 mod acl_matrix;
 #[cfg(test)]
 mod acl_tests;
+#[cfg(test)]
+mod config_entry_tests;
+#[cfg(test)]
+mod coordinate_tests;
+#[cfg(test)]
+mod query_tests;
 #[cfg(test)]
 mod route_audit;
 #[cfg(test)]

@@ -42,6 +42,25 @@ pub async fn raft_peer(ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::empty())
 }
 
+/// `POST /v1/operator/raft/transfer-leader?id=<raft id>`: the leader hands leadership to that server (else to the
+/// voter with the most of the log) and answers Consul's `{"Success": true}` once the new leader leads.
+pub async fn transfer_leader(ctx: Ctx) -> Result<Reply, ApiError> {
+    ctx.check_scope()?;
+    let id = ctx.param("id").filter(|s| !s.is_empty());
+    match ctx.state.agent.server().transfer_leader(id).await {
+        Ok(_) => Ok(ctx.json(&json!({ "Success": true }))),
+        Err(weft_server::PeerError::UnknownId(id)) => Err(ApiError::bad_request(format!(
+            "id {id:?} was not found in the Raft configuration"
+        ))),
+        Err(weft_server::PeerError::Transfer(
+            e @ (weft_server::TransferError::ToItself | weft_server::TransferError::NotAVoter(_)),
+        )) => Err(ApiError::bad_request(format!(
+            "cannot transfer leadership: {e}"
+        ))),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
+}
+
 /// `GET /v1/operator/autopilot/health`.
 /// `GET /v1/operator/autopilot/state`: Consul's autopilot state, from the same probes as `health`: servers keyed by
 /// Raft ID with their status (`leader`, `voter`, `non-voter`), the leader, the voters, and the failure tolerances.

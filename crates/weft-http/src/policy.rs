@@ -48,9 +48,13 @@ pub enum Resource {
     Session,
     /// User events, by name.
     Event,
+    /// Prepared queries, by name (Consul's `query` rules).
+    PreparedQuery,
     /// Intentions (Consul checks `intentions` rules on the destination service).
     Intention,
     Operator,
+    /// The gossip keyring (Consul's `keyring` rules).
+    Keyring,
     /// The CA configuration and roots (Consul: `mesh`/`operator`).
     Mesh,
     Acl,

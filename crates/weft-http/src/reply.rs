@@ -10,6 +10,8 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// A body sent as it is produced (`/v1/agent/monitor`), instead of `body`.
+    pub stream: Option<axum::body::Body>,
 }
 
 impl Reply {
@@ -19,6 +21,7 @@ impl Reply {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
             body: Bytes::new(),
+            stream: None,
         }
     }
 
@@ -32,6 +35,7 @@ impl Reply {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
             body,
+            stream: None,
         };
         reply.set("content-type", "application/json");
         reply
@@ -46,6 +50,7 @@ impl Reply {
             status,
             headers: HeaderMap::new(),
             body: Bytes::from(text.into().into_bytes()),
+            stream: None,
         };
         reply.set("content-type", "text/plain; charset=utf-8");
         reply
@@ -133,7 +138,10 @@ pub fn decode_error(e: weft_types::lenient::DecodeError) -> ApiError {
 
 impl axum::response::IntoResponse for Reply {
     fn into_response(self) -> axum::response::Response {
-        let mut response = axum::response::Response::new(axum::body::Body::from(self.body));
+        let body = self
+            .stream
+            .unwrap_or_else(|| axum::body::Body::from(self.body));
+        let mut response = axum::response::Response::new(body);
         *response.status_mut() = self.status;
         response.headers_mut().extend(self.headers);
         response

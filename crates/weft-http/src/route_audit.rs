@@ -41,6 +41,8 @@ const CLUSTER: &[&str] = &[
     "/v1/connect/intentions",
     "/v1/connect/ca/",
     "/v1/config",
+    "/v1/query",
+    "/v1/coordinate/",
     "/v1/operator/",
     "/v1/snapshot",
     "/v1/acl/bootstrap",
@@ -52,6 +54,9 @@ const CLUSTER: &[&str] = &[
     "/v1/acl/login",
     "/v1/acl/logout",
 ];
+
+/// Operations on the gossip pool, which every agent belongs to and carries out itself (not the leader's state).
+const GOSSIP: &[&str] = &["/v1/operator/keyring"];
 
 #[test]
 fn every_route_declares_a_consistent_policy() {
@@ -94,7 +99,7 @@ fn every_route_declares_a_consistent_policy() {
             problem("inconsistent rule");
         }
         // Cluster state goes to the leader; the agent's own endpoints are local.
-        let cluster = CLUSTER.iter().any(|c| r.path.starts_with(c));
+        let cluster = CLUSTER.iter().any(|c| r.path.starts_with(c)) && !GOSSIP.contains(&r.path);
         let to_leader = matches!(p.forward, Forward::Leader | Forward::LeaderKv);
         if cluster != to_leader {
             problem("cluster paths and leader forwarding go together");

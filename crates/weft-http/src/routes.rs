@@ -5,8 +5,9 @@ use crate::ctx::Ctx;
 use crate::policy::{Access, AclRule, BodyLimit, Forward, Listener, Policy, Resource, Subject};
 use crate::reply::{ApiError, Reply};
 use crate::{
-    acl, acl_login, agent, agent_self, agent_token, catalog, connect, event, health, intentions,
-    internal, kv, operator, session, snapshot, status, txn,
+    acl, acl_login, agent, agent_self, agent_token, catalog, connect, coordinate, event, health,
+    intentions, internal, keyring, kv, metrics, monitor, operator, query, session, snapshot,
+    status, txn,
 };
 use axum::http::Method;
 use std::future::Future;
@@ -83,7 +84,9 @@ const fn rule(resource: Resource, access: Access, subject: Subject) -> AclRule {
 }
 
 use Access::{ByMethod, Read, Write};
-use Resource::{Acl, Agent, Event, Intention, Key, Node, Operator, Service, Session};
+use Resource::{
+    Acl, Agent, Event, Intention, Key, Keyring, Node, Operator, PreparedQuery, Service, Session,
+};
 use Subject::{Body, Each, Keys, Owner, Path, Query, ThisNode, Whole};
 
 fn table() -> Vec<Route> {
@@ -112,6 +115,12 @@ fn table() -> Vec<Route> {
             [GET],
             operator::raft_configuration,
             leader(rule(Operator, Read, Whole))
+        ),
+        route!(
+            "/v1/operator/raft/transfer-leader",
+            [POST],
+            operator::transfer_leader,
+            leader(rule(Operator, Write, Whole))
         ),
         route!(
             "/v1/operator/raft/peer",
@@ -148,6 +157,18 @@ fn table() -> Vec<Route> {
             local(rule(Event, Read, Each))
         ),
         route!(
+            "/v1/query",
+            [GET, POST],
+            query::collection,
+            leader(rule(PreparedQuery, ByMethod, Each))
+        ),
+        route!(
+            "/v1/query/",
+            [GET, PUT, DELETE],
+            query::item,
+            leader(rule(PreparedQuery, ByMethod, Owner))
+        ),
+        route!(
             "/v1/operator/usage",
             [GET],
             operator::usage,
@@ -158,6 +179,13 @@ fn table() -> Vec<Route> {
             [GET, PUT],
             operator::autopilot_configuration,
             leader(rule(Operator, ByMethod, Whole))
+        ),
+        // Every agent is a gossip member and carries the operation to the others itself.
+        route!(
+            "/v1/operator/keyring",
+            [GET, POST, PUT, DELETE],
+            keyring::keyring,
+            local(rule(Keyring, ByMethod, Whole))
         ),
         route!(
             "/v1/operator/autopilot/state",
@@ -170,6 +198,18 @@ fn table() -> Vec<Route> {
             "/v1/agent/self",
             [GET],
             agent_self::self_,
+            local(rule(Agent, Read, ThisNode))
+        ),
+        route!(
+            "/v1/agent/metrics",
+            [GET],
+            metrics::metrics,
+            local(rule(Agent, Read, ThisNode))
+        ),
+        route!(
+            "/v1/agent/monitor",
+            [GET],
+            monitor::monitor,
             local(rule(Agent, Read, ThisNode))
         ),
         route!(
@@ -330,6 +370,30 @@ fn table() -> Vec<Route> {
             [GET],
             catalog::datacenters,
             leader(AclRule::NONE)
+        ),
+        route!(
+            "/v1/coordinate/datacenters",
+            [GET],
+            coordinate::datacenters,
+            leader(rule(Node, Read, Each))
+        ),
+        route!(
+            "/v1/coordinate/nodes",
+            [GET],
+            coordinate::nodes,
+            leader(rule(Node, Read, Each))
+        ),
+        route!(
+            "/v1/coordinate/node/",
+            [GET],
+            coordinate::node,
+            leader(rule(Node, Read, Path))
+        ),
+        route!(
+            "/v1/coordinate/update",
+            [PUT],
+            coordinate::update,
+            leader(rule(Node, Write, Body))
         ),
         route!(
             "/v1/catalog/nodes",

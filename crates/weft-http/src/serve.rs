@@ -8,7 +8,7 @@
 //! Blocking queries are unaffected: the header timeout runs only while a request is being read, never while a
 //! handler waits.
 
-use crate::idle::{IdleGuard, Tracked};
+use crate::idle::{HeldBody, IdleGuard, Tracked};
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -76,9 +76,15 @@ pub async fn serve(
             let in_flight = busy.request();
             let answer = hyper::service::Service::call(&tower, req);
             async move {
-                let answer = answer.await;
-                drop(in_flight);
-                answer
+                answer.await.map(|response| {
+                    // A streamed answer keeps the connection busy until it ends; any other is done with its head.
+                    let busy = response
+                        .extensions()
+                        .get::<crate::idle::LongLived>()
+                        .is_some()
+                        .then_some(in_flight);
+                    response.map(|body| HeldBody::new(body, busy))
+                })
             }
         });
         let io = TokioIo::new(Tracked::new(stream, state.clone()));

@@ -171,6 +171,7 @@ async fn save(ctx: Ctx) -> Result<Reply, ApiError> {
         status: StatusCode::OK,
         headers: Default::default(),
         body: body.into(),
+        stream: None,
     };
     reply.set("content-type", "application/octet-stream");
     reply.set("x-consul-index", index.max(1).to_string());

@@ -55,6 +55,7 @@ impl TestApi {
                 state_dir: None,
                 leaf_idle_expiry: weft_agent::DEFAULT_LEAF_IDLE_EXPIRY,
                 script_checks: Default::default(),
+                check_output_max_size: 0,
                 locality: None,
             },
             server,
@@ -105,6 +106,10 @@ impl TestApi {
 
     pub async fn put(&self, uri: &str, body: &str) -> Answer {
         self.call("PUT", uri, body).await
+    }
+
+    pub async fn delete(&self, uri: &str) -> Answer {
+        self.call("DELETE", uri, "").await
     }
 
     /// Everything a refused request must leave untouched: the store and the agent's local state.

@@ -27,6 +27,8 @@ pub struct IngressHttp {
     pub bind: SocketAddr,
     pub services: Vec<String>,
     pub datacenter: String,
+    /// A service's hosts besides `<service>` and `<service>.ingress.*` (`*.example.com` matches any subdomain).
+    pub hosts: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -32,7 +32,19 @@ impl Route {
             || host
                 .to_ascii_lowercase()
                 .starts_with(&format!("{}.ingress.", name.to_ascii_lowercase()))
-            || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+            || self.hosts.iter().any(|h| host_matches(h, host))
+    }
+}
+
+/// Whether `host` is `pattern`, or a subdomain of it when the pattern is `*.domain` (case-insensitive).
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(domain) => {
+            let host = host.to_ascii_lowercase();
+            let suffix = format!(".{}", domain.to_ascii_lowercase());
+            host.len() > suffix.len() && host.ends_with(&suffix)
+        }
+        None => pattern.eq_ignore_ascii_case(host),
     }
 }
 
@@ -149,7 +161,17 @@ pub async fn serve_http(
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use super::{host_matches, host_of};
+
+    #[test]
+    fn hosts_match_exactly_or_as_wildcard_subdomains() {
+        assert!(host_matches("web.example.com", "WEB.example.com"));
+        assert!(host_matches("*.example.org", "a.example.org"));
+        assert!(host_matches("*.example.org", "a.b.EXAMPLE.org"));
+        assert!(!host_matches("*.example.org", "example.org"));
+        assert!(!host_matches("*.example.org", "aexample.org"));
+        assert!(!host_matches("web.example.com", "web.example.com.evil"));
+    }
 
     #[test]
     fn host_header_is_found_without_port() {

@@ -9,10 +9,12 @@ pub mod balance;
 pub mod config;
 pub mod control;
 pub mod ingress;
+pub mod ingress_entry;
 pub mod listeners;
 pub mod metrics;
 pub mod metrics_endpoint;
 pub mod tls;
+pub mod tunnel;
 mod upstream_error;
 
 use config::ProxyConfig;
@@ -73,7 +75,15 @@ fn watch_endpoints(
 impl Proxy {
     /// Binds every listener (so the ports are ready when this returns), starts the watches and serves.
     pub async fn start(config: ProxyConfig, agent: AgentClient) -> Result<Proxy, ProxyError> {
-        let metrics = Arc::new(Metrics::default());
+        Proxy::start_counting(config, agent, Arc::new(Metrics::default())).await
+    }
+
+    /// Like [`Proxy::start`], counting into `metrics` (a reloaded gateway keeps its counters).
+    pub async fn start_counting(
+        config: ProxyConfig,
+        agent: AgentClient,
+        metrics: Arc<Metrics>,
+    ) -> Result<Proxy, ProxyError> {
         let tracker = Arc::new(Tracker::default());
         let mut accept_loops = Vec::new();
 
@@ -188,7 +198,7 @@ impl Proxy {
                         datacenter: http.datacenter.clone(),
                         bind: http.bind,
                     },
-                    hosts: Vec::new(),
+                    hosts: http.hosts.get(service).cloned().unwrap_or_default(),
                     endpoints: rx,
                     balancer: Arc::default(),
                 });
@@ -236,6 +246,15 @@ impl Proxy {
         self.tracker.active()
     }
 
+    /// Stops accepting and closes the listeners (their ports are free when this returns); open connections go on
+    /// until [`Proxy::drain`].
+    pub async fn close_listeners(&mut self) {
+        for l in self.accept_loops.drain(..) {
+            l.abort();
+            let _ = l.await;
+        }
+    }
+
     /// Stops accepting, lets open connections finish for up to `grace`, and returns how many were cut off.
     pub async fn drain(self, grace: Duration) -> usize {
         for l in &self.accept_loops {
@@ -247,7 +266,8 @@ impl Proxy {
     }
 }
 
-/// Rebuilds the TLS state whenever roots or the leaf change.
+/// Rebuilds the TLS state whenever roots, the leaf or the intentions change (a new snapshot has a new ticket key,
+/// so clients make a full handshake, and a refused one hears why).
 async fn build_tls(
     service: String,
     mut roots: watch::Receiver<Option<Arc<Roots>>>,
@@ -256,11 +276,15 @@ async fn build_tls(
     metrics: Arc<Metrics>,
     tx: watch::Sender<Option<Arc<MeshTls>>>,
 ) {
+    let mut intention_changes = intentions.clone();
     loop {
         let (r, l) = (
             roots.borrow_and_update().clone(),
             leaf.borrow_and_update().clone(),
         );
+        if let Some(i) = intention_changes.as_mut() {
+            i.borrow_and_update();
+        }
         if let (Some(r), Some(l)) = (r, l) {
             match MeshTls::build(r, l.clone(), &service, intentions.clone(), metrics.clone()) {
                 Ok(state) => {
@@ -275,10 +299,21 @@ async fn build_tls(
         tokio::select! {
             r = roots.changed() => if r.is_err() { return },
             l = leaf.changed() => if l.is_err() { return },
+            i = changed(&mut intention_changes) => if i.is_err() { return },
             _ = tx.closed() => return,
         }
     }
 }
 
+/// The next change of an optional watch; never, without one.
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) -> Result<(), watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tunnel_tests;

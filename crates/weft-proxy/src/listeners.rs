@@ -7,21 +7,28 @@ use crate::config::Upstream;
 use crate::control::Endpoint;
 use crate::metrics::{Metrics, Refusal};
 use crate::tls::MeshTls;
+use crate::tunnel::{Carrier, TunnelServer, STREAM_CHUNK, TUNNEL_ALPN};
 use crate::upstream_error::UpstreamError;
 use rand::RngExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::{server, LazyConfigAcceptor, TlsConnector};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Consul's `local_connect_timeout_ms` (5 s). A local application whose listen backlog is full drops the SYN, and
+/// the kernel sends it again only after a second: a shorter timeout failed those connections (issue 18's resets).
+pub(crate) const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// After one direction of a relayed connection fails, how long the other may still deliver what it has.
+const LINGER: Duration = Duration::from_secs(5);
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_ATTEMPTS: usize = 3;
+/// Read size when relaying over TLS: one full TLS record.
+const TLS_RECORD: usize = 16 * 1024;
 
 pub type TlsWatch = watch::Receiver<Option<Arc<MeshTls>>>;
 pub type EndpointWatch = watch::Receiver<Option<Arc<Vec<Endpoint>>>>;
@@ -107,21 +114,19 @@ pub async fn serve_public(
                 continue;
             }
         };
+        // No Nagle: a TLS 1.3 server's session ticket is a small write right after the handshake, and a response
+        // written before its ACK came back (delayed by the peer) would wait for it.
+        let _ = tcp.set_nodelay(true);
         let (mut tls, metrics, local) = (tls.clone(), metrics.clone(), local_service.clone());
-        let guard = tracker.track();
+        let (guard, tracker) = (tracker.track(), tracker.clone());
         tokio::spawn(async move {
             let _guard = guard;
             let Some(state) = ready(&mut tls).await else {
                 tracing::warn!(%peer, "no certificate yet; dropping inbound connection");
                 return;
             };
-            let Some(server) = state.server.clone() else {
-                return;
-            };
-            let accepted =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(server).accept(tcp))
-                    .await;
-            let mut stream = match accepted {
+            let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(tcp, &state)).await;
+            let (mut stream, tunnel) = match accepted {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     match rustls_error(&e) {
@@ -148,6 +153,48 @@ pub async fn serve_public(
                     return;
                 }
             };
+            // The intention check again, on every connection: a resumed handshake skipped the verifier. A tunnel
+            // is checked per stream instead, so that a refused client hears why (403 `intention_deny`) rather
+            // than seeing the connection close.
+            let (_, conn) = stream.get_ref();
+            let (policy, leaf) = (
+                &state.policy,
+                conn.peer_certificates().and_then(|c| c.first()),
+            );
+            let client = match (policy, leaf) {
+                (Some(policy), Some(leaf)) => {
+                    policy.identify(leaf).and_then(|client| match tunnel {
+                        true => Ok(client),
+                        false => policy.allow(&client).map(|()| client),
+                    })
+                }
+                _ => {
+                    metrics.refused(Refusal::NoCertificate);
+                    Err(Refusal::NoCertificate)
+                }
+            };
+            let client = match client {
+                Ok(client) => client,
+                Err(_) => {
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+            };
+            if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                metrics.inbound_resumed.fetch_add(1, Ordering::Relaxed);
+            }
+            if tunnel {
+                let chain = conn
+                    .peer_certificates()
+                    .map(<[_]>::to_vec)
+                    .unwrap_or_default();
+                // Each stream counts for draining, not the tunnel: an idle tunnel must not hold a drain up.
+                drop(_guard);
+                TunnelServer::new(chain, client, tls, local, metrics, tracker)
+                    .serve(stream)
+                    .await;
+                return;
+            }
             metrics.inbound_accepted.fetch_add(1, Ordering::Relaxed);
             let app =
                 tokio::time::timeout(LOCAL_CONNECT_TIMEOUT, TcpStream::connect(local.as_str()))
@@ -156,10 +203,13 @@ pub async fn serve_public(
                 Ok(Ok(a)) => a,
                 Ok(Err(e)) => {
                     tracing::warn!(%local, error = %e, "failed to dial the local application");
+                    // A clean end (close_notify), so the caller's side tells "nothing came" from a broken link.
+                    let _ = stream.shutdown().await;
                     return;
                 }
                 Err(_) => {
                     tracing::warn!(%local, "timed out dialing the local application");
+                    let _ = stream.shutdown().await;
                     return;
                 }
             };
@@ -168,8 +218,8 @@ pub async fn serve_public(
             if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
                 &mut stream,
                 &mut app,
-                16 * 1024,
-                16 * 1024,
+                TLS_RECORD,
+                TLS_RECORD,
             )
             .await
             {
@@ -177,6 +227,27 @@ pub async fn serve_public(
             }
         });
     }
+}
+
+/// The public listener's TLS handshake: the tunnel's configuration for a client that asks for a tunnel (true),
+/// else the plain one.
+async fn accept(
+    tcp: TcpStream,
+    state: &MeshTls,
+) -> std::io::Result<(server::TlsStream<TcpStream>, bool)> {
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+    let tunnel = start
+        .client_hello()
+        .alpn()
+        .is_some_and(|mut offered| offered.any(|p| p == TUNNEL_ALPN));
+    let config = if tunnel {
+        state.tunnel_server.clone()
+    } else {
+        state.server.clone()
+    };
+    let config =
+        config.ok_or_else(|| std::io::Error::other("this proxy has no public listener"))?;
+    Ok((start.into_stream(config).await?, tunnel))
 }
 
 fn looks_like_http(first: &[u8]) -> bool {
@@ -190,12 +261,16 @@ fn looks_like_http(first: &[u8]) -> bool {
 /// Pipes bytes both ways until both directions are done. If the upstream refuses the connection (an intention
 /// denies it) before answering anything and the client spoke HTTP, the client gets a 503 naming the upstream and
 /// the reason instead of an empty reply; other protocols just see the connection close.
-async fn relay_upstream(
+async fn relay_upstream<S>(
     client: &mut TcpStream,
-    mut upstream: tokio_rustls::client::TlsStream<TcpStream>,
+    mut upstream: S,
+    chunk: usize,
     prefix: &[u8],
     destination: &str,
-) -> Result<(), UpstreamError> {
+) -> Result<(), UpstreamError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     if !prefix.is_empty() {
         upstream
             .write_all(prefix)
@@ -208,7 +283,7 @@ async fn relay_upstream(
     let first = std::sync::Mutex::new(prefix.iter().take(16).copied().collect::<Vec<u8>>());
     let answered = AtomicBool::new(false);
     let mut to_upstream = Box::pin(async {
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut buf = vec![0u8; chunk];
         loop {
             let n = cr
                 .read(&mut buf)
@@ -231,7 +306,7 @@ async fn relay_upstream(
         }
     });
     let mut from_upstream = Box::pin(async {
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut buf = vec![0u8; chunk];
         loop {
             let n = ur
                 .read(&mut buf)
@@ -249,16 +324,24 @@ async fn relay_upstream(
     });
     let (mut up_done, mut down_done) = (false, false);
     let mut outcome = Ok(());
+    // When sending towards the upstream fails (it stopped reading, say), what it already answered is still
+    // delivered to the client, for a moment; when the upstream side itself breaks, there is nothing more to wait for.
+    let linger = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+    tokio::pin!(linger);
     while !(up_done && down_done) {
         tokio::select! {
             r = &mut to_upstream, if !up_done => {
                 up_done = true;
-                if let Err(e) = r { outcome = Err(e); break; }
+                if let Err(e) = r {
+                    linger.as_mut().reset(tokio::time::Instant::now() + LINGER);
+                    outcome = Err(e);
+                }
             }
             r = &mut from_upstream, if !down_done => {
                 down_done = true;
                 if let Err(e) = r { outcome = Err(e); break; }
             }
+            _ = &mut linger => break,
         }
     }
     drop(to_upstream);
@@ -325,7 +408,8 @@ pub async fn serve_upstream(
 }
 
 /// Carries one client connection to a healthy instance of `upstream`: picks an instance (power of two choices),
-/// dials it over mutual TLS, retries another instance when the dial or handshake fails, and relays. `prefix` holds
+/// opens a stream on a pooled tunnel to it (dialing one over mutual TLS when none has room), retries another
+/// instance when that fails, and relays. `prefix` holds
 /// bytes already read from the client (an ingress reads the request head to route it); they go first.
 pub(crate) async fn forward(
     mut client: TcpStream,
@@ -346,18 +430,43 @@ pub(crate) async fn forward(
             break;
         };
         let lease = balancer.lease(&endpoint.address);
-        match dial(state, endpoint, upstream).await {
-            Ok(stream) => {
+        let identity = state.expected_identity(&endpoint.service, datacenter(endpoint, upstream));
+        let opened = state
+            .tunnels
+            .open(
+                &identity,
+                &endpoint.address,
+                dial(state, endpoint, upstream, metrics),
+                metrics,
+            )
+            .await;
+        let relayed = match opened {
+            Ok(Carrier::Stream(io, _stream)) => {
                 metrics.upstream_connections.fetch_add(1, Ordering::Relaxed);
-                if let Err(why) =
-                    relay_upstream(&mut client, stream, &prefix, &upstream.destination).await
-                {
-                    if why == UpstreamError::RefusedByIntention {
-                        metrics.refused(Refusal::IntentionDeny);
-                    }
-                    tracing::info!(upstream = %upstream.destination, instance = %endpoint.address, error = %why, "upstream connection ended");
-                }
-                drop(lease);
+                relay_upstream(
+                    &mut client,
+                    io,
+                    STREAM_CHUNK,
+                    &prefix,
+                    &upstream.destination,
+                )
+                .await
+            }
+            Ok(Carrier::Direct(tls)) => {
+                metrics.upstream_connections.fetch_add(1, Ordering::Relaxed);
+                relay_upstream(&mut client, tls, TLS_RECORD, &prefix, &upstream.destination).await
+            }
+            // The instance's sidecar answered: an intention denies us. Another instance would say the same.
+            Err(UpstreamError::RefusedByIntention) => {
+                metrics.refused(Refusal::IntentionDeny);
+                tracing::info!(upstream = %upstream.destination, instance = %endpoint.address, "refused by intention");
+                refuse(
+                    client,
+                    &prefix,
+                    &UpstreamError::RefusedByIntention,
+                    &upstream.destination,
+                )
+                .await;
                 return;
             }
             Err(why) => {
@@ -366,8 +475,17 @@ pub(crate) async fn forward(
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(upstream = %upstream.destination, instance = %endpoint.address, error = %why, "dial failed; trying another instance");
                 failed.push(endpoint.address.clone());
+                continue;
             }
+        };
+        if let Err(why) = relayed {
+            if why == UpstreamError::RefusedByIntention {
+                metrics.refused(Refusal::IntentionDeny);
+            }
+            tracing::info!(upstream = %upstream.destination, instance = %endpoint.address, error = %why, "upstream connection ended");
         }
+        drop(lease);
+        return;
     }
     let why = if list.is_empty() {
         tracing::warn!(upstream = %upstream.destination, "no healthy instances found");
@@ -376,7 +494,12 @@ pub(crate) async fn forward(
         tracing::warn!(upstream = %upstream.destination, tried = failed.len(), "every attempt failed");
         UpstreamError::EveryInstanceFailed
     };
-    // An HTTP client gets a 503 that says why, rather than an empty reply.
+    refuse(client, &prefix, &why, &upstream.destination).await;
+}
+
+/// Tells a client whose connection cannot be carried why: an HTTP client gets a 503 naming the reason, rather
+/// than an empty reply; other protocols just see the connection close.
+async fn refuse(mut client: TcpStream, prefix: &[u8], why: &UpstreamError, destination: &str) {
     let mut first = [0u8; 16];
     let spoke_http = if prefix.is_empty() {
         match tokio::time::timeout(Duration::from_millis(200), client.read(&mut first)).await {
@@ -384,11 +507,11 @@ pub(crate) async fn forward(
             _ => false,
         }
     } else {
-        looks_like_http(&prefix)
+        looks_like_http(prefix)
     };
     if spoke_http {
         let _ = client
-            .write_all(why.http_answer(&upstream.destination).as_bytes())
+            .write_all(why.http_answer(destination).as_bytes())
             .await;
         // Close gently: unread request bytes would turn our close into a reset that can overtake the answer.
         let _ = client.shutdown().await;
@@ -398,30 +521,58 @@ pub(crate) async fn forward(
     }
 }
 
+/// The datacenter an instance is in: its own when the catalog says, else the upstream's.
+fn datacenter<'a>(endpoint: &'a Endpoint, upstream: &'a Upstream) -> &'a str {
+    if endpoint.datacenter.is_empty() {
+        upstream.datacenter.as_str()
+    } else {
+        endpoint.datacenter.as_str()
+    }
+}
+
+/// The TLS name an instance is dialed by: its address as a name under `.invalid` (the verifier checks the SPIFFE
+/// identity, never this name), so that each instance has its own resumable session in the client's cache.
+pub(crate) fn instance_name(address: &str) -> rustls_pki_types::ServerName<'static> {
+    let label: String = address
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let label = label.trim_matches('-');
+    rustls_pki_types::ServerName::try_from(format!("i-{label}.mesh.weft.invalid"))
+        .or_else(|_| rustls_pki_types::ServerName::try_from("mesh.weft.invalid".to_string()))
+        .unwrap_or_else(|_| {
+            rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())
+        })
+}
+
 async fn dial(
     state: &MeshTls,
     endpoint: &Endpoint,
     upstream: &Upstream,
+    metrics: &Metrics,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
-    let dc = if endpoint.datacenter.is_empty() {
-        upstream.datacenter.as_str()
-    } else {
-        endpoint.datacenter.as_str()
-    };
     let config = state
-        .client_for(&endpoint.service, dc)
+        .tunnel_client_for(&endpoint.service, datacenter(endpoint, upstream))
         .map_err(|e| UpstreamError::Identity(e.to_string()))?;
     let attempt = async {
         let tcp = TcpStream::connect(endpoint.address.as_str())
             .await
             .map_err(|e| UpstreamError::Io(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
-        let name = rustls_pki_types::ServerName::try_from("mesh.weft.invalid")
-            .map_err(|e| UpstreamError::Tls(e.to_string()))?;
-        TlsConnector::from(config)
-            .connect(name, tcp)
+        let stream = TlsConnector::from(config)
+            .connect(instance_name(&endpoint.address), tcp)
             .await
-            .map_err(|e| UpstreamError::from_io(&e))
+            .map_err(|e| UpstreamError::from_io(&e))?;
+        if stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            metrics.upstream_resumed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(stream)
     };
     tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, attempt)
         .await

@@ -42,8 +42,17 @@ impl Refusal {
 pub struct Metrics {
     refusals: [AtomicU64; 7],
     pub inbound_accepted: AtomicU64,
+    /// Of those, the ones that resumed a TLS session (no certificate signatures or chain checks).
+    pub inbound_resumed: AtomicU64,
     pub upstream_connections: AtomicU64,
+    /// Of those, the ones that resumed a TLS session.
+    pub upstream_resumed: AtomicU64,
     pub upstream_dial_failures: AtomicU64,
+    /// Tunnels dialed to upstream instances, and application connections carried as streams of a tunnel.
+    pub tunnels_dialed: AtomicU64,
+    pub tunnel_streams: AtomicU64,
+    /// Of the accepted inbound connections, the ones that came as streams of a tunnel.
+    pub inbound_tunnel_streams: AtomicU64,
     /// Answers from the local agent that failed or did not decode (the proxy kept its last good state).
     pub control_failures: AtomicU64,
 }
@@ -93,14 +102,39 @@ impl Metrics {
                 &self.inbound_accepted,
             ),
             (
+                "weft_proxy_inbound_resumed_total",
+                "Accepted connections that resumed a TLS session (the intention check still ran).",
+                &self.inbound_resumed,
+            ),
+            (
                 "weft_proxy_upstream_connections_total",
                 "Connections opened to upstream instances.",
                 &self.upstream_connections,
             ),
             (
+                "weft_proxy_upstream_resumed_total",
+                "Connections to upstream instances that resumed a TLS session.",
+                &self.upstream_resumed,
+            ),
+            (
                 "weft_proxy_upstream_dial_failures_total",
                 "Failed dials to upstream instances (each retried on another instance).",
                 &self.upstream_dial_failures,
+            ),
+            (
+                "weft_proxy_tunnels_dialed_total",
+                "Pooled mTLS HTTP/2 tunnels dialed to upstream instances.",
+                &self.tunnels_dialed,
+            ),
+            (
+                "weft_proxy_tunnel_streams_total",
+                "Upstream connections carried as streams of a pooled tunnel (no TLS handshake of their own).",
+                &self.tunnel_streams,
+            ),
+            (
+                "weft_proxy_inbound_tunnel_streams_total",
+                "Accepted inbound connections that came as streams of a tunnel (each one checked against the intentions).",
+                &self.inbound_tunnel_streams,
             ),
             (
                 "weft_proxy_control_failures_total",
@@ -132,6 +166,12 @@ impl Metrics {
         parts.push(format!(
             "upstream_connections={}",
             self.upstream_connections.load(Ordering::Relaxed)
+        ));
+        parts.push(format!(
+            "tunnel_streams={} tunnels_dialed={} inbound_tunnel_streams={}",
+            self.tunnel_streams.load(Ordering::Relaxed),
+            self.tunnels_dialed.load(Ordering::Relaxed),
+            self.inbound_tunnel_streams.load(Ordering::Relaxed)
         ));
         parts.push(format!(
             "upstream_dial_failures={}",

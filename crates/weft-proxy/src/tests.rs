@@ -30,13 +30,13 @@ fn td() -> String {
     weft_ca::spiffe::trust_domain(CLUSTER)
 }
 
-struct Ca {
+pub(crate) struct Ca {
     root: StoredRoot,
     serial: u64,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(crate) fn new() -> Ca {
         Ca {
             root: generate_root(&CaConfig::default(), CLUSTER, 1, now()).unwrap(),
             serial: 10,
@@ -65,11 +65,11 @@ impl Ca {
         }
     }
 
-    fn leaf(&mut self, service: &str) -> Leaf {
+    pub(crate) fn leaf(&mut self, service: &str) -> Leaf {
         self.leaf_at(service, now(), Duration::from_secs(3600))
     }
 
-    fn roots(&self) -> Roots {
+    pub(crate) fn roots(&self) -> Roots {
         Roots {
             trust_domain: td(),
             certs: CertificateDer::pem_slice_iter(self.root.root.root_cert.as_bytes())
@@ -79,10 +79,22 @@ impl Ca {
     }
 }
 
-fn intentions(
+pub(crate) fn intentions(
     list: Vec<(&str, &str, &str)>,
     default_allow: bool,
 ) -> watch::Receiver<Option<Arc<Intentions>>> {
+    intentions_value(list, default_allow).1
+}
+
+pub(crate) type IntentionsWatch = Option<Arc<Intentions>>;
+
+pub(crate) fn intentions_value(
+    list: Vec<(&str, &str, &str)>,
+    default_allow: bool,
+) -> (
+    watch::Sender<IntentionsWatch>,
+    watch::Receiver<IntentionsWatch>,
+) {
     let list = list
         .into_iter()
         .map(|(s, d, a)| {
@@ -105,7 +117,6 @@ fn intentions(
         list,
         default_policy,
     })))
-    .1
 }
 
 /// Runs one TLS server accept on loopback; returns its address and the handshake outcome.
@@ -148,7 +159,7 @@ async fn dial(
     Ok(buf)
 }
 
-fn server(
+pub(crate) fn server(
     ca: &mut Ca,
     service: &str,
     rx: watch::Receiver<Option<Arc<Intentions>>>,
@@ -166,7 +177,7 @@ fn server(
     )
 }
 
-fn client_with(roots: Roots, leaf: Leaf, service: &str) -> MeshTls {
+pub(crate) fn client_with(roots: Roots, leaf: Leaf, service: &str) -> MeshTls {
     MeshTls::build(
         Arc::new(roots),
         Arc::new(leaf),
@@ -395,4 +406,74 @@ async fn metrics_endpoint_serves_counters_in_prometheus_format() {
         .contains("reason=\"certificate_expired\"} 1"));
     assert!(get("/other").await.starts_with("HTTP/1.1 404"));
     server.abort();
+}
+
+#[tokio::test]
+async fn a_resumed_connection_is_still_checked_against_the_intentions() {
+    let mut ca = Ca::new();
+    let metrics = Arc::new(Metrics::default());
+    let (tx, rx) = intentions_value(vec![("test", "web", "allow")], false);
+    let srv = server(&mut ca, "web", rx, metrics.clone());
+    let client = client_with(ca.roots(), ca.leaf("test"), "test");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The public listener's steps: handshake, then the policy on the peer's certificate, resumed or not.
+    let accepting = srv.clone();
+    let kinds = tokio::spawn(async move {
+        let mut kinds = Vec::new();
+        for _ in 0..3 {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(accepting.server.clone().unwrap());
+            let mut s = acceptor.accept(tcp).await.unwrap();
+            let (_, conn) = s.get_ref();
+            kinds.push(conn.handshake_kind());
+            let leaf = conn.peer_certificates().unwrap()[0].clone();
+            if accepting.policy.as_ref().unwrap().decide(&leaf).is_ok() {
+                s.write_all(b"hello").await.unwrap();
+            }
+            let _ = s.shutdown().await;
+        }
+        kinds
+    });
+    let name = ServerName::try_from("i-web-1.mesh.weft.invalid").unwrap();
+    let once = |name: ServerName<'static>| {
+        let config = client.client_for("web", "dc1").unwrap();
+        async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let mut s = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf).await;
+            buf
+        }
+    };
+    assert_eq!(once(name.clone()).await, b"hello");
+    assert_eq!(once(name.clone()).await, b"hello");
+    // The intention turns to deny; the ticket is still good, and the resumed connection is refused all the same.
+    tx.send_replace(
+        intentions(vec![("test", "web", "deny")], false)
+            .borrow()
+            .clone(),
+    );
+    assert_eq!(once(name).await, b"");
+    let kinds = kinds.await.unwrap();
+    assert_eq!(kinds[0], Some(rustls::HandshakeKind::Full));
+    assert_eq!(kinds[1], Some(rustls::HandshakeKind::Resumed), "{kinds:?}");
+    assert_eq!(kinds[2], Some(rustls::HandshakeKind::Resumed), "{kinds:?}");
+    assert_eq!(metrics.refusals(Refusal::IntentionDeny), 1);
+}
+
+#[test]
+fn each_instance_has_its_own_tls_name() {
+    let a = crate::listeners::instance_name("127.0.0.1:21000");
+    let b = crate::listeners::instance_name("127.0.0.1:21001");
+    assert_ne!(a, b);
+    assert!(
+        format!("{a:?}").contains("i-127-0-0-1-21000.mesh.weft.invalid"),
+        "{a:?}"
+    );
+    let v6 = crate::listeners::instance_name("[::1]:21000");
+    assert!(format!("{v6:?}").contains("mesh.weft.invalid"), "{v6:?}");
 }

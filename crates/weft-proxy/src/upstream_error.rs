@@ -44,14 +44,19 @@ impl UpstreamError {
     /// Classifies an I/O error of the upstream side (the TLS layer's errors arrive wrapped in I/O errors).
     pub fn from_io(e: &std::io::Error) -> UpstreamError {
         match rustls_error(e) {
-            Some(rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)) => {
+            Some(tls) => UpstreamError::from_tls(tls),
+            None => UpstreamError::Io(e.to_string()),
+        }
+    }
+
+    /// Classifies a TLS error: an `access_denied` alert is the destination's intention check refusing us.
+    pub fn from_tls(e: &rustls::Error) -> UpstreamError {
+        match e {
+            rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied) => {
                 UpstreamError::RefusedByIntention
             }
-            Some(rustls::Error::AlertReceived(a)) => {
-                UpstreamError::HandshakeRefused(format!("{a:?}"))
-            }
-            Some(other) => UpstreamError::Tls(other.to_string()),
-            None => UpstreamError::Io(e.to_string()),
+            rustls::Error::AlertReceived(a) => UpstreamError::HandshakeRefused(format!("{a:?}")),
+            other => UpstreamError::Tls(other.to_string()),
         }
     }
 

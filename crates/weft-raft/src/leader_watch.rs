@@ -21,12 +21,18 @@ use tokio::time::{sleep, timeout};
 
 /// How long a connection to the leader may take before the watch leaves that leader to the timers.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// A refused connection counts as the leader's death this long after the watch last held one to it.
+const RECENT: Duration = Duration::from_secs(10);
 
 /// Watches whoever this member believes is the leader, until the member is dropped.
 pub(crate) async fn run(node: Weak<RaftNode>, lease: Duration, heartbeat: Duration) {
     let Some(mut metrics) = node.upgrade().map(|n| n.raft().metrics()) else {
         return;
     };
+    // The leader this member last held a connection to, and when: a refused connection to it soon after means its
+    // process is gone, even when the refusal comes while the watch is between two connections (the RPC listener
+    // closes idle connections after its handshake timeout, and the watch then connects again).
+    let mut watched: Option<(u64, Instant)> = None;
     loop {
         // Wait for a leader other than this member.
         let (leader, addr) = loop {
@@ -39,8 +45,32 @@ pub(crate) async fn run(node: Weak<RaftNode>, lease: Duration, heartbeat: Durati
                 return;
             }
         };
-        let mut conn = match timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
-            Ok(Ok(conn)) => conn,
+        let recently_watched = |w: &Option<(u64, Instant)>| {
+            w.is_some_and(|(l, at)| l == leader && at.elapsed() < RECENT)
+        };
+        match timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
+            Ok(Ok(mut conn)) => {
+                watched = Some((leader, Instant::now()));
+                let mut byte = [0u8; 1];
+                let closed = tokio::select! {
+                    _ = conn.read(&mut byte) => true,
+                    gone = leader_changes(&node, leader) => match gone {
+                        Change::Stopped => return,
+                        Change::NewLeader => false,
+                    },
+                };
+                if !closed {
+                    continue;
+                }
+                watched = Some((leader, Instant::now()));
+                // An idle connection may also be closed by a live server: only a refused reconnect means the
+                // process is gone.
+                if !refused(&addr).await {
+                    continue;
+                }
+            }
+            Ok(Err(e))
+                if e.kind() == ErrorKind::ConnectionRefused && recently_watched(&watched) => {}
             _ => {
                 // Unreachable or refused before any connection: the timers decide; look again later.
                 tokio::select! {
@@ -49,24 +79,8 @@ pub(crate) async fn run(node: Weak<RaftNode>, lease: Duration, heartbeat: Durati
                 }
                 continue;
             }
-        };
-        let mut byte = [0u8; 1];
-        let closed = tokio::select! {
-            _ = conn.read(&mut byte) => true,
-            gone = leader_changes(&node, leader) => match gone {
-                Change::Stopped => return,
-                Change::NewLeader => false,
-            },
-        };
-        if !closed {
-            continue;
         }
-        // An idle connection may also be closed by a live server: only a refused reconnect means the process is
-        // gone.
-        match timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await {
-            Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => {}
-            _ => continue,
-        }
+        watched = None;
         let Some(n) = node.upgrade() else { return };
         // Survivors in id order: the first calls the election once the leases have run out (one more heartbeat of
         // slack, since a peer may have heard from the leader a little later), the next a little after.
@@ -110,6 +124,18 @@ pub(crate) async fn run(node: Weak<RaftNode>, lease: Duration, heartbeat: Durati
             }
         }
     }
+}
+
+/// Whether a new connection to `addr` is refused (a timeout, on a loaded machine, is asked again once).
+async fn refused(addr: &str) -> bool {
+    for _ in 0..2 {
+        match timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Err(e)) => return e.kind() == ErrorKind::ConnectionRefused,
+            Ok(Ok(_)) => return false,
+            Err(_) => {}
+        }
+    }
+    false
 }
 
 /// True once some member other than the dead `leader` is known to lead.

@@ -10,10 +10,12 @@ mod log_store;
 mod network;
 mod node;
 mod state_machine;
+mod transfer;
 
 pub use log_store::{OpenError, FORMAT_VERSION};
 pub use node::{NodeError, RaftNode, RaftRpcError, StartError, Timings, WriteError};
 pub use state_machine::SnapshotFileError;
+pub use transfer::TransferError;
 
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;

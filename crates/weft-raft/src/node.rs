@@ -95,6 +95,15 @@ pub struct RaftNode {
     client: HttpClient,
     /// When this follower last heard from a leader (appends and heartbeats): `X-Consul-LastContact`.
     last_contact: Mutex<Option<Instant>>,
+    /// The leader lease (openraft's `election_timeout_max`) and the heartbeat interval.
+    pub(crate) lease: Duration,
+    pub(crate) heartbeat: Duration,
+    /// Bumped by each leadership transfer notice, so only the latest one gives elections back.
+    pub(crate) transfer_generation: std::sync::atomic::AtomicU64,
+    /// Holds writes back while this leader hands leadership over.
+    pub(crate) write_gate: crate::transfer::WriteGate,
+    /// This member, for tasks it spawns.
+    me: std::sync::Weak<RaftNode>,
 }
 
 impl RaftNode {
@@ -140,7 +149,7 @@ impl RaftNode {
         )
         .await
         .map_err(|e| StartError::Other(format!("raft did not start: {e}")))?;
-        let node = Arc::new(RaftNode {
+        let node = Arc::new_cyclic(|me| RaftNode {
             raft,
             id,
             addr: addr.to_string(),
@@ -148,6 +157,11 @@ impl RaftNode {
             state,
             client,
             last_contact: Mutex::new(None),
+            lease: timings.election_max,
+            heartbeat: timings.heartbeat,
+            transfer_generation: std::sync::atomic::AtomicU64::new(0),
+            write_gate: Default::default(),
+            me: me.clone(),
         });
         tokio::spawn(crate::leader_watch::run(
             Arc::downgrade(&node),
@@ -190,6 +204,7 @@ impl RaftNode {
     /// Proposes commands as one log entry and waits until it is committed and applied here; answers each
     /// command's store index and result, in order.
     pub async fn write(&self, req: Request) -> Result<Vec<crate::CommandResult>, WriteError> {
+        let _passing = self.write_gate.pass().await;
         match self.raft.client_write(req).await {
             Ok(resp) => Ok(resp.data.results),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -399,7 +414,7 @@ impl RaftNode {
     }
 
     /// True once the leader has replicated its whole log (as of the call) to `id`, within `wait`.
-    async fn wait_caught_up(&self, id: u64, wait: Duration) -> bool {
+    pub(crate) async fn wait_caught_up(&self, id: u64, wait: Duration) -> bool {
         let target = self.last_log_index();
         let mut metrics = self.raft.metrics();
         let deadline = tokio::time::Instant::now() + wait;
@@ -459,7 +474,8 @@ impl RaftNode {
         }
     }
 
-    /// Answers a peer's Raft RPC (`append`, `vote` or `snapshot`) with its JSON-encoded `Result`.
+    /// Answers a peer's Raft RPC (`append`, `vote` or `snapshot`) with its JSON-encoded `Result`, and the leader's
+    /// notice of a leadership transfer (`transfer`).
     pub async fn handle(&self, kind: &str, body: &[u8]) -> Result<Vec<u8>, RaftRpcError> {
         fn enc<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, RaftRpcError> {
             serde_json::to_vec(v).map_err(RaftRpcError::Encode)
@@ -498,6 +514,17 @@ impl RaftNode {
                         Some(Instant::now());
                 }
                 enc(&answer)
+            }
+            "transfer" => {
+                let notice: crate::transfer::TransferNotice = serde_json::from_slice(body)
+                    .map_err(|source| RaftRpcError::BadRequest {
+                        rpc: "transfer",
+                        source,
+                    })?;
+                if let Some(me) = self.me.upgrade() {
+                    me.take_transfer_notice(notice);
+                }
+                enc(&true)
             }
             other => Err(RaftRpcError::UnknownKind(other.to_string())),
         }

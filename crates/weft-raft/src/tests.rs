@@ -135,9 +135,9 @@ async fn leader_of(members: &[&Member]) -> usize {
     panic!("no leader elected");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_members_elect_replicate_fail_over_and_recover_from_disk() {
-    let dirs: Vec<PathBuf> = (0..3).map(|i| temp_dir(&format!("m{i}"))).collect();
+/// Three members (ids 1-3, data dirs named `{prefix}0..2`) that have formed a cluster; their RPC addresses.
+async fn three_members(prefix: &str) -> (Vec<Member>, Vec<String>) {
+    let dirs: Vec<PathBuf> = (0..3).map(|i| temp_dir(&format!("{prefix}{i}"))).collect();
     let mut listeners = Vec::new();
     for _ in 0..3 {
         listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
@@ -156,6 +156,12 @@ async fn three_members_elect_replicate_fail_over_and_recover_from_disk() {
         .map(|(i, a)| (i as u64 + 1, a.clone()))
         .collect();
     members[0].node.initialize(all).await.unwrap();
+    (members, addrs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_elect_replicate_fail_over_and_recover_from_disk() {
+    let (mut members, addrs) = three_members("m").await;
     let refs: Vec<&Member> = members.iter().collect();
     let leader = leader_of(&refs).await;
 
@@ -395,4 +401,92 @@ async fn a_learner_that_never_catches_up_is_removed_again() {
     // The cluster still writes.
     assert!(m.node.write(set("after", "x")).await.unwrap()[0].1.is_ok());
     m.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_to_the_server_named_and_writes_carry_on() {
+    let (mut members, _) = three_members("t").await;
+    let refs: Vec<&Member> = members.iter().collect();
+    let leader = leader_of(&refs).await;
+    members[leader].node.write(set("a", "1")).await.unwrap();
+
+    // Refusals: not the leader, itself, a stranger.
+    let follower = (leader + 1) % 3;
+    assert_eq!(
+        members[follower].node.transfer_leadership(None).await,
+        Err(TransferError::NotLeader)
+    );
+    let own = members[leader].node.id();
+    assert_eq!(
+        members[leader].node.transfer_leadership(Some(own)).await,
+        Err(TransferError::ToItself)
+    );
+    assert_eq!(
+        members[leader].node.transfer_leadership(Some(99)).await,
+        Err(TransferError::NotAVoter("99".into()))
+    );
+
+    // Writes keep coming throughout, to whoever leads: a transfer must not let the logs part (the old leader
+    // appending while the target asks for votes would have the others refuse it).
+    let nodes: Vec<Arc<RaftNode>> = members.iter().map(|m| m.node.clone()).collect();
+    let writer = tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            for node in &nodes {
+                if node.is_leader() {
+                    let _ = node.write(set(&format!("load-{n}"), "x")).await;
+                    n += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    // Each follower in turn is named, and leads; twice round, so the switches come back every time.
+    for round in 0..4 {
+        let refs: Vec<&Member> = members.iter().collect();
+        let leader = leader_of(&refs).await;
+        let target = (leader + 1 + round % 2) % 3;
+        let target_id = members[target].node.id();
+        let started = std::time::Instant::now();
+        let new = members[leader]
+            .node
+            .transfer_leadership(Some(target_id))
+            .await
+            .unwrap();
+        assert_eq!(new, target_id, "round {round}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "round {round} took {:?}",
+            started.elapsed()
+        );
+        wait_for("the target to lead", || members[target].node.is_leader()).await;
+        let key = format!("after-{round}");
+        members[target].node.write(set(&key, "x")).await.unwrap();
+        for m in &members {
+            wait_for("replication", || value(&m.store, &key).is_some()).await;
+        }
+    }
+    // With no name, leadership goes to some other voter.
+    let refs: Vec<&Member> = members.iter().collect();
+    let leader = leader_of(&refs).await;
+    let new = members[leader]
+        .node
+        .transfer_leadership(None)
+        .await
+        .unwrap();
+    assert_ne!(new, members[leader].node.id());
+    writer.abort();
+
+    // The old leader's elections came back: when the new leader goes, a leader is elected again.
+    let refs: Vec<&Member> = members.iter().collect();
+    let leader = leader_of(&refs).await;
+    let gone = members.remove(leader);
+    gone.node.shutdown().await;
+    gone.server.abort();
+    let refs: Vec<&Member> = members.iter().collect();
+    leader_of(&refs).await;
+    for m in members.drain(..) {
+        m.node.shutdown().await;
+        m.server.abort();
+    }
 }

@@ -12,7 +12,7 @@ pub mod conn_limit;
 mod listener;
 mod tls;
 
-pub use auth::{AuthError, RpcAuth};
+pub use auth::{AuthError, KeySource, RpcAuth};
 pub use client::{http_client, post_json, HttpClient, RpcError};
 pub use conn_limit::Connections;
 pub use listener::{PeerRole, RpcConnection, RpcListener, RpcPeer};

@@ -16,6 +16,7 @@ mod ca;
 mod cluster;
 mod leadership;
 mod members;
+pub mod metrics;
 mod reconcile;
 mod replica;
 mod rpc;
@@ -33,7 +34,7 @@ pub use replica::{stream_lines, StreamLine};
 pub use rpc::{ApplyAnswer, ApplyRequest, LeaderCallError, SignRequest};
 pub use seal::{read_seal_key, SealKeyAnswer, SealKeyError, SealKeySource, SEAL_KEY_FILE};
 pub use sessions::SessionTimers;
-pub use weft_raft::{raft_id, RaftNode, Timings};
+pub use weft_raft::{raft_id, RaftNode, Timings, TransferError};
 pub use weft_rpc::{Pem, RpcTls};
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -107,6 +108,8 @@ pub enum PeerError {
     Unnamed,
     #[error("{0}")]
     Raft(String),
+    #[error("cannot transfer leadership: {0}")]
+    Transfer(weft_raft::TransferError),
 }
 
 /// Why a Raft RPC was not answered.
@@ -156,6 +159,8 @@ struct Inner {
     tokens: acl::TokenCache,
     /// The agent's own token (`acl.tokens.agent`, else `default`): what its anti-entropy writes are authorised by.
     agent_token: RwLock<Option<String>>,
+    /// Counters, timings and gauges for `/v1/agent/metrics`.
+    metrics: metrics::Metrics,
 }
 
 /// Milliseconds since the Unix epoch: the clock commands carry.
@@ -210,6 +215,7 @@ impl Server {
                 batcher,
                 tokens: acl::TokenCache::default(),
                 agent_token: RwLock::new(None),
+                metrics: metrics::Metrics::default(),
             }),
         }
     }
@@ -269,6 +275,30 @@ impl Server {
     /// Like [`Server::write`], also returning the log index the command was applied at. On a client agent the
     /// answer comes only once the local replica has caught up with that index, so the caller reads its own write.
     pub async fn write_indexed(&self, cmd: Command) -> (u64, Result<ApplyResult, StoreError>) {
+        let started = std::time::Instant::now();
+        let answer = self.write_indexed_unmeasured(cmd).await;
+        let m = &self.inner.metrics;
+        if matches!(self.inner.mode, Mode::Client(_)) {
+            m.count("consul.client.rpc", vec![], 1.0);
+            if answer.1.is_err() {
+                m.count("consul.client.rpc.failed", vec![], 1.0);
+            }
+        } else {
+            m.count("consul.raft.apply", vec![], 1.0);
+            m.time("consul.raft.commitTime", vec![], started.elapsed());
+        }
+        answer
+    }
+
+    /// Counters, timings and gauges (`/v1/agent/metrics`).
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    async fn write_indexed_unmeasured(
+        &self,
+        cmd: Command,
+    ) -> (u64, Result<ApplyResult, StoreError>) {
         let (index, result) = match &self.inner.mode {
             Mode::Dev => self.apply_here(&cmd),
             Mode::Raft(_) => match self.batcher() {
@@ -459,6 +489,28 @@ impl Server {
         node.remove_server(target)
             .await
             .map_err(|e| PeerError::Raft(e.to_string()))
+    }
+
+    /// Leader only: hands leadership to the server with Raft ID `id` (else to the voter with the most of the log);
+    /// answers the new leader's ID.
+    pub async fn transfer_leader(&self, id: Option<&str>) -> Result<String, PeerError> {
+        let Mode::Raft(node) = self.mode() else {
+            return Err(PeerError::NotRaft);
+        };
+        let target = match id {
+            None => None,
+            Some(id) => Some(
+                node.members()
+                    .into_iter()
+                    .find(|(i, _, _)| i.to_string() == id)
+                    .map(|(i, _, _)| i)
+                    .ok_or_else(|| PeerError::UnknownId(id.to_string()))?,
+            ),
+        };
+        node.transfer_leadership(target)
+            .await
+            .map(|leader| leader.to_string())
+            .map_err(PeerError::Transfer)
     }
 
     pub fn session_timers(&self) -> &SessionTimers {

@@ -78,6 +78,15 @@ pub fn stream_lines(server: &Server) -> Option<mpsc::Receiver<Bytes>> {
                             now_ms,
                             command: Command::CaSet(Box::new(setup.without_keys())),
                         },
+                        // A prepared query's stored token is a secret too.
+                        Command::QuerySet { query, create } => StreamLine::Entry {
+                            index,
+                            now_ms,
+                            command: Command::QuerySet {
+                                query: Box::new(query.without_token()),
+                                create: *create,
+                            },
+                        },
                         _ => StreamLine::Entry {
                             index,
                             now_ms,

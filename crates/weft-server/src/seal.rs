@@ -225,9 +225,7 @@ impl Server {
             let auth = self.config().rpc_auth.as_ref().ok_or(
                 "the peer sealed its answer with a gossip-derived key this server does not have",
             )?;
-            auth.transport_key()
-                .open(&answer.key, TRANSPORT_CONTEXT)
-                .map_err(|e| e.to_string())?
+            auth.open_secret(&answer.key, TRANSPORT_CONTEXT)?
         } else {
             answer.key.clone()
         };
@@ -241,10 +239,7 @@ impl Server {
             .ok_or("this server does not hold the CA sealing key yet")?;
         match &self.config().rpc_auth {
             Some(auth) => Ok(SealKeyAnswer {
-                key: auth
-                    .transport_key()
-                    .seal(&key.to_base64(), TRANSPORT_CONTEXT)
-                    .map_err(|e| e.to_string())?,
+                key: auth.seal_secret(&key.to_base64(), TRANSPORT_CONTEXT)?,
                 sealed: true,
             }),
             None => Ok(SealKeyAnswer {

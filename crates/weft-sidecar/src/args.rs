@@ -165,6 +165,10 @@ pub struct IngressArgs {
     /// A TCP listener for one service: `ADDR=service` (repeatable).
     #[arg(long = "tcp")]
     pub tcp: Vec<String>,
+    /// Without -http and -tcp, the listeners come from the `ingress-gateway` config entry named after -service and
+    /// follow its changes; they listen on this IP (default 0.0.0.0).
+    #[arg(long)]
+    pub address: Option<String>,
     /// Register the gateway with the local agent (Kind ingress-gateway).
     #[arg(long)]
     pub register: bool,

@@ -83,6 +83,7 @@ pub async fn run(a: ProxyArgs) -> Result<i32> {
                 drain,
                 metrics_addr,
                 signals,
+                reload: None,
             },
         )
         .await;
@@ -131,6 +132,7 @@ pub async fn run(a: ProxyArgs) -> Result<i32> {
             drain,
             metrics_addr,
             signals,
+            reload: None,
         },
     )
     .await

@@ -70,7 +70,12 @@ pub struct Serving<'a> {
     pub drain: Duration,
     pub metrics_addr: Option<&'a str>,
     pub signals: Signals,
+    /// New configurations (with their registrations) while serving: an ingress gateway's config entry changing.
+    pub reload: Option<Reload>,
 }
+
+/// Configurations to switch to while serving, each with the registration that describes it.
+pub type Reload = tokio::sync::watch::Receiver<(ProxyConfig, Option<Registration>)>;
 
 /// Starts the proxy, registers it if asked, heartbeats, and on SIGINT/SIGTERM deregisters and drains.
 pub async fn serve(config: ProxyConfig, s: Serving<'_>) -> Result<i32> {
@@ -81,6 +86,7 @@ pub async fn serve(config: ProxyConfig, s: Serving<'_>) -> Result<i32> {
         drain,
         metrics_addr,
         mut signals,
+        mut reload,
     } = s;
     // Bound first: a bad or busy metrics address is an error at start, not a silent gap in monitoring.
     let metrics_listener = match metrics_addr {
@@ -93,28 +99,7 @@ pub async fn serve(config: ProxyConfig, s: Serving<'_>) -> Result<i32> {
     };
     println!("==> Weft Connect proxy starting...");
     println!("    Configuration mode: {mode}");
-    println!("               Service: {}", config.service);
-    for u in &config.upstreams {
-        println!("              Upstream: {} => {}", u.destination, u.bind);
-    }
-    for h in &config.ingress_http {
-        println!(
-            "          HTTP ingress: {} => {}",
-            h.bind,
-            h.services.join(",")
-        );
-    }
-    match &config.public {
-        Some(p) => println!("       Public listener: {} => {}", p.bind, p.local_service),
-        None => println!("       Public listener: Disabled"),
-    }
-    let proxy = Proxy::start(config.clone(), agent.clone()).await?;
-    if let Some(addr) = proxy.public_addr {
-        println!("  Public listener addr: {addr}");
-    }
-    for (name, addr) in &proxy.upstream_addrs {
-        println!("    Upstream listening: {name} {addr}");
-    }
+    let mut proxy = start(&config, &agent, None).await?;
     if let Some(listener) = metrics_listener {
         if let Ok(addr) = listener.local_addr() {
             println!("               Metrics: http://{addr}/metrics");
@@ -140,12 +125,41 @@ pub async fn serve(config: ProxyConfig, s: Serving<'_>) -> Result<i32> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    let heartbeat = registration
+    let mut registration = registration;
+    let mut beating = registration
         .clone()
         .map(|r| tokio::spawn(heartbeat(agent.clone(), r)));
-    signals.wait().await;
+    let mut config = config;
+    loop {
+        tokio::select! {
+            _ = signals.wait() => break,
+            Some((new, new_registration)) = next_reload(&mut reload) => {
+                if new == config {
+                    continue;
+                }
+                println!("==> The configuration changed; reloading");
+                proxy = switch(proxy, &config, &new, &agent, drain).await?;
+                config = new;
+                let changed = registration.as_ref().map(|r| &r.body) != new_registration.as_ref().map(|r| &r.body);
+                if changed {
+                    if let Some(h) = beating.take() {
+                        h.abort();
+                    }
+                    if let Some(r) = &new_registration {
+                        if let Err(e) = register(&agent, &r.body).await {
+                            eprintln!("==> Registering the new configuration failed: {e}");
+                        }
+                    }
+                    registration = new_registration;
+                    beating = registration.clone().map(|r| tokio::spawn(heartbeat(agent.clone(), r)));
+                }
+                println!("==> Proxy reloaded");
+                let _ = std::io::stdout().flush();
+            }
+        }
+    }
     println!("==> Draining: no new connections; open ones may finish");
-    if let Some(h) = heartbeat {
+    if let Some(h) = beating {
         h.abort();
     }
     if let Some(r) = registration {
@@ -156,6 +170,75 @@ pub async fn serve(config: ProxyConfig, s: Serving<'_>) -> Result<i32> {
         eprintln!("==> Closed {left} connection(s) still open after the drain timeout");
     }
     Ok(0)
+}
+
+/// Prints what `config` listens on and starts a proxy for it.
+async fn start(
+    config: &ProxyConfig,
+    agent: &AgentClient,
+    metrics: Option<std::sync::Arc<weft_proxy::metrics::Metrics>>,
+) -> Result<Proxy> {
+    println!("               Service: {}", config.service);
+    for u in &config.upstreams {
+        println!("              Upstream: {} => {}", u.destination, u.bind);
+    }
+    for h in &config.ingress_http {
+        println!(
+            "          HTTP ingress: {} => {}",
+            h.bind,
+            h.services.join(",")
+        );
+    }
+    match &config.public {
+        Some(p) => println!("       Public listener: {} => {}", p.bind, p.local_service),
+        None => println!("       Public listener: Disabled"),
+    }
+    let proxy = match metrics {
+        Some(m) => Proxy::start_counting(config.clone(), agent.clone(), m).await?,
+        None => Proxy::start(config.clone(), agent.clone()).await?,
+    };
+    if let Some(addr) = proxy.public_addr {
+        println!("  Public listener addr: {addr}");
+    }
+    for (name, addr) in &proxy.upstream_addrs {
+        println!("    Upstream listening: {name} {addr}");
+    }
+    Ok(proxy)
+}
+
+/// The next configuration to switch to; never, without reloads.
+async fn next_reload(reload: &mut Option<Reload>) -> Option<(ProxyConfig, Option<Registration>)> {
+    match reload {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Moves from `old` to a proxy for `new`: the old listeners close first (the new ones may take their ports), and
+/// connections already open finish on the old proxy, for up to `drain`. When the new configuration cannot be served
+/// (a port in use), the old one is started again.
+async fn switch(
+    mut old: Proxy,
+    old_config: &ProxyConfig,
+    new: &ProxyConfig,
+    agent: &AgentClient,
+    drain: Duration,
+) -> Result<Proxy> {
+    old.close_listeners().await;
+    let metrics = old.metrics.clone();
+    tokio::spawn(old.drain(drain));
+    match start(new, agent, Some(metrics.clone())).await {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            eprintln!("==> Cannot serve the new configuration ({e}); serving the previous one");
+            start(old_config, agent, Some(metrics))
+                .await
+                .context("cannot serve the previous configuration again")
+        }
+    }
 }
 
 /// Keeps a registration's TTL check passing (or failing, while a probed application does not answer).

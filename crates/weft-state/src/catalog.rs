@@ -366,6 +366,7 @@ impl Store {
         self.t.checks.remove(node);
         self.t.nodes.remove(node);
         touched.insert(Table::Nodes);
+        self.coordinate_drop(node, touched);
         let sessions: Vec<String> = self
             .t
             .sessions
@@ -506,31 +507,85 @@ impl Store {
             .flat_map(|gw| self.check_service_nodes(gw, false))
             .filter(|i| {
                 i.service.kind == "ingress-gateway"
-                    && i.service
+                    && (i
+                        .service
                         .proxy
                         .upstreams
                         .iter()
                         .any(|u| u.destination_name.eq_ignore_ascii_case(service))
+                        || self
+                            .gateway_services(&i.service.service)
+                            .iter()
+                            .any(|g| g.service == "*" || g.service.eq_ignore_ascii_case(service)))
             })
             .collect()
     }
 
-    /// What the ingress gateway named `gateway` exposes, over all its instances: each service once, with the port
-    /// the gateway listens on for it (`/v1/catalog/gateway-services/:gateway`).
-    pub fn gateway_services(&self, gateway: &str) -> Vec<(String, u16)> {
-        let mut out: Vec<(String, u16)> = self
-            .instances(gateway)
-            .into_iter()
-            .filter(|(_, svc)| svc.kind == "ingress-gateway")
-            .flat_map(|(_, svc)| {
-                svc.proxy
-                    .upstreams
-                    .iter()
-                    .map(|u| (u.destination_name.clone(), u.local_bind_port))
-            })
-            .collect();
-        out.sort();
-        out.dedup_by(|a, b| a.0 == b.0);
+    /// What the gateway named `gateway` carries (`/v1/catalog/gateway-services/:gateway`): the services of its
+    /// `ingress-gateway` or `terminating-gateway` config entry, and the upstreams its instances were registered
+    /// with (Weft's own ingress gateway), each service once (the entry's word first).
+    pub fn gateway_services(&self, gateway: &str) -> Vec<GatewayService> {
+        let mut out = Vec::new();
+        let text = |v: &serde_json::Value, k: &str| {
+            v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string()
+        };
+        if let Some(e) = self.config_entry("ingress-gateway", gateway) {
+            for l in items(e.body.get("Listeners")) {
+                let port = l.get("Port").and_then(|p| p.as_u64()).unwrap_or(0) as u16;
+                let protocol = Some(text(l, "Protocol"))
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "tcp".into());
+                for s in items(l.get("Services")) {
+                    out.push(GatewayService {
+                        service: text(s, "Name"),
+                        kind: "ingress-gateway",
+                        port,
+                        protocol: protocol.clone(),
+                        hosts: s
+                            .get("Hosts")
+                            .and_then(|h| h.as_array())
+                            .map(|h| {
+                                h.iter()
+                                    .filter_map(|x| x.as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        ..GatewayService::default()
+                    });
+                }
+            }
+        }
+        if let Some(e) = self.config_entry("terminating-gateway", gateway) {
+            for s in items(e.body.get("Services")) {
+                out.push(GatewayService {
+                    service: text(s, "Name"),
+                    kind: "terminating-gateway",
+                    ca_file: text(s, "CAFile"),
+                    cert_file: text(s, "CertFile"),
+                    key_file: text(s, "KeyFile"),
+                    sni: text(s, "SNI"),
+                    ..GatewayService::default()
+                });
+            }
+        }
+        for (_, svc) in self.instances(gateway) {
+            if svc.kind != "ingress-gateway" {
+                continue;
+            }
+            for u in &svc.proxy.upstreams {
+                if !out.iter().any(|g| g.service == u.destination_name) {
+                    out.push(GatewayService {
+                        service: u.destination_name.clone(),
+                        kind: "ingress-gateway",
+                        port: u.local_bind_port,
+                        protocol: "tcp".into(),
+                        ..GatewayService::default()
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.service.cmp(&b.service));
+        out.dedup_by(|a, b| a.service == b.service);
         out
     }
 
@@ -542,6 +597,25 @@ impl Store {
             .copied()
             .unwrap_or_else(|| self.table_index(Table::Services))
     }
+}
+
+/// The elements of a JSON list in a stored entry (none when absent or not a list).
+fn items(v: Option<&serde_json::Value>) -> impl Iterator<Item = &serde_json::Value> {
+    v.and_then(|v| v.as_array()).into_iter().flatten()
+}
+
+/// One service a gateway carries (Consul's `GatewayService`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GatewayService {
+    pub service: String,
+    pub kind: &'static str,
+    pub port: u16,
+    pub protocol: String,
+    pub hosts: Vec<String>,
+    pub ca_file: String,
+    pub cert_file: String,
+    pub key_file: String,
+    pub sni: String,
 }
 
 /// The service a Connect endpoint stands for: a proxy's destination, or a native service itself.

@@ -92,6 +92,26 @@ pub enum Command {
         config: Box<weft_types::autopilot::AutopilotConfig>,
         cas: Option<u64>,
     },
+    /// Creates (`create`) or replaces a prepared query, by its ID.
+    QuerySet {
+        query: Box<weft_types::query::PreparedQuery>,
+        create: bool,
+    },
+    QueryDelete {
+        id: String,
+    },
+    /// Writes a config entry (`?cas`: only over the entry with that ModifyIndex, 0 for none).
+    ConfigEntrySet {
+        entry: Box<weft_types::config_entry::StoredEntry>,
+        cas: Option<u64>,
+    },
+    ConfigEntryDelete {
+        kind: String,
+        name: String,
+        cas: Option<u64>,
+    },
+    /// Agents' network coordinates, by node (nodes the catalog does not hold are skipped).
+    CoordinatesSet(Vec<(String, weft_types::coordinate::Coordinate)>),
     /// Replaces the whole state with an operator's snapshot (`weft snapshot restore`): the store's own
     /// serialisation, checked before it is proposed.
     Restore {

@@ -44,6 +44,16 @@ pub enum StoreError {
     AclNameTaken(String, String),
     #[error("Invalid Token: SecretID is already in use")]
     AclSecretTaken,
+    #[error("Cannot modify non-existent prepared query: '{0}'")]
+    QueryNotFound(String),
+    #[error("name '{0}' aliases an existing query name")]
+    QueryNameTaken(String),
+    #[error("a query template with an empty name already exists")]
+    QueryCatchAllTaken,
+    #[error("name '{0}' aliases an existing query ID")]
+    QueryNameIsId(String),
+    #[error("failed compiling template: {0}")]
+    QueryTemplate(String),
     /// The servers could not be reached or failed; the reason is for operators.
     #[error("{0}")]
     Unavailable(String),

@@ -8,16 +8,22 @@
 mod acl;
 mod catalog;
 mod command;
+mod config_entries;
 mod connect;
+mod coordinate;
 mod error;
 mod kv;
+mod query;
+mod query_template;
 mod session;
 mod watch;
 
 pub use acl::AclTables;
+pub use catalog::GatewayService;
 pub use command::{CaSetup, Command, KvOp, Registration};
 pub use connect::{CaState, MapKeysError};
 pub use error::{SnapshotError, StoreError};
+pub use query::{pin_near, QueryLookupError};
 pub use watch::{Table, Watches};
 
 /// The largest index a snapshot may carry (2^62: centuries of writes at any rate a cluster reaches).
@@ -67,6 +73,15 @@ struct Tables {
     /// Autopilot's settings once an operator has written them (absent before).
     #[serde(default)]
     autopilot: Option<weft_types::autopilot::AutopilotConfig>,
+    /// Prepared queries by ID (absent from stores written before them).
+    #[serde(default)]
+    queries: BTreeMap<String, weft_types::query::PreparedQuery>,
+    /// Network coordinates by node (absent before them).
+    #[serde(default)]
+    coordinates: BTreeMap<String, weft_types::coordinate::Coordinate>,
+    /// Config entries by (kind, name), but `service-intentions` (absent before them).
+    #[serde(with = "pair_keyed", default)]
+    config_entries: BTreeMap<(String, String), weft_types::config_entry::StoredEntry>,
 }
 
 /// [`Tables`] as a client agent's replica receives it: the same fields, KV empty. A field added to `Tables` and not
@@ -88,6 +103,17 @@ struct TablesWithoutKv<'a> {
     service_indexes: &'a BTreeMap<String, u64>,
     acl: AclTables,
     autopilot: &'a Option<weft_types::autopilot::AutopilotConfig>,
+    queries: BTreeMap<String, weft_types::query::PreparedQuery>,
+    coordinates: &'a BTreeMap<String, weft_types::coordinate::Coordinate>,
+    #[serde(serialize_with = "entries_by_pair")]
+    config_entries: &'a BTreeMap<(String, String), weft_types::config_entry::StoredEntry>,
+}
+
+fn entries_by_pair<S: serde::Serializer>(
+    map: &&BTreeMap<(String, String), weft_types::config_entry::StoredEntry>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    pair_keyed::serialize(map, s)
 }
 
 fn intentions_by_pair<S: serde::Serializer>(
@@ -110,6 +136,8 @@ pub struct Store {
     acl_secrets: HashMap<String, String>,
     /// The clock of the command being applied (unix ms), for lock-delay decisions deep inside a write.
     clock_ms: u64,
+    /// Derived: the compiled regexps of template queries, by query ID (compiled when written, never per lookup).
+    query_regexes: HashMap<String, regex::Regex>,
 }
 
 impl Store {
@@ -210,6 +238,22 @@ impl Store {
                     Ok(ApplyResult::Bool(true))
                 }
             }
+            Command::QuerySet { query, create } => self
+                .prepared_query_set(index, query, *create, &mut touched)
+                .map(|()| ApplyResult::Bool(true)),
+            Command::QueryDelete { id } => self
+                .prepared_query_delete(id, &mut touched)
+                .map(|()| ApplyResult::Bool(true)),
+            Command::ConfigEntrySet { entry, cas } => {
+                Ok(self.config_entry_set(index, entry, *cas, &mut touched))
+            }
+            Command::ConfigEntryDelete { kind, name, cas } => {
+                Ok(self.config_entry_delete(kind, name, *cas, &mut touched))
+            }
+            Command::CoordinatesSet(updates) => {
+                self.coordinates_set(updates, &mut touched);
+                Ok(ApplyResult::Bool(true))
+            }
             Command::Restore { .. } => Ok(ApplyResult::Bool(false)),
             _ => Ok(ApplyResult::Bool(false)),
         };
@@ -258,6 +302,15 @@ impl Store {
             // Tokens are secrets: agents ask the servers to resolve them.
             acl: AclTables::default(),
             autopilot: &t.autopilot,
+            // A query's stored token is a secret too: client agents answer from the query alone (HTTP executions
+            // are forwarded to the servers, which hold the token).
+            queries: t
+                .queries
+                .iter()
+                .map(|(id, q)| (id.clone(), q.without_token()))
+                .collect(),
+            coordinates: &t.coordinates,
+            config_entries: &t.config_entries,
         };
         serde_json::to_vec(&view).unwrap_or_default()
     }
@@ -321,6 +374,7 @@ impl Store {
 
     fn rebuild_lookups(&mut self) {
         self.rebuild_acl_secrets();
+        self.rebuild_query_regexes();
         self.by_name.clear();
         self.connect_by_dest.clear();
         let instances: Vec<NodeService> = self

@@ -49,6 +49,7 @@ impl Store {
             return;
         };
         touched.insert(Table::Sessions);
+        self.prepared_queries_drop_session(id, touched);
         let held: Vec<String> = self
             .t
             .kv

@@ -18,10 +18,13 @@ pub enum Table {
     Intentions,
     ConnectCa,
     Acl,
+    Queries,
+    Coordinates,
+    ConfigEntries,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 11] = [
         Table::Nodes,
         Table::Services,
         Table::Checks,
@@ -30,6 +33,9 @@ impl Table {
         Table::Intentions,
         Table::ConnectCa,
         Table::Acl,
+        Table::Queries,
+        Table::Coordinates,
+        Table::ConfigEntries,
     ];
 
     /// The table's position in [`Table::ALL`]; a unit test checks every variant is listed.

@@ -205,6 +205,11 @@ impl DevAgent {
         self.output.recent()
     }
 
+    /// Whether the agent printed a line containing `needle` (among its last 20,000).
+    pub fn said(&self, needle: &str) -> bool {
+        self.output.contains(needle)
+    }
+
     /// Waits (up to 20 s) until the leader has set ACLs up: the `management` token resolves.
     pub async fn wait_for_acls(&self, management: &str) -> Result<()> {
         crate::eventually(Duration::from_secs(20), async || -> Result<bool> {

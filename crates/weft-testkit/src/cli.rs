@@ -163,3 +163,35 @@ impl Cli {
         })
     }
 }
+
+/// A CA and certificates made with `weft tls` in `dir`: `weft-agent-ca.pem` (and its key), and one certificate per
+/// role (`-server`: `dc1-server-weft-0.pem`, `-client`: `dc1-client-weft-0.pem`, each with its `-key.pem`).
+pub fn make_tls_certs(dir: &std::path::Path, roles: &[&str]) -> Result<()> {
+    let d = dir.display().to_string();
+    let ca = Cli::new()
+        .args(&["tls", "ca", "create", "-dir", &d])
+        .run()?;
+    anyhow::ensure!(ca.code() == 0, "weft tls ca create: {}", ca.stderr);
+    for role in roles {
+        let out = Cli::new()
+            .args(&[
+                "tls",
+                "cert",
+                "create",
+                role,
+                "-dir",
+                &d,
+                "-ca",
+                &format!("{d}/weft-agent-ca.pem"),
+                "-key",
+                &format!("{d}/weft-agent-ca-key.pem"),
+            ])
+            .run()?;
+        anyhow::ensure!(
+            out.code() == 0,
+            "weft tls cert create {role}: {}",
+            out.stderr
+        );
+    }
+    Ok(())
+}

@@ -27,12 +27,6 @@ pub struct Cluster {
     extra: Vec<String>,
 }
 
-/// A UDP port nothing uses right now (for gossip).
-fn free_udp_port() -> Result<u16> {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    Ok(s.local_addr()?.port())
-}
-
 impl Cluster {
     /// Starts `servers` servers (all with `-bootstrap-expect servers`) and `clients` client agents, and waits until
     /// every member knows the leader.
@@ -50,7 +44,7 @@ impl Cluster {
             extra,
         };
         for _ in 0..servers {
-            let serf_port = free_udp_port()?;
+            let serf_port = crate::net::free_gossip_port()?;
             cluster.join.push(format!("127.0.0.1:{serf_port}"));
             cluster.members.push(Member {
                 node: unique_node_name(),
@@ -65,7 +59,7 @@ impl Cluster {
                 node: unique_node_name(),
                 server: false,
                 rpc_port: free_port()?,
-                serf_port: free_udp_port()?,
+                serf_port: crate::net::free_gossip_port()?,
                 agent: None,
             });
         }
@@ -142,7 +136,7 @@ impl Cluster {
             node: unique_node_name(),
             server: true,
             rpc_port: free_port()?,
-            serf_port: free_udp_port()?,
+            serf_port: crate::net::free_gossip_port()?,
             agent: None,
         });
         let i = self.members.len() - 1;
@@ -156,7 +150,7 @@ impl Cluster {
             node: unique_node_name(),
             server: false,
             rpc_port: free_port()?,
-            serf_port: free_udp_port()?,
+            serf_port: crate::net::free_gossip_port()?,
             agent: None,
         });
         let i = self.members.len() - 1;

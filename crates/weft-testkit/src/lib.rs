@@ -36,6 +36,7 @@ pub mod process;
 pub mod signal;
 pub mod stub_http;
 pub mod tempdir;
+pub mod udp_delay;
 
 pub use agent::{DevAgent, DevAgentBuilder};
 pub use binary::{binary, weft_binary, weft_binary_of, Profile};

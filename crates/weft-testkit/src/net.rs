@@ -11,6 +11,19 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A port free for both UDP and TCP on 127.0.0.1 at the moment (gossip listens on both): a port free for UDP only
+/// was once held by a TCP socket, and the agent could not listen ("Address already in use").
+pub fn free_gossip_port() -> Result<u16> {
+    for _ in 0..50 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let port = udp.local_addr()?.port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no port free for both UDP and TCP after 50 tries")
+}
+
 /// One HTTP/1.1 GET of `/` through `127.0.0.1:port`; the status code and the body.
 pub fn http_get(port: u16) -> Result<(u16, String)> {
     http_get_path(port, "/")
@@ -51,6 +64,15 @@ pub fn parse_response(raw: &str) -> Result<(u16, String)> {
         .and_then(|c| c.parse().ok())
         .context("no status code")?;
     Ok((code, body.to_string()))
+}
+
+/// The `Content-Length` of a response or request head, if it has one.
+pub fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
 }
 
 /// Owned strings from string literals (process arguments).

@@ -9,8 +9,11 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-/// How many lines are kept for error messages.
-const KEEP: usize = 200;
+/// How many lines are shown in error messages.
+const SHOW: usize = 200;
+/// How many lines are kept for [`OutputLog::contains`]: a busy agent logs hundreds of lines a second while a
+/// peer is down, and a test looking for one line must not lose it to them.
+const KEEP: usize = 20_000;
 
 /// The recent output of a child process; cheap to clone.
 #[derive(Clone, Default)]
@@ -31,10 +34,22 @@ impl OutputLog {
         lines.push_back(line);
     }
 
-    /// The kept lines, oldest first, one per line, each tagged with its stream.
+    /// The last lines, oldest first, one per line, each tagged with its stream.
     pub fn recent(&self) -> String {
         let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        lines.iter().cloned().collect::<Vec<_>>().join("\n")
+        let skip = lines.len().saturating_sub(SHOW);
+        lines
+            .iter()
+            .skip(skip)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Whether any kept line contains `needle`.
+    pub fn contains(&self, needle: &str) -> bool {
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        lines.iter().any(|l| l.contains(needle))
     }
 
     /// Reads `stream` line by line until EOF on a background thread, recording each line tagged `tag` and, when

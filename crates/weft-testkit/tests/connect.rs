@@ -126,6 +126,14 @@ async fn traffic_spreads_fails_over_and_obeys_intentions() -> Result<()> {
         HashSet::from(["inst-a".to_string(), "inst-b".to_string()]),
         "load spreads over both"
     );
+    // New connections rode pooled tunnels (a stream each, no TLS handshake of their own), and each stream was let
+    // in by the intention check.
+    let streams: u64 = m
+        .metrics
+        .iter()
+        .map(|port| counter(*port, "weft_proxy_inbound_tunnel_streams_total"))
+        .sum::<Result<u64>>()?;
+    assert_eq!(streams, 20, "{}", m.diagnostics());
     // `weft connect proxy` handed over to the small weft-sidecar executable beside weft (same process).
     let sidecar = sidecar_binary()?;
     for p in m.sidecars.iter().chain([&m.client]) {
@@ -383,4 +391,145 @@ async fn refuses_plaintext_and_keeps_serving_without_the_agent() -> Result<()> {
     );
     drop(sidecars);
     Ok(())
+}
+
+/// A proxy's unlabelled-by-reason counter `name` from its `-metrics-addr` endpoint.
+fn counter(metrics_port: u16, name: &str) -> Result<u64> {
+    let (code, body) = weft_testkit::net::http_get_path(metrics_port, "/metrics")?;
+    anyhow::ensure!(code == 200, "GET /metrics: {code} {body}");
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find_map(|l| l.rsplit(' ').next().and_then(|n| n.trim().parse().ok()))
+        .ok_or_else(|| anyhow::anyhow!("no {name} in:\n{body}"))
+}
+
+/// One GET through `port` with `host` as the Host header; the status code and body.
+fn get_with_host(port: u16, host: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    parse_response(&raw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_gateway_takes_its_listeners_from_its_config_entry_and_follows_it() -> Result<()>
+{
+    let mesh = mesh(json!({})).await?;
+    let http = mesh.agent.addr().to_string();
+    // Started before its entry exists: it waits, as Consul's gateways do.
+    let mut gateway = Spawned::start(
+        &weft_binary()?,
+        &strings(&[
+            "connect",
+            "ingress",
+            "-service",
+            "edge",
+            "-register",
+            "-address",
+            "127.0.0.1",
+            "-http-addr",
+            &http,
+        ]),
+    )?;
+    let tcp_port = free_port()?;
+    let entry = |listeners: serde_json::Value| json!({"Kind": "ingress-gateway", "Name": "edge", "Listeners": listeners});
+    mesh.agent
+        .put_json(
+            "/v1/config",
+            &entry(
+                json!([{"Port": tcp_port, "Protocol": "tcp", "Services": [{"Name": "greeting"}]}]),
+            ),
+        )
+        .await?
+        .expect_status(200)?;
+    eventually(Duration::from_secs(30), async || -> Result<bool> {
+        Ok(http_get(tcp_port)
+            .map(|(code, _)| code == 200)
+            .unwrap_or(false))
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "the gateway never served its entry's listener:\n{}",
+            gateway.output()
+        )
+    })?;
+    // Registered, and found by the service it carries.
+    eventually(Duration::from_secs(20), async || -> Result<bool> {
+        let r = mesh
+            .agent
+            .get("/v1/health/ingress/greeting?passing=1")
+            .await?
+            .json()?;
+        Ok(r[0]["Service"]["Service"] == "edge")
+    })
+    .await?;
+
+    // The entry changes: an http listener routing by Host replaces the tcp one, without a restart.
+    let http_port = free_port()?;
+    mesh.agent
+        .put_json(
+            "/v1/config",
+            &entry(json!([{"Port": http_port, "Protocol": "http", "Services": [
+                {"Name": "greeting", "Hosts": ["greet.example.com"]}, {"Name": "other"}]}])),
+        )
+        .await?
+        .expect_status(200)?;
+    eventually(Duration::from_secs(30), async || -> Result<bool> {
+        Ok(get_with_host(http_port, "greet.example.com")
+            .map(|(code, _)| code == 200)
+            .unwrap_or(false))
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "the gateway did not follow its entry:\n{}",
+            gateway.output()
+        )
+    })?;
+    ensure_refused(tcp_port)?;
+    let (code, body) = get_with_host(http_port, "nobody.example.com")?;
+    assert_eq!(code, 404, "{body}");
+    let carried = mesh
+        .agent
+        .get("/v1/catalog/gateway-services/edge")
+        .await?
+        .json()?;
+    let names: Vec<&str> = carried
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["Service"]["Name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"greeting") && names.contains(&"other"),
+        "{carried}"
+    );
+
+    // An entry the gateway cannot serve is reported, and it keeps serving what it has.
+    mesh.agent
+        .put_json(
+            "/v1/config",
+            &entry(json!([{"Port": http_port, "Protocol": "http", "Services": [{"Name": "*"}]}])),
+        )
+        .await?
+        .expect_status(200)?;
+    eventually(Duration::from_secs(20), async || -> Result<bool> {
+        Ok(gateway.output().contains("cannot be served"))
+    })
+    .await?;
+    assert_eq!(get_with_host(http_port, "greet.example.com")?.0, 200);
+    gateway.terminate()?;
+    Ok(())
+}
+
+fn ensure_refused(port: u16) -> Result<()> {
+    match TcpStream::connect(("127.0.0.1", port)) {
+        Err(_) => Ok(()),
+        Ok(_) => bail!("port {port} still accepts connections"),
+    }
 }

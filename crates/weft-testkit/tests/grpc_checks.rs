@@ -27,6 +27,19 @@ print("serving", flush=True)
 server.wait_for_termination()
 "#;
 
+/// Registers check `id` from `body`, probing every second with a 2 s timeout.
+async fn register(agent: &DevAgent, id: &str, mut body: Value) -> Result<()> {
+    body["ID"] = json!(id);
+    body["Name"] = json!(id);
+    body["Interval"] = json!("1s");
+    body["Timeout"] = json!("2s");
+    agent
+        .put_json("/v1/agent/check/register", &body)
+        .await?
+        .expect_status(200)?;
+    Ok(())
+}
+
 async fn check(agent: &DevAgent, id: &str) -> Result<Value> {
     let checks = agent.get("/v1/agent/checks").await?.json()?;
     Ok(checks[id].clone())
@@ -82,15 +95,7 @@ async fn grpc_checks_follow_the_standard_health_service() -> Result<()> {
             json!({"H2PING": format!("127.0.0.1:{closed}"), "H2PingUseTLS": false}),
         ),
     ] {
-        let mut body = body;
-        body["ID"] = json!(id);
-        body["Name"] = json!(id);
-        body["Interval"] = json!("1s");
-        body["Timeout"] = json!("2s");
-        agent
-            .put_json("/v1/agent/check/register", &body)
-            .await?
-            .expect_status(200)?;
+        register(&agent, id, body).await?;
     }
     for (id, status, says) in [
         ("ping", "passing", "HTTP2 ping was successful"),
@@ -123,6 +128,79 @@ async fn grpc_checks_follow_the_standard_health_service() -> Result<()> {
             "grpc"
         };
         assert_eq!(c["Type"], kind, "{c}");
+    }
+    Ok(())
+}
+
+/// The same health server over TLS, with a certificate made by `weft tls` (from a CA the host does not trust).
+const TLS_HEALTH_SERVER: &str = r#"
+import sys
+from concurrent import futures
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+servicer = health.HealthServicer()
+health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+key = open(sys.argv[2], "rb").read()
+cert = open(sys.argv[3], "rb").read()
+server.add_secure_port("127.0.0.1:" + sys.argv[1], grpc.ssl_server_credentials([(key, cert)]))
+server.start()
+print("serving", flush=True)
+server.wait_for_termination()
+"#;
+
+#[tokio::test]
+async fn grpc_and_h2ping_checks_speak_tls() -> Result<()> {
+    let dir = weft_testkit::TempDir::new()?;
+    let d = dir.path().display().to_string();
+    weft_testkit::cli::make_tls_certs(dir.path(), &["-server"])?;
+    let port = free_port()?;
+    let server = Spawned::start(
+        Path::new("python3"),
+        &[
+            "-c".to_string(),
+            TLS_HEALTH_SERVER.to_string(),
+            port.to_string(),
+            format!("{d}/dc1-server-weft-0-key.pem"),
+            format!("{d}/dc1-server-weft-0.pem"),
+        ],
+    )?;
+    eventually(Duration::from_secs(20), async || {
+        server.output().contains("serving")
+    })
+    .await
+    .with_context(|| format!("the TLS gRPC server did not start:\n{}", server.output()))?;
+    let agent = DevAgent::start()?;
+    let target = format!("127.0.0.1:{port}");
+    for (id, body) in [
+        (
+            "grpc-tls",
+            json!({"GRPC": target, "GRPCUseTLS": true, "TLSSkipVerify": true}),
+        ),
+        (
+            "grpc-untrusted",
+            json!({"GRPC": target, "GRPCUseTLS": true}),
+        ),
+        ("ping-tls", json!({"H2PING": target, "TLSSkipVerify": true})),
+        ("grpc-plain", json!({"GRPC": target})),
+    ] {
+        register(&agent, id, body).await?;
+    }
+    // Skip-verify trusts any certificate; without it, one from an unknown CA fails; plaintext to a TLS port fails.
+    for (id, status) in [
+        ("grpc-tls", "passing"),
+        ("ping-tls", "passing"),
+        ("grpc-untrusted", "critical"),
+        ("grpc-plain", "critical"),
+    ] {
+        eventually(Duration::from_secs(15), async || -> Result<()> {
+            let c = check(&agent, id).await?;
+            anyhow::ensure!(c["Status"] == status, "{c}");
+            Ok(())
+        })
+        .await
+        .with_context(|| id.to_string())?;
     }
     Ok(())
 }

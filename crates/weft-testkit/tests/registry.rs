@@ -234,14 +234,7 @@ async fn status_server(status: Arc<AtomicU16>, seen: Seen) -> Result<SocketAddr>
                     }
                 };
                 let head = String::from_utf8_lossy(&got[..head_end]).to_string();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
+                let length = weft_testkit::net::content_length(&head).unwrap_or(0);
                 while got.len() < head_end + length {
                     match sock.read(&mut buf).await {
                         Ok(0) | Err(_) => break,

@@ -125,9 +125,21 @@ pub enum CheckKind {
         address: String,
         interval: Duration,
     },
+    /// One datagram to `address` (`host:port`): silence or an answer passing, an error critical.
+    Udp {
+        address: String,
+        interval: Duration,
+    },
     AliasService(String),
     /// Runs `args` (no shell) every `interval`: exit 0 passing, 1 warning, anything else critical.
     Script {
+        args: Vec<String>,
+        interval: Duration,
+    },
+    /// `shell -c "args..."` inside a running container, through the Docker daemon: exit codes as for scripts.
+    Docker {
+        container: String,
+        shell: String,
         args: Vec<String>,
         interval: Duration,
     },
@@ -151,8 +163,10 @@ impl CheckKind {
             CheckKind::Ttl(_) => "ttl",
             CheckKind::Http { .. } => "http",
             CheckKind::Tcp { .. } => "tcp",
+            CheckKind::Udp { .. } => "udp",
             CheckKind::AliasService(_) => "alias",
             CheckKind::Script { .. } => "script",
+            CheckKind::Docker { .. } => "docker",
             CheckKind::Grpc { .. } => "grpc",
             CheckKind::H2Ping { .. } => "h2ping",
             CheckKind::Manual => "",
@@ -206,6 +220,8 @@ pub struct CheckDefinition {
     pub h2ping_use_tls: Option<bool>,
     #[serde(rename = "DockerContainerID")]
     pub docker_container_id: String,
+    /// The shell a Docker check's `Args` run under (`/bin/sh` by default).
+    pub shell: String,
     #[serde(rename = "OSService")]
     pub os_service: String,
     pub output_max_size: usize,
@@ -240,19 +256,32 @@ impl CheckDefinition {
                 ))),
             }
         };
-        for (set, what) in [
-            (!self.udp.is_empty(), "UDP"),
-            (!self.docker_container_id.is_empty(), "Docker"),
-            (!self.os_service.is_empty(), "OS service"),
-        ] {
-            if set {
-                return Err(CheckError::Invalid(format!(
-                    "{what} checks are not supported by this agent"
-                )));
-            }
+        if !self.os_service.is_empty() {
+            return Err(CheckError::Invalid(
+                "OS service checks are not supported by this agent (they watch Windows services and systemd units)"
+                    .into(),
+            ));
         }
         if let Some(ttl) = self.ttl.filter(|t| !t.is_zero()) {
             return Ok(CheckKind::Ttl(ttl));
+        }
+        if !self.docker_container_id.is_empty() {
+            let interval = needs_interval("Docker")?;
+            if self.script_args.is_empty() {
+                return Err(CheckError::Invalid(
+                    "Args must be set for Docker checks (run in the container as Shell -c \"Args\")".into(),
+                ));
+            }
+            return Ok(CheckKind::Docker {
+                container: self.docker_container_id.clone(),
+                shell: if self.shell.is_empty() {
+                    "/bin/sh".into()
+                } else {
+                    self.shell.clone()
+                },
+                args: self.script_args.clone(),
+                interval,
+            });
         }
         if !self.script_args.is_empty() {
             let interval = needs_interval("script")?;
@@ -290,6 +319,13 @@ impl CheckDefinition {
             let interval = needs_interval("gRPC")?;
             return Ok(CheckKind::Grpc {
                 target: self.grpc.clone(),
+                interval,
+            });
+        }
+        if !self.udp.is_empty() {
+            let interval = needs_interval("UDP")?;
+            return Ok(CheckKind::Udp {
+                address: self.udp.clone(),
                 interval,
             });
         }

@@ -151,6 +151,29 @@ const KNOWN_KEYS: &[&str] = &[
     "ExpirationTTL",
     "Rules",
     "BootstrapSecret",
+    // Prepared queries
+    "Template",
+    "Regexp",
+    "RemoveEmptyTags",
+    "SamenessGroup",
+    "Failover",
+    "NearestN",
+    "Targets",
+    "OnlyPassing",
+    "IgnoreCheckIDs",
+    "Near",
+    "Peer",
+    "DNS",
+    // Config entries
+    "MaxInboundConnections",
+    "LocalConnectTimeoutMs",
+    "LocalRequestTimeoutMs",
+    "BalanceInboundConnections",
+    "ExternalSNI",
+    "MutualTLSMode",
+    "MeshDestinationsOnly",
+    "AllowEnablingPermissiveMutualTLS",
+    "SanitizeXForwardedClientCert",
 ];
 
 /// Keys whose object value is a user map: its keys are data and keep their spelling, and so do its values.

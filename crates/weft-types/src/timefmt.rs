@@ -21,6 +21,37 @@ pub fn rfc3339(at: SystemTime) -> String {
     rfc3339_unix(secs)
 }
 
+/// A point in time as Go's `time.Time.String()` prints it in UTC (`2017-08-08 02:55:10 +0000 UTC`), the form of
+/// the `Timestamp` in Consul's metrics.
+pub fn go_utc(at: SystemTime) -> String {
+    let t = utc_ms(at);
+    let (h, m, sec) = t.to_hms();
+    format!("{} {h:02}:{m:02}:{sec:02} +0000 UTC", date(t))
+}
+
+/// A point in time as RFC 3339 to the millisecond (`2026-12-07T01:02:03.456Z`), as log lines carry it.
+pub fn rfc3339_millis(at: SystemTime) -> String {
+    let t = utc_ms(at);
+    let (h, m, sec, ms) = t.to_hms_milli();
+    format!("{}T{h:02}:{m:02}:{sec:02}.{ms:03}Z", date(t))
+}
+
+/// `at` in UTC, to the millisecond (the epoch for a time before it or beyond `time`'s range).
+fn utc_ms(at: SystemTime) -> OffsetDateTime {
+    let ms = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    i128::try_from(ms)
+        .ok()
+        .and_then(|ms| ms.checked_mul(1_000_000))
+        .and_then(|ns| OffsetDateTime::from_unix_timestamp_nanos(ns).ok())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn date(t: OffsetDateTime) -> String {
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
 /// Unix milliseconds as RFC 3339 with fractional seconds where there are any (`2026-12-06T02:28:18.25Z`).
 pub fn rfc3339_unix_ms(ms: u64) -> String {
     let at = i128::from(ms)

@@ -47,6 +47,7 @@ impl Ui {
                 state_dir: None,
                 leaf_idle_expiry: weft_agent::DEFAULT_LEAF_IDLE_EXPIRY,
                 script_checks: Default::default(),
+                check_output_max_size: 0,
                 locality: None,
             },
             server,

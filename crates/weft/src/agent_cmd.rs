@@ -8,7 +8,7 @@ use anyhow::Result;
 use std::io::Write;
 use std::net::SocketAddr;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter};
 
@@ -45,19 +45,24 @@ pub async fn run(flags: AgentFlags) -> Result<()> {
     Ok(())
 }
 
-/// Logs to stderr at the configured level; the level can be changed later (reload).
+/// Logs to stderr at the configured level (changed later by reload), and to monitors at theirs.
 fn init_logging(filter: &'static str) -> LogControl {
     let directives = |level: &str| format!("{level},hyper=warn,reqwest=warn,openraft=warn");
-    let (layer, handle) = reload::Layer::new(EnvFilter::new(directives(filter)));
+    let (level, handle) = reload::Layer::new(EnvFilter::new(directives(filter)));
+    let stream = std::sync::Arc::new(weft_http::monitor::LogStream::default());
     let installed = tracing_subscriber::registry()
-        .with(layer)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(level),
+        )
+        .with(crate::log_tap::LogTap::layer(stream.clone()))
         .try_init()
         .is_ok();
     if !installed {
         return LogControl::default();
     }
-    LogControl::new(move |level| {
+    LogControl::with_stream(stream, move |level| {
         handle
             .reload(EnvFilter::new(directives(level)))
             .map_err(|e| crate::reload::ReloadError::LogLevel(e.to_string()))

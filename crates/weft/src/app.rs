@@ -179,8 +179,10 @@ impl App {
         listeners: Listeners,
         logs: LogControl,
     ) -> Result<App> {
-        let config = Arc::new(config);
+        let mut config = config;
         let node_id = node_id(&config)?;
+        config.keyring = gossip_keyring(&config)?;
+        let config = Arc::new(config);
         let server = start_server(&config, listeners.rpc.is_some(), &node_id).await?;
         if !config.dev {
             start_gossip(&config, &server).await?;
@@ -200,13 +202,18 @@ impl App {
                 }
             }));
         }
+        tasks.push(tokio::spawn(
+            agent.clone().sync_coordinates(config.coordinate_sync),
+        ));
+        let log_stream = logs.stream();
         let reloader = Arc::new(Reloader::new(config.clone(), agent.clone(), logs));
-        let state = api_state(
+        let mut state = api_state(
             &config,
             agent.clone(),
             reloader.clone(),
             listeners.rpc.is_some(),
         )?;
+        state.logs = log_stream;
         // The RPC port and cluster forming start before any registration, since those writes wait for a leader.
         if let Some(listener) = listeners.rpc {
             tasks.extend(serve_rpc(&config, listener, state.clone()));
@@ -378,14 +385,58 @@ fn server_config(config: &RuntimeConfig) -> Result<ServerConfig> {
     Ok(server)
 }
 
-/// RPC authentication keyed from the gossip key, when the cluster has one (see `weft_rpc::auth`).
+/// RPC authentication keyed from the gossip keys, when the cluster has them (see `weft_rpc::auth`): it follows the
+/// keyring as `weft keyring` rotates it.
 fn rpc_auth(config: &RuntimeConfig) -> Option<Arc<weft_rpc::RpcAuth>> {
-    use base64::Engine;
-    let key = config.encrypt.as_deref()?;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(key.trim())
-        .ok()?;
-    Some(Arc::new(weft_rpc::RpcAuth::from_gossip_key(&raw)))
+    let keyring = config.keyring.clone()?;
+    Some(Arc::new(weft_rpc::RpcAuth::from_keys(Box::new(
+        GossipKeys(keyring),
+    ))))
+}
+
+/// The gossip keyring as the RPC layer's source of keys.
+struct GossipKeys(weft_gossip::Keyring);
+
+impl weft_rpc::KeySource for GossipKeys {
+    fn keys(&self) -> Vec<Vec<u8>> {
+        self.0.raw_keys()
+    }
+    fn generation(&self) -> u64 {
+        self.0.generation()
+    }
+}
+
+/// The gossip keyring: the one kept in the data dir, which `weft keyring` keeps current, else the `encrypt` key
+/// (which is kept there from now on). As in Consul, a keyring file wins over `encrypt`: after a rotation the
+/// configured key may be one the cluster no longer accepts.
+fn gossip_keyring(config: &RuntimeConfig) -> Result<Option<weft_gossip::Keyring>> {
+    let Some(dir) = config.data_dir.as_ref().filter(|_| !config.dev) else {
+        return Ok(config.keyring.clone());
+    };
+    let path = dir.join(weft_gossip::KEYRING_FILE);
+    if let Some(parent) = path.parent() {
+        weft_types::fsio::private_dir(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let saved = weft_gossip::Keyring::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let keyring = match (saved, &config.keyring) {
+        (Some(saved), configured) => {
+            let configured = configured.as_ref().map(|k| k.list().0);
+            if configured.is_some_and(|k| !saved.list().1.contains(&k)) {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the keyring file holds the gossip keys in use (rotated with `weft keyring`); the `encrypt` key is not among them and is ignored"
+                );
+            }
+            saved
+        }
+        (None, Some(configured)) => configured.clone(),
+        (None, None) => return Ok(None),
+    };
+    keyring
+        .persist_to(&path)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The server role: an in-memory store in dev mode, a Raft member on servers, a replica on client agents.
@@ -430,7 +481,9 @@ async fn start_gossip(config: &RuntimeConfig, server: &Server) -> Result<()> {
     let mut gossip_config = weft_gossip::GossipConfig::new(
         &config.node_name,
         SocketAddr::new(config.bind_addr, config.serf_lan_port),
-        SocketAddr::new(config.advertise_addr, config.serf_lan_port),
+        config
+            .serf_lan_advertise
+            .unwrap_or(SocketAddr::new(config.advertise_addr, config.serf_lan_port)),
         tags,
     );
     gossip_config.keyring = config.keyring.clone();
@@ -469,6 +522,7 @@ fn agent_config(config: &RuntimeConfig, node_id: String) -> AgentConfig {
         root_change_jitter: config.root_change_jitter,
         leaf_idle_expiry: config.leaf_idle_expiry,
         script_checks: config.script_checks,
+        check_output_max_size: config.check_output_max_size,
         locality: config.locality.clone(),
         state_dir: config.data_dir.as_ref().map(|d| d.join("agent")),
     }

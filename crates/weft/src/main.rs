@@ -9,13 +9,14 @@ mod client;
 mod cluster_cmd;
 mod commands;
 mod config;
+mod log_tap;
 mod reload;
 mod sidecar_exec;
 
 use clap::{Parser, Subcommand};
 use commands::{
-    acl, auth, catalog, config as config_cmd, connect, demo, event, intention, kv, misc, operator,
-    services, snapshot, tls,
+    acl, auth, catalog, config as config_cmd, connect, demo, event, intention, keyring, kv, misc,
+    operator, rtt, services, snapshot, tls,
 };
 
 #[derive(Parser, Debug)]
@@ -80,10 +81,14 @@ enum Command {
     ForceLeave(misc::ForceLeaveArgs),
     /// Prints a new gossip encryption key (for -encrypt).
     Keygen,
+    /// Lists, installs, switches and removes gossip encryption keys across the cluster.
+    Keyring(keyring::KeyringArgs),
     /// Fires a user event to the agents whose filters match.
     Event(event::EventArgs),
     /// Follows user events (`-type event`), printing each new list or handing it to a command.
     Watch(event::WatchArgs),
+    /// Estimates the round trip between two nodes from their network coordinates.
+    Rtt(rtt::RttArgs),
 }
 
 fn main() {
@@ -124,8 +129,10 @@ fn main() {
             Command::Join(a) => misc::join(a).await,
             Command::ForceLeave(a) => misc::force_leave(a).await,
             Command::Keygen => misc::keygen(),
+            Command::Keyring(a) => keyring::run(a).await,
             Command::Event(a) => event::fire(a).await,
             Command::Watch(a) => event::watch(a).await,
+            Command::Rtt(a) => rtt::run(a).await,
         }
     })
 }

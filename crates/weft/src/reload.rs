@@ -23,15 +23,25 @@ pub enum ReloadError {
     LogLevel(String),
 }
 
-/// Changes the process's log level; `None` where logging is not ours to change (tests).
+/// Changes the process's log level; `None` where logging is not ours to change (tests). Also carries the stream
+/// monitors read the log from.
 #[derive(Clone, Default)]
-pub struct LogControl(Option<Arc<SetLevel>>);
+pub struct LogControl(
+    Option<Arc<SetLevel>>,
+    Option<Arc<weft_http::monitor::LogStream>>,
+);
 
 impl LogControl {
-    pub fn new(
+    /// Sets the level with `set`; `stream` is what `/v1/agent/monitor` reads.
+    pub fn with_stream(
+        stream: Arc<weft_http::monitor::LogStream>,
         set: impl Fn(&'static str) -> Result<(), ReloadError> + Send + Sync + 'static,
     ) -> Self {
-        LogControl(Some(Arc::new(set)))
+        LogControl(Some(Arc::new(set)), Some(stream))
+    }
+
+    pub fn stream(&self) -> Option<Arc<weft_http::monitor::LogStream>> {
+        self.1.clone()
     }
 
     fn set(&self, filter: &'static str) -> Result<(), ReloadError> {
@@ -109,6 +119,10 @@ pub fn needs_restart(old: &RuntimeConfig, new: &RuntimeConfig) -> Vec<String> {
     check("ports.dns", old.dns_addr != new.dns_addr);
     check("ports.server", old.server_port != new.server_port);
     check("ports.serf_lan", old.serf_lan_port != new.serf_lan_port);
+    check(
+        "advertise_addrs.serf_lan",
+        old.serf_lan_advertise != new.serf_lan_advertise,
+    );
     check("retry_join", old.retry_join != new.retry_join);
     check("encrypt", old.encrypt != new.encrypt);
     check("tls", old.rpc_tls != new.rpc_tls);

@@ -114,8 +114,25 @@ impl Drop for Proc {
     }
 }
 
+/// Ports this demo has handed out (or was given): its components bind theirs a moment after they are chosen, and in
+/// that moment the kernel may offer the same free port again (once, a sidecar's upstream took the ingress's).
+static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Marks `port` as this demo's.
+fn reserve(port: u16) {
+    GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port);
+}
+
+/// A port nothing listens on now and that this demo has not handed out before.
 fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(port) {
+            return Ok(port);
+        }
+    }
+    bail!("found no free port that this demo had not used already")
 }
 
 fn s(items: &[&str]) -> Vec<String> {
@@ -226,7 +243,7 @@ pub async fn run(a: DemoArgs) -> Result<i32> {
     demo.allow_intentions().await?;
     demo.start_sidecars()?;
     let test_proxy = demo.start_test_proxy()?;
-    let ingress_kind = demo.start_ingress(use_nginx)?;
+    let ingress_kind = demo.start_ingress(use_nginx).await?;
     demo.wait_until_ready().await?;
     demo.print_ready(ingress_kind).await;
     signals.wait().await;
@@ -266,6 +283,14 @@ impl Demo {
         std::net::UdpSocket::bind(("127.0.0.1", args.dns_port))
             .and_then(|_| TcpListener::bind(("127.0.0.1", args.dns_port)))
             .with_context(|| format!("-dns-port {} is already in use", args.dns_port))?;
+        for port in [
+            args.http_port,
+            args.test_port,
+            args.ingress_port,
+            args.dns_port,
+        ] {
+            reserve(port);
+        }
         let dir = std::env::temp_dir().join(format!("weft-demo-{}", std::process::id()));
         {
             // The demo's tokens live here: the user's alone.
@@ -502,11 +527,19 @@ impl Demo {
     }
 
     /// nginx in front of a sidecar upstream, or Weft's own gateway; answers which.
-    fn start_ingress(&mut self, use_nginx: bool) -> Result<&'static str> {
+    async fn start_ingress(&mut self, use_nginx: bool) -> Result<&'static str> {
         let listen = format!("127.0.0.1:{}", self.args.ingress_port);
         if !use_nginx {
-            let mut argv = s(&["-service", "ingress", "-register", "-http"]);
-            argv.push(format!("{listen}=greeter"));
+            // As with Consul's gateways, the listeners are the `ingress-gateway` config entry's.
+            let entry = json!({
+                "Kind": "ingress-gateway", "Name": "ingress",
+                "Listeners": [{"Port": self.args.ingress_port, "Protocol": "tcp", "Services": [{"Name": "greeter"}]}],
+            });
+            self.api
+                .call(Method::PUT, "/v1/config", Some(entry))
+                .await
+                .context("writing the ingress-gateway config entry")?;
+            let argv = s(&["-service", "ingress", "-register", "-address", "127.0.0.1"]);
             let gateway = self.weft_proxy("ingress", "ingress-gateway", "ingress", &argv)?;
             self.ingress.push(gateway);
             return Ok("Weft's ingress gateway");
@@ -719,4 +752,20 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn a_port_is_handed_out_once() {
+        reserve(1);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let port = free_port().unwrap_or_else(|e| panic!("{e}"));
+            assert!(seen.insert(port), "{port} handed out twice");
+            assert_ne!(port, 1);
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! `weft operator raft list-peers|remove-peer`, `weft operator autopilot state` and `weft operator usage instances`.
+//! `weft operator raft list-peers|remove-peer|transfer-leader`, `weft operator autopilot state` and `weft operator usage instances`.
 
 use crate::client::{columns, query_value, Api, HttpArgs};
 use crate::commands::misc::PlainArgs;
@@ -32,6 +32,17 @@ pub enum RaftCmd {
     ListPeers(PlainArgs),
     /// Removes a server from the Raft configuration.
     RemovePeer(RemovePeerArgs),
+    /// Hands leadership to another server (-id, else the one with the most of the log).
+    TransferLeader(TransferLeaderArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TransferLeaderArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    /// The Raft ID of the server to lead, as `list-peers` shows it.
+    #[arg(long)]
+    pub id: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -89,6 +100,7 @@ pub async fn run(cmd: OperatorCmd) -> Result<i32> {
     match cmd {
         OperatorCmd::Raft(RaftCmd::ListPeers(a)) => list_peers(a).await,
         OperatorCmd::Raft(RaftCmd::RemovePeer(a)) => remove_peer(a).await,
+        OperatorCmd::Raft(RaftCmd::TransferLeader(a)) => transfer_leader(a).await,
         OperatorCmd::Autopilot(AutopilotCmd::State(a)) => autopilot_state(a).await,
         OperatorCmd::Autopilot(AutopilotCmd::GetConfig(a)) => autopilot_get_config(a).await,
         OperatorCmd::Autopilot(AutopilotCmd::SetConfig(a)) => autopilot_set_config(a).await,
@@ -139,6 +151,27 @@ async fn remove_peer(a: RemovePeerArgs) -> Result<i32> {
     .await?;
     let who = a.id.or(a.address).unwrap_or_default();
     println!("Removed peer with {who}");
+    Ok(0)
+}
+
+/// `weft operator raft transfer-leader [-id ID]`: prints Consul's `Success` once another server leads.
+async fn transfer_leader(a: TransferLeaderArgs) -> Result<i32> {
+    let api = Api::new(&a.http)?;
+    let path = match &a.id {
+        Some(id) => format!("/v1/operator/raft/transfer-leader?id={}", query_value(id)),
+        None => "/v1/operator/raft/transfer-leader".to_string(),
+    };
+    let answer = api
+        .ok(Method::POST, &path, None)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("Error transfering leadership: Failed to transfer leadership {e}")
+        })?
+        .json()?;
+    if answer["Success"] != true {
+        bail!("Error transfering leadership: Failed to transfer leadership");
+    }
+    println!("Success");
     Ok(0)
 }
 

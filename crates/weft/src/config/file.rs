@@ -38,6 +38,7 @@ pub struct Config {
     pub advertise_addr: Option<String>,
     pub client_addr: Option<String>,
     pub addresses: Option<Addresses>,
+    pub advertise_addrs: Option<AdvertiseAddrs>,
     pub ports: Option<Ports>,
     pub data_dir: Option<String>,
     pub log_level: Option<String>,
@@ -58,7 +59,11 @@ pub struct Config {
     /// Older spelling of `limits.kv_max_value_size`.
     pub kv_max_value_size: Option<u64>,
     pub session_ttl_min: Option<GoDuration>,
-    pub check_output_max_size: Option<u64>,
+    /// Shortest interval between an agent's coordinate updates (Consul: 15 s).
+    pub sync_coordinate_interval_min: Option<GoDuration>,
+    /// Coordinate updates per second the whole cluster aims at (Consul: 64): agents space theirs out by the
+    /// node count.
+    pub sync_coordinate_rate_target: Option<f64>,
     pub performance: Option<Performance>,
     pub leave_on_terminate: Option<bool>,
     pub skip_leave_on_interrupt: Option<bool>,
@@ -80,6 +85,7 @@ pub struct Config {
     pub connect: Option<Connect>,
     pub enable_script_checks: Option<bool>,
     pub enable_local_script_checks: Option<bool>,
+    pub check_output_max_size: Option<i64>,
     pub disable_remote_exec: Option<bool>,
     pub enable_central_service_config: Option<bool>,
     pub disable_update_check: Option<bool>,
@@ -99,6 +105,16 @@ pub struct Addresses {
     pub dns: Option<String>,
     pub grpc: Option<String>,
     pub grpc_tls: Option<String>,
+}
+
+/// `advertise_addrs`: what an interface announces when it differs from `advertise_addr` and its port (behind NAT
+/// or a relay), as `ip:port`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvertiseAddrs {
+    pub serf_lan: Option<String>,
+    pub serf_wan: Option<String>,
+    pub rpc: Option<String>,
 }
 
 /// `ports`: -1 disables an interface, as in Consul.

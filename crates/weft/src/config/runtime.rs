@@ -48,6 +48,9 @@ pub struct RuntimeConfig {
     pub dns: weft_dns::DnsConfig,
     pub server_port: u16,
     pub serf_lan_port: u16,
+    /// `advertise_addrs.serf_lan`: the gossip address other agents are told, when not `advertise_addr` and the
+    /// serf_lan port.
+    pub serf_lan_advertise: Option<SocketAddr>,
     /// Gossip addresses to join, with the default port filled in.
     pub retry_join: Vec<String>,
     pub keyring: Option<weft_gossip::Keyring>,
@@ -68,6 +71,8 @@ pub struct RuntimeConfig {
     /// (`limits.rpc_handshake_timeout`, 5 s).
     pub rpc_handshake_timeout: Duration,
     pub session_ttl_min: Duration,
+    /// `sync_coordinate_interval_min` and `sync_coordinate_rate_target`.
+    pub coordinate_sync: weft_agent::coordinates::CoordinateSync,
     pub services: Vec<ServiceDefinition>,
     pub checks: Vec<CheckDefinition>,
     pub ca_config: Option<weft_ca::CaConfig>,
@@ -78,6 +83,8 @@ pub struct RuntimeConfig {
     pub leaf_idle_expiry: Duration,
     /// `enable_script_checks` / `enable_local_script_checks`.
     pub script_checks: weft_agent::ScriptChecks,
+    /// `check_output_max_size`: the most output any check keeps (4096 bytes unless set).
+    pub check_output_max_size: usize,
     /// `locality { region zone }`: where this node runs.
     pub locality: Option<weft_types::service::Locality>,
     /// The operator's key sealing the CA's private keys at rest (`connect.ca_seal_key_file`), read at start.
@@ -205,7 +212,9 @@ pub(super) fn validate(
     let (keyring, rpc_tls, default_policy, acl) = check.security();
     let (ca_config, min_leaf_ttl, root_change_jitter) = check.connect();
     let ca_seal_key = check.ca_seal_key();
-    let dns = check.dns(&datacenter);
+    let dns = check.dns(&datacenter, &node_name);
+    let coordinate_sync = check.coordinate_sync();
+    let check_output_max_size = check.check_output_max_size();
     let limits = limits(&c);
     check.rpc_is_protected(&role, &net, rpc_tls.is_some(), keyring.is_some());
     // Consul only warns; a script check registered through the API runs any program on this host, so without ACLs
@@ -239,6 +248,7 @@ pub(super) fn validate(
         dns,
         server_port: net.server_port,
         serf_lan_port: net.serf_lan_port,
+        serf_lan_advertise: net.serf_lan_advertise,
         retry_join: role.retry_join,
         keyring,
         rpc_tls,
@@ -266,6 +276,7 @@ pub(super) fn validate(
         },
         kv_max_value_size: limits.kv_max_value_size,
         session_ttl_min: c.session_ttl_min.map_or(Duration::from_secs(10), |d| d.0),
+        coordinate_sync,
         http_max_conns_per_client: limits.http_max_conns_per_client,
         http_header_read_timeout: limits.http_header_read_timeout,
         rpc_max_conns_per_client: limits.rpc_max_conns_per_client,
@@ -291,6 +302,7 @@ pub(super) fn validate(
             from_config: c.enable_script_checks == Some(true)
                 || c.enable_local_script_checks == Some(true),
         },
+        check_output_max_size,
         ca_seal_key,
         default_policy,
         acl,
@@ -373,6 +385,7 @@ struct Network {
     dns_addr: Option<SocketAddr>,
     server_port: u16,
     serf_lan_port: u16,
+    serf_lan_advertise: Option<SocketAddr>,
 }
 
 impl Checker<'_> {
@@ -527,7 +540,31 @@ impl Checker<'_> {
                 ));
             }
         }
+        let advertise_addrs = c.advertise_addrs.clone().unwrap_or_default();
+        let serf_lan_advertise = match advertise_addrs.serf_lan.as_deref() {
+            None => None,
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.err(format!(
+                        "advertise_addrs.serf_lan: {text:?} is not an ip:port address"
+                    ));
+                    None
+                }
+            },
+        };
+        for (key, value) in [
+            ("advertise_addrs.serf_wan", &advertise_addrs.serf_wan),
+            ("advertise_addrs.rpc", &advertise_addrs.rpc),
+        ] {
+            if value.is_some() {
+                self.err(format!(
+                    "{key}: only advertise_addrs.serf_lan is available in this Weft version"
+                ));
+            }
+        }
         Network {
+            serf_lan_advertise,
             bind_addr,
             advertise_addr,
             client_addr,
@@ -645,9 +682,34 @@ impl Checker<'_> {
         }
     }
 
+    /// `check_output_max_size`: positive (Consul's rule), and at most the 1 MiB any check may keep in Weft.
+    fn check_output_max_size(&mut self) -> usize {
+        match self.c.check_output_max_size {
+            None => 4096,
+            Some(n) if n < 1 => {
+                self.err(format!("check_output_max_size must be positive, not {n}"));
+                4096
+            }
+            Some(n) if n > 1024 * 1024 => {
+                self.err(format!(
+                    "check_output_max_size: at most 1048576 (1 MiB) of a check's output is kept, not {n}"
+                ));
+                4096
+            }
+            Some(n) => n as usize,
+        }
+    }
+
     /// A server's RPC port on an address others can reach must prove who calls it: TLS, or the gossip key's HMAC.
     fn rpc_is_protected(&mut self, role: &Role, net: &Network, tls: bool, key: bool) {
         let exposed = role.server && !self.dev && !net.bind_addr.is_loopback();
+        // A keyring file (kept by `weft keyring`) counts as a gossip key, as it does when the agent starts.
+        let key = key
+            || self.c.data_dir.as_ref().is_some_and(|d| {
+                std::path::Path::new(d)
+                    .join(weft_gossip::KEYRING_FILE)
+                    .exists()
+            });
         if exposed && !tls && !key && self.c.allow_unauthenticated_rpc != Some(true) {
             self.err(format!(
                 "server RPC would listen on {} with neither TLS nor a gossip key, so anyone who reaches it could write \
@@ -751,8 +813,33 @@ impl Checker<'_> {
         (ca_config, min_leaf_ttl, jitter)
     }
 
+    /// How often this agent sends its network coordinate.
+    fn coordinate_sync(&mut self) -> weft_agent::coordinates::CoordinateSync {
+        let base = weft_agent::coordinates::CoordinateSync::default();
+        let rate = self
+            .c
+            .sync_coordinate_rate_target
+            .unwrap_or(base.rate_target);
+        if !(rate.is_finite() && rate > 0.0) {
+            self.err(format!(
+                "sync_coordinate_rate_target: {rate} must be a positive number of updates per second"
+            ));
+        }
+        weft_agent::coordinates::CoordinateSync {
+            interval_min: self
+                .c
+                .sync_coordinate_interval_min
+                .map_or(base.interval_min, |d| d.0),
+            rate_target: if rate.is_finite() && rate > 0.0 {
+                rate
+            } else {
+                base.rate_target
+            },
+        }
+    }
+
     /// `dns_config`, `domain`, `alt_domain` and `recursors` (IP addresses, port 53 unless given).
-    fn dns(&mut self, datacenter: &str) -> weft_dns::DnsConfig {
+    fn dns(&mut self, datacenter: &str, node_name: &str) -> weft_dns::DnsConfig {
         let c = self.c;
         let d = c.dns_config.clone().unwrap_or_default();
         let base = weft_dns::DnsConfig::default();
@@ -783,6 +870,7 @@ impl Checker<'_> {
             domain: domain("domain", &c.domain, self).unwrap_or(base.domain),
             alt_domain: domain("alt_domain", &c.alt_domain, self),
             datacenter: datacenter.to_string(),
+            node_name: node_name.to_string(),
             node_ttl: d.node_ttl.map_or(base.node_ttl, secs),
             service_ttl: d.service_ttl.map_or(base.service_ttl, |m| {
                 m.into_iter().map(|(k, v)| (k, secs(v))).collect()
@@ -875,6 +963,7 @@ const APPLIED: &[&str] = &[
     "start_join",
     "bind_addr",
     "advertise_addr",
+    "advertise_addrs.serf_lan",
     "client_addr",
     "addresses.http",
     "ports.http",
@@ -906,6 +995,8 @@ const APPLIED: &[&str] = &[
     "limits.rpc_handshake_timeout",
     "kv_max_value_size",
     "session_ttl_min",
+    "sync_coordinate_interval_min",
+    "sync_coordinate_rate_target",
     "leave_on_terminate",
     "reconnect_timeout",
     "autopilot.server_stabilization_time",
@@ -935,6 +1026,7 @@ const APPLIED: &[&str] = &[
     "locality.region",
     "locality.zone",
     "enable_local_script_checks",
+    "check_output_max_size",
     "connect.enabled",
     "connect.ca_config",
     "connect.leaf_root_change_jitter",

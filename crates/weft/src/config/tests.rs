@@ -471,3 +471,27 @@ fn the_node_locality_is_read_from_the_config() {
     };
     assert!(build(&bad).is_err());
 }
+
+#[test]
+fn check_output_max_size_is_positive_and_bounded() {
+    let dir = Dir::new("check-output");
+    let flags = flags_with_dir(&dir.0);
+    assert_eq!(build(&flags).unwrap().check_output_max_size, 4096);
+    dir.write("a.json", r#"{"check_output_max_size": 100}"#);
+    assert_eq!(build(&flags).unwrap().check_output_max_size, 100);
+    for bad in ["0", "-5", "2000000"] {
+        dir.write("a.json", &format!(r#"{{"check_output_max_size": {bad}}}"#));
+        let Err(problems) = build(&flags) else {
+            panic!("{bad} was accepted");
+        };
+        assert!(
+            problems.iter().any(|p| p.contains("check_output_max_size")),
+            "{bad}: {problems:?}"
+        );
+    }
+    // A check's own OutputMaxSize may only lower the agent's.
+    assert_eq!(weft_agent::output_max_size(0, 0), 4096);
+    assert_eq!(weft_agent::output_max_size(100, 0), 100);
+    assert_eq!(weft_agent::output_max_size(100, 50), 50);
+    assert_eq!(weft_agent::output_max_size(100, 5000), 100);
+}
