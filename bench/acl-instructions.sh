@@ -14,18 +14,9 @@ BIN=${1:-${WEFT_BIN:-/var/cache/weft/target/release/weft}}
 ROOT=5b1e0c9d-8a7f-4e6d-9c5b-4a3f2e1d0c9b
 READS=500 # per pass; two passes are counted
 WRITES=500
-for tool in valgrind callgrind_control curl; do
-  command -v "$tool" >/dev/null || { echo "acl-instructions: $tool is not installed" >&2; exit 1; }
-done
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SCRIPT=acl-instructions
+# shellcheck source=bench/callgrind-setup.sh
+. "$(dirname "$0")/callgrind-setup.sh"
 
 # Instructions the agent ran between the zeroing and the dump, for the requests "$@" sends.
 count() {

@@ -207,18 +207,22 @@ impl Ctx {
 
     /// Adds the query-meta headers every read carries. The index is never 0.
     pub fn read_meta(&self, mut reply: Reply, index: u64, consistency: Consistency) -> Reply {
-        reply.set("x-consul-index", index.max(1).to_string());
+        use crate::reply::names;
+        reply.set(names::X_CONSUL_INDEX, index.max(1).to_string());
         let server = self.state.agent.server();
         let known = server.leader().is_some();
-        reply.set("x-consul-knownleader", if known { "true" } else { "false" });
+        reply.set(
+            names::X_CONSUL_KNOWNLEADER,
+            if known { "true" } else { "false" },
+        );
         let contact = if server.is_leader() {
             0
         } else {
             server.last_contact_ms().unwrap_or(0)
         };
-        reply.set("x-consul-lastcontact", contact.to_string());
-        reply.set("x-consul-effective-consistency", consistency.as_str());
-        reply.set("x-consul-query-backend", "blocking-query");
+        reply.set(names::X_CONSUL_LASTCONTACT, contact.to_string());
+        reply.set(names::X_CONSUL_EFFECTIVE_CONSISTENCY, consistency.as_str());
+        reply.set(names::X_CONSUL_QUERY_BACKEND, "blocking-query");
         reply
     }
 

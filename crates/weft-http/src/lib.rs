@@ -183,11 +183,11 @@ async fn dispatch(State(state): State<ApiState>, req: Request) -> Response {
     if let Some(headers) = builder.headers_mut() {
         headers.extend(reply.headers);
         headers.insert(
-            "x-consul-default-acl-policy",
+            reply::names::X_CONSUL_DEFAULT_ACL_POLICY,
             header::HeaderValue::from_static(acl_policy),
         );
         headers.insert(
-            weft_types::intention::DEFAULT_INTENTION_POLICY_HEADER,
+            reply::names::X_WEFT_DEFAULT_INTENTION_POLICY,
             header::HeaderValue::from_static(intention_policy),
         );
     }

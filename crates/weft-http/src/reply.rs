@@ -2,8 +2,25 @@
 //! empty 200s for agent writes, and plain-text errors with Consul's status codes.
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
+
+/// The headers every read answer carries, as constants.
+pub mod names {
+    use axum::http::HeaderName;
+
+    pub const X_CONSUL_INDEX: HeaderName = HeaderName::from_static("x-consul-index");
+    pub const X_CONSUL_KNOWNLEADER: HeaderName = HeaderName::from_static("x-consul-knownleader");
+    pub const X_CONSUL_LASTCONTACT: HeaderName = HeaderName::from_static("x-consul-lastcontact");
+    pub const X_CONSUL_EFFECTIVE_CONSISTENCY: HeaderName =
+        HeaderName::from_static("x-consul-effective-consistency");
+    pub const X_CONSUL_QUERY_BACKEND: HeaderName =
+        HeaderName::from_static("x-consul-query-backend");
+    pub const X_CONSUL_DEFAULT_ACL_POLICY: HeaderName =
+        HeaderName::from_static("x-consul-default-acl-policy");
+    pub const X_WEFT_DEFAULT_INTENTION_POLICY: HeaderName =
+        HeaderName::from_static(weft_types::intention::DEFAULT_INTENTION_POLICY_HEADER);
+}
 
 #[derive(Debug)]
 pub struct Reply {
@@ -37,7 +54,7 @@ impl Reply {
             body,
             stream: None,
         };
-        reply.set("content-type", "application/json");
+        reply.set(header::CONTENT_TYPE, "application/json");
         reply
     }
 
@@ -61,9 +78,11 @@ impl Reply {
         self
     }
 
-    pub fn set(&mut self, name: &'static str, value: impl AsRef<str>) {
+    /// Sets a header: `name` is a `&'static str`, or one of [`names`] on paths every request takes (a constant
+    /// `HeaderName` is built at compile time; a string is parsed on every call).
+    pub fn set(&mut self, name: impl header::IntoHeaderName, value: impl AsRef<str>) {
         if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
-            self.headers.insert(HeaderName::from_static(name), v);
+            self.headers.insert(name, v);
         }
     }
 }

@@ -8,8 +8,10 @@
 //! Blocking queries are unaffected: the header timeout runs only while a request is being read, never while a
 //! handler waits.
 
+use crate::browser_guard::BrowserGuard;
 use crate::idle::{HeldBody, IdleGuard, Tracked};
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -36,10 +38,12 @@ impl Default for Limits {
 }
 
 /// Serves `app` on `listener` until `stop` completes, then gives in-flight requests up to `grace` to finish. Each
-/// client address holds at most the connections `connections` allows.
+/// client address holds at most the connections `connections` allows, and `browsers` refuses what a browser must
+/// not ask before anything is routed.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    browsers: Arc<BrowserGuard>,
     limits: Limits,
     connections: Arc<Connections>,
     stop: impl Future<Output = ()>,
@@ -72,19 +76,25 @@ pub async fn serve(
         let state = idle.track();
         let tower = TowerToHyperService::new(app.clone());
         let busy = state.clone();
-        let service = hyper::service::service_fn(move |req| {
+        let browsers = browsers.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let in_flight = busy.request();
-            let answer = hyper::service::Service::call(&tower, req);
+            let answer = match browsers.refusal(req.method(), req.headers(), req.uri().path()) {
+                Some(refused) => Err(refused),
+                None => Ok(hyper::service::Service::call(&tower, req)),
+            };
             async move {
-                answer.await.map(|response| {
-                    // A streamed answer keeps the connection busy until it ends; any other is done with its head.
-                    let busy = response
-                        .extensions()
-                        .get::<crate::idle::LongLived>()
-                        .is_some()
-                        .then_some(in_flight);
-                    response.map(|body| HeldBody::new(body, busy))
-                })
+                let response = match answer {
+                    Err(refused) => refused,
+                    Ok(call) => call.await?,
+                };
+                // A streamed answer keeps the connection busy until it ends; any other is done with its head.
+                let busy = response
+                    .extensions()
+                    .get::<crate::idle::LongLived>()
+                    .is_some()
+                    .then_some(in_flight);
+                Ok::<_, std::convert::Infallible>(response.map(|body| HeldBody::new(body, busy)))
             }
         });
         let io = TokioIo::new(Tracked::new(stream, state.clone()));

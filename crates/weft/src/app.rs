@@ -276,10 +276,6 @@ impl App {
             allowed_hosts: self.config.allowed_hosts.clone(),
             allowed_origins: self.config.allowed_origins.clone(),
         });
-        let app = app.layer(axum::middleware::from_fn_with_state(
-            browsers,
-            weft_http::browser_guard::guard,
-        ));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let limits = weft_http::serve::Limits {
             header_read_timeout: self.config.http_header_read_timeout,
@@ -292,6 +288,7 @@ impl App {
         let serve = tokio::spawn(weft_http::serve::serve(
             self.http,
             app,
+            browsers,
             limits,
             http_connections,
             stopped,
