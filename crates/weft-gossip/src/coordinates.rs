@@ -31,9 +31,15 @@ pub(crate) struct Pong {
 /// spoofed pings turn this agent into a source of traffic towards members.
 const PONGS_PER_SECOND: u32 = 50;
 
+/// The last coordinate each member answered with (Serf's coordinate cache): what distances to other members, and
+/// in the WAN pool to other datacenters' servers, are estimated from. Shared with the [`crate::Gossip`] handle.
+pub type PeerCoordinates = std::sync::Arc<std::sync::Mutex<HashMap<String, Coordinate>>>;
+
 /// This agent's probes in flight and its coordinate.
 pub(crate) struct Probes {
     vivaldi: Vivaldi,
+    /// Members' coordinates as their pongs carried them; entries of forgotten members are dropped by the runner.
+    pub peers: PeerCoordinates,
     /// seq → (member pinged, when).
     pending: HashMap<u64, (String, Instant)>,
     /// Samples refused (bad coordinate, RTT out of range), for operators.
@@ -46,9 +52,18 @@ impl Probes {
     pub fn new() -> Probes {
         Probes {
             vivaldi: Vivaldi::new(),
+            peers: PeerCoordinates::default(),
             pending: HashMap::new(),
             refused: 0,
             pongs: (0, Instant::now()),
+        }
+    }
+
+    /// Probes whose answers are remembered in `peers`.
+    pub fn with_peers(peers: PeerCoordinates) -> Probes {
+        Probes {
+            peers,
+            ..Probes::new()
         }
     }
 
@@ -115,7 +130,13 @@ impl Probes {
         };
         let rtt = sent.elapsed();
         match self.vivaldi.update(&member, &pong.coord, rtt, random) {
-            Ok(_) => true,
+            Ok(_) => {
+                self.peers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(member, pong.coord);
+                true
+            }
             Err(why) => {
                 self.refused += 1;
                 tracing::debug!(%member, ?rtt, why, "coordinate sample refused");
@@ -140,6 +161,11 @@ mod tests {
         let pong = b.pong(&ping, "b").unwrap();
         assert!(a.answered(pong, &mut random));
         assert_ne!(a.coordinate(), &Coordinate::default());
+        assert_eq!(
+            a.peers.lock().unwrap().get("b"),
+            Some(b.coordinate()),
+            "the answering member's coordinate is remembered"
+        );
         // A replay, a pong from someone else, an unknown sequence number: dropped.
         let replay = b.pong(&ping, "b").unwrap();
         assert!(!a.answered(replay, &mut random));

@@ -14,6 +14,7 @@ mod member;
 mod resolve;
 mod runner;
 
+pub use coordinates::PeerCoordinates;
 pub use crypto::{canonical_key, generate_key, KeyError, Keyring, MAX_KEYS};
 pub use keyring_query::{KeyOp, KeyringAnswer, NodeKeys, QUERY_TIMEOUT};
 pub use member::{Member, MemberInfo, Role, Status, Tags};
@@ -106,6 +107,7 @@ pub struct Gossip {
     /// User events as they arrive (this agent's own too), for the agent to take once.
     events: std::sync::Arc<std::sync::Mutex<Option<mpsc::Receiver<weft_types::event::UserEvent>>>>,
     stats: std::sync::Arc<GossipStats>,
+    peers: PeerCoordinates,
 }
 
 impl Gossip {
@@ -124,6 +126,7 @@ impl Gossip {
         let (deliver, events) = mpsc::channel(events::DELIVERY_BACKLOG);
         let (coordinate_tx, coordinate) = watch::channel(Default::default());
         let stats = std::sync::Arc::new(GossipStats::default());
+        let peers = PeerCoordinates::default();
         tokio::spawn(runner::run(
             config,
             socket,
@@ -134,6 +137,7 @@ impl Gossip {
                 deliver,
                 coordinate: coordinate_tx,
                 stats: stats.clone(),
+                peers: peers.clone(),
             },
         ));
         Ok(Gossip {
@@ -144,6 +148,7 @@ impl Gossip {
             coordinate,
             events: std::sync::Arc::new(std::sync::Mutex::new(Some(events))),
             stats,
+            peers,
         })
     }
 
@@ -227,6 +232,15 @@ impl Gossip {
     /// This agent's network coordinate (the origin until the first round-trip sample).
     pub fn coordinate(&self) -> weft_types::coordinate::Coordinate {
         self.coordinate.borrow().clone()
+    }
+
+    /// The coordinate a member last answered a round-trip probe with (`None` before its first answer).
+    pub fn peer_coordinate(&self, name: &str) -> Option<weft_types::coordinate::Coordinate> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Every member known, this one included.

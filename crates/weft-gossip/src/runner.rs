@@ -60,6 +60,7 @@ pub(crate) struct Outputs {
     pub deliver: mpsc::Sender<weft_types::event::UserEvent>,
     pub coordinate: watch::Sender<weft_types::coordinate::Coordinate>,
     pub stats: std::sync::Arc<crate::GossipStats>,
+    pub peers: crate::coordinates::PeerCoordinates,
 }
 
 pub(crate) async fn run(
@@ -74,6 +75,7 @@ pub(crate) async fn run(
         deliver,
         coordinate,
         stats,
+        peers,
     } = outputs;
     let mut foca_config = Config::new_lan(NonZeroU32::MIN.saturating_add(7));
     foca_config.probe_period = config.probe_period;
@@ -108,7 +110,7 @@ pub(crate) async fn run(
         members,
         undecryptable: 0,
         events,
-        probes: crate::coordinates::Probes::new(),
+        probes: crate::coordinates::Probes::with_peers(peers),
         coordinate,
         key_queries: Default::default(),
         stats,
@@ -587,6 +589,12 @@ impl State {
             }
         });
         if self.table.len() != before {
+            let table = &self.table;
+            self.probes
+                .peers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|name, _| table.contains_key(name));
             self.publish();
         }
     }

@@ -22,6 +22,23 @@ pub async fn members(ctx: Ctx) -> Result<Reply, ApiError> {
             "Cannot provide a segment with wan=true",
         ));
     }
+    if ctx.flag("wan") {
+        // The WAN pool's servers (`<node>.<dc>`); an agent outside it knows none, as a Consul client agent.
+        let list: Vec<Value> = ctx
+            .state
+            .agent
+            .server()
+            .wan_members()
+            .unwrap_or_default()
+            .iter()
+            .filter(|m| {
+                let node = m.name.rsplit_once('.').map_or(m.name.as_str(), |(n, _)| n);
+                ctx.caller.may(Named::Node, node, Need::Read)
+            })
+            .map(member_json)
+            .collect();
+        return Ok(ctx.json(&Value::Array(list)));
+    }
     let Some(members) = ctx.state.agent.server().members() else {
         // Without gossip (dev mode) the agent is its only member.
         let node = &ctx.state.agent.config().node_name;
@@ -60,15 +77,17 @@ pub(crate) fn member_json(m: &MemberView) -> Value {
     })
 }
 
-/// `PUT /v1/agent/join/:address`: joins this agent's gossip pool through another agent.
+/// `PUT /v1/agent/join/:address`: joins this agent's gossip pool through another agent; with `?wan`, this
+/// server's WAN pool through another datacenter's server.
 pub async fn join(ctx: Ctx) -> Result<Reply, ApiError> {
     let target = ctx.required_rest("address")?.trim().to_string();
-    ctx.state
-        .agent
-        .server()
-        .join_through(&target)
-        .await
-        .map_err(|e| ApiError::internal(format!("Failed to join {target}: {e}")))?;
+    let server = ctx.state.agent.server();
+    let joined = if ctx.flag("wan") {
+        server.join_wan(&target).await
+    } else {
+        server.join_through(&target).await
+    };
+    joined.map_err(|e| ApiError::internal(format!("Failed to join {target}: {e}")))?;
     Ok(Reply::empty())
 }
 

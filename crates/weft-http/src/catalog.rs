@@ -160,8 +160,17 @@ pub async fn deregister(ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::bool(true))
 }
 
+/// Every datacenter this server federates with (its own alone without WAN federation), nearest first.
 pub async fn datacenters(ctx: Ctx) -> Result<Reply, ApiError> {
-    Ok(ctx.json(&json!([ctx.datacenter()])))
+    let names: Vec<String> = ctx
+        .state
+        .agent
+        .server()
+        .datacenters()
+        .into_iter()
+        .map(|dc| dc.name)
+        .collect();
+    Ok(ctx.json(&json!(names)))
 }
 
 fn meta_matches(node: &Node, wanted: &[(String, String)]) -> bool {

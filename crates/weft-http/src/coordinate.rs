@@ -1,5 +1,5 @@
 //! `/v1/coordinate/...`: the network coordinates agents compute from gossip round trips (Consul's shapes).
-//! Weft serves one datacenter, so `datacenters` lists it alone, with its servers' coordinates.
+//! `datacenters` lists the WAN pool's datacenters with their servers' WAN coordinates.
 
 use crate::blocking::read_reply;
 use crate::ctx::Ctx;
@@ -13,10 +13,32 @@ fn entry(node: &str, coord: &weft_types::coordinate::Coordinate) -> Value {
     json!({"Node": node, "Segment": "", "Partition": "default", "Coord": coord})
 }
 
-/// `GET /v1/coordinate/datacenters` (servers this caller may read as nodes).
+/// `GET /v1/coordinate/datacenters`: each datacenter's servers with their WAN coordinates (those without one yet
+/// left out); without WAN federation, this datacenter alone with its servers' LAN coordinates. Servers this caller
+/// may not read as nodes are left out.
 pub async fn datacenters(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
     let server = ctx.state.agent.server();
+    if server.wan().is_some() {
+        let list: Vec<Value> = server
+            .datacenters()
+            .into_iter()
+            .map(|dc| {
+                let suffix = format!(".{}", dc.name);
+                let coordinates: Vec<Value> = dc
+                    .coordinates
+                    .iter()
+                    .filter(|(member, _)| {
+                        let node = member.strip_suffix(&suffix).unwrap_or(member);
+                        ctx.caller.may(Named::Node, node, Need::Read)
+                    })
+                    .filter_map(|(member, c)| Some(json!({"Node": member, "Coord": c.as_ref()?})))
+                    .collect();
+                json!({"Datacenter": dc.name, "AreaID": "wan", "Coordinates": coordinates})
+            })
+            .collect();
+        return Ok(ctx.json(&Value::Array(list)));
+    }
     let dc = ctx.state.agent.config().datacenter.clone();
     let names: Vec<String> = server
         .autopilot_health()

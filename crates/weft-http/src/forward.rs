@@ -33,6 +33,8 @@ pub enum Decision {
     Local,
     /// Forward to these RPC addresses, in order, until one answers.
     Forward(Vec<String>),
+    /// Forward to these servers of another datacenter (checked, with TLS, to be that datacenter's).
+    Datacenter(String, Vec<String>),
 }
 
 fn hops(headers: &HeaderMap) -> u32 {
@@ -85,6 +87,37 @@ pub fn mark_cached(state: &ApiState, reply: &mut Reply, hit: bool) {
     reply.set("age", age.to_string());
 }
 
+/// The datacenter a request names with `?dc=` when it is not this one, for routes the servers answer (agent
+/// endpoints answer for this agent whatever `?dc` says, as Consul's do).
+fn other_datacenter(
+    state: &ApiState,
+    class: Forward,
+    query: &[(String, String)],
+) -> Option<String> {
+    if !matches!(class, Forward::Leader | Forward::LeaderKv) {
+        return None;
+    }
+    let dc = query.iter().find(|(k, _)| k == "dc").map(|(_, v)| v)?;
+    (!dc.is_empty() && *dc != state.agent.config().datacenter).then(|| dc.clone())
+}
+
+/// Where a request for another datacenter goes: a client agent passes it to its servers (which alone are in the
+/// WAN pool); a server passes it to one of that datacenter's servers, which answers it as a request of its own
+/// (forwarding it to its leader as usual). Without a path, Consul's error.
+fn to_datacenter(state: &ApiState, dc: &str) -> Result<Decision, ApiError> {
+    let server = state.agent.server();
+    let decision = match server.mode() {
+        Mode::Client(replica) => Decision::Forward(replica.servers()),
+        Mode::Raft(_) | Mode::Dev => Decision::Datacenter(dc.to_string(), server.servers_in(dc)),
+    };
+    match &decision {
+        Decision::Forward(t) | Decision::Datacenter(_, t) if t.is_empty() => {
+            Err(ApiError::internal("No path to datacenter"))
+        }
+        _ => Ok(decision),
+    }
+}
+
 /// Decides where a request is answered; waits (up to [`LEADER_WAIT`]) for an election in progress.
 pub async fn decide(
     state: &ApiState,
@@ -94,6 +127,12 @@ pub async fn decide(
     headers: &HeaderMap,
 ) -> Result<Decision, ApiError> {
     let server = state.agent.server();
+    if let Some(dc) = other_datacenter(state, class, query) {
+        if hops(headers) >= MAX_HOPS {
+            return Err(ApiError::internal("No path to datacenter"));
+        }
+        return to_datacenter(state, &dc);
+    }
     let client = matches!(server.mode(), Mode::Client(_));
     // `?stale` is answered from this agent's copy, except KV on a client agent, which has none (see
     // `weft_server::replica`): any server answers it from its own.
@@ -169,12 +208,24 @@ pub async fn route(
 ) -> Option<Reply> {
     let deadline = Instant::now() + LEADER_WAIT;
     loop {
-        let targets = match decide(state, class, method, query, headers).await {
+        let server = state.agent.server();
+        let (client, targets) = match decide(state, class, method, query, headers).await {
             Ok(Decision::Local) => return None,
-            Ok(Decision::Forward(targets)) => targets,
+            Ok(Decision::Forward(targets)) => (server.http().clone(), targets),
+            Ok(Decision::Datacenter(dc, targets)) => (server.http_for(&dc), targets),
             Err(e) => return Some(e.into_reply()),
         };
-        match forward(state, &targets, method, path_and_query, headers, body).await {
+        match forward(
+            state,
+            &client,
+            &targets,
+            method,
+            path_and_query,
+            headers,
+            body,
+        )
+        .await
+        {
             Ok(reply) => return Some(reply),
             Err(e) if Instant::now() >= deadline => {
                 tracing::warn!(error = %e, "could not forward a request to the servers");
@@ -203,7 +254,17 @@ pub async fn to_servers(
     };
     let servers = replica.servers();
     Some(
-        match forward(state, &servers, method, path_and_query, headers, &[]).await {
+        match forward(
+            state,
+            state.agent.server().http(),
+            &servers,
+            method,
+            path_and_query,
+            headers,
+            &[],
+        )
+        .await
+        {
             Ok(reply) => reply,
             Err(e) => Reply::text(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -216,13 +277,13 @@ pub async fn to_servers(
 /// Passes the request on and returns the answer as it came; tries each target in turn until one is reached.
 async fn forward(
     state: &ApiState,
+    client: &weft_rpc::HttpClient,
     targets: &[String],
     method: &Method,
     path_and_query: &str,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Reply, RpcError> {
-    let client = state.agent.server().http().clone();
     let mut passed_on = HeaderMap::new();
     for (name, value) in headers {
         if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use weft_server::{ApplyRequest, JoinRequest, SignRequest};
 use weft_state::StoreError;
 
-fn decode<T: serde::de::DeserializeOwned>(ctx: &Ctx) -> Result<T, ApiError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(ctx: &Ctx) -> Result<T, ApiError> {
     serde_json::from_slice(&ctx.body)
         .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))
 }

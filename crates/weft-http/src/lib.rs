@@ -32,6 +32,7 @@ pub mod monitor;
 mod operator;
 pub mod policy;
 pub mod query;
+pub mod query_failover;
 pub mod reply;
 pub mod routes;
 pub mod rpc_guard;

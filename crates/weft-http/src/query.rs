@@ -297,6 +297,35 @@ async fn filter_caller(ctx: &Ctx, q: &PreparedQuery) -> Result<Arc<Caller>, ApiE
     }
 }
 
+/// The query's healthy instances in `store` that `by` may read, shuffled, sorted near `near` when given, at most
+/// `limit` (0: all), as their JSON.
+pub(crate) fn select(
+    store: &weft_state::Store,
+    q: &PreparedQuery,
+    by: &Caller,
+    connect: bool,
+    near: Option<&str>,
+    limit: usize,
+) -> Vec<Value> {
+    let mut list: Vec<CheckServiceNode<'_>> = store
+        .prepared_query_instances(&q.service, connect)
+        .into_iter()
+        .filter(|i| by.may(Named::Node, &i.node.node, Need::Read))
+        .filter(|i| by.may(Named::Service, &i.service.service, Need::Read))
+        .collect();
+    list.shuffle(&mut rand::rng());
+    if let Some(near) = near {
+        store.sort_instances_near(&mut list, near);
+    }
+    weft_state::pin_near(&mut list, near);
+    if limit > 0 {
+        list.truncate(limit);
+    }
+    list.iter()
+        .map(|i| serde_json::to_value(i).unwrap_or(Value::Null))
+        .collect()
+}
+
 /// Where `near` points: a node name, the receiving agent's node for `_agent`, the node whose address is the
 /// client's (`X-Forwarded-For`) for `_ip`.
 fn near_node(ctx: &Ctx, near: &str, s: &weft_state::Store) -> Option<String> {
@@ -335,41 +364,37 @@ async fn execute(ctx: Ctx, name: &str) -> Result<Reply, ApiError> {
     };
     let q = resolve(&ctx, name)?;
     let by = filter_caller(&ctx, &q).await?;
-    let store = ctx.state.agent.server().read();
-    let mut list: Vec<CheckServiceNode<'_>> = store
-        .prepared_query_instances(&q.service, connect)
-        .into_iter()
-        .filter(|i| by.may(Named::Node, &i.node.node, Need::Read))
-        .filter(|i| by.may(Named::Service, &i.service.service, Need::Read))
-        .collect();
     let near = ctx
         .param("near")
         .filter(|n| !n.is_empty())
-        .unwrap_or(&q.service.near);
-    let near = near_node(&ctx, near, &store);
-    list.shuffle(&mut rand::rng());
-    if let Some(near) = near.as_deref() {
-        store.sort_instances_near(&mut list, near);
+        .unwrap_or(&q.service.near)
+        .to_string();
+    let server = ctx.state.agent.server();
+    let mut nodes = {
+        let store = server.read();
+        let near = near_node(&ctx, &near, &store);
+        select(&store, &q, &by, connect, near.as_deref(), limit)
+    };
+    let mut filtered = by.report_filtered();
+    let mut datacenter = ctx.state.agent.config().datacenter.clone();
+    let mut failovers = 0;
+    if nodes.is_empty() {
+        let token = crate::caller::token_of(&ctx.query, &ctx.headers).unwrap_or_default();
+        let outcome = crate::query_failover::fail_over(server, &q, limit, connect, &token).await;
+        failovers = outcome.tried;
+        if let Some(answer) = outcome.answer {
+            nodes = answer.nodes;
+            filtered |= answer.filtered;
+            datacenter = answer.datacenter;
+        }
     }
-    weft_state::pin_near(&mut list, near.as_deref());
-    if limit > 0 {
-        list.truncate(limit);
-    }
-    let filtered = by.report_filtered();
-    let nodes: Vec<Value> = list
-        .iter()
-        .map(|i| serde_json::to_value(i).unwrap_or(Value::Null))
-        .collect();
-    drop(store);
     let mut body = json!({
         "Service": q.service.service,
         "Nodes": nodes,
         "DNS": q.dns,
-        "Datacenter": ctx.state.agent.config().datacenter,
+        "Datacenter": datacenter,
         "PeerName": "",
-        // Weft serves one datacenter (no WAN federation): no other datacenter is known to fail over to, and
-        // Consul skips unknown ones without counting them.
-        "Failovers": 0,
+        "Failovers": failovers,
     });
     body_meta(&ctx, &mut body, filtered);
     let mut reply = ctx.read_meta(ctx.json(&body), 1, consistency);

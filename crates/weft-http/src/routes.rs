@@ -6,8 +6,8 @@ use crate::policy::{Access, AclRule, BodyLimit, Forward, Listener, Policy, Resou
 use crate::reply::{ApiError, Reply};
 use crate::{
     acl, acl_login, agent, agent_self, agent_token, catalog, connect, coordinate, event, health,
-    intentions, internal, keyring, kv, metrics, monitor, operator, query, session, snapshot,
-    status, txn,
+    intentions, internal, keyring, kv, metrics, monitor, operator, query, query_failover, session,
+    snapshot, status, txn,
 };
 use axum::http::Method;
 use std::future::Future;
@@ -102,6 +102,13 @@ fn table() -> Vec<Route> {
             SERVERS
         ),
         route!("/v1/internal/hello", [POST], internal::hello, SERVERS),
+        // another datacenter's server failing a prepared query over to this one
+        route!(
+            "/v1/internal/query/execute",
+            [POST],
+            query_failover::remote_execute,
+            SERVERS
+        ),
         route!("/v1/internal/join", [POST], internal::join, SERVERS),
         route!(
             "/v1/internal/acl/resolve",

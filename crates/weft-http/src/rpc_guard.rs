@@ -1,6 +1,6 @@
 //! Who may call the server RPC listener. With TLS and client certificates, the role the certificate names decides
 //! (Raft, joins and `hello` are for servers; client agents may stream their replica, pass on their requests and have
-//! leaves signed). With the gossip key, every request must carry a valid HMAC (`weft_rpc::auth`). A request that
+//! leaves signed; another datacenter's servers may only pass on requests and fail prepared queries over). With the gossip key, every request must carry a valid HMAC (`weft_rpc::auth`). A request that
 //! fails either is answered 401/403 before anything runs.
 
 use crate::policy::{Listener, Resource};
@@ -33,6 +33,13 @@ fn for_servers_only(path: &str) -> bool {
         .is_some_and(|(route, _)| route.policy.acl.resource == Resource::ClusterServer)
 }
 
+/// What another datacenter's server may call: requests it passes on for this datacenter (`?dc=`), and prepared
+/// queries failing over here. Never Raft, joins, the replica stream, leaf signing or writes to this state machine.
+fn from_other_datacenters(path: &str) -> bool {
+    path.starts_with(&format!("{}/", crate::FORWARD_PREFIX))
+        || path == crate::query_failover::REMOTE_PATH
+}
+
 fn refuse(status: StatusCode, why: impl std::fmt::Display) -> Response {
     (status, format!("rpc: {why}\n")).into_response()
 }
@@ -47,6 +54,7 @@ pub async fn guard(State(guard): State<RpcGuard>, req: Request, next: Next) -> R
         let allowed = match role {
             PeerRole::Server => true,
             PeerRole::Client => !for_servers_only(req.uri().path()),
+            PeerRole::RemoteServer => from_other_datacenters(req.uri().path()),
             PeerRole::Anonymous => false,
         };
         if !allowed {

@@ -63,6 +63,9 @@ pub enum PeerRole {
     Server,
     /// `client.<dc>.weft`: may read its replica stream and pass on its own requests.
     Client,
+    /// `server.<other dc>.weft`: another datacenter's server (WAN federation), which may only pass on requests
+    /// for this datacenter and run prepared queries failing over to it.
+    RemoteServer,
     /// No certificate, or one naming neither.
     Anonymous,
 }
@@ -92,10 +95,17 @@ fn role_of(
     };
     let names = weft_ca::leaf::cert_dns_names(cert.as_ref());
     let client_name = server_name.replacen("server.", "client.", 1);
+    let other_server = |n: &String| {
+        n.strip_prefix("server.")
+            .and_then(|rest| rest.strip_suffix(".weft"))
+            .is_some_and(|dc| !dc.is_empty() && !dc.contains('.'))
+    };
     if names.iter().any(|n| n == server_name) {
         PeerRole::Server
     } else if names.contains(&client_name) {
         PeerRole::Client
+    } else if names.iter().any(other_server) {
+        PeerRole::RemoteServer
     } else {
         PeerRole::Anonymous
     }

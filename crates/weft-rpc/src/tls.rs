@@ -37,6 +37,19 @@ impl std::fmt::Debug for RpcTls {
     }
 }
 
+impl RpcTls {
+    /// The same certificates, checking that the servers reached are `datacenter`'s: what a server uses towards
+    /// another datacenter's servers (WAN federation; every federated datacenter shares the CA).
+    pub fn for_datacenter(&self, datacenter: &str) -> Result<RpcTls, TlsError> {
+        let server_name = ServerName::try_from(server_name(datacenter))
+            .map_err(|e| TlsError::Setup(format!("datacenter {datacenter:?}: {e}")))?;
+        Ok(RpcTls {
+            server_name,
+            ..self.clone()
+        })
+    }
+}
+
 /// Why the RPC TLS files could not be used; each names the file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

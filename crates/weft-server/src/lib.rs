@@ -22,6 +22,7 @@ mod replica;
 mod rpc;
 mod seal;
 mod sessions;
+pub mod wan;
 
 pub use acl::{
     resolve_in_store, AclConfig, DownPolicy, Identity, ResolveError, ResolveRequest, ResolvedToken,
@@ -145,6 +146,10 @@ struct Inner {
     http: weft_rpc::HttpClient,
     autopilot: autopilot::Tracker,
     gossip: std::sync::OnceLock<weft_gossip::Gossip>,
+    /// The WAN pool, on servers that federate with other datacenters.
+    wan: std::sync::OnceLock<weft_gossip::Gossip>,
+    /// RPC clients towards other datacenters' servers, by datacenter (see [`Server::http_for`]).
+    remote_http: std::sync::Mutex<std::collections::HashMap<String, weft_rpc::HttpClient>>,
     /// Raft members batch concurrent writes into one log entry.
     batcher: Option<batcher::Batcher>,
     /// The term in which this member, as leader, has applied everything committed before it took over: reads it
@@ -210,6 +215,8 @@ impl Server {
                 http,
                 autopilot: autopilot::Tracker::default(),
                 gossip: std::sync::OnceLock::new(),
+                wan: std::sync::OnceLock::new(),
+                remote_http: Default::default(),
                 ready_term: std::sync::atomic::AtomicU64::new(0),
                 last_serial: std::sync::Mutex::new(0),
                 batcher,

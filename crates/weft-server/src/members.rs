@@ -41,6 +41,8 @@ pub struct MemberView {
 pub enum MembershipError {
     #[error("this agent runs in dev mode as a single-node cluster: it has no gossip pool")]
     NoGossip,
+    #[error("this agent is not in a WAN pool: only servers started with ports.serf_wan or retry_join_wan are")]
+    NoWan,
     #[error(transparent)]
     Resolve(#[from] weft_gossip::ResolveError),
     #[error("gossip: {0}")]
@@ -86,6 +88,21 @@ impl Server {
             .iter()
             .find(|m| m.member.name == me.name)
             .map(view)
+    }
+
+    /// Members of the WAN pool (every federated datacenter's servers); `None` on agents outside it.
+    pub fn wan_members(&self) -> Option<Vec<MemberView>> {
+        self.wan().map(|g| g.members().iter().map(view).collect())
+    }
+
+    /// Joins the WAN pool through another datacenter's server at `target` (port 8302 unless given).
+    pub async fn join_wan(&self, target: &str) -> Result<(), MembershipError> {
+        let wan = self.wan().ok_or(MembershipError::NoWan)?;
+        let target = weft_types::addr::with_default_port(target, crate::wan::DEFAULT_PORT);
+        let addrs = weft_gossip::resolve(&target).await?;
+        wan.join(addrs)
+            .await
+            .map_err(|e| MembershipError::Gossip(e.to_string()))
     }
 
     /// Joins the pool through the agent at `target` (`host`, `ip`, with or without `:port`).

@@ -173,25 +173,27 @@ pub fn make_tls_certs(dir: &std::path::Path, roles: &[&str]) -> Result<()> {
         .run()?;
     anyhow::ensure!(ca.code() == 0, "weft tls ca create: {}", ca.stderr);
     for role in roles {
-        let out = Cli::new()
-            .args(&[
-                "tls",
-                "cert",
-                "create",
-                role,
-                "-dir",
-                &d,
-                "-ca",
-                &format!("{d}/weft-agent-ca.pem"),
-                "-key",
-                &format!("{d}/weft-agent-ca-key.pem"),
-            ])
-            .run()?;
-        anyhow::ensure!(
-            out.code() == 0,
-            "weft tls cert create {role}: {}",
-            out.stderr
-        );
+        make_tls_cert(dir, &[role])?;
     }
+    Ok(())
+}
+
+/// One more certificate from the CA [`make_tls_certs`] made in `dir`: `weft tls cert create` with `args`
+/// (`-server -dc dc2` makes `dc2-server-weft-0.pem`).
+pub fn make_tls_cert(dir: &std::path::Path, args: &[&str]) -> Result<()> {
+    let d = dir.display().to_string();
+    let (ca, key) = (
+        format!("{d}/weft-agent-ca.pem"),
+        format!("{d}/weft-agent-ca-key.pem"),
+    );
+    let mut all = vec!["tls", "cert", "create"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-dir", &d, "-ca", &ca, "-key", &key]);
+    let out = Cli::new().args(&all).run()?;
+    anyhow::ensure!(
+        out.code() == 0,
+        "weft tls cert create {args:?}: {}",
+        out.stderr
+    );
     Ok(())
 }

@@ -17,6 +17,7 @@
 //! - [`cli`]: runs `weft` CLI commands against an agent.
 //! - [`eventually`]: polls a condition until it holds or a timeout passes.
 //! - [`process`]: other processes a test runs (proxies, demo services), killed on drop.
+//! - [`rpc_tls`]: one request to a server's RPC port over TLS with a chosen certificate.
 //! - [`signal`]: sends a signal to a process by PID (kill(2), no `kill` command).
 //! - [`stub_http`]: canned answers standing in for another system's HTTP endpoint (ECS and EC2 metadata).
 //! - [`tempdir`]: throwaway directories for config files.
@@ -33,6 +34,7 @@ pub mod mesh;
 pub mod net;
 pub mod output;
 pub mod process;
+pub mod rpc_tls;
 pub mod signal;
 pub mod stub_http;
 pub mod tempdir;

@@ -150,34 +150,17 @@ impl Certs {
 
     /// [`Certs::as_client`] with a body.
     async fn as_client_with(&self, rpc: &str, method: &str, path: &str, body: &str) -> Result<u16> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(self.file("weft-agent-ca.pem"))? {
-            roots.add(cert?)?;
-        }
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(self.file("dc1-client-weft-0.pem"))?
-                .collect::<Result<_, _>>()?;
-        let key = PrivateKeyDer::from_pem_file(self.file("dc1-client-weft-0-key.pem"))?;
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)?;
-        let tcp = tokio::net::TcpStream::connect(rpc).await?;
-        let name = ServerName::try_from("server.dc1.weft")?;
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await?;
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: weft\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
+        let (ca, cert, key) = (
+            self.file("weft-agent-ca.pem"),
+            self.file("dc1-client-weft-0.pem"),
+            self.file("dc1-client-weft-0-key.pem"),
         );
-        tls.write_all(request.as_bytes()).await?;
-        let mut head = [0u8; 12];
-        tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut head)).await??;
-        let status = std::str::from_utf8(&head[9..12])?.parse()?;
-        Ok(status)
+        let who = weft_testkit::rpc_tls::Identity {
+            ca: ca.as_ref(),
+            cert: cert.as_ref(),
+            key: key.as_ref(),
+        };
+        weft_testkit::rpc_tls::status(&who, rpc, "server.dc1.weft", method, path, body).await
     }
 }
 

@@ -187,6 +187,9 @@ impl App {
         if !config.dev {
             start_gossip(&config, &server).await?;
         }
+        if let Some(wan) = &config.wan {
+            start_wan(&config, wan, &server).await?;
+        }
         let mut tasks = vec![server.spawn_leader_loops()];
         let agent = Agent::new(agent_config(&config, node_id), server);
         agent
@@ -490,21 +493,55 @@ async fn start_gossip(config: &RuntimeConfig, server: &Server) -> Result<()> {
     let gossip = weft_gossip::Gossip::start(gossip_config)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    join(&gossip, &config.retry_join, "retry_join").await?;
+    server.set_gossip(gossip);
+    Ok(())
+}
+
+/// Joins the WAN pool (servers that federate): members are named `<node>.<datacenter>`, as in Consul, and carry
+/// this server's RPC address, where other datacenters send their requests for this one. The pool shares the LAN
+/// pool's keyring, so federated datacenters must use the same gossip key.
+async fn start_wan(
+    config: &RuntimeConfig,
+    wan: &crate::config::WanSettings,
+    server: &Server,
+) -> Result<()> {
+    let tags = weft_gossip::Tags {
+        role: weft_gossip::Role::Server,
+        datacenter: config.datacenter.clone(),
+        rpc: Some(server.config().rpc_addr.clone()),
+        expect: config.bootstrap_expect,
+        build: weft_types::VERSION.into(),
+    };
+    let mut gossip_config = weft_gossip::GossipConfig::new(
+        &format!("{}.{}", config.node_name, config.datacenter),
+        wan.bind,
+        wan.advertise,
+        tags,
+    );
+    gossip_config.keyring = config.keyring.clone();
+    // Consul's WAN profile: slower probes over longer distances.
+    gossip_config.probe_period = Duration::from_secs(1);
+    let gossip = weft_gossip::Gossip::start(gossip_config)
+        .await
+        .map_err(|e| anyhow::anyhow!("WAN pool: {e}"))?;
+    join(&gossip, &wan.join, "retry_join_wan").await?;
+    server.set_wan(gossip);
+    Ok(())
+}
+
+/// Starts joining a pool through the addresses (`setting` names them in warnings) that resolve.
+async fn join(gossip: &weft_gossip::Gossip, addrs: &[String], setting: &str) -> Result<()> {
     let mut seeds = Vec::new();
-    for addr in &config.retry_join {
+    for addr in addrs {
         match weft_gossip::resolve(addr).await {
             Ok(found) => seeds.extend(found),
             Err(e) => {
-                tracing::warn!(error = %e, "a retry_join address does not resolve; skipping it")
+                tracing::warn!(error = %e, setting, "a join address does not resolve; skipping it")
             }
         }
     }
-    gossip
-        .join(seeds)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    server.set_gossip(gossip);
-    Ok(())
+    gossip.join(seeds).await.map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn agent_config(config: &RuntimeConfig, node_id: String) -> AgentConfig {

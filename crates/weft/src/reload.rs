@@ -124,6 +124,7 @@ pub fn needs_restart(old: &RuntimeConfig, new: &RuntimeConfig) -> Vec<String> {
         old.serf_lan_advertise != new.serf_lan_advertise,
     );
     check("retry_join", old.retry_join != new.retry_join);
+    check("ports.serf_wan / retry_join_wan", old.wan != new.wan);
     check("encrypt", old.encrypt != new.encrypt);
     check("tls", old.rpc_tls != new.rpc_tls);
     check("connect.ca_config", old.ca_config != new.ca_config);

@@ -161,6 +161,9 @@ pub async fn leave(args: PlainArgs) -> Result<i32> {
 pub struct JoinArgs {
     #[command(flatten)]
     pub http: HttpArgs,
+    /// Joins this server's WAN pool through other datacenters' servers (port 8302 by default).
+    #[arg(long)]
+    pub wan: bool,
     /// Gossip addresses of agents already in the cluster (host or host:port, port 8301 by default).
     #[arg(required = true)]
     pub addresses: Vec<String>,
@@ -174,7 +177,11 @@ pub async fn join(args: JoinArgs) -> Result<i32> {
         match api
             .ok(
                 Method::PUT,
-                &format!("/v1/agent/join/{}", segment(addr)),
+                &format!(
+                    "/v1/agent/join/{}{}",
+                    segment(addr),
+                    if args.wan { "?wan=1" } else { "" }
+                ),
                 None,
             )
             .await

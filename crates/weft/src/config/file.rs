@@ -31,6 +31,10 @@ pub struct Config {
     pub retry_join: Option<Vec<String>>,
     /// `start_join`: Consul's older spelling; joined like `retry_join`.
     pub start_join: Option<Vec<String>>,
+    /// Other datacenters' servers to join in the WAN pool (servers only; port 8302 unless given).
+    pub retry_join_wan: Option<Vec<String>>,
+    /// `start_join_wan`: the older spelling, joined like `retry_join_wan`.
+    pub start_join_wan: Option<Vec<String>>,
     pub retry_interval: Option<GoDuration>,
     pub retry_max: Option<u32>,
     pub rejoin_after_leave: Option<bool>,

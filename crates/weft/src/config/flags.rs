@@ -19,6 +19,12 @@ pub struct AgentFlags {
     /// An agent's gossip address to join (host or host:port, port 8301 by default); repeatable.
     #[arg(long = "retry-join", alias = "join")]
     pub retry_join: Vec<String>,
+    /// Another datacenter's server to join in the WAN pool (host or host:port, port 8302 by default); repeatable.
+    #[arg(long = "retry-join-wan", alias = "join-wan")]
+    pub retry_join_wan: Vec<String>,
+    /// The WAN gossip port of a server (WAN federation runs only when this or -retry-join-wan is given).
+    #[arg(long = "serf-wan-port", allow_negative_numbers = true)]
+    pub serf_wan_port: Option<i32>,
     /// The gossip (serf LAN) port (default 8301).
     #[arg(long = "serf-lan-port")]
     pub serf_lan_port: Option<i32>,
@@ -101,6 +107,9 @@ impl AgentFlags {
         if !self.retry_join.is_empty() {
             set("retry_join", json!(self.retry_join));
         }
+        if !self.retry_join_wan.is_empty() {
+            set("retry_join_wan", json!(self.retry_join_wan));
+        }
         for (key, value) in [
             ("encrypt", &self.encrypt),
             ("node_name", &self.node),
@@ -138,6 +147,7 @@ impl AgentFlags {
             ("dns", self.dns_port),
             ("server", self.server_port),
             ("serf_lan", self.serf_lan_port),
+            ("serf_wan", self.serf_wan_port),
         ] {
             if let Some(p) = value {
                 ports.insert(key.into(), json!(p));

@@ -14,7 +14,7 @@ mod sources;
 
 pub use builder::{ConfigBuilder, ConfigError};
 pub use flags::AgentFlags;
-pub use runtime::RuntimeConfig;
+pub use runtime::{RuntimeConfig, WanSettings};
 
 #[cfg(test)]
 mod tests;

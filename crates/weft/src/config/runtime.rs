@@ -53,6 +53,8 @@ pub struct RuntimeConfig {
     pub serf_lan_advertise: Option<SocketAddr>,
     /// Gossip addresses to join, with the default port filled in.
     pub retry_join: Vec<String>,
+    /// WAN federation with other datacenters' servers, when this server takes part in it.
+    pub wan: Option<WanSettings>,
     pub keyring: Option<weft_gossip::Keyring>,
     pub rpc_tls: Option<RpcTlsFiles>,
     pub leave_on_terminate: bool,
@@ -104,6 +106,18 @@ pub struct RuntimeConfig {
     pub sources: AgentFlags,
     /// The gossip key as written, compared on reload (it needs a restart).
     pub(crate) encrypt: Option<String>,
+}
+
+/// A server's place in the WAN pool (Consul's serf WAN): the servers of every federated datacenter gossip there,
+/// so that each knows the others' RPC addresses and distances. Weft runs it only when asked (`ports.serf_wan` or
+/// `retry_join_wan`): a server that federates with nobody opens no WAN port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WanSettings {
+    pub bind: SocketAddr,
+    /// What other datacenters' servers are told (`advertise_addrs.serf_wan`, else `advertise_addr` and the port).
+    pub advertise: SocketAddr,
+    /// WAN gossip addresses to join, with the default port filled in.
+    pub join: Vec<String>,
 }
 
 /// The `acl { }` block as the agent applies it.
@@ -172,6 +186,8 @@ impl RuntimeConfig {
             "ServerPort": self.server_port,
             "SerfPortLAN": self.serf_lan_port,
             "RetryJoinLAN": self.retry_join,
+            "SerfPortWAN": self.wan.as_ref().map_or(-1, |w| i32::from(w.bind.port())),
+            "RetryJoinWAN": self.wan.as_ref().map(|w| w.join.clone()).unwrap_or_default(),
             "EncryptKey": hidden(self.encrypt.is_some()),
             "TLS": {"InternalRPC": self.rpc_tls.as_ref().map(|t| serde_json::json!({
                 "CAFile": t.ca.name(),
@@ -209,6 +225,7 @@ pub(super) fn validate(
     let role = check.role();
     let (datacenter, node_name, log_level, log_filter) = check.identity();
     let net = check.network();
+    let wan = check.wan(&role, &net);
     let (keyring, rpc_tls, default_policy, acl) = check.security();
     let (ca_config, min_leaf_ttl, root_change_jitter) = check.connect();
     let ca_seal_key = check.ca_seal_key();
@@ -250,6 +267,7 @@ pub(super) fn validate(
         serf_lan_port: net.serf_lan_port,
         serf_lan_advertise: net.serf_lan_advertise,
         retry_join: role.retry_join,
+        wan,
         keyring,
         rpc_tls,
         leave_on_terminate: c.leave_on_terminate.unwrap_or(!dev && !role.server),
@@ -532,7 +550,6 @@ impl Checker<'_> {
             ("ports.https", ports.https),
             ("ports.grpc", ports.grpc),
             ("ports.grpc_tls", ports.grpc_tls),
-            ("ports.serf_wan", ports.serf_wan),
         ] {
             if value.is_some_and(|p| p >= 0) {
                 self.err(format!(
@@ -553,15 +570,8 @@ impl Checker<'_> {
                 }
             },
         };
-        for (key, value) in [
-            ("advertise_addrs.serf_wan", &advertise_addrs.serf_wan),
-            ("advertise_addrs.rpc", &advertise_addrs.rpc),
-        ] {
-            if value.is_some() {
-                self.err(format!(
-                    "{key}: only advertise_addrs.serf_lan is available in this Weft version"
-                ));
-            }
+        if advertise_addrs.rpc.is_some() {
+            self.err("advertise_addrs.rpc: only advertise_addrs.serf_lan and serf_wan are available in this Weft version");
         }
         Network {
             serf_lan_advertise,
@@ -573,6 +583,66 @@ impl Checker<'_> {
             server_port: server_port.unwrap_or(8300),
             serf_lan_port: serf_lan_port.unwrap_or(8301),
         }
+    }
+
+    /// WAN federation: on servers outside dev mode, when `ports.serf_wan` or `retry_join_wan` asks for it.
+    fn wan(&mut self, role: &Role, net: &Network) -> Option<WanSettings> {
+        let c = self.c;
+        let mut join: Vec<String> = c.retry_join_wan.clone().unwrap_or_default();
+        join.extend(c.start_join_wan.clone().unwrap_or_default());
+        let port = c.ports.as_ref().and_then(|p| p.serf_wan);
+        let advertised = c.advertise_addrs.as_ref().and_then(|a| a.serf_wan.clone());
+        if port == Some(-1) {
+            if !join.is_empty() {
+                self.err(
+                    "retry_join_wan: ports.serf_wan is -1, so this server has no WAN pool to join",
+                );
+            }
+            return None;
+        }
+        if port.is_none() && join.is_empty() {
+            if advertised.is_some() {
+                self.err(
+                    "advertise_addrs.serf_wan: set ports.serf_wan or retry_join_wan to federate",
+                );
+            }
+            return None;
+        }
+        if !role.server || self.dev {
+            self.err(if self.dev {
+                "-dev runs a single in-memory server without WAN federation: leave out ports.serf_wan and retry_join_wan"
+            } else {
+                "ports.serf_wan / retry_join_wan: only servers join the WAN pool (client agents reach other \
+                 datacenters through their servers)"
+            });
+            return None;
+        }
+        let port = self.port(
+            "ports.serf_wan",
+            port,
+            weft_server::wan::DEFAULT_PORT,
+            false,
+        )?;
+        let advertise = match advertised {
+            None => SocketAddr::new(net.advertise_addr, port),
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(addr) => addr,
+                Err(_) => {
+                    self.err(format!(
+                        "advertise_addrs.serf_wan: {text:?} is not an ip:port address"
+                    ));
+                    return None;
+                }
+            },
+        };
+        Some(WanSettings {
+            bind: SocketAddr::new(net.bind_addr, port),
+            advertise,
+            join: join
+                .iter()
+                .map(|a| weft_types::addr::with_default_port(a, weft_server::wan::DEFAULT_PORT))
+                .collect(),
+        })
     }
 
     /// The gossip key, TLS for server RPC, the intention default and the ACL settings.
@@ -961,6 +1031,9 @@ const APPLIED: &[&str] = &[
     "bootstrap_expect",
     "retry_join",
     "start_join",
+    "retry_join_wan",
+    "start_join_wan",
+    "advertise_addrs.serf_wan",
     "bind_addr",
     "advertise_addr",
     "advertise_addrs.serf_lan",

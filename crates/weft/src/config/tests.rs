@@ -495,3 +495,71 @@ fn check_output_max_size_is_positive_and_bounded() {
     assert_eq!(weft_agent::output_max_size(100, 50), 50);
     assert_eq!(weft_agent::output_max_size(100, 5000), 100);
 }
+
+#[test]
+fn wan_federation_is_for_servers_and_off_unless_asked() {
+    let dir = Dir::new("wan");
+    let data = dir.0.to_string_lossy().to_string();
+    let flags = |extra: AgentFlags| AgentFlags {
+        data_dir: Some(data.clone()),
+        ..extra
+    };
+    let server = || AgentFlags {
+        server: true,
+        bootstrap_expect: Some(1),
+        ..Default::default()
+    };
+    // A server that federates with nobody opens no WAN port.
+    let c = build(&flags(server())).unwrap();
+    assert_eq!(c.wan, None);
+    // Asked for: Consul's port 8302 filled in for join addresses.
+    let c = build(&flags(AgentFlags {
+        retry_join_wan: vec!["10.0.0.9".into()],
+        ..server()
+    }))
+    .unwrap();
+    let wan = c.wan.unwrap();
+    assert_eq!(wan.join, ["10.0.0.9:8302"]);
+    assert_eq!(wan.bind.port(), 8302);
+    let c = build(&flags(AgentFlags {
+        serf_wan_port: Some(9302),
+        ..server()
+    }))
+    .unwrap();
+    assert_eq!(c.wan.unwrap().advertise.port(), 9302);
+    // Client agents, dev agents, and a disabled port with join addresses are refused.
+    let e = build(&flags(AgentFlags {
+        retry_join: vec!["127.0.0.1".into()],
+        retry_join_wan: vec!["127.0.0.1".into()],
+        ..Default::default()
+    }))
+    .err()
+    .unwrap();
+    assert!(
+        e.iter()
+            .any(|e| e.contains("only servers join the WAN pool")),
+        "{e:?}"
+    );
+    let e = build(&AgentFlags {
+        dev: true,
+        serf_wan_port: Some(9302),
+        ..Default::default()
+    })
+    .err()
+    .unwrap();
+    assert!(
+        e.iter().any(|e| e.contains("without WAN federation")),
+        "{e:?}"
+    );
+    let e = build(&flags(AgentFlags {
+        serf_wan_port: Some(-1),
+        retry_join_wan: vec!["127.0.0.1".into()],
+        ..server()
+    }))
+    .err()
+    .unwrap();
+    assert!(
+        e.iter().any(|e| e.contains("ports.serf_wan is -1")),
+        "{e:?}"
+    );
+}

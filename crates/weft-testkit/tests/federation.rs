@@ -1,0 +1,368 @@
+//! WAN federation between three datacenters on 127.0.0.1: dc1 (a server and a client agent), dc2 and dc3 (a server
+//! each), whose servers meet in the WAN pool with the same gossip key (so every cross-datacenter RPC request is
+//! signed with it). Requests naming `?dc=dc2` made to dc1's client agent are answered by dc2; prepared queries fail over
+//! to dc2 when dc1 has no healthy instance; both datacenters list each other, nearest first, with coordinates.
+
+use anyhow::{ensure, Context, Result};
+use serde_json::{json, Value};
+use std::time::Duration;
+use weft_testkit::cli::cli;
+use weft_testkit::{eventually, Cluster, DevAgent};
+
+/// The same gossip key in both datacenters (32 bytes, base64).
+const KEY: &str = "MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI=";
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+async fn json_of(agent: &DevAgent, path: &str) -> Result<Value> {
+    let r = agent.get(path).await?;
+    ensure!(r.status == 200, "{path}: {} {}", r.status, r.text());
+    r.json()
+}
+
+/// A one-server datacenter named `dc`, with `extra` arguments.
+async fn datacenter(dc: &str, extra: &[&str]) -> Result<Cluster> {
+    let mut all = vec!["-datacenter", dc];
+    all.extend_from_slice(extra);
+    Cluster::start_with(1, 0, args(&all)).await
+}
+
+/// Registers a `db` instance with this ID on `agent`.
+async fn register_db(agent: &DevAgent, id: &str) -> Result<()> {
+    let r = agent
+        .put_json(
+            "/v1/agent/service/register",
+            &json!({"Name": "db", "ID": id, "Port": 5432}),
+        )
+        .await?;
+    ensure!(r.status == 200, "register {id}: {} {}", r.status, r.text());
+    Ok(())
+}
+
+async fn execute(agent: &DevAgent, query: &str) -> Result<Value> {
+    json_of(agent, &format!("/v1/query/{query}/execute")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datacenters_federate_over_the_wan_pool() -> Result<()> {
+    let wan1 = weft_testkit::net::free_gossip_port()?;
+    let wan2 = weft_testkit::net::free_gossip_port()?;
+    let mut dc1 = datacenter(
+        "dc1",
+        &["-encrypt", KEY, "-serf-wan-port", &wan1.to_string()],
+    )
+    .await?;
+    let client = dc1.add_client_with(args(&["-datacenter", "dc1", "-encrypt", KEY]))?;
+    let dc2 = datacenter(
+        "dc2",
+        &[
+            "-encrypt",
+            KEY,
+            "-serf-wan-port",
+            &wan2.to_string(),
+            "-retry-join-wan",
+            &format!("127.0.0.1:{wan1}"),
+        ],
+    )
+    .await?;
+    // dc3 opens a WAN port and is joined by hand, with `weft join -wan`.
+    let wan3 = weft_testkit::net::free_gossip_port()?;
+    let dc3 = datacenter(
+        "dc3",
+        &["-encrypt", KEY, "-serf-wan-port", &wan3.to_string()],
+    )
+    .await?;
+    dc1.wait_for_catalog().await?;
+    let (s1, c1, s2, s3) = (
+        dc1.agent(0)?,
+        dc1.agent(client)?,
+        dc2.agent(0)?,
+        dc3.agent(0)?,
+    );
+    let out = cli(s3, &["join", "-wan", &format!("127.0.0.1:{wan2}")])?;
+    ensure!(out.code() == 0, "weft join -wan: {}", out.stderr);
+    let out = cli(c1, &["join", "-wan", &format!("127.0.0.1:{wan2}")])?;
+    ensure!(
+        out.code() == 1 && out.stderr.contains("not in a WAN pool"),
+        "a client agent joined a WAN pool: {}",
+        out.stderr
+    );
+
+    // Every datacenter knows the others, each listing itself first; the client agent asks its servers.
+    eventually(Duration::from_secs(30), || async {
+        for (agent, own) in [(s1, "dc1"), (c1, "dc1"), (s2, "dc2"), (s3, "dc3")] {
+            let list = json_of(agent, "/v1/catalog/datacenters").await?;
+            let mut names: Vec<&str> = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            ensure!(names.first() == Some(&own), "{own}: {list}");
+            names.sort();
+            ensure!(names == ["dc1", "dc2", "dc3"], "{own}: {list}");
+        }
+        Ok(())
+    })
+    .await
+    .context("the datacenters did not find each other")?;
+    // The WAN pool's members are the servers, named node.dc; a client agent is in none.
+    let members = json_of(s2, "/v1/agent/members?wan=1").await?;
+    let mut names: Vec<String> = members
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| format!("{} {}", m["Name"].as_str().unwrap_or(""), m["Tags"]["dc"]))
+        .collect();
+    names.sort();
+    ensure!(
+        names
+            == [
+                format!("{}.dc1 \"dc1\"", dc1.node(0)),
+                format!("{}.dc2 \"dc2\"", dc2.node(0)),
+                format!("{}.dc3 \"dc3\"", dc3.node(0)),
+            ],
+        "{members}"
+    );
+    ensure!(json_of(c1, "/v1/agent/members?wan=1").await? == json!([]));
+    let out = cli(s1, &["members", "-wan"])?;
+    ensure!(
+        out.code() == 0 && out.stdout.contains(&format!("{}.dc3", dc3.node(0))),
+        "weft members -wan: {} {}",
+        out.stdout,
+        out.stderr
+    );
+
+    // A service only dc2 has, reached through dc1's client agent.
+    register_db(s2, "db-2").await?;
+    eventually(Duration::from_secs(20), || async {
+        let list = json_of(c1, "/v1/catalog/service/db?dc=dc2").await?;
+        ensure!(list.as_array().map_or(0, Vec::len) == 1, "{list}");
+        ensure!(list[0]["Datacenter"] == "dc2", "{list}");
+        Ok(())
+    })
+    .await?;
+    let here = json_of(c1, "/v1/catalog/service/db").await?;
+    ensure!(here == json!([]), "dc1 has no db: {here}");
+    let health = json_of(c1, "/v1/health/service/db?dc=dc2&passing").await?;
+    ensure!(health[0]["Service"]["ID"] == "db-2", "{health}");
+
+    // Writes too: a key written in dc2 through dc1 stays in dc2.
+    let r = c1.put("/v1/kv/where?dc=dc2", "dc2").await?;
+    ensure!(
+        r.status == 200 && r.text() == "true",
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    ensure!(c1.get("/v1/kv/where?dc=dc2&raw").await?.text() == "dc2");
+    ensure!(c1.get("/v1/kv/where").await?.status == 404);
+    ensure!(s2.get("/v1/kv/where?raw").await?.text() == "dc2");
+
+    // An unknown datacenter is Consul's error, from clients and servers alike.
+    for agent in [c1, s1] {
+        let r = agent.get("/v1/catalog/nodes?dc=dc9").await?;
+        ensure!(
+            r.status == 500 && r.text() == "No path to datacenter",
+            "{} {}",
+            r.status,
+            r.text()
+        );
+    }
+
+    // Prepared queries: no db in dc1, so those with a failover answer from dc2.
+    for (name, failover) in [
+        ("db-nearest", json!({"NearestN": 1})),
+        ("db-listed", json!({"Datacenters": ["dc9", "dc3", "dc2"]})),
+        ("db-none", json!({})),
+    ] {
+        let r = c1
+            .request(
+                "POST",
+                "/v1/query",
+                Some(serde_json::to_vec(&json!({
+                    "Name": name,
+                    "Service": {"Service": "db", "Failover": failover}
+                }))?),
+            )
+            .await?;
+        ensure!(r.status == 200, "create {name}: {} {}", r.status, r.text());
+    }
+    // The nearest other datacenter may be dc3, which has no db either: NearestN 1 then finds nothing.
+    let answer = execute(c1, "db-nearest").await?;
+    let nearest = json_of(s1, "/v1/catalog/datacenters").await?[1].clone();
+    ensure!(answer["Failovers"] == 1, "{answer}");
+    if nearest == "dc2" {
+        ensure!(answer["Datacenter"] == "dc2", "{answer}");
+        ensure!(answer["Nodes"][0]["Service"]["ID"] == "db-2", "{answer}");
+    } else {
+        ensure!(
+            answer["Datacenter"] == "dc1" && answer["Nodes"] == json!([]),
+            "{answer}"
+        );
+    }
+    // Listed ones in order: dc9 is unknown and skipped uncounted, dc3 is tried and has none, dc2 answers.
+    let answer = execute(c1, "db-listed").await?;
+    ensure!(answer["Datacenter"] == "dc2", "{answer}");
+    ensure!(answer["Failovers"] == 2, "{answer}");
+    ensure!(answer["Nodes"][0]["Service"]["ID"] == "db-2", "{answer}");
+    let answer = execute(c1, "db-none").await?;
+    ensure!(
+        answer["Datacenter"] == "dc1" && answer["Failovers"] == 0 && answer["Nodes"] == json!([]),
+        "{answer}"
+    );
+    // Once dc1 has a healthy instance, it answers itself.
+    register_db(c1, "db-1").await?;
+    eventually(Duration::from_secs(20), || async {
+        let answer = execute(c1, "db-nearest").await?;
+        ensure!(answer["Datacenter"] == "dc1", "{answer}");
+        ensure!(answer["Failovers"] == 0, "{answer}");
+        ensure!(answer["Nodes"][0]["Service"]["ID"] == "db-1", "{answer}");
+        Ok(())
+    })
+    .await?;
+
+    // WAN coordinates: each datacenter's server, once a round trip has been measured.
+    eventually(Duration::from_secs(30), || async {
+        let list = json_of(c1, "/v1/coordinate/datacenters").await?;
+        let dcs: Vec<&str> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["Datacenter"].as_str())
+            .collect();
+        ensure!(dcs.len() == 3 && dcs[0] == "dc1", "{list}");
+        for d in list.as_array().into_iter().flatten() {
+            ensure!(d["AreaID"] == "wan", "{d}");
+            let node = d["Coordinates"][0]["Node"].as_str().unwrap_or("");
+            let suffix = format!(".{}", d["Datacenter"].as_str().unwrap_or("?"));
+            ensure!(node.ends_with(&suffix), "{d}");
+            ensure!(d["Coordinates"][0]["Coord"]["Vec"].is_array(), "{d}");
+        }
+        Ok(())
+    })
+    .await
+    .context("no WAN coordinates")?;
+    Ok(())
+}
+
+/// `weft tls` certificates for servers of dc1 and dc2, from one CA, and each datacenter's config file using them.
+fn federated_certs(dir: &std::path::Path) -> Result<()> {
+    weft_testkit::cli::make_tls_certs(dir, &[])?;
+    let d = dir.display().to_string();
+    for dc in ["dc1", "dc2"] {
+        weft_testkit::cli::make_tls_cert(dir, &["-server", "-dc", dc])?;
+        let config = json!({"tls": {"defaults": {
+            "ca_file": format!("{d}/weft-agent-ca.pem"),
+            "cert_file": format!("{d}/{dc}-server-weft-0.pem"),
+            "key_file": format!("{d}/{dc}-server-weft-0-key.pem"),
+            "verify_incoming": true,
+        }}});
+        std::fs::write(dir.join(format!("{dc}.json")), config.to_string())?;
+    }
+    Ok(())
+}
+
+/// With RPC TLS and `verify_incoming`, each datacenter's servers check that the servers they reach across the WAN
+/// present `server.<that dc>.weft`, and a server of another datacenter may pass requests on and fail queries over,
+/// but never speak Raft, join, stream the replica, apply writes or have leaves signed here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_over_rpc_tls_gives_other_datacenters_only_forwarding() -> Result<()> {
+    let certs = weft_testkit::TempDir::new()?;
+    federated_certs(certs.path())?;
+    let config = |dc: &str| {
+        certs
+            .path()
+            .join(format!("{dc}.json"))
+            .display()
+            .to_string()
+    };
+    let wan1 = weft_testkit::net::free_gossip_port()?;
+    let wan2 = weft_testkit::net::free_gossip_port()?;
+    let dc1 = datacenter(
+        "dc1",
+        &[
+            "-config-file",
+            &config("dc1"),
+            "-serf-wan-port",
+            &wan1.to_string(),
+        ],
+    )
+    .await?;
+    let dc2 = datacenter(
+        "dc2",
+        &[
+            "-config-file",
+            &config("dc2"),
+            "-serf-wan-port",
+            &wan2.to_string(),
+            "-retry-join-wan",
+            &format!("127.0.0.1:{wan1}"),
+        ],
+    )
+    .await?;
+    let (s1, s2) = (dc1.agent(0)?, dc2.agent(0)?);
+    register_db(s2, "db-2").await?;
+    eventually(Duration::from_secs(30), || async {
+        let list = json_of(s1, "/v1/catalog/service/db?dc=dc2").await?;
+        ensure!(list[0]["ServiceID"] == "db-2", "{list}");
+        Ok(())
+    })
+    .await
+    .context("dc1 could not reach dc2 over TLS")?;
+    let r = s1
+        .request(
+            "POST",
+            "/v1/query",
+            Some(serde_json::to_vec(&json!({
+                "Name": "db", "Service": {"Service": "db", "Failover": {"Datacenters": ["dc2"]}}
+            }))?),
+        )
+        .await?;
+    ensure!(r.status == 200, "{}", r.text());
+    let answer = execute(s1, "db").await?;
+    ensure!(
+        answer["Datacenter"] == "dc2" && answer["Failovers"] == 1,
+        "{answer}"
+    );
+
+    // dc2's server certificate against dc1's RPC port.
+    let file = |name: &str| certs.path().join(name);
+    let (ca, cert, key) = (
+        file("weft-agent-ca.pem"),
+        file("dc2-server-weft-0.pem"),
+        file("dc2-server-weft-0-key.pem"),
+    );
+    let dc2_server = weft_testkit::rpc_tls::Identity {
+        ca: &ca,
+        cert: &cert,
+        key: &key,
+    };
+    let rpc = dc1.rpc_addr(0);
+    let status = |method: &'static str, path: &'static str| {
+        let (rpc, who) = (rpc.clone(), &dc2_server);
+        async move {
+            weft_testkit::rpc_tls::status(who, &rpc, "server.dc1.weft", method, path, "{}").await
+        }
+    };
+    for (method, path) in [
+        ("POST", "/v1/internal/raft/vote"),
+        ("POST", "/v1/internal/join"),
+        ("POST", "/v1/internal/hello"),
+        ("POST", "/v1/internal/apply"),
+        ("POST", "/v1/internal/ca/sign"),
+        ("POST", "/v1/internal/ca/seal-key"),
+        ("GET", "/v1/internal/stream"),
+    ] {
+        ensure!(
+            status(method, path).await? == 403,
+            "{path} was not refused to dc2's server"
+        );
+    }
+    ensure!(status("GET", "/v1/internal/forward/v1/status/leader").await? == 200);
+    // Allowed, and then refused as a malformed query rather than as a stranger.
+    ensure!(status("POST", "/v1/internal/query/execute").await? == 400);
+    Ok(())
+}
