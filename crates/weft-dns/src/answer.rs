@@ -56,7 +56,7 @@ fn name(text: &str) -> Option<Name> {
 }
 
 impl Answer {
-    fn nxdomain(config: &DnsConfig, zone: &str) -> Answer {
+    pub(crate) fn nxdomain(config: &DnsConfig, zone: &str) -> Answer {
         Answer {
             code: ResponseCode::NXDomain,
             authorities: soa(config, zone).into_iter().collect(),
@@ -127,18 +127,12 @@ pub fn answer(
                 on_visible_nodes(store.check_service_nodes(name, false)),
                 config,
             );
-            let tagged: Vec<_> = instances
-                .into_iter()
-                .filter(|i| {
-                    tag.as_ref().is_none_or(|t| {
-                        i.service
-                            .tags
-                            .iter()
-                            .any(|have| have.eq_ignore_ascii_case(t))
-                    })
-                })
-                .collect();
-            service_answer(tagged, config, q, config.service_ttl(name))
+            service_answer(
+                with_tag(instances, tag.as_deref()),
+                config,
+                q,
+                config.service_ttl(name),
+            )
         }
         Lookup::Connect { name } => {
             let instances = healthy(
@@ -220,8 +214,26 @@ fn visible_nodes<'a>(
     instances
 }
 
+/// The instances carrying `tag` (any case); all of them without one.
+pub(crate) fn with_tag<'a>(
+    instances: Vec<CheckServiceNode<'a>>,
+    tag: Option<&str>,
+) -> Vec<CheckServiceNode<'a>> {
+    instances
+        .into_iter()
+        .filter(|i| {
+            tag.is_none_or(|t| {
+                i.service
+                    .tags
+                    .iter()
+                    .any(|have| have.eq_ignore_ascii_case(t))
+            })
+        })
+        .collect()
+}
+
 /// Instances without a critical check (or a warning one, with `only_passing`), shuffled.
-fn healthy<'a>(
+pub(crate) fn healthy<'a>(
     mut instances: Vec<CheckServiceNode<'a>>,
     config: &DnsConfig,
 ) -> Vec<CheckServiceNode<'a>> {
@@ -264,7 +276,7 @@ fn address_record(owner: &Name, ip: IpAddr, qtype: RecordType, ttl: u32) -> Opti
     Some(Record::from_rdata(owner.clone(), ttl, rdata))
 }
 
-fn service_answer(
+pub(crate) fn service_answer(
     instances: Vec<CheckServiceNode<'_>>,
     config: &DnsConfig,
     q: &Question<'_>,
@@ -365,7 +377,7 @@ fn node_txt(owner: &Name, node: &Node, ttl: u32) -> Vec<Record> {
         .collect()
 }
 
-fn node_answer(node: &Node, config: &DnsConfig, q: &Question<'_>) -> Answer {
+pub(crate) fn node_answer(node: &Node, config: &DnsConfig, q: &Question<'_>) -> Answer {
     let ttl = config.node_ttl;
     let mut a = Answer::default();
     let txt = || node_txt(q.name, node, ttl);

@@ -6,6 +6,7 @@
 //! - [`answer`]: the records for it, from the agent's local state (its replica on client agents).
 //! - [`fit`]: answer limits and truncation for UDP and TCP.
 //! - [`recursor`]: names outside the domain, forwarded.
+//! - [`remote`]: other datacenters' names, and prepared queries failing over, asked of the servers.
 //! - [`server`]: the UDP and TCP listeners.
 //!
 //! The wire format is hickory-proto's; the loops are Weft's own (hickory-server's API changed with every minor
@@ -16,9 +17,11 @@ pub mod config;
 pub mod fit;
 pub mod name;
 pub mod recursor;
+pub mod remote;
 pub mod server;
 
 pub use config::{DnsConfig, Soa};
+pub use remote::Fetched;
 pub use server::{DnsServer, DnsState};
 
 #[cfg(test)]

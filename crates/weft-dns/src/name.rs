@@ -29,10 +29,15 @@ pub enum Lookup {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
-    /// A name in one of our zones (`zone` is the one it was asked under, with its trailing dot).
-    Ours { lookup: Lookup, zone: String },
-    /// A name in one of our zones that names nothing Weft answers (another datacenter, virtual IPs, a malformed
-    /// form): NXDOMAIN.
+    /// A name in one of our zones (`zone` is the one it was asked under, with its trailing dot); `datacenter` is
+    /// set when it names another datacenter (services, mesh endpoints, nodes and prepared queries there).
+    Ours {
+        lookup: Lookup,
+        zone: String,
+        datacenter: Option<String>,
+    },
+    /// A name in one of our zones that names nothing Weft answers (virtual IPs, ingress lookups in another
+    /// datacenter, a malformed form): NXDOMAIN.
     Unknown { zone: String },
     /// Outside our zones: for the recursors.
     Outside,
@@ -56,6 +61,7 @@ pub fn parse(name: &Name, config: &DnsConfig) -> Parsed {
             Ok(net) if net.prefix_len() == net.max_prefix_len() => Parsed::Ours {
                 lookup: Lookup::Reverse(net.addr()),
                 zone: "arpa.".into(),
+                datacenter: None,
             },
             _ => Parsed::Unknown {
                 zone: "arpa.".into(),
@@ -68,14 +74,16 @@ pub fn parse(name: &Name, config: &DnsConfig) -> Parsed {
             return Parsed::Ours {
                 lookup: Lookup::Apex,
                 zone: zone.clone(),
+                datacenter: None,
             };
         }
         if let Some(rest) = text.strip_suffix(&format!(".{zone}")) {
             let labels: Vec<&str> = rest.split('.').collect();
             return match lookup(&labels, &config.datacenter) {
-                Some(lookup) => Parsed::Ours {
+                Some((lookup, datacenter)) => Parsed::Ours {
                     lookup,
                     zone: zone.clone(),
+                    datacenter,
                 },
                 None => Parsed::Unknown { zone: zone.clone() },
             };
@@ -84,29 +92,29 @@ pub fn parse(name: &Name, config: &DnsConfig) -> Parsed {
     Parsed::Outside
 }
 
-fn lookup(labels: &[&str], datacenter: &str) -> Option<Lookup> {
+/// The lookup, and the datacenter it is for when that is not this one.
+fn lookup(labels: &[&str], datacenter: &str) -> Option<(Lookup, Option<String>)> {
+    let other = |dc: &str| (dc != datacenter).then(|| dc.to_string());
     let Some(at) = labels.iter().rposition(|l| KINDS.contains(l)) else {
         // `_<service>._<tag>[.<dc>]`: an RFC 2782 name implies `service`.
         return match labels {
-            [s, t] | [s, t, _] if s.starts_with('_') && t.starts_with('_') => {
-                if labels.len() == 3 && labels[2] != datacenter {
-                    return None;
-                }
-                rfc2782(s, t)
+            [s, t] if s.starts_with('_') && t.starts_with('_') => Some((rfc2782(s, t)?, None)),
+            [s, t, dc] if s.starts_with('_') && t.starts_with('_') => {
+                Some((rfc2782(s, t)?, other(dc)))
             }
             _ => None,
         };
     };
     let (parts, kind, locality) = (&labels[..at], labels[at], &labels[at + 1..]);
-    let local = match locality {
-        [] => true,
-        [dc] | [dc, "dc"] => *dc == datacenter,
-        _ => false,
+    let remote = match locality {
+        [] => None,
+        [dc] | [dc, "dc"] if !dc.is_empty() => other(dc),
+        _ => return None,
     };
-    if !local || parts.is_empty() || parts.iter().any(|p| p.is_empty()) {
+    if parts.is_empty() || parts.iter().any(|p| p.is_empty()) {
         return None;
     }
-    match (kind, parts) {
+    let found = match (kind, parts) {
         ("service", [s, t]) if s.starts_with('_') && t.starts_with('_') => rfc2782(s, t),
         ("service", [name]) => Some(Lookup::Service {
             name: (*name).to_string(),
@@ -138,6 +146,20 @@ fn lookup(labels: &[&str], datacenter: &str) -> Option<Lookup> {
             name: parts.join("."),
         }),
         // Virtual IPs are not served.
+        _ => None,
+    }?;
+    // Another datacenter answers for its services, mesh endpoints, nodes and queries; an `.addr` name is the same
+    // everywhere, and ingress lookups stay local.
+    match (&found, remote) {
+        (_, None) => Some((found, None)),
+        (Lookup::Addr(_), Some(_)) => Some((found, None)),
+        (
+            Lookup::Service { .. }
+            | Lookup::Connect { .. }
+            | Lookup::Node { .. }
+            | Lookup::Query { .. },
+            Some(dc),
+        ) => Some((found, Some(dc))),
         _ => None,
     }
 }

@@ -6,9 +6,12 @@
 use crate::answer::{answer, Answer, Question};
 use crate::fit::{encode, Transport};
 use crate::name::{parse, Lookup, Parsed};
+use crate::remote::Fetched;
 use crate::{recursor, DnsConfig};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLockReadGuard};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +33,26 @@ pub trait DnsState: Send + Sync + 'static {
     fn may_see_node(&self, _name: &str) -> bool {
         true
     }
+    /// The answer to a read of the HTTP API at `path`, made with DNS's token: by another datacenter
+    /// (`Some(dc)`), or by this datacenter's leader (`None`: a prepared query failing over). Where nothing can be
+    /// asked (dev mode, no federation), nothing is there: NXDOMAIN, as for a datacenter no server knows.
+    fn fetch<'a>(
+        &'a self,
+        _datacenter: Option<&'a str>,
+        _path: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Fetched> + Send + 'a>> {
+        Box::pin(async { Fetched::NotFound })
+    }
+}
+
+/// A question answered elsewhere (see [`crate::remote`]).
+struct Remote {
+    req: Message,
+    lookup: Lookup,
+    zone: String,
+    /// `None`: this datacenter's leader, running a prepared query with its failover.
+    datacenter: Option<String>,
+    transport: Transport,
 }
 
 /// Forwarded queries in flight at once; more are dropped (the client retries).
@@ -53,6 +76,8 @@ enum Step {
     Reply(Vec<u8>),
     /// Not ours: ask the recursors, then answer.
     Forward(Box<Message>),
+    /// Ours, but answered by the servers: another datacenter, or a query failing over.
+    Remote(Box<Remote>),
     Drop,
 }
 
@@ -92,7 +117,36 @@ impl DnsServer {
             Step::Reply(bytes) => Some(bytes),
             Step::Drop => None,
             Step::Forward(req) => Some(self.forward(packet, &req, transport).await),
+            Step::Remote(remote) => Some(self.remote(&remote).await),
         }
+    }
+
+    async fn remote(&self, r: &Remote) -> Vec<u8> {
+        let Some(query) = r.req.queries.first() else {
+            return self.finish(self.response(&r.req, ResponseCode::FormErr), r.transport);
+        };
+        let question = Question {
+            name: query.name(),
+            qtype: query.query_type(),
+            zone: &r.zone,
+        };
+        let fetched = match crate::remote::path(&r.lookup) {
+            Some(path) => self.state.fetch(r.datacenter.as_deref(), &path).await,
+            None => Fetched::NotFound,
+        };
+        let found = crate::remote::answer(
+            fetched,
+            &self.config,
+            &question,
+            &r.lookup,
+            r.datacenter.as_deref(),
+        );
+        let mut msg = self.response(&r.req, found.code);
+        msg.metadata.authoritative = true;
+        msg.answers = found.answers;
+        msg.authorities = found.authorities;
+        msg.additionals = found.additionals;
+        self.finish(msg, r.transport)
     }
 
     async fn forward(&self, packet: &[u8], req: &Message, transport: Transport) -> Vec<u8> {
@@ -160,7 +214,20 @@ impl DnsServer {
                     .extend(crate::answer::soa(&self.config, &zone));
                 return Step::Reply(self.finish(msg, transport));
             }
-            Parsed::Ours { lookup, zone } => (lookup, zone),
+            Parsed::Ours {
+                lookup,
+                zone,
+                datacenter: Some(dc),
+            } => {
+                return Step::Remote(Box::new(Remote {
+                    req,
+                    lookup,
+                    zone,
+                    datacenter: Some(dc),
+                    transport,
+                }))
+            }
+            Parsed::Ours { lookup, zone, .. } => (lookup, zone),
         };
         if !self.fresh_enough() {
             return Step::Reply(
@@ -179,6 +246,24 @@ impl DnsServer {
             &lookup,
             &*self.state,
         );
+        // A prepared query with nothing here and a failover: the leader runs it, failing it over.
+        if let Lookup::Query { name } = &lookup {
+            let fails_over = found.code == ResponseCode::NXDomain
+                && self
+                    .state
+                    .store()
+                    .resolve_prepared_query(name)
+                    .is_ok_and(|q| q.service.failover.is_configured());
+            if fails_over {
+                return Step::Remote(Box::new(Remote {
+                    req,
+                    lookup,
+                    zone,
+                    datacenter: None,
+                    transport,
+                }));
+            }
+        }
         // An address no node or service has: the recursors may know it.
         if matches!(lookup, Lookup::Reverse(_))
             && found.code == ResponseCode::NXDomain
@@ -246,6 +331,17 @@ impl DnsServer {
                     let _ = socket.send_to(&bytes, peer).await;
                 }
                 Step::Drop => {}
+                Step::Remote(remote) => {
+                    let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
+                        continue;
+                    };
+                    let (server, socket) = (self.clone(), socket.clone());
+                    tokio::spawn(async move {
+                        let bytes = server.remote(&remote).await;
+                        let _ = socket.send_to(&bytes, peer).await;
+                        drop(permit);
+                    });
+                }
                 Step::Forward(req) => {
                     let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
                         continue;

@@ -389,6 +389,7 @@ fn names_are_read_as_consul_reads_them() {
             tag: tag.map(str::to_string),
         },
         zone: "consul.".into(),
+        datacenter: None,
     };
     assert_eq!(p("web.service.consul."), service("web", None));
     assert_eq!(p("web.service.dc1.dc.consul."), service("web", None));
@@ -396,8 +397,35 @@ fn names_are_read_as_consul_reads_them() {
     assert_eq!(p("_web._tcp.service.consul."), service("web", None));
     assert_eq!(p("_web._v1.consul."), service("web", Some("v1")));
     assert!(matches!(p("web.service.weft."), Parsed::Ours { zone, .. } if zone == "weft."));
+    // Another datacenter's services, nodes and queries are asked of it; its ingress lookups are not served.
+    let remote = |lookup: Lookup| Parsed::Ours {
+        lookup,
+        zone: "consul.".into(),
+        datacenter: Some("dc9".into()),
+    };
+    let web = || Lookup::Service {
+        name: "web".into(),
+        tag: None,
+    };
+    assert_eq!(p("web.service.dc9.consul."), remote(web()));
+    assert_eq!(p("web.service.dc9.dc.consul."), remote(web()));
+    assert_eq!(p("_web._tcp.dc9.consul."), remote(web()));
     assert_eq!(
-        p("web.service.dc9.consul."),
+        p("db.query.dc9.consul."),
+        remote(Lookup::Query { name: "db".into() })
+    );
+    assert_eq!(
+        p("n1.node.dc9.consul."),
+        remote(Lookup::Node { name: "n1".into() })
+    );
+    assert_eq!(
+        p("web.ingress.dc9.consul."),
+        Parsed::Unknown {
+            zone: "consul.".into()
+        }
+    );
+    assert_eq!(
+        p("web.service.a.b.consul."),
         Parsed::Unknown {
             zone: "consul.".into()
         }
@@ -474,6 +502,19 @@ async fn disable_compression_writes_every_name_in_full() {
     assert!(!plain.windows(2).any(|w| w[0] == 0xc0 && w[1] == 0x0c));
 }
 
+fn set_query(store: &mut Store, index: u64, query: weft_types::query::PreparedQuery) {
+    store
+        .apply(
+            index,
+            1_000,
+            &Command::QuerySet {
+                query: Box::new(query),
+                create: true,
+            },
+        )
+        .unwrap();
+}
+
 #[tokio::test]
 async fn prepared_queries_answer_under_query() {
     let mut store = store();
@@ -490,32 +531,14 @@ async fn prepared_queries_answer_under_query() {
         dns: weft_types::query::QueryDns { ttl: "42s".into() },
         ..Default::default()
     };
-    store
-        .apply(
-            100,
-            1_000,
-            &Command::QuerySet {
-                query: Box::new(q.clone()),
-                create: true,
-            },
-        )
-        .unwrap();
+    set_query(&mut store, 100, q.clone());
     q.id = "21111111-2222-3333-4444-555555555555".into();
     q.name = "near".into();
     q.service.tags.clear();
     q.service.ignore_check_ids.clear();
     q.service.near = "_agent".into();
     q.dns.ttl.clear();
-    store
-        .apply(
-            101,
-            1_000,
-            &Command::QuerySet {
-                query: Box::new(q),
-                create: true,
-            },
-        )
-        .unwrap();
+    set_query(&mut store, 101, q);
     let config = DnsConfig {
         node_name: "n2".into(),
         ..DnsConfig::default()
@@ -553,4 +576,127 @@ async fn prepared_queries_answer_under_query() {
     let a = ask(&s, "nothing.query.consul.", RecordType::A, UDP).await;
     assert_eq!(a.metadata.response_code, ResponseCode::NXDomain);
     assert!(!a.authorities.is_empty(), "NXDOMAIN carries the SOA");
+}
+
+/// A state whose servers answer reads with canned JSON, recording what was asked.
+struct Federated {
+    local: State,
+    answers: Vec<(Option<&'static str>, &'static str, crate::Fetched)>,
+    asked: std::sync::Mutex<Vec<(Option<String>, String)>>,
+}
+
+impl DnsState for Federated {
+    fn store(&self) -> RwLockReadGuard<'_, Store> {
+        self.local.store()
+    }
+    fn staleness(&self) -> Option<Duration> {
+        self.local.staleness()
+    }
+    fn fetch<'a>(
+        &'a self,
+        datacenter: Option<&'a str>,
+        path: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = crate::Fetched> + Send + 'a>> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((datacenter.map(str::to_string), path.to_string()));
+        let found = self
+            .answers
+            .iter()
+            .find(|(dc, p, _)| *dc == datacenter && *p == path)
+            .map_or(crate::Fetched::Unavailable, |(_, _, f)| f.clone());
+        Box::pin(async move { found })
+    }
+}
+
+fn entry(node: &str, addr: &str, dc: &str, status: &str) -> serde_json::Value {
+    serde_json::json!({
+        "Node": {"Node": node, "Address": addr, "Datacenter": dc},
+        "Service": {"ID": format!("web-{node}"), "Service": "web", "Port": 8080, "Tags": ["v1"]},
+        "Checks": [{"Node": node, "CheckID": "c", "Status": status}],
+    })
+}
+
+#[tokio::test]
+async fn other_datacenters_and_failing_over_queries_are_asked_of_the_servers() {
+    let mut store = store();
+    let failing = weft_types::query::PreparedQuery {
+        id: "31111111-2222-3333-4444-555555555555".into(),
+        name: "away".into(),
+        service: weft_types::query::ServiceQuery {
+            service: "nowhere".into(),
+            failover: weft_types::query::QueryFailover {
+                nearest_n: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    set_query(&mut store, 100, failing);
+    let health = serde_json::json!([
+        entry("far-1", "10.2.0.1", "dc2", "passing"),
+        entry("far-2", "10.2.0.2", "dc2", "critical"),
+    ]);
+    let run = serde_json::json!({
+        "Service": "nowhere", "Datacenter": "dc3", "DNS": {"TTL": "7s"},
+        "Nodes": [entry("far-3", "10.3.0.1", "dc3", "passing")],
+    });
+    let state = Arc::new(Federated {
+        local: State {
+            store: RwLock::new(store),
+            age: Some(Duration::ZERO),
+        },
+        answers: vec![
+            (
+                Some("dc2"),
+                "/v1/health/service/web",
+                crate::Fetched::Found(health),
+            ),
+            (
+                Some("dc2"),
+                "/v1/catalog/node/gone",
+                crate::Fetched::NotFound,
+            ),
+            (None, "/v1/query/away/execute", crate::Fetched::Found(run)),
+        ],
+        asked: Default::default(),
+    });
+    let s = DnsServer::new(DnsConfig::default(), state.clone());
+    // Another datacenter's healthy instances, with SRV targets named in it.
+    let a = ask(&s, "web.service.dc2.consul.", RecordType::SRV, UDP).await;
+    assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(a.answers.len(), 1);
+    let RData::SRV(srv) = &a.answers[0].data else {
+        panic!("not an SRV record")
+    };
+    assert_eq!(srv.target.to_ascii(), "far-1.node.dc2.consul.");
+    // Tags are matched here, on what came back.
+    let a = ask(&s, "v2.web.service.dc2.consul.", RecordType::A, UDP).await;
+    assert_eq!(a.metadata.response_code, ResponseCode::NXDomain);
+    // A query with nothing here goes to the leader, which fails it over (to dc3 here).
+    let a = ask(&s, "away.query.consul.", RecordType::SRV, UDP).await;
+    let RData::SRV(srv) = &a.answers[0].data else {
+        panic!("not an SRV record")
+    };
+    assert_eq!(srv.target.to_ascii(), "far-3.node.dc3.consul.");
+    assert_eq!(a.answers[0].ttl, 7);
+    // An unknown node there: NXDOMAIN; nobody to ask: SERVFAIL, so resolvers try again.
+    let a = ask(&s, "gone.node.dc2.consul.", RecordType::A, UDP).await;
+    assert_eq!(a.metadata.response_code, ResponseCode::NXDomain);
+    let a = ask(&s, "web.service.dc5.consul.", RecordType::A, UDP).await;
+    assert_eq!(a.metadata.response_code, ResponseCode::ServFail);
+    // Local names are never asked of anyone.
+    let before = state.asked.lock().unwrap().len();
+    let a = ask(&s, "web.service.consul.", RecordType::A, UDP).await;
+    assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(state.asked.lock().unwrap().len(), before);
+    assert_eq!(
+        state.asked.lock().unwrap()[0],
+        (
+            Some("dc2".to_string()),
+            "/v1/health/service/web".to_string()
+        )
+    );
 }

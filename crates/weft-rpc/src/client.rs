@@ -123,16 +123,31 @@ pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
     );
+    let request = (hyper::Method::POST, addr, path, &headers);
+    exchange_json(client, request, Bytes::from(bytes), timeout).await
+}
+
+/// Sends a GET with `headers` and decodes the peer's JSON answer.
+pub async fn get_json<Resp: DeserializeOwned>(
+    client: &HttpClient,
+    addr: &str,
+    path: &str,
+    headers: &hyper::HeaderMap,
+    timeout: Duration,
+) -> Result<Resp, RpcError> {
+    let request = (hyper::Method::GET, addr, path, headers);
+    exchange_json(client, request, Bytes::new(), timeout).await
+}
+
+/// One request (method, address, path, headers) and its JSON answer, within `timeout`.
+async fn exchange_json<Resp: DeserializeOwned>(
+    client: &HttpClient,
+    (method, addr, path, headers): (hyper::Method, &str, &str, &hyper::HeaderMap),
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Resp, RpcError> {
     let exchange = async {
-        let response = client
-            .send(
-                hyper::Method::POST,
-                addr,
-                path,
-                &headers,
-                Bytes::from(bytes),
-            )
-            .await?;
+        let response = client.send(method, addr, path, headers, body).await?;
         let status = response.status();
         let body = response
             .into_body()

@@ -13,7 +13,7 @@ mod listener;
 mod tls;
 
 pub use auth::{AuthError, KeySource, RpcAuth};
-pub use client::{http_client, post_json, HttpClient, RpcError};
+pub use client::{get_json, http_client, post_json, HttpClient, RpcError};
 pub use conn_limit::Connections;
 pub use listener::{PeerRole, RpcConnection, RpcListener, RpcPeer};
 pub use tls::{server_name, Pem, RpcConnector, RpcStream, RpcTls, TlsError};

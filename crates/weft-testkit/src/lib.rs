@@ -26,6 +26,7 @@ pub mod agent;
 pub mod binary;
 pub mod cli;
 pub mod cluster;
+pub mod dig;
 pub mod docker;
 pub mod eventually;
 pub mod http;

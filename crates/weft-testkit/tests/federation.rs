@@ -7,6 +7,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use std::time::Duration;
 use weft_testkit::cli::cli;
+use weft_testkit::dig::{dig, short};
 use weft_testkit::{eventually, Cluster, DevAgent};
 
 /// The same gossip key in both datacenters (32 bytes, base64).
@@ -29,12 +30,12 @@ async fn datacenter(dc: &str, extra: &[&str]) -> Result<Cluster> {
     Cluster::start_with(1, 0, args(&all)).await
 }
 
-/// Registers a `db` instance with this ID on `agent`.
-async fn register_db(agent: &DevAgent, id: &str) -> Result<()> {
+/// Registers a `db` instance with this ID and address on `agent`.
+async fn register_db(agent: &DevAgent, id: &str, address: &str) -> Result<()> {
     let r = agent
         .put_json(
             "/v1/agent/service/register",
-            &json!({"Name": "db", "ID": id, "Port": 5432}),
+            &json!({"Name": "db", "ID": id, "Port": 5432, "Address": address}),
         )
         .await?;
     ensure!(r.status == 200, "register {id}: {} {}", r.status, r.text());
@@ -136,7 +137,7 @@ async fn datacenters_federate_over_the_wan_pool() -> Result<()> {
     );
 
     // A service only dc2 has, reached through dc1's client agent.
-    register_db(s2, "db-2").await?;
+    register_db(s2, "db-2", "10.2.0.1").await?;
     eventually(Duration::from_secs(20), || async {
         let list = json_of(c1, "/v1/catalog/service/db?dc=dc2").await?;
         ensure!(list.as_array().map_or(0, Vec::len) == 1, "{list}");
@@ -208,13 +209,34 @@ async fn datacenters_federate_over_the_wan_pool() -> Result<()> {
     ensure!(answer["Datacenter"] == "dc2", "{answer}");
     ensure!(answer["Failovers"] == 2, "{answer}");
     ensure!(answer["Nodes"][0]["Service"]["ID"] == "db-2", "{answer}");
+    // DNS on dc1's client agent: another datacenter's names are asked of it, and queries fail over as over HTTP.
+    let dns = c1.dns_addr().context("no DNS address")?;
+    ensure!(short(dns, &["db.service.dc2.consul", "A"])? == ["10.2.0.1"]);
+    ensure!(short(dns, &["db.service.dc2.dc.consul", "A"])? == ["10.2.0.1"]);
+    ensure!(short(dns, &["db.service.consul", "A"])?.is_empty());
+    let srv = short(dns, &["_db._tcp.dc2.consul", "SRV"])?;
+    ensure!(
+        srv.len() == 1 && srv[0].starts_with("1 1 5432 ") && srv[0].ends_with(".addr.dc2.consul."),
+        "{srv:?}"
+    );
+    // (Once the client agent's replica holds the query.)
+    eventually(Duration::from_secs(10), || async {
+        ensure!(short(dns, &["db-listed.query.consul", "A"])? == ["10.2.0.1"]);
+        Ok(())
+    })
+    .await?;
+    ensure!(short(dns, &["db-none.query.consul", "A"])?.is_empty());
+    let node = format!("{}.node.dc2.consul", dc2.node(0));
+    ensure!(short(dns, &[&node, "A"])? == ["127.0.0.1"]);
+    let unknown = dig(dns, &["db.service.dc9.consul", "A"])?;
+    ensure!(unknown.contains("status: NXDOMAIN"), "{unknown}");
     let answer = execute(c1, "db-none").await?;
     ensure!(
         answer["Datacenter"] == "dc1" && answer["Failovers"] == 0 && answer["Nodes"] == json!([]),
         "{answer}"
     );
     // Once dc1 has a healthy instance, it answers itself.
-    register_db(c1, "db-1").await?;
+    register_db(c1, "db-1", "10.1.0.1").await?;
     eventually(Duration::from_secs(20), || async {
         let answer = execute(c1, "db-nearest").await?;
         ensure!(answer["Datacenter"] == "dc1", "{answer}");
@@ -304,7 +326,7 @@ async fn federation_over_rpc_tls_gives_other_datacenters_only_forwarding() -> Re
     )
     .await?;
     let (s1, s2) = (dc1.agent(0)?, dc2.agent(0)?);
-    register_db(s2, "db-2").await?;
+    register_db(s2, "db-2", "10.2.0.1").await?;
     eventually(Duration::from_secs(30), || async {
         let list = json_of(s1, "/v1/catalog/service/db?dc=dc2").await?;
         ensure!(list[0]["ServiceID"] == "db-2", "{list}");

@@ -42,25 +42,7 @@ print(json.dumps(seen))
 
 fn dig_short(agent: &DevAgent, name: &str, qtype: &str) -> Result<Vec<String>> {
     let at = agent.dns_addr().context("no DNS address")?;
-    let out = Command::new("dig")
-        .args([
-            &format!("@{}", at.ip()),
-            "-p",
-            &at.port().to_string(),
-            "+tries=1",
-            "+time=2",
-            "+short",
-            name,
-            qtype,
-        ])
-        .output()
-        .context("cannot run dig")?;
-    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    lines.sort();
-    Ok(lines)
+    weft_testkit::dig::short(at, &[name, qtype])
 }
 
 async fn register(agent: &DevAgent, node: &str, addr: &str, id: &str, tags: &[&str]) -> Result<()> {

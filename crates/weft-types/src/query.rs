@@ -84,6 +84,13 @@ pub struct QueryFailover {
     pub targets: Vec<QueryTarget>,
 }
 
+impl QueryFailover {
+    /// Whether the query fails over anywhere.
+    pub fn is_configured(&self) -> bool {
+        self.nearest_n > 0 || !self.datacenters.is_empty() || !self.targets.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default, deny_unknown_fields)]
 pub struct QueryTarget {

@@ -79,7 +79,12 @@ struct DnsView {
     /// The token's identity, resolved again every [`DNS_TOKEN_REFRESH`]; `None` until resolved or when the token
     /// is unknown, and then DNS names nothing (fail closed).
     sight: Arc<std::sync::RwLock<Option<Arc<weft_server::Identity>>>>,
+    /// That token's secret, sent with the reads DNS asks of the servers (other datacenters, query failover).
+    secret: Arc<std::sync::RwLock<Option<String>>>,
 }
+
+/// How long DNS waits for a read it asks of the servers (another datacenter, a query failing over).
+const DNS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often DNS re-resolves its token (a token or policy change shows within this).
 const DNS_TOKEN_REFRESH: Duration = Duration::from_secs(2);
@@ -90,8 +95,9 @@ impl DnsView {
         tokens: Arc<std::sync::RwLock<weft_http::agent_token::AgentTokens>>,
     ) -> (DnsView, Option<tokio::task::JoinHandle<()>>) {
         let sight = Arc::new(std::sync::RwLock::new(None));
+        let secret_now = Arc::new(std::sync::RwLock::new(None));
         let task = server.acl_enabled().then(|| {
-            let (server, sight) = (server.clone(), sight.clone());
+            let (server, sight, secret_now) = (server.clone(), sight.clone(), secret_now.clone());
             tokio::spawn(async move {
                 loop {
                     let secret = {
@@ -103,11 +109,19 @@ impl DnsView {
                     };
                     let identity = server.resolve_token(&secret).await.ok();
                     *sight.write().unwrap_or_else(|p| p.into_inner()) = identity;
+                    *secret_now.write().unwrap_or_else(|p| p.into_inner()) = Some(secret);
                     tokio::time::sleep(DNS_TOKEN_REFRESH).await;
                 }
             })
         });
-        (DnsView { server, sight }, task)
+        (
+            DnsView {
+                server,
+                sight,
+                secret: secret_now,
+            },
+            task,
+        )
     }
 
     fn may_read(&self, kind: weft_acl::Named, name: &str) -> bool {
@@ -140,6 +154,59 @@ impl weft_dns::DnsState for DnsView {
 
     fn may_see_node(&self, name: &str) -> bool {
         self.may_read(weft_acl::Named::Node, name)
+    }
+
+    /// Asked as a forwarded request: a client agent asks its servers (which pass it on to another datacenter);
+    /// a server asks the other datacenter's servers, or its leader.
+    fn fetch<'a>(
+        &'a self,
+        datacenter: Option<&'a str>,
+        path: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = weft_dns::Fetched> + Send + 'a>> {
+        Box::pin(async move {
+            use weft_server::Mode;
+            let server = &self.server;
+            let (client, targets) = match (server.mode(), datacenter) {
+                (Mode::Dev, _) => return weft_dns::Fetched::NotFound,
+                (Mode::Client(replica), _) => (server.http().clone(), replica.servers()),
+                (Mode::Raft(_), Some(dc)) => (server.http_for(dc), server.servers_in(dc)),
+                (Mode::Raft(_), None) => {
+                    (server.http().clone(), server.leader().into_iter().collect())
+                }
+            };
+            let full = match datacenter {
+                Some(dc) => format!("{}{path}?dc={dc}", weft_http::FORWARD_PREFIX),
+                None => format!("{}{path}", weft_http::FORWARD_PREFIX),
+            };
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(
+                weft_http::forward::FORWARDED,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            let secret = self
+                .secret
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(value) = secret.and_then(|s| axum::http::HeaderValue::from_str(&s).ok()) {
+                headers.insert("x-consul-token", value);
+            }
+            for addr in targets {
+                match weft_rpc::get_json(&client, &addr, &full, &headers, DNS_FETCH_TIMEOUT).await {
+                    Ok(value) => return weft_dns::Fetched::Found(value),
+                    // An unknown node or query, or a datacenter no server knows: the name does not exist.
+                    Err(weft_rpc::RpcError::Status { status, body })
+                        if status == 404 || body == "No path to datacenter" =>
+                    {
+                        return weft_dns::Fetched::NotFound
+                    }
+                    Err(e) => {
+                        tracing::debug!(%addr, error = %e, "a DNS read from the servers failed")
+                    }
+                }
+            }
+            weft_dns::Fetched::Unavailable
+        })
     }
 }
 
