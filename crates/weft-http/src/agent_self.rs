@@ -81,7 +81,8 @@ pub async fn self_(ctx: Ctx) -> Result<Reply, ApiError> {
     let body = json!({
         "Config": config,
         "DebugConfig": ctx.state.self_info.debug_config,
-        "Coord": {"Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05},
+        // This agent's LAN coordinate (the origin until its first round trip, and in dev mode).
+        "Coord": ctx.state.agent.server().gossip().map(|g| g.coordinate()).unwrap_or_default(),
         "Member": member(&ctx),
         "Stats": stats(&ctx),
         "Meta": {"consul-network-segment": ""},

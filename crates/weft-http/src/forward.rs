@@ -208,11 +208,9 @@ pub async fn route(
 ) -> Option<Reply> {
     let deadline = Instant::now() + LEADER_WAIT;
     loop {
-        let server = state.agent.server();
         let (client, targets) = match decide(state, class, method, query, headers).await {
             Ok(Decision::Local) => return None,
-            Ok(Decision::Forward(targets)) => (server.http().clone(), targets),
-            Ok(Decision::Datacenter(dc, targets)) => (server.http_for(&dc), targets),
+            Ok(decision) => carriers(state, decision),
             Err(e) => return Some(e.into_reply()),
         };
         match forward(
@@ -238,6 +236,57 @@ pub async fn route(
             // within a few milliseconds of the next leader's election.
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
+    }
+}
+
+/// The RPC client and the servers a forwarding decision sends to (none for [`Decision::Local`]).
+fn carriers(state: &ApiState, decision: Decision) -> (weft_rpc::HttpClient, Vec<String>) {
+    let server = state.agent.server();
+    match decision {
+        Decision::Local => (server.http().clone(), Vec::new()),
+        Decision::Forward(targets) => (server.http().clone(), targets),
+        Decision::Datacenter(dc, targets) => (server.http_for(&dc), targets),
+    }
+}
+
+/// Whether this request was passed on by another agent (a forwarded request answers for itself only).
+pub fn was_forwarded(headers: &HeaderMap) -> bool {
+    hops(headers) > 0
+}
+
+/// Passes a request to another datacenter (through this agent's servers on a client agent) and returns its
+/// answer as it came; for routes that decide themselves what `?dc` means (the keyring).
+pub async fn to_other_datacenter(
+    state: &ApiState,
+    dc: &str,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Reply {
+    if hops(headers) >= MAX_HOPS {
+        return ApiError::internal("No path to datacenter").into_reply();
+    }
+    let (client, targets) = match to_datacenter(state, dc) {
+        Ok(decision) => carriers(state, decision),
+        Err(e) => return e.into_reply(),
+    };
+    match forward(
+        state,
+        &client,
+        &targets,
+        method,
+        path_and_query,
+        headers,
+        body,
+    )
+    .await
+    {
+        Ok(reply) => reply,
+        Err(e) => Reply::text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rpc error: no server of {dc} reachable ({e})"),
+        ),
     }
 }
 

@@ -3,9 +3,10 @@
 //! agent asked carries the operation to every alive member over gossip and answers once each has answered (or
 //! the query timed out).
 //!
-//! Weft has one gossip pool, so the answer holds one entry, the datacenter's LAN ring (Consul adds a WAN ring
-//! from its servers). As in Consul, a member that reports an error, or does not answer, turns the whole answer into
-//! a 500 whose text names the failures.
+//! With WAN federation the operation goes, as in Consul, to every datacenter: each applies it to its LAN pool
+//! (its servers share their keyring with the WAN pool), and a list holds one WAN entry (every datacenter's
+//! servers) and one LAN entry per datacenter. `?dc=` asks one other datacenter alone. As in Consul, a member that
+//! reports an error, or does not answer, turns the whole answer into a 500 whose text names the failures.
 
 use crate::ctx::Ctx;
 use crate::reply::{ApiError, Reply};
@@ -21,6 +22,22 @@ struct KeyRequest {
 }
 
 pub async fn keyring(ctx: Ctx) -> Result<Reply, ApiError> {
+    if let Some(dc) = ctx
+        .param("dc")
+        .filter(|dc| !dc.is_empty() && *dc != ctx.datacenter())
+    {
+        let dc = dc.to_string();
+        let target = ctx.path_and_query();
+        return Ok(crate::forward::to_other_datacenter(
+            &ctx.state,
+            &dc,
+            &ctx.method,
+            &target,
+            &ctx.headers,
+            &ctx.body,
+        )
+        .await);
+    }
     ctx.check_scope()?;
     if let Some(relay) = ctx.param("relay-factor") {
         // Accepted as Consul accepts it; every answer comes straight back here, so there is nothing to relay.
@@ -76,17 +93,49 @@ pub async fn keyring(ctx: Ctx) -> Result<Reply, ApiError> {
         },
     };
     let datacenter = ctx.state.agent.config().datacenter.clone();
-    if let Some(failure) = failure_text(&answer, &datacenter) {
-        return Err(ApiError::internal(failure));
+    let mut failures = failure_lines(&answer, &datacenter);
+    // Asked by another datacenter (the fan-out below): this datacenter's part alone, its servers' share of the WAN
+    // ring included.
+    let asked_by_other = crate::forward::was_forwarded(&ctx.headers);
+    let others = if asked_by_other {
+        Vec::new()
+    } else {
+        crate::keyring_federation::other_datacenters(&ctx).await
+    };
+    let mut lan = vec![ring_entry(&answer, &datacenter)];
+    let mut wan = Vec::new();
+    if asked_by_other || !others.is_empty() {
+        wan.push(crate::keyring_federation::wan_part(&ctx, &answer));
+    }
+    for dc in &others {
+        let part = crate::keyring_federation::ask(&ctx, dc).await;
+        failures.extend(part.failures);
+        for entry in part.entries {
+            if entry["WAN"] == true {
+                wan.push(entry);
+            } else {
+                lan.push(entry);
+            }
+        }
+    }
+    if !failures.is_empty() {
+        return Err(ApiError::internal(multi_error(&failures)));
     }
     if !listing {
         return Ok(Reply::empty());
     }
-    Ok(ctx.json(&json!([ring_entry(&answer, &datacenter)])))
+    let mut entries = Vec::new();
+    if asked_by_other {
+        entries.extend(wan);
+    } else if !wan.is_empty() {
+        entries.push(crate::keyring_federation::merge_wan(&wan, &datacenter));
+    }
+    entries.extend(lan);
+    Ok(ctx.json(&serde_json::Value::Array(entries)))
 }
 
 /// Consul's `KeyringResponse` for the LAN ring: how many members hold each key, and each primary key.
-fn ring_entry(answer: &KeyringAnswer, datacenter: &str) -> serde_json::Value {
+pub(crate) fn ring_entry(answer: &KeyringAnswer, datacenter: &str) -> serde_json::Value {
     let mut keys: BTreeMap<&str, usize> = BTreeMap::new();
     let mut primary: BTreeMap<&str, usize> = BTreeMap::new();
     for node in &answer.answers {
@@ -104,7 +153,7 @@ fn ring_entry(answer: &KeyringAnswer, datacenter: &str) -> serde_json::Value {
 }
 
 /// What each member that failed said, and who never answered.
-fn messages(answer: &KeyringAnswer) -> BTreeMap<String, String> {
+pub(crate) fn messages(answer: &KeyringAnswer) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = answer
         .answers
         .iter()
@@ -122,9 +171,9 @@ fn messages(answer: &KeyringAnswer) -> BTreeMap<String, String> {
     out
 }
 
-/// Consul's error text when any member failed or stayed silent (Serf's counts, then one line per member), as the
-/// multi-error list Consul prints.
-fn failure_text(answer: &KeyringAnswer, datacenter: &str) -> Option<String> {
+/// What went wrong in one datacenter's pool, as Consul's multi-error lists it: Serf's counts, then one line per
+/// member that failed or stayed silent; nothing when every member answered without error.
+fn failure_lines(answer: &KeyringAnswer, datacenter: &str) -> Vec<String> {
     let failed = answer.answers.iter().filter(|n| n.error.is_some()).count();
     let summary = if failed > 0 {
         format!("{failed}/{} nodes reported failure", answer.num_nodes)
@@ -135,7 +184,7 @@ fn failure_text(answer: &KeyringAnswer, datacenter: &str) -> Option<String> {
             answer.num_nodes
         )
     } else {
-        return None;
+        return Vec::new();
     };
     let mut lines = vec![format!("{datacenter} (LAN) error: {summary}")];
     lines.extend(
@@ -143,12 +192,24 @@ fn failure_text(answer: &KeyringAnswer, datacenter: &str) -> Option<String> {
             .into_iter()
             .map(|(n, m)| format!("{n}: {m}")),
     );
+    lines
+}
+
+/// Consul's multi-error text.
+pub(crate) fn multi_error(lines: &[String]) -> String {
     let head = match lines.len() {
         1 => "1 error occurred:".to_string(),
         n => format!("{n} errors occurred:"),
     };
     let body: String = lines.iter().map(|l| format!("\n\t* {l}")).collect();
-    Some(format!("{head}{body}\n\n"))
+    format!("{head}{body}\n\n")
+}
+
+/// Consul's error text when any member failed or stayed silent.
+#[cfg(test)]
+fn failure_text(answer: &KeyringAnswer, datacenter: &str) -> Option<String> {
+    let lines = failure_lines(answer, datacenter);
+    (!lines.is_empty()).then(|| multi_error(&lines))
 }
 
 #[cfg(test)]

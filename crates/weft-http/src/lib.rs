@@ -26,6 +26,7 @@ pub mod idle;
 mod intentions;
 mod internal;
 mod keyring;
+mod keyring_federation;
 mod kv;
 mod metrics;
 pub mod monitor;

@@ -230,6 +230,26 @@ async fn datacenters_federate_over_the_wan_pool() -> Result<()> {
     ensure!(short(dns, &[&node, "A"])? == ["127.0.0.1"]);
     let unknown = dig(dns, &["db.service.dc9.consul", "A"])?;
     ensure!(unknown.contains("status: NXDOMAIN"), "{unknown}");
+    // The dashboard: dc2's pages through dc1's client agent, rendered by dc2 (its services, its name in the chrome).
+    let page = c1.get("/ui/dc2/services").await?;
+    ensure!(page.status == 200, "{} {}", page.status, page.text());
+    let html = page.text();
+    ensure!(
+        html.contains("/ui/dc2/services/db") && html.contains("<option selected>dc2</option>"),
+        "{html}"
+    );
+    let page = c1.get("/ui/dc2/nodes").await?;
+    ensure!(
+        page.status == 200 && page.text().contains(dc2.node(0)),
+        "{}",
+        page.text()
+    );
+    let page = c1.get("/ui/dc9/services").await?;
+    ensure!(
+        page.status == 404 && page.text().contains("Unknown datacenter"),
+        "{}",
+        page.text()
+    );
     let answer = execute(c1, "db-none").await?;
     ensure!(
         answer["Datacenter"] == "dc1" && answer["Failovers"] == 0 && answer["Nodes"] == json!([]),
@@ -245,6 +265,70 @@ async fn datacenters_federate_over_the_wan_pool() -> Result<()> {
         Ok(())
     })
     .await?;
+
+    // Gossip key rotation through dc1's client agent reaches every datacenter: the WAN ring (the three servers)
+    // and each datacenter's LAN ring, and cross-datacenter requests keep working at every step.
+    let rings = |list: &Value| -> Vec<String> {
+        let mut out: Vec<String> = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let keys = e["Keys"].as_object().map_or(0, |k| k.len());
+                format!(
+                    "{} {} nodes={} keys={keys}",
+                    e["WAN"], e["Datacenter"], e["NumNodes"]
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let list = json_of(c1, "/v1/operator/keyring").await?;
+    ensure!(
+        rings(&list)
+            == [
+                "false \"dc1\" nodes=2 keys=1",
+                "false \"dc2\" nodes=1 keys=1",
+                "false \"dc3\" nodes=1 keys=1",
+                "true \"dc1\" nodes=3 keys=1",
+            ],
+        "{list}"
+    );
+    const NEW_KEY: &str = "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=";
+    let body = serde_json::to_vec(&json!({"Key": NEW_KEY}))?;
+    for (method, what) in [("POST", "install"), ("PUT", "use")] {
+        let r = c1
+            .request(method, "/v1/operator/keyring", Some(body.clone()))
+            .await?;
+        ensure!(r.status == 200, "{what}: {} {}", r.status, r.text());
+        let list = json_of(c1, "/v1/operator/keyring").await?;
+        for entry in list.as_array().into_iter().flatten() {
+            ensure!(
+                entry["Keys"][NEW_KEY] == entry["NumNodes"],
+                "{what}: {entry}"
+            );
+        }
+        ensure!(json_of(c1, "/v1/catalog/service/db?dc=dc2").await?[0]["ServiceID"] == "db-2");
+    }
+    let r = c1
+        .request(
+            "DELETE",
+            "/v1/operator/keyring",
+            Some(serde_json::to_vec(&json!({"Key": KEY}))?),
+        )
+        .await?;
+    ensure!(r.status == 200, "remove: {} {}", r.status, r.text());
+    let list = json_of(s3, "/v1/operator/keyring").await?;
+    ensure!(
+        rings(&list).iter().all(|r| r.ends_with("keys=1"))
+            && list.as_array().map_or(0, Vec::len) == 4,
+        "{list}"
+    );
+    ensure!(json_of(s3, "/v1/catalog/service/db?dc=dc2").await?[0]["ServiceID"] == "db-2");
+    // One datacenter alone with ?dc.
+    let one = json_of(c1, "/v1/operator/keyring?dc=dc3").await?;
+    ensure!(rings(&one)[0] == "false \"dc3\" nodes=1 keys=1", "{one}");
 
     // WAN coordinates: each datacenter's server, once a round trip has been measured.
     eventually(Duration::from_secs(30), || async {
@@ -267,6 +351,25 @@ async fn datacenters_federate_over_the_wan_pool() -> Result<()> {
     })
     .await
     .context("no WAN coordinates")?;
+    // `weft rtt -wan` between two servers, and from a server (itself the second) to another.
+    let (n1, n2) = (
+        format!("{}.dc1", dc1.node(0)),
+        format!("{}.dc2", dc2.node(0)),
+    );
+    for (agent, argv, pair) in [
+        (c1, vec!["rtt", "-wan", &n1, &n2], format!("{n1} <-> {n2}")),
+        (s1, vec!["rtt", "-wan", &n2], format!("{n2} <-> {n1}")),
+    ] {
+        let out = cli(agent, &argv)?;
+        ensure!(
+            out.code() == 0
+                && out.stdout.starts_with(&format!("Estimated {pair} rtt: "))
+                && out.stdout.contains("(using WAN coordinates)"),
+            "weft {argv:?}: {} {}",
+            out.stdout,
+            out.stderr
+        );
+    }
     Ok(())
 }
 

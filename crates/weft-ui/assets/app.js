@@ -5,7 +5,8 @@
 //  2. Filters: search boxes and selects hide rows client-side, and survive live updates.
 //  3. Writes: forms and delete buttons call the /v1 HTTP API (the same one the CLI uses) and show its error text
 //     inline; nothing is changed unless the API accepted it.
-//  4. With ACLs on: signing in and out (the token is kept in localStorage and sent as X-Consul-Token; a cookie
+//  4. The datacenter switcher, and API calls made in the page's datacenter.
+//  5. With ACLs on: signing in and out (the token is kept in localStorage and sent as X-Consul-Token; a cookie
 //     scoped to /ui lets pages render for it), and the access pages (tokens, policies, roles).
 'use strict';
 (() => {
@@ -34,7 +35,17 @@
   class ApiError extends Error {}
 
   // Calls the API; resolves to the body text, or throws an ApiError carrying the API's own message.
-  async function api(method, url, body, contentType) {
+  // The datacenter the page shows (/ui/<dc>/...): API calls go to it, so a federated datacenter's page, passed on
+  // by this agent, reads and writes there rather than here.
+  const pageDc = decodeURIComponent(location.pathname.split('/')[2] || '');
+
+  function inPageDc(url) {
+    if (!pageDc || !url.startsWith('/v1/') || /[?&]dc=/.test(url)) return url;
+    return `${url}${url.includes('?') ? '&' : '?'}dc=${encodeURIComponent(pageDc)}`;
+  }
+
+  async function api(method, target, body, contentType) {
+    const url = inPageDc(target);
     // A custom header makes any cross-origin use of this call need a CORS preflight, which the agent never grants.
     const init = { method, cache: 'no-store', headers: { 'X-Weft-Dashboard': '1' } };
     if (token()) init.headers['X-Consul-Token'] = token();
@@ -387,7 +398,7 @@
       busy(login, true);
       try {
         // Checked before it is kept: an unknown secret is refused here with the API's text ("ACL not found").
-        const res = await fetch('/v1/acl/token/self', {
+        const res = await fetch(inPageDc('/v1/acl/token/self'), {
           cache: 'no-store',
           headers: { 'X-Weft-Dashboard': '1', 'X-Consul-Token': secret },
         });
@@ -577,8 +588,30 @@
     load();
   }
 
+  // ---------------------------------------------------------------- datacenters
+
+  // The switcher lists every federated datacenter (the API's list, nearest first) and opens the same section there.
+  async function datacenters() {
+    const sel = $('[data-dc-switch]');
+    if (!sel) return;
+    let names = [];
+    try { names = JSON.parse(await api('GET', '/v1/catalog/datacenters')); } catch (e) { return; }
+    for (const name of names) {
+      if (name === sel.value) continue;
+      const opt = document.createElement('option');
+      opt.textContent = name;
+      sel.appendChild(opt);
+    }
+    sel.disabled = sel.options.length < 2;
+    sel.addEventListener('change', () => {
+      const section = location.pathname.split('/')[3] || 'services';
+      location.assign(`/ui/${encodeURIComponent(sel.value)}/${section}`);
+    });
+  }
+
   // ---------------------------------------------------------------- start
 
+  datacenters();
   applyFilter();
   if (live) follow();
 })();

@@ -17,6 +17,7 @@ mod cx;
 mod links;
 mod live;
 mod model;
+mod other_dc;
 mod pages;
 pub mod viewer;
 
@@ -28,10 +29,38 @@ use weft_http::ApiState;
 /// Paths under `/ui/` the dashboard does not have get its own 404 page (a nested fallback, which stays within
 /// `/ui/`, so the API router keeps answering everything else).
 pub fn router(state: ApiState) -> Router {
-    use pages::{acls, intentions, kv, login, nodes, root, service, services};
-    let ui = Router::new()
+    use pages::root;
+    let ui = dc_pages()
         .route("/", get(root::ui_root))
         .route("/assets/{file}", get(assets::serve))
+        .fallback(root::not_found);
+    // The nested "/" is `/ui` itself; `/ui/` is routed here.
+    with_viewer(
+        Router::new()
+            .route("/ui/", get(root::ui_root))
+            .nest("/ui", ui),
+        state,
+    )
+}
+
+/// Signs the viewer in on every page, and passes other datacenters' pages on (see [`other_dc`]).
+fn with_viewer(pages: Router<ApiState>, state: ApiState) -> Router {
+    pages
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            viewer::sign_in,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            other_dc::pass_on,
+        ))
+        .with_state(state)
+}
+
+/// One datacenter's pages (`/{dc}/...`, to nest under `/ui`).
+fn dc_pages() -> Router<ApiState> {
+    use pages::{acls, intentions, kv, login, nodes, root, service, services};
+    Router::new()
         .route("/{dc}", get(root::dc_root))
         .route("/{dc}/", get(root::dc_root))
         .route("/{dc}/login", get(login::handler))
@@ -55,29 +84,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/{dc}/kv", get(kv::kv_root_redirect))
         .route("/{dc}/kv/", get(kv::root))
         .route("/{dc}/kv/{*key}", get(kv::path))
-        .fallback(root::not_found);
-    // The nested "/" is `/ui` itself; `/ui/` is routed here.
-    Router::new()
-        .route("/ui/", get(root::ui_root))
-        .nest("/ui", ui)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            viewer::sign_in,
-        ))
-        .with_state(state)
 }
 
-/// The KV pages alone, for a server's RPC port: client agents hold no KV and pass these pages to a server.
-pub fn kv_router(state: ApiState) -> Router {
-    use pages::kv;
-    Router::new()
-        .route("/ui/{dc}/kv/", get(kv::root))
-        .route("/ui/{dc}/kv/{*key}", get(kv::path))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            viewer::sign_in,
-        ))
-        .with_state(state)
+/// The pages a server's RPC port renders for requests passed on to it: the KV pages (client agents hold no KV)
+/// and every page of this datacenter, for another datacenter's dashboard (see [`other_dc`]).
+/// A client agent's request for another datacenter's page reaches a server of its own first, which passes it on.
+pub fn forwarded_router(state: ApiState) -> Router {
+    with_viewer(Router::new().nest("/ui", dc_pages()), state)
 }
 
 #[cfg(test)]

@@ -692,8 +692,10 @@ fn serve_rpc(
     state: ApiState,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let server = state.agent.server().clone();
-    // Forwarded requests: the API, and the dashboard's KV pages (client agents hold no KV and pass them on).
-    let forwardable = weft_ui::kv_router(state.clone()).merge(weft_http::router(state.clone()));
+    // Forwarded requests: the API, and the dashboard's pages (client agents hold no KV and pass the KV pages on;
+    // another datacenter's dashboard passes every page of this one).
+    let forwardable =
+        weft_ui::forwarded_router(state.clone()).merge(weft_http::router(state.clone()));
     let guard = weft_http::rpc_guard::RpcGuard {
         auth: server.config().rpc_auth.clone(),
         roles: config.rpc_tls.as_ref().is_some_and(|t| t.verify_incoming),
