@@ -491,3 +491,93 @@ async fn federation_over_rpc_tls_gives_other_datacenters_only_forwarding() -> Re
     ensure!(status("POST", "/v1/internal/query/execute").await? == 400);
     Ok(())
 }
+
+/// With ACLs on in both datacenters (default deny), a request for dc2 is authorised by dc2 with the token it
+/// carries: a token both know reads and writes there (and fails a prepared query over), and a token only dc1 knows
+/// is "ACL not found" there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_requests_are_authorised_by_the_datacenter_that_answers() -> Result<()> {
+    const ROOT: &str = "9f0e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f";
+    let acl = format!(
+        r#"acl {{ enabled = true  default_policy = "deny"  tokens {{ initial_management = "{ROOT}"  default = "{ROOT}" }} }}
+           default_intention_policy = "deny""#
+    );
+    let wan1 = weft_testkit::net::free_gossip_port()?;
+    let wan2 = weft_testkit::net::free_gossip_port()?;
+    let dc1 = datacenter("dc1", &["-hcl", &acl, "-serf-wan-port", &wan1.to_string()]).await?;
+    let dc2 = datacenter(
+        "dc2",
+        &[
+            "-hcl",
+            &acl,
+            "-serf-wan-port",
+            &wan2.to_string(),
+            "-retry-join-wan",
+            &format!("127.0.0.1:{wan1}"),
+        ],
+    )
+    .await?;
+    let (s1, s2) = (dc1.agent(0)?, dc2.agent(0)?);
+    s1.wait_for_acls(ROOT).await?;
+    s2.wait_for_acls(ROOT).await?;
+    eventually(Duration::from_secs(30), || async {
+        let list = json_of(s1, &format!("/v1/catalog/datacenters?token={ROOT}")).await?;
+        ensure!(list == json!(["dc1", "dc2"]), "{list}");
+        Ok(())
+    })
+    .await?;
+    // A token both datacenters know.
+    let r = s1
+        .put(&format!("/v1/kv/where?dc=dc2&token={ROOT}"), "dc2")
+        .await?;
+    ensure!(r.status == 200, "{} {}", r.status, r.text());
+    ensure!(
+        s2.get(&format!("/v1/kv/where?raw&token={ROOT}"))
+            .await?
+            .text()
+            == "dc2"
+    );
+    // A token only dc1 knows.
+    let r = s1
+        .put_json(
+            &format!("/v1/acl/token?token={ROOT}"),
+            &json!({"Policies": [], "Description": "dc1 only"}),
+        )
+        .await?;
+    ensure!(r.status == 200, "{} {}", r.status, r.text());
+    let local = r.json()?["SecretID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let r = s1
+        .get(&format!("/v1/kv/where?dc=dc2&token={local}"))
+        .await?;
+    ensure!(
+        r.status == 403 && r.text().contains("ACL not found"),
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    // A prepared query failing over runs in dc2 under the caller's token, as dc2 resolves it.
+    register_db(s2, "db-2", "10.2.0.1").await?;
+    let r = s1
+        .request(
+            "POST",
+            &format!("/v1/query?token={ROOT}"),
+            Some(serde_json::to_vec(&json!({
+                "Name": "db", "Service": {"Service": "db", "Failover": {"Datacenters": ["dc2"]}}
+            }))?),
+        )
+        .await?;
+    ensure!(r.status == 200, "{}", r.text());
+    eventually(Duration::from_secs(20), || async {
+        let answer = json_of(s1, &format!("/v1/query/db/execute?token={ROOT}")).await?;
+        ensure!(
+            answer["Datacenter"] == "dc2" && answer["Nodes"][0]["Service"]["ID"] == "db-2",
+            "{answer}"
+        );
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
