@@ -137,7 +137,7 @@ pub async fn decide(
     // `?stale` is answered from this agent's copy, except KV on a client agent, which has none (see
     // `weft_server::replica`): any server answers it from its own.
     let local = match class {
-        Forward::Local | Forward::Internal => true,
+        Forward::Local | Forward::Internal | Forward::Pool => true,
         Forward::Leader => {
             wants_stale(method, query) || wants_cached(state, method, query, headers)
         }

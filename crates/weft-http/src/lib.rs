@@ -105,6 +105,9 @@ pub struct ApiSettings {
     pub self_info: Arc<agent_self::SelfInfo>,
     /// True for the server RPC listener, which also answers `/v1/internal/...` (Raft, forwarded writes, joins).
     pub rpc: bool,
+    /// True for the API behind [`FORWARD_PREFIX`] on the RPC listener: requests other agents passed on, which never
+    /// include this agent's own endpoints (see [`forwarded_router`]).
+    pub forwarded: bool,
     /// The HTTP API's connection counts (per-client limit, refusals), shown in `/v1/agent/self`.
     pub http_connections: Arc<weft_rpc::Connections>,
     /// The server RPC listener's, on agents that serve it.
@@ -127,6 +130,7 @@ impl ApiState {
             default_policy: weft_types::DefaultPolicy::Allow,
             self_info: Arc::default(),
             rpc: false,
+            forwarded: false,
             http_connections: weft_rpc::Connections::new(200),
             rpc_connections: None,
             acl: caller::AclApi::default(),
@@ -141,6 +145,15 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 /// The whole API as an axum router.
 pub fn router(state: ApiState) -> axum::Router {
     axum::Router::new().fallback(dispatch).with_state(state)
+}
+
+/// The API as the RPC listener serves it behind [`FORWARD_PREFIX`]: what agents pass on, the servers' routes.
+/// This agent's own endpoints (`/v1/agent/...`, `/v1/status/...`: [`policy::Forward::Local`]) are never passed on,
+/// so here they are refused; otherwise any member reaching the RPC port could make a server leave, reload or
+/// register services on it.
+pub fn forwarded_router(mut state: ApiState) -> axum::Router {
+    state.forwarded = true;
+    router(state)
 }
 
 /// Where the server RPC listener takes requests that client agents and followers pass on: the public request's path
@@ -238,6 +251,12 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
         };
         return Reply::text(StatusCode::NOT_FOUND, text);
     };
+    if state.forwarded && route.policy.forward == policy::Forward::Local {
+        return Reply::text(
+            StatusCode::FORBIDDEN,
+            "rpc: this agent's own endpoints are answered by the agent asked, never passed on\n",
+        );
+    }
     let method = req.method().clone();
     let rpc_role = req
         .extensions()

@@ -192,7 +192,10 @@ fn table() -> Vec<Route> {
             "/v1/operator/keyring",
             [GET, POST, PUT, DELETE],
             keyring::keyring,
-            local(rule(Keyring, ByMethod, Whole))
+            Policy {
+                forward: Forward::Pool,
+                ..local(rule(Keyring, ByMethod, Whole))
+            }
         ),
         route!(
             "/v1/operator/autopilot/state",

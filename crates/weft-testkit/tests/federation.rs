@@ -486,7 +486,8 @@ async fn federation_over_rpc_tls_gives_other_datacenters_only_forwarding() -> Re
             "{path} was not refused to dc2's server"
         );
     }
-    ensure!(status("GET", "/v1/internal/forward/v1/status/leader").await? == 200);
+    ensure!(status("GET", "/v1/internal/forward/v1/catalog/nodes").await? == 200);
+    ensure!(status("PUT", "/v1/internal/forward/v1/agent/leave").await? == 403);
     // Allowed, and then refused as a malformed query rather than as a stranger.
     ensure!(status("POST", "/v1/internal/query/execute").await? == 400);
     Ok(())

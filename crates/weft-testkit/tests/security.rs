@@ -189,9 +189,25 @@ async fn a_client_certificate_cannot_speak_raft_or_join() -> Result<()> {
     let stream = certs.as_client(&rpc, "GET", "/v1/internal/stream").await?;
     ensure!(stream == 200, "replica stream: {stream}");
     let read = certs
-        .as_client(&rpc, "GET", "/v1/internal/forward/v1/status/leader")
+        .as_client(&rpc, "GET", "/v1/internal/forward/v1/catalog/nodes")
         .await?;
     ensure!(read == 200, "forwarded read: {read}");
+    // Finding: forwarded requests reached the server's own agent endpoints, so any member could make a server leave
+    // the cluster, register services on it or reload it. Only what agents pass on (the servers' routes) is served.
+    for (method, path) in [
+        ("PUT", "/v1/internal/forward/v1/agent/leave"),
+        ("PUT", "/v1/internal/forward/v1/agent/reload"),
+        ("PUT", "/v1/internal/forward/v1/agent/service/register"),
+        ("GET", "/v1/internal/forward/v1/agent/self"),
+        ("GET", "/v1/internal/forward/v1/status/leader"),
+    ] {
+        let status = certs.as_client(&rpc, method, path).await?;
+        ensure!(status == 403, "a client certificate on {path}: {status}");
+    }
+    ensure!(
+        cluster.agent(0)?.get("/v1/status/leader").await?.status == 200,
+        "the server is still serving"
+    );
     // Its own anti-entropy, and nothing else: a client certificate cannot write a management token, a CA, or
     // intentions through the servers' apply route.
     let apply = |command: serde_json::Value| {

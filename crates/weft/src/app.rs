@@ -695,7 +695,7 @@ fn serve_rpc(
     // Forwarded requests: the API, and the dashboard's pages (client agents hold no KV and pass the KV pages on;
     // another datacenter's dashboard passes every page of this one).
     let forwardable =
-        weft_ui::forwarded_router(state.clone()).merge(weft_http::router(state.clone()));
+        weft_ui::forwarded_router(state.clone()).merge(weft_http::forwarded_router(state.clone()));
     let guard = weft_http::rpc_guard::RpcGuard {
         auth: server.config().rpc_auth.clone(),
         roles: config.rpc_tls.as_ref().is_some_and(|t| t.verify_incoming),
