@@ -161,6 +161,14 @@ async fn datacenters_federate_over_the_wan_pool() -> Result<()> {
     ensure!(c1.get("/v1/kv/where?dc=dc2&raw").await?.text() == "dc2");
     ensure!(c1.get("/v1/kv/where").await?.status == 404);
     ensure!(s2.get("/v1/kv/where?raw").await?.text() == "dc2");
+    // The CLI's -datacenter, as Consul's.
+    let out = cli(c1, &["kv", "get", "-datacenter", "dc2", "where"])?;
+    ensure!(
+        out.code() == 0 && out.stdout.trim() == "dc2",
+        "{} {}",
+        out.stdout,
+        out.stderr
+    );
 
     // An unknown datacenter is Consul's error, from clients and servers alike.
     for agent in [c1, s1] {
