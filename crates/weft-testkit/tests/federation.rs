@@ -590,3 +590,89 @@ async fn federated_requests_are_authorised_by_the_datacenter_that_answers() -> R
     .await?;
     Ok(())
 }
+
+/// A datacenter whose servers are gone: requests for it fail within the election wait rather than hanging, the WAN
+/// pool then drops it (`No path to datacenter`, at once), and a query failing over to it counts it and answers
+/// with nothing; when its server comes back, it is reachable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datacenter_that_goes_away_fails_fast_and_comes_back() -> Result<()> {
+    let wan1 = weft_testkit::net::free_gossip_port()?;
+    let wan2 = weft_testkit::net::free_gossip_port()?;
+    let dc1 = datacenter("dc1", &["-serf-wan-port", &wan1.to_string()]).await?;
+    let wan_join = format!("127.0.0.1:{wan1}");
+    let mut dc2 = datacenter(
+        "dc2",
+        &[
+            "-serf-wan-port",
+            &wan2.to_string(),
+            "-retry-join-wan",
+            &wan_join,
+        ],
+    )
+    .await?;
+    let s1 = dc1.agent(0)?;
+    register_db(dc2.agent(0)?, "db-2", "10.2.0.1").await?;
+    eventually(Duration::from_secs(30), || async {
+        let list = json_of(s1, "/v1/catalog/service/db?dc=dc2").await?;
+        ensure!(list[0]["ServiceID"] == "db-2", "{list}");
+        Ok(())
+    })
+    .await?;
+    let r = s1
+        .request(
+            "POST",
+            "/v1/query",
+            Some(serde_json::to_vec(&json!({
+                "Name": "db", "Service": {"Service": "db", "Failover": {"Datacenters": ["dc2"]}}
+            }))?),
+        )
+        .await?;
+    ensure!(r.status == 200, "{}", r.text());
+
+    dc2.kill(0);
+    let started = std::time::Instant::now();
+    let r = s1.get("/v1/catalog/nodes?dc=dc2").await?;
+    ensure!(r.status == 500, "{} {}", r.status, r.text());
+    ensure!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let answer = execute(s1, "db").await?;
+    ensure!(
+        answer["Failovers"] == 1 && answer["Nodes"] == json!([]) && answer["Datacenter"] == "dc1",
+        "{answer}"
+    );
+    eventually(Duration::from_secs(30), || async {
+        ensure!(json_of(s1, "/v1/catalog/datacenters").await? == json!(["dc1"]));
+        Ok(())
+    })
+    .await
+    .context("the WAN pool kept the dead datacenter")?;
+    let started = std::time::Instant::now();
+    let r = s1.get("/v1/catalog/nodes?dc=dc2").await?;
+    ensure!(
+        r.status == 500 && r.text() == "No path to datacenter",
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    dc2.restart(0)?;
+    eventually(Duration::from_secs(30), || async {
+        let answer = execute(s1, "db").await?;
+        ensure!(
+            answer["Datacenter"] == "dc2" && answer["Failovers"] == 1,
+            "{answer}"
+        );
+        Ok(())
+    })
+    .await
+    .context("the datacenter did not come back")?;
+    Ok(())
+}
