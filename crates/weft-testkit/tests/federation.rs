@@ -42,6 +42,21 @@ async fn register_db(agent: &DevAgent, id: &str, address: &str) -> Result<()> {
     Ok(())
 }
 
+/// Creates a prepared query `name` for `db` with this failover, with `?token=` when given.
+async fn create_query(agent: &DevAgent, name: &str, failover: Value, token: &str) -> Result<()> {
+    let path = if token.is_empty() {
+        "/v1/query".to_string()
+    } else {
+        format!("/v1/query?token={token}")
+    };
+    let body = json!({"Name": name, "Service": {"Service": "db", "Failover": failover}});
+    let r = agent
+        .request("POST", &path, Some(serde_json::to_vec(&body)?))
+        .await?;
+    ensure!(r.status == 200, "create {name}: {} {}", r.status, r.text());
+    Ok(())
+}
+
 async fn execute(agent: &DevAgent, query: &str) -> Result<Value> {
     json_of(agent, &format!("/v1/query/{query}/execute")).await
 }
@@ -187,17 +202,7 @@ async fn datacenters_federate_over_the_wan_pool() -> Result<()> {
         ("db-listed", json!({"Datacenters": ["dc9", "dc3", "dc2"]})),
         ("db-none", json!({})),
     ] {
-        let r = c1
-            .request(
-                "POST",
-                "/v1/query",
-                Some(serde_json::to_vec(&json!({
-                    "Name": name,
-                    "Service": {"Service": "db", "Failover": failover}
-                }))?),
-            )
-            .await?;
-        ensure!(r.status == 200, "create {name}: {} {}", r.status, r.text());
+        create_query(c1, name, failover, "").await?;
     }
     // The nearest other datacenter may be dc3, which has no db either: NearestN 1 then finds nothing.
     let answer = execute(c1, "db-nearest").await?;
@@ -445,16 +450,7 @@ async fn federation_over_rpc_tls_gives_other_datacenters_only_forwarding() -> Re
     })
     .await
     .context("dc1 could not reach dc2 over TLS")?;
-    let r = s1
-        .request(
-            "POST",
-            "/v1/query",
-            Some(serde_json::to_vec(&json!({
-                "Name": "db", "Service": {"Service": "db", "Failover": {"Datacenters": ["dc2"]}}
-            }))?),
-        )
-        .await?;
-    ensure!(r.status == 200, "{}", r.text());
+    create_query(s1, "db", json!({"Datacenters": ["dc2"]}), "").await?;
     let answer = execute(s1, "db").await?;
     ensure!(
         answer["Datacenter"] == "dc2" && answer["Failovers"] == 1,
@@ -569,16 +565,7 @@ async fn federated_requests_are_authorised_by_the_datacenter_that_answers() -> R
     );
     // A prepared query failing over runs in dc2 under the caller's token, as dc2 resolves it.
     register_db(s2, "db-2", "10.2.0.1").await?;
-    let r = s1
-        .request(
-            "POST",
-            &format!("/v1/query?token={ROOT}"),
-            Some(serde_json::to_vec(&json!({
-                "Name": "db", "Service": {"Service": "db", "Failover": {"Datacenters": ["dc2"]}}
-            }))?),
-        )
-        .await?;
-    ensure!(r.status == 200, "{}", r.text());
+    create_query(s1, "db", json!({"Datacenters": ["dc2"]}), ROOT).await?;
     eventually(Duration::from_secs(20), || async {
         let answer = json_of(s1, &format!("/v1/query/db/execute?token={ROOT}")).await?;
         ensure!(
@@ -618,16 +605,7 @@ async fn a_datacenter_that_goes_away_fails_fast_and_comes_back() -> Result<()> {
         Ok(())
     })
     .await?;
-    let r = s1
-        .request(
-            "POST",
-            "/v1/query",
-            Some(serde_json::to_vec(&json!({
-                "Name": "db", "Service": {"Service": "db", "Failover": {"Datacenters": ["dc2"]}}
-            }))?),
-        )
-        .await?;
-    ensure!(r.status == 200, "{}", r.text());
+    create_query(s1, "db", json!({"Datacenters": ["dc2"]}), "").await?;
 
     dc2.kill(0);
     let started = std::time::Instant::now();
