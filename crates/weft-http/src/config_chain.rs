@@ -306,12 +306,32 @@ fn own_protocol(service_defaults: Option<&Map<String, Value>>) -> Option<String>
         .map(str::to_ascii_lowercase)
 }
 
-/// Services with a router or splitter, which need http, http2 or grpc.
+/// Services with a router, a splitter or intentions with `Permissions` (L7), which need http, http2 or grpc.
 fn routed(store: &Store) -> std::collections::BTreeSet<String> {
     [SERVICE_ROUTER, SERVICE_SPLITTER]
         .iter()
         .flat_map(|k| store.config_entries_of(k).map(|e| e.name.clone()))
+        .chain(
+            store
+                .intentions()
+                .into_iter()
+                .filter(|i| !i.permissions.is_empty())
+                .map(|i| i.destination_name.clone()),
+        )
         .collect()
+}
+
+/// Intentions with `Permissions` (L7) are enforced on requests, so their destination must speak http, http2 or
+/// grpc by the stored entries; on a tcp service they could never match, and are refused when written.
+pub fn check_l7_intention(store: &Store, destination: &str) -> Result<(), String> {
+    let protocol = protocol_of(store, destination);
+    if HTTP_PROTOCOLS.contains(&protocol.as_str()) {
+        return Ok(());
+    }
+    Err(format!(
+        "service {destination:?} has protocol {protocol:?}: intentions with Permissions (L7) need http, http2 or \
+         grpc (set Protocol in its service-defaults, or in proxy-defaults for every service)"
+    ))
 }
 
 /// Checks that every routed service still speaks a protocol that routes once `service_defaults` (name → body,
@@ -338,7 +358,8 @@ fn routing_survives(
         let protocol = own.unwrap_or_else(|| global.clone());
         if !HTTP_PROTOCOLS.contains(&protocol.as_str()) {
             return Err(format!(
-                "{name:?} has a service-router or service-splitter, which needs http, http2 or grpc: {what} would                  leave it speaking {protocol:?} (delete those entries first)"
+                "{name:?} has a service-router, a service-splitter or intentions with Permissions, which need http, \
+                 http2 or grpc: {what} would leave it speaking {protocol:?} (delete those first)"
             ));
         }
     }
@@ -815,7 +836,7 @@ mod tests {
         let tcp = json!({"Kind": "service-defaults", "Name": "web", "Protocol": "tcp"});
         assert!(check_protocol_change(&tcp, &s)
             .unwrap_err()
-            .contains("delete those entries first"));
+            .contains("delete those first"));
         let grpc = json!({"Kind": "service-defaults", "Name": "web", "Protocol": "grpc"});
         assert!(check_protocol_change(&grpc, &s).is_ok());
     }

@@ -158,11 +158,7 @@ async fn discovery_chain_entries_need_an_http_service() {
     let tcp = json!({"Kind": "service-defaults", "Name": "web", "Protocol": "tcp"});
     let a = api.put("/v1/config", &tcp.to_string()).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(
-        a.text().contains("delete those entries first"),
-        "{}",
-        a.text()
-    );
+    assert!(a.text().contains("delete those first"), "{}", a.text());
     // Nor lose its protocol by deleting its service-defaults while proxy-defaults gives tcp ...
     let a = api.delete("/v1/config/service-defaults/web").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
@@ -397,4 +393,50 @@ async fn config_entry_acls_follow_the_kind() {
         )
         .await;
     assert_eq!(read.status, StatusCode::OK, "{}", read.text());
+}
+
+#[tokio::test]
+async fn l7_intentions_need_a_service_that_speaks_http() {
+    let api = TestApi::new().await;
+    let l7 = json!({"Permissions": [{"Action": "allow", "HTTP": {"PathPrefix": "/api"}}]});
+    let exact = "/v1/connect/intentions/exact?source=web&destination=api";
+    // api speaks tcp (no service-defaults, no proxy-defaults): refused by both the legacy API and the entry.
+    let a = api.put(exact, &l7.to_string()).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(
+        a.text().contains(r#"service "api" has protocol "tcp""#),
+        "{}",
+        a.text()
+    );
+    let entry = json!({"Kind": "service-intentions", "Name": "api",
+        "Sources": [{"Name": "web", "Permissions": l7["Permissions"]}]});
+    let a = api.put("/v1/config", &entry.to_string()).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
+    assert!(a.text().contains("Permissions (L7)"), "{}", a.text());
+    assert_eq!(api.get("/v1/connect/intentions").await.json(), json!([]));
+    // L4 intentions on a tcp service are fine.
+    let a = api
+        .put(exact, &json!({"Action": "allow"}).to_string())
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    // Once api speaks http (through proxy-defaults here), both forms are accepted ...
+    let pd = json!({"Kind": "proxy-defaults", "Name": "global", "Config": {"protocol": "http"}});
+    assert_eq!(api.put("/v1/config", &pd.to_string()).await.text(), "true");
+    let a = api.put(exact, &l7.to_string()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(
+        api.put("/v1/config", &entry.to_string()).await.text(),
+        "true"
+    );
+    // ... and api cannot be taken back to tcp while they stand.
+    let tcp = json!({"Kind": "service-defaults", "Name": "api", "Protocol": "tcp"});
+    let a = api.put("/v1/config", &tcp.to_string()).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(
+        a.text().contains("intentions with Permissions"),
+        "{}",
+        a.text()
+    );
+    let a = api.delete("/v1/config/proxy-defaults/global").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
 }

@@ -54,8 +54,19 @@ async fn list(ctx: Ctx) -> Result<Reply, ApiError> {
     .await
 }
 
+/// L7 intentions only on services that speak http, http2 or grpc (see [`crate::config_chain::check_l7_intention`]).
+fn check_l7(ctx: &Ctx, i: &Intention) -> Result<(), ApiError> {
+    if i.permissions.is_empty() {
+        return Ok(());
+    }
+    let store = ctx.state.agent.server().read();
+    crate::config_chain::check_l7_intention(&store, &i.destination_name)
+        .map_err(|e| ApiError::bad_request(format!("Invalid intention: {e}")))
+}
+
 async fn write_intention(ctx: &Ctx, mut i: Intention) -> Result<Intention, ApiError> {
     i.normalize().map_err(invalid)?;
+    check_l7(ctx, &i)?;
     let now = now_rfc3339();
     if i.created_at.is_empty() {
         i.created_at = now.clone();
@@ -415,6 +426,7 @@ pub async fn config_put(ctx: Ctx) -> Result<Reply, ApiError> {
             ..Intention::default()
         };
         i.normalize().map_err(invalid)?;
+        check_l7(&ctx, &i)?;
         intentions.push(i);
     }
     ctx.state
