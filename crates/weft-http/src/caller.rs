@@ -45,10 +45,13 @@ fn token_in<'a>(query: &'a [(String, String)], headers: &'a HeaderMap) -> Option
     rest.split_whitespace().next()
 }
 
-/// The secret a request is decided by: its own token, else the agent's default token, else `anonymous`.
+/// The secret a request is decided by: its own token, else the agent's default token, else `anonymous`. A request
+/// another agent passed on carries the token its first agent gave it, or none: it is then anonymous, never this
+/// server's default token (which would lend a server's rights to any caller of any agent, or datacenter).
 fn secret_for<'a>(state: &crate::ApiState, given: Option<&'a str>) -> std::borrow::Cow<'a, str> {
     match given {
         Some(t) => std::borrow::Cow::Borrowed(t),
+        None if state.forwarded => std::borrow::Cow::Borrowed(ANONYMOUS_SECRET),
         None => match state.acl.default_token() {
             Some(t) => std::borrow::Cow::Owned(t),
             None => std::borrow::Cow::Borrowed(ANONYMOUS_SECRET),

@@ -160,8 +160,18 @@ pub async fn deregister(ctx: Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::bool(true))
 }
 
-/// Every datacenter this server federates with (its own alone without WAN federation), nearest first.
+/// Every datacenter this server federates with (its own alone without WAN federation), nearest first. A client
+/// agent is in no WAN pool: even a `?stale` or `?cached` read goes to its servers.
 pub async fn datacenters(ctx: Ctx) -> Result<Reply, ApiError> {
+    let to_servers = crate::forward::to_servers(
+        &ctx.state,
+        &ctx.method,
+        "/v1/catalog/datacenters",
+        &ctx.headers,
+    );
+    if let Some(reply) = to_servers.await {
+        return Ok(reply);
+    }
     let names: Vec<String> = ctx
         .state
         .agent

@@ -18,6 +18,16 @@ fn entry(node: &str, coord: &weft_types::coordinate::Coordinate) -> Value {
 /// may not read as nodes are left out.
 pub async fn datacenters(ctx: Ctx) -> Result<Reply, ApiError> {
     ctx.check_scope()?;
+    // A client agent is in no WAN pool: even a `?stale` or `?cached` read goes to its servers.
+    let to_servers = crate::forward::to_servers(
+        &ctx.state,
+        &ctx.method,
+        "/v1/coordinate/datacenters",
+        &ctx.headers,
+    );
+    if let Some(reply) = to_servers.await {
+        return Ok(reply);
+    }
     let server = ctx.state.agent.server();
     if server.wan().is_some() {
         let list: Vec<Value> = server

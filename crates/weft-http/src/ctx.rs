@@ -88,18 +88,6 @@ impl Ctx {
         Reply::json(value, self.pretty())
     }
 
-    /// The request's path and query, encoded again (to pass the request on).
-    pub fn path_and_query(&self) -> String {
-        let path = weft_types::url::path(&self.path);
-        if self.query.is_empty() {
-            return path;
-        }
-        let query = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(self.query.iter())
-            .finish();
-        format!("{path}?{query}")
-    }
-
     pub fn datacenter(&self) -> &str {
         &self.state.agent.config().datacenter
     }

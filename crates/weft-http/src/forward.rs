@@ -26,14 +26,20 @@ pub const FORWARDED: &str = "x-weft-forwarded";
 /// (prepared queries' `_agent`). Only ordering depends on it.
 pub const ORIGIN_NODE: &str = "x-weft-origin-node";
 
-/// How many times a request may be passed on.
-const MAX_HOPS: u32 = 3;
+/// How many times a request may be passed on: client agent -> server -> another datacenter's server -> its leader
+/// is three, and a leader change on the way may add one or two.
+const MAX_HOPS: u32 = 5;
+
+/// How long a passed-on blocking query may take (10 minutes, plus Consul's jitter), and any other request.
+const BLOCKING_LIMIT: Duration = Duration::from_secs(11 * 60);
+const ANSWER_LIMIT: Duration = Duration::from_secs(120);
 
 pub enum Decision {
     Local,
     /// Forward to these RPC addresses, in order, until one answers.
     Forward(Vec<String>),
-    /// Forward to these servers of another datacenter (checked, with TLS, to be that datacenter's).
+    /// Forward to these servers of another datacenter (with RPC TLS, checked to present that datacenter's server
+    /// name; without it, whoever the WAN pool says serves that datacenter).
     Datacenter(String, Vec<String>),
 }
 
@@ -87,14 +93,14 @@ pub fn mark_cached(state: &ApiState, reply: &mut Reply, hit: bool) {
     reply.set("age", age.to_string());
 }
 
-/// The datacenter a request names with `?dc=` when it is not this one, for routes the servers answer (agent
-/// endpoints answer for this agent whatever `?dc` says, as Consul's do).
+/// The datacenter a request names with `?dc=` when it is not this one, for routes the servers answer and the
+/// keyring (agent endpoints answer for this agent whatever `?dc` says, as Consul's do).
 fn other_datacenter(
     state: &ApiState,
     class: Forward,
     query: &[(String, String)],
 ) -> Option<String> {
-    if !matches!(class, Forward::Leader | Forward::LeaderKv) {
+    if !matches!(class, Forward::Leader | Forward::LeaderKv | Forward::Pool) {
         return None;
     }
     let dc = query.iter().find(|(k, _)| k == "dc").map(|(_, v)| v)?;
@@ -249,13 +255,8 @@ fn carriers(state: &ApiState, decision: Decision) -> (weft_rpc::HttpClient, Vec<
     }
 }
 
-/// Whether this request was passed on by another agent (a forwarded request answers for itself only).
-pub fn was_forwarded(headers: &HeaderMap) -> bool {
-    hops(headers) > 0
-}
-
 /// Passes a request to another datacenter (through this agent's servers on a client agent) and returns its
-/// answer as it came; for routes that decide themselves what `?dc` means (the keyring).
+/// answer as it came: the keyring's fan-out, and the dashboard's pages of other datacenters.
 pub async fn to_other_datacenter(
     state: &ApiState,
     dc: &str,
@@ -347,8 +348,9 @@ async fn forward(
             passed_on.insert(ORIGIN_NODE, node);
         }
     }
-    // A request without a token is answered on the servers with this agent's default token, as Consul's agents do.
-    if let Some(token) = state.acl.default_token() {
+    // A request without a token is answered on the servers with the default token of the agent it was asked of, as
+    // Consul's agents do: that agent's alone (hop 0), never one added by an agent passing it on.
+    if let Some(token) = state.acl.default_token().filter(|_| hops(headers) == 0) {
         let query: Vec<(String, String)> = path_and_query
             .split_once('?')
             .map(|(_, q)| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
@@ -365,10 +367,19 @@ async fn forward(
         addr: String::new(),
         reason: "no servers known".into(),
     };
+    // Blocking queries wait up to 10 minutes (plus Consul's jitter of wait/16); anything else gets a server's answer
+    // well within two, so a server that accepts and then stalls does not hold the request for longer.
+    let blocking = path_and_query
+        .split_once('?')
+        .is_some_and(|(_, q)| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "index"));
+    let limit = if blocking {
+        BLOCKING_LIMIT
+    } else {
+        ANSWER_LIMIT
+    };
     for addr in targets {
-        // Blocking queries wait up to 10 minutes (plus Consul's jitter of wait/16).
         let send = client.send(method.clone(), addr, &path, &passed_on, body.clone());
-        let answer = tokio::time::timeout(Duration::from_secs(11 * 60), send).await;
+        let answer = tokio::time::timeout(limit, send).await;
         let response = match answer {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
@@ -378,7 +389,7 @@ async fn forward(
             Err(_) => {
                 last_error = RpcError::Timeout {
                     addr: addr.clone(),
-                    timeout: Duration::from_secs(11 * 60),
+                    timeout: limit,
                 };
                 continue;
             }

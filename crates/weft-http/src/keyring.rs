@@ -22,22 +22,7 @@ struct KeyRequest {
 }
 
 pub async fn keyring(ctx: Ctx) -> Result<Reply, ApiError> {
-    if let Some(dc) = ctx
-        .param("dc")
-        .filter(|dc| !dc.is_empty() && *dc != ctx.datacenter())
-    {
-        let dc = dc.to_string();
-        let target = ctx.path_and_query();
-        return Ok(crate::forward::to_other_datacenter(
-            &ctx.state,
-            &dc,
-            &ctx.method,
-            &target,
-            &ctx.headers,
-            &ctx.body,
-        )
-        .await);
-    }
+    // `?dc=` naming another datacenter was passed on to it before this runs (`Forward::Pool`).
     ctx.check_scope()?;
     if let Some(relay) = ctx.param("relay-factor") {
         // Accepted as Consul accepts it; every answer comes straight back here, so there is nothing to relay.
@@ -94,9 +79,9 @@ pub async fn keyring(ctx: Ctx) -> Result<Reply, ApiError> {
     };
     let datacenter = ctx.state.agent.config().datacenter.clone();
     let mut failures = failure_lines(&answer, &datacenter);
-    // Asked by another datacenter (the fan-out below): this datacenter's part alone, its servers' share of the WAN
-    // ring included.
-    let asked_by_other = crate::forward::was_forwarded(&ctx.headers);
+    // Passed on by another datacenter (the fan-out below, or `?dc=`): this datacenter's part alone, its servers'
+    // share of the WAN ring included. (Keyring requests are passed on for no other reason.)
+    let asked_by_other = ctx.state.forwarded;
     let others = if asked_by_other {
         Vec::new()
     } else {

@@ -285,7 +285,13 @@ pub async fn handle(state: ApiState, req: Request) -> Reply {
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
-    let headers = req.headers().clone();
+    let mut headers = req.headers().clone();
+    if !(state.rpc || state.forwarded) {
+        // Only agents passing a request on say how far it has come and where it began; from anyone else these
+        // headers would skip this agent's default token or bend `_agent` sorting.
+        headers.remove(forward::FORWARDED);
+        headers.remove(forward::ORIGIN_NODE);
+    }
     let path_and_query = req
         .uri()
         .path_and_query()

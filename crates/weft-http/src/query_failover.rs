@@ -5,8 +5,10 @@
 //! and not counted; every one tried counts in `Failovers`, whether it answered or not.
 //!
 //! The definition itself travels (`POST /v1/internal/query/execute` on the other datacenter's RPC port), so the
-//! query need not exist there. There, its results are filtered by the query's stored token, or else by the
-//! caller's, as the other datacenter resolves it (ACL tokens are per datacenter in Weft: no replication).
+//! query need not exist there; its stored token does not (it is this datacenter's secret, and ACL tokens are per
+//! datacenter in Weft: no replication). There, its results are filtered by the caller's token, as the other
+//! datacenter resolves it. One datacenter's servers get [`REMOTE_TIMEOUT`] each, and the whole failover
+//! [`FAILOVER_BUDGET`], so that a DNS lookup (5 s) still gets an answer.
 
 use crate::caller::Caller;
 use crate::ctx::Ctx;
@@ -21,8 +23,10 @@ use weft_types::query::PreparedQuery;
 /// The internal route a query is run at in another datacenter.
 pub const REMOTE_PATH: &str = "/v1/internal/query/execute";
 
-/// How long one datacenter may take to answer before the next is tried.
-const REMOTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one server of another datacenter may take to answer before the next is tried.
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long failing over may take in all; datacenters not tried by then are not counted.
+const FAILOVER_BUDGET: Duration = Duration::from_secs(4);
 
 /// A query to run in another datacenter.
 #[derive(Debug, Serialize, Deserialize)]
@@ -30,7 +34,7 @@ pub struct RemoteQuery {
     pub query: PreparedQuery,
     pub limit: usize,
     pub connect: bool,
-    /// The caller's token, for filtering when the query has none stored.
+    /// The caller's token, which the other datacenter filters the results with.
     pub token: String,
     /// Set once a follower has passed it to its leader, so it is never passed on again.
     pub forwarded: bool,
@@ -85,23 +89,34 @@ pub async fn fail_over(
         tried: 0,
         answer: None,
     };
+    // The query's stored token is a secret of this datacenter, and means nothing elsewhere (tokens are not
+    // replicated): it stays here, and the other datacenter filters with the caller's token.
     let request = RemoteQuery {
-        query: q.clone(),
+        query: PreparedQuery {
+            token: String::new(),
+            ..q.clone()
+        },
         limit,
         connect,
         token: token.to_string(),
         forwarded: false,
     };
+    let deadline = tokio::time::Instant::now() + FAILOVER_BUDGET;
     for dc in targets(q, &known) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
         outcome.tried += 1;
         let client = server.http_for(&dc);
         for addr in server.servers_in(&dc) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match weft_rpc::post_json::<_, RemoteAnswer>(
                 &client,
                 &addr,
                 REMOTE_PATH,
                 &request,
-                REMOTE_TIMEOUT,
+                REMOTE_TIMEOUT.min(left),
             )
             .await
             {
@@ -132,13 +147,8 @@ pub async fn remote_execute(ctx: Ctx) -> Result<Reply, ApiError> {
             .map_err(|e| ApiError::internal(e.to_string()))?;
         return Ok(ctx.json(&serde_json::to_value(answer).unwrap_or(Value::Null)));
     }
-    let filter_token = if req.query.token.is_empty() {
-        &req.token
-    } else {
-        &req.query.token
-    };
     let identity = server
-        .resolve_token(filter_token)
+        .resolve_token(&req.token)
         .await
         .map_err(|_| ApiError::new(axum::http::StatusCode::FORBIDDEN, "ACL not found"))?;
     let by = Arc::new(Caller::with_identity(identity, true));

@@ -33,8 +33,10 @@ fn for_servers_only(path: &str) -> bool {
         .is_some_and(|(route, _)| route.policy.acl.resource == Resource::ClusterServer)
 }
 
-/// What another datacenter's server may call: requests it passes on for this datacenter (`?dc=`), and prepared
-/// queries failing over here. Never Raft, joins, the replica stream, leaf signing or writes to this state machine.
+/// What another datacenter's server may call: requests it passes on for this datacenter (`?dc=`; reads and writes
+/// of the servers' routes, decided by this datacenter's ACLs with the token they carry, so with ACLs off by nothing
+/// more), and prepared queries failing over here. Never Raft, joins, the replica stream, leaf signing or this
+/// state machine's internal apply.
 fn from_other_datacenters(path: &str) -> bool {
     path.starts_with(&format!("{}/", crate::FORWARD_PREFIX))
         || path == crate::query_failover::REMOTE_PATH

@@ -104,6 +104,10 @@ impl Server {
         let Some(tls) = config.rpc_tls.as_ref().filter(|_| dc != config.datacenter) else {
             return self.http().clone();
         };
+        // Only datacenters the WAN pool knows get a client kept for them: names come from requests.
+        if self.servers_in(dc).is_empty() {
+            return self.http().clone();
+        }
         let mut clients = self
             .inner
             .remote_http

@@ -257,6 +257,14 @@ async fn datacenters_federate_over_the_wan_pool() -> Result<()> {
         "{}",
         page.text()
     );
+    // A client agent is in no WAN pool: a stale read of the datacenters still asks its servers.
+    ensure!(
+        json_of(c1, "/v1/catalog/datacenters?stale")
+            .await?
+            .as_array()
+            .map_or(0, Vec::len)
+            == 3
+    );
     let page = c1.get("/ui/dc9/services").await?;
     ensure!(
         page.status == 404 && page.text().contains("Unknown datacenter"),
@@ -560,6 +568,37 @@ async fn federated_requests_are_authorised_by_the_datacenter_that_answers() -> R
     ensure!(
         r.status == 403 && r.text().contains("ACL not found"),
         "{} {}",
+        r.status,
+        r.text()
+    );
+    // Only agents passing a request on may say how far it has come: from a client, the header is ignored (it would
+    // otherwise skip the agent's default token, or a keyring operation's other datacenters).
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "X-Weft-Forwarded: 1",
+        ])
+        .arg(format!("http://{}/v1/kv/where?dc=dc2", s1.addr()))
+        .output()?;
+    ensure!(String::from_utf8_lossy(&out.stdout) == "200", "{:?}", out);
+    // No token, and an agent asked without a default token: dc2 decides for the anonymous token, never with a
+    // default token of its own (nor would dc1's server add one on the way).
+    let r = s1
+        .put_json(
+            &format!("/v1/agent/token/default?token={ROOT}"),
+            &json!({"Token": ""}),
+        )
+        .await?;
+    ensure!(r.status == 200, "{} {}", r.status, r.text());
+    let r = s1.get("/v1/kv/where?dc=dc2").await?;
+    ensure!(
+        r.status == 403,
+        "an anonymous request was answered as {} {}",
         r.status,
         r.text()
     );

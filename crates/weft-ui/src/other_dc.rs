@@ -30,15 +30,15 @@ pub async fn pass_on(State(state): State<ApiState>, req: Request, next: Next) ->
         .path_and_query()
         .map_or(req.uri().path(), |p| p.as_str())
         .to_string();
-    let reply = weft_http::forward::to_other_datacenter(
-        &state,
-        &dc,
-        req.method(),
-        &target,
-        req.headers(),
-        &[],
-    )
-    .await;
+    let mut headers = req.headers().clone();
+    if !state.forwarded {
+        // Asked by a browser: only agents say how far a request has come.
+        headers.remove(weft_http::forward::FORWARDED);
+        headers.remove(weft_http::forward::ORIGIN_NODE);
+    }
+    let reply =
+        weft_http::forward::to_other_datacenter(&state, &dc, req.method(), &target, &headers, &[])
+            .await;
     if reply.status == StatusCode::INTERNAL_SERVER_ERROR
         && reply.body.as_ref() == b"No path to datacenter"
     {

@@ -169,15 +169,27 @@ impl weft_dns::DnsState for DnsView {
             let (client, targets) = match (server.mode(), datacenter) {
                 (Mode::Dev, _) => return weft_dns::Fetched::NotFound,
                 (Mode::Client(replica), _) => (server.http().clone(), replica.servers()),
-                (Mode::Raft(_), Some(dc)) => (server.http_for(dc), server.servers_in(dc)),
+                (Mode::Raft(_), Some(dc)) => {
+                    // A datacenter the WAN pool does not know does not exist (and gets no RPC client made).
+                    let servers = server.servers_in(dc);
+                    if servers.is_empty() {
+                        return weft_dns::Fetched::NotFound;
+                    }
+                    (server.http_for(dc), servers)
+                }
                 (Mode::Raft(_), None) => {
                     (server.http().clone(), server.leader().into_iter().collect())
                 }
             };
             let full = match datacenter {
-                Some(dc) => format!("{}{path}?dc={dc}", weft_http::FORWARD_PREFIX),
+                Some(dc) => format!(
+                    "{}{path}?dc={}",
+                    weft_http::FORWARD_PREFIX,
+                    weft_types::url::query_value(dc)
+                ),
                 None => format!("{}{path}", weft_http::FORWARD_PREFIX),
             };
+            // Asked by this agent itself: hop 1 from here on, and no token but DNS's own (below).
             let mut headers = axum::http::HeaderMap::new();
             headers.insert(
                 weft_http::forward::FORWARDED,
