@@ -4,11 +4,13 @@
 //! agent's own. Everything that reads or changes the cluster's state (catalog, health, KV, sessions, transactions,
 //! intentions, the CA) is answered by the leader, as in Consul: a client agent passes such requests to a server's RPC port, a follower passes them to the leader.
 //! `?stale` reads are the exception: any server, or a client's replica, answers them from its own copy, and says
-//! how old that copy may be in `X-Consul-LastContact`.
+//! how old that copy may be in `X-Consul-LastContact`. A request naming another datacenter (`?dc=`) goes from a
+//! client agent to its servers and from a server to one of that datacenter's, which answers it as its own.
 //!
-//! A forwarded request carries `X-Weft-Forwarded` with its hop count. A request that has already been passed on
-//! [`MAX_HOPS`] times (leadership moving while it travels) fails with "No cluster leader" rather than being answered
-//! from a copy that may be stale, so forwarding never loops and never serves an old state as the leader's.
+//! A forwarded request carries `X-Weft-Forwarded` with its hop count (from clients, the header is dropped). A
+//! request that has already been passed on [`MAX_HOPS`] times (leadership moving while it travels) fails with "No
+//! cluster leader" (or, on its way to another datacenter, "No path to datacenter") rather than being answered from
+//! a copy that may be stale, so forwarding never loops and never serves an old state as the leader's.
 
 use crate::policy::Forward;
 use crate::reply::{ApiError, Reply};
@@ -100,7 +102,10 @@ fn other_datacenter(
     class: Forward,
     query: &[(String, String)],
 ) -> Option<String> {
-    if !matches!(class, Forward::Leader | Forward::LeaderKv | Forward::Pool) {
+    if !matches!(
+        class,
+        Forward::Leader | Forward::LeaderKv | Forward::LocalOrDc
+    ) {
         return None;
     }
     let dc = query.iter().find(|(k, _)| k == "dc").map(|(_, v)| v)?;
@@ -143,7 +148,7 @@ pub async fn decide(
     // `?stale` is answered from this agent's copy, except KV on a client agent, which has none (see
     // `weft_server::replica`): any server answers it from its own.
     let local = match class {
-        Forward::Local | Forward::Internal | Forward::Pool => true,
+        Forward::Local | Forward::Internal | Forward::LocalOrDc => true,
         Forward::Leader => {
             wants_stale(method, query) || wants_cached(state, method, query, headers)
         }

@@ -22,7 +22,7 @@ struct KeyRequest {
 }
 
 pub async fn keyring(ctx: Ctx) -> Result<Reply, ApiError> {
-    // `?dc=` naming another datacenter was passed on to it before this runs (`Forward::Pool`).
+    // `?dc=` naming another datacenter was passed on to it before this runs (`Forward::LocalOrDc`).
     ctx.check_scope()?;
     if let Some(relay) = ctx.param("relay-factor") {
         // Accepted as Consul accepts it; every answer comes straight back here, so there is nothing to relay.

@@ -15,9 +15,9 @@ pub enum Forward {
     LeaderKv,
     /// Cluster-internal: answered where it arrives, on the server RPC listener only.
     Internal,
-    /// By the agent asked, for its whole gossip pool; with WAN federation, passed on to each other datacenter,
-    /// whose server answers for its own pool (the keyring). Unlike [`Forward::Local`], it may arrive forwarded.
-    Pool,
+    /// By the agent asked, as [`Forward::Local`], unless `?dc=` names another datacenter: then by one of that
+    /// datacenter's servers, so unlike `Local` it may arrive passed on (the keyring, user events, `/v1/status`).
+    LocalOrDc,
 }
 
 /// The largest body a route reads.

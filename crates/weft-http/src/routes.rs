@@ -45,6 +45,14 @@ const fn local(acl: AclRule) -> Policy {
     }
 }
 
+/// This agent answers, unless `?dc=` names another datacenter (one of its servers answers then).
+const fn local_or_dc(acl: AclRule) -> Policy {
+    Policy {
+        forward: Forward::LocalOrDc,
+        ..local(acl)
+    }
+}
+
 /// The leader answers (stale reads: this agent's copy).
 const fn leader(acl: AclRule) -> Policy {
     Policy {
@@ -155,7 +163,7 @@ fn table() -> Vec<Route> {
             "/v1/event/fire/",
             [PUT],
             event::fire,
-            local(rule(Event, Write, Path))
+            local_or_dc(rule(Event, Write, Path))
         ),
         route!(
             "/v1/event/list",
@@ -192,10 +200,7 @@ fn table() -> Vec<Route> {
             "/v1/operator/keyring",
             [GET, POST, PUT, DELETE],
             keyring::keyring,
-            Policy {
-                forward: Forward::Pool,
-                ..local(rule(Keyring, ByMethod, Whole))
-            }
+            local_or_dc(rule(Keyring, ByMethod, Whole))
         ),
         route!(
             "/v1/operator/autopilot/state",
@@ -742,13 +747,13 @@ fn table() -> Vec<Route> {
             "/v1/status/leader",
             [GET],
             status::leader,
-            local(AclRule::NONE)
+            local_or_dc(AclRule::NONE)
         ),
         route!(
             "/v1/status/peers",
             [GET],
             status::peers,
-            local(AclRule::NONE)
+            local_or_dc(AclRule::NONE)
         ),
     ]
 }

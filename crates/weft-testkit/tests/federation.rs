@@ -176,6 +176,21 @@ async fn datacenters_federate_over_the_wan_pool() -> Result<()> {
     ensure!(c1.get("/v1/kv/where?dc=dc2&raw").await?.text() == "dc2");
     ensure!(c1.get("/v1/kv/where").await?.status == 404);
     ensure!(s2.get("/v1/kv/where?raw").await?.text() == "dc2");
+    // Status and user events for another datacenter are answered and spread there, as in Consul.
+    let leader = json_of(c1, "/v1/status/leader?dc=dc2").await?;
+    ensure!(
+        leader == json!(dc2.rpc_addr(0)),
+        "{leader} is not dc2's server"
+    );
+    let r = c1.put("/v1/event/fire/deploy?dc=dc2", "v2").await?;
+    ensure!(r.status == 200, "{} {}", r.status, r.text());
+    eventually(Duration::from_secs(10), || async {
+        let there = json_of(s2, "/v1/event/list?name=deploy").await?;
+        ensure!(there.as_array().map_or(0, Vec::len) == 1, "{there}");
+        Ok(())
+    })
+    .await?;
+    ensure!(json_of(c1, "/v1/event/list?name=deploy").await? == json!([]));
     // The CLI's -datacenter, as Consul's.
     let out = cli(c1, &["kv", "get", "-datacenter", "dc2", "where"])?;
     ensure!(
