@@ -30,6 +30,26 @@ async fn datacenter(dc: &str, extra: &[&str]) -> Result<Cluster> {
     Cluster::start_with(1, 0, args(&all)).await
 }
 
+/// dc1 and dc2, one server each, federated over the WAN pool (dc2 joins dc1), each with its own extra arguments.
+async fn federated_pair(dc1_extra: &[&str], dc2_extra: &[&str]) -> Result<(Cluster, Cluster)> {
+    let wan1 = weft_testkit::net::free_gossip_port()?.to_string();
+    let wan2 = weft_testkit::net::free_gossip_port()?.to_string();
+    let join = format!("127.0.0.1:{wan1}");
+    let mut one = vec!["-serf-wan-port", wan1.as_str()];
+    one.extend_from_slice(dc1_extra);
+    let mut two = vec![
+        "-serf-wan-port",
+        wan2.as_str(),
+        "-retry-join-wan",
+        join.as_str(),
+    ];
+    two.extend_from_slice(dc2_extra);
+    Ok((
+        datacenter("dc1", &one).await?,
+        datacenter("dc2", &two).await?,
+    ))
+}
+
 /// Registers a `db` instance with this ID and address on `agent`.
 async fn register_db(agent: &DevAgent, id: &str, address: &str) -> Result<()> {
     let r = agent
@@ -440,28 +460,9 @@ async fn federation_over_rpc_tls_gives_other_datacenters_only_forwarding() -> Re
             .display()
             .to_string()
     };
-    let wan1 = weft_testkit::net::free_gossip_port()?;
-    let wan2 = weft_testkit::net::free_gossip_port()?;
-    let dc1 = datacenter(
-        "dc1",
-        &[
-            "-config-file",
-            &config("dc1"),
-            "-serf-wan-port",
-            &wan1.to_string(),
-        ],
-    )
-    .await?;
-    let dc2 = datacenter(
-        "dc2",
-        &[
-            "-config-file",
-            &config("dc2"),
-            "-serf-wan-port",
-            &wan2.to_string(),
-            "-retry-join-wan",
-            &format!("127.0.0.1:{wan1}"),
-        ],
+    let (dc1, dc2) = federated_pair(
+        &["-config-file", &config("dc1")],
+        &["-config-file", &config("dc2")],
     )
     .await?;
     let (s1, s2) = (dc1.agent(0)?, dc2.agent(0)?);
@@ -530,21 +531,7 @@ async fn federated_requests_are_authorised_by_the_datacenter_that_answers() -> R
         r#"acl {{ enabled = true  default_policy = "deny"  tokens {{ initial_management = "{ROOT}"  default = "{ROOT}" }} }}
            default_intention_policy = "deny""#
     );
-    let wan1 = weft_testkit::net::free_gossip_port()?;
-    let wan2 = weft_testkit::net::free_gossip_port()?;
-    let dc1 = datacenter("dc1", &["-hcl", &acl, "-serf-wan-port", &wan1.to_string()]).await?;
-    let dc2 = datacenter(
-        "dc2",
-        &[
-            "-hcl",
-            &acl,
-            "-serf-wan-port",
-            &wan2.to_string(),
-            "-retry-join-wan",
-            &format!("127.0.0.1:{wan1}"),
-        ],
-    )
-    .await?;
+    let (dc1, dc2) = federated_pair(&["-hcl", &acl], &["-hcl", &acl]).await?;
     let (s1, s2) = (dc1.agent(0)?, dc2.agent(0)?);
     s1.wait_for_acls(ROOT).await?;
     s2.wait_for_acls(ROOT).await?;
@@ -637,20 +624,7 @@ async fn federated_requests_are_authorised_by_the_datacenter_that_answers() -> R
 /// with nothing; when its server comes back, it is reachable again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_datacenter_that_goes_away_fails_fast_and_comes_back() -> Result<()> {
-    let wan1 = weft_testkit::net::free_gossip_port()?;
-    let wan2 = weft_testkit::net::free_gossip_port()?;
-    let dc1 = datacenter("dc1", &["-serf-wan-port", &wan1.to_string()]).await?;
-    let wan_join = format!("127.0.0.1:{wan1}");
-    let mut dc2 = datacenter(
-        "dc2",
-        &[
-            "-serf-wan-port",
-            &wan2.to_string(),
-            "-retry-join-wan",
-            &wan_join,
-        ],
-    )
-    .await?;
+    let (dc1, mut dc2) = federated_pair(&[], &[]).await?;
     let s1 = dc1.agent(0)?;
     register_db(dc2.agent(0)?, "db-2", "10.2.0.1").await?;
     eventually(Duration::from_secs(30), || async {
